@@ -1,0 +1,407 @@
+//! Accounts: validated input types, roles, login backoff policy and the account use cases.
+
+use std::fmt;
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::audit::{Actor, AuditDraft, Outcome, RequestMeta};
+use crate::ports::{AccountStore, AuditLog, Clock, LoginThrottle, PasswordHasher, StoreError};
+
+/// Why account input was refused; each message is safe to show to the person who typed it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("enter an email address like name@example.com")]
+    Email,
+    #[error("the password must be between {min} and {max} characters", min = Password::MIN_CHARS, max = Password::MAX_CHARS)]
+    PasswordLength,
+    #[error("unknown role; use trader, reviewer or admin")]
+    Role,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+pub struct UserId(pub Uuid);
+
+impl UserId {
+    pub fn new_random() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A syntactically plausible, normalised (trimmed, lower-case) email address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Email(String);
+
+impl Email {
+    pub const MAX_LEN: usize = 254;
+
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        let candidate = raw.trim().to_lowercase();
+        let valid = candidate.len() <= Self::MAX_LEN
+            && !candidate.chars().any(|c| c.is_whitespace() || c.is_control())
+            && match candidate.split_once('@') {
+                Some((local, domain)) => {
+                    !local.is_empty()
+                        && local.len() <= 64
+                        && !domain.contains('@')
+                        && domain.contains('.')
+                        && !domain.starts_with('.')
+                        && !domain.ends_with('.')
+                        && !domain.contains("..")
+                }
+                None => false,
+            };
+        if valid {
+            Ok(Self(candidate))
+        } else {
+            Err(ValidationError::Email)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A password as typed. Never serialised; `Debug` is redacted by `SecretString`.
+#[derive(Debug, Clone)]
+pub struct Password(SecretString);
+
+impl Password {
+    pub const MIN_CHARS: usize = 12;
+    pub const MAX_CHARS: usize = 128;
+
+    pub fn parse(raw: String) -> Result<Self, ValidationError> {
+        let chars = raw.chars().count();
+        if (Self::MIN_CHARS..=Self::MAX_CHARS).contains(&chars) {
+            Ok(Self(SecretString::from(raw)))
+        } else {
+            Err(ValidationError::PasswordLength)
+        }
+    }
+
+    /// For login only: any submitted text is checked against the stored hash (an old account
+    /// may predate the current length rule), bounded so hashing cost stays fixed.
+    pub fn for_login(raw: String) -> Result<Self, ValidationError> {
+        if raw.is_empty() || raw.chars().count() > Self::MAX_CHARS {
+            return Err(ValidationError::PasswordLength);
+        }
+        Ok(Self(SecretString::from(raw)))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+/// An argon2id PHC string.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHash(pub String);
+
+impl fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PasswordHash([redacted])")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Trader,
+    Reviewer,
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Trader, Role::Reviewer, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Trader => "trader",
+            Role::Reviewer => "reviewer",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "trader" => Ok(Role::Trader),
+            "reviewer" => Ok(Role::Reviewer),
+            "admin" => Ok(Role::Admin),
+            _ => Err(ValidationError::Role),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub email: Email,
+    pub role: Role,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserCredentials {
+    pub user: User,
+    pub password_hash: PasswordHash,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: UserId,
+    pub email: Email,
+    pub role: Role,
+    pub password_hash: PasswordHash,
+    pub created_at: OffsetDateTime,
+}
+
+/// Login backoff: the first `free_failures` failures cost nothing; after that each further failure
+/// doubles the wait, from one second up to `max_wait`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackoffPolicy {
+    pub free_failures: u32,
+    pub max_wait: Duration,
+}
+
+impl Default for BackoffPolicy {
+    fn default() -> Self {
+        Self { free_failures: 5, max_wait: Duration::minutes(15) }
+    }
+}
+
+impl BackoffPolicy {
+    /// How long to refuse attempts after `failures` consecutive failures.
+    pub fn wait_after(&self, failures: u32) -> Duration {
+        if failures < self.free_failures {
+            return Duration::ZERO;
+        }
+        let exponent = (failures - self.free_failures).min(30);
+        let wait = Duration::seconds(1_i64 << exponent);
+        wait.min(self.max_wait)
+    }
+}
+
+/// Why an account use case failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// Same for an unknown email and a wrong password, so the answer reveals nothing.
+    #[error("invalid email or password")]
+    BadCredentials,
+    #[error("too many failed attempts; try again in {0} seconds")]
+    Throttled(u64),
+    #[error("this email cannot be used to sign up")]
+    EmailUnavailable,
+    #[error("not found")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The account use cases. Each state change goes to the store together with its audit event.
+#[derive(Debug, Clone)]
+pub struct AccountService {
+    pub store: Arc<dyn AccountStore>,
+    pub audit: Arc<dyn AuditLog>,
+    pub hasher: Arc<dyn PasswordHasher>,
+    pub throttle: Arc<dyn LoginThrottle>,
+    pub clock: Arc<dyn Clock>,
+    /// A real hash of a random password: unknown emails are verified against it so a login
+    /// for a missing account costs the same time as one for an existing account.
+    pub dummy_hash: PasswordHash,
+}
+
+impl AccountService {
+    pub async fn sign_up(
+        &self,
+        email: Email,
+        password: Password,
+        role: Role,
+        actor: Actor,
+        meta: RequestMeta,
+    ) -> Result<User, AccountError> {
+        let password_hash = self.hasher.hash(password).await?;
+        let new_user = NewUser {
+            id: UserId::new_random(),
+            email,
+            role,
+            password_hash,
+            created_at: self.clock.now(),
+        };
+        let actor = if actor.kind == crate::audit::ActorKind::Anonymous {
+            Actor::user(new_user.id)
+        } else {
+            actor
+        };
+        let draft = AuditDraft::new(actor, "account.create", Outcome::Success, meta)
+            .resource(format!("user:{}", new_user.id))
+            .detail("role", role.as_str());
+        match self.store.create_user(new_user, draft).await {
+            Ok(user) => Ok(user),
+            Err(StoreError::Conflict) => Err(AccountError::EmailUnavailable),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    pub async fn log_in(
+        &self,
+        email_input: &str,
+        password: Password,
+        meta: RequestMeta,
+    ) -> Result<User, AccountError> {
+        let now = self.clock.now();
+        let account_key = format!("account:{}", email_input.trim().to_lowercase());
+        let mut keys = vec![account_key.clone()];
+        if let Some(ip) = &meta.ip {
+            keys.push(format!("ip:{ip}"));
+        }
+        if let Err(retry_after) = self.throttle.check(&keys, now) {
+            self.audit
+                .record(
+                    AuditDraft::new(Actor::anonymous(), "auth.login", Outcome::Denied, meta)
+                        .detail("reason", "backoff")
+                        .detail("retry_after_secs", retry_after),
+                )
+                .await?;
+            return Err(AccountError::Throttled(retry_after));
+        }
+
+        let credentials = match Email::parse(email_input) {
+            Ok(email) => self.store.find_credentials(&email).await?,
+            Err(_) => None,
+        };
+        let (hash, user) = match credentials {
+            Some(c) => (c.password_hash, Some(c.user)),
+            None => (self.dummy_hash.clone(), None),
+        };
+        let matches = self.hasher.verify(password, hash).await;
+        match (user, matches) {
+            (Some(user), true) => {
+                self.throttle.record_success(&account_key);
+                self.audit
+                    .record(
+                        AuditDraft::new(Actor::user(user.id), "auth.login", Outcome::Success, meta)
+                            .resource(format!("user:{}", user.id)),
+                    )
+                    .await?;
+                Ok(user)
+            }
+            (user, _) => {
+                self.throttle.record_failure(&keys, now);
+                let actor = user.as_ref().map(|u| Actor::user(u.id)).unwrap_or_else(Actor::anonymous);
+                let mut draft = AuditDraft::new(actor, "auth.login", Outcome::Failure, meta)
+                    .detail("reason", "bad_credentials");
+                if let Some(user) = &user {
+                    draft = draft.resource(format!("user:{}", user.id));
+                }
+                self.audit.record(draft).await?;
+                Err(AccountError::BadCredentials)
+            }
+        }
+    }
+
+    pub async fn log_out(&self, user: UserId, everywhere: bool, meta: RequestMeta) -> Result<(), AccountError> {
+        let action = if everywhere { "auth.logout_everywhere" } else { "auth.logout" };
+        self.audit
+            .record(
+                AuditDraft::new(Actor::user(user), action, Outcome::Success, meta)
+                    .resource(format!("user:{user}")),
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn change_role(
+        &self,
+        actor: Actor,
+        target: UserId,
+        role: Role,
+        meta: RequestMeta,
+    ) -> Result<User, AccountError> {
+        let before = self.store.find_user(target).await?.ok_or(AccountError::NotFound)?;
+        let draft = AuditDraft::new(actor, "account.role_change", Outcome::Success, meta)
+            .resource(format!("user:{target}"))
+            .detail("from", before.role.as_str())
+            .detail("to", role.as_str());
+        match self.store.set_role(target, role, draft).await {
+            Ok(user) => Ok(user),
+            Err(StoreError::NotFound) => Err(AccountError::NotFound),
+            Err(other) => Err(other.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_trimmed_and_lowercased() {
+        let email = Email::parse("  Alice@Example.COM ").expect("valid");
+        assert_eq!(email.as_str(), "alice@example.com");
+    }
+
+    #[test]
+    fn malformed_emails_are_refused() {
+        for raw in ["", "alice", "@example.com", "alice@", "alice@example", "a b@example.com", "a@@b.com", "a@b..com", "a@.b.com"] {
+            assert_eq!(Email::parse(raw), Err(ValidationError::Email), "{raw:?}");
+        }
+        let long = format!("{}@example.com", "a".repeat(250));
+        assert!(Email::parse(&long).is_err());
+    }
+
+    #[test]
+    fn passwords_must_be_twelve_to_128_characters() {
+        assert!(Password::parse("short".into()).is_err());
+        assert!(Password::parse("x".repeat(129)).is_err());
+        assert!(Password::parse("correct horse battery".into()).is_ok());
+        // Characters, not bytes: twelve multi-byte characters are enough.
+        assert!(Password::parse("ééééééééééé".into()).is_err());
+        assert!(Password::parse("éééééééééééé".into()).is_ok());
+    }
+
+    #[test]
+    fn password_debug_output_never_contains_the_password() {
+        let password = Password::parse("hunter2hunter2".into()).expect("valid");
+        assert!(!format!("{password:?}").contains("hunter2"));
+        let hash = PasswordHash("$argon2id$v=19$secret".into());
+        assert!(!format!("{hash:?}").contains("argon2id"));
+    }
+
+    #[test]
+    fn roles_round_trip_through_their_names() {
+        for role in Role::ALL {
+            assert_eq!(Role::parse(role.as_str()), Ok(role));
+        }
+        assert_eq!(Role::parse("root"), Err(ValidationError::Role));
+    }
+
+    #[test]
+    fn backoff_is_free_at_first_then_doubles_up_to_the_cap() {
+        let policy = BackoffPolicy::default();
+        assert_eq!(policy.wait_after(0), Duration::ZERO);
+        assert_eq!(policy.wait_after(4), Duration::ZERO);
+        assert_eq!(policy.wait_after(5), Duration::seconds(1));
+        assert_eq!(policy.wait_after(6), Duration::seconds(2));
+        assert_eq!(policy.wait_after(10), Duration::seconds(32));
+        assert_eq!(policy.wait_after(40), Duration::minutes(15));
+        assert_eq!(policy.wait_after(u32::MAX), Duration::minutes(15));
+    }
+}

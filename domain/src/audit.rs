@@ -1,0 +1,510 @@
+//! The append-only, hash-chained audit log.
+//!
+//! Each event's hash is SHA-256 over the previous event's hash and a canonical, length-prefixed
+//! encoding of the event, so changing, deleting, inserting or reordering any event breaks the
+//! chain at that event's sequence number.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::account::UserId;
+
+/// Bumped if the canonical encoding ever changes; part of every hash.
+pub const CHAIN_VERSION: &str = "cryptopulse-audit-v1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActorKind {
+    User,
+    Agent,
+    System,
+    /// Unauthenticated requests, e.g. a failed login for an unknown email.
+    Anonymous,
+}
+
+impl ActorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::User => "user",
+            ActorKind::Agent => "agent",
+            ActorKind::System => "system",
+            ActorKind::Anonymous => "anonymous",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "user" => Some(ActorKind::User),
+            "agent" => Some(ActorKind::Agent),
+            "system" => Some(ActorKind::System),
+            "anonymous" => Some(ActorKind::Anonymous),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub kind: ActorKind,
+    pub id: Option<String>,
+}
+
+impl Actor {
+    pub fn user(id: UserId) -> Self {
+        Self { kind: ActorKind::User, id: Some(id.to_string()) }
+    }
+    pub fn system(component: &str) -> Self {
+        Self { kind: ActorKind::System, id: Some(component.to_owned()) }
+    }
+    pub fn anonymous() -> Self {
+        Self { kind: ActorKind::Anonymous, id: None }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Success,
+    Failure,
+    Denied,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Denied => "denied",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "success" => Some(Outcome::Success),
+            "failure" => Some(Outcome::Failure),
+            "denied" => Some(Outcome::Denied),
+            _ => None,
+        }
+    }
+}
+
+/// Where a request came from, as far as the server can tell.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestMeta {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// Keys whose values never enter the audit log, whatever a caller passes.
+const SENSITIVE_KEY_PARTS: [&str; 9] =
+    ["password", "secret", "token", "api_key", "apikey", "private", "credential", "otp", "cookie"];
+
+const REDACTED: &str = "[redacted]";
+
+fn is_sensitive_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SENSITIVE_KEY_PARTS.iter().any(|part| key.contains(part))
+}
+
+/// Redacts sensitive keys at any depth.
+pub fn mask_details(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let v = if is_sensitive_key(&k) { Value::String(REDACTED.into()) } else { mask_details(v) };
+                    (k, v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(mask_details).collect()),
+        other => other,
+    }
+}
+
+/// An event before it is sealed into the chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditDraft {
+    pub actor: Actor,
+    pub action: String,
+    pub resource: Option<String>,
+    pub outcome: Outcome,
+    pub meta: RequestMeta,
+    details: Map<String, Value>,
+}
+
+impl AuditDraft {
+    pub fn new(actor: Actor, action: &str, outcome: Outcome, meta: RequestMeta) -> Self {
+        Self { actor, action: action.to_owned(), resource: None, outcome, meta, details: Map::new() }
+    }
+
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.resource = Some(resource.into());
+        self
+    }
+
+    /// Adds a detail; values under sensitive keys are replaced by a redaction marker.
+    pub fn detail(mut self, key: &str, value: impl Into<Value>) -> Self {
+        let value = if is_sensitive_key(key) { Value::String(REDACTED.into()) } else { mask_details(value.into()) };
+        self.details.insert(key.to_owned(), value);
+        self
+    }
+
+    pub fn details(&self) -> &Map<String, Value> {
+        &self.details
+    }
+}
+
+/// A SHA-256 chain hash.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChainHash(pub [u8; 32]);
+
+impl ChainHash {
+    pub const GENESIS: ChainHash = ChainHash([0; 32]);
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_hex(raw: &str) -> Option<Self> {
+        let bytes = hex::decode(raw).ok()?;
+        Some(Self(bytes.try_into().ok()?))
+    }
+}
+
+impl std::fmt::Debug for ChainHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChainHash({})", self.to_hex())
+    }
+}
+
+/// The last sealed event's position: what the next event chains onto.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainHead {
+    pub seq: i64,
+    pub hash: ChainHash,
+}
+
+impl ChainHead {
+    pub const EMPTY: ChainHead = ChainHead { seq: 0, hash: ChainHash::GENESIS };
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    pub seq: i64,
+    /// UTC, whole microseconds (what every database here stores exactly).
+    pub occurred_at: OffsetDateTime,
+    pub actor: Actor,
+    pub action: String,
+    pub resource: Option<String>,
+    pub outcome: Outcome,
+    pub meta: RequestMeta,
+    /// Masked details; serialised with sorted keys for hashing.
+    pub details: Value,
+    pub prev_hash: ChainHash,
+    pub hash: ChainHash,
+}
+
+/// Formats a timestamp the way the chain hashes it: RFC 3339, UTC, microsecond precision.
+pub fn canonical_time(at: OffsetDateTime) -> String {
+    let at = truncate_to_micros(at.to_offset(time::UtcOffset::UTC));
+    at.format(&Rfc3339).unwrap_or_default()
+}
+
+pub fn parse_canonical_time(raw: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(raw, &Rfc3339).ok()
+}
+
+fn truncate_to_micros(at: OffsetDateTime) -> OffsetDateTime {
+    let micros = at.microsecond();
+    at.replace_microsecond(micros).unwrap_or(at)
+}
+
+fn put_field(buf: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        None => buf.push(0),
+        Some(v) => {
+            buf.push(1);
+            buf.extend_from_slice(&(v.len() as u64).to_be_bytes());
+            buf.extend_from_slice(v.as_bytes());
+        }
+    }
+}
+
+impl AuditEvent {
+    /// The canonical bytes that the hash commits to (everything except the hashes themselves).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(256);
+        put_field(&mut buf, Some(CHAIN_VERSION));
+        put_field(&mut buf, Some(&self.seq.to_string()));
+        put_field(&mut buf, Some(&canonical_time(self.occurred_at)));
+        put_field(&mut buf, Some(self.actor.kind.as_str()));
+        put_field(&mut buf, self.actor.id.as_deref());
+        put_field(&mut buf, Some(&self.action));
+        put_field(&mut buf, self.resource.as_deref());
+        put_field(&mut buf, Some(self.outcome.as_str()));
+        put_field(&mut buf, self.meta.ip.as_deref());
+        put_field(&mut buf, self.meta.user_agent.as_deref());
+        put_field(&mut buf, self.meta.request_id.as_deref());
+        // serde_json maps are ordered by key, so this is canonical JSON.
+        put_field(&mut buf, Some(&self.details.to_string()));
+        buf
+    }
+
+    pub fn compute_hash(&self) -> ChainHash {
+        let mut hasher = Sha256::new();
+        hasher.update(self.prev_hash.0);
+        hasher.update(self.canonical_bytes());
+        ChainHash(hasher.finalize().into())
+    }
+
+    /// Seals a draft onto `head`: the next seq, the previous hash, and this event's hash.
+    pub fn seal(head: ChainHead, draft: AuditDraft, now: OffsetDateTime) -> Self {
+        let mut event = AuditEvent {
+            seq: head.seq + 1,
+            occurred_at: truncate_to_micros(now.to_offset(time::UtcOffset::UTC)),
+            actor: draft.actor,
+            action: draft.action,
+            resource: draft.resource,
+            outcome: draft.outcome,
+            meta: draft.meta,
+            details: Value::Object(draft.details),
+            prev_hash: head.hash,
+            hash: ChainHash::GENESIS,
+        };
+        event.hash = event.compute_hash();
+        event
+    }
+
+    pub fn head(&self) -> ChainHead {
+        ChainHead { seq: self.seq, hash: self.hash }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BreakKind {
+    #[error("expected seq {expected}, found seq {found} (events missing or reordered)")]
+    SeqGap { expected: i64, found: i64 },
+    #[error("prev_hash does not match the hash of the event before it")]
+    PrevHashMismatch,
+    #[error("stored hash does not match the event's contents")]
+    HashMismatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit chain broken at seq {seq}: {kind}")]
+pub struct ChainBreak {
+    pub seq: i64,
+    pub kind: BreakKind,
+}
+
+/// Incremental chain verifier: feed events in seq order, in as many batches as needed.
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    head: ChainHead,
+    checked: u64,
+}
+
+impl Default for ChainVerifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChainVerifier {
+    pub fn new() -> Self {
+        Self { head: ChainHead::EMPTY, checked: 0 }
+    }
+
+    pub fn check(&mut self, event: &AuditEvent) -> Result<(), ChainBreak> {
+        let expected = self.head.seq + 1;
+        if event.seq != expected {
+            // A deleted event shows up where the gap is: the first missing seq.
+            return Err(ChainBreak { seq: expected, kind: BreakKind::SeqGap { expected, found: event.seq } });
+        }
+        if event.prev_hash != self.head.hash {
+            return Err(ChainBreak { seq: event.seq, kind: BreakKind::PrevHashMismatch });
+        }
+        if event.compute_hash() != event.hash {
+            return Err(ChainBreak { seq: event.seq, kind: BreakKind::HashMismatch });
+        }
+        self.head = event.head();
+        self.checked += 1;
+        Ok(())
+    }
+
+    pub fn head(&self) -> ChainHead {
+        self.head
+    }
+
+    pub fn checked(&self) -> u64 {
+        self.checked
+    }
+}
+
+/// Verifies a whole chain held in memory.
+pub fn verify_chain<'a>(events: impl IntoIterator<Item = &'a AuditEvent>) -> Result<ChainHead, ChainBreak> {
+    let mut verifier = ChainVerifier::new();
+    for event in events {
+        verifier.check(event)?;
+    }
+    Ok(verifier.head())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn draft(n: usize) -> AuditDraft {
+        AuditDraft::new(
+            Actor::system("test"),
+            "test.event",
+            Outcome::Success,
+            RequestMeta { ip: Some("127.0.0.1".into()), user_agent: Some("ua".into()), request_id: Some(format!("req-{n}")) },
+        )
+        .resource(format!("thing:{n}"))
+        .detail("n", n)
+    }
+
+    fn chain(len: usize) -> Vec<AuditEvent> {
+        let mut head = ChainHead::EMPTY;
+        let start = datetime!(2026-11-23 12:00:00.123456789 UTC);
+        (0..len)
+            .map(|n| {
+                let event = AuditEvent::seal(head, draft(n), start + time::Duration::seconds(n as i64));
+                head = event.head();
+                event
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_untouched_chain_verifies() {
+        let events = chain(10);
+        let head = verify_chain(&events).expect("valid chain");
+        assert_eq!(head.seq, 10);
+        assert_eq!(head.hash, events[9].hash);
+        assert_eq!(events[0].prev_hash, ChainHash::GENESIS);
+    }
+
+    #[test]
+    fn an_empty_chain_verifies() {
+        assert_eq!(verify_chain(&[]), Ok(ChainHead::EMPTY));
+    }
+
+    #[test]
+    fn sealing_truncates_time_to_microseconds() {
+        let events = chain(1);
+        assert_eq!(events[0].occurred_at.nanosecond() % 1000, 0);
+        assert_eq!(canonical_time(events[0].occurred_at), "2026-11-23T12:00:00.123456Z");
+    }
+
+    #[test]
+    fn a_changed_detail_is_detected_at_its_seq() {
+        let mut events = chain(10);
+        events[4].details = serde_json::json!({"n": 999});
+        let err = verify_chain(&events).unwrap_err();
+        assert_eq!(err, ChainBreak { seq: 5, kind: BreakKind::HashMismatch });
+    }
+
+    #[test]
+    fn every_single_changed_byte_of_the_canonical_fields_is_detected() {
+        let events = chain(3);
+        let tamperings: Vec<Box<dyn Fn(&mut AuditEvent)>> = vec![
+            Box::new(|e| e.action.push('x')),
+            Box::new(|e| e.actor.id = Some("someone-else".into())),
+            Box::new(|e| e.actor.kind = ActorKind::User),
+            Box::new(|e| e.resource = None),
+            Box::new(|e| e.outcome = Outcome::Failure),
+            Box::new(|e| e.meta.ip = Some("127.0.0.2".into())),
+            Box::new(|e| e.meta.user_agent = None),
+            Box::new(|e| e.meta.request_id = Some("req-x".into())),
+            Box::new(|e| e.occurred_at += time::Duration::microseconds(1)),
+            Box::new(|e| e.hash.0[31] ^= 1),
+        ];
+        for tamper in tamperings {
+            let mut copy = events.clone();
+            tamper(&mut copy[1]);
+            assert_eq!(verify_chain(&copy).unwrap_err().seq, 2);
+        }
+    }
+
+    #[test]
+    fn a_changed_prev_hash_is_detected_at_its_seq() {
+        let mut events = chain(5);
+        events[3].prev_hash.0[0] ^= 0x80;
+        assert_eq!(verify_chain(&events).unwrap_err(), ChainBreak { seq: 4, kind: BreakKind::PrevHashMismatch });
+    }
+
+    #[test]
+    fn a_deleted_event_is_detected_at_the_missing_seq() {
+        let mut events = chain(10);
+        events.remove(6); // seq 7
+        assert_eq!(
+            verify_chain(&events).unwrap_err(),
+            ChainBreak { seq: 7, kind: BreakKind::SeqGap { expected: 7, found: 8 } }
+        );
+    }
+
+    #[test]
+    fn two_swapped_events_are_detected_at_the_first_of_them() {
+        let mut events = chain(10);
+        // Swap the contents of seq 3 and seq 4 while the rows keep their seq numbers.
+        let (a, b) = (events[2].clone(), events[3].clone());
+        events[2] = AuditEvent { seq: 3, ..b };
+        events[3] = AuditEvent { seq: 4, ..a };
+        assert_eq!(verify_chain(&events).unwrap_err().seq, 3);
+    }
+
+    #[test]
+    fn a_recomputed_hash_without_relinking_is_detected_at_the_next_seq() {
+        let mut events = chain(6);
+        events[2].action = "forged".into();
+        events[2].hash = events[2].compute_hash();
+        assert_eq!(verify_chain(&events).unwrap_err(), ChainBreak { seq: 4, kind: BreakKind::PrevHashMismatch });
+    }
+
+    #[test]
+    fn field_boundaries_are_unambiguous() {
+        let base = chain(1).remove(0);
+        let mut a = base.clone();
+        a.action = "ab".into();
+        a.resource = Some("c".into());
+        let mut b = base;
+        b.action = "a".into();
+        b.resource = Some("bc".into());
+        assert_ne!(a.canonical_bytes(), b.canonical_bytes());
+        let mut none = a.clone();
+        none.resource = None;
+        let mut empty = a;
+        empty.resource = Some(String::new());
+        assert_ne!(none.canonical_bytes(), empty.canonical_bytes());
+    }
+
+    #[test]
+    fn sensitive_details_are_redacted_at_any_depth() {
+        let draft = AuditDraft::new(Actor::anonymous(), "x", Outcome::Success, RequestMeta::default())
+            .detail("password", "hunter2hunter2")
+            .detail("nested", serde_json::json!({"api_key": "AKIA123", "list": [{"Secret": "s"}], "ok": 1}))
+            .detail("label", "main");
+        let text = serde_json::Value::Object(draft.details().clone()).to_string();
+        for secret in ["hunter2", "AKIA123", "\"s\""] {
+            assert!(!text.contains(secret), "{secret} leaked in {text}");
+        }
+        assert!(text.contains("main"));
+        assert!(text.contains("\"ok\":1"));
+    }
+
+    #[test]
+    fn hashes_round_trip_through_hex() {
+        let h = chain(1)[0].hash;
+        assert_eq!(ChainHash::from_hex(&h.to_hex()), Some(h));
+        assert_eq!(ChainHash::from_hex("zz"), None);
+        assert_eq!(ChainHash::from_hex("abcd"), None);
+    }
+}

@@ -1,0 +1,74 @@
+//! Small traits the server implements with real adapters (database, clock, hashing).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::account::{Email, NewUser, PasswordHash, Role, User, UserCredentials, UserId};
+use crate::audit::{AuditDraft, AuditEvent};
+
+/// Time is a parameter: policies take `now` from here so tests never sleep.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now(&self) -> OffsetDateTime;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// Failures of a storage adapter. Details stay server-side; callers only branch on the kind.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("a record with the same unique value already exists")]
+    Conflict,
+    #[error("record not found")]
+    NotFound,
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+/// Users and their credentials. Every write takes the audit event that records it; the adapter
+/// commits both in one transaction or neither.
+#[async_trait]
+pub trait AccountStore: Send + Sync + std::fmt::Debug {
+    async fn create_user(&self, user: NewUser, audit: AuditDraft) -> Result<User, StoreError>;
+    async fn find_credentials(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError>;
+    async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+    async fn set_role(&self, id: UserId, role: Role, audit: AuditDraft) -> Result<User, StoreError>;
+}
+
+/// The append-only audit log.
+#[async_trait]
+pub trait AuditLog: Send + Sync + std::fmt::Debug {
+    /// Appends an event that accompanies no other change (a failed login, a logout).
+    async fn record(&self, draft: AuditDraft) -> Result<AuditEvent, StoreError>;
+    /// The newest events, newest first.
+    async fn recent(&self, limit: u64) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Events with `seq > after`, oldest first, at most `limit` of them.
+    async fn page(&self, after: i64, limit: u64) -> Result<Vec<AuditEvent>, StoreError>;
+}
+
+/// Password hashing is slow on purpose; adapters run it off the async executor.
+#[async_trait]
+pub trait PasswordHasher: Send + Sync + std::fmt::Debug {
+    async fn hash(&self, password: crate::account::Password) -> Result<PasswordHash, StoreError>;
+    /// Returns whether `password` matches `hash`. A malformed hash never matches.
+    async fn verify(&self, password: crate::account::Password, hash: PasswordHash) -> bool;
+}
+
+/// Counts failed logins per account and per client address and says when to try again.
+pub trait LoginThrottle: Send + Sync + std::fmt::Debug {
+    /// `Err(seconds)` while either key is backing off.
+    fn check(&self, keys: &[String], now: OffsetDateTime) -> Result<(), u64>;
+    fn record_failure(&self, keys: &[String], now: OffsetDateTime);
+    fn record_success(&self, account_key: &str);
+}
+
+pub type SharedClock = Arc<dyn Clock>;
