@@ -1,0 +1,94 @@
+//! CryptoPulse's Leptos application: pages, components and server functions, shared by the
+//! server (SSR, feature `ssr`) and the browser (hydration, feature `hydrate`).
+
+pub mod api;
+pub mod error;
+pub mod ui;
+
+use leptos::prelude::*;
+use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_router::components::{Route, Router, Routes};
+use leptos_router::path;
+
+use api::auth::{LogIn, LogOut, LogOutEverywhere, SignUp, who_am_i};
+use api::SessionUser;
+use error::AppError;
+
+/// The HTML document around the app, rendered on the server.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en" class="h-full bg-slate-50">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <meta name="color-scheme" content="light" />
+                <AutoReload options=options.clone() />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body class="h-full text-slate-900 antialiased">
+                <App />
+            </body>
+        </html>
+    }
+}
+
+/// The session as the UI knows it, plus the actions that change it.
+#[derive(Clone, Copy)]
+pub struct Auth {
+    pub user: Resource<Result<Option<SessionUser>, AppError>>,
+    pub sign_up: ServerAction<SignUp>,
+    pub log_in: ServerAction<LogIn>,
+    pub log_out: ServerAction<LogOut>,
+    pub log_out_everywhere: ServerAction<LogOutEverywhere>,
+}
+
+impl Auth {
+    /// The signed-in user once known (`None` while loading or when signed out).
+    pub fn current(&self) -> Option<SessionUser> {
+        self.user.get().and_then(Result::ok).flatten()
+    }
+}
+
+pub fn use_auth() -> Auth {
+    expect_context::<Auth>()
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    let sign_up = ServerAction::<SignUp>::new();
+    let log_in = ServerAction::<LogIn>::new();
+    let log_out = ServerAction::<LogOut>::new();
+    let log_out_everywhere = ServerAction::<LogOutEverywhere>::new();
+    let user = Resource::new(
+        move || {
+            (
+                sign_up.version().get(),
+                log_in.version().get(),
+                log_out.version().get(),
+                log_out_everywhere.version().get(),
+            )
+        },
+        |_| who_am_i(),
+    );
+    provide_context(Auth { user, sign_up, log_in, log_out, log_out_everywhere });
+
+    view! {
+        <Stylesheet id="leptos" href="/pkg/cryptopulse.css" />
+        <Title formatter=|page: String| if page.is_empty() { "CryptoPulse".to_owned() } else { format!("{page} · CryptoPulse") } />
+        <Router>
+            <ui::layout::Layout>
+                <Routes fallback=ui::pages::NotFound>
+                    <Route path=path!("/") view=ui::pages::Home />
+                    <Route path=path!("/login") view=ui::auth::LoginPage />
+                    <Route path=path!("/signup") view=ui::auth::SignupPage />
+                    <Route path=path!("/account") view=ui::account::AccountPage />
+                    <Route path=path!("/audit") view=ui::audit::AuditPage />
+                    <Route path=path!("/admin/users") view=ui::admin::UsersPage />
+                </Routes>
+            </ui::layout::Layout>
+        </Router>
+    }
+}

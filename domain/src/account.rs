@@ -9,7 +9,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::audit::{Actor, AuditDraft, Outcome, RequestMeta};
-use crate::ports::{AccountStore, AuditLog, Clock, LoginThrottle, PasswordHasher, StoreError};
+use crate::ports::{AccountStore, AuditLog, Clock, LoginThrottle, PasswordHasher, SessionRevoker, StoreError};
 
 /// Why account input was refused; each message is safe to show to the person who typed it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -222,6 +222,7 @@ pub struct AccountService {
     pub audit: Arc<dyn AuditLog>,
     pub hasher: Arc<dyn PasswordHasher>,
     pub throttle: Arc<dyn LoginThrottle>,
+    pub sessions: Arc<dyn SessionRevoker>,
     pub clock: Arc<dyn Clock>,
     /// A real hash of a random password: unknown emails are verified against it so a login
     /// for a missing account costs the same time as one for an existing account.
@@ -317,14 +318,15 @@ impl AccountService {
         }
     }
 
+    /// Records a logout; with `everywhere`, also ends every other session of the user.
     pub async fn log_out(&self, user: UserId, everywhere: bool, meta: RequestMeta) -> Result<(), AccountError> {
         let action = if everywhere { "auth.logout_everywhere" } else { "auth.logout" };
-        self.audit
-            .record(
-                AuditDraft::new(Actor::user(user), action, Outcome::Success, meta)
-                    .resource(format!("user:{user}")),
-            )
-            .await?;
+        let draft = AuditDraft::new(Actor::user(user), action, Outcome::Success, meta).resource(format!("user:{user}"));
+        if everywhere {
+            self.sessions.revoke_all(user, draft).await?;
+        } else {
+            self.audit.record(draft).await?;
+        }
         Ok(())
     }
 

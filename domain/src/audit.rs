@@ -355,6 +355,43 @@ pub fn verify_chain<'a>(events: impl IntoIterator<Item = &'a AuditEvent>) -> Res
     Ok(verifier.head())
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedLog {
+    pub checked: u64,
+    pub head: ChainHead,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokenLog {
+    pub checked: u64,
+    pub last_good: ChainHead,
+    pub error: ChainBreak,
+}
+
+/// Events read per batch when verifying a stored log.
+pub const VERIFY_BATCH: u64 = 1000;
+
+/// Verifies a stored log from its first event, calling `progress` with the number of events
+/// checked after each batch. The outer error is a storage failure; the inner one a broken chain.
+pub async fn verify_log(
+    log: &dyn crate::ports::AuditLog,
+    mut progress: impl FnMut(u64) + Send,
+) -> Result<Result<VerifiedLog, BrokenLog>, crate::ports::StoreError> {
+    let mut verifier = ChainVerifier::new();
+    loop {
+        let batch = log.page(verifier.head().seq, VERIFY_BATCH).await?;
+        if batch.is_empty() {
+            return Ok(Ok(VerifiedLog { checked: verifier.checked(), head: verifier.head() }));
+        }
+        for event in &batch {
+            if let Err(error) = verifier.check(event) {
+                return Ok(Err(BrokenLog { checked: verifier.checked(), last_good: verifier.head(), error }));
+            }
+        }
+        progress(verifier.checked());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

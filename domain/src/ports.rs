@@ -55,6 +55,12 @@ pub trait AuditLog: Send + Sync + std::fmt::Debug {
     async fn page(&self, after: i64, limit: u64) -> Result<Vec<AuditEvent>, StoreError>;
 }
 
+/// Ends every session of a user ("log out everywhere"), recorded by the given audit event.
+#[async_trait]
+pub trait SessionRevoker: Send + Sync + std::fmt::Debug {
+    async fn revoke_all(&self, user: UserId, audit: AuditDraft) -> Result<u64, StoreError>;
+}
+
 /// Password hashing is slow on purpose; adapters run it off the async executor.
 #[async_trait]
 pub trait PasswordHasher: Send + Sync + std::fmt::Debug {

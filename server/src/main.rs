@@ -1,1 +1,53 @@
-fn main(){}
+use std::process::ExitCode;
+
+use clap::Parser;
+use server::cli::{AuditCommand, Cli, Command};
+use server::config::Settings;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // A missing .env is fine; a malformed one is not.
+    if let Err(e) = dotenvy::dotenv() {
+        if !e.not_found() {
+            eprintln!("error: cannot read .env: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings).await,
+        Command::Init => server::cli::ensure_master_key(&settings.data_dir)
+            .map(|path| println!("data directory ready; master key at {}", path.display()))
+            .map_err(Into::into),
+        Command::CreateAdmin { email } => server::cli::create_admin(&settings, &email).await.map_err(Into::into),
+        Command::SetRole { email, role } => server::cli::set_role(&settings, &email, &role).await.map_err(Into::into),
+        Command::Audit { command: AuditCommand::Verify } => {
+            match server::cli::audit_verify(&settings, &mut std::io::stdout()).await {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::from(1),
+                Err(e) => Err(e.into()),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    server::cli::ensure_master_key(&settings.data_dir)?;
+    server::telemetry::init(&settings);
+    let leptos_options = leptos::prelude::get_configuration(None)?.leptos_options;
+    server::startup::serve(settings, leptos_options).await
+}

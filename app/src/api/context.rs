@@ -1,0 +1,85 @@
+//! Server-side plumbing for server functions: the services, request metadata and the session.
+
+use std::sync::Arc;
+
+use domain::account::{AccountService, Role, User, UserId};
+use domain::audit::RequestMeta;
+use domain::ports::{AuditLog, Clock};
+use leptos::prelude::*;
+use tower_sessions::Session;
+
+use crate::error::AppError;
+
+/// Session data keys. The session store indexes `USER_ID_KEY` for "log out everywhere".
+pub const USER_ID_KEY: &str = "uid";
+pub const AUTHENTICATED_AT_KEY: &str = "auth_at";
+
+/// Everything server functions need, built once at startup and provided through context.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub accounts: AccountService,
+    pub audit: Arc<dyn AuditLog>,
+    pub clock: Arc<dyn Clock>,
+    /// A session ends this long after sign-in, however active.
+    pub absolute_session: time::Duration,
+}
+
+pub fn services() -> Result<Services, AppError> {
+    use_context::<Services>().ok_or_else(|| AppError::internal("Services missing from context"))
+}
+
+/// Who is asking, as recorded by the server's request middleware.
+pub fn request_meta() -> RequestMeta {
+    use_context::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<RequestMeta>().cloned())
+        .unwrap_or_default()
+}
+
+pub async fn session() -> Result<Session, AppError> {
+    leptos_axum::extract::<Session>().await.map_err(|e| AppError::internal(format!("session extractor: {e}")))
+}
+
+/// The signed-in user, if the session is valid. A session past its absolute lifetime, or whose
+/// user no longer exists, is ended here.
+pub async fn current_user() -> Result<Option<(User, Session)>, AppError> {
+    let services = services()?;
+    let session = session().await?;
+    let Some(raw_id) = session.get::<String>(USER_ID_KEY).await? else { return Ok(None) };
+    let authenticated_at = session.get::<i64>(AUTHENTICATED_AT_KEY).await?.unwrap_or(0);
+    let age = services.clock.now().unix_timestamp() - authenticated_at;
+    let user = match uuid::Uuid::parse_str(&raw_id) {
+        Ok(id) if age >= 0 && age <= services.absolute_session.whole_seconds() => {
+            services.accounts.store.find_user(UserId(id)).await?
+        }
+        _ => None,
+    };
+    match user {
+        Some(user) => Ok(Some((user, session))),
+        None => {
+            session.flush().await?;
+            Ok(None)
+        }
+    }
+}
+
+pub async fn require_user() -> Result<(User, Session), AppError> {
+    current_user().await?.ok_or(AppError::Unauthenticated)
+}
+
+/// The signed-in user if their role is one of `roles`.
+pub async fn require_role(roles: &[Role]) -> Result<User, AppError> {
+    let (user, _) = require_user().await?;
+    if roles.contains(&user.role) {
+        Ok(user)
+    } else {
+        Err(AppError::Forbidden)
+    }
+}
+
+/// Starts an authenticated session under a fresh id (no session fixation).
+pub async fn start_session(session: &Session, user: &User, now: time::OffsetDateTime) -> Result<(), AppError> {
+    session.cycle_id().await?;
+    session.insert(USER_ID_KEY, user.id.to_string()).await?;
+    session.insert(AUTHENTICATED_AT_KEY, now.unix_timestamp()).await?;
+    Ok(())
+}

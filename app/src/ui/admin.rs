@@ -1,0 +1,87 @@
+//! User and role administration.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+use super::{ErrorNotice, PageHeader, RequireRole, SECONDARY_BUTTON};
+use crate::api::UserRole;
+use crate::api::admin::{SetUserRole, UserSummary, list_users};
+use crate::use_auth;
+
+#[component]
+pub fn UsersPage() -> impl IntoView {
+    view! {
+        <Title text="Users" />
+        <PageHeader title="Users & roles" description="Every role change is recorded in the audit log. You cannot change your own role." />
+        <RequireRole roles=&[UserRole::Admin]>
+            <UserTable />
+        </RequireRole>
+    }
+}
+
+#[component]
+fn UserTable() -> impl IntoView {
+    let set_role = ServerAction::<SetUserRole>::new();
+    let users = Resource::new(move || set_role.version().get(), |_| list_users());
+    let error = Signal::derive(move || set_role.value().get().and_then(Result::err));
+    let me = use_auth().current().map(|u| u.id);
+    view! {
+        <div class="mb-4"><ErrorNotice error /></div>
+        <section class="overflow-hidden rounded-xl border border-slate-200 bg-white shadow-sm">
+            <Transition fallback=|| view! { <p class="px-6 py-4 text-sm text-slate-500">"Loading users…"</p> }>
+                {move || {
+                    let me = me.clone();
+                    Suspend::new(async move {
+                        match users.await {
+                            Ok(list) => {
+                                let rows = list
+                                    .into_iter()
+                                    .map(|u| view! { <UserRow user=u.clone() is_me=me.as_deref() == Some(u.id.as_str()) action=set_role /> })
+                                    .collect_view();
+                                view! {
+                                    <table class="min-w-full divide-y divide-slate-200 text-left text-sm" data-testid="users-table">
+                                        <thead class="bg-slate-50 text-xs font-medium uppercase tracking-wide text-slate-500">
+                                            <tr>
+                                                <th scope="col" class="px-6 py-3">"Email"</th>
+                                                <th scope="col" class="px-6 py-3">"Joined (UTC)"</th>
+                                                <th scope="col" class="px-6 py-3">"Role"</th>
+                                            </tr>
+                                        </thead>
+                                        <tbody class="divide-y divide-slate-100">{rows}</tbody>
+                                    </table>
+                                }
+                                    .into_any()
+                            }
+                            Err(e) => view! { <div class="p-6"><ErrorNotice error=Signal::stored(Some(e)) /></div> }.into_any(),
+                        }
+                    })
+                }}
+            </Transition>
+        </section>
+    }
+}
+
+#[component]
+fn UserRow(user: UserSummary, is_me: bool, action: ServerAction<SetUserRole>) -> impl IntoView {
+    let options = UserRole::ALL
+        .iter()
+        .map(|r| view! { <option value=r.as_str() selected=*r == user.role>{r.label()}</option> })
+        .collect_view();
+    let joined = user.created_at.chars().take(16).collect::<String>().replace('T', " ");
+    view! {
+        <tr>
+            <td class="px-6 py-3 font-medium">{user.email.clone()} {is_me.then(|| view! { <span class="ml-2 text-xs text-slate-500">"(you)"</span> })}</td>
+            <td class="px-6 py-3 text-slate-600">{joined}</td>
+            <td class="px-6 py-3">
+                <ActionForm action attr:class="flex items-center gap-2">
+                    <input type="hidden" name="user_id" value=user.id.clone() />
+                    <label class="sr-only" for=format!("role-{}", user.id)>{format!("Role for {}", user.email)}</label>
+                    <select id=format!("role-{}", user.id) name="role" disabled=is_me class="rounded-md border border-slate-300 bg-white px-2 py-1.5 text-sm">
+                        {options}
+                    </select>
+                    <button type="submit" class=SECONDARY_BUTTON disabled=is_me>"Save"</button>
+                </ActionForm>
+            </td>
+        </tr>
+    }
+}

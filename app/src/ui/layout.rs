@@ -1,0 +1,91 @@
+//! The frame around every page: header with role-aware navigation, content, footer.
+
+use leptos::prelude::*;
+use leptos_router::components::A;
+
+use crate::api::UserRole;
+use crate::use_auth;
+
+const NAV_LINK: &str = "rounded-md px-3 py-2 text-sm font-medium text-slate-300 hover:bg-slate-800 hover:text-white aria-[current=page]:bg-slate-800 aria-[current=page]:text-white";
+
+/// Navigation entries and who sees them; later pages slot in here.
+const NAV: &[(&str, &str, &[UserRole])] = &[
+    ("/", "Overview", &[]),
+    ("/audit", "Audit log", &[UserRole::Reviewer, UserRole::Admin]),
+    ("/admin/users", "Users", &[UserRole::Admin]),
+    ("/account", "Account", &[]),
+];
+
+#[component]
+pub fn Layout(children: Children) -> impl IntoView {
+    let auth = use_auth();
+    view! {
+        <div class="flex min-h-full flex-col">
+            <a href="#main" class="sr-only focus:not-sr-only focus:absolute focus:left-2 focus:top-2 focus:rounded focus:bg-white focus:px-3 focus:py-2">
+                "Skip to content"
+            </a>
+            <header class="bg-slate-900">
+                <div class="mx-auto flex max-w-6xl items-center justify-between gap-4 px-4 py-3">
+                    <A href="/" attr:class="flex items-center gap-2 text-white">
+                        <span aria-hidden="true" class="grid h-8 w-8 place-items-center rounded-md bg-indigo-500 font-bold">"P"</span>
+                        <span class="text-lg font-semibold tracking-tight">"CryptoPulse"</span>
+                    </A>
+                    <Transition fallback=|| ()>
+                        {move || {
+                            let user = auth.current();
+                            let signed_in = user.is_some();
+                            let role = user.as_ref().map(|u| u.role);
+                            let links = NAV
+                                .iter()
+                                .filter(|(_, _, roles)| {
+                                    signed_in && (roles.is_empty() || role.is_some_and(|r| roles.contains(&r)))
+                                })
+                                .map(|(href, label, _)| view! { <A href=*href attr:class=NAV_LINK>{*label}</A> })
+                                .collect_view();
+                            view! {
+                                <nav aria-label="Main" class="flex flex-1 items-center gap-1">{links}</nav>
+                                <UserMenu user=user />
+                            }
+                        }}
+                    </Transition>
+                </div>
+            </header>
+            <main id="main" class="mx-auto w-full max-w-6xl flex-1 px-4 py-8">{children()}</main>
+            <footer class="border-t border-slate-200 bg-white">
+                <div class="mx-auto max-w-6xl px-4 py-4 text-xs text-slate-500">
+                    "CryptoPulse · every action is recorded in a tamper-evident audit log."
+                </div>
+            </footer>
+        </div>
+    }
+}
+
+#[component]
+fn UserMenu(user: Option<crate::api::SessionUser>) -> impl IntoView {
+    let auth = use_auth();
+    match user {
+        Some(user) => view! {
+            <div class="flex items-center gap-3">
+                <div class="hidden text-right sm:block">
+                    <div class="text-sm text-white" data-testid="signed-in-email">{user.email.clone()}</div>
+                    <div class="text-xs text-slate-400">{user.role.label()}</div>
+                </div>
+                <ActionForm action=auth.log_out>
+                    <button type="submit" class="rounded-md border border-slate-600 px-3 py-1.5 text-sm text-slate-200 hover:bg-slate-800">
+                        "Sign out"
+                    </button>
+                </ActionForm>
+            </div>
+        }
+        .into_any(),
+        None => view! {
+            <div class="flex items-center gap-2">
+                <A href="/login" attr:class=NAV_LINK>"Sign in"</A>
+                <A href="/signup" attr:class="rounded-md bg-indigo-500 px-3 py-2 text-sm font-medium text-white hover:bg-indigo-400">
+                    "Create account"
+                </A>
+            </div>
+        }
+        .into_any(),
+    }
+}

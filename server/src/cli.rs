@@ -1,0 +1,195 @@
+//! Command-line interface of the server binary: serve, init, create-admin, set-role, audit verify.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use domain::account::{Email, Password, Role};
+use domain::audit::{Actor, RequestMeta, verify_log};
+use domain::ports::SystemClock;
+
+use crate::config::Settings;
+use crate::startup::Backend;
+
+#[derive(Debug, Parser)]
+#[command(name = "cryptopulse", version, about = "CryptoPulse security & compliance console")]
+pub struct Cli {
+    /// Optional TOML settings file (environment variables override it).
+    #[arg(long, global = true, env = "CRYPTOPULSE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the web server (the default).
+    Serve,
+    /// Create the data directory and the local master key (mode 0600) if they are missing.
+    Init,
+    /// Create an admin account. The password is read from CRYPTOPULSE_ADMIN_PASSWORD or prompted for.
+    CreateAdmin {
+        #[arg(long)]
+        email: String,
+    },
+    /// Change a user's role (recorded in the audit log as done by the CLI).
+    SetRole {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        role: String,
+    },
+    /// Audit log commands.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the whole hash chain; exits 1 and names the first broken seq if it is broken.
+    Verify,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Startup(#[from] crate::startup::StartupError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Account(#[from] domain::account::AccountError),
+    #[error("{0}")]
+    Store(#[from] domain::ports::StoreError),
+}
+
+pub const MASTER_KEY_FILE: &str = "master.key";
+
+/// Creates `data_dir` and a fresh 256-bit master key if absent; refuses a key file that other
+/// users can read.
+pub fn ensure_master_key(data_dir: &Path) -> Result<PathBuf, CliError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(data_dir)?;
+    let path = data_dir.join(MASTER_KEY_FILE);
+    match std::fs::metadata(&path) {
+        Ok(meta) => {
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(CliError::Usage(format!(
+                    "{} is readable by other users; run `chmod 600 {}`",
+                    path.display(),
+                    path.display()
+                )));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = zeroize::Zeroizing::new([0u8; 32]);
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, key.as_mut());
+            let encoded = zeroize::Zeroizing::new(hex::encode(key.as_ref()));
+            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+            file.write_all(encoded.as_bytes())?;
+            file.write_all(b"\n")?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(path)
+}
+
+fn read_new_password() -> Result<Password, CliError> {
+    let raw = match std::env::var("CRYPTOPULSE_ADMIN_PASSWORD") {
+        Ok(value) => value,
+        Err(_) if std::io::stdin().is_terminal() => {
+            let first = rpassword::prompt_password("New admin password (12-128 characters): ")?;
+            let second = rpassword::prompt_password("Repeat the password: ")?;
+            if first != second {
+                return Err(CliError::Usage("the passwords do not match".into()));
+            }
+            first
+        }
+        Err(_) => {
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    Password::parse(raw).map_err(|e| CliError::Usage(e.to_string()))
+}
+
+fn cli_meta() -> RequestMeta {
+    RequestMeta { ip: None, user_agent: Some("cryptopulse-cli".into()), request_id: Some(uuid::Uuid::new_v4().to_string()) }
+}
+
+pub async fn create_admin(settings: &Settings, email: &str) -> Result<(), CliError> {
+    let email = Email::parse(email).map_err(|e| CliError::Usage(e.to_string()))?;
+    let password = read_new_password()?;
+    let backend = Backend::connect(settings, Arc::new(SystemClock)).await?;
+    let user = backend
+        .services
+        .accounts
+        .sign_up(email, password, Role::Admin, Actor::system("cli"), cli_meta())
+        .await
+        .map_err(|e| match e {
+            domain::account::AccountError::EmailUnavailable => {
+                CliError::Usage("an account with this email exists; use `set-role` to make it an admin".into())
+            }
+            other => other.into(),
+        })?;
+    println!("created admin {} ({})", user.email.as_str(), user.id);
+    Ok(())
+}
+
+pub async fn set_role(settings: &Settings, email: &str, role: &str) -> Result<(), CliError> {
+    let email = Email::parse(email).map_err(|e| CliError::Usage(e.to_string()))?;
+    let role = Role::parse(role).map_err(|e| CliError::Usage(e.to_string()))?;
+    let backend = Backend::connect(settings, Arc::new(SystemClock)).await?;
+    let accounts = &backend.services.accounts;
+    let user = accounts
+        .store
+        .find_credentials(&email)
+        .await?
+        .ok_or_else(|| CliError::Usage(format!("no account with email {}", email.as_str())))?
+        .user;
+    let user = accounts.change_role(Actor::system("cli"), user.id, role, cli_meta()).await?;
+    println!("{} is now {}", user.email.as_str(), user.role);
+    Ok(())
+}
+
+/// Verifies the chain, printing progress to stderr. Returns whether the chain is intact.
+pub async fn audit_verify(settings: &Settings, out: &mut impl Write) -> Result<bool, CliError> {
+    let backend = Backend::connect(settings, Arc::new(SystemClock)).await?;
+    let show_progress = std::io::stderr().is_terminal();
+    let outcome = verify_log(backend.services.audit.as_ref(), |checked| {
+        if show_progress {
+            eprint!("\rverified {checked} events…");
+        } else if checked % 100_000 == 0 {
+            eprintln!("verified {checked} events…");
+        }
+    })
+    .await?;
+    if show_progress {
+        eprintln!();
+    }
+    match outcome {
+        Ok(verified) => {
+            writeln!(
+                out,
+                "audit chain intact: {} events, head seq {}, head hash {}",
+                verified.checked,
+                verified.head.seq,
+                verified.head.hash.to_hex()
+            )?;
+            Ok(true)
+        }
+        Err(broken) => {
+            writeln!(
+                out,
+                "audit chain BROKEN at seq {}: {} ({} events before it verified)",
+                broken.error.seq, broken.error.kind, broken.checked
+            )?;
+            Ok(false)
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Typed, layered configuration: defaults → optional TOML file → `CRYPTOPULSE_*` environment
+//! (a `.env` file is read into the environment first by `main`). Loaded once at startup; an
+//! unknown or invalid setting stops startup with a message naming it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Environment variables with our prefix that are not settings (read elsewhere).
+const NOT_SETTINGS: [&str; 3] = ["config", "test_pg_url", "admin_password"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on; loopback unless deliberately changed.
+    pub bind: SocketAddr,
+    /// The URL people use to reach the app, e.g. `https://pulse.example.com`. Its scheme decides
+    /// whether cookies are `Secure` and HSTS is sent.
+    pub public_url: String,
+    /// Further origins allowed to make state-changing requests (e.g. `http://127.0.0.1:3000`
+    /// beside `http://localhost:3000`).
+    pub extra_origins: Vec<String>,
+    pub database_url: SecretString,
+    /// Where the local master key and the SQLite file live (git-ignored).
+    pub data_dir: PathBuf,
+    /// Trust the last `X-Forwarded-For` entry as the client address (only behind a proxy).
+    pub trust_forwarded_for: bool,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub session: SessionSettings,
+    pub login: LoginSettings,
+    pub rate_limit: RateLimitSettings,
+    pub password_hashing: PasswordHashingSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSettings {
+    /// A session unused for this long ends.
+    pub idle_timeout_minutes: u32,
+    /// A session ends this long after sign-in, however busy.
+    pub absolute_timeout_hours: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginSettings {
+    /// Failures per account before backoff starts.
+    pub account_free_failures: u32,
+    /// Failures per client address before backoff starts.
+    pub ip_free_failures: u32,
+    pub max_backoff_seconds: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Requests per minute per client address, all routes.
+    pub requests_per_minute: u32,
+    /// Sign-up and login attempts per minute per client address.
+    pub auth_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PasswordHashingSettings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            public_url: "http://localhost:3000".into(),
+            extra_origins: vec!["http://127.0.0.1:3000".into()],
+            database_url: SecretString::from("sqlite://data/cryptopulse.db?mode=rwc"),
+            data_dir: PathBuf::from("data"),
+            trust_forwarded_for: false,
+            log_format: LogFormat::Json,
+            log_level: "info".into(),
+            session: SessionSettings::default(),
+            login: LoginSettings::default(),
+            rate_limit: RateLimitSettings::default(),
+            password_hashing: PasswordHashingSettings::default(),
+        }
+    }
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self { idle_timeout_minutes: 30, absolute_timeout_hours: 12 }
+    }
+}
+
+impl Default for LoginSettings {
+    fn default() -> Self {
+        Self { account_free_failures: 5, ip_free_failures: 20, max_backoff_seconds: 900 }
+    }
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self { requests_per_minute: 600, auth_per_minute: 20 }
+    }
+}
+
+impl Default for PasswordHashingSettings {
+    fn default() -> Self {
+        // OWASP's argon2id recommendation (19 MiB, 2 passes, 1 lane).
+        Self { memory_kib: 19_456, iterations: 2, parallelism: 1 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration error: {0}")]
+    Load(Box<figment::Error>),
+    #[error("configuration error: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then `CRYPTOPULSE_*` variables (nested keys with
+    /// `__`, e.g. `CRYPTOPULSE_SESSION__IDLE_TIMEOUT_MINUTES`).
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid(format!("config file {} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("CRYPTOPULSE_").ignore(&NOT_SETTINGS).split("__"));
+        let settings: Settings = figment.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        for origin in std::iter::once(&self.public_url).chain(&self.extra_origins) {
+            if parse_origin(origin).is_none() {
+                return invalid(format!("`{origin}` is not an origin like https://host[:port]"));
+            }
+        }
+        let url = self.database_url.expose_secret();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return invalid("database_url must start with sqlite:, postgres:// or postgresql://".into());
+        }
+        if self.session.idle_timeout_minutes == 0 || self.session.absolute_timeout_hours == 0 {
+            return invalid("session timeouts must be positive".into());
+        }
+        if self.session.idle_timeout_minutes as u64 > self.session.absolute_timeout_hours as u64 * 60 {
+            return invalid("session.idle_timeout_minutes must not exceed the absolute timeout".into());
+        }
+        if self.rate_limit.requests_per_minute == 0 || self.rate_limit.auth_per_minute == 0 {
+            return invalid("rate limits must be positive".into());
+        }
+        let h = &self.password_hashing;
+        if argon2::Params::new(h.memory_kib, h.iterations, h.parallelism, None).is_err() {
+            return invalid("password_hashing parameters are out of argon2's range".into());
+        }
+        if !matches!(self.log_level.as_str(), "trace" | "debug" | "info" | "warn" | "error") {
+            return invalid("log_level must be one of trace, debug, info, warn, error".into());
+        }
+        Ok(())
+    }
+
+    /// Whether the app is reached over TLS (cookies get `Secure` and the `__Host-` prefix).
+    pub fn is_https(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+
+    /// Every origin allowed to send state-changing requests, normalised.
+    pub fn allowed_origins(&self) -> Vec<String> {
+        std::iter::once(&self.public_url).chain(&self.extra_origins).filter_map(|o| parse_origin(o)).collect()
+    }
+}
+
+/// Normalises `scheme://host[:port]` (a trailing slash is allowed); anything else is `None`.
+fn parse_origin(raw: &str) -> Option<String> {
+    let trimmed = raw.trim().trim_end_matches('/');
+    let (scheme, rest) = trimmed.split_once("://")?;
+    let valid = matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '@', ' '])
+        && rest.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    valid.then(|| format!("{scheme}://{}", rest.to_ascii_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_normalised_and_paths_refused() {
+        assert_eq!(parse_origin("https://Pulse.Example.com/"), Some("https://pulse.example.com".into()));
+        assert_eq!(parse_origin("http://127.0.0.1:3000"), Some("http://127.0.0.1:3000".into()));
+        assert_eq!(parse_origin("https://a.com/path"), None);
+        assert_eq!(parse_origin("ftp://a.com"), None);
+        assert_eq!(parse_origin("a.com"), None);
+    }
+
+    #[test]
+    fn defaults_are_valid_and_local() {
+        let settings = Settings::default();
+        settings.validate().expect("defaults validate");
+        assert!(settings.bind.ip().is_loopback());
+        assert!(!settings.is_https());
+    }
+
+    #[test]
+    fn unknown_keys_in_a_file_stop_startup_with_the_key_named() {
+        let dir = std::env::temp_dir().join(format!("cp-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "bind = \"127.0.0.1:4000\"\nsesion_timeout = 5\n").expect("write");
+        let err = Settings::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("sesion_timeout"), "{err}");
+        std::fs::write(&file, "[session]\nidle_timeout_minutes = \"soon\"\n").expect("write");
+        let err = Settings::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("idle_timeout_minutes"), "{err}");
+        std::fs::write(&file, "public_url = \"localhost\"\n").expect("write");
+        assert!(Settings::load(Some(&file)).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

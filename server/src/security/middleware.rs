@@ -1,0 +1,182 @@
+//! Request ids, client addresses, security headers with a per-response CSP nonce, CSRF origin
+//! checks and the status codes of server-function errors.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use domain::audit::RequestMeta;
+use rand::RngCore;
+use tracing::Instrument;
+
+const MAX_USER_AGENT_CHARS: usize = 256;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id, generated here (never taken from the client, so logs can't be spoofed).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// The client's address as this server sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+/// A random nonce for this response's Content-Security-Policy; the SSR renderer stamps it on
+/// the hydration scripts.
+#[derive(Debug, Clone)]
+pub struct CspNonce(pub String);
+
+pub async fn request_context(
+    State(trust_forwarded_for): State<bool>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let forwarded = trust_forwarded_for.then(|| last_forwarded_for(request.headers())).flatten();
+    let ip = forwarded.or(peer).unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let user_agent = request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect::<String>());
+    let mut nonce = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let nonce = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(nonce);
+
+    let request_id_header = HeaderValue::from_str(&request_id).ok();
+    if let Some(value) = &request_id_header {
+        request.headers_mut().insert(REQUEST_ID, value.clone());
+    }
+    request.extensions_mut().insert(ClientIp(ip));
+    request.extensions_mut().insert(CspNonce(nonce));
+    request.extensions_mut().insert(RequestMeta {
+        ip: Some(ip.to_string()),
+        user_agent,
+        request_id: Some(request_id.clone()),
+    });
+
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %request.method(),
+        // The path only: query strings may carry values that must not be logged.
+        path = request.uri().path(),
+        client_ip = %ip,
+    );
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "handled");
+    });
+    if let Some(value) = request_id_header {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+fn last_forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .last()
+        .and_then(|ip| ip.trim().parse().ok())
+}
+
+#[derive(Debug, Clone)]
+pub struct HeaderPolicy {
+    pub https: bool,
+}
+
+pub async fn security_headers(State(policy): State<Arc<HeaderPolicy>>, request: Request, next: Next) -> Response {
+    let nonce = request.extensions().get::<CspNonce>().map(|n| n.0.clone()).unwrap_or_default();
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let csp = format!(
+        "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self' 'nonce-{nonce}'; \
+         img-src 'self' data:; font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+         form-action 'self'; frame-ancestors 'none'"
+    );
+    let fixed: [(HeaderName, &str); 6] = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        // Same-origin only: plain (no-JS) form posts rely on Referer to return to their page.
+        (header::REFERRER_POLICY, "same-origin"),
+        (HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
+        (HeaderName::from_static("cross-origin-resource-policy"), "same-origin"),
+        (HeaderName::from_static("permissions-policy"), "camera=(), microphone=(), geolocation=(), payment=()"),
+    ];
+    for (name, value) in fixed {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    if let Ok(value) = HeaderValue::from_str(&csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    if policy.https {
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=63072000; includeSubDomains"));
+    }
+    let is_static_asset = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/wasm") || ct.starts_with("text/css") || ct.contains("javascript") || ct.starts_with("image/"));
+    if !is_static_asset && !headers.contains_key(header::CACHE_CONTROL) {
+        // Pages and API answers carry personal and security data: never cache them.
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// CSRF defence for state-changing requests: the Origin must be one of ours; without an Origin
+/// header, the browser's `Sec-Fetch-Site` must say same-origin. SameSite=Strict cookies are the
+/// second layer.
+pub async fn require_same_origin(
+    State(allowed): State<Arc<Vec<String>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    let allowed_request = match origin {
+        Some(origin) => allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)),
+        None => fetch_site == Some("same-origin"),
+    } && fetch_site.is_none_or(|site| site == "same-origin" || site == "none");
+    if allowed_request {
+        next.run(request).await
+    } else {
+        tracing::warn!(target: "security", event = "security.violation", kind = "csrf_origin", origin = origin.unwrap_or("-"));
+        (StatusCode::FORBIDDEN, "Cross-origin request refused.\n").into_response()
+    }
+}
+
+/// Server functions answer errors with status 500 and the error's JSON; give each error its
+/// proper status here, in one place (bad input → 400, not signed in → 401, …).
+pub async fn server_fn_status(request: Request, next: Next) -> Response {
+    let is_server_fn = request.uri().path().starts_with("/api/");
+    let response = next.run(request).await;
+    if !is_server_fn || response.status() != StatusCode::INTERNAL_SERVER_ERROR {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = match to_bytes(body, 64 * 1024).await {
+        Ok(bytes) => bytes,
+        Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response(),
+    };
+    if let Ok(error) = serde_json::from_slice::<app::error::AppError>(&bytes) {
+        parts.status = StatusCode::from_u16(error.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if let Some(retry_after) = error.retry_after_secs() {
+            parts.headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}

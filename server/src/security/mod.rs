@@ -1,0 +1,6 @@
+//! Authentication adapters and the HTTP security middleware.
+
+pub mod hashing;
+pub mod middleware;
+pub mod rate_limit;
+pub mod throttle;

@@ -1,0 +1,230 @@
+//! Builds the application (services, router, middleware) and runs it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use app::api::context::Services;
+use app::{App, shell};
+use axum::Router;
+use axum::extract::FromRef;
+use axum::middleware::{from_fn, from_fn_with_state};
+use domain::account::{AccountService, BackoffPolicy};
+use domain::audit::{Actor, AuditDraft, Outcome, RequestMeta};
+use domain::ports::{Clock, SystemClock};
+use http::{HeaderValue, Method, header};
+use leptos::prelude::*;
+use leptos_axum::{LeptosRoutes, file_and_error_handler_with_context, generate_route_list};
+use sea_orm::DatabaseConnection;
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
+
+use crate::config::Settings;
+use crate::security::hashing::Argon2Hasher;
+use crate::security::middleware::{self, CspNonce, HeaderPolicy};
+use crate::security::rate_limit::{self, RateLimits};
+use crate::security::throttle::MemoryLoginThrottle;
+use crate::storage::{self, SqlAccountStore, SqlAuditLog, SqlSessionStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("database: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("password hashing: {0}")]
+    Hashing(String),
+    #[error("audit log: {0}")]
+    Audit(#[from] domain::ports::StoreError),
+}
+
+#[derive(Debug, Clone, FromRef)]
+struct AppState {
+    leptos_options: LeptosOptions,
+    services: Services,
+}
+
+/// Everything the server and the CLI build from settings: database and services.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub db: DatabaseConnection,
+    pub services: Services,
+    pub sessions: SqlSessionStore,
+}
+
+impl Backend {
+    pub async fn connect(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        let db = storage::connect(settings.database_url.expose_secret()).await?;
+        let audit = Arc::new(SqlAuditLog::new(db.clone(), clock.clone()));
+        let sessions = SqlSessionStore::new(db.clone(), clock.clone());
+        let hasher = Argon2Hasher::new(&settings.password_hashing).map_err(|e| StartupError::Hashing(e.to_string()))?;
+        let dummy_hash = hasher.dummy_hash().map_err(|e| StartupError::Hashing(e.to_string()))?;
+        let login = &settings.login;
+        let max_wait = time::Duration::seconds(i64::from(login.max_backoff_seconds));
+        let throttle = MemoryLoginThrottle::new(
+            BackoffPolicy { free_failures: login.account_free_failures, max_wait },
+            BackoffPolicy { free_failures: login.ip_free_failures, max_wait },
+        );
+        let accounts = AccountService {
+            store: Arc::new(SqlAccountStore::new(db.clone(), clock.clone())),
+            audit: audit.clone(),
+            hasher: Arc::new(hasher),
+            throttle: Arc::new(throttle),
+            sessions: Arc::new(sessions.clone()),
+            clock: clock.clone(),
+            dummy_hash,
+        };
+        let services = Services {
+            accounts,
+            audit,
+            clock,
+            absolute_session: time::Duration::hours(i64::from(settings.session.absolute_timeout_hours)),
+        };
+        Ok(Self { db, services, sessions })
+    }
+}
+
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    backend: Backend,
+    rate_limits: RateLimits,
+}
+
+impl Application {
+    /// Connects, migrates, binds the listener (port 0 picks a free one) and builds the router.
+    pub async fn build(
+        settings: &Settings,
+        leptos_options: LeptosOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        let backend = Backend::connect(settings, clock).await?;
+        let listener = TcpListener::bind(settings.bind)
+            .await
+            .map_err(|source| StartupError::Bind { addr: settings.bind, source })?;
+        let rate_limits = RateLimits::new(settings.rate_limit.requests_per_minute, settings.rate_limit.auth_per_minute);
+        let router = router(settings, leptos_options, &backend, rate_limits.clone());
+        backend
+            .services
+            .audit
+            .record(
+                AuditDraft::new(Actor::system("server"), "system.start", Outcome::Success, RequestMeta::default())
+                    .detail("version", env!("CARGO_PKG_VERSION")),
+            )
+            .await?;
+        Ok(Self { listener, router, backend, rate_limits })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Serves until `shutdown` resolves, then records `system.stop`.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let sessions = self.backend.sessions.clone();
+        let limits = self.rate_limits.clone();
+        let housekeeping = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            let mut minutes = 0u64;
+            loop {
+                tick.tick().await;
+                limits.prune();
+                if minutes % 10 == 0 {
+                    if let Err(e) = sessions.delete_expired().await {
+                        tracing::warn!(error = %e, "could not delete expired sessions");
+                    }
+                }
+                minutes += 1;
+            }
+        });
+        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
+        housekeeping.abort();
+        let stop = AuditDraft::new(Actor::system("server"), "system.stop", Outcome::Success, RequestMeta::default());
+        if let Err(e) = self.backend.services.audit.record(stop).await {
+            tracing::error!(error = %e, "could not record system.stop");
+        }
+        result
+    }
+}
+
+fn router(settings: &Settings, leptos_options: LeptosOptions, backend: &Backend, rate_limits: RateLimits) -> Router {
+    let services = backend.services.clone();
+    let state = AppState { leptos_options: leptos_options.clone(), services: services.clone() };
+    let context = move || {
+        provide_context(services.clone());
+        // Use the nonce the security-header middleware put in this response's CSP.
+        if let Some(parts) = use_context::<http::request::Parts>() {
+            if let Some(nonce) = parts.extensions.get::<CspNonce>() {
+                provide_context(leptos::nonce::Nonce::from_value(nonce.0.clone()));
+            }
+        }
+    };
+    let routes = generate_route_list(App);
+    let session_layer = SessionManagerLayer::new(backend.sessions.clone())
+        .with_name(if settings.is_https() { "__Host-cryptopulse_session" } else { "cryptopulse_session" })
+        .with_secure(settings.is_https())
+        .with_http_only(true)
+        .with_same_site(SameSite::Strict)
+        .with_path("/")
+        .with_expiry(Expiry::OnInactivity(time::Duration::minutes(i64::from(settings.session.idle_timeout_minutes))));
+    let origins = settings.allowed_origins();
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok())))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE, header::ACCEPT])
+        .allow_credentials(true);
+
+    Router::new()
+        .leptos_routes_with_context(&state, routes, context.clone(), {
+            let options = leptos_options.clone();
+            move || shell(options.clone())
+        })
+        .fallback(file_and_error_handler_with_context::<AppState, _>(context, shell))
+        .with_state(state)
+        // Listed innermost first: each layer wraps the ones above it.
+        .layer(from_fn(middleware::server_fn_status))
+        .layer(session_layer)
+        .layer(from_fn_with_state(Arc::new(origins), middleware::require_same_origin))
+        .layer(from_fn_with_state(rate_limits, rate_limit::enforce))
+        .layer(cors)
+        .layer(from_fn_with_state(Arc::new(HeaderPolicy { https: settings.is_https() }), middleware::security_headers))
+        .layer(from_fn_with_state(settings.trust_forwarded_for, middleware::request_context))
+}
+
+/// The production entry point: serve until Ctrl-C or SIGTERM.
+pub async fn serve(settings: Settings, leptos_options: LeptosOptions) -> Result<(), Box<dyn std::error::Error>> {
+    let app = Application::build(&settings, leptos_options, Arc::new(SystemClock)).await?;
+    tracing::info!(address = %app.local_addr(), "CryptoPulse listening on http://{}", app.local_addr());
+    app.run_until(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

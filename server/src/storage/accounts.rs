@@ -1,0 +1,98 @@
+//! Users in the database.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use domain::account::{Email, NewUser, PasswordHash, Role, User, UserCredentials, UserId};
+use domain::audit::{AuditDraft, canonical_time, parse_canonical_time};
+use domain::ports::{AccountStore, Clock, StoreError};
+use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
+use uuid::Uuid;
+
+use super::audit::AuditedTxn;
+use super::backend_error;
+use super::entities::user;
+
+#[derive(Debug, Clone)]
+pub struct SqlAccountStore {
+    db: DatabaseConnection,
+    clock: Arc<dyn Clock>,
+}
+
+impl SqlAccountStore {
+    pub fn new(db: DatabaseConnection, clock: Arc<dyn Clock>) -> Self {
+        Self { db, clock }
+    }
+}
+
+fn to_user(row: &user::Model) -> Result<User, StoreError> {
+    let corrupt = |what: &str| StoreError::Backend(format!("user row {} has an invalid {what}", row.id));
+    Ok(User {
+        id: UserId(Uuid::parse_str(&row.id).map_err(|_| corrupt("id"))?),
+        email: Email::parse(&row.email).map_err(|_| corrupt("email"))?,
+        role: Role::parse(&row.role).map_err(|_| corrupt("role"))?,
+        created_at: parse_canonical_time(&row.created_at).ok_or_else(|| corrupt("created_at"))?,
+    })
+}
+
+#[async_trait]
+impl AccountStore for SqlAccountStore {
+    async fn create_user(&self, new_user: NewUser, audit: AuditDraft) -> Result<User, StoreError> {
+        let row = user::ActiveModel {
+            id: Set(new_user.id.to_string()),
+            email: Set(new_user.email.as_str().to_owned()),
+            password_hash: Set(new_user.password_hash.0.clone()),
+            role: Set(new_user.role.as_str().to_owned()),
+            created_at: Set(canonical_time(new_user.created_at)),
+        };
+        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
+        user::Entity::insert(row).exec_without_returning(txn.conn()).await.map_err(backend_error)?;
+        txn.commit_with(audit, self.clock.now()).await.map_err(backend_error)?;
+        Ok(User {
+            id: new_user.id,
+            email: new_user.email,
+            role: new_user.role,
+            created_at: new_user.created_at,
+        })
+    }
+
+    async fn find_credentials(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError> {
+        let row = user::Entity::find()
+            .filter(user::Column::Email.eq(email.as_str()))
+            .one(&self.db)
+            .await
+            .map_err(backend_error)?;
+        row.map(|row| Ok(UserCredentials { user: to_user(&row)?, password_hash: PasswordHash(row.password_hash) }))
+            .transpose()
+    }
+
+    async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let row = user::Entity::find_by_id(id.to_string()).one(&self.db).await.map_err(backend_error)?;
+        row.as_ref().map(to_user).transpose()
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        let rows = user::Entity::find()
+            .order_by_asc(user::Column::CreatedAt)
+            .all(&self.db)
+            .await
+            .map_err(backend_error)?;
+        rows.iter().map(to_user).collect()
+    }
+
+    async fn set_role(&self, id: UserId, role: Role, audit: AuditDraft) -> Result<User, StoreError> {
+        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
+        let row = user::Entity::find_by_id(id.to_string())
+            .one(txn.conn())
+            .await
+            .map_err(backend_error)?
+            .ok_or(StoreError::NotFound)?;
+        let mut active: user::ActiveModel = row.clone().into();
+        active.role = Set(role.as_str().to_owned());
+        user::Entity::update(active).exec(txn.conn()).await.map_err(backend_error)?;
+        txn.commit_with(audit, self.clock.now()).await.map_err(backend_error)?;
+        let mut user = to_user(&row)?;
+        user.role = role;
+        Ok(user)
+    }
+}

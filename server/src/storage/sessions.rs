@@ -1,0 +1,124 @@
+//! tower-sessions store over sea-orm. Rows are keyed by a SHA-256 of the session id and carry
+//! the signed-in user's id, so "log out everywhere" can find and delete a user's sessions.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use domain::account::UserId;
+use domain::audit::AuditDraft;
+use domain::ports::{Clock, SessionRevoker, StoreError};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use sha2::{Digest, Sha256};
+use tower_sessions::session::{Id, Record};
+use tower_sessions::session_store::{self, SessionStore};
+
+use super::audit::AuditedTxn;
+use super::backend_error;
+use super::entities::session;
+
+/// The session data key that holds the signed-in user's id.
+pub const USER_ID_KEY: &str = "uid";
+
+#[derive(Debug, Clone)]
+pub struct SqlSessionStore {
+    db: DatabaseConnection,
+    clock: Arc<dyn Clock>,
+}
+
+impl SqlSessionStore {
+    pub fn new(db: DatabaseConnection, clock: Arc<dyn Clock>) -> Self {
+        Self { db, clock }
+    }
+
+    /// Removes expired rows; run periodically.
+    pub async fn delete_expired(&self) -> Result<u64, DbErr> {
+        let now = self.clock.now().unix_timestamp();
+        let result = session::Entity::delete_many().filter(session::Column::ExpiresAt.lt(now)).exec(&self.db).await?;
+        Ok(result.rows_affected)
+    }
+}
+
+fn id_hash(id: &Id) -> String {
+    hex::encode(Sha256::digest(id.to_string().as_bytes()))
+}
+
+fn to_row(record: &Record) -> session_store::Result<session::ActiveModel> {
+    let data = serde_json::to_string(&record.data).map_err(|e| session_store::Error::Encode(e.to_string()))?;
+    let user_id = record.data.get(USER_ID_KEY).and_then(|v| v.as_str()).map(str::to_owned);
+    Ok(session::ActiveModel {
+        id_hash: Set(id_hash(&record.id)),
+        user_id: Set(user_id),
+        data: Set(data),
+        expires_at: Set(record.expiry_date.unix_timestamp()),
+    })
+}
+
+fn store_error(err: DbErr) -> session_store::Error {
+    session_store::Error::Backend(err.to_string())
+}
+
+#[async_trait]
+impl SessionStore for SqlSessionStore {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        // A fresh id on the (astronomically unlikely) collision, never an overwrite.
+        loop {
+            let row = to_row(record)?;
+            match session::Entity::insert(row).exec_without_returning(&self.db).await {
+                Ok(_) => return Ok(()),
+                Err(err) if matches!(backend_error(err.clone()), StoreError::Conflict) => record.id = Id::default(),
+                Err(err) => return Err(store_error(err)),
+            }
+        }
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        let row = to_row(record)?;
+        session::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(session::Column::IdHash)
+                    .update_columns([session::Column::UserId, session::Column::Data, session::Column::ExpiresAt])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        let now = self.clock.now().unix_timestamp();
+        let row = session::Entity::find_by_id(id_hash(id))
+            .filter(session::Column::ExpiresAt.gt(now))
+            .one(&self.db)
+            .await
+            .map_err(store_error)?;
+        let Some(row) = row else { return Ok(None) };
+        let data = serde_json::from_str(&row.data).map_err(|e| session_store::Error::Decode(e.to_string()))?;
+        let expiry_date = time::OffsetDateTime::from_unix_timestamp(row.expires_at)
+            .map_err(|e| session_store::Error::Decode(e.to_string()))?;
+        Ok(Some(Record { id: *id, data, expiry_date }))
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        session::Entity::delete_by_id(id_hash(id)).exec(&self.db).await.map_err(store_error)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionRevoker for SqlSessionStore {
+    async fn revoke_all(&self, user: UserId, audit: AuditDraft) -> Result<u64, StoreError> {
+        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
+        let deleted = session::Entity::delete_many()
+            .filter(session::Column::UserId.eq(user.to_string()))
+            .exec(txn.conn())
+            .await
+            .map_err(backend_error)?
+            .rows_affected;
+        txn.commit_with(audit.detail("sessions_revoked", deleted), self.clock.now())
+            .await
+            .map_err(backend_error)?;
+        Ok(deleted)
+    }
+}
