@@ -21,7 +21,9 @@ pub enum AppError {
     NotFound,
     #[error("{0}")]
     Conflict(String),
-    #[error("Something went wrong on our side. If it keeps happening, quote request id {request_id}.")]
+    #[error(
+        "Something went wrong on our side. If it keeps happening, quote request id {request_id}."
+    )]
     Internal { request_id: String },
     /// Only ever built in the browser, when the server could not be reached.
     #[error("Could not reach the server. Check your connection and try again.")]
@@ -52,7 +54,9 @@ impl AppError {
     /// Logs `detail` with the current request id and returns the opaque error for the client.
     #[cfg(feature = "ssr")]
     pub fn internal(detail: impl std::fmt::Display) -> Self {
-        let request_id = crate::api::context::request_meta().request_id.unwrap_or_default();
+        let request_id = crate::api::context::request_meta()
+            .request_id
+            .unwrap_or_default();
         tracing::error!(request_id = %request_id, error = %detail, "internal error");
         AppError::Internal { request_id }
     }
@@ -66,11 +70,15 @@ impl FromServerFnError for AppError {
             ServerFnErrorErr::Args(_) | ServerFnErrorErr::MissingArg(_) => {
                 AppError::Invalid("The form was incomplete or malformed.".into())
             }
-            ServerFnErrorErr::Request(_) | ServerFnErrorErr::Deserialization(_) => AppError::Network,
+            ServerFnErrorErr::Request(_) | ServerFnErrorErr::Deserialization(_) => {
+                AppError::Network
+            }
             #[cfg(feature = "ssr")]
             other => AppError::internal(other),
             #[cfg(not(feature = "ssr"))]
-            _ => AppError::Internal { request_id: String::new() },
+            _ => AppError::Internal {
+                request_id: String::new(),
+            },
         }
     }
 }
@@ -84,7 +92,8 @@ impl From<domain::account::AccountError> for AppError {
             E::BadCredentials => AppError::BadCredentials,
             E::Throttled(secs) => AppError::RateLimited(secs),
             E::EmailUnavailable => AppError::Conflict(
-                "This email cannot be used to sign up. If you already have an account, sign in.".into(),
+                "This email cannot be used to sign up. If you already have an account, sign in."
+                    .into(),
             ),
             E::NotFound => AppError::NotFound,
             E::Store(e) => AppError::internal(e),

@@ -10,8 +10,8 @@ use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
 
-use api::auth::{LogIn, LogOut, LogOutEverywhere, SignUp, who_am_i};
 use api::SessionUser;
+use api::auth::{LogIn, LogOut, LogOutEverywhere, SignUp, who_am_i};
 use error::AppError;
 
 /// The HTML document around the app, rendered on the server.
@@ -73,7 +73,13 @@ pub fn App() -> impl IntoView {
         },
         |_| who_am_i(),
     );
-    provide_context(Auth { user, sign_up, log_in, log_out, log_out_everywhere });
+    provide_context(Auth {
+        user,
+        sign_up,
+        log_in,
+        log_out,
+        log_out_everywhere,
+    });
 
     view! {
         <Stylesheet id="leptos" href="/pkg/cryptopulse.css" />

@@ -9,7 +9,9 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::audit::{Actor, AuditDraft, Outcome, RequestMeta};
-use crate::ports::{AccountStore, AuditLog, Clock, LoginThrottle, PasswordHasher, SessionRevoker, StoreError};
+use crate::ports::{
+    AccountStore, AuditLog, Clock, LoginThrottle, PasswordHasher, SessionRevoker, StoreError,
+};
 
 /// Why account input was refused; each message is safe to show to the person who typed it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,7 +49,9 @@ impl Email {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let candidate = raw.trim().to_lowercase();
         let valid = candidate.len() <= Self::MAX_LEN
-            && !candidate.chars().any(|c| c.is_whitespace() || c.is_control())
+            && !candidate
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
             && match candidate.split_once('@') {
                 Some((local, domain)) => {
                     !local.is_empty()
@@ -181,7 +185,10 @@ pub struct BackoffPolicy {
 
 impl Default for BackoffPolicy {
     fn default() -> Self {
-        Self { free_failures: 5, max_wait: Duration::minutes(15) }
+        Self {
+            free_failures: 5,
+            max_wait: Duration::minutes(15),
+        }
     }
 }
 
@@ -306,7 +313,10 @@ impl AccountService {
             }
             (user, _) => {
                 self.throttle.record_failure(&keys, now);
-                let actor = user.as_ref().map(|u| Actor::user(u.id)).unwrap_or_else(Actor::anonymous);
+                let actor = user
+                    .as_ref()
+                    .map(|u| Actor::user(u.id))
+                    .unwrap_or_else(Actor::anonymous);
                 let mut draft = AuditDraft::new(actor, "auth.login", Outcome::Failure, meta)
                     .detail("reason", "bad_credentials");
                 if let Some(user) = &user {
@@ -319,9 +329,19 @@ impl AccountService {
     }
 
     /// Records a logout; with `everywhere`, also ends every other session of the user.
-    pub async fn log_out(&self, user: UserId, everywhere: bool, meta: RequestMeta) -> Result<(), AccountError> {
-        let action = if everywhere { "auth.logout_everywhere" } else { "auth.logout" };
-        let draft = AuditDraft::new(Actor::user(user), action, Outcome::Success, meta).resource(format!("user:{user}"));
+    pub async fn log_out(
+        &self,
+        user: UserId,
+        everywhere: bool,
+        meta: RequestMeta,
+    ) -> Result<(), AccountError> {
+        let action = if everywhere {
+            "auth.logout_everywhere"
+        } else {
+            "auth.logout"
+        };
+        let draft = AuditDraft::new(Actor::user(user), action, Outcome::Success, meta)
+            .resource(format!("user:{user}"));
         if everywhere {
             self.sessions.revoke_all(user, draft).await?;
         } else {
@@ -337,7 +357,11 @@ impl AccountService {
         role: Role,
         meta: RequestMeta,
     ) -> Result<User, AccountError> {
-        let before = self.store.find_user(target).await?.ok_or(AccountError::NotFound)?;
+        let before = self
+            .store
+            .find_user(target)
+            .await?
+            .ok_or(AccountError::NotFound)?;
         let draft = AuditDraft::new(actor, "account.role_change", Outcome::Success, meta)
             .resource(format!("user:{target}"))
             .detail("from", before.role.as_str())
@@ -362,7 +386,17 @@ mod tests {
 
     #[test]
     fn malformed_emails_are_refused() {
-        for raw in ["", "alice", "@example.com", "alice@", "alice@example", "a b@example.com", "a@@b.com", "a@b..com", "a@.b.com"] {
+        for raw in [
+            "",
+            "alice",
+            "@example.com",
+            "alice@",
+            "alice@example",
+            "a b@example.com",
+            "a@@b.com",
+            "a@b..com",
+            "a@.b.com",
+        ] {
             assert_eq!(Email::parse(raw), Err(ValidationError::Email), "{raw:?}");
         }
         let long = format!("{}@example.com", "a".repeat(250));

@@ -54,13 +54,22 @@ pub struct Actor {
 
 impl Actor {
     pub fn user(id: UserId) -> Self {
-        Self { kind: ActorKind::User, id: Some(id.to_string()) }
+        Self {
+            kind: ActorKind::User,
+            id: Some(id.to_string()),
+        }
     }
     pub fn system(component: &str) -> Self {
-        Self { kind: ActorKind::System, id: Some(component.to_owned()) }
+        Self {
+            kind: ActorKind::System,
+            id: Some(component.to_owned()),
+        }
     }
     pub fn anonymous() -> Self {
-        Self { kind: ActorKind::Anonymous, id: None }
+        Self {
+            kind: ActorKind::Anonymous,
+            id: None,
+        }
     }
 }
 
@@ -100,8 +109,17 @@ pub struct RequestMeta {
 }
 
 /// Keys whose values never enter the audit log, whatever a caller passes.
-const SENSITIVE_KEY_PARTS: [&str; 9] =
-    ["password", "secret", "token", "api_key", "apikey", "private", "credential", "otp", "cookie"];
+const SENSITIVE_KEY_PARTS: [&str; 9] = [
+    "password",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "private",
+    "credential",
+    "otp",
+    "cookie",
+];
 
 const REDACTED: &str = "[redacted]";
 
@@ -116,7 +134,11 @@ pub fn mask_details(value: Value) -> Value {
         Value::Object(map) => Value::Object(
             map.into_iter()
                 .map(|(k, v)| {
-                    let v = if is_sensitive_key(&k) { Value::String(REDACTED.into()) } else { mask_details(v) };
+                    let v = if is_sensitive_key(&k) {
+                        Value::String(REDACTED.into())
+                    } else {
+                        mask_details(v)
+                    };
                     (k, v)
                 })
                 .collect(),
@@ -139,7 +161,14 @@ pub struct AuditDraft {
 
 impl AuditDraft {
     pub fn new(actor: Actor, action: &str, outcome: Outcome, meta: RequestMeta) -> Self {
-        Self { actor, action: action.to_owned(), resource: None, outcome, meta, details: Map::new() }
+        Self {
+            actor,
+            action: action.to_owned(),
+            resource: None,
+            outcome,
+            meta,
+            details: Map::new(),
+        }
     }
 
     pub fn resource(mut self, resource: impl Into<String>) -> Self {
@@ -149,7 +178,11 @@ impl AuditDraft {
 
     /// Adds a detail; values under sensitive keys are replaced by a redaction marker.
     pub fn detail(mut self, key: &str, value: impl Into<Value>) -> Self {
-        let value = if is_sensitive_key(key) { Value::String(REDACTED.into()) } else { mask_details(value.into()) };
+        let value = if is_sensitive_key(key) {
+            Value::String(REDACTED.into())
+        } else {
+            mask_details(value.into())
+        };
         self.details.insert(key.to_owned(), value);
         self
     }
@@ -190,7 +223,10 @@ pub struct ChainHead {
 }
 
 impl ChainHead {
-    pub const EMPTY: ChainHead = ChainHead { seq: 0, hash: ChainHash::GENESIS };
+    pub const EMPTY: ChainHead = ChainHead {
+        seq: 0,
+        hash: ChainHash::GENESIS,
+    };
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -281,7 +317,10 @@ impl AuditEvent {
     }
 
     pub fn head(&self) -> ChainHead {
-        ChainHead { seq: self.seq, hash: self.hash }
+        ChainHead {
+            seq: self.seq,
+            hash: self.hash,
+        }
     }
 }
 
@@ -317,20 +356,35 @@ impl Default for ChainVerifier {
 
 impl ChainVerifier {
     pub fn new() -> Self {
-        Self { head: ChainHead::EMPTY, checked: 0 }
+        Self {
+            head: ChainHead::EMPTY,
+            checked: 0,
+        }
     }
 
     pub fn check(&mut self, event: &AuditEvent) -> Result<(), ChainBreak> {
         let expected = self.head.seq + 1;
         if event.seq != expected {
             // A deleted event shows up where the gap is: the first missing seq.
-            return Err(ChainBreak { seq: expected, kind: BreakKind::SeqGap { expected, found: event.seq } });
+            return Err(ChainBreak {
+                seq: expected,
+                kind: BreakKind::SeqGap {
+                    expected,
+                    found: event.seq,
+                },
+            });
         }
         if event.prev_hash != self.head.hash {
-            return Err(ChainBreak { seq: event.seq, kind: BreakKind::PrevHashMismatch });
+            return Err(ChainBreak {
+                seq: event.seq,
+                kind: BreakKind::PrevHashMismatch,
+            });
         }
         if event.compute_hash() != event.hash {
-            return Err(ChainBreak { seq: event.seq, kind: BreakKind::HashMismatch });
+            return Err(ChainBreak {
+                seq: event.seq,
+                kind: BreakKind::HashMismatch,
+            });
         }
         self.head = event.head();
         self.checked += 1;
@@ -347,7 +401,9 @@ impl ChainVerifier {
 }
 
 /// Verifies a whole chain held in memory.
-pub fn verify_chain<'a>(events: impl IntoIterator<Item = &'a AuditEvent>) -> Result<ChainHead, ChainBreak> {
+pub fn verify_chain<'a>(
+    events: impl IntoIterator<Item = &'a AuditEvent>,
+) -> Result<ChainHead, ChainBreak> {
     let mut verifier = ChainVerifier::new();
     for event in events {
         verifier.check(event)?;
@@ -381,11 +437,18 @@ pub async fn verify_log(
     loop {
         let batch = log.page(verifier.head().seq, VERIFY_BATCH).await?;
         if batch.is_empty() {
-            return Ok(Ok(VerifiedLog { checked: verifier.checked(), head: verifier.head() }));
+            return Ok(Ok(VerifiedLog {
+                checked: verifier.checked(),
+                head: verifier.head(),
+            }));
         }
         for event in &batch {
             if let Err(error) = verifier.check(event) {
-                return Ok(Err(BrokenLog { checked: verifier.checked(), last_good: verifier.head(), error }));
+                return Ok(Err(BrokenLog {
+                    checked: verifier.checked(),
+                    last_good: verifier.head(),
+                    error,
+                }));
             }
         }
         progress(verifier.checked());
@@ -402,7 +465,11 @@ mod tests {
             Actor::system("test"),
             "test.event",
             Outcome::Success,
-            RequestMeta { ip: Some("127.0.0.1".into()), user_agent: Some("ua".into()), request_id: Some(format!("req-{n}")) },
+            RequestMeta {
+                ip: Some("127.0.0.1".into()),
+                user_agent: Some("ua".into()),
+                request_id: Some(format!("req-{n}")),
+            },
         )
         .resource(format!("thing:{n}"))
         .detail("n", n)
@@ -413,7 +480,8 @@ mod tests {
         let start = datetime!(2026-11-23 12:00:00.123456789 UTC);
         (0..len)
             .map(|n| {
-                let event = AuditEvent::seal(head, draft(n), start + time::Duration::seconds(n as i64));
+                let event =
+                    AuditEvent::seal(head, draft(n), start + time::Duration::seconds(n as i64));
                 head = event.head();
                 event
             })
@@ -438,7 +506,10 @@ mod tests {
     fn sealing_truncates_time_to_microseconds() {
         let events = chain(1);
         assert_eq!(events[0].occurred_at.nanosecond() % 1000, 0);
-        assert_eq!(canonical_time(events[0].occurred_at), "2026-11-23T12:00:00.123456Z");
+        assert_eq!(
+            canonical_time(events[0].occurred_at),
+            "2026-11-23T12:00:00.123456Z"
+        );
     }
 
     #[test]
@@ -446,7 +517,13 @@ mod tests {
         let mut events = chain(10);
         events[4].details = serde_json::json!({"n": 999});
         let err = verify_chain(&events).unwrap_err();
-        assert_eq!(err, ChainBreak { seq: 5, kind: BreakKind::HashMismatch });
+        assert_eq!(
+            err,
+            ChainBreak {
+                seq: 5,
+                kind: BreakKind::HashMismatch
+            }
+        );
     }
 
     #[test]
@@ -475,7 +552,13 @@ mod tests {
     fn a_changed_prev_hash_is_detected_at_its_seq() {
         let mut events = chain(5);
         events[3].prev_hash.0[0] ^= 0x80;
-        assert_eq!(verify_chain(&events).unwrap_err(), ChainBreak { seq: 4, kind: BreakKind::PrevHashMismatch });
+        assert_eq!(
+            verify_chain(&events).unwrap_err(),
+            ChainBreak {
+                seq: 4,
+                kind: BreakKind::PrevHashMismatch
+            }
+        );
     }
 
     #[test]
@@ -484,7 +567,13 @@ mod tests {
         events.remove(6); // seq 7
         assert_eq!(
             verify_chain(&events).unwrap_err(),
-            ChainBreak { seq: 7, kind: BreakKind::SeqGap { expected: 7, found: 8 } }
+            ChainBreak {
+                seq: 7,
+                kind: BreakKind::SeqGap {
+                    expected: 7,
+                    found: 8
+                }
+            }
         );
     }
 
@@ -503,7 +592,13 @@ mod tests {
         let mut events = chain(6);
         events[2].action = "forged".into();
         events[2].hash = events[2].compute_hash();
-        assert_eq!(verify_chain(&events).unwrap_err(), ChainBreak { seq: 4, kind: BreakKind::PrevHashMismatch });
+        assert_eq!(
+            verify_chain(&events).unwrap_err(),
+            ChainBreak {
+                seq: 4,
+                kind: BreakKind::PrevHashMismatch
+            }
+        );
     }
 
     #[test]
@@ -525,10 +620,18 @@ mod tests {
 
     #[test]
     fn sensitive_details_are_redacted_at_any_depth() {
-        let draft = AuditDraft::new(Actor::anonymous(), "x", Outcome::Success, RequestMeta::default())
-            .detail("password", "hunter2hunter2")
-            .detail("nested", serde_json::json!({"api_key": "AKIA123", "list": [{"Secret": "s"}], "ok": 1}))
-            .detail("label", "main");
+        let draft = AuditDraft::new(
+            Actor::anonymous(),
+            "x",
+            Outcome::Success,
+            RequestMeta::default(),
+        )
+        .detail("password", "hunter2hunter2")
+        .detail(
+            "nested",
+            serde_json::json!({"api_key": "AKIA123", "list": [{"Secret": "s"}], "ok": 1}),
+        )
+        .detail("label", "main");
         let text = serde_json::Value::Object(draft.details().clone()).to_string();
         for secret in ["hunter2", "AKIA123", "\"s\""] {
             assert!(!text.contains(secret), "{secret} leaked in {text}");

@@ -83,7 +83,11 @@ impl MigrationTrait for Migration {
         let append_only = match manager.get_database_backend() {
             DbBackend::Sqlite => SQLITE_APPEND_ONLY,
             DbBackend::Postgres => POSTGRES_APPEND_ONLY,
-            other => return Err(DbErr::Migration(format!("unsupported database backend {other:?}"))),
+            other => {
+                return Err(DbErr::Migration(format!(
+                    "unsupported database backend {other:?}"
+                )));
+            }
         };
         db.execute_unprepared(append_only).await?;
         Ok(())

@@ -13,7 +13,11 @@ use crate::config::Settings;
 use crate::startup::Backend;
 
 #[derive(Debug, Parser)]
-#[command(name = "cryptopulse", version, about = "CryptoPulse security & compliance console")]
+#[command(
+    name = "cryptopulse",
+    version,
+    about = "CryptoPulse security & compliance console"
+)]
 pub struct Cli {
     /// Optional TOML settings file (environment variables override it).
     #[arg(long, global = true, env = "CRYPTOPULSE_CONFIG")]
@@ -73,7 +77,10 @@ pub const MASTER_KEY_FILE: &str = "master.key";
 /// users can read.
 pub fn ensure_master_key(data_dir: &Path) -> Result<PathBuf, CliError> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(data_dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)?;
     let path = data_dir.join(MASTER_KEY_FILE);
     match std::fs::metadata(&path) {
         Ok(meta) => {
@@ -89,7 +96,11 @@ pub fn ensure_master_key(data_dir: &Path) -> Result<PathBuf, CliError> {
             let mut key = zeroize::Zeroizing::new([0u8; 32]);
             rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, key.as_mut());
             let encoded = zeroize::Zeroizing::new(hex::encode(key.as_ref()));
-            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
             file.write_all(encoded.as_bytes())?;
             file.write_all(b"\n")?;
         }
@@ -119,7 +130,11 @@ fn read_new_password() -> Result<Password, CliError> {
 }
 
 fn cli_meta() -> RequestMeta {
-    RequestMeta { ip: None, user_agent: Some("cryptopulse-cli".into()), request_id: Some(uuid::Uuid::new_v4().to_string()) }
+    RequestMeta {
+        ip: None,
+        user_agent: Some("cryptopulse-cli".into()),
+        request_id: Some(uuid::Uuid::new_v4().to_string()),
+    }
 }
 
 pub async fn create_admin(settings: &Settings, email: &str) -> Result<(), CliError> {
@@ -129,12 +144,18 @@ pub async fn create_admin(settings: &Settings, email: &str) -> Result<(), CliErr
     let user = backend
         .services
         .accounts
-        .sign_up(email, password, Role::Admin, Actor::system("cli"), cli_meta())
+        .sign_up(
+            email,
+            password,
+            Role::Admin,
+            Actor::system("cli"),
+            cli_meta(),
+        )
         .await
         .map_err(|e| match e {
-            domain::account::AccountError::EmailUnavailable => {
-                CliError::Usage("an account with this email exists; use `set-role` to make it an admin".into())
-            }
+            domain::account::AccountError::EmailUnavailable => CliError::Usage(
+                "an account with this email exists; use `set-role` to make it an admin".into(),
+            ),
             other => other.into(),
         })?;
     println!("created admin {} ({})", user.email.as_str(), user.id);
@@ -152,7 +173,9 @@ pub async fn set_role(settings: &Settings, email: &str, role: &str) -> Result<()
         .await?
         .ok_or_else(|| CliError::Usage(format!("no account with email {}", email.as_str())))?
         .user;
-    let user = accounts.change_role(Actor::system("cli"), user.id, role, cli_meta()).await?;
+    let user = accounts
+        .change_role(Actor::system("cli"), user.id, role, cli_meta())
+        .await?;
     println!("{} is now {}", user.email.as_str(), user.role);
     Ok(())
 }

@@ -101,26 +101,40 @@ impl Default for Settings {
 
 impl Default for SessionSettings {
     fn default() -> Self {
-        Self { idle_timeout_minutes: 30, absolute_timeout_hours: 12 }
+        Self {
+            idle_timeout_minutes: 30,
+            absolute_timeout_hours: 12,
+        }
     }
 }
 
 impl Default for LoginSettings {
     fn default() -> Self {
-        Self { account_free_failures: 5, ip_free_failures: 20, max_backoff_seconds: 900 }
+        Self {
+            account_free_failures: 5,
+            ip_free_failures: 20,
+            max_backoff_seconds: 900,
+        }
     }
 }
 
 impl Default for RateLimitSettings {
     fn default() -> Self {
-        Self { requests_per_minute: 600, auth_per_minute: 20 }
+        Self {
+            requests_per_minute: 600,
+            auth_per_minute: 20,
+        }
     }
 }
 
 impl Default for PasswordHashingSettings {
     fn default() -> Self {
         // OWASP's argon2id recommendation (19 MiB, 2 passes, 1 lane).
-        Self { memory_kib: 19_456, iterations: 2, parallelism: 1 }
+        Self {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+        }
     }
 }
 
@@ -139,12 +153,21 @@ impl Settings {
         let mut figment = Figment::new();
         if let Some(file) = file {
             if !file.exists() {
-                return Err(ConfigError::Invalid(format!("config file {} does not exist", file.display())));
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(Env::prefixed("CRYPTOPULSE_").ignore(&NOT_SETTINGS).split("__"));
-        let settings: Settings = figment.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        figment = figment.merge(
+            Env::prefixed("CRYPTOPULSE_")
+                .ignore(&NOT_SETTINGS)
+                .split("__"),
+        );
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -153,18 +176,29 @@ impl Settings {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
         for origin in std::iter::once(&self.public_url).chain(&self.extra_origins) {
             if parse_origin(origin).is_none() {
-                return invalid(format!("`{origin}` is not an origin like https://host[:port]"));
+                return invalid(format!(
+                    "`{origin}` is not an origin like https://host[:port]"
+                ));
             }
         }
         let url = self.database_url.expose_secret();
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return invalid("database_url must start with sqlite:, postgres:// or postgresql://".into());
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return invalid(
+                "database_url must start with sqlite:, postgres:// or postgresql://".into(),
+            );
         }
         if self.session.idle_timeout_minutes == 0 || self.session.absolute_timeout_hours == 0 {
             return invalid("session timeouts must be positive".into());
         }
-        if self.session.idle_timeout_minutes as u64 > self.session.absolute_timeout_hours as u64 * 60 {
-            return invalid("session.idle_timeout_minutes must not exceed the absolute timeout".into());
+        if self.session.idle_timeout_minutes as u64
+            > self.session.absolute_timeout_hours as u64 * 60
+        {
+            return invalid(
+                "session.idle_timeout_minutes must not exceed the absolute timeout".into(),
+            );
         }
         if self.rate_limit.requests_per_minute == 0 || self.rate_limit.auth_per_minute == 0 {
             return invalid("rate limits must be positive".into());
@@ -173,7 +207,10 @@ impl Settings {
         if argon2::Params::new(h.memory_kib, h.iterations, h.parallelism, None).is_err() {
             return invalid("password_hashing parameters are out of argon2's range".into());
         }
-        if !matches!(self.log_level.as_str(), "trace" | "debug" | "info" | "warn" | "error") {
+        if !matches!(
+            self.log_level.as_str(),
+            "trace" | "debug" | "info" | "warn" | "error"
+        ) {
             return invalid("log_level must be one of trace, debug, info, warn, error".into());
         }
         Ok(())
@@ -186,7 +223,10 @@ impl Settings {
 
     /// Every origin allowed to send state-changing requests, normalised.
     pub fn allowed_origins(&self) -> Vec<String> {
-        std::iter::once(&self.public_url).chain(&self.extra_origins).filter_map(|o| parse_origin(o)).collect()
+        std::iter::once(&self.public_url)
+            .chain(&self.extra_origins)
+            .filter_map(|o| parse_origin(o))
+            .collect()
     }
 }
 
@@ -197,7 +237,9 @@ fn parse_origin(raw: &str) -> Option<String> {
     let valid = matches!(scheme, "http" | "https")
         && !rest.is_empty()
         && !rest.contains(['/', '?', '#', '@', ' '])
-        && rest.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
     valid.then(|| format!("{scheme}://{}", rest.to_ascii_lowercase()))
 }
 
@@ -207,8 +249,14 @@ mod tests {
 
     #[test]
     fn origins_are_normalised_and_paths_refused() {
-        assert_eq!(parse_origin("https://Pulse.Example.com/"), Some("https://pulse.example.com".into()));
-        assert_eq!(parse_origin("http://127.0.0.1:3000"), Some("http://127.0.0.1:3000".into()));
+        assert_eq!(
+            parse_origin("https://Pulse.Example.com/"),
+            Some("https://pulse.example.com".into())
+        );
+        assert_eq!(
+            parse_origin("http://127.0.0.1:3000"),
+            Some("http://127.0.0.1:3000".into())
+        );
         assert_eq!(parse_origin("https://a.com/path"), None);
         assert_eq!(parse_origin("ftp://a.com"), None);
         assert_eq!(parse_origin("a.com"), None);

@@ -26,15 +26,19 @@ async fn main() -> ExitCode {
         Command::Init => server::cli::ensure_master_key(&settings.data_dir)
             .map(|path| println!("data directory ready; master key at {}", path.display()))
             .map_err(Into::into),
-        Command::CreateAdmin { email } => server::cli::create_admin(&settings, &email).await.map_err(Into::into),
-        Command::SetRole { email, role } => server::cli::set_role(&settings, &email, &role).await.map_err(Into::into),
-        Command::Audit { command: AuditCommand::Verify } => {
-            match server::cli::audit_verify(&settings, &mut std::io::stdout()).await {
-                Ok(true) => Ok(()),
-                Ok(false) => return ExitCode::from(1),
-                Err(e) => Err(e.into()),
-            }
-        }
+        Command::CreateAdmin { email } => server::cli::create_admin(&settings, &email)
+            .await
+            .map_err(Into::into),
+        Command::SetRole { email, role } => server::cli::set_role(&settings, &email, &role)
+            .await
+            .map_err(Into::into),
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => match server::cli::audit_verify(&settings, &mut std::io::stdout()).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e.into()),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

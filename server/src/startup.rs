@@ -34,7 +34,10 @@ pub enum StartupError {
     #[error("database: {0}")]
     Database(#[from] sea_orm::DbErr),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("password hashing: {0}")]
     Hashing(String),
     #[error("audit log: {0}")]
@@ -59,14 +62,25 @@ impl Backend {
     pub async fn connect(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
         let db = storage::connect(settings.database_url.expose_secret()).await?;
         let audit = Arc::new(SqlAuditLog::new(db.clone(), clock.clone()));
-        let sessions = SqlSessionStore::new(db.clone(), clock.clone());
-        let hasher = Argon2Hasher::new(&settings.password_hashing).map_err(|e| StartupError::Hashing(e.to_string()))?;
-        let dummy_hash = hasher.dummy_hash().map_err(|e| StartupError::Hashing(e.to_string()))?;
+        let idle_timeout =
+            time::Duration::minutes(i64::from(settings.session.idle_timeout_minutes));
+        let sessions = SqlSessionStore::new(db.clone(), clock.clone(), idle_timeout);
+        let hasher = Argon2Hasher::new(&settings.password_hashing)
+            .map_err(|e| StartupError::Hashing(e.to_string()))?;
+        let dummy_hash = hasher
+            .dummy_hash()
+            .map_err(|e| StartupError::Hashing(e.to_string()))?;
         let login = &settings.login;
         let max_wait = time::Duration::seconds(i64::from(login.max_backoff_seconds));
         let throttle = MemoryLoginThrottle::new(
-            BackoffPolicy { free_failures: login.account_free_failures, max_wait },
-            BackoffPolicy { free_failures: login.ip_free_failures, max_wait },
+            BackoffPolicy {
+                free_failures: login.account_free_failures,
+                max_wait,
+            },
+            BackoffPolicy {
+                free_failures: login.ip_free_failures,
+                max_wait,
+            },
         );
         let accounts = AccountService {
             store: Arc::new(SqlAccountStore::new(db.clone(), clock.clone())),
@@ -81,9 +95,15 @@ impl Backend {
             accounts,
             audit,
             clock,
-            absolute_session: time::Duration::hours(i64::from(settings.session.absolute_timeout_hours)),
+            absolute_session: time::Duration::hours(i64::from(
+                settings.session.absolute_timeout_hours,
+            )),
         };
-        Ok(Self { db, services, sessions })
+        Ok(Self {
+            db,
+            services,
+            sessions,
+        })
     }
 }
 
@@ -103,24 +123,56 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
         let backend = Backend::connect(settings, clock).await?;
-        let listener = TcpListener::bind(settings.bind)
-            .await
-            .map_err(|source| StartupError::Bind { addr: settings.bind, source })?;
-        let rate_limits = RateLimits::new(settings.rate_limit.requests_per_minute, settings.rate_limit.auth_per_minute);
-        let router = router(settings, leptos_options, &backend, rate_limits.clone());
+        let listener =
+            TcpListener::bind(settings.bind)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: settings.bind,
+                    source,
+                })?;
+        let rate_limits = RateLimits::new(
+            settings.rate_limit.requests_per_minute,
+            settings.rate_limit.auth_per_minute,
+        );
+        let mut origins = settings.allowed_origins();
+        if let Ok(local) = listener.local_addr() {
+            // The address actually bound is always ours (matters when port 0 was asked for).
+            if local.ip().is_loopback() {
+                origins.push(format!("http://{local}"));
+            }
+        }
+        let router = router(
+            settings,
+            origins,
+            leptos_options,
+            &backend,
+            rate_limits.clone(),
+        );
         backend
             .services
             .audit
             .record(
-                AuditDraft::new(Actor::system("server"), "system.start", Outcome::Success, RequestMeta::default())
-                    .detail("version", env!("CARGO_PKG_VERSION")),
+                AuditDraft::new(
+                    Actor::system("server"),
+                    "system.start",
+                    Outcome::Success,
+                    RequestMeta::default(),
+                )
+                .detail("version", env!("CARGO_PKG_VERSION")),
             )
             .await?;
-        Ok(Self { listener, router, backend, rate_limits })
+        Ok(Self {
+            listener,
+            router,
+            backend,
+            rate_limits,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     pub fn backend(&self) -> &Backend {
@@ -128,7 +180,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then records `system.stop`.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let sessions = self.backend.sessions.clone();
         let limits = self.rate_limits.clone();
         let housekeeping = tokio::spawn(async move {
@@ -145,10 +200,19 @@ impl Application {
                 minutes += 1;
             }
         });
-        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(self.listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await;
         housekeeping.abort();
-        let stop = AuditDraft::new(Actor::system("server"), "system.stop", Outcome::Success, RequestMeta::default());
+        let stop = AuditDraft::new(
+            Actor::system("server"),
+            "system.stop",
+            Outcome::Success,
+            RequestMeta::default(),
+        );
         if let Err(e) = self.backend.services.audit.record(stop).await {
             tracing::error!(error = %e, "could not record system.stop");
         }
@@ -156,9 +220,18 @@ impl Application {
     }
 }
 
-fn router(settings: &Settings, leptos_options: LeptosOptions, backend: &Backend, rate_limits: RateLimits) -> Router {
+fn router(
+    settings: &Settings,
+    origins: Vec<String>,
+    leptos_options: LeptosOptions,
+    backend: &Backend,
+    rate_limits: RateLimits,
+) -> Router {
     let services = backend.services.clone();
-    let state = AppState { leptos_options: leptos_options.clone(), services: services.clone() };
+    let state = AppState {
+        leptos_options: leptos_options.clone(),
+        services: services.clone(),
+    };
     let context = move || {
         provide_context(services.clone());
         // Use the nonce the security-header middleware put in this response's CSP.
@@ -170,15 +243,23 @@ fn router(settings: &Settings, leptos_options: LeptosOptions, backend: &Backend,
     };
     let routes = generate_route_list(App);
     let session_layer = SessionManagerLayer::new(backend.sessions.clone())
-        .with_name(if settings.is_https() { "__Host-cryptopulse_session" } else { "cryptopulse_session" })
+        .with_name(if settings.is_https() {
+            "__Host-cryptopulse_session"
+        } else {
+            "cryptopulse_session"
+        })
         .with_secure(settings.is_https())
         .with_http_only(true)
         .with_same_site(SameSite::Strict)
         .with_path("/")
-        .with_expiry(Expiry::OnInactivity(time::Duration::minutes(i64::from(settings.session.idle_timeout_minutes))));
-    let origins = settings.allowed_origins();
+        .with_always_save(true)
+        .with_expiry(Expiry::OnInactivity(time::Duration::minutes(i64::from(
+            settings.session.idle_timeout_minutes,
+        ))));
     let cors = CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok())))
+        .allow_origin(AllowOrigin::list(
+            origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
+        ))
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([header::CONTENT_TYPE, header::ACCEPT])
         .allow_credentials(true);
@@ -188,20 +269,36 @@ fn router(settings: &Settings, leptos_options: LeptosOptions, backend: &Backend,
             let options = leptos_options.clone();
             move || shell(options.clone())
         })
-        .fallback(file_and_error_handler_with_context::<AppState, _>(context, shell))
+        .fallback(file_and_error_handler_with_context::<AppState, _>(
+            context, shell,
+        ))
         .with_state(state)
         // Listed innermost first: each layer wraps the ones above it.
         .layer(from_fn(middleware::server_fn_status))
         .layer(session_layer)
-        .layer(from_fn_with_state(Arc::new(origins), middleware::require_same_origin))
+        .layer(from_fn_with_state(
+            Arc::new(origins),
+            middleware::require_same_origin,
+        ))
         .layer(from_fn_with_state(rate_limits, rate_limit::enforce))
         .layer(cors)
-        .layer(from_fn_with_state(Arc::new(HeaderPolicy { https: settings.is_https() }), middleware::security_headers))
-        .layer(from_fn_with_state(settings.trust_forwarded_for, middleware::request_context))
+        .layer(from_fn_with_state(
+            Arc::new(HeaderPolicy {
+                https: settings.is_https(),
+            }),
+            middleware::security_headers,
+        ))
+        .layer(from_fn_with_state(
+            settings.trust_forwarded_for,
+            middleware::request_context,
+        ))
 }
 
 /// The production entry point: serve until Ctrl-C or SIGTERM.
-pub async fn serve(settings: Settings, leptos_options: LeptosOptions) -> Result<(), Box<dyn std::error::Error>> {
+pub async fn serve(
+    settings: Settings,
+    leptos_options: LeptosOptions,
+) -> Result<(), Box<dyn std::error::Error>> {
     let app = Application::build(&settings, leptos_options, Arc::new(SystemClock)).await?;
     tracing::info!(address = %app.local_addr(), "CryptoPulse listening on http://{}", app.local_addr());
     app.run_until(shutdown_signal()).await?;

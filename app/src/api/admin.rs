@@ -45,10 +45,17 @@ pub async fn set_user_role(user_id: String, role: String) -> Result<UserSummary,
     let admin = require_role(&[Role::Admin]).await?;
     let role = Role::parse(&role).map_err(|e| AppError::Invalid(e.to_string()))?;
     // An unparsable id is reported exactly like an unknown one.
-    let target = uuid::Uuid::parse_str(&user_id).map(UserId).map_err(|_| AppError::NotFound)?;
+    let target = uuid::Uuid::parse_str(&user_id)
+        .map(UserId)
+        .map_err(|_| AppError::NotFound)?;
     if target == admin.id {
-        return Err(AppError::Invalid("You cannot change your own role; ask another admin.".into()));
+        return Err(AppError::Invalid(
+            "You cannot change your own role; ask another admin.".into(),
+        ));
     }
-    let user = services()?.accounts.change_role(Actor::user(admin.id), target, role, request_meta()).await?;
+    let user = services()?
+        .accounts
+        .change_role(Actor::user(admin.id), target, role, request_meta())
+        .await?;
     Ok(UserSummary::from(&user))
 }

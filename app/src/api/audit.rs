@@ -58,7 +58,10 @@ pub async fn recent_audit_events(limit: u32) -> Result<Vec<AuditEventView>, AppE
 
     const MAX_EVENTS: u32 = 200;
     require_role(&[Role::Reviewer, Role::Admin]).await?;
-    let events = services()?.audit.recent(u64::from(limit.clamp(1, MAX_EVENTS))).await?;
+    let events = services()?
+        .audit
+        .recent(u64::from(limit.clamp(1, MAX_EVENTS)))
+        .await?;
     Ok(events.into_iter().map(AuditEventView::from).collect())
 }
 
@@ -85,7 +88,11 @@ pub async fn verify_audit_chain() -> Result<ChainReport, AppError> {
             broken_at: Some((broken.error.seq, broken.error.kind.to_string())),
         },
     };
-    let result = if report.broken_at.is_some() { Outcome::Failure } else { Outcome::Success };
+    let result = if report.broken_at.is_some() {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    };
     services
         .audit
         .record(

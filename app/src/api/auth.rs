@@ -2,24 +2,39 @@
 
 use leptos::prelude::*;
 
-#[cfg(feature = "ssr")]
-use super::context::{require_user, request_meta, services, session, start_session};
 use super::SessionUser;
+#[cfg(feature = "ssr")]
+use super::context::{request_meta, require_user, services, session, start_session};
 use crate::error::AppError;
 
 /// Creates a trader account and signs it in.
 #[server(endpoint = "auth/signup")]
-pub async fn sign_up(email: String, password: String, password_confirm: String) -> Result<(), AppError> {
+pub async fn sign_up(
+    email: String,
+    password: String,
+    password_confirm: String,
+) -> Result<(), AppError> {
     use domain::account::{Email, Password, Role};
     use domain::audit::Actor;
 
-    let email = Email::parse(&email).map_err(|e| AppError::from(domain::account::AccountError::from(e)))?;
+    let email =
+        Email::parse(&email).map_err(|e| AppError::from(domain::account::AccountError::from(e)))?;
     if password != password_confirm {
         return Err(AppError::Invalid("The two passwords do not match.".into()));
     }
-    let password = Password::parse(password).map_err(|e| AppError::from(domain::account::AccountError::from(e)))?;
+    let password = Password::parse(password)
+        .map_err(|e| AppError::from(domain::account::AccountError::from(e)))?;
     let services = services()?;
-    let user = services.accounts.sign_up(email, password, Role::Trader, Actor::anonymous(), request_meta()).await?;
+    let user = services
+        .accounts
+        .sign_up(
+            email,
+            password,
+            Role::Trader,
+            Actor::anonymous(),
+            request_meta(),
+        )
+        .await?;
     start_session(&session().await?, &user, services.clock.now()).await?;
     leptos_axum::redirect("/");
     Ok(())
@@ -32,7 +47,10 @@ pub async fn log_in(email: String, password: String) -> Result<(), AppError> {
     // Any malformed input gets the same answer as a wrong password.
     let password = Password::for_login(password).map_err(|_| AppError::BadCredentials)?;
     let services = services()?;
-    let user = services.accounts.log_in(&email, password, request_meta()).await?;
+    let user = services
+        .accounts
+        .log_in(&email, password, request_meta())
+        .await?;
     start_session(&session().await?, &user, services.clock.now()).await?;
     leptos_axum::redirect("/");
     Ok(())
@@ -41,7 +59,10 @@ pub async fn log_in(email: String, password: String) -> Result<(), AppError> {
 #[server(endpoint = "auth/logout")]
 pub async fn log_out() -> Result<(), AppError> {
     if let Some((user, session)) = super::context::current_user().await? {
-        services()?.accounts.log_out(user.id, false, request_meta()).await?;
+        services()?
+            .accounts
+            .log_out(user.id, false, request_meta())
+            .await?;
         session.flush().await?;
     }
     leptos_axum::redirect("/login");
@@ -52,7 +73,10 @@ pub async fn log_out() -> Result<(), AppError> {
 #[server(endpoint = "auth/logout-everywhere")]
 pub async fn log_out_everywhere() -> Result<(), AppError> {
     let (user, session) = require_user().await?;
-    services()?.accounts.log_out(user.id, true, request_meta()).await?;
+    services()?
+        .accounts
+        .log_out(user.id, true, request_meta())
+        .await?;
     session.flush().await?;
     leptos_axum::redirect("/login");
     Ok(())
@@ -60,5 +84,7 @@ pub async fn log_out_everywhere() -> Result<(), AppError> {
 
 #[server(endpoint = "auth/me")]
 pub async fn who_am_i() -> Result<Option<SessionUser>, AppError> {
-    Ok(super::context::current_user().await?.map(|(user, _)| SessionUser::from(&user)))
+    Ok(super::context::current_user()
+        .await?
+        .map(|(user, _)| SessionUser::from(&user)))
 }

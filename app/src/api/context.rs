@@ -36,7 +36,9 @@ pub fn request_meta() -> RequestMeta {
 }
 
 pub async fn session() -> Result<Session, AppError> {
-    leptos_axum::extract::<Session>().await.map_err(|e| AppError::internal(format!("session extractor: {e}")))
+    leptos_axum::extract::<Session>()
+        .await
+        .map_err(|e| AppError::internal(format!("session extractor: {e}")))
 }
 
 /// The signed-in user, if the session is valid. A session past its absolute lifetime, or whose
@@ -44,7 +46,9 @@ pub async fn session() -> Result<Session, AppError> {
 pub async fn current_user() -> Result<Option<(User, Session)>, AppError> {
     let services = services()?;
     let session = session().await?;
-    let Some(raw_id) = session.get::<String>(USER_ID_KEY).await? else { return Ok(None) };
+    let Some(raw_id) = session.get::<String>(USER_ID_KEY).await? else {
+        return Ok(None);
+    };
     let authenticated_at = session.get::<i64>(AUTHENTICATED_AT_KEY).await?.unwrap_or(0);
     let age = services.clock.now().unix_timestamp() - authenticated_at;
     let user = match uuid::Uuid::parse_str(&raw_id) {
@@ -77,9 +81,15 @@ pub async fn require_role(roles: &[Role]) -> Result<User, AppError> {
 }
 
 /// Starts an authenticated session under a fresh id (no session fixation).
-pub async fn start_session(session: &Session, user: &User, now: time::OffsetDateTime) -> Result<(), AppError> {
+pub async fn start_session(
+    session: &Session,
+    user: &User,
+    now: time::OffsetDateTime,
+) -> Result<(), AppError> {
     session.cycle_id().await?;
     session.insert(USER_ID_KEY, user.id.to_string()).await?;
-    session.insert(AUTHENTICATED_AT_KEY, now.unix_timestamp()).await?;
+    session
+        .insert(AUTHENTICATED_AT_KEY, now.unix_timestamp())
+        .await?;
     Ok(())
 }

@@ -59,6 +59,10 @@ pub struct SessionUser {
 #[cfg(feature = "ssr")]
 impl From<&domain::account::User> for SessionUser {
     fn from(user: &domain::account::User) -> Self {
-        Self { id: user.id.to_string(), email: user.email.as_str().to_owned(), role: user.role.into() }
+        Self {
+            id: user.id.to_string(),
+            email: user.email.as_str().to_owned(),
+            role: user.role.into(),
+        }
     }
 }

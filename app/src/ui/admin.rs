@@ -67,7 +67,12 @@ fn UserRow(user: UserSummary, is_me: bool, action: ServerAction<SetUserRole>) ->
         .iter()
         .map(|r| view! { <option value=r.as_str() selected=*r == user.role>{r.label()}</option> })
         .collect_view();
-    let joined = user.created_at.chars().take(16).collect::<String>().replace('T', " ");
+    let joined = user
+        .created_at
+        .chars()
+        .take(16)
+        .collect::<String>()
+        .replace('T', " ");
     view! {
         <tr>
             <td class="px-6 py-3 font-medium">{user.email.clone()} {is_me.then(|| view! { <span class="ml-2 text-xs text-slate-500">"(you)"</span> })}</td>

@@ -87,7 +87,8 @@ fn outcome_badge(outcome: &str) -> &'static str {
 #[component]
 fn EventTable(events: Vec<AuditEventView>) -> impl IntoView {
     if events.is_empty() {
-        return view! { <p class="px-6 py-4 text-sm text-slate-500">"No events yet."</p> }.into_any();
+        return view! { <p class="px-6 py-4 text-sm text-slate-500">"No events yet."</p> }
+            .into_any();
     }
     let rows = events
         .into_iter()

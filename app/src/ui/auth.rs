@@ -57,7 +57,13 @@ pub fn SignupPage() -> impl IntoView {
     // The same rule the server enforces; shown live so nobody submits a doomed form.
     let long_enough = move || (12..=128).contains(&password.get().chars().count());
     let matches = move || !password.get().is_empty() && password.get() == confirm.get();
-    let check = |met: bool| if met { "text-emerald-700" } else { "text-slate-500" };
+    let check = |met: bool| {
+        if met {
+            "text-emerald-700"
+        } else {
+            "text-slate-500"
+        }
+    };
     view! {
         <AuthCard title="Create your account" subtitle="Traders start here. Reviewer and admin roles are granted by an admin.">
             <ActionForm action=action attr:class="space-y-4">

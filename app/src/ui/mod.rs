@@ -30,7 +30,10 @@ pub fn ErrorNotice(#[prop(into)] error: Signal<Option<AppError>>) -> impl IntoVi
 
 /// A page heading with an optional one-line description.
 #[component]
-pub fn PageHeader(#[prop(into)] title: String, #[prop(optional, into)] description: Option<String>) -> impl IntoView {
+pub fn PageHeader(
+    #[prop(into)] title: String,
+    #[prop(optional, into)] description: Option<String>,
+) -> impl IntoView {
     view! {
         <header class="mb-6">
             <h1 class="text-2xl font-semibold tracking-tight text-slate-900">{title}</h1>
@@ -42,7 +45,10 @@ pub fn PageHeader(#[prop(into)] title: String, #[prop(optional, into)] descripti
 /// Renders `children` only for a signed-in user whose role is in `roles` (any role if empty);
 /// otherwise explains what is needed.
 #[component]
-pub fn RequireRole(#[prop(optional)] roles: &'static [UserRole], children: ChildrenFn) -> impl IntoView {
+pub fn RequireRole(
+    #[prop(optional)] roles: &'static [UserRole],
+    children: ChildrenFn,
+) -> impl IntoView {
     let auth = use_auth();
     view! {
         <Transition fallback=|| view! { <p class="text-sm text-slate-500">"Loading…"</p> }>

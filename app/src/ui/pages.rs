@@ -51,14 +51,24 @@ struct Tile {
 }
 
 const TILES: &[Tile] = &[
-    Tile { href: "/account", title: "Account & sessions", text: "See your role and end sessions on other devices.", roles: &[] },
+    Tile {
+        href: "/account",
+        title: "Account & sessions",
+        text: "See your role and end sessions on other devices.",
+        roles: &[],
+    },
     Tile {
         href: "/audit",
         title: "Audit log",
         text: "Browse recorded events and verify the hash chain end to end.",
         roles: &[UserRole::Reviewer, UserRole::Admin],
     },
-    Tile { href: "/admin/users", title: "Users & roles", text: "Grant reviewer and admin roles.", roles: &[UserRole::Admin] },
+    Tile {
+        href: "/admin/users",
+        title: "Users & roles",
+        text: "Grant reviewer and admin roles.",
+        roles: &[UserRole::Admin],
+    },
 ];
 
 #[component]

@@ -1,6 +1,8 @@
 //! argon2id password hashing, run on the blocking thread pool.
 
-use argon2::password_hash::{PasswordHash as PhcString, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::password_hash::{
+    PasswordHash as PhcString, PasswordHasher as _, PasswordVerifier as _, SaltString,
+};
 use argon2::{Algorithm, Argon2, Params, Version};
 use async_trait::async_trait;
 use domain::account::{Password, PasswordHash};
@@ -16,13 +18,21 @@ pub struct Argon2Hasher {
 
 impl Argon2Hasher {
     pub fn new(settings: &PasswordHashingSettings) -> Result<Self, argon2::Error> {
-        Ok(Self { params: Params::new(settings.memory_kib, settings.iterations, settings.parallelism, None)? })
+        Ok(Self {
+            params: Params::new(
+                settings.memory_kib,
+                settings.iterations,
+                settings.parallelism,
+                None,
+            )?,
+        })
     }
 
     fn hash_blocking(params: Params, password: &Password) -> Result<PasswordHash, StoreError> {
         let mut salt = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut salt);
-        let salt = SaltString::encode_b64(&salt).map_err(|e| StoreError::Backend(format!("salt: {e}")))?;
+        let salt =
+            SaltString::encode_b64(&salt).map_err(|e| StoreError::Backend(format!("salt: {e}")))?;
         let phc = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
             .hash_password(password.expose().as_bytes(), &salt)
             .map_err(|e| StoreError::Backend(format!("argon2: {e}")))?;
@@ -33,7 +43,8 @@ impl Argon2Hasher {
     pub fn dummy_hash(&self) -> Result<PasswordHash, StoreError> {
         let mut random = [0u8; 24];
         rand::rngs::OsRng.fill_bytes(&mut random);
-        let password = Password::for_login(hex::encode(random)).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let password = Password::for_login(hex::encode(random))
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
         Self::hash_blocking(self.params.clone(), &password)
     }
 }
@@ -51,7 +62,11 @@ impl PasswordHasher for Argon2Hasher {
         tokio::task::spawn_blocking(move || {
             // Parameters come from the stored PHC string, so older hashes keep verifying.
             PhcString::new(&hash.0)
-                .map(|phc| Argon2::default().verify_password(password.expose().as_bytes(), &phc).is_ok())
+                .map(|phc| {
+                    Argon2::default()
+                        .verify_password(password.expose().as_bytes(), &phc)
+                        .is_ok()
+                })
                 .unwrap_or(false)
         })
         .await
@@ -64,7 +79,12 @@ mod tests {
     use super::*;
 
     fn fast() -> Argon2Hasher {
-        Argon2Hasher::new(&PasswordHashingSettings { memory_kib: 1024, iterations: 1, parallelism: 1 }).expect("params")
+        Argon2Hasher::new(&PasswordHashingSettings {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        })
+        .expect("params")
     }
 
     #[tokio::test]
@@ -82,6 +102,10 @@ mod tests {
     async fn a_malformed_hash_never_matches() {
         let hasher = fast();
         let password = Password::parse("correct horse battery".into()).expect("valid");
-        assert!(!hasher.verify(password, PasswordHash("not a hash".into())).await);
+        assert!(
+            !hasher
+                .verify(password, PasswordHash("not a hash".into()))
+                .await
+        );
     }
 }

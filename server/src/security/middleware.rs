@@ -9,8 +9,8 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use domain::audit::RequestMeta;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use rand::RngCore;
 use tracing::Instrument;
 
@@ -37,8 +37,13 @@ pub async fn request_context(
     next: Next,
 ) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let forwarded = trust_forwarded_for.then(|| last_forwarded_for(request.headers())).flatten();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let forwarded = trust_forwarded_for
+        .then(|| last_forwarded_for(request.headers()))
+        .flatten();
     let ip = forwarded.or(peer).unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let user_agent = request
         .headers()
@@ -72,7 +77,11 @@ pub async fn request_context(
     let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     span.in_scope(|| {
-        tracing::info!(status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "handled");
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "handled"
+        );
     });
     if let Some(value) = request_id_header {
         response.headers_mut().insert(REQUEST_ID, value);
@@ -95,8 +104,16 @@ pub struct HeaderPolicy {
     pub https: bool,
 }
 
-pub async fn security_headers(State(policy): State<Arc<HeaderPolicy>>, request: Request, next: Next) -> Response {
-    let nonce = request.extensions().get::<CspNonce>().map(|n| n.0.clone()).unwrap_or_default();
+pub async fn security_headers(
+    State(policy): State<Arc<HeaderPolicy>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let nonce = request
+        .extensions()
+        .get::<CspNonce>()
+        .map(|n| n.0.clone())
+        .unwrap_or_default();
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     let csp = format!(
@@ -109,9 +126,18 @@ pub async fn security_headers(State(policy): State<Arc<HeaderPolicy>>, request: 
         (header::X_FRAME_OPTIONS, "DENY"),
         // Same-origin only: plain (no-JS) form posts rely on Referer to return to their page.
         (header::REFERRER_POLICY, "same-origin"),
-        (HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
-        (HeaderName::from_static("cross-origin-resource-policy"), "same-origin"),
-        (HeaderName::from_static("permissions-policy"), "camera=(), microphone=(), geolocation=(), payment=()"),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+        (
+            HeaderName::from_static("cross-origin-resource-policy"),
+            "same-origin",
+        ),
+        (
+            HeaderName::from_static("permissions-policy"),
+            "camera=(), microphone=(), geolocation=(), payment=()",
+        ),
     ];
     for (name, value) in fixed {
         headers.insert(name, HeaderValue::from_static(value));
@@ -120,12 +146,20 @@ pub async fn security_headers(State(policy): State<Arc<HeaderPolicy>>, request: 
         headers.insert(header::CONTENT_SECURITY_POLICY, value);
     }
     if policy.https {
-        headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=63072000; includeSubDomains"));
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        );
     }
     let is_static_asset = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/wasm") || ct.starts_with("text/css") || ct.contains("javascript") || ct.starts_with("image/"));
+        .is_some_and(|ct| {
+            ct.starts_with("application/wasm")
+                || ct.starts_with("text/css")
+                || ct.contains("javascript")
+                || ct.starts_with("image/")
+        });
     if !is_static_asset && !headers.contains_key(header::CACHE_CONTROL) {
         // Pages and API answers carry personal and security data: never cache them.
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -141,7 +175,10 @@ pub async fn require_same_origin(
     request: Request,
     next: Next,
 ) -> Response {
-    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
         return next.run(request).await;
     }
     let headers = request.headers();
@@ -150,7 +187,8 @@ pub async fn require_same_origin(
     let allowed_request = match origin {
         Some(origin) => allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)),
         None => fetch_site == Some("same-origin"),
-    } && fetch_site.is_none_or(|site| site == "same-origin" || site == "none");
+    } && fetch_site
+        .is_none_or(|site| site == "same-origin" || site == "none");
     if allowed_request {
         next.run(request).await
     } else {
@@ -173,9 +211,12 @@ pub async fn server_fn_status(request: Request, next: Next) -> Response {
         Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response(),
     };
     if let Ok(error) = serde_json::from_slice::<app::error::AppError>(&bytes) {
-        parts.status = StatusCode::from_u16(error.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        parts.status =
+            StatusCode::from_u16(error.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if let Some(retry_after) = error.retry_after_secs() {
-            parts.headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            parts
+                .headers
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
     }
     Response::from_parts(parts, Body::from(bytes))

@@ -43,8 +43,11 @@ impl RateLimits {
 
     fn check(&self, ip: IpAddr, path: &str) -> Result<(), u64> {
         let clock = DefaultClock::default();
-        let limiters: &[&DefaultKeyedRateLimiter<IpAddr>] =
-            if AUTH_PATHS.contains(&path) { &[&self.all, &self.auth] } else { &[&self.all] };
+        let limiters: &[&DefaultKeyedRateLimiter<IpAddr>] = if AUTH_PATHS.contains(&path) {
+            &[&self.all, &self.auth]
+        } else {
+            &[&self.all]
+        };
         for limiter in limiters {
             if let Err(not_until) = limiter.check_key(&ip) {
                 let wait = not_until.wait_time_from(clock.now());
@@ -60,10 +63,14 @@ pub async fn enforce(State(limits): State<RateLimits>, request: Request, next: N
     if let Some(ip) = ip {
         if let Err(retry_after) = limits.check(ip, request.uri().path()) {
             tracing::warn!(target: "security", event = "api.rate_limit_exceeded", path = request.uri().path(), retry_after);
-            let mut response =
-                (StatusCode::TOO_MANY_REQUESTS, format!("Too many requests. Try again in {retry_after} seconds.\n"))
-                    .into_response();
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+            let mut response = (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("Too many requests. Try again in {retry_after} seconds.\n"),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
             return response;
         }
     }

@@ -26,11 +26,19 @@ pub struct MemoryLoginThrottle {
 
 impl MemoryLoginThrottle {
     pub fn new(account_policy: BackoffPolicy, ip_policy: BackoffPolicy) -> Self {
-        Self { account_policy, ip_policy, failures: Mutex::new(HashMap::new()) }
+        Self {
+            account_policy,
+            ip_policy,
+            failures: Mutex::new(HashMap::new()),
+        }
     }
 
     fn policy_for(&self, key: &str) -> BackoffPolicy {
-        if key.starts_with("ip:") { self.ip_policy } else { self.account_policy }
+        if key.starts_with("ip:") {
+            self.ip_policy
+        } else {
+            self.account_policy
+        }
     }
 }
 
@@ -57,7 +65,10 @@ impl LoginThrottle for MemoryLoginThrottle {
             failures.retain(|_, f| now - f.last < FORGET_AFTER);
         }
         for key in keys {
-            let entry = failures.entry(key.clone()).or_insert(Failures { count: 0, last: now });
+            let entry = failures.entry(key.clone()).or_insert(Failures {
+                count: 0,
+                last: now,
+            });
             if now - entry.last >= FORGET_AFTER {
                 entry.count = 0;
             }
@@ -67,7 +78,10 @@ impl LoginThrottle for MemoryLoginThrottle {
     }
 
     fn record_success(&self, account_key: &str) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(account_key);
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(account_key);
     }
 }
 
@@ -77,8 +91,14 @@ mod tests {
     use time::macros::datetime;
 
     fn throttle() -> MemoryLoginThrottle {
-        let account = BackoffPolicy { free_failures: 3, max_wait: Duration::minutes(15) };
-        let ip = BackoffPolicy { free_failures: 10, max_wait: Duration::minutes(15) };
+        let account = BackoffPolicy {
+            free_failures: 3,
+            max_wait: Duration::minutes(15),
+        };
+        let ip = BackoffPolicy {
+            free_failures: 10,
+            max_wait: Duration::minutes(15),
+        };
         MemoryLoginThrottle::new(account, ip)
     }
 
@@ -86,7 +106,10 @@ mod tests {
     fn an_account_backs_off_after_its_free_failures_and_recovers_with_time() {
         let t = throttle();
         let now = datetime!(2026-11-23 12:00 UTC);
-        let keys = vec!["account:a@example.com".to_owned(), "ip:127.0.0.1".to_owned()];
+        let keys = vec![
+            "account:a@example.com".to_owned(),
+            "ip:127.0.0.1".to_owned(),
+        ];
         for _ in 0..3 {
             assert_eq!(t.check(&keys, now), Ok(()));
             t.record_failure(&keys, now);
@@ -101,13 +124,19 @@ mod tests {
     fn a_success_clears_the_account_but_not_the_address() {
         let t = throttle();
         let now = datetime!(2026-11-23 12:00 UTC);
-        let keys = vec!["account:a@example.com".to_owned(), "ip:127.0.0.1".to_owned()];
+        let keys = vec![
+            "account:a@example.com".to_owned(),
+            "ip:127.0.0.1".to_owned(),
+        ];
         for _ in 0..12 {
             t.record_failure(&keys, now);
         }
         t.record_success("account:a@example.com");
         // Another account from the same address is still held back by the address counter.
-        let other = vec!["account:b@example.com".to_owned(), "ip:127.0.0.1".to_owned()];
+        let other = vec![
+            "account:b@example.com".to_owned(),
+            "ip:127.0.0.1".to_owned(),
+        ];
         assert!(t.check(&other, now).is_err());
         assert_eq!(t.check(&["account:a@example.com".to_owned()], now), Ok(()));
     }

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use domain::account::{Email, NewUser, PasswordHash, Role, User, UserCredentials, UserId};
 use domain::audit::{AuditDraft, canonical_time, parse_canonical_time};
 use domain::ports::{AccountStore, Clock, StoreError};
-use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+};
 use uuid::Uuid;
 
 use super::audit::AuditedTxn;
@@ -26,7 +28,8 @@ impl SqlAccountStore {
 }
 
 fn to_user(row: &user::Model) -> Result<User, StoreError> {
-    let corrupt = |what: &str| StoreError::Backend(format!("user row {} has an invalid {what}", row.id));
+    let corrupt =
+        |what: &str| StoreError::Backend(format!("user row {} has an invalid {what}", row.id));
     Ok(User {
         id: UserId(Uuid::parse_str(&row.id).map_err(|_| corrupt("id"))?),
         email: Email::parse(&row.email).map_err(|_| corrupt("email"))?,
@@ -46,8 +49,13 @@ impl AccountStore for SqlAccountStore {
             created_at: Set(canonical_time(new_user.created_at)),
         };
         let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        user::Entity::insert(row).exec_without_returning(txn.conn()).await.map_err(backend_error)?;
-        txn.commit_with(audit, self.clock.now()).await.map_err(backend_error)?;
+        user::Entity::insert(row)
+            .exec_without_returning(txn.conn())
+            .await
+            .map_err(backend_error)?;
+        txn.commit_with(audit, self.clock.now())
+            .await
+            .map_err(backend_error)?;
         Ok(User {
             id: new_user.id,
             email: new_user.email,
@@ -62,12 +70,20 @@ impl AccountStore for SqlAccountStore {
             .one(&self.db)
             .await
             .map_err(backend_error)?;
-        row.map(|row| Ok(UserCredentials { user: to_user(&row)?, password_hash: PasswordHash(row.password_hash) }))
-            .transpose()
+        row.map(|row| {
+            Ok(UserCredentials {
+                user: to_user(&row)?,
+                password_hash: PasswordHash(row.password_hash),
+            })
+        })
+        .transpose()
     }
 
     async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        let row = user::Entity::find_by_id(id.to_string()).one(&self.db).await.map_err(backend_error)?;
+        let row = user::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await
+            .map_err(backend_error)?;
         row.as_ref().map(to_user).transpose()
     }
 
@@ -80,7 +96,12 @@ impl AccountStore for SqlAccountStore {
         rows.iter().map(to_user).collect()
     }
 
-    async fn set_role(&self, id: UserId, role: Role, audit: AuditDraft) -> Result<User, StoreError> {
+    async fn set_role(
+        &self,
+        id: UserId,
+        role: Role,
+        audit: AuditDraft,
+    ) -> Result<User, StoreError> {
         let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
         let row = user::Entity::find_by_id(id.to_string())
             .one(txn.conn())
@@ -89,8 +110,13 @@ impl AccountStore for SqlAccountStore {
             .ok_or(StoreError::NotFound)?;
         let mut active: user::ActiveModel = row.clone().into();
         active.role = Set(role.as_str().to_owned());
-        user::Entity::update(active).exec(txn.conn()).await.map_err(backend_error)?;
-        txn.commit_with(audit, self.clock.now()).await.map_err(backend_error)?;
+        user::Entity::update(active)
+            .exec(txn.conn())
+            .await
+            .map_err(backend_error)?;
+        txn.commit_with(audit, self.clock.now())
+            .await
+            .map_err(backend_error)?;
         let mut user = to_user(&row)?;
         user.role = role;
         Ok(user)

@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use domain::audit::{
-    Actor, ActorKind, AuditDraft, AuditEvent, ChainHash, ChainHead, Outcome, RequestMeta, canonical_time,
-    parse_canonical_time,
+    Actor, ActorKind, AuditDraft, AuditEvent, ChainHash, ChainHead, Outcome, RequestMeta,
+    canonical_time, parse_canonical_time,
 };
 use domain::ports::{AuditLog, Clock, StoreError};
 use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait, ColumnTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use time::OffsetDateTime;
 
@@ -29,8 +29,10 @@ impl AuditedTxn {
         let txn = db.begin().await?;
         // Taking the lock row first serialises appends (across replicas too) and, on SQLite,
         // makes this transaction a writer up front so it cannot deadlock on upgrade.
-        txn.execute_unprepared("UPDATE audit_chain_lock SET lock_count = lock_count + 1 WHERE id = 1")
-            .await?;
+        txn.execute_unprepared(
+            "UPDATE audit_chain_lock SET lock_count = lock_count + 1 WHERE id = 1",
+        )
+        .await?;
         Ok(Self { txn })
     }
 
@@ -39,7 +41,11 @@ impl AuditedTxn {
     }
 
     /// Appends the event and commits; if the append fails, nothing in the transaction lands.
-    pub async fn commit_with(self, draft: AuditDraft, now: OffsetDateTime) -> Result<AuditEvent, DbErr> {
+    pub async fn commit_with(
+        self,
+        draft: AuditDraft,
+        now: OffsetDateTime,
+    ) -> Result<AuditEvent, DbErr> {
         let event = append_in(&self.txn, draft, now).await?;
         self.txn.commit().await?;
         Ok(event)
@@ -47,17 +53,28 @@ impl AuditedTxn {
 }
 
 /// Seals `draft` onto the current chain head inside `txn` (which must hold the chain lock).
-pub async fn append_in(txn: &DatabaseTransaction, draft: AuditDraft, now: OffsetDateTime) -> Result<AuditEvent, DbErr> {
-    let head = match audit_event::Entity::find().order_by_desc(audit_event::Column::Seq).one(txn).await? {
+pub async fn append_in(
+    txn: &DatabaseTransaction,
+    draft: AuditDraft,
+    now: OffsetDateTime,
+) -> Result<AuditEvent, DbErr> {
+    let head = match audit_event::Entity::find()
+        .order_by_desc(audit_event::Column::Seq)
+        .one(txn)
+        .await?
+    {
         Some(row) => ChainHead {
             seq: row.seq,
-            hash: ChainHash::from_hex(&row.hash)
-                .ok_or_else(|| DbErr::Custom(format!("audit event {} has a malformed hash", row.seq)))?,
+            hash: ChainHash::from_hex(&row.hash).ok_or_else(|| {
+                DbErr::Custom(format!("audit event {} has a malformed hash", row.seq))
+            })?,
         },
         None => ChainHead::EMPTY,
     };
     let event = AuditEvent::seal(head, draft, now);
-    audit_event::Entity::insert(to_row(&event)).exec_without_returning(txn).await?;
+    audit_event::Entity::insert(to_row(&event))
+        .exec_without_returning(txn)
+        .await?;
     Ok(event)
 }
 
@@ -85,12 +102,20 @@ pub fn from_row(row: audit_event::Model) -> AuditEvent {
     AuditEvent {
         seq: row.seq,
         occurred_at: parse_canonical_time(&row.occurred_at).unwrap_or(OffsetDateTime::UNIX_EPOCH),
-        actor: Actor { kind: ActorKind::parse(&row.actor_kind).unwrap_or(ActorKind::Anonymous), id: row.actor_id },
+        actor: Actor {
+            kind: ActorKind::parse(&row.actor_kind).unwrap_or(ActorKind::Anonymous),
+            id: row.actor_id,
+        },
         action: row.action,
         resource: row.resource,
         outcome: Outcome::parse(&row.outcome).unwrap_or(Outcome::Failure),
-        meta: RequestMeta { ip: row.ip, user_agent: row.user_agent, request_id: row.request_id },
-        details: serde_json::from_str(&row.details).unwrap_or(serde_json::Value::String(row.details)),
+        meta: RequestMeta {
+            ip: row.ip,
+            user_agent: row.user_agent,
+            request_id: row.request_id,
+        },
+        details: serde_json::from_str(&row.details)
+            .unwrap_or(serde_json::Value::String(row.details)),
         prev_hash: ChainHash::from_hex(&row.prev_hash).unwrap_or(ChainHash::GENESIS),
         hash: ChainHash::from_hex(&row.hash).unwrap_or(ChainHash::GENESIS),
     }
@@ -112,7 +137,9 @@ impl SqlAuditLog {
 impl AuditLog for SqlAuditLog {
     async fn record(&self, draft: AuditDraft) -> Result<AuditEvent, StoreError> {
         let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        txn.commit_with(draft, self.clock.now()).await.map_err(backend_error)
+        txn.commit_with(draft, self.clock.now())
+            .await
+            .map_err(backend_error)
     }
 
     async fn recent(&self, limit: u64) -> Result<Vec<AuditEvent>, StoreError> {

@@ -24,17 +24,35 @@ pub const USER_ID_KEY: &str = "uid";
 pub struct SqlSessionStore {
     db: DatabaseConnection,
     clock: Arc<dyn Clock>,
+    /// Each save pushes the row's expiry to now + this, measured on our clock (so it is
+    /// testable); the session layer saves on every request.
+    idle_timeout: time::Duration,
 }
 
 impl SqlSessionStore {
-    pub fn new(db: DatabaseConnection, clock: Arc<dyn Clock>) -> Self {
-        Self { db, clock }
+    pub fn new(
+        db: DatabaseConnection,
+        clock: Arc<dyn Clock>,
+        idle_timeout: time::Duration,
+    ) -> Self {
+        Self {
+            db,
+            clock,
+            idle_timeout,
+        }
+    }
+
+    fn expires_at(&self) -> i64 {
+        (self.clock.now() + self.idle_timeout).unix_timestamp()
     }
 
     /// Removes expired rows; run periodically.
     pub async fn delete_expired(&self) -> Result<u64, DbErr> {
         let now = self.clock.now().unix_timestamp();
-        let result = session::Entity::delete_many().filter(session::Column::ExpiresAt.lt(now)).exec(&self.db).await?;
+        let result = session::Entity::delete_many()
+            .filter(session::Column::ExpiresAt.lt(now))
+            .exec(&self.db)
+            .await?;
         Ok(result.rows_affected)
     }
 }
@@ -43,14 +61,19 @@ fn id_hash(id: &Id) -> String {
     hex::encode(Sha256::digest(id.to_string().as_bytes()))
 }
 
-fn to_row(record: &Record) -> session_store::Result<session::ActiveModel> {
-    let data = serde_json::to_string(&record.data).map_err(|e| session_store::Error::Encode(e.to_string()))?;
-    let user_id = record.data.get(USER_ID_KEY).and_then(|v| v.as_str()).map(str::to_owned);
+fn to_row(record: &Record, expires_at: i64) -> session_store::Result<session::ActiveModel> {
+    let data = serde_json::to_string(&record.data)
+        .map_err(|e| session_store::Error::Encode(e.to_string()))?;
+    let user_id = record
+        .data
+        .get(USER_ID_KEY)
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
     Ok(session::ActiveModel {
         id_hash: Set(id_hash(&record.id)),
         user_id: Set(user_id),
         data: Set(data),
-        expires_at: Set(record.expiry_date.unix_timestamp()),
+        expires_at: Set(expires_at),
     })
 }
 
@@ -63,21 +86,30 @@ impl SessionStore for SqlSessionStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         // A fresh id on the (astronomically unlikely) collision, never an overwrite.
         loop {
-            let row = to_row(record)?;
-            match session::Entity::insert(row).exec_without_returning(&self.db).await {
+            let row = to_row(record, self.expires_at())?;
+            match session::Entity::insert(row)
+                .exec_without_returning(&self.db)
+                .await
+            {
                 Ok(_) => return Ok(()),
-                Err(err) if matches!(backend_error(err.clone()), StoreError::Conflict) => record.id = Id::default(),
+                Err(err) if matches!(backend_error(err.clone()), StoreError::Conflict) => {
+                    record.id = Id::default()
+                }
                 Err(err) => return Err(store_error(err)),
             }
         }
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        let row = to_row(record)?;
+        let row = to_row(record, self.expires_at())?;
         session::Entity::insert(row)
             .on_conflict(
                 OnConflict::column(session::Column::IdHash)
-                    .update_columns([session::Column::UserId, session::Column::Data, session::Column::ExpiresAt])
+                    .update_columns([
+                        session::Column::UserId,
+                        session::Column::Data,
+                        session::Column::ExpiresAt,
+                    ])
                     .to_owned(),
             )
             .exec_without_returning(&self.db)
@@ -94,14 +126,22 @@ impl SessionStore for SqlSessionStore {
             .await
             .map_err(store_error)?;
         let Some(row) = row else { return Ok(None) };
-        let data = serde_json::from_str(&row.data).map_err(|e| session_store::Error::Decode(e.to_string()))?;
+        let data = serde_json::from_str(&row.data)
+            .map_err(|e| session_store::Error::Decode(e.to_string()))?;
         let expiry_date = time::OffsetDateTime::from_unix_timestamp(row.expires_at)
             .map_err(|e| session_store::Error::Decode(e.to_string()))?;
-        Ok(Some(Record { id: *id, data, expiry_date }))
+        Ok(Some(Record {
+            id: *id,
+            data,
+            expiry_date,
+        }))
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        session::Entity::delete_by_id(id_hash(id)).exec(&self.db).await.map_err(store_error)?;
+        session::Entity::delete_by_id(id_hash(id))
+            .exec(&self.db)
+            .await
+            .map_err(store_error)?;
         Ok(())
     }
 }

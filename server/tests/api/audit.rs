@@ -1,0 +1,145 @@
+use domain::account::Role;
+use domain::audit::verify_log;
+
+use crate::helpers::{is_postgres, spawn_app};
+
+#[tokio::test]
+async fn concurrent_actions_never_fork_or_gap_the_chain() {
+    let app = spawn_app().await;
+    let signups = (0..20).map(|n| {
+        let client = app.new_client();
+        let app = &app;
+        async move {
+            app.sign_up(&client, &format!("user{n}@example.com"))
+                .await
+                .status()
+        }
+    });
+    let statuses = futures::future::join_all(signups).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+
+    let verified = verify_log(app.backend.services.audit.as_ref(), |_| {})
+        .await
+        .expect("read")
+        .expect("intact");
+    let events = app.count("SELECT COUNT(*) FROM audit_events").await;
+    assert_eq!(verified.checked as i64, events);
+    assert_eq!(
+        app.count("SELECT MAX(seq) FROM audit_events").await,
+        events,
+        "no gaps"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_events WHERE action = 'account.create'")
+            .await,
+        20
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_audit_table_refuses_updates_and_deletes() {
+    let app = spawn_app().await;
+    app.sign_up(&app.client, "ruth@example.com").await;
+    use sea_orm::ConnectionTrait;
+    for sql in [
+        "UPDATE audit_events SET action = 'forged' WHERE seq = 1",
+        "DELETE FROM audit_events WHERE seq = 1",
+    ] {
+        let err = app.db().execute_unprepared(sql).await.expect_err(sql);
+        assert!(err.to_string().contains("append-only"), "{err}");
+    }
+    app.stop().await;
+}
+
+async fn disable_append_only_guard(app: &crate::helpers::TestApp) {
+    // An attacker with database owner rights can do this; the chain must still catch them.
+    if is_postgres() {
+        app.exec("ALTER TABLE audit_events DISABLE TRIGGER USER")
+            .await;
+    } else {
+        app.exec("DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete;")
+            .await;
+    }
+}
+
+async fn cli_verify(app: &crate::helpers::TestApp) -> (bool, String) {
+    let mut out = Vec::new();
+    let intact = server::cli::audit_verify(&app.settings, &mut out)
+        .await
+        .expect("verify runs");
+    (intact, String::from_utf8(out).expect("utf8"))
+}
+
+#[tokio::test]
+async fn the_cli_verifier_names_the_first_tampered_seq() {
+    let app = spawn_app().await;
+    for n in 0..4 {
+        app.sign_up(&app.new_client(), &format!("t{n}@example.com"))
+            .await;
+    }
+    let (intact, report) = cli_verify(&app).await;
+    assert!(intact, "{report}");
+    assert!(report.contains("audit chain intact"), "{report}");
+
+    disable_append_only_guard(&app).await;
+    app.exec("UPDATE audit_events SET details = '{\"role\":\"admin\"}' WHERE seq = 3")
+        .await;
+    let (intact, report) = cli_verify(&app).await;
+    assert!(!intact);
+    assert!(report.contains("BROKEN at seq 3"), "{report}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_cli_verifier_catches_a_deleted_event() {
+    let app = spawn_app().await;
+    for n in 0..4 {
+        app.sign_up(&app.new_client(), &format!("d{n}@example.com"))
+            .await;
+    }
+    disable_append_only_guard(&app).await;
+    app.exec("DELETE FROM audit_events WHERE seq = 4").await;
+    let (intact, report) = cli_verify(&app).await;
+    assert!(!intact);
+    assert!(report.contains("BROKEN at seq 4"), "{report}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn reviewers_read_the_log_and_verify_it_in_the_app() {
+    let app = spawn_app().await;
+    let reviewer = app.signed_in_as("sam@example.com", Role::Reviewer).await;
+    let events: Vec<serde_json::Value> = app
+        .call(&reviewer, "audit/recent", &[("limit", "5")])
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(!events.is_empty() && events.len() <= 5);
+    assert!(
+        events[0]["seq"].as_i64() > events[events.len() - 1]["seq"].as_i64(),
+        "newest first"
+    );
+
+    let report: serde_json::Value = app
+        .call(&reviewer, "audit/verify", &[])
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(report["broken_at"].is_null(), "{report}");
+    assert!(report["events_checked"].as_u64().expect("count") >= 3);
+
+    disable_append_only_guard(&app).await;
+    app.exec("UPDATE audit_events SET outcome = 'failure' WHERE seq = 2")
+        .await;
+    let report: serde_json::Value = app
+        .call(&reviewer, "audit/verify", &[])
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(report["broken_at"][0], 2, "{report}");
+    app.stop().await;
+}

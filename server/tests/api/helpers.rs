@@ -1,0 +1,255 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use domain::ports::Clock;
+use leptos::config::LeptosOptions;
+use reqwest::header::{HeaderMap, HeaderValue, ORIGIN};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+use secrecy::SecretString;
+use server::config::{PasswordHashingSettings, Settings};
+use server::startup::{Application, Backend};
+use time::OffsetDateTime;
+
+/// A clock tests can move forward.
+#[derive(Debug, Default)]
+pub struct TestClock {
+    offset_seconds: AtomicI64,
+}
+
+impl TestClock {
+    pub fn advance(&self, by: time::Duration) {
+        self.offset_seconds
+            .fetch_add(by.whole_seconds(), Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+            + time::Duration::seconds(self.offset_seconds.load(Ordering::SeqCst))
+    }
+}
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub struct TestApp {
+    pub address: String,
+    pub settings: Settings,
+    pub clock: Arc<TestClock>,
+    pub backend: Backend,
+    pub client: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+/// A database for one test: a fresh PostgreSQL database when `CRYPTOPULSE_TEST_PG_URL` is
+/// set, otherwise a SQLite file in a temporary directory.
+#[derive(Clone)]
+pub struct TestDatabase {
+    pub url: String,
+    pub dir: Arc<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    pub async fn new() -> Self {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let url = match std::env::var("CRYPTOPULSE_TEST_PG_URL") {
+            Ok(admin_url) if !admin_url.is_empty() => {
+                let name = format!("cryptopulse_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = Database::connect(&admin_url)
+                    .await
+                    .expect("CRYPTOPULSE_TEST_PG_URL must be reachable");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
+                admin.close().await.ok();
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map(|(base, _)| base)
+                    .unwrap_or(&admin_url);
+                format!("{base}/{name}")
+            }
+            _ => format!("sqlite://{}/test.db?mode=rwc", dir.path().display()),
+        };
+        Self { url, dir }
+    }
+}
+
+pub fn is_postgres() -> bool {
+    std::env::var("CRYPTOPULSE_TEST_PG_URL").is_ok_and(|v| !v.is_empty())
+}
+
+pub fn test_settings(db: &TestDatabase) -> Settings {
+    Settings {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        database_url: SecretString::from(db.url.clone()),
+        data_dir: db.dir.path().join("data"),
+        // Cheap hashing keeps the suite fast; production parameters are tested in config.
+        password_hashing: PasswordHashingSettings {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        },
+        ..Settings::default()
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = TestDatabase::new().await;
+    let mut settings = test_settings(&db);
+    customise(&mut settings);
+    spawn_on(db, settings, Arc::new(TestClock::default())).await
+}
+
+/// Starts the app on `db` with `settings`.
+pub async fn spawn_on(db: TestDatabase, settings: Settings, clock: Arc<TestClock>) -> TestApp {
+    let leptos_options = LeptosOptions::builder()
+        .output_name("cryptopulse")
+        .site_root(db.dir.path().join("site").display().to_string())
+        .build();
+    // Bind first, then learn the port: readiness without sleeping.
+    let app = Application::build(&settings, leptos_options, clock.clone())
+        .await
+        .expect("app builds");
+    let address = format!("http://{}", app.local_addr());
+    let backend = app.backend().clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        client: client_for(&address),
+        address,
+        settings,
+        clock,
+        backend,
+        shutdown: Some(tx),
+        server: Some(server),
+        _dir: db.dir,
+    }
+}
+
+/// A browser-like client: keeps cookies and sends our Origin on every request.
+pub fn client_for(address: &str) -> reqwest::Client {
+    let mut headers = HeaderMap::new();
+    headers.insert(ORIGIN, HeaderValue::from_str(address).expect("origin"));
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .default_headers(headers)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+impl TestApp {
+    pub fn new_client(&self) -> reqwest::Client {
+        client_for(&self.address)
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.backend.db
+    }
+
+    /// Calls a server function with form fields, as the browser does.
+    pub async fn call(
+        &self,
+        client: &reqwest::Client,
+        endpoint: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        client
+            .post(format!("{}/api/{endpoint}", self.address))
+            .form(form)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn sign_up(&self, client: &reqwest::Client, email: &str) -> reqwest::Response {
+        self.call(
+            client,
+            "auth/signup",
+            &[
+                ("email", email),
+                ("password", PASSWORD),
+                ("password_confirm", PASSWORD),
+            ],
+        )
+        .await
+    }
+
+    pub async fn log_in(
+        &self,
+        client: &reqwest::Client,
+        email: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        self.call(
+            client,
+            "auth/login",
+            &[("email", email), ("password", password)],
+        )
+        .await
+    }
+
+    /// The signed-in user's JSON, or `Value::Null`.
+    pub async fn who_am_i(&self, client: &reqwest::Client) -> serde_json::Value {
+        let response = self.call(client, "auth/me", &[]).await;
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("json")
+    }
+
+    /// Creates a user with `role` directly through the account service, then signs in a new client.
+    pub async fn signed_in_as(&self, email: &str, role: domain::account::Role) -> reqwest::Client {
+        use domain::account::{Email, Password};
+        use domain::audit::{Actor, RequestMeta};
+        self.backend
+            .services
+            .accounts
+            .sign_up(
+                Email::parse(email).expect("email"),
+                Password::parse(PASSWORD.into()).expect("password"),
+                role,
+                Actor::system("test"),
+                RequestMeta::default(),
+            )
+            .await
+            .expect("user created");
+        let client = self.new_client();
+        assert_eq!(self.log_in(&client, email, PASSWORD).await.status(), 200);
+        client
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        let backend = self.db().get_database_backend();
+        let row = self
+            .db()
+            .query_one_raw(Statement::from_string(backend, sql.to_owned()))
+            .await
+            .expect("query")
+            .expect("row");
+        row.try_get_by_index::<i64>(0).expect("count")
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        self.db().execute_unprepared(sql).await.expect(sql);
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Black-box tests of the HTTP API through `spawn_app()` (port 0, fresh database).
+//! With `CRYPTOPULSE_TEST_PG_URL` set, every test runs against a fresh PostgreSQL database.
+
+mod audit;
+mod auth;
+mod helpers;
+mod security;
+mod sessions;

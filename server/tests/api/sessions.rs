@@ -1,0 +1,195 @@
+use std::sync::Arc;
+
+use reqwest::header::{COOKIE, SET_COOKIE};
+
+use crate::helpers::{
+    PASSWORD, TestClock, TestDatabase, client_for, spawn_app, spawn_app_with, spawn_on,
+    test_settings,
+};
+
+fn session_cookie(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.contains("cryptopulse_session="))
+        .expect("session cookie set")
+        .to_owned()
+}
+
+fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().expect("pair").to_owned()
+}
+
+/// A client without a cookie jar, replaying exactly `cookie`.
+async fn who_am_i_with_cookie(address: &str, cookie: &str) -> serde_json::Value {
+    let client = reqwest::Client::new();
+    client
+        .post(format!("{address}/api/auth/me"))
+        .header("origin", address)
+        .header(COOKIE, cookie)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_http_only_same_site_strict_and_host_wide() {
+    let app = spawn_app().await;
+    let response = app.sign_up(&app.client, "gina@example.com").await;
+    let cookie = session_cookie(&response);
+    assert!(cookie.starts_with("cryptopulse_session="), "{cookie}");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(cookie.contains("Path=/"), "{cookie}");
+    assert!(
+        !cookie.contains("Secure"),
+        "plain http must not set Secure: {cookie}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn under_tls_the_cookie_is_secure_with_the_host_prefix_and_hsts_is_sent() {
+    let app = spawn_app_with(|s| s.public_url = "https://pulse.example.com".into()).await;
+    let response = app.sign_up(&app.client, "hana@example.com").await;
+    let cookie = session_cookie(&response);
+    assert!(
+        cookie.starts_with("__Host-cryptopulse_session="),
+        "{cookie}"
+    );
+    assert!(cookie.contains("Secure"), "{cookie}");
+    assert!(
+        response
+            .headers()
+            .get("strict-transport-security")
+            .is_some()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn login_rotates_the_session_id_and_the_old_id_stops_working() {
+    let app = spawn_app().await;
+    app.sign_up(&app.new_client(), "ivan@example.com").await;
+    let first = session_cookie(&app.log_in(&app.client, "ivan@example.com", PASSWORD).await);
+    let second = session_cookie(&app.log_in(&app.client, "ivan@example.com", PASSWORD).await);
+    assert_ne!(cookie_pair(&first), cookie_pair(&second));
+    assert!(
+        who_am_i_with_cookie(&app.address, &cookie_pair(&first))
+            .await
+            .is_null()
+    );
+    assert_eq!(
+        who_am_i_with_cookie(&app.address, &cookie_pair(&second)).await["email"],
+        "ivan@example.com"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_for_good() {
+    let app = spawn_app().await;
+    let cookie = cookie_pair(&session_cookie(
+        &app.sign_up(&app.client, "judy@example.com").await,
+    ));
+    assert_eq!(
+        app.call(&app.client, "auth/logout", &[]).await.status(),
+        200
+    );
+    assert!(app.who_am_i(&app.client).await.is_null());
+    assert!(
+        who_am_i_with_cookie(&app.address, &cookie).await.is_null(),
+        "a replayed cookie must not work"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_events WHERE action = 'auth.logout'")
+            .await,
+        1
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn logging_out_everywhere_ends_every_session_of_that_user_only() {
+    let app = spawn_app().await;
+    let laptop = app.new_client();
+    let phone = app.new_client();
+    app.sign_up(&laptop, "kim@example.com").await;
+    assert_eq!(
+        app.log_in(&phone, "kim@example.com", PASSWORD)
+            .await
+            .status(),
+        200
+    );
+    let someone_else = app.new_client();
+    app.sign_up(&someone_else, "lee@example.com").await;
+
+    assert_eq!(
+        app.call(&laptop, "auth/logout-everywhere", &[])
+            .await
+            .status(),
+        200
+    );
+    assert!(app.who_am_i(&laptop).await.is_null());
+    assert!(app.who_am_i(&phone).await.is_null());
+    assert_eq!(
+        app.who_am_i(&someone_else).await["email"],
+        "lee@example.com"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_events WHERE action = 'auth.logout_everywhere'")
+            .await,
+        1
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_survive_a_server_restart() {
+    let db = TestDatabase::new().await;
+    let settings = test_settings(&db);
+    let clock = Arc::new(TestClock::default());
+    let first = spawn_on(db.clone(), settings.clone(), clock.clone()).await;
+    let cookie = cookie_pair(&session_cookie(
+        &first.sign_up(&first.client, "mia@example.com").await,
+    ));
+    first.stop().await;
+
+    let second = spawn_on(db, settings, clock).await;
+    assert_eq!(
+        who_am_i_with_cookie(&second.address, &cookie).await["email"],
+        "mia@example.com"
+    );
+    let _ = client_for(&second.address);
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_session_expires() {
+    let app = spawn_app().await;
+    app.sign_up(&app.client, "noah@example.com").await;
+    app.clock.advance(time::Duration::minutes(29));
+    assert_eq!(app.who_am_i(&app.client).await["email"], "noah@example.com");
+    app.clock.advance(time::Duration::minutes(31));
+    assert!(app.who_am_i(&app.client).await.is_null());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_busy_session_still_ends_at_its_absolute_lifetime() {
+    let app = spawn_app().await;
+    app.sign_up(&app.client, "olga@example.com").await;
+    // Stay active every 20 minutes for 11h40m: still signed in.
+    for _ in 0..35 {
+        app.clock.advance(time::Duration::minutes(20));
+        assert_eq!(app.who_am_i(&app.client).await["email"], "olga@example.com");
+    }
+    app.clock.advance(time::Duration::minutes(21));
+    assert!(app.who_am_i(&app.client).await.is_null());
+    app.stop().await;
+}
