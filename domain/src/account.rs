@@ -440,4 +440,266 @@ mod tests {
         assert_eq!(policy.wait_after(40), Duration::minutes(15));
         assert_eq!(policy.wait_after(u32::MAX), Duration::minutes(15));
     }
+
+    mod service {
+        use std::sync::Mutex;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use async_trait::async_trait;
+
+        use super::super::*;
+        use crate::audit::{ActorKind, AuditEvent};
+
+        #[derive(Debug, Default)]
+        struct Fakes {
+            users: Mutex<Vec<(User, PasswordHash)>>,
+            audit: Mutex<Vec<AuditDraft>>,
+            verified_hashes: Mutex<Vec<String>>,
+            throttle_failures: AtomicUsize,
+        }
+
+        #[derive(Debug, Clone)]
+        struct Fake(Arc<Fakes>);
+
+        #[async_trait]
+        impl AccountStore for Fake {
+            async fn create_user(
+                &self,
+                user: NewUser,
+                audit: AuditDraft,
+            ) -> Result<User, StoreError> {
+                let mut users = self.0.users.lock().expect("lock");
+                if users.iter().any(|(u, _)| u.email == user.email) {
+                    return Err(StoreError::Conflict);
+                }
+                let created = User {
+                    id: user.id,
+                    email: user.email,
+                    role: user.role,
+                    created_at: user.created_at,
+                };
+                users.push((created.clone(), user.password_hash));
+                self.0.audit.lock().expect("lock").push(audit);
+                Ok(created)
+            }
+            async fn find_credentials(
+                &self,
+                email: &Email,
+            ) -> Result<Option<UserCredentials>, StoreError> {
+                let users = self.0.users.lock().expect("lock");
+                Ok(users
+                    .iter()
+                    .find(|(u, _)| &u.email == email)
+                    .map(|(u, h)| UserCredentials {
+                        user: u.clone(),
+                        password_hash: h.clone(),
+                    }))
+            }
+            async fn find_user(&self, _: UserId) -> Result<Option<User>, StoreError> {
+                Ok(None)
+            }
+            async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+                Ok(vec![])
+            }
+            async fn set_role(
+                &self,
+                _: UserId,
+                _: Role,
+                _: AuditDraft,
+            ) -> Result<User, StoreError> {
+                Err(StoreError::NotFound)
+            }
+        }
+
+        #[async_trait]
+        impl AuditLog for Fake {
+            async fn record(&self, draft: AuditDraft) -> Result<AuditEvent, StoreError> {
+                self.0.audit.lock().expect("lock").push(draft.clone());
+                Ok(AuditEvent::seal(
+                    crate::audit::ChainHead::EMPTY,
+                    draft,
+                    OffsetDateTime::UNIX_EPOCH,
+                ))
+            }
+            async fn recent(&self, _: u64) -> Result<Vec<AuditEvent>, StoreError> {
+                Ok(vec![])
+            }
+            async fn page(&self, _: i64, _: u64) -> Result<Vec<AuditEvent>, StoreError> {
+                Ok(vec![])
+            }
+        }
+
+        /// "Hashes" by prefixing; records every hash it verifies against.
+        #[async_trait]
+        impl PasswordHasher for Fake {
+            async fn hash(&self, password: Password) -> Result<PasswordHash, StoreError> {
+                Ok(PasswordHash(format!("hash:{}", password.expose())))
+            }
+            async fn verify(&self, password: Password, hash: PasswordHash) -> bool {
+                self.0
+                    .verified_hashes
+                    .lock()
+                    .expect("lock")
+                    .push(hash.0.clone());
+                hash.0 == format!("hash:{}", password.expose())
+            }
+        }
+
+        impl LoginThrottle for Fake {
+            fn check(&self, _: &[String], _: OffsetDateTime) -> Result<(), u64> {
+                Ok(())
+            }
+            fn record_failure(&self, _: &[String], _: OffsetDateTime) {
+                self.0.throttle_failures.fetch_add(1, Ordering::SeqCst);
+            }
+            fn record_success(&self, _: &str) {}
+        }
+
+        #[async_trait]
+        impl SessionRevoker for Fake {
+            async fn revoke_all(&self, _: UserId, audit: AuditDraft) -> Result<u64, StoreError> {
+                self.0.audit.lock().expect("lock").push(audit);
+                Ok(0)
+            }
+        }
+
+        impl Clock for Fake {
+            fn now(&self) -> OffsetDateTime {
+                OffsetDateTime::UNIX_EPOCH
+            }
+        }
+
+        fn service() -> (AccountService, Arc<Fakes>) {
+            let fakes = Arc::new(Fakes::default());
+            let fake = Arc::new(Fake(fakes.clone()));
+            let service = AccountService {
+                store: fake.clone(),
+                audit: fake.clone(),
+                hasher: fake.clone(),
+                throttle: fake.clone(),
+                sessions: fake.clone(),
+                clock: fake,
+                dummy_hash: PasswordHash("dummy".into()),
+            };
+            (service, fakes)
+        }
+
+        fn password(raw: &str) -> Password {
+            Password::for_login(raw.to_owned()).expect("password")
+        }
+
+        async fn sign_up(service: &AccountService, email: &str) -> User {
+            service
+                .sign_up(
+                    Email::parse(email).expect("email"),
+                    Password::parse("correct horse battery".into()).expect("password"),
+                    Role::Trader,
+                    Actor::anonymous(),
+                    RequestMeta::default(),
+                )
+                .await
+                .expect("signed up")
+        }
+
+        fn block_on<F: std::future::Future>(future: F) -> F::Output {
+            // The domain has no runtime; these fakes never wait, so polling once suffices.
+            let waker = std::task::Waker::noop();
+            let mut context = std::task::Context::from_waker(waker);
+            let mut future = std::pin::pin!(future);
+            match future.as_mut().poll(&mut context) {
+                std::task::Poll::Ready(output) => output,
+                std::task::Poll::Pending => panic!("fake ports never wait"),
+            }
+        }
+
+        #[test]
+        fn an_unknown_email_still_costs_a_hash_verification() {
+            block_on(async {
+                let (service, fakes) = service();
+                let result = service
+                    .log_in(
+                        "nobody@example.com",
+                        password("whatever it is"),
+                        RequestMeta::default(),
+                    )
+                    .await;
+                assert!(matches!(result, Err(AccountError::BadCredentials)));
+                assert_eq!(
+                    *fakes.verified_hashes.lock().expect("lock"),
+                    vec!["dummy".to_owned()]
+                );
+                assert_eq!(fakes.throttle_failures.load(Ordering::SeqCst), 1);
+                let audit = fakes.audit.lock().expect("lock");
+                assert_eq!(audit.len(), 1);
+                assert_eq!(audit[0].action, "auth.login");
+                assert_eq!(audit[0].outcome, Outcome::Failure);
+                assert_eq!(audit[0].actor.kind, ActorKind::Anonymous);
+            });
+        }
+
+        #[test]
+        fn a_wrong_password_fails_the_same_way_and_is_attributed_to_the_account() {
+            block_on(async {
+                let (service, fakes) = service();
+                let user = sign_up(&service, "ann@example.com").await;
+                let result = service
+                    .log_in(
+                        "ann@example.com",
+                        password("wrong password"),
+                        RequestMeta::default(),
+                    )
+                    .await;
+                assert!(matches!(result, Err(AccountError::BadCredentials)));
+                let audit = fakes.audit.lock().expect("lock");
+                let last = audit.last().expect("event");
+                assert_eq!(last.outcome, Outcome::Failure);
+                assert_eq!(last.actor, Actor::user(user.id));
+            });
+        }
+
+        #[test]
+        fn the_right_password_signs_in_and_is_audited() {
+            block_on(async {
+                let (service, fakes) = service();
+                let user = sign_up(&service, "ben@example.com").await;
+                let signed_in = service
+                    .log_in(
+                        " BEN@example.com ",
+                        password("correct horse battery"),
+                        RequestMeta::default(),
+                    )
+                    .await
+                    .expect("signed in");
+                assert_eq!(signed_in.id, user.id);
+                let audit = fakes.audit.lock().expect("lock");
+                assert_eq!(
+                    audit.iter().map(|d| d.action.as_str()).collect::<Vec<_>>(),
+                    ["account.create", "auth.login"]
+                );
+                assert!(audit.iter().all(|d| {
+                    !serde_json::Value::Object(d.details().clone())
+                        .to_string()
+                        .contains("horse")
+                }));
+            });
+        }
+
+        #[test]
+        fn a_duplicate_email_is_refused() {
+            block_on(async {
+                let (service, _) = service();
+                sign_up(&service, "cat@example.com").await;
+                let again = service
+                    .sign_up(
+                        Email::parse("CAT@example.com").expect("email"),
+                        Password::parse("another password!".into()).expect("password"),
+                        Role::Trader,
+                        Actor::anonymous(),
+                        RequestMeta::default(),
+                    )
+                    .await;
+                assert!(matches!(again, Err(AccountError::EmailUnavailable)));
+            });
+        }
+    }
 }

@@ -23,8 +23,11 @@ const NAV: &[(&str, &str, &[UserRole])] = &[
 #[component]
 pub fn Layout(children: Children) -> impl IntoView {
     let auth = use_auth();
+    // Effects run only in the browser: this flips once hydration is done (tests wait for it).
+    let (hydrated, set_hydrated) = signal(false);
+    Effect::new(move |_| set_hydrated.set(true));
     view! {
-        <div class="flex min-h-full flex-col">
+        <div class="flex min-h-full flex-col" data-hydrated=move || hydrated.get().to_string()>
             <a href="#main" class="sr-only focus:not-sr-only focus:absolute focus:left-2 focus:top-2 focus:rounded focus:bg-white focus:px-3 focus:py-2">
                 "Skip to content"
             </a>

@@ -1,0 +1,129 @@
+import { expect, test } from "@playwright/test";
+import { ADMIN_EMAIL } from "../global-setup";
+import { PASSWORD, hydrated, logIn, signOut, signUp, uniqueEmail } from "./helpers";
+
+test("pages carry the security headers and still hydrate under the CSP", async ({ page }) => {
+  const cspViolations: string[] = [];
+  page.on("console", (msg) => {
+    if (/Content Security Policy/i.test(msg.text())) cspViolations.push(msg.text());
+  });
+  const response = await page.goto("/");
+  expect(response).not.toBeNull();
+  const headers = response!.headers();
+  expect(headers["content-security-policy"]).toContain("frame-ancestors 'none'");
+  expect(headers["content-security-policy"]).toMatch(/script-src 'self' 'nonce-[A-Za-z0-9_-]+'/);
+  expect(headers["x-content-type-options"]).toBe("nosniff");
+  expect(headers["x-frame-options"]).toBe("DENY");
+  expect(headers["referrer-policy"]).toBe("same-origin");
+  expect(headers["x-request-id"]).toBeTruthy();
+  await hydrated(page);
+  expect(cspViolations).toEqual([]);
+  await page.screenshot({ path: "test-results/screens/home.png", fullPage: true });
+});
+
+test("sign up, sign out and sign in again", async ({ page }) => {
+  const email = uniqueEmail("trader");
+  await page.goto("/signup");
+  await hydrated(page);
+
+  // A hydrated control: the password checklist follows what is typed.
+  const length = page.getByTestId("check-length");
+  await expect(length).toHaveAttribute("data-met", "false");
+  await page.getByLabel("Password", { exact: true }).fill("short");
+  await expect(length).toHaveAttribute("data-met", "false");
+  await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+  await expect(length).toHaveAttribute("data-met", "true");
+  await page.getByLabel("Repeat password").fill(PASSWORD);
+  await expect(page.getByTestId("check-match")).toHaveAttribute("data-met", "true");
+  await page.screenshot({ path: "test-results/screens/signup.png", fullPage: true });
+
+  await page.getByLabel("Email").fill(email);
+  await page.getByRole("button", { name: "Create account" }).click();
+  await expect(page.getByRole("heading", { name: "Overview" })).toBeVisible();
+  await expect(page.getByTestId("signed-in-email")).toHaveText(email);
+  await page.screenshot({ path: "test-results/screens/overview-trader.png", fullPage: true });
+
+  await signOut(page);
+  await expect(page.getByTestId("signed-in-email")).toHaveCount(0);
+
+  await logIn(page, email);
+  await expect(page.getByRole("heading", { name: "Overview" })).toBeVisible();
+  await expect(page.getByTestId("signed-in-email")).toHaveText(email);
+});
+
+test("a wrong password and an unknown email show the same generic error", async ({ page }) => {
+  const email = uniqueEmail("victim");
+  await signUp(page, email);
+  await signOut(page);
+
+  await logIn(page, email, "definitely not it");
+  const alert = page.getByRole("alert");
+  await expect(alert).toHaveText("Invalid email or password.");
+  await page.screenshot({ path: "test-results/screens/login-error.png", fullPage: true });
+
+  await logIn(page, uniqueEmail("nobody"), "definitely not it");
+  await expect(page.getByRole("alert")).toHaveText("Invalid email or password.");
+  await expect(page.getByTestId("signed-in-email")).toHaveCount(0);
+});
+
+test("sign-up input errors are explained", async ({ page }) => {
+  await page.goto("/signup");
+  await hydrated(page);
+  await page.getByLabel("Email").fill(uniqueEmail("mismatch"));
+  await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+  await page.getByLabel("Repeat password").fill(PASSWORD + "!");
+  await page.getByRole("button", { name: "Create account" }).click();
+  await expect(page.getByRole("alert")).toHaveText("The two passwords do not match.");
+});
+
+test("an admin grants the reviewer role, and the reviewer verifies the audit chain", async ({ page }) => {
+  const reviewerEmail = uniqueEmail("reviewer");
+  await signUp(page, reviewerEmail);
+  // A trader has no audit log.
+  await expect(page.getByRole("link", { name: "Audit log" })).toHaveCount(0);
+  await page.goto("/audit");
+  await expect(page.getByText("This page is for the Compliance reviewer or Admin role.")).toBeVisible();
+  await signOut(page);
+
+  await logIn(page, ADMIN_EMAIL, process.env.CRYPTOPULSE_ADMIN_PASSWORD);
+  await expect(page.getByRole("heading", { name: "Overview" })).toBeVisible();
+  await page.screenshot({ path: "test-results/screens/overview-admin.png", fullPage: true });
+  await page.getByRole("link", { name: "Users", exact: true }).click();
+  await hydrated(page);
+  const row = page.getByRole("row").filter({ hasText: reviewerEmail });
+  await row.getByRole("combobox").selectOption("reviewer");
+  await row.getByRole("button", { name: "Save" }).click();
+  await expect(row.getByRole("combobox")).toHaveValue("reviewer");
+  await page.screenshot({ path: "test-results/screens/users.png", fullPage: true });
+  await signOut(page);
+
+  await logIn(page, reviewerEmail);
+  await page.getByRole("link", { name: "Audit log" }).click();
+  await expect(page.getByTestId("audit-table")).toBeVisible();
+  await expect(page.getByTestId("audit-table")).toContainText("account.role_change");
+  await hydrated(page);
+  await page.getByTestId("verify-chain").click();
+  await expect(page.getByTestId("chain-status")).toHaveAttribute("data-intact", "true");
+  await expect(page.getByTestId("chain-status")).toContainText("Chain intact");
+  await page.screenshot({ path: "test-results/screens/audit.png", fullPage: true });
+});
+
+test("signing out everywhere ends the other browser's session too", async ({ browser }) => {
+  const email = uniqueEmail("everywhere");
+  const laptop = await browser.newPage();
+  await signUp(laptop, email);
+  const phoneContext = await browser.newContext();
+  const phone = await phoneContext.newPage();
+  await logIn(phone, email);
+  await expect(phone.getByTestId("signed-in-email")).toHaveText(email);
+
+  await laptop.goto("/account");
+  await hydrated(laptop);
+  await laptop.screenshot({ path: "test-results/screens/account.png", fullPage: true });
+  await laptop.getByRole("button", { name: "Sign out everywhere" }).click();
+  await expect(laptop.getByRole("heading", { name: "Sign in" })).toBeVisible();
+
+  await phone.goto("/account");
+  await expect(phone.getByText("You need to be signed in to see this page.")).toBeVisible();
+  await phoneContext.close();
+});

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every test: unit and API tests (SQLite, and PostgreSQL when CRYPTOPULSE_TEST_PG_URL is
+# set; under CI=true PostgreSQL is required), then the Playwright end-to-end suite in Debian's
+# chromium against a freshly built server with its own temporary database.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-tools.sh
+
+if [ "${CI:-}" = "true" ] && [ -z "${CRYPTOPULSE_TEST_PG_URL:-}" ]; then
+  export CRYPTOPULSE_TEST_PG_URL="postgres://postgres@127.0.0.1:5432/postgres"
+fi
+
+echo "==> unit and API tests on SQLite"
+CRYPTOPULSE_TEST_PG_URL= cargo test --workspace --exclude cryptopulse-frontend
+
+if [ -n "${CRYPTOPULSE_TEST_PG_URL:-}" ]; then
+  echo "==> API tests on PostgreSQL (${CRYPTOPULSE_TEST_PG_URL%%@*}@…)"
+  # A test run against an unreachable database fails loudly rather than skipping.
+  cargo test -p cryptopulse-server --test api
+else
+  echo "==> PostgreSQL API tests skipped: CRYPTOPULSE_TEST_PG_URL is not set (CI sets it)"
+fi
+
+echo "==> end-to-end tests (Playwright, chromium)"
+e2e_dir=$(mktemp -d)
+trap 'rm -rf "$e2e_dir"' EXIT
+export CRYPTOPULSE_DATABASE_URL="sqlite://$e2e_dir/e2e.db?mode=rwc"
+export CRYPTOPULSE_DATA_DIR="$e2e_dir/data"
+export CRYPTOPULSE_RATE_LIMIT__AUTH_PER_MINUTE=500
+export CRYPTOPULSE_LOG_FORMAT=json
+export CRYPTOPULSE_ADMIN_PASSWORD="e2e-admin-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+mkdir -p end2end/test-results/screens
+cargo leptos end-to-end
