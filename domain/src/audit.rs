@@ -516,7 +516,7 @@ mod tests {
     fn a_changed_detail_is_detected_at_its_seq() {
         let mut events = chain(10);
         events[4].details = serde_json::json!({"n": 999});
-        let err = verify_chain(&events).unwrap_err();
+        let err = verify_chain(&events).expect_err("tampering must be detected");
         assert_eq!(
             err,
             ChainBreak {
@@ -529,7 +529,8 @@ mod tests {
     #[test]
     fn every_single_changed_byte_of_the_canonical_fields_is_detected() {
         let events = chain(3);
-        let tamperings: Vec<Box<dyn Fn(&mut AuditEvent)>> = vec![
+        type Tampering = Box<dyn Fn(&mut AuditEvent)>;
+        let tamperings: Vec<Tampering> = vec![
             Box::new(|e| e.action.push('x')),
             Box::new(|e| e.actor.id = Some("someone-else".into())),
             Box::new(|e| e.actor.kind = ActorKind::User),
@@ -544,7 +545,12 @@ mod tests {
         for tamper in tamperings {
             let mut copy = events.clone();
             tamper(&mut copy[1]);
-            assert_eq!(verify_chain(&copy).unwrap_err().seq, 2);
+            assert_eq!(
+                verify_chain(&copy)
+                    .expect_err("tampering must be detected")
+                    .seq,
+                2
+            );
         }
     }
 
@@ -553,7 +559,7 @@ mod tests {
         let mut events = chain(5);
         events[3].prev_hash.0[0] ^= 0x80;
         assert_eq!(
-            verify_chain(&events).unwrap_err(),
+            verify_chain(&events).expect_err("tampering must be detected"),
             ChainBreak {
                 seq: 4,
                 kind: BreakKind::PrevHashMismatch
@@ -566,7 +572,7 @@ mod tests {
         let mut events = chain(10);
         events.remove(6); // seq 7
         assert_eq!(
-            verify_chain(&events).unwrap_err(),
+            verify_chain(&events).expect_err("tampering must be detected"),
             ChainBreak {
                 seq: 7,
                 kind: BreakKind::SeqGap {
@@ -584,7 +590,12 @@ mod tests {
         let (a, b) = (events[2].clone(), events[3].clone());
         events[2] = AuditEvent { seq: 3, ..b };
         events[3] = AuditEvent { seq: 4, ..a };
-        assert_eq!(verify_chain(&events).unwrap_err().seq, 3);
+        assert_eq!(
+            verify_chain(&events)
+                .expect_err("tampering must be detected")
+                .seq,
+            3
+        );
     }
 
     #[test]
@@ -593,7 +604,7 @@ mod tests {
         events[2].action = "forged".into();
         events[2].hash = events[2].compute_hash();
         assert_eq!(
-            verify_chain(&events).unwrap_err(),
+            verify_chain(&events).expect_err("tampering must be detected"),
             ChainBreak {
                 seq: 4,
                 kind: BreakKind::PrevHashMismatch

@@ -276,10 +276,14 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let file = dir.join("bad.toml");
         std::fs::write(&file, "bind = \"127.0.0.1:4000\"\nsesion_timeout = 5\n").expect("write");
-        let err = Settings::load(Some(&file)).unwrap_err().to_string();
+        let err = Settings::load(Some(&file))
+            .expect_err("must be refused")
+            .to_string();
         assert!(err.contains("sesion_timeout"), "{err}");
         std::fs::write(&file, "[session]\nidle_timeout_minutes = \"soon\"\n").expect("write");
-        let err = Settings::load(Some(&file)).unwrap_err().to_string();
+        let err = Settings::load(Some(&file))
+            .expect_err("must be refused")
+            .to_string();
         assert!(err.contains("idle_timeout_minutes"), "{err}");
         std::fs::write(&file, "public_url = \"localhost\"\n").expect("write");
         assert!(Settings::load(Some(&file)).is_err());

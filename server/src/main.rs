@@ -7,11 +7,11 @@ use server::config::Settings;
 #[tokio::main]
 async fn main() -> ExitCode {
     // A missing .env is fine; a malformed one is not.
-    if let Err(e) = dotenvy::dotenv() {
-        if !e.not_found() {
-            eprintln!("error: cannot read .env: {e}");
-            return ExitCode::from(2);
-        }
+    if let Err(e) = dotenvy::dotenv()
+        && !e.not_found()
+    {
+        eprintln!("error: cannot read .env: {e}");
+        return ExitCode::from(2);
     }
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {

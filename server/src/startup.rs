@@ -192,10 +192,10 @@ impl Application {
             loop {
                 tick.tick().await;
                 limits.prune();
-                if minutes % 10 == 0 {
-                    if let Err(e) = sessions.delete_expired().await {
-                        tracing::warn!(error = %e, "could not delete expired sessions");
-                    }
+                if minutes.is_multiple_of(10)
+                    && let Err(e) = sessions.delete_expired().await
+                {
+                    tracing::warn!(error = %e, "could not delete expired sessions");
                 }
                 minutes += 1;
             }
@@ -235,10 +235,10 @@ fn router(
     let context = move || {
         provide_context(services.clone());
         // Use the nonce the security-header middleware put in this response's CSP.
-        if let Some(parts) = use_context::<http::request::Parts>() {
-            if let Some(nonce) = parts.extensions.get::<CspNonce>() {
-                provide_context(leptos::nonce::Nonce::from_value(nonce.0.clone()));
-            }
+        if let Some(parts) = use_context::<http::request::Parts>()
+            && let Some(nonce) = parts.extensions.get::<CspNonce>()
+        {
+            provide_context(leptos::nonce::Nonce::from_value(nonce.0.clone()));
         }
     };
     let routes = generate_route_list(App);

@@ -60,19 +60,19 @@ impl RateLimits {
 
 pub async fn enforce(State(limits): State<RateLimits>, request: Request, next: Next) -> Response {
     let ip = request.extensions().get::<ClientIp>().map(|c| c.0);
-    if let Some(ip) = ip {
-        if let Err(retry_after) = limits.check(ip, request.uri().path()) {
-            tracing::warn!(target: "security", event = "api.rate_limit_exceeded", path = request.uri().path(), retry_after);
-            let mut response = (
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("Too many requests. Try again in {retry_after} seconds.\n"),
-            )
-                .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
-            return response;
-        }
+    if let Some(ip) = ip
+        && let Err(retry_after) = limits.check(ip, request.uri().path())
+    {
+        tracing::warn!(target: "security", event = "api.rate_limit_exceeded", path = request.uri().path(), retry_after);
+        let mut response = (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("Too many requests. Try again in {retry_after} seconds.\n"),
+        )
+            .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+        return response;
     }
     next.run(request).await
 }
