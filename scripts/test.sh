@@ -31,4 +31,12 @@ export CRYPTOPULSE_RATE_LIMIT__AUTH_PER_MINUTE=500
 export CRYPTOPULSE_LOG_FORMAT=json
 export CRYPTOPULSE_ADMIN_PASSWORD="e2e-admin-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 mkdir -p end2end/test-results/screens
-cargo leptos end-to-end
+cargo leptos end-to-end 2>&1 | tee "$e2e_dir/e2e.log"
+
+echo "==> server logs: structured, and free of the passwords the suite typed"
+grep -q '"request_id"' "$e2e_dir/e2e.log" || { echo "no structured request logs found"; exit 1; }
+if grep -F -e "$CRYPTOPULSE_ADMIN_PASSWORD" -e "correct horse battery staple" "$e2e_dir/e2e.log"; then
+  echo "a password appeared in the server log"
+  exit 1
+fi
+echo "logs clean"

@@ -71,6 +71,15 @@ async fn cli_verify(app: &crate::helpers::TestApp) -> (bool, String) {
     (intact, String::from_utf8(out).expect("utf8"))
 }
 
+async fn assert_cli_reports_break_at(app: &crate::helpers::TestApp, seq: i64) {
+    let (intact, report) = cli_verify(app).await;
+    assert!(!intact, "{report}");
+    assert!(
+        report.contains(&format!("BROKEN at seq {seq}:")),
+        "{report}"
+    );
+}
+
 #[tokio::test]
 async fn the_cli_verifier_names_the_first_tampered_seq() {
     let app = spawn_app().await;
@@ -85,9 +94,7 @@ async fn the_cli_verifier_names_the_first_tampered_seq() {
     disable_append_only_guard(&app).await;
     app.exec("UPDATE audit_events SET details = '{\"role\":\"admin\"}' WHERE seq = 3")
         .await;
-    let (intact, report) = cli_verify(&app).await;
-    assert!(!intact);
-    assert!(report.contains("BROKEN at seq 3"), "{report}");
+    assert_cli_reports_break_at(&app, 3).await;
     app.stop().await;
 }
 
@@ -100,9 +107,7 @@ async fn the_cli_verifier_catches_a_deleted_event() {
     }
     disable_append_only_guard(&app).await;
     app.exec("DELETE FROM audit_events WHERE seq = 4").await;
-    let (intact, report) = cli_verify(&app).await;
-    assert!(!intact);
-    assert!(report.contains("BROKEN at seq 4"), "{report}");
+    assert_cli_reports_break_at(&app, 4).await;
     app.stop().await;
 }
 
