@@ -98,7 +98,7 @@ test("an admin grants the reviewer role, and the reviewer verifies the audit cha
   await signOut(page);
 
   await logIn(page, reviewerEmail);
-  await page.getByRole("link", { name: "Audit log" }).click();
+  await page.getByRole("link", { name: "Audit log", exact: true }).click();
   await expect(page.getByTestId("audit-table")).toBeVisible();
   await expect(page.getByTestId("audit-table")).toContainText("account.role_change");
   await hydrated(page);
