@@ -101,6 +101,7 @@ test("an admin grants the reviewer role, and the reviewer verifies the audit cha
   await page.getByRole("link", { name: "Audit log", exact: true }).click();
   await expect(page.getByTestId("audit-table")).toBeVisible();
   await expect(page.getByTestId("audit-table")).toContainText("account.role_change");
+  await expect(page.getByTestId("audit-table")).toContainText(ADMIN_EMAIL);
   await hydrated(page);
   await page.getByTestId("verify-chain").click();
   await expect(page.getByTestId("chain-status")).toHaveAttribute("data-intact", "true");

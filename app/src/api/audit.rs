@@ -9,7 +9,10 @@ use crate::error::AppError;
 pub struct AuditEventView {
     pub seq: i64,
     pub occurred_at: String,
+    /// `kind:id` as recorded, e.g. `user:5ece…` or `system:cli`.
     pub actor: String,
+    /// The user's current email when the actor is a known user (for reading, not evidence).
+    pub actor_email: Option<String>,
     pub action: String,
     pub resource: Option<String>,
     pub outcome: String,
@@ -30,6 +33,7 @@ impl From<domain::audit::AuditEvent> for AuditEventView {
             seq: e.seq,
             occurred_at: domain::audit::canonical_time(e.occurred_at),
             actor,
+            actor_email: None,
             action: e.action,
             resource: e.resource,
             outcome: e.outcome.as_str().to_owned(),

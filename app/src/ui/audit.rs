@@ -96,14 +96,16 @@ fn EventTable(events: Vec<AuditEventView>) -> impl IntoView {
             let badge = format!("inline-flex rounded px-2 py-0.5 text-xs font-medium ring-1 ring-inset {}", outcome_badge(&e.outcome));
             view! {
                 <tr class="align-top">
-                    <td class="px-4 py-2 font-mono text-xs text-slate-500">{e.seq}</td>
-                    <td class="px-4 py-2 whitespace-nowrap text-xs text-slate-600">{e.occurred_at.replace('T', " ")}</td>
-                    <td class="px-4 py-2 font-mono text-xs">{e.action}</td>
-                    <td class="px-4 py-2"><span class=badge>{e.outcome}</span></td>
-                    <td class="px-4 py-2 max-w-48 truncate font-mono text-xs text-slate-600" title=e.actor.clone()>{e.actor.clone()}</td>
-                    <td class="px-4 py-2 font-mono text-xs text-slate-600">{e.ip.unwrap_or_default()}</td>
-                    <td class="px-4 py-2 max-w-64 truncate font-mono text-xs text-slate-500" title=e.details.clone()>{e.details.clone()}</td>
-                    <td class="px-4 py-2 font-mono text-xs text-slate-400" title=e.hash.clone()>{e.hash.chars().take(10).collect::<String>()}"…"</td>
+                    <td class="px-3 py-2 font-mono text-xs text-slate-500">{e.seq}</td>
+                    <td class="px-3 py-2 whitespace-nowrap text-xs text-slate-600" title=e.occurred_at.clone()>{e.occurred_at.replace('T', " ").chars().take(19).collect::<String>()}</td>
+                    <td class="px-3 py-2 font-mono text-xs">{e.action}</td>
+                    <td class="px-3 py-2"><span class=badge>{e.outcome}</span></td>
+                    <td class="px-3 py-2 max-w-56 truncate text-xs text-slate-700" title=e.actor.clone()>
+                        {e.actor_email.clone().unwrap_or_else(|| e.actor.clone())}
+                    </td>
+                    <td class="px-3 py-2 font-mono text-xs text-slate-600">{e.ip.unwrap_or_default()}</td>
+                    <td class="px-3 py-2 max-w-64 truncate font-mono text-xs text-slate-500" title=e.details.clone()>{e.details.clone()}</td>
+                    <td class="px-3 py-2 font-mono text-xs text-slate-400" title=e.hash.clone()>{e.hash.chars().take(8).collect::<String>()}"…"</td>
                 </tr>
             }
         })
@@ -113,14 +115,14 @@ fn EventTable(events: Vec<AuditEventView>) -> impl IntoView {
             <table class="min-w-full divide-y divide-slate-200 text-left text-sm" data-testid="audit-table">
                 <thead class="bg-slate-50 text-xs font-medium uppercase tracking-wide text-slate-500">
                     <tr>
-                        <th scope="col" class="px-4 py-2">"Seq"</th>
-                        <th scope="col" class="px-4 py-2">"Time (UTC)"</th>
-                        <th scope="col" class="px-4 py-2">"Action"</th>
-                        <th scope="col" class="px-4 py-2">"Result"</th>
-                        <th scope="col" class="px-4 py-2">"Actor"</th>
-                        <th scope="col" class="px-4 py-2">"IP"</th>
-                        <th scope="col" class="px-4 py-2">"Details"</th>
-                        <th scope="col" class="px-4 py-2">"Hash"</th>
+                        <th scope="col" class="px-3 py-2">"Seq"</th>
+                        <th scope="col" class="px-3 py-2">"Time (UTC)"</th>
+                        <th scope="col" class="px-3 py-2">"Action"</th>
+                        <th scope="col" class="px-3 py-2">"Result"</th>
+                        <th scope="col" class="px-3 py-2">"Actor"</th>
+                        <th scope="col" class="px-3 py-2">"IP"</th>
+                        <th scope="col" class="px-3 py-2">"Details"</th>
+                        <th scope="col" class="px-3 py-2">"Hash"</th>
                     </tr>
                 </thead>
                 <tbody class="divide-y divide-slate-100">{rows}</tbody>
