@@ -62,11 +62,27 @@ pub async fn recent_audit_events(limit: u32) -> Result<Vec<AuditEventView>, AppE
 
     const MAX_EVENTS: u32 = 200;
     require_role(&[Role::Reviewer, Role::Admin]).await?;
-    let events = services()?
+    let services = services()?;
+    let events = services
         .audit
         .recent(u64::from(limit.clamp(1, MAX_EVENTS)))
         .await?;
-    Ok(events.into_iter().map(AuditEventView::from).collect())
+    let emails: std::collections::HashMap<String, String> = services
+        .accounts
+        .store
+        .list_users()
+        .await?
+        .into_iter()
+        .map(|u| (format!("user:{}", u.id), u.email.as_str().to_owned()))
+        .collect();
+    Ok(events
+        .into_iter()
+        .map(|event| {
+            let mut view = AuditEventView::from(event);
+            view.actor_email = emails.get(&view.actor).cloned();
+            view
+        })
+        .collect())
 }
 
 #[server(endpoint = "audit/verify")]

@@ -122,6 +122,11 @@ async fn reviewers_read_the_log_and_verify_it_in_the_app() {
         .await
         .expect("json");
     assert!(!events.is_empty() && events.len() <= 5);
+    let login = events
+        .iter()
+        .find(|e| e["action"] == "auth.login")
+        .expect("the reviewer's login");
+    assert_eq!(login["actor_email"], "sam@example.com", "{login}");
     assert!(
         events[0]["seq"].as_i64() > events[events.len() - 1]["seq"].as_i64(),
         "newest first"
