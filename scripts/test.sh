@@ -18,6 +18,11 @@ if [ -n "${CRYPTOPULSE_TEST_PG_URL:-}" ]; then
   echo "==> API tests on PostgreSQL (${CRYPTOPULSE_TEST_PG_URL%%@*}@…)"
   # A test run against an unreachable database fails loudly rather than skipping.
   cargo test -p cryptopulse-server --test api
+  # Each test made its own database; drop them once the run has passed.
+  if command -v psql >/dev/null 2>&1; then
+    psql "$CRYPTOPULSE_TEST_PG_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'cryptopulse_test_%'" |
+      while read -r db; do psql "$CRYPTOPULSE_TEST_PG_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" || true; done
+  fi
 else
   echo "==> PostgreSQL API tests skipped: CRYPTOPULSE_TEST_PG_URL is not set (CI sets it)"
 fi

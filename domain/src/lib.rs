@@ -1,6 +1,7 @@
 //! CryptoPulse's product rules in plain Rust: account types and policies, the hash-chained
-//! audit log, and the small ports the server implements. No web framework, ORM or runtime here.
+//! audit log, envelope encryption of secrets, and the small ports the server implements. No web framework, ORM or runtime here.
 
 pub mod account;
 pub mod audit;
 pub mod ports;
+pub mod vault;

@@ -73,8 +73,8 @@ pub enum CliError {
 
 pub const MASTER_KEY_FILE: &str = "master.key";
 
-/// Creates `data_dir` and a fresh 256-bit master key if absent; refuses a key file that other
-/// users can read.
+/// Creates `data_dir` and a fresh 256-bit master key (version 1) if absent, and checks the key
+/// file: it must be private to its owner and hold well-formed `<version>:<hex>` lines.
 pub fn ensure_master_key(data_dir: &Path) -> Result<PathBuf, CliError> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     std::fs::DirBuilder::new()
@@ -93,19 +93,20 @@ pub fn ensure_master_key(data_dir: &Path) -> Result<PathBuf, CliError> {
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut key = zeroize::Zeroizing::new([0u8; 32]);
-            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, key.as_mut());
-            let encoded = zeroize::Zeroizing::new(hex::encode(key.as_ref()));
+            let key = domain::vault::DataKey::generate();
+            let line = zeroize::Zeroizing::new(format!("1:{}\n", hex::encode(key.expose())));
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .open(&path)?;
-            file.write_all(encoded.as_bytes())?;
-            file.write_all(b"\n")?;
+            file.write_all(line.as_bytes())?;
         }
         Err(e) => return Err(e.into()),
     }
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(&path)?);
+    domain::vault::local::LocalKms::parse(&text)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
     Ok(path)
 }
 
@@ -214,5 +215,45 @@ pub async fn audit_verify(settings: &Settings, out: &mut impl Write) -> Result<b
             )?;
             Ok(false)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_master_key_is_created_private_and_reused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let path = ensure_master_key(&data).expect("created");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let first = std::fs::read_to_string(&path).expect("read");
+        assert!(
+            first.starts_with("1:") && first.trim().len() == 2 + 64,
+            "{first}"
+        );
+        ensure_master_key(&data).expect("reused");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), first);
+    }
+
+    #[test]
+    fn a_readable_or_malformed_key_file_stops_startup() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = ensure_master_key(dir.path()).expect("created");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = ensure_master_key(dir.path())
+            .expect_err("world-readable")
+            .to_string();
+        assert!(err.contains("readable by other users"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::fs::write(&path, "not a key\n").expect("write");
+        let err = ensure_master_key(dir.path())
+            .expect_err("malformed")
+            .to_string();
+        assert!(err.contains("line 1"), "{err}");
     }
 }
