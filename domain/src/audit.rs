@@ -227,6 +227,22 @@ impl ChainHead {
         seq: 0,
         hash: ChainHash::GENESIS,
     };
+
+    /// Parses `SEQ:HASH`, the form `audit verify` prints for recording a head.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let (seq, hash) = raw.trim().split_once(':')?;
+        let seq: i64 = seq.parse().ok().filter(|s| *s > 0)?;
+        Some(Self {
+            seq,
+            hash: ChainHash::from_hex(hash)?,
+        })
+    }
+}
+
+impl std::fmt::Display for ChainHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.seq, self.hash.to_hex())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -332,6 +348,10 @@ pub enum BreakKind {
     PrevHashMismatch,
     #[error("stored hash does not match the event's contents")]
     HashMismatch,
+    #[error("the chain ends before this previously recorded head (events removed from the end)")]
+    Truncated,
+    #[error("the event at this seq is not the one previously recorded")]
+    AnchorMismatch,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -453,6 +473,27 @@ pub async fn verify_log(
         }
         progress(verifier.checked());
     }
+}
+
+/// Checks that a head recorded earlier (from a report or a previous verification) is still in
+/// the stored chain. The hash chain alone cannot notice events cut from its end; an anchor kept
+/// outside the database can. Run after `verify_log` has passed.
+pub async fn check_anchor(
+    log: &dyn crate::ports::AuditLog,
+    anchor: ChainHead,
+) -> Result<Result<(), ChainBreak>, crate::ports::StoreError> {
+    let found = log.page(anchor.seq - 1, 1).await?;
+    Ok(match found.first() {
+        Some(event) if event.seq == anchor.seq && event.hash == anchor.hash => Ok(()),
+        Some(event) if event.seq == anchor.seq => Err(ChainBreak {
+            seq: anchor.seq,
+            kind: BreakKind::AnchorMismatch,
+        }),
+        _ => Err(ChainBreak {
+            seq: anchor.seq,
+            kind: BreakKind::Truncated,
+        }),
+    })
 }
 
 #[cfg(test)]
@@ -649,6 +690,15 @@ mod tests {
         }
         assert!(text.contains("main"));
         assert!(text.contains("\"ok\":1"));
+    }
+
+    #[test]
+    fn heads_round_trip_through_their_printed_form() {
+        let head = chain(3)[2].head();
+        assert_eq!(ChainHead::parse(&head.to_string()), Some(head));
+        for bad in ["", "3", "0:00", "x:ab", &format!("3:{}", "ab".repeat(31))] {
+            assert_eq!(ChainHead::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

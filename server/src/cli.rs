@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use domain::account::{Email, Password, Role};
-use domain::audit::{Actor, RequestMeta, verify_log};
+use domain::audit::{Actor, BrokenLog, ChainHead, RequestMeta, check_anchor, verify_log};
 use domain::ports::SystemClock;
 
 use crate::config::Settings;
@@ -54,7 +54,12 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Verify the whole hash chain; exits 1 and names the first broken seq if it is broken.
-    Verify,
+    Verify {
+        /// A head printed by an earlier run (`SEQ:HASH`); the chain must still contain it, which
+        /// catches events cut from the end.
+        #[arg(long, value_name = "SEQ:HASH")]
+        expect_head: Option<String>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +187,18 @@ pub async fn set_role(settings: &Settings, email: &str, role: &str) -> Result<()
 }
 
 /// Verifies the chain, printing progress to stderr. Returns whether the chain is intact.
-pub async fn audit_verify(settings: &Settings, out: &mut impl Write) -> Result<bool, CliError> {
+pub async fn audit_verify(
+    settings: &Settings,
+    expect_head: Option<&str>,
+    out: &mut impl Write,
+) -> Result<bool, CliError> {
+    let anchor = expect_head
+        .map(|raw| {
+            ChainHead::parse(raw).ok_or_else(|| {
+                CliError::Usage("--expect-head takes SEQ:HASH as printed by `audit verify`".into())
+            })
+        })
+        .transpose()?;
     let backend = Backend::connect(settings, Arc::new(SystemClock)).await?;
     let show_progress = std::io::stderr().is_terminal();
     let outcome = verify_log(backend.services.audit.as_ref(), |checked| {
@@ -196,6 +212,19 @@ pub async fn audit_verify(settings: &Settings, out: &mut impl Write) -> Result<b
     if show_progress {
         eprintln!();
     }
+    let outcome = match (outcome, anchor) {
+        (Ok(verified), Some(anchor)) => {
+            match check_anchor(backend.services.audit.as_ref(), anchor).await? {
+                Ok(()) => Ok(verified),
+                Err(error) => Err(BrokenLog {
+                    checked: verified.checked,
+                    last_good: verified.head,
+                    error,
+                }),
+            }
+        }
+        (outcome, _) => outcome,
+    };
     match outcome {
         Ok(verified) => {
             writeln!(
@@ -204,6 +233,11 @@ pub async fn audit_verify(settings: &Settings, out: &mut impl Write) -> Result<b
                 verified.checked,
                 verified.head.seq,
                 verified.head.hash.to_hex()
+            )?;
+            writeln!(
+                out,
+                "record this head to detect truncation later: --expect-head {}",
+                verified.head
             )?;
             Ok(true)
         }

@@ -33,8 +33,14 @@ async fn main() -> ExitCode {
             .await
             .map_err(Into::into),
         Command::Audit {
-            command: AuditCommand::Verify,
-        } => match server::cli::audit_verify(&settings, &mut std::io::stdout()).await {
+            command: AuditCommand::Verify { expect_head },
+        } => match server::cli::audit_verify(
+            &settings,
+            expect_head.as_deref(),
+            &mut std::io::stdout(),
+        )
+        .await
+        {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),
             Err(e) => Err(e.into()),

@@ -64,8 +64,12 @@ async fn disable_append_only_guard(app: &crate::helpers::TestApp) {
 }
 
 async fn cli_verify(app: &crate::helpers::TestApp) -> (bool, String) {
+    cli_verify_expecting(app, None).await
+}
+
+async fn cli_verify_expecting(app: &crate::helpers::TestApp, head: Option<&str>) -> (bool, String) {
     let mut out = Vec::new();
-    let intact = server::cli::audit_verify(&app.settings, &mut out)
+    let intact = server::cli::audit_verify(&app.settings, head, &mut out)
         .await
         .expect("verify runs");
     (intact, String::from_utf8(out).expect("utf8"))
@@ -108,6 +112,43 @@ async fn the_cli_verifier_catches_a_deleted_event() {
     disable_append_only_guard(&app).await;
     app.exec("DELETE FROM audit_events WHERE seq = 4").await;
     assert_cli_reports_break_at(&app, 4).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_recorded_head_catches_events_cut_from_the_end() {
+    let app = spawn_app().await;
+    for n in 0..3 {
+        app.sign_up(&app.new_client(), &format!("cut{n}@example.com"))
+            .await;
+    }
+    let (_, report) = cli_verify(&app).await;
+    let head = report
+        .split("--expect-head ")
+        .nth(1)
+        .expect("head printed")
+        .trim()
+        .to_owned();
+    let (intact, _) = cli_verify_expecting(&app, Some(&head)).await;
+    assert!(intact);
+
+    disable_append_only_guard(&app).await;
+    let last = app.count("SELECT MAX(seq) FROM audit_events").await;
+    app.exec(&format!("DELETE FROM audit_events WHERE seq = {last}"))
+        .await;
+    // The remaining chain is internally consistent: only the recorded head shows the cut.
+    assert!(cli_verify(&app).await.0);
+    let (intact, report) = cli_verify_expecting(&app, Some(&head)).await;
+    assert!(!intact);
+    assert!(
+        report.contains(&format!("BROKEN at seq {last}:")),
+        "{report}"
+    );
+    assert!(
+        server::cli::audit_verify(&app.settings, Some("not-a-head"), &mut Vec::new())
+            .await
+            .is_err()
+    );
     app.stop().await;
 }
 
