@@ -70,6 +70,14 @@ impl FromServerFnError for AppError {
             ServerFnErrorErr::Args(_) | ServerFnErrorErr::MissingArg(_) => {
                 AppError::Invalid("The form was incomplete or malformed.".into())
             }
+            // On the server, an undecodable request body arrives as `Deserialization`.
+            #[cfg(feature = "ssr")]
+            ServerFnErrorErr::Deserialization(_) => {
+                AppError::Invalid("The form was incomplete or malformed.".into())
+            }
+            #[cfg(feature = "ssr")]
+            ServerFnErrorErr::Request(_) => AppError::Network,
+            #[cfg(not(feature = "ssr"))]
             ServerFnErrorErr::Request(_) | ServerFnErrorErr::Deserialization(_) => {
                 AppError::Network
             }

@@ -175,6 +175,18 @@ pub struct NewUser {
     pub created_at: OffsetDateTime,
 }
 
+/// The unit rate limits and backoff count per client: an IPv4 address, or an IPv6 /64 (one
+/// subscriber usually holds a whole /64, so single IPv6 addresses are free to rotate).
+pub fn client_network(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V4(_) => ip,
+        std::net::IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            std::net::IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+    }
+}
+
 /// Login backoff: the first `free_failures` failures cost nothing; after that each further failure
 /// doubles the wait, from one second up to `max_wait`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,10 +287,15 @@ impl AccountService {
         meta: RequestMeta,
     ) -> Result<User, AccountError> {
         let now = self.clock.now();
-        let account_key = format!("account:{}", email_input.trim().to_lowercase());
+        let email_input = email_input.trim();
+        if email_input.len() > Email::MAX_LEN {
+            // No account can have this email; refusing early also keeps throttle keys small.
+            return Err(AccountError::BadCredentials);
+        }
+        let account_key = format!("account:{}", email_input.to_lowercase());
         let mut keys = vec![account_key.clone()];
-        if let Some(ip) = &meta.ip {
-            keys.push(format!("ip:{ip}"));
+        if let Some(ip) = meta.ip.as_deref().and_then(|ip| ip.parse().ok()) {
+            keys.push(format!("ip:{}", client_network(ip)));
         }
         if let Err(retry_after) = self.throttle.check(&keys, now) {
             self.audit
@@ -427,6 +444,17 @@ mod tests {
             assert_eq!(Role::parse(role.as_str()), Ok(role));
         }
         assert_eq!(Role::parse("root"), Err(ValidationError::Role));
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_slash_64() {
+        let a: std::net::IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: std::net::IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        let other: std::net::IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(client_network(a), client_network(b));
+        assert_ne!(client_network(a), client_network(other));
+        let v4: std::net::IpAddr = "192.0.2.7".parse().expect("ip");
+        assert_eq!(client_network(v4), v4);
     }
 
     #[test]

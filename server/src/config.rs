@@ -200,6 +200,12 @@ impl Settings {
                 "session.idle_timeout_minutes must not exceed the absolute timeout".into(),
             );
         }
+        if self.session.absolute_timeout_hours > 24 * 366 {
+            return invalid("session.absolute_timeout_hours must be at most a year".into());
+        }
+        if self.login.max_backoff_seconds > 86_400 {
+            return invalid("login.max_backoff_seconds must be at most a day".into());
+        }
         if self.rate_limit.requests_per_minute == 0 || self.rate_limit.auth_per_minute == 0 {
             return invalid("rate limits must be positive".into());
         }

@@ -11,14 +11,19 @@ use rand::RngCore;
 
 use crate::config::PasswordHashingSettings;
 
+/// At most this many hashes run at once (each takes `memory_kib` of RAM); the rest wait.
+const MAX_CONCURRENT_HASHES: usize = 4;
+
 #[derive(Debug, Clone)]
 pub struct Argon2Hasher {
     params: Params,
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Argon2Hasher {
     pub fn new(settings: &PasswordHashingSettings) -> Result<Self, argon2::Error> {
         Ok(Self {
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HASHES)),
             params: Params::new(
                 settings.memory_kib,
                 settings.iterations,
@@ -53,12 +58,20 @@ impl Argon2Hasher {
 impl PasswordHasher for Argon2Hasher {
     async fn hash(&self, password: Password) -> Result<PasswordHash, StoreError> {
         let params = self.params.clone();
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| StoreError::Backend(format!("hashing: {e}")))?;
         tokio::task::spawn_blocking(move || Self::hash_blocking(params, &password))
             .await
             .map_err(|e| StoreError::Backend(format!("hashing task: {e}")))?
     }
 
     async fn verify(&self, password: Password, hash: PasswordHash) -> bool {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return false;
+        };
         tokio::task::spawn_blocking(move || {
             // Parameters come from the stored PHC string, so older hashes keep verifying.
             PhcString::new(&hash.0)

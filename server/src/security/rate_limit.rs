@@ -49,7 +49,7 @@ impl RateLimits {
             &[&self.all]
         };
         for limiter in limiters {
-            if let Err(not_until) = limiter.check_key(&ip) {
+            if let Err(not_until) = limiter.check_key(&domain::account::client_network(ip)) {
                 let wait = not_until.wait_time_from(clock.now());
                 return Err(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
             }

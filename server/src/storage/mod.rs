@@ -25,11 +25,9 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
         .sqlx_logging(false);
     let db = Database::connect(options).await?;
     if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
-        // WAL lets readers proceed during a write; foreign keys are off by default in SQLite.
-        db.execute_unprepared(
-            "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-        )
-        .await?;
+        // WAL lets readers proceed during a write and is stored in the file, so once is enough.
+        // (sqlx already turns foreign keys on and sets a busy timeout on every connection.)
+        db.execute_unprepared("PRAGMA journal_mode = WAL;").await?;
     }
     Migrator::up(&db, None).await?;
     Ok(db)

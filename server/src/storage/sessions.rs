@@ -7,7 +7,6 @@ use async_trait::async_trait;
 use domain::account::UserId;
 use domain::audit::AuditDraft;
 use domain::ports::{Clock, SessionRevoker, StoreError};
-use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 use sha2::{Digest, Sha256};
 use tower_sessions::session::{Id, Record};
@@ -100,19 +99,21 @@ impl SessionStore for SqlSessionStore {
         }
     }
 
+    /// Updates an existing, unexpired row only. An insert here would let a request that was in
+    /// flight during a logout (or "log out everywhere") write the deleted session back.
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let row = to_row(record, self.expires_at())?;
-        session::Entity::insert(row)
-            .on_conflict(
-                OnConflict::column(session::Column::IdHash)
-                    .update_columns([
-                        session::Column::UserId,
-                        session::Column::Data,
-                        session::Column::ExpiresAt,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(&self.db)
+        let now = self.clock.now().unix_timestamp();
+        session::Entity::update_many()
+            .set(session::ActiveModel {
+                user_id: row.user_id,
+                data: row.data,
+                expires_at: row.expires_at,
+                ..Default::default()
+            })
+            .filter(session::Column::IdHash.eq(id_hash(&record.id)))
+            .filter(session::Column::ExpiresAt.gt(now))
+            .exec(&self.db)
             .await
             .map_err(store_error)?;
         Ok(())

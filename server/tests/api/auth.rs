@@ -117,9 +117,11 @@ async fn wrong_password_and_unknown_email_get_the_same_answer() {
 async fn malformed_login_input_is_just_a_failed_login() {
     let app = spawn_app().await;
     let long = "x".repeat(10_000);
+    let long_email = format!("{long}@example.com");
     for (email, password) in [
         ("", ""),
         ("no-at-sign", PASSWORD),
+        (long_email.as_str(), PASSWORD),
         ("a@example.com", long.as_str()),
     ] {
         let response = app.log_in(&app.client, email, password).await;

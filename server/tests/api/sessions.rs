@@ -193,3 +193,26 @@ async fn a_busy_session_still_ends_at_its_absolute_lifetime() {
     assert!(app.who_am_i(&app.client).await.is_null());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_in_flight_during_logout_cannot_write_the_session_back() {
+    use tower_sessions::SessionStore;
+    use tower_sessions::session::{Id, Record};
+
+    let app = spawn_app().await;
+    let store = app.backend.sessions.clone();
+    let mut record = Record {
+        id: Id::default(),
+        data: [("note".to_owned(), serde_json::json!("in flight"))]
+            .into_iter()
+            .collect(),
+        expiry_date: time::OffsetDateTime::now_utc() + time::Duration::minutes(30),
+    };
+    store.create(&mut record).await.expect("created");
+    assert!(store.load(&record.id).await.expect("load").is_some());
+    store.delete(&record.id).await.expect("deleted");
+    // The end of a request that loaded the session before the delete.
+    store.save(&record).await.expect("save is a no-op");
+    assert!(store.load(&record.id).await.expect("load").is_none());
+    app.stop().await;
+}
