@@ -52,6 +52,16 @@ async fn the_audit_table_refuses_updates_and_deletes() {
     app.stop().await;
 }
 
+/// A fresh app where `count` traders have signed up (a few audit events to tamper with).
+async fn app_with_sign_ups(prefix: &str, count: usize) -> crate::helpers::TestApp {
+    let app = spawn_app().await;
+    for n in 0..count {
+        app.sign_up(&app.new_client(), &format!("{prefix}{n}@example.com"))
+            .await;
+    }
+    app
+}
+
 async fn disable_append_only_guard(app: &crate::helpers::TestApp) {
     // An attacker with database owner rights can do this; the chain must still catch them.
     if is_postgres() {
@@ -86,11 +96,7 @@ async fn assert_cli_reports_break_at(app: &crate::helpers::TestApp, seq: i64) {
 
 #[tokio::test]
 async fn the_cli_verifier_names_the_first_tampered_seq() {
-    let app = spawn_app().await;
-    for n in 0..4 {
-        app.sign_up(&app.new_client(), &format!("t{n}@example.com"))
-            .await;
-    }
+    let app = app_with_sign_ups("t", 4).await;
     let (intact, report) = cli_verify(&app).await;
     assert!(intact, "{report}");
     assert!(report.contains("audit chain intact"), "{report}");
@@ -104,11 +110,7 @@ async fn the_cli_verifier_names_the_first_tampered_seq() {
 
 #[tokio::test]
 async fn the_cli_verifier_catches_a_deleted_event() {
-    let app = spawn_app().await;
-    for n in 0..4 {
-        app.sign_up(&app.new_client(), &format!("d{n}@example.com"))
-            .await;
-    }
+    let app = app_with_sign_ups("d", 4).await;
     disable_append_only_guard(&app).await;
     app.exec("DELETE FROM audit_events WHERE seq = 4").await;
     assert_cli_reports_break_at(&app, 4).await;
@@ -117,11 +119,7 @@ async fn the_cli_verifier_catches_a_deleted_event() {
 
 #[tokio::test]
 async fn a_recorded_head_catches_events_cut_from_the_end() {
-    let app = spawn_app().await;
-    for n in 0..3 {
-        app.sign_up(&app.new_client(), &format!("cut{n}@example.com"))
-            .await;
-    }
+    let app = app_with_sign_ups("cut", 3).await;
     let (_, report) = cli_verify(&app).await;
     let head = report
         .split("--expect-head ")
