@@ -297,7 +297,7 @@ impl AccountService {
         if let Some(ip) = meta.ip.as_deref().and_then(|ip| ip.parse().ok()) {
             keys.push(format!("ip:{}", client_network(ip)));
         }
-        if let Err(retry_after) = self.throttle.check(&keys, now) {
+        if let Err(retry_after) = self.throttle.begin(&keys, now) {
             self.audit
                 .record(
                     AuditDraft::new(Actor::anonymous(), "auth.login", Outcome::Denied, meta)
@@ -308,18 +308,12 @@ impl AccountService {
             return Err(AccountError::Throttled(retry_after));
         }
 
-        let credentials = match Email::parse(email_input) {
-            Ok(email) => self.store.find_credentials(&email).await?,
-            Err(_) => None,
-        };
-        let (hash, user) = match credentials {
-            Some(c) => (c.password_hash, Some(c.user)),
-            None => (self.dummy_hash.clone(), None),
-        };
-        let matches = self.hasher.verify(password, hash).await;
-        match (user, matches) {
+        // The attempt is counted from here until `finish`, so parallel guesses see each other.
+        let verified = self.verify_credentials(email_input, password).await;
+        let succeeded = matches!(verified, Ok((Some(_), true)));
+        self.throttle.finish(&keys, succeeded, self.clock.now());
+        match verified? {
             (Some(user), true) => {
-                self.throttle.record_success(&account_key);
                 self.audit
                     .record(
                         AuditDraft::new(Actor::user(user.id), "auth.login", Outcome::Success, meta)
@@ -329,7 +323,6 @@ impl AccountService {
                 Ok(user)
             }
             (user, _) => {
-                self.throttle.record_failure(&keys, now);
                 let actor = user
                     .as_ref()
                     .map(|u| Actor::user(u.id))
@@ -343,6 +336,25 @@ impl AccountService {
                 Err(AccountError::BadCredentials)
             }
         }
+    }
+
+    /// The account for `email_input` (if any) and whether `password` matches; unknown emails
+    /// are checked against the dummy hash so both cases cost the same.
+    async fn verify_credentials(
+        &self,
+        email_input: &str,
+        password: Password,
+    ) -> Result<(Option<User>, bool), AccountError> {
+        let credentials = match Email::parse(email_input) {
+            Ok(email) => self.store.find_credentials(&email).await?,
+            Err(_) => None,
+        };
+        let (hash, user) = match credentials {
+            Some(c) => (c.password_hash, Some(c.user)),
+            None => (self.dummy_hash.clone(), None),
+        };
+        let matches = self.hasher.verify(password, hash).await;
+        Ok((user, matches))
     }
 
     /// Records a logout; with `everywhere`, also ends every other session of the user.
@@ -574,13 +586,14 @@ mod tests {
         }
 
         impl LoginThrottle for Fake {
-            fn check(&self, _: &[String], _: OffsetDateTime) -> Result<(), u64> {
+            fn begin(&self, _: &[String], _: OffsetDateTime) -> Result<(), u64> {
                 Ok(())
             }
-            fn record_failure(&self, _: &[String], _: OffsetDateTime) {
-                self.0.throttle_failures.fetch_add(1, Ordering::SeqCst);
+            fn finish(&self, _: &[String], succeeded: bool, _: OffsetDateTime) {
+                if !succeeded {
+                    self.0.throttle_failures.fetch_add(1, Ordering::SeqCst);
+                }
             }
-            fn record_success(&self, _: &str) {}
         }
 
         #[async_trait]

@@ -71,11 +71,13 @@ pub trait PasswordHasher: Send + Sync + std::fmt::Debug {
 }
 
 /// Counts failed logins per account and per client address and says when to try again.
+/// Keys starting with `ip:` are client addresses; the others are accounts.
 pub trait LoginThrottle: Send + Sync + std::fmt::Debug {
-    /// `Err(seconds)` while either key is backing off.
-    fn check(&self, keys: &[String], now: OffsetDateTime) -> Result<(), u64>;
-    fn record_failure(&self, keys: &[String], now: OffsetDateTime);
-    fn record_success(&self, account_key: &str);
+    /// Starts an attempt: `Err(seconds)` while any key is backing off. Otherwise the attempt
+    /// counts as a possible failure until `finish`, so parallel guesses cannot all slip through.
+    fn begin(&self, keys: &[String], now: OffsetDateTime) -> Result<(), u64>;
+    /// Ends an attempt started by `begin`. Success clears the account's failures.
+    fn finish(&self, keys: &[String], succeeded: bool, now: OffsetDateTime);
 }
 
 pub type SharedClock = Arc<dyn Clock>;

@@ -14,6 +14,8 @@ const MAX_ENTRIES: usize = 100_000;
 #[derive(Debug, Clone, Copy)]
 struct Failures {
     count: u32,
+    /// Attempts begun and not yet finished; counted as failures until they finish.
+    in_flight: u32,
     last: OffsetDateTime,
 }
 
@@ -43,45 +45,60 @@ impl MemoryLoginThrottle {
 }
 
 impl LoginThrottle for MemoryLoginThrottle {
-    fn check(&self, keys: &[String], now: OffsetDateTime) -> Result<(), u64> {
-        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+    fn begin(&self, keys: &[String], now: OffsetDateTime) -> Result<(), u64> {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let mut longest = Duration::ZERO;
         for key in keys {
-            if let Some(f) = failures.get(key) {
-                let remaining = f.last + self.policy_for(key).wait_after(f.count) - now;
-                longest = longest.max(remaining);
+            if let Some(f) = failures
+                .get(key)
+                .filter(|f| f.in_flight > 0 || now - f.last < FORGET_AFTER)
+            {
+                let wait = self
+                    .policy_for(key)
+                    .wait_after(f.count.saturating_add(f.in_flight));
+                longest = longest.max(f.last + wait - now);
             }
         }
         if longest > Duration::ZERO {
-            Err(longest.whole_seconds().max(0) as u64 + u64::from(longest.subsec_nanoseconds() > 0))
-        } else {
-            Ok(())
+            return Err(
+                longest.whole_seconds().max(0) as u64 + u64::from(longest.subsec_nanoseconds() > 0)
+            );
         }
-    }
-
-    fn record_failure(&self, keys: &[String], now: OffsetDateTime) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if failures.len() > MAX_ENTRIES {
-            failures.retain(|_, f| now - f.last < FORGET_AFTER);
+            failures.retain(|_, f| f.in_flight > 0 || now - f.last < FORGET_AFTER);
         }
         for key in keys {
             let entry = failures.entry(key.clone()).or_insert(Failures {
                 count: 0,
+                in_flight: 0,
                 last: now,
             });
-            if now - entry.last >= FORGET_AFTER {
+            if entry.in_flight == 0 && now - entry.last >= FORGET_AFTER {
                 entry.count = 0;
             }
-            entry.count = entry.count.saturating_add(1);
-            entry.last = now;
+            entry.in_flight = entry.in_flight.saturating_add(1);
+            entry.last = entry.last.max(now);
         }
+        Ok(())
     }
 
-    fn record_success(&self, account_key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(account_key);
+    fn finish(&self, keys: &[String], succeeded: bool, now: OffsetDateTime) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        for key in keys {
+            let Some(entry) = failures.get_mut(key) else {
+                continue;
+            };
+            entry.in_flight = entry.in_flight.saturating_sub(1);
+            if !succeeded {
+                entry.count = entry.count.saturating_add(1);
+                entry.last = now;
+            } else if !key.starts_with("ip:") {
+                entry.count = 0;
+            }
+            if entry.count == 0 && entry.in_flight == 0 {
+                failures.remove(key);
+            }
+        }
     }
 }
 
@@ -102,42 +119,64 @@ mod tests {
         MemoryLoginThrottle::new(account, ip)
     }
 
+    fn keys(account: &str) -> Vec<String> {
+        vec![format!("account:{account}"), "ip:127.0.0.1".to_owned()]
+    }
+
+    fn fail(t: &MemoryLoginThrottle, keys: &[String], now: OffsetDateTime) {
+        t.begin(keys, now).expect("allowed");
+        t.finish(keys, false, now);
+    }
+
     #[test]
     fn an_account_backs_off_after_its_free_failures_and_recovers_with_time() {
         let t = throttle();
         let now = datetime!(2026-11-23 12:00 UTC);
-        let keys = vec![
-            "account:a@example.com".to_owned(),
-            "ip:127.0.0.1".to_owned(),
-        ];
+        let keys = keys("a@example.com");
         for _ in 0..3 {
-            assert_eq!(t.check(&keys, now), Ok(()));
-            t.record_failure(&keys, now);
+            fail(&t, &keys, now);
         }
-        assert_eq!(t.check(&keys, now), Err(1));
-        assert_eq!(t.check(&keys, now + Duration::seconds(1)), Ok(()));
-        t.record_failure(&keys, now + Duration::seconds(1));
-        assert_eq!(t.check(&keys, now + Duration::seconds(1)), Err(2));
+        assert_eq!(t.begin(&keys, now), Err(1));
+        let later = now + Duration::seconds(1);
+        fail(&t, &keys, later);
+        assert_eq!(t.begin(&keys, later), Err(2));
+    }
+
+    #[test]
+    fn parallel_attempts_count_before_their_outcome_is_known() {
+        let t = throttle();
+        let now = datetime!(2026-11-23 12:00 UTC);
+        let keys = keys("b@example.com");
+        let admitted = (0..10).filter(|_| t.begin(&keys, now).is_ok()).count();
+        assert_eq!(admitted, 3, "only the free attempts may run at once");
+        for _ in 0..admitted {
+            t.finish(&keys, false, now);
+        }
+        assert!(t.begin(&keys, now).is_err());
     }
 
     #[test]
     fn a_success_clears_the_account_but_not_the_address() {
         let t = throttle();
         let now = datetime!(2026-11-23 12:00 UTC);
-        let keys = vec![
-            "account:a@example.com".to_owned(),
-            "ip:127.0.0.1".to_owned(),
-        ];
-        for _ in 0..12 {
-            t.record_failure(&keys, now);
+        for n in 0..10 {
+            fail(&t, &keys(&format!("user{n}@example.com")), now);
         }
-        t.record_success("account:a@example.com");
-        // Another account from the same address is still held back by the address counter.
-        let other = vec![
-            "account:b@example.com".to_owned(),
-            "ip:127.0.0.1".to_owned(),
-        ];
-        assert!(t.check(&other, now).is_err());
-        assert_eq!(t.check(&["account:a@example.com".to_owned()], now), Ok(()));
+        // Ten failures from one address: another account from it is held back too.
+        assert!(t.begin(&keys("new@example.com"), now).is_err());
+
+        let t = throttle();
+        let a = keys("a@example.com");
+        fail(&t, &a, now);
+        fail(&t, &a, now);
+        t.begin(&a, now).expect("third attempt allowed");
+        t.finish(&a, true, now);
+        fail(&t, &a, now);
+        fail(&t, &a, now);
+        assert_eq!(
+            t.begin(&a, now),
+            Ok(()),
+            "the success reset the account's count"
+        );
     }
 }
