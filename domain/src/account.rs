@@ -541,6 +541,9 @@ mod tests {
             async fn list_users(&self) -> Result<Vec<User>, StoreError> {
                 Ok(vec![])
             }
+            async fn find_users(&self, _: &[UserId]) -> Result<Vec<User>, StoreError> {
+                Ok(vec![])
+            }
             async fn set_role(
                 &self,
                 _: UserId,

@@ -41,6 +41,8 @@ pub trait AccountStore: Send + Sync + std::fmt::Debug {
     async fn find_credentials(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError>;
     async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
     async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+    /// The users among `ids` that exist (in no particular order).
+    async fn find_users(&self, ids: &[UserId]) -> Result<Vec<User>, StoreError>;
     async fn set_role(&self, id: UserId, role: Role, audit: AuditDraft)
     -> Result<User, StoreError>;
 }

@@ -67,10 +67,24 @@ pub async fn recent_audit_events(limit: u32) -> Result<Vec<AuditEventView>, AppE
         .audit
         .recent(u64::from(limit.clamp(1, MAX_EVENTS)))
         .await?;
+    // Name only the users who appear on this page.
+    let mut actor_ids: Vec<domain::account::UserId> = events
+        .iter()
+        .filter(|e| e.actor.kind == domain::audit::ActorKind::User)
+        .filter_map(|e| {
+            e.actor
+                .id
+                .as_deref()
+                .and_then(|id| uuid::Uuid::parse_str(id).ok())
+        })
+        .map(domain::account::UserId)
+        .collect();
+    actor_ids.sort();
+    actor_ids.dedup();
     let emails: std::collections::HashMap<String, String> = services
         .accounts
         .store
-        .list_users()
+        .find_users(&actor_ids)
         .await?
         .into_iter()
         .map(|u| (format!("user:{}", u.id), u.email.as_str().to_owned()))

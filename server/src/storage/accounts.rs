@@ -96,6 +96,18 @@ impl AccountStore for SqlAccountStore {
         rows.iter().map(to_user).collect()
     }
 
+    async fn find_users(&self, ids: &[UserId]) -> Result<Vec<User>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = user::Entity::find()
+            .filter(user::Column::Id.is_in(ids.iter().map(ToString::to_string)))
+            .all(&self.db)
+            .await
+            .map_err(backend_error)?;
+        rows.iter().map(to_user).collect()
+    }
+
     async fn set_role(
         &self,
         id: UserId,
