@@ -274,3 +274,21 @@ async fn dump_text_columns(app: &crate::helpers::TestApp) -> String {
     }
     dump
 }
+
+#[tokio::test]
+async fn unknown_pages_are_404_with_the_same_headers() {
+    let app = spawn_app().await;
+    let response = reqwest::get(format!("{}/no/such/page", app.address))
+        .await
+        .expect("page");
+    assert_eq!(response.status(), 404);
+    assert!(response.headers().contains_key("content-security-policy"));
+    assert!(
+        response
+            .text()
+            .await
+            .expect("html")
+            .contains("Page not found")
+    );
+    app.stop().await;
+}
