@@ -21,6 +21,9 @@ pub enum AppError {
     NotFound,
     #[error("{0}")]
     Conflict(String),
+    /// A dependency (KMS, exchange, audit log) is down; nothing was changed.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(
         "Something went wrong on our side. If it keeps happening, quote request id {request_id}."
     )]
@@ -40,6 +43,7 @@ impl AppError {
             AppError::Conflict(_) => 409,
             AppError::RateLimited(_) => 429,
             AppError::Internal { .. } => 500,
+            AppError::Unavailable(_) => 503,
             AppError::Network => 502,
         }
     }
@@ -110,6 +114,13 @@ impl From<domain::account::AccountError> for AppError {
 }
 
 #[cfg(feature = "ssr")]
+impl From<domain::keys::KeyInputError> for AppError {
+    fn from(err: domain::keys::KeyInputError) -> Self {
+        AppError::Invalid(capitalise(&err.to_string()))
+    }
+}
+
+#[cfg(feature = "ssr")]
 impl From<domain::ports::StoreError> for AppError {
     fn from(err: domain::ports::StoreError) -> Self {
         match err {
@@ -127,7 +138,7 @@ impl From<tower_sessions::session::Error> for AppError {
 }
 
 #[cfg(feature = "ssr")]
-fn capitalise(text: &str) -> String {
+pub(crate) fn capitalise(text: &str) -> String {
     let mut chars = text.chars();
     match chars.next() {
         Some(first) => first.to_uppercase().chain(chars).collect::<String>() + ".",

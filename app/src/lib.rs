@@ -93,6 +93,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/account") view=ui::account::AccountPage />
                     <Route path=path!("/audit") view=ui::audit::AuditPage />
                     <Route path=path!("/admin/users") view=ui::admin::UsersPage />
+                    <Route path=path!("/keys") view=ui::keys::KeysPage />
+                    <Route path=path!("/admin/vault") view=ui::vault_admin::VaultAdminPage />
                 </Routes>
             </ui::layout::Layout>
         </Router>

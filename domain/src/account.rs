@@ -570,6 +570,13 @@ mod tests {
             async fn page(&self, _: i64, _: u64) -> Result<Vec<AuditEvent>, StoreError> {
                 Ok(vec![])
             }
+            async fn for_resources(
+                &self,
+                _: &[String],
+                _: u64,
+            ) -> Result<Vec<AuditEvent>, StoreError> {
+                Ok(vec![])
+            }
         }
 
         /// "Hashes" by prefixing; records every hash it verifies against.

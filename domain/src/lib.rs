@@ -3,5 +3,6 @@
 
 pub mod account;
 pub mod audit;
+pub mod keys;
 pub mod ports;
 pub mod vault;

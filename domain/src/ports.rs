@@ -56,6 +56,12 @@ pub trait AuditLog: Send + Sync + std::fmt::Debug {
     async fn recent(&self, limit: u64) -> Result<Vec<AuditEvent>, StoreError>;
     /// Events with `seq > after`, oldest first, at most `limit` of them.
     async fn page(&self, after: i64, limit: u64) -> Result<Vec<AuditEvent>, StoreError>;
+    /// The newest events about any of `resources`, newest first.
+    async fn for_resources(
+        &self,
+        resources: &[String],
+        limit: u64,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
 }
 
 /// Ends every session of a user ("log out everywhere"), recorded by the given audit event.

@@ -134,6 +134,13 @@ pub trait Kms: Send + Sync + std::fmt::Debug {
     ) -> Result<WrappedKey, KmsError>;
     /// The identifier new keys are wrapped under (e.g. `local:v2`).
     fn current_key_id(&self) -> String;
+    /// Creates a new master key version and makes it current. Backends that rotate on their
+    /// own side (AWS KMS) refuse.
+    async fn add_version(&self) -> Result<String, KmsError> {
+        Err(KmsError::Refused(
+            "this KMS rotates its keys itself; point the configuration at the new key".into(),
+        ))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -288,6 +295,16 @@ pub mod local {
                 versions.insert(version, DataKey::from_bytes(key));
             }
             Self::new(versions)
+        }
+
+        /// The newest version number.
+        pub fn latest_version(&self) -> u32 {
+            self.current().0
+        }
+
+        /// Adds a version; the highest version wraps new keys.
+        pub fn insert_version(&mut self, version: u32, key: DataKey) {
+            self.versions.insert(version, key);
         }
 
         fn current(&self) -> (u32, &DataKey) {

@@ -11,7 +11,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// Environment variables with our prefix that are not settings (read elsewhere).
-const NOT_SETTINGS: [&str; 3] = ["config", "test_pg_url", "admin_password"];
+const NOT_SETTINGS: [&str; 5] = [
+    "config",
+    "test_pg_url",
+    "test_moto_server",
+    "admin_password",
+    "cache_dir",
+];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -35,6 +41,48 @@ pub struct Settings {
     pub login: LoginSettings,
     pub rate_limit: RateLimitSettings,
     pub password_hashing: PasswordHashingSettings,
+    /// The local KMS master key (`<version>:<64 hex>` lines, or one bare 64-hex key), instead
+    /// of the key file in `data_dir`. Never commit it.
+    pub master_key: Option<SecretString>,
+    pub kms: KmsSettings,
+    pub exchanges: ExchangeSettings,
+    pub vault: VaultSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KmsBackend {
+    /// A master key file in `data_dir` (or `master_key`).
+    Local,
+    Aws,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KmsSettings {
+    pub backend: KmsBackend,
+    /// Key id or ARN that wraps new data keys (AWS backend).
+    pub aws_key_id: String,
+    pub aws_region: String,
+    /// e.g. a VPC endpoint or a local stand-in; the SDK default when empty.
+    pub aws_endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExchangeSettings {
+    /// Offer Binance besides the built-in paper exchange.
+    pub binance_enabled: bool,
+    pub binance_testnet_url: String,
+    pub binance_live_url: String,
+    pub timeout_seconds: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VaultSettings {
+    /// How often every stored key's permissions are asked again; 0 turns the job off.
+    pub recheck_interval_minutes: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -95,6 +143,40 @@ impl Default for Settings {
             login: LoginSettings::default(),
             rate_limit: RateLimitSettings::default(),
             password_hashing: PasswordHashingSettings::default(),
+            master_key: None,
+            kms: KmsSettings::default(),
+            exchanges: ExchangeSettings::default(),
+            vault: VaultSettings::default(),
+        }
+    }
+}
+
+impl Default for KmsSettings {
+    fn default() -> Self {
+        Self {
+            backend: KmsBackend::Local,
+            aws_key_id: String::new(),
+            aws_region: "us-east-1".into(),
+            aws_endpoint: None,
+        }
+    }
+}
+
+impl Default for ExchangeSettings {
+    fn default() -> Self {
+        Self {
+            binance_enabled: true,
+            binance_testnet_url: "https://testnet.binance.vision".into(),
+            binance_live_url: "https://api.binance.com".into(),
+            timeout_seconds: 10,
+        }
+    }
+}
+
+impl Default for VaultSettings {
+    fn default() -> Self {
+        Self {
+            recheck_interval_minutes: 360,
         }
     }
 }
@@ -218,6 +300,20 @@ impl Settings {
             "trace" | "debug" | "info" | "warn" | "error"
         ) {
             return invalid("log_level must be one of trace, debug, info, warn, error".into());
+        }
+        if self.kms.backend == KmsBackend::Aws && self.kms.aws_key_id.trim().is_empty() {
+            return invalid("kms.aws_key_id is required when kms.backend = \"aws\"".into());
+        }
+        for url in [
+            &self.exchanges.binance_testnet_url,
+            &self.exchanges.binance_live_url,
+        ] {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return invalid(format!("exchange URL `{url}` must start with https://"));
+            }
+        }
+        if !(1..=120).contains(&self.exchanges.timeout_seconds) {
+            return invalid("exchanges.timeout_seconds must be between 1 and 120".into());
         }
         Ok(())
     }

@@ -2,6 +2,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod exchange;
+pub mod kms;
+pub mod metrics;
 pub mod security;
 pub mod startup;
 pub mod storage;

@@ -5,13 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use app::api::context::Services;
+use app::api::keys::RewrapJobs;
 use app::{App, shell};
 use axum::Router;
-use axum::extract::FromRef;
+use axum::extract::{ConnectInfo, FromRef};
 use axum::middleware::{from_fn, from_fn_with_state};
 use domain::account::{AccountService, BackoffPolicy};
 use domain::audit::{Actor, AuditDraft, Outcome, RequestMeta};
+use domain::keys::{Exchange, Exchanges, KeyVaultService};
 use domain::ports::{Clock, SystemClock};
+use domain::vault::Kms;
 use http::{HeaderValue, Method, header};
 use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, file_and_error_handler_with_context, generate_route_list};
@@ -22,12 +25,17 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
 
-use crate::config::Settings;
+use crate::config::{KmsBackend, Settings};
+use crate::exchange::{BinanceExchange, BinanceSettings, PaperExchange};
+use crate::kms::{AwsKms, AwsKmsSettings, FileKms};
+use crate::metrics::Metrics;
 use crate::security::hashing::Argon2Hasher;
 use crate::security::middleware::{self, CspNonce, HeaderPolicy};
 use crate::security::rate_limit::{self, RateLimits};
 use crate::security::throttle::MemoryLoginThrottle;
-use crate::storage::{self, SqlAccountStore, SqlAuditLog, SqlSessionStore};
+use crate::storage::{
+    self, SqlAccountStore, SqlAuditLog, SqlKeyStore, SqlSecurityAlerts, SqlSessionStore,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -42,6 +50,10 @@ pub enum StartupError {
     Hashing(String),
     #[error("audit log: {0}")]
     Audit(#[from] domain::ports::StoreError),
+    #[error("key management: {0}")]
+    Kms(String),
+    #[error("exchanges: {0}")]
+    Exchange(String),
 }
 
 #[derive(Debug, Clone, FromRef)]
@@ -56,10 +68,69 @@ pub struct Backend {
     pub db: DatabaseConnection,
     pub services: Services,
     pub sessions: SqlSessionStore,
+    pub metrics: Metrics,
+}
+
+/// The KMS the settings ask for: the local master key (file or `master_key`) or AWS KMS.
+pub async fn kms_from_settings(settings: &Settings) -> Result<Arc<dyn Kms>, StartupError> {
+    let kms: Arc<dyn Kms> = match settings.kms.backend {
+        KmsBackend::Local => match &settings.master_key {
+            Some(value) => Arc::new(
+                FileKms::from_env_value(value.expose_secret())
+                    .map_err(|e| StartupError::Kms(e.to_string()))?,
+            ),
+            None => {
+                let path = crate::cli::ensure_master_key(&settings.data_dir)
+                    .map_err(|e| StartupError::Kms(e.to_string()))?;
+                Arc::new(FileKms::load(&path).map_err(|e| StartupError::Kms(e.to_string()))?)
+            }
+        },
+        KmsBackend::Aws => Arc::new(
+            AwsKms::connect(AwsKmsSettings {
+                key_id: settings.kms.aws_key_id.clone(),
+                region: settings.kms.aws_region.clone(),
+                endpoint: settings.kms.aws_endpoint.clone(),
+            })
+            .await
+            .map_err(|e| StartupError::Kms(e.to_string()))?,
+        ),
+    };
+    Ok(kms)
+}
+
+fn exchanges_from_settings(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+) -> Result<Exchanges, StartupError> {
+    let mut exchanges: Vec<Arc<dyn Exchange>> = vec![Arc::new(PaperExchange::new())];
+    if settings.exchanges.binance_enabled {
+        let binance = BinanceExchange::new(
+            BinanceSettings {
+                testnet_url: settings.exchanges.binance_testnet_url.clone(),
+                live_url: settings.exchanges.binance_live_url.clone(),
+                timeout: Duration::from_secs(u64::from(settings.exchanges.timeout_seconds)),
+                ..BinanceSettings::default()
+            },
+            clock,
+        )
+        .map_err(|e| StartupError::Exchange(e.to_string()))?;
+        exchanges.push(Arc::new(binance));
+    }
+    Ok(Exchanges::new(exchanges))
 }
 
 impl Backend {
     pub async fn connect(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        let kms = kms_from_settings(settings).await?;
+        Self::connect_with_kms(settings, clock, kms).await
+    }
+
+    /// As `connect`, with the KMS given (tests wrap it to inject faults).
+    pub async fn connect_with_kms(
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+        kms: Arc<dyn Kms>,
+    ) -> Result<Self, StartupError> {
         let db = storage::connect(settings.database_url.expose_secret()).await?;
         let audit = Arc::new(SqlAuditLog::new(db.clone(), clock.clone()));
         let idle_timeout =
@@ -91,10 +162,25 @@ impl Backend {
             clock: clock.clone(),
             dummy_hash,
         };
+        let metrics = Metrics::new();
+        let vault = KeyVaultService {
+            keys: Arc::new(SqlKeyStore::new(db.clone(), clock.clone())),
+            kms,
+            exchanges: exchanges_from_settings(settings, clock.clone())?,
+            audit: audit.clone(),
+            alerts: Arc::new(SqlSecurityAlerts::new(
+                db.clone(),
+                clock.clone(),
+                metrics.clone(),
+            )),
+            clock: clock.clone(),
+        };
         let services = Services {
             accounts,
             audit,
             clock,
+            vault,
+            rewrap_jobs: RewrapJobs::default(),
             absolute_session: time::Duration::hours(i64::from(
                 settings.session.absolute_timeout_hours,
             )),
@@ -103,6 +189,7 @@ impl Backend {
             db,
             services,
             sessions,
+            metrics,
         })
     }
 }
@@ -113,6 +200,7 @@ pub struct Application {
     router: Router,
     backend: Backend,
     rate_limits: RateLimits,
+    recheck_every: Option<Duration>,
 }
 
 impl Application {
@@ -122,7 +210,18 @@ impl Application {
         leptos_options: LeptosOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
-        let backend = Backend::connect(settings, clock).await?;
+        let kms = kms_from_settings(settings).await?;
+        Self::build_with_kms(settings, leptos_options, clock, kms).await
+    }
+
+    /// As `build`, with the KMS given.
+    pub async fn build_with_kms(
+        settings: &Settings,
+        leptos_options: LeptosOptions,
+        clock: Arc<dyn Clock>,
+        kms: Arc<dyn Kms>,
+    ) -> Result<Self, StartupError> {
+        let backend = Backend::connect_with_kms(settings, clock, kms).await?;
         let listener =
             TcpListener::bind(settings.bind)
                 .await
@@ -161,11 +260,16 @@ impl Application {
                 .detail("version", env!("CARGO_PKG_VERSION")),
             )
             .await?;
+        let recheck_every = match settings.vault.recheck_interval_minutes {
+            0 => None,
+            minutes => Some(Duration::from_secs(u64::from(minutes) * 60)),
+        };
         Ok(Self {
             listener,
             router,
             backend,
             rate_limits,
+            recheck_every,
         })
     }
 
@@ -200,6 +304,25 @@ impl Application {
                 minutes += 1;
             }
         });
+        let recheck = self.recheck_every.map(|every| {
+            let vault = self.backend.services.vault.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await; // the first tick is immediate; keys were checked at entry
+                loop {
+                    tick.tick().await;
+                    match vault.recheck_all().await {
+                        Ok(report) => tracing::info!(
+                            checked = report.checked,
+                            suspended = report.suspended,
+                            failed = report.failed,
+                            "scheduled key permission check"
+                        ),
+                        Err(e) => tracing::error!(error = %e, "scheduled key permission check failed"),
+                    }
+                }
+            })
+        });
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -207,6 +330,9 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await;
         housekeeping.abort();
+        if let Some(recheck) = recheck {
+            recheck.abort();
+        }
         let stop = AuditDraft::new(
             Actor::system("server"),
             "system.stop",
@@ -264,7 +390,15 @@ fn router(
         .allow_headers([header::CONTENT_TYPE, header::ACCEPT])
         .allow_credentials(true);
 
+    let metrics = backend.metrics.clone();
     Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move |connect: ConnectInfo<SocketAddr>, headers: http::HeaderMap| {
+                let metrics = metrics.clone();
+                async move { metrics_endpoint(&metrics, connect.0, &headers) }
+            }),
+        )
         .leptos_routes_with_context(&state, routes, context.clone(), {
             let options = leptos_options.clone();
             move || shell(options.clone())
@@ -292,6 +426,27 @@ fn router(
             settings.trust_forwarded_for,
             middleware::request_context,
         ))
+}
+
+/// Metrics are for the operator's scraper on this host: loopback peers only, and not through a
+/// forwarding proxy (which would make every visitor look local).
+fn metrics_endpoint(
+    metrics: &Metrics,
+    peer: SocketAddr,
+    headers: &http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !peer.ip().is_loopback() || headers.contains_key("x-forwarded-for") {
+        return (http::StatusCode::NOT_FOUND, "Not found").into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.render(),
+    )
+        .into_response()
 }
 
 /// The production entry point: serve until Ctrl-C or SIGTERM.

@@ -22,6 +22,8 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     /// A session ends this long after sign-in, however active.
     pub absolute_session: time::Duration,
+    pub vault: domain::keys::KeyVaultService,
+    pub rewrap_jobs: super::keys::RewrapJobs,
 }
 
 pub fn services() -> Result<Services, AppError> {

@@ -11,12 +11,14 @@ const NAV_LINK: &str = "rounded-md px-3 py-2 text-sm font-medium text-slate-300 
 /// Navigation entries and who sees them; later pages slot in here.
 const NAV: &[(&str, &str, &[UserRole])] = &[
     ("/", "Overview", &[]),
+    ("/keys", "Exchange keys", &[]),
     (
         "/audit",
         "Audit log",
         &[UserRole::Reviewer, UserRole::Admin],
     ),
     ("/admin/users", "Users", &[UserRole::Admin]),
+    ("/admin/vault", "Vault & alerts", &[UserRole::Admin]),
     ("/account", "Account", &[]),
 ];
 

@@ -4,8 +4,10 @@ pub mod account;
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod keys;
 pub mod layout;
 pub mod pages;
+pub mod vault_admin;
 
 use leptos::prelude::*;
 use leptos_router::components::A;

@@ -162,4 +162,22 @@ impl AuditLog for SqlAuditLog {
             .map_err(backend_error)?;
         Ok(rows.into_iter().map(from_row).collect())
     }
+
+    async fn for_resources(
+        &self,
+        resources: &[String],
+        limit: u64,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        if resources.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = audit_event::Entity::find()
+            .filter(audit_event::Column::Resource.is_in(resources.iter().cloned()))
+            .order_by_desc(audit_event::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(backend_error)?;
+        Ok(rows.into_iter().map(from_row).collect())
+    }
 }

@@ -67,3 +67,86 @@ pub mod audit_event {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod exchange_key {
+    use sea_orm::entity::prelude::*;
+
+    /// A sealed key row. No `Debug` derive: the row carries ciphertext, which has no business
+    /// in logs either.
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "exchange_keys")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub owner_id: String,
+        pub exchange: String,
+        pub environment: String,
+        pub scope: String,
+        pub label: String,
+        pub mask: String,
+        pub status: String,
+        pub status_reason: Option<String>,
+        pub permissions: String,
+        pub kms_key_id: Option<String>,
+        pub wrapped_key: Option<String>,
+        pub nonce: Option<String>,
+        pub ciphertext: Option<String>,
+        pub created_at: String,
+        pub last_used_at: Option<String>,
+        pub last_checked_at: Option<String>,
+        pub revoked_at: Option<String>,
+    }
+
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("exchange_key::Model")
+                .field("id", &self.id)
+                .field("owner_id", &self.owner_id)
+                .field("status", &self.status)
+                .finish_non_exhaustive()
+        }
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod vault_canary {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "vault_canaries")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key_id: String,
+        pub planted_at: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod security_alert {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "security_alerts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub kind: String,
+        pub message: String,
+        pub resource: Option<String>,
+        pub raised_at: String,
+        pub acknowledged_at: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

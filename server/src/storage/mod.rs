@@ -3,6 +3,7 @@
 mod accounts;
 mod audit;
 pub mod entities;
+mod keys;
 mod sessions;
 
 use std::time::Duration;
@@ -12,6 +13,7 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbE
 
 pub use accounts::SqlAccountStore;
 pub use audit::{SqlAuditLog, append_in};
+pub use keys::{SqlKeyStore, SqlSecurityAlerts};
 pub use sessions::SqlSessionStore;
 
 use domain::ports::StoreError;

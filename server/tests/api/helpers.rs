@@ -109,12 +109,36 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
 
 /// Starts the app on `db` with `settings`.
 pub async fn spawn_on(db: TestDatabase, settings: Settings, clock: Arc<TestClock>) -> TestApp {
+    let kms = server::startup::kms_from_settings(&settings)
+        .await
+        .expect("local KMS");
+    spawn_with_kms(db, settings, clock, kms).await
+}
+
+/// Starts the app with its local KMS behind a switch that can make it fail.
+pub async fn spawn_app_with_faulty_kms() -> (TestApp, Arc<server::kms::FaultyKms>) {
+    let db = TestDatabase::new().await;
+    let settings = test_settings(&db);
+    let inner = server::startup::kms_from_settings(&settings)
+        .await
+        .expect("local KMS");
+    let faulty = Arc::new(server::kms::FaultyKms::new(inner));
+    let app = spawn_with_kms(db, settings, Arc::new(TestClock::default()), faulty.clone()).await;
+    (app, faulty)
+}
+
+pub async fn spawn_with_kms(
+    db: TestDatabase,
+    settings: Settings,
+    clock: Arc<TestClock>,
+    kms: Arc<dyn domain::vault::Kms>,
+) -> TestApp {
     let leptos_options = LeptosOptions::builder()
         .output_name("cryptopulse")
         .site_root(db.dir.path().join("site").display().to_string())
         .build();
     // Bind first, then learn the port: readiness without sleeping.
-    let app = Application::build(&settings, leptos_options, clock.clone())
+    let app = Application::build_with_kms(&settings, leptos_options, clock.clone(), kms)
         .await
         .expect("app builds");
     let address = format!("http://{}", app.local_addr());

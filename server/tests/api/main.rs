@@ -3,6 +3,9 @@
 
 mod audit;
 mod auth;
+mod binance;
 mod helpers;
+mod keys;
+mod kms;
 mod security;
 mod sessions;

@@ -1,0 +1,215 @@
+//! The server's local KMS: master key versions from a private key file (or from an environment
+//! value), wrapping data keys in process with [`LocalKms`].
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use async_trait::async_trait;
+use domain::vault::local::{LocalKeyError, LocalKms};
+use domain::vault::{DataKey, EncryptionContext, Kms, KmsError, WrappedKey};
+use tokio::sync::{Mutex, RwLock};
+use zeroize::Zeroizing;
+
+/// Why a master key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum FileKmsError {
+    #[error("cannot read the master key file {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the master key file {} is readable by other users (mode {mode:04o}); run `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    Permissions { path: PathBuf, mode: u32 },
+    #[error("the master key file {}: {source}", path.display())]
+    MalformedFile {
+        path: PathBuf,
+        source: LocalKeyError,
+    },
+    #[error("CRYPTOPULSE_MASTER_KEY: {0}")]
+    MalformedEnv(LocalKeyError),
+}
+
+#[derive(Debug, Clone)]
+enum KeySource {
+    File(PathBuf),
+    Env,
+}
+
+/// The local KMS. Key versions live in memory; `add_version` appends to the key file first, so
+/// a version is never used before it is on disk.
+pub struct FileKms {
+    keys: RwLock<LocalKms>,
+    // Mirrors the newest version so `current_key_id` (not async) needs no lock.
+    current: AtomicU32,
+    // Serialises rotations: two concurrent `add_version` calls must not pick the same number.
+    rotation: Mutex<()>,
+    source: KeySource,
+}
+
+impl std::fmt::Debug for FileKms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Only where the key comes from and the current version: never key bytes.
+        f.debug_struct("FileKms")
+            .field("source", &self.source)
+            .field("current_version", &self.current.load(Ordering::Acquire))
+            .finish()
+    }
+}
+
+impl FileKms {
+    /// Loads `<version>:<hex>` lines from a key file that only its owner may read.
+    pub fn load(path: &Path) -> Result<Self, FileKmsError> {
+        let keys = read_key_file(path)?;
+        Ok(Self::new(keys, KeySource::File(path.to_owned())))
+    }
+
+    /// Parses the value of `CRYPTOPULSE_MASTER_KEY`: the key file's line format, or a bare
+    /// 64-hex key meaning version 1. Such a key cannot be rotated from inside the server.
+    pub fn from_env_value(text: &str) -> Result<Self, FileKmsError> {
+        let trimmed = text.trim();
+        let keys = if !trimmed.contains(':') && trimmed.len() == 64 {
+            let line = Zeroizing::new(format!("1:{trimmed}"));
+            LocalKms::parse(&line)
+        } else {
+            LocalKms::parse(trimmed)
+        }
+        .map_err(FileKmsError::MalformedEnv)?;
+        Ok(Self::new(keys, KeySource::Env))
+    }
+
+    fn new(keys: LocalKms, source: KeySource) -> Self {
+        Self {
+            current: AtomicU32::new(keys.latest_version()),
+            keys: RwLock::new(keys),
+            rotation: Mutex::new(()),
+            source,
+        }
+    }
+
+    /// The key file, when the key came from one.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.source {
+            KeySource::File(path) => Some(path),
+            KeySource::Env => None,
+        }
+    }
+
+    /// Appends `<version>:<hex>` and flushes it to disk. Returns nothing in memory on failure.
+    fn append_version(path: &Path, keys_in_memory: u32) -> Result<(u32, DataKey), KmsError> {
+        let io_err = |e: std::io::Error| {
+            KmsError::Unavailable(format!(
+                "cannot write the master key file {}: {e}",
+                path.display()
+            ))
+        };
+        // Another process (or an editor) may have added versions since we loaded: number after
+        // the highest one anywhere, or a new line would shadow a key that secrets still use.
+        let on_disk = read_key_file(path)
+            .map_err(|e| KmsError::Refused(e.to_string()))?
+            .latest_version();
+        let next = on_disk
+            .max(keys_in_memory)
+            .checked_add(1)
+            .ok_or_else(|| KmsError::Refused("no master key version numbers left".into()))?;
+        let key = DataKey::generate();
+        let mut line = Zeroizing::new(format!("{next}:{}\n", hex::encode(key.expose())));
+
+        // O_APPEND: the write lands at the end even if the file grew since we opened it.
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(io_err)?;
+        // A last line without its newline would merge with ours into one malformed line.
+        if file.metadata().map_err(io_err)?.len() > 0 {
+            let mut last = [0u8; 1];
+            file.seek(SeekFrom::End(-1)).map_err(io_err)?;
+            file.read_exact(&mut last).map_err(io_err)?;
+            if last[0] != b'\n' {
+                line.insert(0, '\n');
+            }
+        }
+        file.write_all(line.as_bytes()).map_err(io_err)?;
+        file.sync_all().map_err(io_err)?;
+        Ok((next, key))
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<LocalKms, FileKmsError> {
+    let io_err = |source| FileKmsError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io_err)?;
+    // Checked on the open file, so a swap between check and read cannot slip through.
+    let mode = file.metadata().map_err(io_err)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(FileKmsError::Permissions {
+            path: path.to_owned(),
+            mode: mode & 0o777,
+        });
+    }
+    let mut text = Zeroizing::new(String::new());
+    file.read_to_string(&mut text).map_err(io_err)?;
+    LocalKms::parse(&text).map_err(|source| FileKmsError::MalformedFile {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[async_trait]
+impl Kms for FileKms {
+    async fn generate_data_key(
+        &self,
+        context: &EncryptionContext,
+    ) -> Result<(DataKey, WrappedKey), KmsError> {
+        self.keys.read().await.generate_data_key(context).await
+    }
+
+    async fn decrypt_data_key(
+        &self,
+        wrapped: &WrappedKey,
+        context: &EncryptionContext,
+    ) -> Result<DataKey, KmsError> {
+        self.keys
+            .read()
+            .await
+            .decrypt_data_key(wrapped, context)
+            .await
+    }
+
+    async fn rewrap(
+        &self,
+        wrapped: &WrappedKey,
+        context: &EncryptionContext,
+    ) -> Result<WrappedKey, KmsError> {
+        self.keys.read().await.rewrap(wrapped, context).await
+    }
+
+    fn current_key_id(&self) -> String {
+        format!("local:v{}", self.current.load(Ordering::Acquire))
+    }
+
+    async fn add_version(&self) -> Result<String, KmsError> {
+        let KeySource::File(path) = &self.source else {
+            return Err(KmsError::Refused(
+                "the master key comes from CRYPTOPULSE_MASTER_KEY; add a version there and restart"
+                    .into(),
+            ));
+        };
+        let _rotating = self.rotation.lock().await;
+        let in_memory = self.keys.read().await.latest_version();
+        // Blocking file I/O, but short and rare (an admin rotating the key).
+        let (version, key) = Self::append_version(path, in_memory)?;
+        self.keys.write().await.insert_version(version, key);
+        self.current.store(version, Ordering::Release);
+        tracing::info!(version, "added a local master key version");
+        Ok(format!("local:v{version}"))
+    }
+}
