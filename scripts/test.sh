@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install-tools.sh
 
+# moto's KMS server for the AWS KMS adapter tests (a cached venv; sets CRYPTOPULSE_TEST_MOTO_SERVER).
+source scripts/moto.sh
+
 if [ "${CI:-}" = "true" ] && [ -z "${CRYPTOPULSE_TEST_PG_URL:-}" ]; then
   export CRYPTOPULSE_TEST_PG_URL="postgres://postgres@127.0.0.1:5432/postgres"
 fi

@@ -1,5 +1,7 @@
 //! CryptoPulse's Leptos application: pages, components and server functions, shared by the
 //! server (SSR, feature `ssr`) and the browser (hydration, feature `hydrate`).
+// Leptos views are deeply nested types; SSR of the larger pages needs more than the default.
+#![recursion_limit = "256"]
 
 pub mod api;
 pub mod error;
