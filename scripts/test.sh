@@ -38,13 +38,15 @@ export CRYPTOPULSE_DATA_DIR="$e2e_dir/data"
 export CRYPTOPULSE_RATE_LIMIT__AUTH_PER_MINUTE=500
 export CRYPTOPULSE_LOG_FORMAT=json
 export CRYPTOPULSE_ADMIN_PASSWORD="e2e-admin-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+# The exchange secret the vault tests type into the key form; it must never reach the log.
+export E2E_KEY_SECRET="e2e-secret-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 mkdir -p end2end/test-results/screens
 cargo leptos end-to-end 2>&1 | tee "$e2e_dir/e2e.log"
 
-echo "==> server logs: structured, and free of the passwords the suite typed"
+echo "==> server logs: structured, and free of the passwords and key secrets the suite typed"
 grep -q '"request_id"' "$e2e_dir/e2e.log" || { echo "no structured request logs found"; exit 1; }
-if grep -F -e "$CRYPTOPULSE_ADMIN_PASSWORD" -e "correct horse battery staple" "$e2e_dir/e2e.log"; then
-  echo "a password appeared in the server log"
+if grep -F -e "$CRYPTOPULSE_ADMIN_PASSWORD" -e "correct horse battery staple" -e "$E2E_KEY_SECRET" "$e2e_dir/e2e.log"; then
+  echo "a password or key secret appeared in the server log"
   exit 1
 fi
 echo "logs clean"

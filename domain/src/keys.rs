@@ -418,6 +418,8 @@ pub struct SecurityAlert {
     pub kind: String,
     pub message: String,
     pub resource: Option<String>,
+    /// Who set it off, as the audit log names actors (`user:<id>`, `system:<component>`).
+    pub actor: Option<String>,
     pub raised_at: OffsetDateTime,
     pub acknowledged_at: Option<OffsetDateTime>,
 }
@@ -720,19 +722,21 @@ impl KeyVaultService {
         purpose: &KeyPurpose,
         meta: RequestMeta,
     ) -> Result<(), KeyVaultError> {
-        let who = actor.id.clone().unwrap_or_else(|| actor.kind.as_str().to_owned());
         let alert = SecurityAlert {
             id: Uuid::new_v4(),
             kind: "canary_key_used".into(),
             message: format!(
-                "Decoy key \"{}\" ({}) was used for {} by {} from {}.",
+                "Decoy key \"{}\" ({}) was used for {} from {}.",
                 record.label,
                 record.mask,
                 purpose.describe(),
-                who,
                 meta.ip.clone().unwrap_or_else(|| "an unknown address".into())
             ),
             resource: Some(record.id.resource()),
+            actor: Some(match &actor.id {
+                Some(id) => format!("{}:{id}", actor.kind.as_str()),
+                None => actor.kind.as_str().to_owned(),
+            }),
             raised_at: self.clock.now(),
             acknowledged_at: None,
         };

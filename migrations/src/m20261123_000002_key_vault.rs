@@ -48,6 +48,7 @@ CREATE TABLE security_alerts (
     kind            TEXT NOT NULL,
     message         TEXT NOT NULL,
     resource        TEXT,
+    actor           TEXT,
     raised_at       TEXT NOT NULL,
     acknowledged_at TEXT
 );

@@ -99,6 +99,8 @@ pub struct AlertView {
     pub kind: String,
     pub message: String,
     pub resource: Option<String>,
+    /// The email of the user who set it off, when it was a user.
+    pub actor_email: Option<String>,
     pub raised_at: String,
     pub acknowledged_at: Option<String>,
 }
@@ -502,14 +504,22 @@ pub async fn list_canaries() -> Result<Vec<KeyView>, AppError> {
         .into_iter()
         .map(|u| (u.id, u.email.as_str().to_owned()))
         .collect();
-    canaries
+    // A decoy is never decrypted, so "last used" is when it last set off an alert.
+    let alerts = services.vault.alerts.recent(1000).await?;
+    let current = services.vault.kms.current_key_id();
+    Ok(canaries
         .iter()
         .map(|c| {
-            let mut view = support::view(c)?;
+            let mut view = KeyView::new(c, &current);
             view.owner_email = emails.get(&c.owner).cloned();
-            Ok(view)
+            view.last_used_at = alerts
+                .iter()
+                .filter(|a| a.resource.as_deref() == Some(c.id.resource().as_str()))
+                .map(|a| domain::audit::canonical_time(a.raised_at))
+                .max();
+            view
         })
-        .collect()
+        .collect())
 }
 
 /// Plants a decoy key in the vault of the user with `owner_email`.
@@ -560,11 +570,29 @@ pub async fn list_alerts() -> Result<Vec<AlertView>, AppError> {
     use super::context::{require_role, services};
 
     require_role(&[Role::Admin]).await?;
-    let alerts = services()?.vault.alerts.recent(100).await?;
+    let services = services()?;
+    let alerts = services.vault.alerts.recent(100).await?;
+    let user_of = |actor: &Option<String>| {
+        actor
+            .as_deref()
+            .and_then(|a| a.strip_prefix("user:"))
+            .and_then(|id| uuid::Uuid::parse_str(id).ok())
+            .map(domain::account::UserId)
+    };
+    let ids: Vec<_> = alerts.iter().filter_map(|a| user_of(&a.actor)).collect();
+    let emails: std::collections::HashMap<_, _> = services
+        .accounts
+        .store
+        .find_users(&ids)
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u.email.as_str().to_owned()))
+        .collect();
     Ok(alerts
         .into_iter()
         .map(|a| AlertView {
             id: a.id.to_string(),
+            actor_email: user_of(&a.actor).and_then(|id| emails.get(&id).cloned()),
             kind: a.kind,
             message: a.message,
             resource: a.resource,

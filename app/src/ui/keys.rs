@@ -60,31 +60,34 @@ fn KeyVault() -> impl IntoView {
             .or_else(|| revoke.value().get().and_then(Result::err))
     });
     view! {
-        <div class="grid gap-6 lg:grid-cols-3">
-            <div class="lg:col-span-1">
-                <AddKeyForm add />
-            </div>
-            <div class="space-y-6 lg:col-span-2">
-                <section class="overflow-hidden rounded-xl border border-slate-200 bg-white shadow-sm">
-                    <div class="flex flex-wrap items-center justify-between gap-3 border-b border-slate-200 px-6 py-4">
+        <div class="space-y-6">
+            <section class="overflow-hidden rounded-xl border border-slate-200 bg-white shadow-sm">
+                <div class="flex flex-wrap items-start justify-between gap-3 border-b border-slate-200 px-6 py-4">
+                    <div>
                         <h2 class="font-semibold">"Your keys"</h2>
-                        <RewrapControl
-                            label="Re-wrap my keys"
-                            scope=RewrapScope::Mine
-                            on_finished=move || set_rewrap_done.update(|n| *n += 1)
-                        />
+                        <p class="text-sm text-slate-600">"Re-wrapping moves each key's data key under the KMS's current master key; the secret itself never leaves the vault."</p>
                     </div>
-                    <div class="px-6 pt-4"><ErrorNotice error=row_error /></div>
-                    <Transition fallback=|| view! { <p class="px-6 py-4 text-sm text-slate-500">"Loading keys…"</p> }>
-                        {move || Suspend::new(async move {
-                            match keys.await {
-                                Ok(list) => view! { <KeyTable keys=list check revoke /> }.into_any(),
-                                Err(e) => view! { <div class="p-6"><ErrorNotice error=Signal::stored(Some(e)) /></div> }.into_any(),
-                            }
-                        })}
-                    </Transition>
-                </section>
-                <section class="rounded-xl border border-slate-200 bg-white shadow-sm">
+                    <RewrapControl
+                        label="Re-wrap my keys"
+                        scope=RewrapScope::Mine
+                        on_finished=move || set_rewrap_done.update(|n| *n += 1)
+                    />
+                </div>
+                <div class="px-6 pt-4 empty:hidden"><ErrorNotice error=row_error /></div>
+                <Transition fallback=|| view! { <p class="px-6 py-4 text-sm text-slate-500">"Loading keys…"</p> }>
+                    {move || Suspend::new(async move {
+                        match keys.await {
+                            Ok(list) => view! { <KeyTable keys=list check revoke /> }.into_any(),
+                            Err(e) => view! { <div class="p-6"><ErrorNotice error=Signal::stored(Some(e)) /></div> }.into_any(),
+                        }
+                    })}
+                </Transition>
+            </section>
+            <div class="grid gap-6 lg:grid-cols-5">
+                <div class="lg:col-span-2">
+                    <AddKeyForm add />
+                </div>
+                <section class="rounded-xl border border-slate-200 bg-white shadow-sm lg:col-span-3">
                     <div class="border-b border-slate-200 px-6 py-4">
                         <h2 class="font-semibold">"Key use receipts"</h2>
                         <p class="text-sm text-slate-600">"Every decryption is recorded in the audit chain before it happens, with what it was for."</p>
@@ -522,12 +525,13 @@ impl UseChart {
             .iter()
             .enumerate()
             .map(|(i, (day, uses))| {
-                let height = 60 * uses / max;
+                let height = 52 * uses / max;
                 let x = i as u32 * 28 + 4;
                 view! {
                     <g>
                         <title>{format!("{day}: {uses} decryptions")}</title>
                         <rect x=x y=70 - height width="20" height=height.max(1) rx="2" class="fill-indigo-500" />
+                        <text x=x + 10 y=66 - height text-anchor="middle" class="fill-slate-700" style="font-size: 9px">{uses.to_string()}</text>
                         <text x=x + 10 y="84" text-anchor="middle" class="fill-slate-500" style="font-size: 9px">{day[8..].to_owned()}</text>
                     </g>
                 }

@@ -60,15 +60,21 @@ fn VaultAdmin() -> impl IntoView {
                         }
                     })}
                 </Transition>
-                <div class="mt-4 flex flex-wrap items-start justify-between gap-4">
+                <div class="mt-4">
                     <button type="button" class=PRIMARY_BUTTON data-testid="rotate-master-key"
                         disabled=move || rotate.pending().get()
                         on:click=move |_| { rotate.dispatch(RotateMasterKey {}); }>
                         {move || if rotate.pending().get() { "Rotating…" } else { "Add a new master key version" }}
                     </button>
+                    <div class="mt-3"><ErrorNotice error=rotate_error /></div>
+                </div>
+                <div class="mt-6 flex flex-wrap items-start justify-between gap-4 border-t border-slate-100 pt-4">
+                    <div class="max-w-xs">
+                        <h3 class="text-sm font-semibold">"Re-wrap every user's keys"</h3>
+                        <p class="text-sm text-slate-600">"After a rotation: moves every stored data key under the current version so old versions can be retired."</p>
+                    </div>
                     <RewrapControl label="Re-wrap all users' keys" scope=RewrapScope::Everyone on_finished=move || {} />
                 </div>
-                <div class="mt-3"><ErrorNotice error=rotate_error /></div>
             </section>
             <section class="rounded-xl border border-slate-200 bg-white p-6 shadow-sm">
                 <h2 class="font-semibold">"Security alerts"</h2>
@@ -213,6 +219,7 @@ fn AlertList(alerts: Vec<AlertView>, acknowledge: ServerAction<AcknowledgeAlert>
                             <p class="text-sm font-medium text-slate-900">{a.message}</p>
                             <p class="mt-0.5 text-xs text-slate-600">
                                 {format!("{} · {} UTC", a.kind, short_time(&a.raised_at))}
+                                {a.actor_email.map(|email| format!(" · by {email}"))}
                                 {a.acknowledged_at.map(|at| format!(" · acknowledged {}", short_time(&at)))}
                             </p>
                         </div>

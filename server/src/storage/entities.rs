@@ -141,6 +141,7 @@ pub mod security_alert {
         pub kind: String,
         pub message: String,
         pub resource: Option<String>,
+        pub actor: Option<String>,
         pub raised_at: String,
         pub acknowledged_at: Option<String>,
     }

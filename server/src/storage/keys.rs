@@ -370,6 +370,7 @@ fn to_alert(row: security_alert::Model) -> Result<SecurityAlert, StoreError> {
         kind: row.kind,
         message: row.message,
         resource: row.resource,
+        actor: row.actor,
     })
 }
 
@@ -385,6 +386,7 @@ impl SecurityAlerts for SqlSecurityAlerts {
             kind: Set(alert.kind),
             message: Set(alert.message),
             resource: Set(alert.resource),
+            actor: Set(alert.actor),
             raised_at: Set(canonical_time(alert.raised_at)),
             acknowledged_at: Set(None),
         })

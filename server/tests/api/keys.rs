@@ -484,6 +484,15 @@ async fn touching_a_decoy_key_raises_an_alert_and_decrypts_nothing() {
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0]["kind"], "canary_key_used");
     assert!(alerts[0]["message"].as_str().expect("message").contains("Old bot key"));
+    assert_eq!(alerts[0]["actor_email"], "trader@example.com");
+    let canaries: Vec<Value> = app
+        .call(&admin, "admin/canaries", &[])
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(canaries.len(), 1);
+    assert!(canaries[0]["last_used_at"].is_string(), "shown as touched");
     let open: u32 = app
         .call(&admin, "alerts/open-count", &[])
         .await
@@ -529,3 +538,4 @@ async fn metrics_are_not_served_through_a_proxy() {
         .expect("metrics");
     assert_eq!(response.status(), 404);
 }
+
