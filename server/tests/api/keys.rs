@@ -4,7 +4,8 @@
 use domain::account::Role;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with_faulty_kms};
+use crate::binance::{Binance, Mode, TRADE_KEY, TRADE_SECRET, WITHDRAW_KEY, WITHDRAW_SECRET};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with, spawn_app_with_faulty_kms};
 
 const API_KEY: &str = "pk-live-7c1d9e2b44aa3a2f";
 const API_SECRET: &str = "sk-9f8e7d6c5b4a39281706f5e4d3c2b1a0";
@@ -539,3 +540,81 @@ async fn metrics_are_not_served_through_a_proxy() {
     assert_eq!(response.status(), 404);
 }
 
+
+async fn add_binance_testnet_key(
+    app: &TestApp,
+    client: &reqwest::Client,
+    api_key: &str,
+    api_secret: &str,
+) -> reqwest::Response {
+    app.call(
+        client,
+        "keys/add",
+        &[
+            ("exchange", "binance"),
+            ("environment", "testnet"),
+            ("scope", "trade"),
+            ("label", "Binance testnet"),
+            ("api_key", api_key),
+            ("api_secret", api_secret),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn binance_keys_are_checked_with_the_exchange_and_withdrawal_keys_refused() {
+    let binance = Binance::testnet(Mode::Normal).await;
+    let url = binance.url.clone();
+    let app = spawn_app_with(|s| s.exchanges.binance_testnet_url = url).await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+
+    let response = add_binance_testnet_key(&app, &trader, WITHDRAW_KEY, WITHDRAW_SECRET).await;
+    assert_eq!(response.status(), 400);
+    let body = response.text().await.expect("body");
+    assert!(body.contains("can withdraw funds"), "{body}");
+    assert!(!body.contains(WITHDRAW_SECRET) && !body.contains(WITHDRAW_KEY));
+    assert_eq!(app.count("SELECT COUNT(*) FROM exchange_keys").await, 0);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_events WHERE action = 'vault.key_refused'")
+            .await,
+        1
+    );
+
+    // A key the testnet does not know (a live key, say) is refused with a hint.
+    let response =
+        add_binance_testnet_key(&app, &trader, "unknownLiveKey0000000000", "unknownSecret000000000").await;
+    assert_eq!(response.status(), 400);
+    let body = response.text().await.expect("body");
+    assert!(body.contains("testnet"), "{body}");
+
+    let response = add_binance_testnet_key(&app, &trader, TRADE_KEY, TRADE_SECRET).await;
+    assert_eq!(response.status(), 200);
+    let key: Value = response.json().await.expect("json");
+    assert_eq!(key["can_trade"], true);
+    assert_eq!(key["can_withdraw"], false);
+    let id = key["id"].as_str().expect("id");
+    let response = app.call(&trader, "keys/check", &[("key_id", id)]).await;
+    assert_eq!(response.status(), 200);
+    assert_no_secret_in_db(&app, TRADE_SECRET).await;
+}
+
+async fn assert_no_secret_in_db(app: &TestApp, secret: &str) {
+    let dump = dump_database(app).await;
+    assert!(!dump.contains(secret), "the database holds the secret");
+}
+
+#[tokio::test]
+async fn an_unreachable_exchange_saves_nothing() {
+    let app = spawn_app_with(|s| {
+        // Nothing listens on port 9 (discard) here; connecting fails at once.
+        s.exchanges.binance_testnet_url = "http://127.0.0.1:9".into();
+    })
+    .await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let response = add_binance_testnet_key(&app, &trader, TRADE_KEY, TRADE_SECRET).await;
+    assert_eq!(response.status(), 503);
+    let body = response.text().await.expect("body");
+    assert!(body.contains("exchange could not be reached"), "{body}");
+    assert_eq!(app.count("SELECT COUNT(*) FROM exchange_keys").await, 0);
+}
