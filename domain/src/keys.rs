@@ -535,7 +535,10 @@ impl KeyVaultService {
         credentials: &ApiCredentials,
     ) -> Result<KeyPermissions, KeyVaultError> {
         let adapter = self.exchanges.get(exchange).ok_or_else(|| {
-            KeyVaultError::Refused(format!("{} is not enabled on this server.", exchange.label()))
+            KeyVaultError::Refused(format!(
+                "{} is not enabled on this server.",
+                exchange.label()
+            ))
         })?;
         adapter
             .key_permissions(environment, credentials)
@@ -555,7 +558,11 @@ impl KeyVaultService {
         request: NewKeyRequest,
         meta: RequestMeta,
     ) -> Result<KeyRecord, KeyVaultError> {
-        if !request.exchange.environments().contains(&request.environment) {
+        if !request
+            .exchange
+            .environments()
+            .contains(&request.environment)
+        {
             return Err(KeyInputError::Environment(request.exchange, request.environment).into());
         }
         let mask = request.credentials.mask();
@@ -609,8 +616,14 @@ impl KeyVaultService {
             last_checked_at: Some(self.clock.now()),
             revoked_at: None,
         };
-        self.store_sealed(record, &request.credentials, false, Actor::user(owner), meta)
-            .await
+        self.store_sealed(
+            record,
+            &request.credentials,
+            false,
+            Actor::user(owner),
+            meta,
+        )
+        .await
     }
 
     async fn store_sealed(
@@ -685,11 +698,16 @@ impl KeyVaultService {
             return Err(KeyVaultError::Unusable);
         }
         let now = self.clock.now();
-        let receipt = AuditDraft::new(actor.clone(), "vault.key_used", Outcome::Success, meta.clone())
-            .resource(id.resource())
-            .detail("owner", owner.to_string())
-            .detail("purpose", purpose.describe())
-            .detail("kms_key_id", sealed.wrapped_key.kms_key_id.clone());
+        let receipt = AuditDraft::new(
+            actor.clone(),
+            "vault.key_used",
+            Outcome::Success,
+            meta.clone(),
+        )
+        .resource(id.resource())
+        .detail("owner", owner.to_string())
+        .detail("purpose", purpose.describe())
+        .detail("kms_key_id", sealed.wrapped_key.kms_key_id.clone());
         self.keys
             .record_use(id, now, receipt)
             .await
@@ -704,10 +722,11 @@ impl KeyVaultService {
             }
             Err(err) => {
                 let err = KeyVaultError::from(err);
-                let failure = AuditDraft::new(actor, "vault.key_use_failed", Outcome::Failure, meta)
-                    .resource(id.resource())
-                    .detail("purpose", purpose.describe())
-                    .detail("error", err.to_string());
+                let failure =
+                    AuditDraft::new(actor, "vault.key_use_failed", Outcome::Failure, meta)
+                        .resource(id.resource())
+                        .detail("purpose", purpose.describe())
+                        .detail("error", err.to_string());
                 // Best effort: the use receipt is already written.
                 let _ = self.audit.record(failure).await;
                 Err(err)
@@ -730,7 +749,9 @@ impl KeyVaultService {
                 record.label,
                 record.mask,
                 purpose.describe(),
-                meta.ip.clone().unwrap_or_else(|| "an unknown address".into())
+                meta.ip
+                    .clone()
+                    .unwrap_or_else(|| "an unknown address".into())
             ),
             resource: Some(record.id.resource()),
             actor: Some(match &actor.id {
@@ -740,11 +761,16 @@ impl KeyVaultService {
             raised_at: self.clock.now(),
             acknowledged_at: None,
         };
-        let draft = AuditDraft::new(actor.clone(), "security.canary_tripped", Outcome::Denied, meta)
-            .resource(record.id.resource())
-            .detail("owner", record.owner.to_string())
-            .detail("purpose", purpose.describe())
-            .detail("alert", alert.id.to_string());
+        let draft = AuditDraft::new(
+            actor.clone(),
+            "security.canary_tripped",
+            Outcome::Denied,
+            meta,
+        )
+        .resource(record.id.resource())
+        .detail("owner", record.owner.to_string())
+        .detail("purpose", purpose.describe())
+        .detail("alert", alert.id.to_string());
         self.alerts
             .raise(alert, draft)
             .await
@@ -854,7 +880,10 @@ impl KeyVaultService {
         };
         progress(state);
         for (key_owner, id) in targets {
-            match self.rewrap_one(&actor, key_owner, id, &current, &meta).await {
+            match self
+                .rewrap_one(&actor, key_owner, id, &current, &meta)
+                .await
+            {
                 Ok(true) => state.rewrapped += 1,
                 Ok(false) => state.already_current += 1,
                 Err(_) => state.failed += 1,
@@ -901,16 +930,25 @@ impl KeyVaultService {
             return Ok(false);
         }
         let rewrapped = vault::rewrap(self.kms.as_ref(), &stored.record.binding(), &sealed).await?;
-        let draft = AuditDraft::new(actor.clone(), "vault.key_rewrapped", Outcome::Success, meta.clone())
-            .resource(id.resource())
-            .detail("from", sealed.wrapped_key.kms_key_id.clone())
-            .detail("to", rewrapped.wrapped_key.kms_key_id.clone());
+        let draft = AuditDraft::new(
+            actor.clone(),
+            "vault.key_rewrapped",
+            Outcome::Success,
+            meta.clone(),
+        )
+        .resource(id.resource())
+        .detail("from", sealed.wrapped_key.kms_key_id.clone())
+        .detail("to", rewrapped.wrapped_key.kms_key_id.clone());
         let swapped = self
             .keys
             .replace_wrapped_key(id, &sealed.wrapped_key, &rewrapped.wrapped_key, draft)
             .await
             .map_err(store_or_audit)?;
-        if swapped { Ok(true) } else { Err(KeyVaultError::NotFound) }
+        if swapped {
+            Ok(true)
+        } else {
+            Err(KeyVaultError::NotFound)
+        }
     }
 
     /// Deletes the key's ciphertext (crypto-shredding: the wrapped data key goes with it).
@@ -920,9 +958,14 @@ impl KeyVaultService {
         id: KeyId,
         meta: RequestMeta,
     ) -> Result<KeyRecord, KeyVaultError> {
-        let draft = AuditDraft::new(Actor::user(owner), "vault.key_revoked", Outcome::Success, meta)
-            .resource(id.resource())
-            .detail("owner", owner.to_string());
+        let draft = AuditDraft::new(
+            Actor::user(owner),
+            "vault.key_revoked",
+            Outcome::Success,
+            meta,
+        )
+        .resource(id.resource())
+        .detail("owner", owner.to_string());
         self.keys
             .revoke(owner, id, self.clock.now(), draft)
             .await

@@ -318,7 +318,9 @@ impl Application {
                             failed = report.failed,
                             "scheduled key permission check"
                         ),
-                        Err(e) => tracing::error!(error = %e, "scheduled key permission check failed"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "scheduled key permission check failed")
+                        }
                     }
                 }
             })
@@ -394,10 +396,12 @@ fn router(
     Router::new()
         .route(
             "/metrics",
-            axum::routing::get(move |connect: ConnectInfo<SocketAddr>, headers: http::HeaderMap| {
-                let metrics = metrics.clone();
-                async move { metrics_endpoint(&metrics, connect.0, &headers) }
-            }),
+            axum::routing::get(
+                move |connect: ConnectInfo<SocketAddr>, headers: http::HeaderMap| {
+                    let metrics = metrics.clone();
+                    async move { metrics_endpoint(&metrics, connect.0, &headers) }
+                },
+            ),
         )
         .leptos_routes_with_context(&state, routes, context.clone(), {
             let options = leptos_options.clone();

@@ -135,8 +135,7 @@ mod support {
                         .into(),
                 ),
                 E::AuditUnavailable => AppError::Unavailable(
-                    "The audit log could not be written, so nothing was decrypted or saved."
-                        .into(),
+                    "The audit log could not be written, so nothing was decrypted or saved.".into(),
                 ),
                 E::Tampered => AppError::internal("a stored exchange key failed to decrypt"),
                 E::Store(e) => AppError::internal(e),
@@ -224,7 +223,7 @@ mod support {
                             .ok()
                             .and_then(|j| j.get(&id).map(|job| job.progress))
                             .unwrap_or_default();
-                        failed.failed = failed.total.saturating_sub(failed.done()) + failed.failed;
+                        failed.failed += failed.total.saturating_sub(failed.done());
                         jobs.update(id, failed, true);
                     }
                 }
@@ -481,9 +480,7 @@ pub async fn rewrap_all_keys() -> Result<String, AppError> {
     use super::context::{request_meta, require_role, services};
 
     let admin = require_role(&[Role::Admin]).await?;
-    services()?
-        .rewrap_jobs
-        .start(&admin, None, request_meta())
+    services()?.rewrap_jobs.start(&admin, None, request_meta())
 }
 
 #[server(endpoint = "admin/canaries")]
@@ -639,5 +636,8 @@ pub async fn open_alert_count() -> Result<u32, AppError> {
         return Ok(0);
     }
     let alerts = services()?.vault.alerts.recent(100).await?;
-    Ok(alerts.iter().filter(|a| a.acknowledged_at.is_none()).count() as u32)
+    Ok(alerts
+        .iter()
+        .filter(|a| a.acknowledged_at.is_none())
+        .count() as u32)
 }

@@ -15,8 +15,11 @@ use crate::api::keys::{
 };
 use crate::error::AppError;
 
+/// (value, label) of a select option.
+type Choice = (&'static str, &'static str);
+
 /// Exchanges and the environments each offers, mirrored from the server's rules.
-const EXCHANGES: &[(&str, &str, &[(&str, &str)])] = &[
+const EXCHANGES: &[(&str, &str, &[Choice])] = &[
     ("paper", "Paper exchange (built in)", &[("paper", "Paper")]),
     (
         "binance",
@@ -389,7 +392,9 @@ fn poll_rewrap(
                     on_finished();
                 } else {
                     set_timeout(
-                        move || poll_rewrap(job_id, set_status, set_error, set_running, on_finished),
+                        move || {
+                            poll_rewrap(job_id, set_status, set_error, set_running, on_finished)
+                        },
                         std::time::Duration::from_millis(300),
                     );
                 }
@@ -405,11 +410,7 @@ fn poll_rewrap(
 #[component]
 fn RewrapBar(status: RewrapStatus) -> impl IntoView {
     let done = status.rewrapped + status.already_current + status.failed;
-    let percent = if status.total == 0 {
-        100
-    } else {
-        done * 100 / status.total
-    };
+    let percent = (done * 100).checked_div(status.total).unwrap_or(100);
     let summary = if status.finished {
         format!(
             "Done: {} re-wrapped, {} already current{}.",

@@ -28,17 +28,23 @@ const ACCOUNT: &str = "/api/v3/account";
 const RESTRICTIONS: &str = "/sapi/v1/account/apiRestrictions";
 
 /// A spot trading key: reads and trades, cannot withdraw.
-pub(crate) const TRADE_KEY: &str = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A";
-pub(crate) const TRADE_SECRET: &str = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j";
-pub(crate) const WITHDRAW_KEY: &str = "wKey7sD0a1LqZt9XhV3mB6nC2pR8yF4uJ5gE1kT0oI9wQ7zS3xA6dN2cH8vM4bLe";
-pub(crate) const WITHDRAW_SECRET: &str = "wSec3fG7hJ1kL5zX9cV2bN6mQ4wE8rT0yU3iO7pA1sD5fG9hJ2kL6zX0cV4bN8mQ";
+pub(crate) const TRADE_KEY: &str =
+    "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A";
+pub(crate) const TRADE_SECRET: &str =
+    "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j";
+pub(crate) const WITHDRAW_KEY: &str =
+    "wKey7sD0a1LqZt9XhV3mB6nC2pR8yF4uJ5gE1kT0oI9wQ7zS3xA6dN2cH8vM4bLe";
+pub(crate) const WITHDRAW_SECRET: &str =
+    "wSec3fG7hJ1kL5zX9cV2bN6mQ4wE8rT0yU3iO7pA1sD5fG9hJ2kL6zX0cV4bN8mQ";
 const READ_ONLY_KEY: &str = "rKey2aS6dF0gH4jK8lZ1xC5vB9nM3qW7eR2tY6uI0oP4aS8dF1gH5jK9lZ3xC7vB";
 const READ_ONLY_SECRET: &str = "rSec8qW2eR6tY0uI4oP9aS3dF7gH1jK5lZ8xC2vB6nM0qW4eR7tY1uI5oP9aS3dF";
 const IP_KEY: &str = "iKey5zX9cV3bN7mQ1wE5rT9yU2iO6pA0sD4fG8hJ1kL5zX9cV3bN7mQ0wE4rT8yU";
 const IP_SECRET: &str = "iSec1pA5sD9fG3hJ7kL0zX4cV8bN2mQ6wE9rT3yU7iO1pA5sD8fG2hJ6kL0zX4cV";
 /// A key only the live stand-in knows: "a live key on the testnet".
-pub(crate) const LIVE_ONLY_KEY: &str = "lKey4mQ8wE2rT6yU0iO3pA7sD1fG5hJ9kL2zX6cV0bN4mQ8wE1rT5yU9iO3pA7sD";
-pub(crate) const LIVE_ONLY_SECRET: &str = "lSec6yU0iO4pA8sD2fG6hJ0kL3zX7cV1bN5mQ9wE2rT6yU0iO4pA8sD1fG5hJ9kL";
+pub(crate) const LIVE_ONLY_KEY: &str =
+    "lKey4mQ8wE2rT6yU0iO3pA7sD1fG5hJ9kL2zX6cV0bN4mQ8wE1rT5yU9iO3pA7sD";
+pub(crate) const LIVE_ONLY_SECRET: &str =
+    "lSec6yU0iO4pA8sD2fG6hJ0kL3zX7cV1bN5mQ9wE2rT6yU0iO4pA8sD1fG5hJ9kL";
 
 fn credentials(key: &str, secret: &str) -> ApiCredentials {
     ApiCredentials::parse(SecretString::from(key), SecretString::from(secret))

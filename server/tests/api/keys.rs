@@ -133,23 +133,58 @@ async fn bad_input_is_refused_clearly_and_stores_nothing() {
     let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
     let cases: [(&[(&str, &str)], &str); 5] = [
         (
-            &[("exchange", "kraken"), ("environment", "paper"), ("scope", "trade"), ("label", "x"), ("api_key", API_KEY), ("api_secret", API_SECRET)],
+            &[
+                ("exchange", "kraken"),
+                ("environment", "paper"),
+                ("scope", "trade"),
+                ("label", "x"),
+                ("api_key", API_KEY),
+                ("api_secret", API_SECRET),
+            ],
             "Unknown",
         ),
         (
-            &[("exchange", "paper"), ("environment", "live"), ("scope", "trade"), ("label", "x"), ("api_key", API_KEY), ("api_secret", API_SECRET)],
+            &[
+                ("exchange", "paper"),
+                ("environment", "live"),
+                ("scope", "trade"),
+                ("label", "x"),
+                ("api_key", API_KEY),
+                ("api_secret", API_SECRET),
+            ],
             "no live environment",
         ),
         (
-            &[("exchange", "paper"), ("environment", "paper"), ("scope", "trade"), ("label", "  "), ("api_key", API_KEY), ("api_secret", API_SECRET)],
+            &[
+                ("exchange", "paper"),
+                ("environment", "paper"),
+                ("scope", "trade"),
+                ("label", "  "),
+                ("api_key", API_KEY),
+                ("api_secret", API_SECRET),
+            ],
             "label",
         ),
         (
-            &[("exchange", "paper"), ("environment", "paper"), ("scope", "trade"), ("label", "x"), ("api_key", "short"), ("api_secret", API_SECRET)],
+            &[
+                ("exchange", "paper"),
+                ("environment", "paper"),
+                ("scope", "trade"),
+                ("label", "x"),
+                ("api_key", "short"),
+                ("api_secret", API_SECRET),
+            ],
             "API key",
         ),
         (
-            &[("exchange", "paper"), ("environment", "paper"), ("scope", "trade"), ("label", "x"), ("api_key", API_KEY), ("api_secret", "has a space in it")],
+            &[
+                ("exchange", "paper"),
+                ("environment", "paper"),
+                ("scope", "trade"),
+                ("label", "x"),
+                ("api_key", API_KEY),
+                ("api_secret", "has a space in it"),
+            ],
             "API secret",
         ),
     ];
@@ -202,7 +237,11 @@ async fn another_users_key_id_is_not_found_on_every_key_route() {
         assert!(receipts.is_empty());
     }
     // Unknown and malformed ids look the same as someone else's.
-    for id in ["00000000-0000-0000-0000-000000000000", "not-a-uuid", "' OR 1=1 --"] {
+    for id in [
+        "00000000-0000-0000-0000-000000000000",
+        "not-a-uuid",
+        "' OR 1=1 --",
+    ] {
         let response = app.call(&mallory, "keys/check", &[("key_id", id)]).await;
         assert_eq!(response.status(), 404, "{id}");
     }
@@ -223,7 +262,9 @@ async fn every_decryption_leaves_a_receipt_the_trader_can_read() {
     let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
     let id = added_key_id(&app, &trader, "Main paper").await;
 
-    let response = app.call(&trader, "keys/check", &[("key_id", id.as_str())]).await;
+    let response = app
+        .call(&trader, "keys/check", &[("key_id", id.as_str())])
+        .await;
     assert_eq!(response.status(), 200);
     let checked: Value = response.json().await.expect("json");
     assert_eq!(checked["status"], "active");
@@ -253,7 +294,9 @@ async fn revoking_deletes_the_ciphertext_and_the_key_can_no_longer_be_used() {
     let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
     let id = added_key_id(&app, &trader, "Old key").await;
 
-    let response = app.call(&trader, "keys/revoke", &[("key_id", id.as_str())]).await;
+    let response = app
+        .call(&trader, "keys/revoke", &[("key_id", id.as_str())])
+        .await;
     assert_eq!(response.status(), 200);
     let revoked: Value = response.json().await.expect("json");
     assert_eq!(revoked["status"], "revoked");
@@ -263,7 +306,9 @@ async fn revoking_deletes_the_ciphertext_and_the_key_can_no_longer_be_used() {
             .await,
         1
     );
-    let response = app.call(&trader, "keys/check", &[("key_id", id.as_str())]).await;
+    let response = app
+        .call(&trader, "keys/check", &[("key_id", id.as_str())])
+        .await;
     assert_eq!(response.status(), 409);
     assert_eq!(
         app.count("SELECT COUNT(*) FROM audit_events WHERE action = 'vault.key_revoked'")
@@ -281,7 +326,10 @@ async fn rotating_the_master_key_and_rewrapping_keeps_every_key_usable() {
     let _second = added_key_id(&app, &trader, "Second").await;
 
     // Only admins rotate the master key.
-    assert_eq!(app.call(&trader, "admin/kms-rotate", &[]).await.status(), 403);
+    assert_eq!(
+        app.call(&trader, "admin/kms-rotate", &[]).await.status(),
+        403
+    );
     let response = app.call(&admin, "admin/kms-rotate", &[]).await;
     assert_eq!(response.status(), 200);
     let overview: Value = response.json().await.expect("json");
@@ -291,7 +339,9 @@ async fn rotating_the_master_key_and_rewrapping_keeps_every_key_usable() {
     let keys = list(&app, &trader).await;
     assert!(keys.iter().all(|k| k["kms_key_id"] == "local:v1"));
     assert!(keys.iter().all(|k| k["wrapped_under_current"] == false));
-    let response = app.call(&trader, "keys/check", &[("key_id", first.as_str())]).await;
+    let response = app
+        .call(&trader, "keys/check", &[("key_id", first.as_str())])
+        .await;
     assert_eq!(response.status(), 200);
 
     let job: String = app
@@ -313,8 +363,13 @@ async fn rotating_the_master_key_and_rewrapping_keeps_every_key_usable() {
     );
 
     let keys = list(&app, &trader).await;
-    assert!(keys.iter().all(|k| k["kms_key_id"] == "local:v2"), "{keys:?}");
-    let response = app.call(&trader, "keys/check", &[("key_id", first.as_str())]).await;
+    assert!(
+        keys.iter().all(|k| k["kms_key_id"] == "local:v2"),
+        "{keys:?}"
+    );
+    let response = app
+        .call(&trader, "keys/check", &[("key_id", first.as_str())])
+        .await;
     assert_eq!(response.status(), 200);
 
     // A second run finds nothing to do.
@@ -332,8 +387,8 @@ async fn rotating_the_master_key_and_rewrapping_keeps_every_key_usable() {
         2
     );
     // The key file now holds both versions.
-    let key_file = std::fs::read_to_string(app.settings.data_dir.join("master.key"))
-        .expect("key file");
+    let key_file =
+        std::fs::read_to_string(app.settings.data_dir.join("master.key")).expect("key file");
     assert_eq!(key_file.lines().filter(|l| !l.trim().is_empty()).count(), 2);
 }
 
@@ -378,7 +433,9 @@ async fn an_unavailable_kms_fails_closed() {
 
     // Using a key: the receipt is written, the decryption fails, the failure is recorded.
     kms.set_mode(FaultMode::Unavailable);
-    let response = app.call(&trader, "keys/check", &[("key_id", id.as_str())]).await;
+    let response = app
+        .call(&trader, "keys/check", &[("key_id", id.as_str())])
+        .await;
     assert_eq!(response.status(), 503);
     assert_eq!(
         app.count("SELECT COUNT(*) FROM audit_events WHERE action = 'vault.key_use_failed'")
@@ -392,7 +449,9 @@ async fn an_unavailable_kms_fails_closed() {
     );
 
     kms.set_mode(FaultMode::Healthy);
-    let response = app.call(&trader, "keys/check", &[("key_id", id.as_str())]).await;
+    let response = app
+        .call(&trader, "keys/check", &[("key_id", id.as_str())])
+        .await;
     assert_eq!(response.status(), 200);
 }
 
@@ -419,7 +478,9 @@ async fn no_audit_write_means_no_decryption_and_no_new_key() {
     let id = added_key_id(&app, &trader, "Main").await;
     break_audit_log(&app).await;
 
-    let response = app.call(&trader, "keys/check", &[("key_id", id.as_str())]).await;
+    let response = app
+        .call(&trader, "keys/check", &[("key_id", id.as_str())])
+        .await;
     assert_eq!(response.status(), 503);
     let body = response.text().await.expect("body");
     assert!(body.contains("audit log"), "{body}");
@@ -429,7 +490,9 @@ async fn no_audit_write_means_no_decryption_and_no_new_key() {
     assert_eq!(response.status(), 503);
     assert_eq!(app.count("SELECT COUNT(*) FROM exchange_keys").await, 1);
 
-    let response = app.call(&trader, "keys/revoke", &[("key_id", id.as_str())]).await;
+    let response = app
+        .call(&trader, "keys/revoke", &[("key_id", id.as_str())])
+        .await;
     assert_eq!(response.status(), 503);
     assert_eq!(list(&app, &trader).await[0]["status"], "active");
 }
@@ -447,7 +510,12 @@ async fn touching_a_decoy_key_raises_an_alert_and_decrypts_nothing() {
         ("exchange", "binance"),
         ("environment", "live"),
     ];
-    assert_eq!(app.call(&trader, "admin/canary-plant", &form).await.status(), 403);
+    assert_eq!(
+        app.call(&trader, "admin/canary-plant", &form)
+            .await
+            .status(),
+        403
+    );
     let response = app.call(&admin, "admin/canary-plant", &form).await;
     assert_eq!(response.status(), 200);
     let decoy: Value = response.json().await.expect("json");
@@ -456,7 +524,10 @@ async fn touching_a_decoy_key_raises_an_alert_and_decrypts_nothing() {
     // To its owner the decoy is just another key.
     let keys = list(&app, &trader).await;
     assert_eq!(keys.len(), 2);
-    let listed = keys.iter().find(|k| k["id"] == decoy_id.as_str()).expect("listed");
+    let listed = keys
+        .iter()
+        .find(|k| k["id"] == decoy_id.as_str())
+        .expect("listed");
     assert_eq!(listed["status"], "active");
     assert!(listed.get("canary").is_none());
 
@@ -484,7 +555,12 @@ async fn touching_a_decoy_key_raises_an_alert_and_decrypts_nothing() {
         .expect("json");
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0]["kind"], "canary_key_used");
-    assert!(alerts[0]["message"].as_str().expect("message").contains("Old bot key"));
+    assert!(
+        alerts[0]["message"]
+            .as_str()
+            .expect("message")
+            .contains("Old bot key")
+    );
     assert_eq!(alerts[0]["actor_email"], "trader@example.com");
     let canaries: Vec<Value> = app
         .call(&admin, "admin/canaries", &[])
@@ -540,7 +616,6 @@ async fn metrics_are_not_served_through_a_proxy() {
     assert_eq!(response.status(), 404);
 }
 
-
 async fn add_binance_testnet_key(
     app: &TestApp,
     client: &reqwest::Client,
@@ -582,8 +657,13 @@ async fn binance_keys_are_checked_with_the_exchange_and_withdrawal_keys_refused(
     );
 
     // A key the testnet does not know (a live key, say) is refused with a hint.
-    let response =
-        add_binance_testnet_key(&app, &trader, "unknownLiveKey0000000000", "unknownSecret000000000").await;
+    let response = add_binance_testnet_key(
+        &app,
+        &trader,
+        "unknownLiveKey0000000000",
+        "unknownSecret000000000",
+    )
+    .await;
     assert_eq!(response.status(), 400);
     let body = response.text().await.expect("body");
     assert!(body.contains("testnet"), "{body}");
