@@ -85,15 +85,22 @@ pub async fn kms_from_settings(settings: &Settings) -> Result<Arc<dyn Kms>, Star
                 Arc::new(FileKms::load(&path).map_err(|e| StartupError::Kms(e.to_string()))?)
             }
         },
-        KmsBackend::Aws => Arc::new(
-            AwsKms::connect(AwsKmsSettings {
+        KmsBackend::Aws => {
+            let aws = AwsKms::connect(AwsKmsSettings {
                 key_id: settings.kms.aws_key_id.clone(),
                 region: settings.kms.aws_region.clone(),
                 endpoint: settings.kms.aws_endpoint.clone(),
             })
             .await
-            .map_err(|e| StartupError::Kms(e.to_string()))?,
-        ),
+            .map_err(|e| StartupError::Kms(e.to_string()))?;
+            // A disabled, missing or unreachable key stops startup rather than the first trade.
+            let arn = aws
+                .check()
+                .await
+                .map_err(|e| StartupError::Kms(e.to_string()))?;
+            tracing::info!(key = %arn, "using AWS KMS");
+            Arc::new(aws)
+        }
     };
     Ok(kms)
 }
