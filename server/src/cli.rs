@@ -81,37 +81,29 @@ pub const MASTER_KEY_FILE: &str = "master.key";
 /// Creates `data_dir` and a fresh 256-bit master key (version 1) if absent, and checks the key
 /// file: it must be private to its owner and hold well-formed `<version>:<hex>` lines.
 pub fn ensure_master_key(data_dir: &Path) -> Result<PathBuf, CliError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(data_dir)?;
     let path = data_dir.join(MASTER_KEY_FILE);
-    match std::fs::metadata(&path) {
-        Ok(meta) => {
-            if meta.permissions().mode() & 0o077 != 0 {
-                return Err(CliError::Usage(format!(
-                    "{} is readable by other users; run `chmod 600 {}`",
-                    path.display(),
-                    path.display()
-                )));
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+    {
+        Ok(mut file) => {
             let key = domain::vault::DataKey::generate();
             let line = zeroize::Zeroizing::new(format!("1:{}\n", hex::encode(key.expose())));
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)?;
             file.write_all(line.as_bytes())?;
+            file.sync_all()?;
         }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e.into()),
     }
-    let text = zeroize::Zeroizing::new(std::fs::read_to_string(&path)?);
-    domain::vault::local::LocalKms::parse(&text)
-        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+    // One place checks the file (private, well-formed): the KMS that will use it.
+    crate::kms::FileKms::load(&path).map_err(|e| CliError::Usage(e.to_string()))?;
     Ok(path)
 }
 

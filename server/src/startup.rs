@@ -80,6 +80,7 @@ pub async fn kms_from_settings(settings: &Settings) -> Result<Arc<dyn Kms>, Star
                     .map_err(|e| StartupError::Kms(e.to_string()))?,
             ),
             None => {
+                // Creates the key file on first run; an existing one is only read.
                 let path = crate::cli::ensure_master_key(&settings.data_dir)
                     .map_err(|e| StartupError::Kms(e.to_string()))?;
                 Arc::new(FileKms::load(&path).map_err(|e| StartupError::Kms(e.to_string()))?)
