@@ -28,6 +28,9 @@ pub enum AppError {
         "Something went wrong on our side. If it keeps happening, quote request id {request_id}."
     )]
     Internal { request_id: String },
+    /// The action needs a fresh step-up of at least this strength; nothing was changed.
+    #[error("{}", .0.message())]
+    StepUpRequired(crate::api::stepup::StepUpNeed),
     /// Only ever built in the browser, when the server could not be reached.
     #[error("Could not reach the server. Check your connection and try again.")]
     Network,
@@ -38,7 +41,7 @@ impl AppError {
         match self {
             AppError::Invalid(_) => 400,
             AppError::BadCredentials | AppError::Unauthenticated => 401,
-            AppError::Forbidden => 403,
+            AppError::Forbidden | AppError::StepUpRequired(_) => 403,
             AppError::NotFound => 404,
             AppError::Conflict(_) => 409,
             AppError::RateLimited(_) => 429,
@@ -117,6 +120,42 @@ impl From<domain::account::AccountError> for AppError {
 impl From<domain::keys::KeyInputError> for AppError {
     fn from(err: domain::keys::KeyInputError) -> Self {
         AppError::Invalid(capitalise(&err.to_string()))
+    }
+}
+
+#[cfg(feature = "ssr")]
+impl From<domain::stepup::StepUpError> for AppError {
+    fn from(err: domain::stepup::StepUpError) -> Self {
+        use crate::api::stepup::StepUpNeed;
+        use domain::stepup::{Assurance, StepUpError as E};
+        match err {
+            E::Required(Assurance::AnyFactor) => AppError::StepUpRequired(StepUpNeed::AnyFactor),
+            E::Required(Assurance::SecurityKey) => {
+                AppError::StepUpRequired(StepUpNeed::SecurityKey)
+            }
+            E::Invalid(msg) => AppError::Invalid(msg),
+            E::LockedOut(secs) => AppError::RateLimited(secs),
+            E::NotFound => AppError::NotFound,
+            E::KeyAlreadyRegistered => AppError::Conflict(capitalise(&err.to_string())),
+            E::WrongCode
+            | E::Replayed
+            | E::KeyRejected
+            | E::CounterRegressed
+            | E::NoCeremony
+            | E::OrderMismatch => AppError::Invalid(capitalise(&err.to_string())),
+            E::AuditUnavailable => {
+                AppError::Unavailable("The audit log is unavailable; nothing was changed.".into())
+            }
+            E::KmsUnavailable(why) => {
+                tracing::warn!(error = %why, "kms unavailable during step-up");
+                AppError::Unavailable(
+                    "The key service is unavailable; nothing was changed. Try again shortly."
+                        .into(),
+                )
+            }
+            E::Store(e) => AppError::internal(e),
+            E::Internal(e) => AppError::internal(e),
+        }
     }
 }
 

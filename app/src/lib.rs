@@ -96,6 +96,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/audit") view=ui::audit::AuditPage />
                     <Route path=path!("/admin/users") view=ui::admin::UsersPage />
                     <Route path=path!("/keys") view=ui::keys::KeysPage />
+                    <Route path=path!("/security") view=ui::stepup::SecurityPage />
                     <Route path=path!("/admin/vault") view=ui::vault_admin::VaultAdminPage />
                 </Routes>
             </ui::layout::Layout>

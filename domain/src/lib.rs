@@ -5,4 +5,5 @@ pub mod account;
 pub mod audit;
 pub mod keys;
 pub mod ports;
+pub mod stepup;
 pub mod vault;

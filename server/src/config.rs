@@ -47,6 +47,40 @@ pub struct Settings {
     pub kms: KmsSettings,
     pub exchanges: ExchangeSettings,
     pub vault: VaultSettings,
+    pub step_up: StepUpSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StepUpSettings {
+    /// How long a step-up keeps a session privileged (1 to 60 minutes).
+    pub window_minutes: u32,
+    /// Orders with a notional (quantity × price, in quote currency) above this need an approval
+    /// bound to the order.
+    pub order_threshold: String,
+    /// The WebAuthn relying-party id; the host of `public_url` when empty. Security keys are
+    /// bound to it: changing it later strands every registered key.
+    pub rp_id: Option<String>,
+}
+
+impl Default for StepUpSettings {
+    fn default() -> Self {
+        Self {
+            window_minutes: 10,
+            order_threshold: "10000".into(),
+            rp_id: None,
+        }
+    }
+}
+
+impl StepUpSettings {
+    pub fn order_threshold(&self) -> Option<rust_decimal::Decimal> {
+        self.order_threshold
+            .trim()
+            .parse::<rust_decimal::Decimal>()
+            .ok()
+            .filter(|d| *d >= rust_decimal::Decimal::ZERO)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -147,6 +181,7 @@ impl Default for Settings {
             kms: KmsSettings::default(),
             exchanges: ExchangeSettings::default(),
             vault: VaultSettings::default(),
+            step_up: StepUpSettings::default(),
         }
     }
 }
@@ -315,12 +350,51 @@ impl Settings {
         if !(1..=120).contains(&self.exchanges.timeout_seconds) {
             return invalid("exchanges.timeout_seconds must be between 1 and 120".into());
         }
+        if !(1..=60).contains(&self.step_up.window_minutes) {
+            return invalid("step_up.window_minutes must be between 1 and 60".into());
+        }
+        if self.step_up.order_threshold().is_none() {
+            return invalid("step_up.order_threshold must be a non-negative decimal number".into());
+        }
+        if self.webauthn_rp().is_none() {
+            return invalid(
+                "step_up.rp_id must be a domain name that public_url's host equals or ends with \
+                 (WebAuthn does not work on a bare IP address)"
+                    .into(),
+            );
+        }
         Ok(())
     }
 
     /// Whether the app is reached over TLS (cookies get `Secure` and the `__Host-` prefix).
     pub fn is_https(&self) -> bool {
         self.public_url.starts_with("https://")
+    }
+
+    /// The WebAuthn relying-party id and the origins keys may be used from: `public_url`, and
+    /// each extra origin on the same domain. `None` when the settings cannot work (an IP host).
+    pub fn webauthn_rp(&self) -> Option<(String, Vec<url::Url>)> {
+        let public = url::Url::parse(&self.public_url).ok()?;
+        let host = public.domain()?.to_owned();
+        let rp_id = self
+            .step_up
+            .rp_id
+            .clone()
+            .filter(|id| !id.trim().is_empty())
+            .unwrap_or_else(|| host.clone());
+        let on_domain = |domain: &str| domain == rp_id || domain.ends_with(&format!(".{rp_id}"));
+        if !on_domain(&host) {
+            return None;
+        }
+        let mut origins = vec![public];
+        for extra in &self.extra_origins {
+            if let Ok(url) = url::Url::parse(extra)
+                && url.domain().is_some_and(on_domain)
+            {
+                origins.push(url);
+            }
+        }
+        Some((rp_id, origins))
     }
 
     /// Every origin allowed to send state-changing requests, normalised.

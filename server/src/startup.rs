@@ -14,7 +14,9 @@ use domain::account::{AccountService, BackoffPolicy};
 use domain::audit::{Actor, AuditDraft, Outcome, RequestMeta};
 use domain::keys::{Exchange, Exchanges, KeyVaultService};
 use domain::ports::{Clock, SystemClock};
+use domain::stepup::{StepUpPolicy, StepUpService};
 use domain::vault::Kms;
+use webauthn_rs::prelude::WebauthnBuilder;
 use http::{HeaderValue, Method, header};
 use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, file_and_error_handler_with_context, generate_route_list};
@@ -33,6 +35,7 @@ use crate::security::hashing::Argon2Hasher;
 use crate::security::middleware::{self, CspNonce, HeaderPolicy};
 use crate::security::rate_limit::{self, RateLimits};
 use crate::security::throttle::MemoryLoginThrottle;
+use crate::storage::stepup::SqlFactorStore;
 use crate::storage::{
     self, SqlAccountStore, SqlAuditLog, SqlKeyStore, SqlSecurityAlerts, SqlSessionStore,
 };
@@ -54,6 +57,8 @@ pub enum StartupError {
     Kms(String),
     #[error("exchanges: {0}")]
     Exchange(String),
+    #[error("step-up: {0}")]
+    StepUp(String),
 }
 
 #[derive(Debug, Clone, FromRef)]
@@ -127,6 +132,43 @@ fn exchanges_from_settings(
     Ok(Exchanges::new(exchanges))
 }
 
+fn step_up_service(
+    settings: &Settings,
+    db: &DatabaseConnection,
+    kms: Arc<dyn Kms>,
+    audit: Arc<dyn domain::ports::AuditLog>,
+    clock: Arc<dyn Clock>,
+) -> Result<StepUpService, StartupError> {
+    let invalid = |e: String| StartupError::StepUp(e);
+    let (rp_id, origins) = settings
+        .webauthn_rp()
+        .ok_or_else(|| invalid("public_url has no domain name for WebAuthn".into()))?;
+    let mut builder = WebauthnBuilder::new(&rp_id, &origins[0])
+        .map_err(|e| invalid(format!("webauthn: {e}")))?
+        .rp_name("CryptoPulse");
+    for origin in &origins[1..] {
+        builder = builder.append_allowed_origin(origin);
+    }
+    let webauthn = builder
+        .build()
+        .map_err(|e| invalid(format!("webauthn: {e}")))?;
+    let threshold = settings
+        .step_up
+        .order_threshold()
+        .ok_or_else(|| invalid("step_up.order_threshold is not a decimal".into()))?;
+    Ok(StepUpService {
+        store: Arc::new(SqlFactorStore::new(db.clone(), clock.clone())),
+        kms,
+        audit,
+        clock,
+        webauthn: Arc::new(webauthn),
+        policy: StepUpPolicy::new(
+            time::Duration::minutes(i64::from(settings.step_up.window_minutes)),
+            threshold,
+        ),
+    })
+}
+
 impl Backend {
     pub async fn connect(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
         let kms = kms_from_settings(settings).await?;
@@ -171,6 +213,7 @@ impl Backend {
             dummy_hash,
         };
         let metrics = Metrics::new();
+        let kms_for_stepup = kms.clone();
         let vault = KeyVaultService {
             keys: Arc::new(SqlKeyStore::new(db.clone(), clock.clone())),
             kms,
@@ -183,7 +226,9 @@ impl Backend {
             )),
             clock: clock.clone(),
         };
+        let stepup = step_up_service(settings, &db, kms_for_stepup, audit.clone(), clock.clone())?;
         let services = Services {
+            stepup,
             accounts,
             audit,
             clock,

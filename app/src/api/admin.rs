@@ -38,11 +38,11 @@ pub async fn list_users() -> Result<Vec<UserSummary>, AppError> {
 
 #[server(endpoint = "admin/set-role")]
 pub async fn set_user_role(user_id: String, role: String) -> Result<UserSummary, AppError> {
-    use super::context::{request_meta, require_role, services};
+    use super::context::{request_meta, services};
     use domain::account::{Role, UserId};
     use domain::audit::Actor;
 
-    let admin = require_role(&[Role::Admin]).await?;
+    let admin = super::context::require_admin().await?;
     let role = Role::parse(&role).map_err(|e| AppError::Invalid(e.to_string()))?;
     // An unparsable id is reported exactly like an unknown one.
     let target = uuid::Uuid::parse_str(&user_id)

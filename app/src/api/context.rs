@@ -5,6 +5,7 @@ use std::sync::Arc;
 use domain::account::{AccountService, Role, User, UserId};
 use domain::audit::RequestMeta;
 use domain::ports::{AuditLog, Clock};
+use domain::stepup::{SensitiveAction, StepUpGrant};
 use leptos::prelude::*;
 use tower_sessions::Session;
 
@@ -13,6 +14,8 @@ use crate::error::AppError;
 /// Session data keys. The session store indexes `USER_ID_KEY` for "log out everywhere".
 pub const USER_ID_KEY: &str = "uid";
 pub const AUTHENTICATED_AT_KEY: &str = "auth_at";
+/// The last successful step-up (`domain::stepup::StepUpGrant`): the privilege window.
+pub const STEP_UP_KEY: &str = "step_up";
 
 /// Everything server functions need, built once at startup and provided through context.
 #[derive(Debug, Clone)]
@@ -23,6 +26,7 @@ pub struct Services {
     /// A session ends this long after sign-in, however active.
     pub absolute_session: time::Duration,
     pub vault: domain::keys::KeyVaultService,
+    pub stepup: domain::stepup::StepUpService,
     pub rewrap_jobs: super::keys::RewrapJobs,
 }
 
@@ -89,9 +93,46 @@ pub async fn start_session(
     now: time::OffsetDateTime,
 ) -> Result<(), AppError> {
     session.cycle_id().await?;
+    // A session reused for another sign-in must not keep the previous user's privileges.
+    session.remove_value(STEP_UP_KEY).await?;
     session.insert(USER_ID_KEY, user.id.to_string()).await?;
     session
         .insert(AUTHENTICATED_AT_KEY, now.unix_timestamp())
         .await?;
+    Ok(())
+}
+
+/// The session's step-up grant, if any (expired or not).
+pub async fn step_up_grant(session: &Session) -> Result<Option<StepUpGrant>, AppError> {
+    Ok(session.get::<StepUpGrant>(STEP_UP_KEY).await?)
+}
+
+/// The signed-in user, if their privilege window covers `action`.
+pub async fn require_step_up(action: SensitiveAction) -> Result<(User, Session), AppError> {
+    let (user, session) = require_user().await?;
+    let services = services()?;
+    let grant = step_up_grant(&session).await?;
+    services
+        .stepup
+        .policy
+        .check(grant.as_ref(), action, services.clock.now())?;
+    Ok((user, session))
+}
+
+/// An admin whose privilege window was opened with a user-verified security key.
+pub async fn require_admin() -> Result<User, AppError> {
+    let admin = require_role(&[Role::Admin]).await?;
+    let (user, _) = require_step_up(SensitiveAction::Administer).await?;
+    // The session cannot change user in between, but be explicit about whom we checked.
+    if user.id != admin.id {
+        return Err(AppError::Forbidden);
+    }
+    Ok(user)
+}
+
+/// Opens the privilege window under a fresh session id (the old id stops working).
+pub async fn grant_step_up(session: &Session, grant: StepUpGrant) -> Result<(), AppError> {
+    session.cycle_id().await?;
+    session.insert(STEP_UP_KEY, grant).await?;
     Ok(())
 }

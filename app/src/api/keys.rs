@@ -445,12 +445,11 @@ pub async fn kms_status() -> Result<KmsOverview, AppError> {
 /// Adds a new master key version (local KMS); new and re-wrapped keys use it.
 #[server(endpoint = "admin/kms-rotate")]
 pub async fn rotate_master_key() -> Result<KmsOverview, AppError> {
-    use domain::account::Role;
     use domain::audit::{Actor, AuditDraft, Outcome};
 
-    use super::context::{request_meta, require_role, services};
+    use super::context::{request_meta, services};
 
-    let admin = require_role(&[Role::Admin]).await?;
+    let admin = super::context::require_admin().await?;
     let services = services()?;
     let previous = services.vault.kms.current_key_id();
     let current_key_id = services.vault.kms.add_version().await.map_err(|e| {
@@ -475,11 +474,10 @@ pub async fn rotate_master_key() -> Result<KmsOverview, AppError> {
 
 #[server(endpoint = "admin/rewrap-all")]
 pub async fn rewrap_all_keys() -> Result<String, AppError> {
-    use domain::account::Role;
 
-    use super::context::{request_meta, require_role, services};
+    use super::context::{request_meta, services};
 
-    let admin = require_role(&[Role::Admin]).await?;
+    let admin = super::context::require_admin().await?;
     services()?.rewrap_jobs.start(&admin, None, request_meta())
 }
 
@@ -527,12 +525,12 @@ pub async fn plant_canary(
     exchange: String,
     environment: String,
 ) -> Result<KeyView, AppError> {
-    use domain::account::{Email, Role};
+    use domain::account::Email;
     use domain::keys::{ExchangeName, KeyEnvironment, KeyLabel};
 
-    use super::context::{request_meta, require_role, services};
+    use super::context::{request_meta, services};
 
-    let admin = require_role(&[Role::Admin]).await?;
+    let admin = super::context::require_admin().await?;
     let services = services()?;
     let email = Email::parse(&owner_email)
         .map_err(|e| AppError::Invalid(crate::error::capitalise(&e.to_string())))?;

@@ -6,6 +6,7 @@ pub mod auth;
 #[cfg(feature = "ssr")]
 pub mod context;
 pub mod keys;
+pub mod stepup;
 
 use serde::{Deserialize, Serialize};
 

@@ -19,6 +19,7 @@ const NAV: &[(&str, &str, &[UserRole])] = &[
     ),
     ("/admin/users", "Users", &[UserRole::Admin]),
     ("/admin/vault", "Vault & alerts", &[UserRole::Admin]),
+    ("/security", "Security", &[]),
     ("/account", "Account", &[]),
 ];
 

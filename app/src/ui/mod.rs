@@ -7,7 +7,9 @@ pub mod auth;
 pub mod keys;
 pub mod layout;
 pub mod pages;
+pub mod stepup;
 pub mod vault_admin;
+pub mod webauthn;
 
 use leptos::prelude::*;
 use leptos_router::components::A;
@@ -16,16 +18,19 @@ use crate::api::UserRole;
 use crate::error::AppError;
 use crate::use_auth;
 
-/// A red box with a server function's error message.
+/// A red box with a server function's error message; when the server asks for a step-up, the
+/// panel to give it instead.
 #[component]
 pub fn ErrorNotice(#[prop(into)] error: Signal<Option<AppError>>) -> impl IntoView {
     move || {
-        error.get().map(|e| {
-            view! {
+        error.get().map(|e| match e {
+            AppError::StepUpRequired(need) => view! { <stepup::StepUpPanel need /> }.into_any(),
+            e => view! {
                 <div role="alert" class="rounded-md border border-red-200 bg-red-50 px-4 py-3 text-sm text-red-800">
                     {e.to_string()}
                 </div>
             }
+            .into_any(),
         })
     }
 }

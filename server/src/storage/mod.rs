@@ -5,6 +5,7 @@ mod audit;
 pub mod entities;
 mod keys;
 mod sessions;
+pub mod stepup;
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ pub use accounts::SqlAccountStore;
 pub use audit::{SqlAuditLog, append_in};
 pub use keys::{SqlKeyStore, SqlSecurityAlerts};
 pub use sessions::SqlSessionStore;
+pub use stepup::SqlFactorStore;
 
 use domain::ports::StoreError;
 

@@ -1,0 +1,558 @@
+//! Second factors and order approvals in the database.
+//!
+//! Every write runs in an [`AuditedTxn`]: the chain lock it takes first serialises the writes,
+//! and the conditional updates below re-check their condition after it, so of two concurrent
+//! requests for the same step, code or approval exactly one matches a row. A write whose
+//! condition fails returns before `commit_with`, and dropping the transaction rolls it back, so
+//! nothing (not even the audit event) lands.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use domain::account::{BackoffPolicy, UserId};
+use domain::audit::{AuditDraft, canonical_time, parse_canonical_time};
+use domain::ports::{Clock, StoreError};
+use domain::stepup::{FactorStore, OrderApproval, SecurityKey, TotpFactor};
+use domain::vault::{SealedSecret, WrappedKey};
+use sea_orm::sea_query::{Expr, ExprTrait, Func};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder,
+};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use super::audit::AuditedTxn;
+use super::backend_error;
+use super::entities::{order_approval, recovery_code, security_key, totp_factor};
+
+#[derive(Debug, Clone)]
+pub struct SqlFactorStore {
+    db: DatabaseConnection,
+    clock: Arc<dyn Clock>,
+}
+
+impl SqlFactorStore {
+    pub fn new(db: DatabaseConnection, clock: Arc<dyn Clock>) -> Self {
+        Self { db, clock }
+    }
+}
+
+fn corrupt(table: &str, id: &str, what: &str) -> StoreError {
+    StoreError::Backend(format!("{table} row {id} has an invalid {what}"))
+}
+
+fn optional_time(
+    raw: &Option<String>,
+    table: &str,
+    id: &str,
+    what: &str,
+) -> Result<Option<OffsetDateTime>, StoreError> {
+    raw.as_deref()
+        .map(|t| parse_canonical_time(t).ok_or_else(|| corrupt(table, id, what)))
+        .transpose()
+}
+
+/// Steps are `u64` in the domain and BIGINT in the schema; a step is `unix seconds / 30`, so
+/// any real one fits, and one that does not is refused rather than wrapped.
+fn step_column(step: u64) -> Result<i64, StoreError> {
+    i64::try_from(step).map_err(|_| StoreError::Backend(format!("TOTP step {step} is out of range")))
+}
+
+fn to_totp(row: &totp_factor::Model) -> Result<TotpFactor, StoreError> {
+    let bad = |what: &str| corrupt("totp_factors", &row.user_id, what);
+    let decode = |text: &str, what: &str| B64.decode(text).map_err(|_| bad(what));
+    let nonce: [u8; 12] = decode(&row.nonce, "nonce")?
+        .try_into()
+        .map_err(|_| bad("nonce"))?;
+    Ok(TotpFactor {
+        user: UserId(Uuid::parse_str(&row.user_id).map_err(|_| bad("user id"))?),
+        sealed: SealedSecret {
+            wrapped_key: WrappedKey {
+                kms_key_id: row.kms_key_id.clone(),
+                blob: decode(&row.wrapped_key, "wrapped key")?,
+            },
+            nonce,
+            ciphertext: decode(&row.ciphertext, "ciphertext")?,
+        },
+        confirmed: row.confirmed_at.is_some(),
+        last_step: row
+            .last_step
+            .map(|s| u64::try_from(s).map_err(|_| bad("last step")))
+            .transpose()?,
+        failures: u32::try_from(row.failures).map_err(|_| bad("failure count"))?,
+        locked_until: optional_time(&row.locked_until, "totp_factors", &row.user_id, "locked_until")?,
+        created_at: parse_canonical_time(&row.created_at).ok_or_else(|| bad("created_at"))?,
+    })
+}
+
+fn to_security_key(row: &security_key::Model) -> Result<SecurityKey, StoreError> {
+    let bad = |what: &str| corrupt("security_keys", &row.id, what);
+    Ok(SecurityKey {
+        id: Uuid::parse_str(&row.id).map_err(|_| bad("id"))?,
+        user: UserId(Uuid::parse_str(&row.user_id).map_err(|_| bad("user id"))?),
+        name: row.name.clone(),
+        credential_id: row.credential_id.clone(),
+        credential: row.credential.clone(),
+        created_at: parse_canonical_time(&row.created_at).ok_or_else(|| bad("created_at"))?,
+        last_used_at: optional_time(&row.last_used_at, "security_keys", &row.id, "last_used_at")?,
+        flagged_at: optional_time(&row.flagged_at, "security_keys", &row.id, "flagged_at")?,
+    })
+}
+
+/// Replaces the user's recovery codes with `hashes`, inside `txn`.
+async fn put_recovery_codes(
+    txn: &DatabaseTransaction,
+    user: UserId,
+    hashes: &[String],
+    at: OffsetDateTime,
+) -> Result<(), StoreError> {
+    recovery_code::Entity::delete_many()
+        .filter(recovery_code::Column::UserId.eq(user.to_string()))
+        .exec(txn)
+        .await
+        .map_err(backend_error)?;
+    if hashes.is_empty() {
+        return Ok(());
+    }
+    let rows = hashes.iter().map(|hash| recovery_code::ActiveModel {
+        id: Set(Uuid::new_v4().to_string()),
+        user_id: Set(user.to_string()),
+        code_hash: Set(hash.clone()),
+        created_at: Set(canonical_time(at)),
+        used_at: Set(None),
+    });
+    recovery_code::Entity::insert_many(rows)
+        .exec_without_returning(txn)
+        .await
+        .map_err(backend_error)?;
+    Ok(())
+}
+
+#[async_trait]
+impl FactorStore for SqlFactorStore {
+    async fn totp(&self, user: UserId) -> Result<Option<TotpFactor>, StoreError> {
+        totp_factor::Entity::find_by_id(user.to_string())
+            .one(&self.db)
+            .await
+            .map_err(backend_error)?
+            .as_ref()
+            .map(to_totp)
+            .transpose()
+    }
+
+    async fn save_pending_totp(
+        &self,
+        factor: &TotpFactor,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
+        // Only an unconfirmed row is replaced. A confirmed one survives the delete, so the
+        // insert hits the primary key and fails as `Conflict`, rolling everything back.
+        totp_factor::Entity::delete_many()
+            .filter(totp_factor::Column::UserId.eq(factor.user.to_string()))
+            .filter(totp_factor::Column::ConfirmedAt.is_null())
+            .exec(txn.conn())
+            .await
+            .map_err(backend_error)?;
+        totp_factor::Entity::insert(totp_factor::ActiveModel {
+            user_id: Set(factor.user.to_string()),
+            kms_key_id: Set(factor.sealed.wrapped_key.kms_key_id.clone()),
+            wrapped_key: Set(B64.encode(&factor.sealed.wrapped_key.blob)),
+            nonce: Set(B64.encode(factor.sealed.nonce)),
+            ciphertext: Set(B64.encode(&factor.sealed.ciphertext)),
+            // Pending by definition: confirmation sets this and the first step.
+            confirmed_at: Set(None),
+            last_step: Set(None),
+            failures: Set(0),
+            locked_until: Set(None),
+            created_at: Set(canonical_time(factor.created_at)),
+        })
+        .exec_without_returning(txn.conn())
+        .await
+        .map_err(backend_error)?;
+        txn.commit_with(audit, self.clock.now())
+            .await
+            .map_err(backend_error)?;
+        Ok(())
+    }
+
+    async fn confirm_totp(
+        &self,
+        user: UserId,
+        step: u64,
+        at: OffsetDateTime,
+        recovery_hashes: &[String],
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        let step = step_column(step)?;
+        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
+        let updated = totp_factor::Entity::update_many()
+            .set(totp_factor::ActiveModel {
+                confirmed_at: Set(Some(canonical_time(at))),
+                last_step: Set(Some(step)),
+                failures: Set(0),
+                locked_until: Set(None),
+                ..Default::default()
+            })
+            .filter(totp_factor::Column::UserId.eq(user.to_string()))
+            .filter(totp_factor::Column::ConfirmedAt.is_null())
+            .exec(txn.conn())
+            .await
+            .map_err(backend_error)?;
+        if updated.rows_affected != 1 {
+            // Already confirmed (a concurrent request won) or no enrolment: write nothing.
+            return Ok(false);
+        }
+        put_recovery_codes(txn.conn(), user, recovery_hashes, at).await?;
+        txn.commit_with(audit, self.clock.now())
+            .await
+            .map_err(backend_error)?;
+        Ok(true)
+    }
+
+    async fn accept_totp_step(
+        &self,
+        user: UserId,
+        step: u64,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        let step = step_column(step)?;
+        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
+        // The replay check is this WHERE clause, not a read in Rust: a step is accepted once.
+        let updated = totp_factor::Entity::update_many()
+            .set(totp_factor::ActiveModel {
+                last_step: Set(Some(step)),
+                failures: Set(0),
+                locked_until: Set(None),
+                ..Default::default()
+            })
+            .filter(totp_factor::Column::UserId.eq(user.to_string()))
+            .filter(totp_factor::Column::ConfirmedAt.is_not_null())
+            .filter(
+                Condition::any()
+                    .add(totp_factor::Column::LastStep.is_null())
+                    .add(totp_factor::Column::LastStep.lt(step)),
+            )
+            .exec(txn.conn())
+            .await
+            .map_err(backend_error)?;
+        if updated.rows_affected != 1 {
+            return Ok(false);
+        }
+        txn.commit_with(audit, self.clock.now())
+            .await
+            .map_err(backend_error)?;
+        Ok(true)
+    }
+
+    async fn record_totp_failure(
+        &self,
+        user: UserId,
+        now: OffsetDateTime,
+        backoff: BackoffPolicy,
+        audit: AuditDraft,
+    ) -> Result<u32, StoreError> {
+        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
+        // Incremented in SQL so concurrent failures are all counted.
+        let updated = totp_factor::Entity::update_many()
+            .col_expr(
+                totp_factor::Column::Failures,
+                Expr::col(totp_factor::Column::Failures).add(1),
+            )
+            .filter(totp_factor::Column::UserId.eq(user.to_string()))
+            .exec(txn.conn())
+            .await
+            .map_err(backend_error)?;
+        if updated.rows_affected != 1 {
+            return Err(StoreError::NotFound);
+        }
+        let row = totp_factor::Entity::find_by_id(user.to_string())
+            .one(txn.conn())
+            .await
+            .map_err(backend_error)?
+            .ok_or(StoreError::NotFound)?;
+        let failures = u32::try_from(row.failures)
+            .map_err(|_| corrupt("totp_factors", &row.user_id, "failure count"))?;
+        let wait = backoff.wait_after(failures);
+        if wait > Duration::ZERO {
+            totp_factor::Entity::update_many()
+                .set(totp_factor::ActiveModel {
+                    locked_until: Set(Some(canonical_time(now + wait))),
+                    ..Default::default()
+                })
+                .filter(totp_factor::Column::UserId.eq(user.to_string()))
+                .exec(txn.conn())
+                .await
+                .map_err(backend_error)?;
+        }
+        txn.commit_with(audit, self.clock.now())
+            .await
+            .map_err(backend_error)?;
+        Ok(failures)
+    }
+
+    async fn remove_totp(&self, user: UserId, audit: AuditDraft) -> Result<bool, StoreError> {
+        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
+        let deleted = totp_factor::Entity::delete_many()
+            .filter(totp_factor::Column::UserId.eq(user.to_string()))
+            .exec(txn.conn())
+            .await
+            .map_err(backend_error)?;
+        if deleted.rows_affected == 0 {
+            return Ok(false);
+        }
+        // Recovery codes stand in for the app, so they go with it.
+        put_recovery_codes(txn.conn(), user, &[], self.clock.now()).await?;
+        txn.commit_with(audit, self.clock.now())
+            .await
+            .map_err(backend_error)?;
+        Ok(true)
+    }
+
+    async fn recovery_codes_left(&self, user: UserId) -> Result<u32, StoreError> {
+        let left = recovery_code::Entity::find()
+            .filter(recovery_code::Column::UserId.eq(user.to_string()))
+            .filter(recovery_code::Column::UsedAt.is_null())
+            .count(&self.db)
+            .await
+            .map_err(backend_error)?;
+        Ok(u32::try_from(left).unwrap_or(u32::MAX))
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        user: UserId,
+        hashes: &[String],
+        at: OffsetDateTime,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
+        put_recovery_codes(txn.conn(), user, hashes, at).await?;
+        txn.commit_with(audit, self.clock.now())
+            .await
+            .map_err(backend_error)?;
+        Ok(())
+    }
+
+    async fn use_recovery_code(
+        &self,
+        user: UserId,
+        hash: &str,
+        at: OffsetDateTime,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
+        let updated = recovery_code::Entity::update_many()
+            .set(recovery_code::ActiveModel {
+                used_at: Set(Some(canonical_time(at))),
+                ..Default::default()
+            })
+            .filter(recovery_code::Column::UserId.eq(user.to_string()))
+            .filter(recovery_code::Column::CodeHash.eq(hash))
+            .filter(recovery_code::Column::UsedAt.is_null())
+            .exec(txn.conn())
+            .await
+            .map_err(backend_error)?;
+        if updated.rows_affected != 1 {
+            return Ok(false);
+        }
+        txn.commit_with(audit, self.clock.now())
+            .await
+            .map_err(backend_error)?;
+        Ok(true)
+    }
+
+    async fn security_keys(&self, user: UserId) -> Result<Vec<SecurityKey>, StoreError> {
+        let rows = security_key::Entity::find()
+            .filter(security_key::Column::UserId.eq(user.to_string()))
+            .order_by_asc(security_key::Column::CreatedAt)
+            .all(&self.db)
+            .await
+            .map_err(backend_error)?;
+        let mut keys = rows
+            .iter()
+            .map(to_security_key)
+            .collect::<Result<Vec<_>, _>>()?;
+        // Canonical times are not fixed-width (".5Z" sorts before "Z"), so keys made within
+        // the same second can come back out of order as text; sort on the parsed times.
+        keys.sort_by_key(|k| k.created_at);
+        Ok(keys)
+    }
+
+    async fn credential_registered(&self, credential_id: &str) -> Result<bool, StoreError> {
+        let found = security_key::Entity::find()
+            .filter(security_key::Column::CredentialId.eq(credential_id))
+            .count(&self.db)
+            .await
+            .map_err(backend_error)?;
+        Ok(found > 0)
+    }
+
+    async fn insert_security_key(
+        &self,
+        key: &SecurityKey,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
+        // A credential id registered anywhere already fails the UNIQUE constraint: `Conflict`.
+        security_key::Entity::insert(security_key::ActiveModel {
+            id: Set(key.id.to_string()),
+            user_id: Set(key.user.to_string()),
+            name: Set(key.name.clone()),
+            credential_id: Set(key.credential_id.clone()),
+            credential: Set(key.credential.clone()),
+            created_at: Set(canonical_time(key.created_at)),
+            last_used_at: Set(key.last_used_at.map(canonical_time)),
+            flagged_at: Set(key.flagged_at.map(canonical_time)),
+        })
+        .exec_without_returning(txn.conn())
+        .await
+        .map_err(backend_error)?;
+        txn.commit_with(audit, self.clock.now())
+            .await
+            .map_err(backend_error)?;
+        Ok(())
+    }
+
+    async fn record_security_key_use(
+        &self,
+        user: UserId,
+        id: Uuid,
+        credential: &str,
+        at: OffsetDateTime,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
+        // A key flagged meanwhile (counter regression) must not have its counter moved on.
+        let updated = security_key::Entity::update_many()
+            .set(security_key::ActiveModel {
+                credential: Set(credential.to_owned()),
+                last_used_at: Set(Some(canonical_time(at))),
+                ..Default::default()
+            })
+            .filter(security_key::Column::Id.eq(id.to_string()))
+            .filter(security_key::Column::UserId.eq(user.to_string()))
+            .filter(security_key::Column::FlaggedAt.is_null())
+            .exec(txn.conn())
+            .await
+            .map_err(backend_error)?;
+        if updated.rows_affected != 1 {
+            return Err(StoreError::NotFound);
+        }
+        txn.commit_with(audit, self.clock.now())
+            .await
+            .map_err(backend_error)?;
+        Ok(())
+    }
+
+    async fn flag_security_key(
+        &self,
+        user: UserId,
+        id: Uuid,
+        at: OffsetDateTime,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
+        // COALESCE keeps the first flag time; every detected regression is still audited.
+        let updated = security_key::Entity::update_many()
+            .col_expr(
+                security_key::Column::FlaggedAt,
+                Func::coalesce([
+                    Expr::col(security_key::Column::FlaggedAt),
+                    Expr::val(canonical_time(at)),
+                ])
+                .into(),
+            )
+            .filter(security_key::Column::Id.eq(id.to_string()))
+            .filter(security_key::Column::UserId.eq(user.to_string()))
+            .exec(txn.conn())
+            .await
+            .map_err(backend_error)?;
+        if updated.rows_affected != 1 {
+            return Err(StoreError::NotFound);
+        }
+        txn.commit_with(audit, self.clock.now())
+            .await
+            .map_err(backend_error)?;
+        Ok(())
+    }
+
+    async fn remove_security_key(
+        &self,
+        user: UserId,
+        id: Uuid,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
+        let deleted = security_key::Entity::delete_many()
+            .filter(security_key::Column::Id.eq(id.to_string()))
+            .filter(security_key::Column::UserId.eq(user.to_string()))
+            .exec(txn.conn())
+            .await
+            .map_err(backend_error)?;
+        if deleted.rows_affected == 0 {
+            return Ok(false);
+        }
+        txn.commit_with(audit, self.clock.now())
+            .await
+            .map_err(backend_error)?;
+        Ok(true)
+    }
+
+    async fn insert_order_approval(
+        &self,
+        approval: &OrderApproval,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
+        order_approval::Entity::insert(order_approval::ActiveModel {
+            digest: Set(approval.digest.clone()),
+            user_id: Set(approval.user.to_string()),
+            method: Set(approval.method.as_str().to_owned()),
+            approved_at: Set(canonical_time(approval.approved_at)),
+            // Whole seconds, rounded down: an approval may end up to a second early, never late.
+            expires_at: Set(approval.expires_at.unix_timestamp()),
+            consumed_at: Set(None),
+        })
+        .exec_without_returning(txn.conn())
+        .await
+        .map_err(backend_error)?;
+        txn.commit_with(audit, self.clock.now())
+            .await
+            .map_err(backend_error)?;
+        Ok(())
+    }
+
+    async fn consume_order_approval(
+        &self,
+        user: UserId,
+        digest: &str,
+        now: OffsetDateTime,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
+        // Spent once, by its own user, before it expires: all in the one conditional UPDATE.
+        let updated = order_approval::Entity::update_many()
+            .set(order_approval::ActiveModel {
+                consumed_at: Set(Some(canonical_time(now))),
+                ..Default::default()
+            })
+            .filter(order_approval::Column::Digest.eq(digest))
+            .filter(order_approval::Column::UserId.eq(user.to_string()))
+            .filter(order_approval::Column::ConsumedAt.is_null())
+            .filter(order_approval::Column::ExpiresAt.gt(now.unix_timestamp()))
+            .exec(txn.conn())
+            .await
+            .map_err(backend_error)?;
+        if updated.rows_affected != 1 {
+            return Ok(false);
+        }
+        txn.commit_with(audit, self.clock.now())
+            .await
+            .map_err(backend_error)?;
+        Ok(true)
+    }
+}
