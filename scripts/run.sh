@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up everything CryptoPulse needs on a fresh Debian machine (Rust toolchain, Node and
-# Python present) and starts the app on http://127.0.0.1:3000 with an embedded SQLite database
+# Python present) and starts the app on http://localhost:3000 with an embedded SQLite database
 # and a generated local master key in ./data (git-ignored).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ echo "==> preparing ./data (SQLite database and local master key, mode 0600)"
 target/release/cryptopulse init
 
 cat <<'TXT'
-==> starting CryptoPulse on http://127.0.0.1:3000  (Ctrl-C stops it)
+==> starting CryptoPulse on http://localhost:3000  (Ctrl-C stops it; open localhost, not 127.0.0.1: security keys only work on a name)
     Create the first admin from another terminal with:
       target/release/cryptopulse create-admin --email you@example.com
 TXT

@@ -1,6 +1,6 @@
 import { expect, test } from "@playwright/test";
 import { ADMIN_EMAIL } from "../global-setup";
-import { PASSWORD, hydrated, logIn, signOut, signUp, uniqueEmail } from "./helpers";
+import { PASSWORD, adminWithKey, hydrated, logIn, saveAdminKey, signOut, signUp, stepUpWithKey, uniqueEmail } from "./helpers";
 
 test("pages carry the security headers and still hydrate under the CSP", async ({ page }) => {
   const cspViolations: string[] = [];
@@ -76,7 +76,7 @@ test("sign-up input errors are explained", async ({ page }) => {
   await expect(page.getByRole("alert")).toHaveText("The two passwords do not match.");
 });
 
-test("an admin grants the reviewer role, and the reviewer verifies the audit chain", async ({ page }) => {
+test("an admin grants the reviewer role, and the reviewer verifies the audit chain", async ({ page, browser }) => {
   const reviewerEmail = uniqueEmail("reviewer");
   await signUp(page, reviewerEmail);
   // A trader has no audit log.
@@ -85,17 +85,24 @@ test("an admin grants the reviewer role, and the reviewer verifies the audit cha
   await expect(page.getByText("This page is for the Compliance reviewer or Admin role.")).toBeVisible();
   await signOut(page);
 
-  await logIn(page, ADMIN_EMAIL, process.env.CRYPTOPULSE_ADMIN_PASSWORD);
-  await expect(page.getByRole("heading", { name: "Overview" })).toBeVisible();
-  await page.screenshot({ path: "test-results/screens/overview-admin.png", fullPage: true });
-  await page.getByRole("link", { name: "Users", exact: true }).click();
-  await hydrated(page);
-  const row = page.getByRole("row").filter({ hasText: reviewerEmail });
+  const { page: admin, key: adminKey } = await adminWithKey(browser);
+  await admin.goto("/");
+  await admin.screenshot({ path: "test-results/screens/overview-admin.png", fullPage: true });
+  await admin.getByRole("link", { name: "Users", exact: true }).click();
+  await hydrated(admin);
+  const row = admin.getByRole("row").filter({ hasText: reviewerEmail });
   await row.getByRole("combobox").selectOption("reviewer");
+  // Without a step-up the change is refused and nothing changes; with the key it goes through.
   await row.getByRole("button", { name: "Save" }).click();
-  await expect(row.getByRole("combobox")).toHaveValue("reviewer");
-  await page.screenshot({ path: "test-results/screens/users.png", fullPage: true });
-  await signOut(page);
+  await expect(admin.getByTestId("step-up-panel")).toContainText("Admin actions need your security key");
+  await admin.screenshot({ path: "test-results/screens/users-step-up.png", fullPage: true });
+  await stepUpWithKey(admin);
+  await saveAdminKey(adminKey);
+  await row.getByRole("button", { name: "Save" }).click();
+  await expect(admin.getByTestId("step-up-panel")).toHaveCount(0);
+  await admin.reload();
+  await expect(admin.getByRole("row").filter({ hasText: reviewerEmail }).getByRole("combobox")).toHaveValue("reviewer");
+  await admin.screenshot({ path: "test-results/screens/users.png", fullPage: true });
 
   await logIn(page, reviewerEmail);
   await page.getByRole("link", { name: "Audit log", exact: true }).click();

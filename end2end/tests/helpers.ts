@@ -1,3 +1,6 @@
+import { Browser, CDPSession } from "@playwright/test";
+import fs from "node:fs";
+import { ADMIN_EMAIL } from "../global-setup";
 import { expect, Page } from "@playwright/test";
 
 export const PASSWORD = "correct horse battery staple";
@@ -32,4 +35,65 @@ export async function logIn(page: Page, email: string, password = PASSWORD) {
 export async function signOut(page: Page) {
   await page.getByRole("button", { name: "Sign out" }).first().click();
   await expect(page.getByRole("heading", { name: "Sign in" })).toBeVisible();
+}
+
+
+/** A Chromium virtual authenticator (CTAP2, with PIN-style user verification) on `page`. */
+export type VirtualKey = { cdp: CDPSession; authenticatorId: string };
+
+export async function addVirtualKey(page: Page): Promise<VirtualKey> {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("WebAuthn.enable");
+  const { authenticatorId } = await cdp.send("WebAuthn.addVirtualAuthenticator", {
+    options: {
+      protocol: "ctap2",
+      transport: "usb",
+      hasResidentKey: true,
+      hasUserVerification: true,
+      isUserVerified: true,
+    },
+  });
+  return { cdp, authenticatorId };
+}
+
+/** Registers the page's virtual key on the Security page under `name`. */
+export async function registerSecurityKey(page: Page, name: string) {
+  await page.goto("/security");
+  await hydrated(page);
+  await page.getByLabel("Name for the new key").fill(name);
+  await page.getByTestId("add-key").click();
+  await expect(page.getByTestId("key-status")).toContainText(`Added \u201c${name}\u201d`);
+}
+
+/** Answers the step-up panel with the page's security key. */
+export async function stepUpWithKey(page: Page) {
+  const panel = page.getByTestId("step-up-panel");
+  await panel.getByTestId("step-up-key").click();
+  await expect(panel.getByTestId("step-up-status")).toContainText("Confirmed with your security key");
+}
+
+// The admin's one security key, carried between browser contexts the way a real key moves
+// between computers: same private key, and its signature counter only ever goes up.
+const ADMIN_KEY_FILE = "test-results/admin-key.json";
+
+export async function adminWithKey(browser: Browser): Promise<{ page: Page; key: VirtualKey }> {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await logIn(page, ADMIN_EMAIL, process.env.CRYPTOPULSE_ADMIN_PASSWORD!);
+  await expect(page.getByRole("heading", { name: "Overview" })).toBeVisible();
+  const key = await addVirtualKey(page);
+  if (fs.existsSync(ADMIN_KEY_FILE)) {
+    const credential = JSON.parse(fs.readFileSync(ADMIN_KEY_FILE, "utf8"));
+    await key.cdp.send("WebAuthn.addCredential", { authenticatorId: key.authenticatorId, credential });
+  } else {
+    await registerSecurityKey(page, "Admin's security key");
+  }
+  return { page, key };
+}
+
+/** Remembers the admin key's state (its counter) for the next context. */
+export async function saveAdminKey(key: VirtualKey) {
+  const { credentials } = await key.cdp.send("WebAuthn.getCredentials", { authenticatorId: key.authenticatorId });
+  fs.mkdirSync("test-results", { recursive: true });
+  fs.writeFileSync(ADMIN_KEY_FILE, JSON.stringify(credentials[0]));
 }

@@ -1,18 +1,9 @@
-import { Browser, expect, Page, test } from "@playwright/test";
-import { ADMIN_EMAIL } from "../global-setup";
-import { hydrated, logIn, signUp, uniqueEmail } from "./helpers";
+import { expect, Page, test } from "@playwright/test";
+import { adminWithKey, hydrated, saveAdminKey, signUp, stepUpWithKey, uniqueEmail } from "./helpers";
 
 // scripts/test.sh sets this and then searches the server log for it.
 const SECRET = process.env.E2E_KEY_SECRET ?? "e2e-secret-not-set-0123456789abcdef";
 const API_KEY = `pk-e2e-${Date.now().toString(16)}-7c3a`;
-
-async function adminPage(browser: Browser): Promise<Page> {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  await logIn(page, ADMIN_EMAIL, process.env.CRYPTOPULSE_ADMIN_PASSWORD!);
-  await expect(page.getByRole("heading", { name: "Overview" })).toBeVisible();
-  return page;
-}
 
 async function addPaperKey(page: Page, label: string) {
   const form = page.getByTestId("add-key-form");
@@ -56,10 +47,15 @@ test("a trader adds a key, sees only its mask, re-wraps it after a rotation, and
   await expect(page.getByTestId("receipt").filter({ hasText: "Decrypted for permission check" })).toHaveCount(1);
 
   // An admin adds a master key version; the trader's key is now due a re-wrap.
-  const admin = await adminPage(browser);
+  const { page: admin, key: adminKey } = await adminWithKey(browser);
   await admin.goto("/admin/vault");
   await hydrated(admin);
   const before = (await admin.getByTestId("current-kms-key").textContent())!;
+  // Rotating is an admin action: the first try asks for the security key.
+  await admin.getByTestId("rotate-master-key").click();
+  await stepUpWithKey(admin);
+  await saveAdminKey(adminKey);
+  await expect(admin.getByTestId("current-kms-key")).toHaveText(before);
   await admin.getByTestId("rotate-master-key").click();
   await expect(admin.getByTestId("current-kms-key")).not.toHaveText(before);
   const current = (await admin.getByTestId("current-kms-key").textContent())!;
@@ -90,12 +86,15 @@ test("a decoy key planted by an admin raises an alert when it is used", async ({
   const trader = uniqueEmail("decoy");
   await signUp(page, trader);
 
-  const admin = await adminPage(browser);
+  const { page: admin, key: adminKey } = await adminWithKey(browser);
   await admin.goto("/admin/vault");
   await hydrated(admin);
   const plant = admin.getByTestId("plant-canary-form");
   await plant.getByLabel("Place in the vault of (email)").fill(trader);
   await plant.getByLabel("Label it shows").fill("Old bot key");
+  await plant.getByRole("button", { name: "Plant decoy" }).click();
+  await stepUpWithKey(admin);
+  await saveAdminKey(adminKey);
   await plant.getByRole("button", { name: "Plant decoy" }).click();
   await expect(admin.getByTestId("canary-row").filter({ hasText: trader })).toHaveCount(1);
 

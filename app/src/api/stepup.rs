@@ -316,8 +316,8 @@ pub async fn key_registration_options() -> Result<String, AppError> {
     serde_json::to_string(&options).map_err(AppError::internal)
 }
 
-/// Finishes registering a key with the authenticator's answer (JSON). The first key also opens
-/// the privilege window (the registration proved possession).
+/// Finishes registering a key with the authenticator's answer (JSON). It does not open the
+/// privilege window: stepping up is a separate, deliberate act.
 #[server(endpoint = "stepup/key-register")]
 pub async fn register_key(name: String, credential: String) -> Result<SecurityKeyView, AppError> {
     use super::context::{request_meta, require_user, services};

@@ -58,7 +58,8 @@ fn optional_time(
 /// Steps are `u64` in the domain and BIGINT in the schema; a step is `unix seconds / 30`, so
 /// any real one fits, and one that does not is refused rather than wrapped.
 fn step_column(step: u64) -> Result<i64, StoreError> {
-    i64::try_from(step).map_err(|_| StoreError::Backend(format!("TOTP step {step} is out of range")))
+    i64::try_from(step)
+        .map_err(|_| StoreError::Backend(format!("TOTP step {step} is out of range")))
 }
 
 fn to_totp(row: &totp_factor::Model) -> Result<TotpFactor, StoreError> {
@@ -83,7 +84,12 @@ fn to_totp(row: &totp_factor::Model) -> Result<TotpFactor, StoreError> {
             .map(|s| u64::try_from(s).map_err(|_| bad("last step")))
             .transpose()?,
         failures: u32::try_from(row.failures).map_err(|_| bad("failure count"))?,
-        locked_until: optional_time(&row.locked_until, "totp_factors", &row.user_id, "locked_until")?,
+        locked_until: optional_time(
+            &row.locked_until,
+            "totp_factors",
+            &row.user_id,
+            "locked_until",
+        )?,
         created_at: parse_canonical_time(&row.created_at).ok_or_else(|| bad("created_at"))?,
     })
 }

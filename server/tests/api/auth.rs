@@ -203,7 +203,7 @@ async fn roles_guard_the_admin_and_audit_functions() {
 #[tokio::test]
 async fn an_admin_changes_roles_and_each_change_is_audited() {
     let app = spawn_app().await;
-    let admin = app.signed_in_as("admin@example.com", Role::Admin).await;
+    let admin = app.admin_with_key("admin@example.com").await;
     app.sign_up(&app.new_client(), "erin@example.com").await;
 
     let users: Vec<serde_json::Value> = app

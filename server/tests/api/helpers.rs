@@ -277,3 +277,93 @@ impl TestApp {
         }
     }
 }
+
+/// The origin security-key ceremonies run on in tests: the default `public_url`.
+pub const WEBAUTHN_ORIGIN: &str = "http://localhost:3000";
+
+/// A software security key (webauthn-authenticator-rs), with user verification.
+pub fn soft_key() -> webauthn_authenticator_rs::softtoken::SoftToken {
+    webauthn_authenticator_rs::softtoken::SoftToken::new(true)
+        .expect("soft token")
+        .0
+}
+
+impl TestApp {
+    /// Registers `key` for the signed-in `client` under `name`; returns the response.
+    pub async fn register_key(
+        &self,
+        client: &reqwest::Client,
+        key: &mut webauthn_authenticator_rs::softtoken::SoftToken,
+        name: &str,
+    ) -> reqwest::Response {
+        use webauthn_authenticator_rs::WebauthnAuthenticator;
+        let options = self.call(client, "stepup/key-options", &[]).await;
+        if options.status() != 200 {
+            return options;
+        }
+        let options: String = options.json().await.expect("options json");
+        let options = serde_json::from_str(&options).expect("creation options");
+        let origin = url::Url::parse(WEBAUTHN_ORIGIN).expect("origin");
+        let credential = key
+            .do_registration(origin, options)
+            .expect("software key registers");
+        let credential = serde_json::to_string(&credential).expect("credential json");
+        self.call(
+            client,
+            "stepup/key-register",
+            &[("name", name), ("credential", &credential)],
+        )
+        .await
+    }
+
+    /// Asks for step-up options and answers them with `key`; returns the assertion JSON.
+    pub async fn key_assertion(
+        &self,
+        client: &reqwest::Client,
+        key: &mut webauthn_authenticator_rs::softtoken::SoftToken,
+    ) -> String {
+        let options = self.call(client, "stepup/options", &[]).await;
+        assert_eq!(options.status(), 200);
+        let options: serde_json::Value = options.json().await.expect("json");
+        let request = options["webauthn"].as_str().expect("webauthn options");
+        sign_request(key, request)
+    }
+
+    /// A full step-up with `key`; returns the response.
+    pub async fn step_up_with_key(
+        &self,
+        client: &reqwest::Client,
+        key: &mut webauthn_authenticator_rs::softtoken::SoftToken,
+    ) -> reqwest::Response {
+        let assertion = self.key_assertion(client, key).await;
+        self.call(
+            client,
+            "stepup/verify",
+            &[("method", "security-key"), ("response", &assertion)],
+        )
+        .await
+    }
+
+    /// An admin, signed in, with a registered security key and an open privilege window.
+    pub async fn admin_with_key(&self, email: &str) -> reqwest::Client {
+        let admin = self.signed_in_as(email, domain::account::Role::Admin).await;
+        let mut key = soft_key();
+        assert_eq!(self.register_key(&admin, &mut key, "Admin key").await.status(), 200);
+        assert_eq!(self.step_up_with_key(&admin, &mut key).await.status(), 200);
+        admin
+    }
+}
+
+/// Signs WebAuthn request options (JSON) with `key`; returns the assertion JSON.
+pub fn sign_request(
+    key: &mut webauthn_authenticator_rs::softtoken::SoftToken,
+    request_json: &str,
+) -> String {
+    use webauthn_authenticator_rs::WebauthnAuthenticator;
+    let request = serde_json::from_str(request_json).expect("request options");
+    let origin = url::Url::parse(WEBAUTHN_ORIGIN).expect("origin");
+    let assertion = key
+        .do_authentication(origin, request)
+        .expect("software key signs");
+    serde_json::to_string(&assertion).expect("assertion json")
+}

@@ -320,7 +320,7 @@ async fn revoking_deletes_the_ciphertext_and_the_key_can_no_longer_be_used() {
 #[tokio::test]
 async fn rotating_the_master_key_and_rewrapping_keeps_every_key_usable() {
     let app = spawn_app().await;
-    let admin = app.signed_in_as("admin@example.com", Role::Admin).await;
+    let admin = app.admin_with_key("admin@example.com").await;
     let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
     let first = added_key_id(&app, &trader, "First").await;
     let _second = added_key_id(&app, &trader, "Second").await;
@@ -500,7 +500,7 @@ async fn no_audit_write_means_no_decryption_and_no_new_key() {
 #[tokio::test]
 async fn touching_a_decoy_key_raises_an_alert_and_decrypts_nothing() {
     let app = spawn_app().await;
-    let admin = app.signed_in_as("admin@example.com", Role::Admin).await;
+    let admin = app.admin_with_key("admin@example.com").await;
     let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
     let _real = added_key_id(&app, &trader, "Real").await;
 

@@ -9,3 +9,5 @@ mod keys;
 mod kms;
 mod security;
 mod sessions;
+mod stepup;
+mod stepup_store;

@@ -1,0 +1,628 @@
+//! The step-up factor store on the real database: conditional writes under concurrent
+//! requests (one winner, no replay), failure counting, ownership, and one audit event per
+//! successful write and none otherwise.
+
+use std::sync::Arc;
+
+use domain::account::{BackoffPolicy, Email, Password, Role, UserId};
+use domain::audit::{Actor, AuditDraft, Outcome, RequestMeta};
+use domain::ports::{Clock, StoreError};
+use domain::stepup::{FactorStore, OrderApproval, SecurityKey, StepUpMethod, TotpFactor};
+use domain::vault::{SealedSecret, WrappedKey};
+use server::storage::SqlFactorStore;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::helpers::{PASSWORD, TestApp, spawn_app};
+
+const RACERS: usize = 20;
+
+fn clock_now(app: &TestApp) -> OffsetDateTime {
+    app.clock.now()
+}
+
+async fn new_user(app: &TestApp, email: &str) -> UserId {
+    app.backend
+        .services
+        .accounts
+        .sign_up(
+            Email::parse(email).expect("email"),
+            Password::parse(PASSWORD.into()).expect("password"),
+            Role::Trader,
+            Actor::system("test"),
+            RequestMeta::default(),
+        )
+        .await
+        .expect("user created")
+        .id
+}
+
+fn store(app: &TestApp) -> Arc<SqlFactorStore> {
+    Arc::new(SqlFactorStore::new(app.db().clone(), app.clock.clone()))
+}
+
+fn draft(user: UserId, action: &str) -> AuditDraft {
+    AuditDraft::new(
+        Actor::user(user),
+        action,
+        Outcome::Success,
+        RequestMeta::default(),
+    )
+}
+
+async fn audit_events(app: &TestApp) -> i64 {
+    app.count("SELECT COUNT(*) FROM audit_events").await
+}
+
+fn sealed() -> SealedSecret {
+    SealedSecret {
+        wrapped_key: WrappedKey {
+            kms_key_id: "local:1".into(),
+            blob: vec![1, 2, 3],
+        },
+        nonce: [0; 12],
+        ciphertext: vec![4, 5, 6],
+    }
+}
+
+fn hashes(prefix: &str) -> Vec<String> {
+    (0..10).map(|n| format!("{prefix}-{n}")).collect()
+}
+
+/// A user with a confirmed TOTP factor (last step 100) and recovery codes `codes-0..9`.
+async fn enrolled(app: &TestApp, store: &SqlFactorStore, email: &str) -> UserId {
+    let user = new_user(app, email).await;
+    let now = clock_now(app);
+    store
+        .save_pending_totp(
+            &TotpFactor {
+                user,
+                sealed: sealed(),
+                confirmed: false,
+                last_step: None,
+                failures: 0,
+                locked_until: None,
+                created_at: now,
+            },
+            draft(user, "test.totp_pending"),
+        )
+        .await
+        .expect("pending factor saved");
+    assert!(
+        store
+            .confirm_totp(
+                user,
+                100,
+                now,
+                &hashes("codes"),
+                draft(user, "test.totp_confirmed")
+            )
+            .await
+            .expect("confirm")
+    );
+    user
+}
+
+/// Runs `RACERS` copies of `call` at once on the multi-threaded runtime.
+async fn race<F, Fut, T>(call: F) -> Vec<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let tasks: Vec<_> = (0..RACERS).map(|_| tokio::spawn(call())).collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.expect("task"));
+    }
+    out
+}
+
+fn winners(results: &[Result<bool, StoreError>]) -> usize {
+    results
+        .iter()
+        .map(|r| r.as_ref().expect("no storage error"))
+        .filter(|won| **won)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_totp_step_is_accepted_once_even_under_concurrent_submissions() {
+    let app = spawn_app().await;
+    let store = store(&app);
+    let user = enrolled(&app, &store, "totp@example.com").await;
+    let factor = store.totp(user).await.expect("read").expect("factor");
+    assert!(factor.confirmed);
+    assert_eq!(factor.last_step, Some(100));
+    assert_eq!(
+        factor.sealed.ciphertext,
+        sealed().ciphertext,
+        "sealed parts round-trip"
+    );
+    assert_eq!(factor.sealed.wrapped_key.blob, sealed().wrapped_key.blob);
+
+    let before = audit_events(&app).await;
+    let results = race(|| {
+        let store = store.clone();
+        async move {
+            store
+                .accept_totp_step(user, 101, draft(user, "test.totp_ok"))
+                .await
+        }
+    })
+    .await;
+    assert_eq!(winners(&results), 1, "{results:?}");
+    assert_eq!(
+        audit_events(&app).await,
+        before + 1,
+        "only the winner is audited"
+    );
+
+    for stale in [101, 100, 7] {
+        assert!(
+            !store
+                .accept_totp_step(user, stale, draft(user, "test.totp_ok"))
+                .await
+                .expect("accept"),
+            "step {stale} is a replay"
+        );
+    }
+    assert_eq!(audit_events(&app).await, before + 1);
+    assert!(
+        store
+            .accept_totp_step(user, 102, draft(user, "test.totp_ok"))
+            .await
+            .expect("accept")
+    );
+    assert_eq!(
+        store
+            .totp(user)
+            .await
+            .expect("read")
+            .expect("factor")
+            .last_step,
+        Some(102)
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unconfirmed_factor_accepts_no_step_and_confirms_once() {
+    let app = spawn_app().await;
+    let store = store(&app);
+    let user = new_user(&app, "pending@example.com").await;
+    let now = clock_now(&app);
+    let pending = TotpFactor {
+        user,
+        sealed: sealed(),
+        confirmed: false,
+        last_step: None,
+        failures: 0,
+        locked_until: None,
+        created_at: now,
+    };
+    store
+        .save_pending_totp(&pending, draft(user, "test.pending"))
+        .await
+        .expect("save");
+    // Starting over replaces the pending secret.
+    store
+        .save_pending_totp(&pending, draft(user, "test.pending"))
+        .await
+        .expect("replace pending");
+    assert_eq!(app.count("SELECT COUNT(*) FROM totp_factors").await, 1);
+    let before = audit_events(&app).await;
+    assert!(
+        !store
+            .accept_totp_step(user, 5, draft(user, "test.totp_ok"))
+            .await
+            .expect("accept")
+    );
+
+    let results = race(|| {
+        let store = store.clone();
+        async move {
+            store
+                .confirm_totp(
+                    user,
+                    50,
+                    now,
+                    &hashes("codes"),
+                    draft(user, "test.confirmed"),
+                )
+                .await
+        }
+    })
+    .await;
+    assert_eq!(winners(&results), 1, "{results:?}");
+    assert_eq!(audit_events(&app).await, before + 1);
+    assert_eq!(store.recovery_codes_left(user).await.expect("count"), 10);
+
+    // A confirmed factor is not replaced by a new enrolment, and nothing is audited.
+    let err = store
+        .save_pending_totp(&pending, draft(user, "test.pending"))
+        .await
+        .expect_err("confirmed factor exists");
+    assert!(matches!(err, StoreError::Conflict), "{err:?}");
+    assert_eq!(audit_events(&app).await, before + 1);
+    assert!(
+        store
+            .totp(user)
+            .await
+            .expect("read")
+            .expect("factor")
+            .confirmed
+    );
+
+    assert!(
+        store
+            .remove_totp(user, draft(user, "test.removed"))
+            .await
+            .expect("remove")
+    );
+    assert_eq!(store.recovery_codes_left(user).await.expect("count"), 0);
+    assert!(store.totp(user).await.expect("read").is_none());
+    assert!(
+        !store
+            .remove_totp(user, draft(user, "test.removed"))
+            .await
+            .expect("remove")
+    );
+    assert_eq!(audit_events(&app).await, before + 2);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_failures_are_all_counted_and_back_off() {
+    let app = spawn_app().await;
+    let store = store(&app);
+    let user = enrolled(&app, &store, "failures@example.com").await;
+    let before = audit_events(&app).await;
+    let now = clock_now(&app);
+    let backoff = BackoffPolicy {
+        free_failures: 3,
+        max_wait: Duration::minutes(15),
+    };
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .record_totp_failure(user, now, backoff, draft(user, "test.totp_failed"))
+                    .await
+            })
+        })
+        .collect();
+    let mut counts = Vec::new();
+    for task in tasks {
+        counts.push(task.await.expect("task").expect("failure recorded"));
+    }
+    counts.sort_unstable();
+    assert_eq!(
+        counts,
+        (1..=10).collect::<Vec<u32>>(),
+        "each failure saw its own count"
+    );
+    assert_eq!(audit_events(&app).await, before + 10);
+
+    let factor = store.totp(user).await.expect("read").expect("factor");
+    assert_eq!(factor.failures, 10);
+    let until = factor.locked_until.expect("locked");
+    let expected = now + backoff.wait_after(10);
+    assert!(
+        (until - expected).abs() < Duration::seconds(1),
+        "{until} vs {expected}"
+    );
+
+    // A success clears the count and the lock.
+    assert!(
+        store
+            .accept_totp_step(user, 101, draft(user, "test.totp_ok"))
+            .await
+            .expect("accept")
+    );
+    let factor = store.totp(user).await.expect("read").expect("factor");
+    assert_eq!((factor.failures, factor.locked_until), (0, None));
+
+    // Without a factor there is nothing to count, and nothing is written.
+    let stranger = new_user(&app, "nofactor@example.com").await;
+    let before = audit_events(&app).await;
+    let err = store
+        .record_totp_failure(stranger, now, backoff, draft(stranger, "test.totp_failed"))
+        .await
+        .expect_err("no factor");
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    assert_eq!(audit_events(&app).await, before);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recovery_code_is_used_once_even_under_concurrent_submissions() {
+    let app = spawn_app().await;
+    let store = store(&app);
+    let user = enrolled(&app, &store, "codes@example.com").await;
+    let other = enrolled(&app, &store, "other-codes@example.com").await;
+    let now = clock_now(&app);
+    let before = audit_events(&app).await;
+
+    let results = race(|| {
+        let store = store.clone();
+        async move {
+            store
+                .use_recovery_code(user, "codes-3", now, draft(user, "test.code_used"))
+                .await
+        }
+    })
+    .await;
+    assert_eq!(winners(&results), 1, "{results:?}");
+    assert_eq!(audit_events(&app).await, before + 1);
+    assert_eq!(store.recovery_codes_left(user).await.expect("count"), 9);
+    // The other user's identical hash is theirs, still unused.
+    assert_eq!(store.recovery_codes_left(other).await.expect("count"), 10);
+    assert!(
+        !store
+            .use_recovery_code(user, "no-such-code", now, draft(user, "test.code_used"))
+            .await
+            .expect("use")
+    );
+    assert_eq!(audit_events(&app).await, before + 1);
+
+    // New codes replace all the old ones, used or not.
+    store
+        .replace_recovery_codes(
+            user,
+            &hashes("fresh"),
+            now,
+            draft(user, "test.codes_replaced"),
+        )
+        .await
+        .expect("replace");
+    assert_eq!(store.recovery_codes_left(user).await.expect("count"), 10);
+    assert!(
+        !store
+            .use_recovery_code(user, "codes-4", now, draft(user, "test.code_used"))
+            .await
+            .expect("use")
+    );
+    assert!(
+        store
+            .use_recovery_code(user, "fresh-4", now, draft(user, "test.code_used"))
+            .await
+            .expect("use")
+    );
+    assert_eq!(audit_events(&app).await, before + 3);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_approval_is_spent_once_by_its_owner_before_it_expires() {
+    let app = spawn_app().await;
+    let store = store(&app);
+    let user = new_user(&app, "orders@example.com").await;
+    let other = new_user(&app, "other-orders@example.com").await;
+    let now = clock_now(&app);
+    let approval = |digest: &str, lifetime: Duration| OrderApproval {
+        digest: digest.into(),
+        user,
+        method: StepUpMethod::Totp,
+        approved_at: now,
+        expires_at: now + lifetime,
+    };
+    let before = audit_events(&app).await;
+    store
+        .insert_order_approval(
+            &approval("live", Duration::minutes(5)),
+            draft(user, "test.approved"),
+        )
+        .await
+        .expect("insert");
+    let err = store
+        .insert_order_approval(
+            &approval("live", Duration::minutes(5)),
+            draft(user, "test.approved"),
+        )
+        .await
+        .expect_err("same digest");
+    assert!(matches!(err, StoreError::Conflict), "{err:?}");
+    assert_eq!(audit_events(&app).await, before + 1);
+
+    // Someone else cannot spend it.
+    assert!(
+        !store
+            .consume_order_approval(other, "live", now, draft(other, "test.used"))
+            .await
+            .expect("consume")
+    );
+    let results = race(|| {
+        let store = store.clone();
+        async move {
+            store
+                .consume_order_approval(user, "live", now, draft(user, "test.used"))
+                .await
+        }
+    })
+    .await;
+    assert_eq!(winners(&results), 1, "{results:?}");
+    assert_eq!(audit_events(&app).await, before + 2);
+
+    store
+        .insert_order_approval(
+            &approval("stale", Duration::seconds(-1)),
+            draft(user, "test.approved"),
+        )
+        .await
+        .expect("insert");
+    assert!(
+        !store
+            .consume_order_approval(user, "stale", now, draft(user, "test.used"))
+            .await
+            .expect("consume"),
+        "expired"
+    );
+    // An approval is dead at its expiry instant, not a second later.
+    store
+        .insert_order_approval(
+            &approval("edge", Duration::minutes(5)),
+            draft(user, "test.approved"),
+        )
+        .await
+        .expect("insert");
+    assert!(
+        !store
+            .consume_order_approval(
+                user,
+                "edge",
+                now + Duration::minutes(5),
+                draft(user, "test.used")
+            )
+            .await
+            .expect("consume")
+    );
+    assert_eq!(audit_events(&app).await, before + 4);
+    app.stop().await;
+}
+
+fn key(user: UserId, credential_id: &str, created_at: OffsetDateTime) -> SecurityKey {
+    SecurityKey {
+        id: Uuid::new_v4(),
+        user,
+        name: format!("key {credential_id}"),
+        credential_id: credential_id.into(),
+        credential: format!("{{\"cred\":\"{credential_id}\",\"counter\":0}}"),
+        created_at,
+        last_used_at: None,
+        flagged_at: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn security_keys_belong_to_one_user_and_a_flagged_key_is_not_used() {
+    let app = spawn_app().await;
+    let store = store(&app);
+    let alice = new_user(&app, "alice@example.com").await;
+    let mallory = new_user(&app, "mallory@example.com").await;
+    let now = clock_now(&app);
+    // Within one second, so text order and time order disagree ("…00.5Z" < "…00Z").
+    let base = now.replace_nanosecond(0).expect("whole second");
+    let first = key(alice, "cred-a", base);
+    let second = key(alice, "cred-b", base + Duration::milliseconds(500));
+    let before = audit_events(&app).await;
+    for k in [&second, &first] {
+        store
+            .insert_security_key(k, draft(alice, "test.key_added"))
+            .await
+            .expect("insert");
+    }
+    let ids: Vec<Uuid> = store
+        .security_keys(alice)
+        .await
+        .expect("list")
+        .iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(ids, [first.id, second.id], "oldest first");
+    assert!(store.credential_registered("cred-a").await.expect("lookup"));
+    assert!(!store.credential_registered("cred-z").await.expect("lookup"));
+
+    // The same credential cannot be registered again, by anyone.
+    let err = store
+        .insert_security_key(
+            &key(mallory, "cred-a", now),
+            draft(mallory, "test.key_added"),
+        )
+        .await
+        .expect_err("duplicate credential");
+    assert!(matches!(err, StoreError::Conflict), "{err:?}");
+    assert_eq!(audit_events(&app).await, before + 2);
+
+    // Mallory can neither remove, use nor flag Alice's key.
+    assert!(
+        !store
+            .remove_security_key(mallory, first.id, draft(mallory, "test.key_removed"))
+            .await
+            .expect("remove")
+    );
+    let err = store
+        .record_security_key_use(
+            mallory,
+            first.id,
+            "{}",
+            now,
+            draft(mallory, "test.key_used"),
+        )
+        .await
+        .expect_err("not hers");
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    let err = store
+        .flag_security_key(mallory, first.id, now, draft(mallory, "test.key_flagged"))
+        .await
+        .expect_err("not hers");
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    assert_eq!(
+        audit_events(&app).await,
+        before + 2,
+        "refused writes are not audited"
+    );
+    let keys = store.security_keys(alice).await.expect("list");
+    assert_eq!(keys.len(), 2);
+    assert!(
+        keys.iter()
+            .all(|k| k.flagged_at.is_none() && k.last_used_at.is_none())
+    );
+
+    store
+        .record_security_key_use(
+            alice,
+            first.id,
+            "{\"counter\":7}",
+            now,
+            draft(alice, "test.key_used"),
+        )
+        .await
+        .expect("use");
+    let used = store.security_keys(alice).await.expect("list").remove(0);
+    assert_eq!(used.credential, "{\"counter\":7}");
+    assert!(used.last_used_at.is_some());
+
+    // Once flagged, the key's counter is never moved on again; the first flag time stays.
+    store
+        .flag_security_key(alice, first.id, now, draft(alice, "test.key_flagged"))
+        .await
+        .expect("flag");
+    store
+        .flag_security_key(
+            alice,
+            first.id,
+            now + Duration::minutes(1),
+            draft(alice, "test.key_flagged"),
+        )
+        .await
+        .expect("flag again");
+    let flagged = store.security_keys(alice).await.expect("list").remove(0);
+    assert_eq!(
+        flagged.flagged_at.map(|t| t.unix_timestamp()),
+        Some(now.unix_timestamp())
+    );
+    let err = store
+        .record_security_key_use(
+            alice,
+            first.id,
+            "{\"counter\":8}",
+            now,
+            draft(alice, "test.key_used"),
+        )
+        .await
+        .expect_err("flagged");
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    assert_eq!(audit_events(&app).await, before + 5);
+
+    assert!(
+        store
+            .remove_security_key(alice, first.id, draft(alice, "test.key_removed"))
+            .await
+            .expect("remove")
+    );
+    assert_eq!(store.security_keys(alice).await.expect("list").len(), 1);
+    assert_eq!(audit_events(&app).await, before + 6);
+    app.stop().await;
+}
