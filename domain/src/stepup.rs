@@ -106,8 +106,7 @@ pub struct StepUpPolicy {
     pub order_threshold: Decimal,
     /// An order approval must be used this soon.
     pub approval_lifetime: Duration,
-    /// TOTP failures back off like logins do.
-    pub totp_backoff: BackoffPolicy,
+    pub totp_lockout: TotpLockout,
 }
 
 impl StepUpPolicy {
@@ -120,9 +119,12 @@ impl StepUpPolicy {
             window: window.clamp(Duration::minutes(1), Self::MAX_WINDOW),
             order_threshold,
             approval_lifetime: Duration::minutes(5),
-            totp_backoff: BackoffPolicy {
-                free_failures: 3,
-                max_wait: Duration::minutes(15),
+            totp_lockout: TotpLockout {
+                // Three free failures: the wait starts at the fourth.
+                backoff: BackoffPolicy {
+                    free_failures: 4,
+                    max_wait: Duration::minutes(15),
+                },
             },
         }
     }
@@ -285,6 +287,26 @@ pub fn code_at(secret: &[u8], at: OffsetDateTime) -> String {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// After the free failures, TOTP is locked for a doubling wait and at least until the current
+/// 30-second step ends, so the codes valid right now cannot be guessed at speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TotpLockout {
+    pub backoff: BackoffPolicy,
+}
+
+impl TotpLockout {
+    pub fn locked_until(&self, failures: u32, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        let wait = self.backoff.wait_after(failures);
+        if wait <= Duration::ZERO {
+            return None;
+        }
+        let step = TOTP_STEP as i64;
+        let step_end = OffsetDateTime::from_unix_timestamp((now.unix_timestamp() / step + 1) * step)
+            .unwrap_or(now);
+        Some((now + wait).max(step_end))
+    }
 }
 
 /// A TOTP factor as stored: the secret is sealed, never kept in the clear.
@@ -584,12 +606,13 @@ pub trait FactorStore: Send + Sync + fmt::Debug {
         step: u64,
         audit: AuditDraft,
     ) -> Result<bool, StoreError>;
-    /// Counts a failure and sets `locked_until = now + backoff(failures)`. Returns the count.
+    /// Counts a failure and sets `locked_until` from `lockout` and the new count. Returns the
+    /// count.
     async fn record_totp_failure(
         &self,
         user: UserId,
         now: OffsetDateTime,
-        backoff: BackoffPolicy,
+        lockout: TotpLockout,
         audit: AuditDraft,
     ) -> Result<u32, StoreError>;
     async fn remove_totp(&self, user: UserId, audit: AuditDraft) -> Result<bool, StoreError>;
@@ -852,7 +875,7 @@ impl StepUpService {
                     .record_totp_failure(
                         user,
                         now,
-                        self.policy.totp_backoff,
+                        self.policy.totp_lockout,
                         failure("stepup.totp_failed"),
                     )
                     .await?;
@@ -875,7 +898,7 @@ impl StepUpService {
                         .record_totp_failure(
                             user,
                             now,
-                            self.policy.totp_backoff,
+                            self.policy.totp_lockout,
                             failure("stepup.totp_replayed"),
                         )
                         .await?;
@@ -1446,6 +1469,20 @@ mod tests {
         assert_eq!(matching_step(SECRET, &code, at + Duration::seconds(30)), Some(1));
         assert_eq!(matching_step(SECRET, &code, at + Duration::seconds(60)), None);
         assert_eq!(matching_step(SECRET, &code, at - Duration::seconds(60)), None);
+    }
+
+    #[test]
+    fn totp_locks_after_three_failures_at_least_until_the_step_ends() {
+        let lockout = StepUpPolicy::default().totp_lockout;
+        let now = datetime!(2026-11-23 12:00:05 UTC);
+        for failures in 0..=3 {
+            assert_eq!(lockout.locked_until(failures, now), None);
+        }
+        // The fourth failure: one second of backoff, stretched to the end of the step.
+        assert_eq!(lockout.locked_until(4, now), Some(datetime!(2026-11-23 12:00:30 UTC)));
+        // Later failures double beyond the step, up to 15 minutes.
+        assert_eq!(lockout.locked_until(10, now), Some(now + Duration::seconds(64)));
+        assert_eq!(lockout.locked_until(40, now), Some(now + Duration::minutes(15)));
     }
 
     #[test]

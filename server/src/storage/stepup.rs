@@ -11,17 +11,17 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use domain::account::{BackoffPolicy, UserId};
+use domain::account::UserId;
 use domain::audit::{AuditDraft, canonical_time, parse_canonical_time};
 use domain::ports::{Clock, StoreError};
-use domain::stepup::{FactorStore, OrderApproval, SecurityKey, TotpFactor};
+use domain::stepup::{FactorStore, OrderApproval, SecurityKey, TotpFactor, TotpLockout};
 use domain::vault::{SealedSecret, WrappedKey};
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, EntityTrait,
     PaginatorTrait, QueryFilter, QueryOrder,
 };
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::audit::AuditedTxn;
@@ -258,7 +258,7 @@ impl FactorStore for SqlFactorStore {
         &self,
         user: UserId,
         now: OffsetDateTime,
-        backoff: BackoffPolicy,
+        lockout: TotpLockout,
         audit: AuditDraft,
     ) -> Result<u32, StoreError> {
         let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
@@ -282,11 +282,10 @@ impl FactorStore for SqlFactorStore {
             .ok_or(StoreError::NotFound)?;
         let failures = u32::try_from(row.failures)
             .map_err(|_| corrupt("totp_factors", &row.user_id, "failure count"))?;
-        let wait = backoff.wait_after(failures);
-        if wait > Duration::ZERO {
+        if let Some(until) = lockout.locked_until(failures, now) {
             totp_factor::Entity::update_many()
                 .set(totp_factor::ActiveModel {
-                    locked_until: Set(Some(canonical_time(now + wait))),
+                    locked_until: Set(Some(canonical_time(until))),
                     ..Default::default()
                 })
                 .filter(totp_factor::Column::UserId.eq(user.to_string()))

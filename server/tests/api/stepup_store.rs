@@ -7,7 +7,9 @@ use std::sync::Arc;
 use domain::account::{BackoffPolicy, Email, Password, Role, UserId};
 use domain::audit::{Actor, AuditDraft, Outcome, RequestMeta};
 use domain::ports::{Clock, StoreError};
-use domain::stepup::{FactorStore, OrderApproval, SecurityKey, StepUpMethod, TotpFactor};
+use domain::stepup::{
+    FactorStore, OrderApproval, SecurityKey, StepUpMethod, TotpFactor, TotpLockout,
+};
 use domain::vault::{SealedSecret, WrappedKey};
 use server::storage::SqlFactorStore;
 use time::{Duration, OffsetDateTime};
@@ -279,16 +281,18 @@ async fn concurrent_failures_are_all_counted_and_back_off() {
     let user = enrolled(&app, &store, "failures@example.com").await;
     let before = audit_events(&app).await;
     let now = clock_now(&app);
-    let backoff = BackoffPolicy {
-        free_failures: 3,
-        max_wait: Duration::minutes(15),
+    let lockout = TotpLockout {
+        backoff: BackoffPolicy {
+            free_failures: 3,
+            max_wait: Duration::minutes(15),
+        },
     };
     let tasks: Vec<_> = (0..10)
         .map(|_| {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .record_totp_failure(user, now, backoff, draft(user, "test.totp_failed"))
+                    .record_totp_failure(user, now, lockout, draft(user, "test.totp_failed"))
                     .await
             })
         })
@@ -308,7 +312,7 @@ async fn concurrent_failures_are_all_counted_and_back_off() {
     let factor = store.totp(user).await.expect("read").expect("factor");
     assert_eq!(factor.failures, 10);
     let until = factor.locked_until.expect("locked");
-    let expected = now + backoff.wait_after(10);
+    let expected = lockout.locked_until(10, now).expect("a wait after ten failures");
     assert!(
         (until - expected).abs() < Duration::seconds(1),
         "{until} vs {expected}"
@@ -328,7 +332,7 @@ async fn concurrent_failures_are_all_counted_and_back_off() {
     let stranger = new_user(&app, "nofactor@example.com").await;
     let before = audit_events(&app).await;
     let err = store
-        .record_totp_failure(stranger, now, backoff, draft(stranger, "test.totp_failed"))
+        .record_totp_failure(stranger, now, lockout, draft(stranger, "test.totp_failed"))
         .await
         .expect_err("no factor");
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
