@@ -189,7 +189,9 @@ pub enum StepUpError {
     NotFound,
     #[error("the security key could not be verified")]
     KeyRejected,
-    #[error("this security key reported a signature counter that went backwards; it may be cloned and has been disabled")]
+    #[error(
+        "this security key reported a signature counter that went backwards; it may be cloned and has been disabled"
+    )]
     CounterRegressed,
     #[error("this security key is already registered")]
     KeyAlreadyRegistered,
@@ -281,7 +283,10 @@ pub fn matching_step(secret: &[u8], code: &TotpCode, now: OffsetDateTime) -> Opt
 /// The code for `at` (enrolment tests and the CLI's self-check use it).
 pub fn code_at(secret: &[u8], at: OffsetDateTime) -> String {
     totp(secret, "code")
-        .map(|t| t.generate(u64::try_from(at.unix_timestamp()).unwrap_or(0)).to_string())
+        .map(|t| {
+            t.generate(u64::try_from(at.unix_timestamp()).unwrap_or(0))
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
@@ -303,8 +308,9 @@ impl TotpLockout {
             return None;
         }
         let step = TOTP_STEP as i64;
-        let step_end = OffsetDateTime::from_unix_timestamp((now.unix_timestamp() / step + 1) * step)
-            .unwrap_or(now);
+        let step_end =
+            OffsetDateTime::from_unix_timestamp((now.unix_timestamp() / step + 1) * step)
+                .unwrap_or(now);
         Some((now + wait).max(step_end))
     }
 }
@@ -370,7 +376,9 @@ pub fn recovery_code_hash(code: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric())
         .map(|c| c.to_ascii_lowercase())
         .collect();
-    hex::encode(Sha256::digest(format!("cryptopulse-recovery-v1:{normalised}")))
+    hex::encode(Sha256::digest(format!(
+        "cryptopulse-recovery-v1:{normalised}"
+    )))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -455,7 +463,12 @@ pub struct OrderTerms {
 }
 
 impl OrderTerms {
-    pub fn parse(symbol: &str, side: &str, quantity: &str, price: &str) -> Result<Self, StepUpError> {
+    pub fn parse(
+        symbol: &str,
+        side: &str,
+        quantity: &str,
+        price: &str,
+    ) -> Result<Self, StepUpError> {
         let symbol = symbol.trim().to_ascii_uppercase();
         if !(2..=20).contains(&symbol.len()) || !symbol.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(StepUpError::Invalid(
@@ -466,11 +479,13 @@ impl OrderTerms {
             // Plain decimals only: no exponents, signs or separators.
             let raw = raw.trim();
             if raw.is_empty() || !raw.chars().all(|c| c.is_ascii_digit() || c == '.') {
-                return Err(StepUpError::Invalid(format!("{what} must be a decimal number.")));
+                return Err(StepUpError::Invalid(format!(
+                    "{what} must be a decimal number."
+                )));
             }
-            let value: Decimal = raw.parse().map_err(|_| {
-                StepUpError::Invalid(format!("{what} must be a decimal number."))
-            })?;
+            let value: Decimal = raw
+                .parse()
+                .map_err(|_| StepUpError::Invalid(format!("{what} must be a decimal number.")))?;
             if value <= Decimal::ZERO || value.scale() > 8 {
                 return Err(StepUpError::Invalid(format!(
                     "{what} must be positive, with at most 8 decimal places."
@@ -487,7 +502,9 @@ impl OrderTerms {
     }
 
     pub fn notional(&self) -> Decimal {
-        self.quantity.checked_mul(self.price).unwrap_or(Decimal::MAX)
+        self.quantity
+            .checked_mul(self.price)
+            .unwrap_or(Decimal::MAX)
     }
 }
 
@@ -564,7 +581,7 @@ fn bind_challenge(
     state: PasskeyAuthentication,
     digest: [u8; 32],
 ) -> Result<(RequestChallengeResponse, PasskeyAuthentication), StepUpError> {
-    options.public_key.challenge = digest.to_vec().into();
+    options.public_key.challenge = digest.to_vec();
     let mut value = serde_json::to_value(&state)
         .map_err(|e| StepUpError::Internal(format!("ceremony state: {e}")))?;
     let slot = value
@@ -587,8 +604,11 @@ pub trait FactorStore: Send + Sync + fmt::Debug {
     async fn totp(&self, user: UserId) -> Result<Option<TotpFactor>, StoreError>;
     /// Stores an unconfirmed secret, replacing an earlier unconfirmed one. `Conflict` when a
     /// confirmed factor exists.
-    async fn save_pending_totp(&self, factor: &TotpFactor, audit: AuditDraft)
-    -> Result<(), StoreError>;
+    async fn save_pending_totp(
+        &self,
+        factor: &TotpFactor,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
     /// Confirms the pending factor with its first accepted step and stores fresh recovery
     /// code hashes (replacing any earlier ones).
     async fn confirm_totp(
@@ -638,8 +658,11 @@ pub trait FactorStore: Send + Sync + fmt::Debug {
     async fn security_keys(&self, user: UserId) -> Result<Vec<SecurityKey>, StoreError>;
     /// Whether any account already registered this credential id.
     async fn credential_registered(&self, credential_id: &str) -> Result<bool, StoreError>;
-    async fn insert_security_key(&self, key: &SecurityKey, audit: AuditDraft)
-    -> Result<(), StoreError>;
+    async fn insert_security_key(
+        &self,
+        key: &SecurityKey,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
     /// Saves the updated credential (its counter) and the time of use.
     async fn record_security_key_use(
         &self,
@@ -776,13 +799,18 @@ impl StepUpService {
         self.store
             .save_pending_totp(
                 &factor,
-                draft(user.id, "stepup.totp_enrolment_started", Outcome::Success, &meta),
+                draft(
+                    user.id,
+                    "stepup.totp_enrolment_started",
+                    Outcome::Success,
+                    &meta,
+                ),
             )
             .await
             .map_err(|e| match e {
-                StoreError::Conflict => StepUpError::Invalid(
-                    "An authenticator app is already set up.".into(),
-                ),
+                StoreError::Conflict => {
+                    StepUpError::Invalid("An authenticator app is already set up.".into())
+                }
                 other => other.into(),
             })?;
         Ok(TotpEnrolment {
@@ -791,8 +819,16 @@ impl StepUpService {
         })
     }
 
-    async fn totp_secret(&self, factor: &TotpFactor) -> Result<zeroize::Zeroizing<Vec<u8>>, StepUpError> {
-        let base32 = vault::open(self.kms.as_ref(), &totp_binding(factor.user), &factor.sealed).await?;
+    async fn totp_secret(
+        &self,
+        factor: &TotpFactor,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, StepUpError> {
+        let base32 = vault::open(
+            self.kms.as_ref(),
+            &totp_binding(factor.user),
+            &factor.sealed,
+        )
+        .await?;
         Secret::try_from_base32(base32.expose_secret())
             .map(|s| zeroize::Zeroizing::new(s.as_ref().to_vec()))
             .map_err(|e| StepUpError::Internal(format!("stored totp secret: {e}")))
@@ -814,8 +850,13 @@ impl StepUpService {
         let now = self.clock.now();
         let secret = self.totp_secret(&factor).await?;
         let Some(step) = matching_step(&secret, code, now) else {
-            self.audit_only(draft(user, "stepup.totp_enrolment_failed", Outcome::Failure, &meta))
-                .await?;
+            self.audit_only(draft(
+                user,
+                "stepup.totp_enrolment_failed",
+                Outcome::Failure,
+                &meta,
+            ))
+            .await?;
             return Err(StepUpError::WrongCode);
         };
         let codes = generate_recovery_codes();
@@ -862,13 +903,12 @@ impl StepUpService {
             )
             .await?;
             return Err(StepUpError::LockedOut(
-                (until - now).whole_seconds().max(1) as u64,
+                (until - now).whole_seconds().max(1) as u64
             ));
         }
         let secret = self.totp_secret(&factor).await?;
-        let failure = |action: &str| {
-            draft(user, action, Outcome::Denied, meta).detail("purpose", purpose)
-        };
+        let failure =
+            |action: &str| draft(user, action, Outcome::Denied, meta).detail("purpose", purpose);
         match matching_step(&secret, code, now) {
             None => {
                 self.store
@@ -941,7 +981,10 @@ impl StepUpService {
     pub async fn remove_totp(&self, user: UserId, meta: RequestMeta) -> Result<(), StepUpError> {
         if self
             .store
-            .remove_totp(user, draft(user, "stepup.totp_removed", Outcome::Success, &meta))
+            .remove_totp(
+                user,
+                draft(user, "stepup.totp_removed", Outcome::Success, &meta),
+            )
             .await?
         {
             Ok(())
@@ -971,7 +1014,12 @@ impl StepUpService {
                 user,
                 &hashes,
                 self.clock.now(),
-                draft(user, "stepup.recovery_codes_replaced", Outcome::Success, &meta),
+                draft(
+                    user,
+                    "stepup.recovery_codes_replaced",
+                    Outcome::Success,
+                    &meta,
+                ),
             )
             .await?;
         Ok(codes)
@@ -1010,8 +1058,13 @@ impl StepUpService {
             Ok(passkey) => passkey,
             Err(e) => {
                 self.audit_only(
-                    draft(user, "stepup.key_registration_failed", Outcome::Failure, &meta)
-                        .detail("reason", webauthn_reason(&e)),
+                    draft(
+                        user,
+                        "stepup.key_registration_failed",
+                        Outcome::Failure,
+                        &meta,
+                    )
+                    .detail("reason", webauthn_reason(&e)),
                 )
                 .await?;
                 return Err(StepUpError::KeyRejected);
@@ -1020,8 +1073,13 @@ impl StepUpService {
         let credential_id = base64_url(passkey.cred_id().as_ref());
         if self.store.credential_registered(&credential_id).await? {
             self.audit_only(
-                draft(user, "stepup.key_registration_failed", Outcome::Denied, &meta)
-                    .detail("reason", "credential already registered"),
+                draft(
+                    user,
+                    "stepup.key_registration_failed",
+                    Outcome::Denied,
+                    &meta,
+                )
+                .detail("reason", "credential already registered"),
             )
             .await?;
             return Err(StepUpError::KeyAlreadyRegistered);
@@ -1093,7 +1151,10 @@ impl StepUpService {
             .await?;
             return Err(StepUpError::KeyRejected);
         }
-        match self.webauthn.finish_passkey_authentication(credential, state) {
+        match self
+            .webauthn
+            .finish_passkey_authentication(credential, state)
+        {
             Ok(result) => {
                 let key = key.ok_or(StepUpError::KeyRejected)?;
                 let mut passkey = key.passkey()?;
@@ -1199,7 +1260,9 @@ impl StepUpService {
                 Ok((StepUpMethod::RecoveryCode, false))
             }
             FactorProof::SecurityKey { credential, state } => {
-                let result = self.verify_key(user, credential, state, purpose, meta).await?;
+                let result = self
+                    .verify_key(user, credential, state, purpose, meta)
+                    .await?;
                 Ok((StepUpMethod::SecurityKey, result.user_verified()))
             }
         }
@@ -1258,7 +1321,8 @@ impl StepUpService {
             .await?;
             return Err(StepUpError::OrderMismatch);
         }
-        if now.unix_timestamp() - challenge.issued_at > self.policy.approval_lifetime.whole_seconds()
+        if now.unix_timestamp() - challenge.issued_at
+            > self.policy.approval_lifetime.whole_seconds()
         {
             return Err(StepUpError::NoCeremony);
         }
@@ -1317,8 +1381,13 @@ impl StepUpService {
             return Ok(());
         }
         self.audit_only(
-            draft(user, "stepup.order_approval_refused", Outcome::Denied, &meta)
-                .detail("order_digest", digest),
+            draft(
+                user,
+                "stepup.order_approval_refused",
+                Outcome::Denied,
+                &meta,
+            )
+            .detail("order_digest", digest),
         )
         .await?;
         Err(StepUpError::OrderMismatch)
@@ -1359,14 +1428,38 @@ mod tests {
         let policy = StepUpPolicy::new(Duration::minutes(10), Decimal::from(1000));
         let at = datetime!(2026-11-23 12:00 UTC);
         let g = grant(StepUpMethod::Totp, false, at);
-        assert!(policy.check(Some(&g), SensitiveAction::ManageFactors, at + Duration::minutes(10)).is_ok());
+        assert!(
+            policy
+                .check(
+                    Some(&g),
+                    SensitiveAction::ManageFactors,
+                    at + Duration::minutes(10)
+                )
+                .is_ok()
+        );
         assert!(matches!(
-            policy.check(Some(&g), SensitiveAction::ManageFactors, at + Duration::minutes(10) + Duration::seconds(1)),
+            policy.check(
+                Some(&g),
+                SensitiveAction::ManageFactors,
+                at + Duration::minutes(10) + Duration::seconds(1)
+            ),
             Err(StepUpError::Required(Assurance::AnyFactor))
         ));
-        assert!(policy.check(None, SensitiveAction::ManageFactors, at).is_err());
+        assert!(
+            policy
+                .check(None, SensitiveAction::ManageFactors, at)
+                .is_err()
+        );
         // A grant from the future (clock skew, forged session data) opens nothing.
-        assert!(policy.check(Some(&g), SensitiveAction::ManageFactors, at - Duration::seconds(5)).is_err());
+        assert!(
+            policy
+                .check(
+                    Some(&g),
+                    SensitiveAction::ManageFactors,
+                    at - Duration::seconds(5)
+                )
+                .is_err()
+        );
     }
 
     #[test]
@@ -1392,7 +1485,11 @@ mod tests {
             ));
         }
         let key = grant(StepUpMethod::SecurityKey, true, at);
-        assert!(policy.check(Some(&key), SensitiveAction::Administer, at).is_ok());
+        assert!(
+            policy
+                .check(Some(&key), SensitiveAction::Administer, at)
+                .is_ok()
+        );
     }
 
     #[test]
@@ -1418,11 +1515,24 @@ mod tests {
             terms: terms("0.50000"),
             ..base.clone()
         };
-        assert_eq!(base.digest(), same_value.digest(), "trailing zeros are not a new order");
+        assert_eq!(
+            base.digest(),
+            same_value.digest(),
+            "trailing zeros are not a new order"
+        );
         let changes = [
-            OrderIntent { terms: terms("0.6"), ..base.clone() },
-            OrderIntent { account: UserId(Uuid::from_u128(8)), ..base.clone() },
-            OrderIntent { nonce: "11".repeat(16), ..base.clone() },
+            OrderIntent {
+                terms: terms("0.6"),
+                ..base.clone()
+            },
+            OrderIntent {
+                account: UserId(Uuid::from_u128(8)),
+                ..base.clone()
+            },
+            OrderIntent {
+                nonce: "11".repeat(16),
+                ..base.clone()
+            },
             OrderIntent {
                 terms: OrderTerms::parse("ETHUSDT", "buy", "0.5", "65000.50").expect("valid"),
                 ..base.clone()
@@ -1453,7 +1563,10 @@ mod tests {
             ("BTCUSDT", "buy", "0.000000001", "1"),
             ("BTCUSDT", "buy", "1", "NaN"),
         ] {
-            assert!(OrderTerms::parse(symbol, side, qty, price).is_err(), "{symbol} {side} {qty} {price}");
+            assert!(
+                OrderTerms::parse(symbol, side, qty, price).is_err(),
+                "{symbol} {side} {qty} {price}"
+            );
         }
     }
 
@@ -1466,9 +1579,18 @@ mod tests {
         let code = TotpCode::parse("287 082").expect("six digits");
         assert_eq!(matching_step(SECRET, &code, at), Some(1));
         // One step later it is still accepted (drift), two steps later it is not.
-        assert_eq!(matching_step(SECRET, &code, at + Duration::seconds(30)), Some(1));
-        assert_eq!(matching_step(SECRET, &code, at + Duration::seconds(60)), None);
-        assert_eq!(matching_step(SECRET, &code, at - Duration::seconds(60)), None);
+        assert_eq!(
+            matching_step(SECRET, &code, at + Duration::seconds(30)),
+            Some(1)
+        );
+        assert_eq!(
+            matching_step(SECRET, &code, at + Duration::seconds(60)),
+            None
+        );
+        assert_eq!(
+            matching_step(SECRET, &code, at - Duration::seconds(60)),
+            None
+        );
     }
 
     #[test]
@@ -1479,10 +1601,19 @@ mod tests {
             assert_eq!(lockout.locked_until(failures, now), None);
         }
         // The fourth failure: one second of backoff, stretched to the end of the step.
-        assert_eq!(lockout.locked_until(4, now), Some(datetime!(2026-11-23 12:00:30 UTC)));
+        assert_eq!(
+            lockout.locked_until(4, now),
+            Some(datetime!(2026-11-23 12:00:30 UTC))
+        );
         // Later failures double beyond the step, up to 15 minutes.
-        assert_eq!(lockout.locked_until(10, now), Some(now + Duration::seconds(64)));
-        assert_eq!(lockout.locked_until(40, now), Some(now + Duration::minutes(15)));
+        assert_eq!(
+            lockout.locked_until(10, now),
+            Some(now + Duration::seconds(64))
+        );
+        assert_eq!(
+            lockout.locked_until(40, now),
+            Some(now + Duration::minutes(15))
+        );
     }
 
     #[test]
@@ -1496,8 +1627,10 @@ mod tests {
     fn recovery_codes_are_distinct_and_hash_the_same_however_typed() {
         let codes = generate_recovery_codes();
         assert_eq!(codes.len(), RECOVERY_CODE_COUNT);
-        let hashes: std::collections::HashSet<String> =
-            codes.iter().map(|c| recovery_code_hash(c.expose_secret())).collect();
+        let hashes: std::collections::HashSet<String> = codes
+            .iter()
+            .map(|c| recovery_code_hash(c.expose_secret()))
+            .collect();
         assert_eq!(hashes.len(), RECOVERY_CODE_COUNT);
         let code = codes[0].expose_secret();
         assert_eq!(code.len(), 19);
@@ -1540,7 +1673,7 @@ mod tests {
 
         let intent = OrderIntent::new(UserId(Uuid::from_u128(1)), terms("1"));
         let (rcr, state) = webauthn
-            .start_passkey_authentication(&[passkey.clone()])
+            .start_passkey_authentication(std::slice::from_ref(&passkey))
             .expect("start authentication");
         let (rcr, state) = bind_challenge(rcr, state, intent.digest()).expect("bind");
         let challenge: &[u8] = rcr.public_key.challenge.as_ref();
@@ -1564,6 +1697,10 @@ mod tests {
             .start_passkey_authentication(&[passkey])
             .expect("start authentication");
         let (_, state2) = bind_challenge(rcr2, state2, other.digest()).expect("bind");
-        assert!(webauthn.finish_passkey_authentication(&assertion, &state2).is_err());
+        assert!(
+            webauthn
+                .finish_passkey_authentication(&assertion, &state2)
+                .is_err()
+        );
     }
 }

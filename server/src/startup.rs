@@ -16,7 +16,6 @@ use domain::keys::{Exchange, Exchanges, KeyVaultService};
 use domain::ports::{Clock, SystemClock};
 use domain::stepup::{StepUpPolicy, StepUpService};
 use domain::vault::Kms;
-use webauthn_rs::prelude::WebauthnBuilder;
 use http::{HeaderValue, Method, header};
 use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, file_and_error_handler_with_context, generate_route_list};
@@ -26,6 +25,7 @@ use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
+use webauthn_rs::prelude::WebauthnBuilder;
 
 use crate::config::{KmsBackend, Settings};
 use crate::exchange::{BinanceExchange, BinanceSettings, PaperExchange};

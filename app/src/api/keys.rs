@@ -474,7 +474,6 @@ pub async fn rotate_master_key() -> Result<KmsOverview, AppError> {
 
 #[server(endpoint = "admin/rewrap-all")]
 pub async fn rewrap_all_keys() -> Result<String, AppError> {
-
     use super::context::{request_meta, services};
 
     let admin = super::context::require_admin().await?;

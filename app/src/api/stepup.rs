@@ -165,7 +165,9 @@ mod server {
                 "recovery-code" => {
                     let code = response.trim();
                     if code.is_empty() || code.len() > 64 {
-                        return Err(AppError::Invalid("Enter one of your recovery codes.".into()));
+                        return Err(AppError::Invalid(
+                            "Enter one of your recovery codes.".into(),
+                        ));
                     }
                     Ok(Answer::Recovery(code.to_owned()))
                 }
@@ -174,15 +176,17 @@ mod server {
             }
         }
 
-        pub fn proof<'a>(&'a self, state: Option<&'a PasskeyAuthentication>) -> Result<FactorProof<'a>, AppError> {
+        pub fn proof<'a>(
+            &'a self,
+            state: Option<&'a PasskeyAuthentication>,
+        ) -> Result<FactorProof<'a>, AppError> {
             Ok(match self {
                 Answer::Totp(code) => FactorProof::Totp(code),
                 Answer::Recovery(code) => FactorProof::RecoveryCode(code),
                 Answer::Key(credential) => FactorProof::SecurityKey {
                     credential,
-                    state: state.ok_or_else(|| {
-                        AppError::from(domain::stepup::StepUpError::NoCeremony)
-                    })?,
+                    state: state
+                        .ok_or_else(|| AppError::from(domain::stepup::StepUpError::NoCeremony))?,
                 },
             })
         }
@@ -191,7 +195,8 @@ mod server {
     pub fn qr_svg(data: &str) -> Result<String, AppError> {
         use qrcode::QrCode;
         use qrcode::render::svg;
-        let code = QrCode::new(data.as_bytes()).map_err(|e| AppError::internal(format!("qr: {e}")))?;
+        let code =
+            QrCode::new(data.as_bytes()).map_err(|e| AppError::internal(format!("qr: {e}")))?;
         Ok(code
             .render::<svg::Color>()
             .min_dimensions(200, 200)
@@ -218,7 +223,11 @@ pub async fn factors() -> Result<FactorsView, AppError> {
         totp_enabled: summary.totp_enabled,
         totp_pending: summary.totp_pending,
         recovery_codes_left: summary.recovery_codes_left,
-        keys: summary.security_keys.iter().map(SecurityKeyView::from).collect(),
+        keys: summary
+            .security_keys
+            .iter()
+            .map(SecurityKeyView::from)
+            .collect(),
         window_seconds_left: left,
         window_method: grant
             .filter(|_| left.is_some())
@@ -284,7 +293,10 @@ pub async fn totp_remove() -> Result<(), AppError> {
     use domain::stepup::SensitiveAction;
 
     let (user, _) = require_step_up(SensitiveAction::ManageFactors).await?;
-    services()?.stepup.remove_totp(user.id, request_meta()).await?;
+    services()?
+        .stepup
+        .remove_totp(user.id, request_meta())
+        .await?;
     Ok(())
 }
 
@@ -407,7 +419,11 @@ pub async fn step_up(method: String, response: String) -> Result<StepUpStatus, A
         method: grant.method.as_str().to_owned(),
         seconds_left: policy.window.whole_seconds(),
         admin_grade: policy
-            .check(Some(&grant), SensitiveAction::Administer, services.clock.now())
+            .check(
+                Some(&grant),
+                SensitiveAction::Administer,
+                services.clock.now(),
+            )
             .is_ok(),
     })
 }
@@ -442,7 +458,9 @@ pub async fn order_approval_options(
             .map_err(AppError::internal)?,
         totp: summary.totp_enabled,
     };
-    session.insert(server::ORDER_CHALLENGE_KEY, challenge).await?;
+    session
+        .insert(server::ORDER_CHALLENGE_KEY, challenge)
+        .await?;
     Ok(view)
 }
 

@@ -46,7 +46,8 @@ pub fn StepUpPanel(need: StepUpNeed) -> impl IntoView {
             };
             let Some(request) = options.webauthn else {
                 return set_progress.set(Progress::Failed(
-                    "You have no security key registered yet. Add one on the Security page first.".into(),
+                    "You have no security key registered yet. Add one on the Security page first."
+                        .into(),
                 ));
             };
             set_progress.set(Progress::WaitingForKey);
@@ -63,7 +64,11 @@ pub fn StepUpPanel(need: StepUpNeed) -> impl IntoView {
     };
     let submit_code = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let method = if use_recovery.get_untracked() { "recovery-code" } else { "totp" };
+        let method = if use_recovery.get_untracked() {
+            "recovery-code"
+        } else {
+            "totp"
+        };
         let value = code.get_untracked();
         set_progress.set(Progress::Verifying);
         leptos::task::spawn_local(async move {
@@ -270,7 +275,8 @@ fn SecurityKeys(
             .into_iter()
             .map(|k| view! { <KeyRow key=k on_change /> })
             .collect_view();
-        view! { <ul class="divide-y divide-slate-100" data-testid="security-keys">{items}</ul> }.into_any()
+        view! { <ul class="divide-y divide-slate-100" data-testid="security-keys">{items}</ul> }
+            .into_any()
     };
     view! {
         <section class=CARD>
@@ -292,7 +298,10 @@ fn SecurityKeys(
 }
 
 #[component]
-fn KeyRow(key: SecurityKeyView, on_change: impl Fn() + Copy + Send + Sync + 'static) -> impl IntoView {
+fn KeyRow(
+    key: SecurityKeyView,
+    on_change: impl Fn() + Copy + Send + Sync + 'static,
+) -> impl IntoView {
     let (confirming, set_confirming) = signal(false);
     let (error, set_error) = signal(None::<AppError>);
     let id = key.id.clone();

@@ -50,7 +50,8 @@ mod imp {
     fn container() -> Result<web_sys::CredentialsContainer, KeyCeremonyError> {
         let window = web_sys::window().ok_or(KeyCeremonyError::Unsupported)?;
         let navigator = window.navigator();
-        let has_credentials = js_sys::Reflect::has(&navigator, &"credentials".into()).unwrap_or(false)
+        let has_credentials = js_sys::Reflect::has(&navigator, &"credentials".into())
+            .unwrap_or(false)
             && js_sys::Reflect::has(&window, &"PublicKeyCredential".into()).unwrap_or(false);
         if !has_credentials {
             return Err(KeyCeremonyError::Unsupported);
@@ -64,14 +65,20 @@ mod imp {
 
     /// Browsers report both "cancelled" and "timed out" as NotAllowedError; the elapsed time
     /// tells them apart well enough to give the right advice.
-    fn classify(err: wasm_bindgen::JsValue, started: f64, timeout_ms: Option<u32>) -> KeyCeremonyError {
+    fn classify(
+        err: wasm_bindgen::JsValue,
+        started: f64,
+        timeout_ms: Option<u32>,
+    ) -> KeyCeremonyError {
         let name = err
             .dyn_ref::<web_sys::DomException>()
             .map(|e| e.name())
             .unwrap_or_default();
         match name.as_str() {
             "NotAllowedError" => match timeout_ms {
-                Some(t) if now_ms() - started >= f64::from(t) - 1500.0 => KeyCeremonyError::TimedOut,
+                Some(t) if now_ms() - started >= f64::from(t) - 1500.0 => {
+                    KeyCeremonyError::TimedOut
+                }
                 _ => KeyCeremonyError::NotAllowed,
             },
             "AbortError" => KeyCeremonyError::NotAllowed,

@@ -348,7 +348,12 @@ impl TestApp {
     pub async fn admin_with_key(&self, email: &str) -> reqwest::Client {
         let admin = self.signed_in_as(email, domain::account::Role::Admin).await;
         let mut key = soft_key();
-        assert_eq!(self.register_key(&admin, &mut key, "Admin key").await.status(), 200);
+        assert_eq!(
+            self.register_key(&admin, &mut key, "Admin key")
+                .await
+                .status(),
+            200
+        );
         assert_eq!(self.step_up_with_key(&admin, &mut key).await.status(), 200);
         admin
     }

@@ -312,7 +312,9 @@ async fn concurrent_failures_are_all_counted_and_back_off() {
     let factor = store.totp(user).await.expect("read").expect("factor");
     assert_eq!(factor.failures, 10);
     let until = factor.locked_until.expect("locked");
-    let expected = lockout.locked_until(10, now).expect("a wait after ten failures");
+    let expected = lockout
+        .locked_until(10, now)
+        .expect("a wait after ten failures");
     assert!(
         (until - expected).abs() < Duration::seconds(1),
         "{until} vs {expected}"
