@@ -68,6 +68,9 @@ test("a trader adds a key, sees only its mask, re-wraps it after a rotation, and
   await page.getByTestId("rewrap").click();
   await expect(page.getByTestId("rewrap-progress")).toHaveAttribute("data-finished", "true");
   await expect(page.getByTestId("rewrap-summary")).toContainText("1 re-wrapped");
+  // Checked after a reload: what is stored, not only what the page refreshed to.
+  await page.reload();
+  await hydrated(page);
   await expect(row.getByTestId("sealed-under")).toHaveText(current);
   await expect(page.getByTestId("receipt").filter({ hasText: "re-wrapped" })).toHaveCount(1);
   await page.screenshot({ path: "test-results/screens/keys-rewrapped.png", fullPage: true });

@@ -28,7 +28,9 @@ pub fn Layout(children: Children) -> impl IntoView {
     let auth = use_auth();
     // Effects run only in the browser: this flips once hydration is done (tests wait for it).
     let (hydrated, set_hydrated) = signal(false);
-    Effect::new(move |_| set_hydrated.set(true));
+    // Set one frame later: suspended content resolves in microtasks after this effect, and all of
+    // them run before the next frame, so the marker means every handler is attached.
+    Effect::new(move |_| request_animation_frame(move || set_hydrated.set(true)));
     view! {
         <div class="flex min-h-full flex-col" data-hydrated=move || hydrated.get().to_string()>
             <a href="#main" class="sr-only focus:not-sr-only focus:absolute focus:left-2 focus:top-2 focus:rounded focus:bg-white focus:px-3 focus:py-2">
