@@ -23,7 +23,7 @@ use webauthn_rs::prelude::{
     RequestChallengeResponse, Webauthn, WebauthnError,
 };
 
-use crate::account::{BackoffPolicy, Role, User, UserId};
+use crate::account::{BackoffPolicy, User, UserId};
 use crate::audit::{Actor, AuditDraft, Outcome, RequestMeta};
 use crate::ports::{AuditLog, Clock, StoreError};
 use crate::vault::{self, Kms, KmsError, SealedSecret, SecretBinding, VaultError};
@@ -1391,11 +1391,6 @@ impl StepUpService {
         )
         .await?;
         Err(StepUpError::OrderMismatch)
-    }
-
-    /// Whether `user` may act as `role` requires: admins need a usable security key at all.
-    pub fn role_needs_security_key(role: Role) -> bool {
-        role == Role::Admin
     }
 }
 

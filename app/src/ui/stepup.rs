@@ -36,6 +36,14 @@ pub fn StepUpPanel(need: StepUpNeed) -> impl IntoView {
     let (progress, set_progress) = signal(Progress::Idle);
     let (code, set_code) = signal(String::new());
     let (use_recovery, set_use_recovery) = signal(false);
+    // Only offer a code box to people who have an authenticator app.
+    let available = LocalResource::new(factors);
+    let has_app = move || {
+        available
+            .get()
+            .and_then(Result::ok)
+            .is_some_and(|f| f.totp_enabled)
+    };
 
     let use_key = move |_| {
         set_progress.set(Progress::Preparing);
@@ -103,7 +111,7 @@ pub fn StepUpPanel(need: StepUpNeed) -> impl IntoView {
                                 <button type="button" class=PRIMARY_BUTTON data-testid="step-up-key" disabled=busy on:click=use_key>
                                     "Use my security key"
                                 </button>
-                                {(need == StepUpNeed::AnyFactor).then(|| view! {
+                                {move || (need == StepUpNeed::AnyFactor && has_app()).then(|| view! {
                                     <form class="flex flex-wrap items-end gap-2" on:submit=submit_code>
                                         <div>
                                             <label class=LABEL_CLASS for="step-up-code">
