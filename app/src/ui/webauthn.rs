@@ -93,42 +93,44 @@ mod imp {
         }
     }
 
-    pub async fn create(options_json: String) -> Result<String, KeyCeremonyError> {
-        let options: CreationChallengeResponse = serde_json::from_str(&options_json)
-            .map_err(|e| KeyCeremonyError::Other(format!("bad options: {e}")))?;
-        let timeout = options.public_key.timeout;
-        let container = container()?;
-        let started = now_ms();
-        let promise = container
-            .create_with_options(&options.into())
-            .map_err(|e| classify(e, started, timeout))?;
-        let credential = JsFuture::from(promise)
+    /// Awaits the browser's answer to a ceremony it has started.
+    async fn answer(
+        started_call: Result<js_sys::Promise, wasm_bindgen::JsValue>,
+        started: f64,
+        timeout: Option<u32>,
+    ) -> Result<web_sys::PublicKeyCredential, KeyCeremonyError> {
+        let promise = started_call.map_err(|e| classify(e, started, timeout))?;
+        JsFuture::from(promise)
             .await
-            .map_err(|e| classify(e, started, timeout))?;
-        let credential: web_sys::PublicKeyCredential = credential
+            .map_err(|e| classify(e, started, timeout))?
             .dyn_into()
-            .map_err(|_| KeyCeremonyError::Other("no credential returned".into()))?;
-        serde_json::to_string(&RegisterPublicKeyCredential::from(credential))
-            .map_err(|e| KeyCeremonyError::Other(e.to_string()))
+            .map_err(|_| KeyCeremonyError::Other("no credential returned".into()))
+    }
+
+    fn options<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, KeyCeremonyError> {
+        serde_json::from_str(json).map_err(|e| KeyCeremonyError::Other(format!("bad options: {e}")))
+    }
+
+    fn to_json(value: &impl serde::Serialize) -> Result<String, KeyCeremonyError> {
+        serde_json::to_string(value).map_err(|e| KeyCeremonyError::Other(e.to_string()))
+    }
+
+    pub async fn create(options_json: String) -> Result<String, KeyCeremonyError> {
+        let options: CreationChallengeResponse = options(&options_json)?;
+        let timeout = options.public_key.timeout;
+        let started = now_ms();
+        let call = container()?.create_with_options(&options.into());
+        let credential = answer(call, started, timeout).await?;
+        to_json(&RegisterPublicKeyCredential::from(credential))
     }
 
     pub async fn get(options_json: String) -> Result<String, KeyCeremonyError> {
-        let options: RequestChallengeResponse = serde_json::from_str(&options_json)
-            .map_err(|e| KeyCeremonyError::Other(format!("bad options: {e}")))?;
+        let options: RequestChallengeResponse = options(&options_json)?;
         let timeout = options.public_key.timeout;
-        let container = container()?;
         let started = now_ms();
-        let promise = container
-            .get_with_options(&options.into())
-            .map_err(|e| classify(e, started, timeout))?;
-        let credential = JsFuture::from(promise)
-            .await
-            .map_err(|e| classify(e, started, timeout))?;
-        let credential: web_sys::PublicKeyCredential = credential
-            .dyn_into()
-            .map_err(|_| KeyCeremonyError::Other("no credential returned".into()))?;
-        serde_json::to_string(&PublicKeyCredential::from(credential))
-            .map_err(|e| KeyCeremonyError::Other(e.to_string()))
+        let call = container()?.get_with_options(&options.into());
+        let credential = answer(call, started, timeout).await?;
+        to_json(&PublicKeyCredential::from(credential))
     }
 }
 
