@@ -25,6 +25,7 @@ use webauthn_rs::prelude::{
 
 use crate::account::{BackoffPolicy, User, UserId};
 use crate::audit::{Actor, AuditDraft, Outcome, RequestMeta};
+use crate::keys::{SecurityAlert, SecurityAlerts};
 use crate::ports::{AuditLog, Clock, StoreError};
 use crate::vault::{self, Kms, KmsError, SealedSecret, SecretBinding, VaultError};
 
@@ -738,6 +739,8 @@ pub struct StepUpService {
     pub clock: Arc<dyn Clock>,
     pub webauthn: Arc<Webauthn>,
     pub policy: StepUpPolicy,
+    /// A cloned key is an incident for operators, not only a refusal.
+    pub alerts: Arc<dyn SecurityAlerts>,
 }
 
 fn draft(user: UserId, action: &str, outcome: Outcome, meta: &RequestMeta) -> AuditDraft {
@@ -1188,6 +1191,7 @@ impl StepUpService {
                                 .detail("key", key.id.to_string()),
                         )
                         .await?;
+                    self.raise_clone_alert(user, key, meta).await?;
                 }
                 Err(StepUpError::CounterRegressed)
             }
@@ -1201,6 +1205,34 @@ impl StepUpService {
                 Err(StepUpError::KeyRejected)
             }
         }
+    }
+
+    async fn raise_clone_alert(
+        &self,
+        user: UserId,
+        key: &SecurityKey,
+        meta: &RequestMeta,
+    ) -> Result<(), StepUpError> {
+        let alert = SecurityAlert {
+            id: Uuid::new_v4(),
+            kind: "security_key_cloned".into(),
+            message: format!(
+                "Security key \u{201c}{}\u{201d} of user {user} signed with a counter that went backwards (a sign of a cloned key), from {}. The key was disabled.",
+                key.name,
+                meta.ip.clone().unwrap_or_else(|| "an unknown address".into())
+            ),
+            resource: Some(format!("user:{user}")),
+            actor: Some(format!("user:{user}")),
+            raised_at: self.clock.now(),
+            acknowledged_at: None,
+        };
+        let audit = draft(user, "security.key_clone_suspected", Outcome::Denied, meta)
+            .detail("key", key.id.to_string())
+            .detail("alert", alert.id.to_string());
+        self.alerts.raise(alert, audit).await.map_err(|e| match e {
+            StoreError::Backend(_) => StepUpError::AuditUnavailable,
+            other => other.into(),
+        })
     }
 
     /// Removes one of the user's keys. Needs a privilege window (`ManageFactors`).

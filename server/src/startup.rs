@@ -137,6 +137,7 @@ fn step_up_service(
     db: &DatabaseConnection,
     kms: Arc<dyn Kms>,
     audit: Arc<dyn domain::ports::AuditLog>,
+    alerts: Arc<dyn domain::keys::SecurityAlerts>,
     clock: Arc<dyn Clock>,
 ) -> Result<StepUpService, StartupError> {
     let invalid = |e: String| StartupError::StepUp(e);
@@ -162,6 +163,7 @@ fn step_up_service(
         audit,
         clock,
         webauthn: Arc::new(webauthn),
+        alerts,
         policy: StepUpPolicy::new(
             time::Duration::minutes(i64::from(settings.step_up.window_minutes)),
             threshold,
@@ -214,19 +216,27 @@ impl Backend {
         };
         let metrics = Metrics::new();
         let kms_for_stepup = kms.clone();
+        let alerts: Arc<dyn domain::keys::SecurityAlerts> = Arc::new(SqlSecurityAlerts::new(
+            db.clone(),
+            clock.clone(),
+            metrics.clone(),
+        ));
         let vault = KeyVaultService {
             keys: Arc::new(SqlKeyStore::new(db.clone(), clock.clone())),
             kms,
             exchanges: exchanges_from_settings(settings, clock.clone())?,
             audit: audit.clone(),
-            alerts: Arc::new(SqlSecurityAlerts::new(
-                db.clone(),
-                clock.clone(),
-                metrics.clone(),
-            )),
+            alerts: alerts.clone(),
             clock: clock.clone(),
         };
-        let stepup = step_up_service(settings, &db, kms_for_stepup, audit.clone(), clock.clone())?;
+        let stepup = step_up_service(
+            settings,
+            &db,
+            kms_for_stepup,
+            audit.clone(),
+            alerts,
+            clock.clone(),
+        )?;
         let services = Services {
             stepup,
             accounts,

@@ -382,6 +382,22 @@ async fn a_key_whose_counter_goes_backwards_is_refused_flagged_and_audited() {
     assert_eq!(regressed.status(), 400);
     assert!(json(regressed).await.to_string().contains("cloned"));
     assert_eq!(app.audit_count("stepup.key_counter_regressed").await, 1);
+    // Operators hear of it: an alert, and the security-event metric.
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM security_alerts WHERE kind = 'security_key_cloned'")
+            .await,
+        1
+    );
+    let metrics = reqwest::get(format!("{}/metrics", app.address))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        metrics.contains("cryptopulse_security_events_total{kind=\"security_key_cloned\"} 1"),
+        "{metrics}"
+    );
     let factors = json(app.call(&trader, "stepup/factors", &[]).await).await;
     assert_eq!(factors["keys"][0]["flagged"], true);
     // The flagged key is no longer offered or accepted, even by the genuine authenticator.
