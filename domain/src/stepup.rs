@@ -1219,7 +1219,9 @@ impl StepUpService {
             message: format!(
                 "Security key \u{201c}{}\u{201d} of user {user} signed with a counter that went backwards (a sign of a cloned key), from {}. The key was disabled.",
                 key.name,
-                meta.ip.clone().unwrap_or_else(|| "an unknown address".into())
+                meta.ip
+                    .clone()
+                    .unwrap_or_else(|| "an unknown address".into())
             ),
             resource: Some(format!("user:{user}")),
             actor: Some(format!("user:{user}")),
@@ -1256,6 +1258,40 @@ impl StepUpService {
         } else {
             Err(StepUpError::NotFound)
         }
+    }
+
+    /// Removes every second factor of `user`, for someone who lost them all (run by an operator
+    /// after checking who is asking). Returns how many keys and whether an app was removed.
+    pub async fn reset_factors(
+        &self,
+        user: UserId,
+        actor: Actor,
+        meta: RequestMeta,
+    ) -> Result<(usize, bool), StepUpError> {
+        let by = |action: &str| {
+            AuditDraft::new(actor.clone(), action, Outcome::Success, meta.clone())
+                .resource(format!("user:{user}"))
+                .detail("reason", "factor reset")
+        };
+        let mut keys = 0;
+        for key in self.store.security_keys(user).await? {
+            if self
+                .store
+                .remove_security_key(
+                    user,
+                    key.id,
+                    by("stepup.key_removed").detail("key", key.id.to_string()),
+                )
+                .await?
+            {
+                keys += 1;
+            }
+        }
+        let totp = self
+            .store
+            .remove_totp(user, by("stepup.totp_removed"))
+            .await?;
+        Ok((keys, totp))
     }
 
     // --- Step-up and order approval --------------------------------------------------------------

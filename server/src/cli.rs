@@ -44,6 +44,12 @@ pub enum Command {
         #[arg(long)]
         role: String,
     },
+    /// Remove every security key, authenticator app and recovery code of a user who lost them
+    /// all (check who is asking first). Recorded in the audit log as done by the CLI.
+    ResetFactors {
+        #[arg(long)]
+        email: String,
+    },
     /// Audit log commands.
     Audit {
         #[command(subcommand)]
@@ -175,6 +181,35 @@ pub async fn set_role(settings: &Settings, email: &str, role: &str) -> Result<()
         .change_role(Actor::system("cli"), user.id, role, cli_meta())
         .await?;
     println!("{} is now {}", user.email.as_str(), user.role);
+    Ok(())
+}
+
+pub async fn reset_factors(settings: &Settings, email: &str) -> Result<(), CliError> {
+    let email = Email::parse(email).map_err(|e| CliError::Usage(e.to_string()))?;
+    let backend = Backend::connect(settings, Arc::new(SystemClock)).await?;
+    let user = backend
+        .services
+        .accounts
+        .store
+        .find_credentials(&email)
+        .await?
+        .ok_or_else(|| CliError::Usage(format!("no account with email {}", email.as_str())))?
+        .user;
+    let (keys, totp) = backend
+        .services
+        .stepup
+        .reset_factors(user.id, Actor::system("cli"), cli_meta())
+        .await
+        .map_err(|e| CliError::Usage(format!("could not reset factors: {e}")))?;
+    println!(
+        "{}: removed {keys} security key(s){}; they can add a first factor within the step-up window after signing in",
+        email.as_str(),
+        if totp {
+            " and the authenticator app with its recovery codes"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }
 

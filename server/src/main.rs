@@ -32,6 +32,9 @@ async fn main() -> ExitCode {
         Command::SetRole { email, role } => server::cli::set_role(&settings, &email, &role)
             .await
             .map_err(Into::into),
+        Command::ResetFactors { email } => server::cli::reset_factors(&settings, &email)
+            .await
+            .map_err(Into::into),
         Command::Audit {
             command: AuditCommand::Verify { expect_head },
         } => match server::cli::audit_verify(

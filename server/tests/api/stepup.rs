@@ -860,3 +860,45 @@ impl TestApp {
         out
     }
 }
+
+#[tokio::test]
+async fn an_operator_resets_the_factors_of_someone_who_lost_them_all() {
+    let app = spawn_app().await;
+    let admin = app.admin_with_key("admin@example.com").await;
+    let _ = enrol_totp(&app, &admin).await;
+    assert!(
+        server::cli::reset_factors(&app.settings, "nobody@example.com")
+            .await
+            .is_err()
+    );
+    server::cli::reset_factors(&app.settings, "admin@example.com")
+        .await
+        .expect("reset");
+    let factors = json(app.call(&admin, "stepup/factors", &[]).await).await;
+    assert_eq!(factors["keys"].as_array().expect("keys").len(), 0);
+    assert_eq!(factors["totp_enabled"], false);
+    assert_eq!(factors["recovery_codes_left"], 0);
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'stepup.key_removed' AND actor_kind = 'system'"
+        )
+        .await,
+        1
+    );
+    // Signing in again, the admin can register a new key as a first factor.
+    let fresh = app.new_client();
+    assert_eq!(
+        app.log_in(&fresh, "admin@example.com", crate::helpers::PASSWORD)
+            .await
+            .status(),
+        200
+    );
+    let mut key = soft_key();
+    assert_eq!(
+        app.register_key(&fresh, &mut key, "Replacement")
+            .await
+            .status(),
+        200
+    );
+    app.stop().await;
+}
