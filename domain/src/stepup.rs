@@ -898,7 +898,11 @@ impl StepUpService {
             .totp(user)
             .await?
             .filter(|f| f.confirmed)
-            .ok_or(StepUpError::NotFound)?;
+            .ok_or_else(|| {
+                StepUpError::Invalid(
+                    "You have no authenticator app set up; use your security key.".into(),
+                )
+            })?;
         let now = self.clock.now();
         if let Some(until) = factor.locked_until.filter(|until| *until > now) {
             self.audit_only(
