@@ -9,6 +9,7 @@ pub mod ui;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_router::SsrMode;
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
 
@@ -86,18 +87,21 @@ pub fn App() -> impl IntoView {
     view! {
         <Stylesheet id="leptos" href="/pkg/cryptopulse.css" />
         <Title formatter=|page: String| if page.is_empty() { "CryptoPulse".to_owned() } else { format!("{page} · CryptoPulse") } />
+        // Pages whose resources sit inside the role check render whole (`SsrMode::Async`): with
+        // out-of-order streaming their nested resources sometimes ran after their owner was
+        // gone ("Services missing from context"), and the HTML then failed to hydrate.
         <Router>
             <ui::layout::Layout>
                 <Routes fallback=ui::pages::NotFound>
                     <Route path=path!("/") view=ui::pages::Home />
                     <Route path=path!("/login") view=ui::auth::LoginPage />
                     <Route path=path!("/signup") view=ui::auth::SignupPage />
-                    <Route path=path!("/account") view=ui::account::AccountPage />
-                    <Route path=path!("/audit") view=ui::audit::AuditPage />
-                    <Route path=path!("/admin/users") view=ui::admin::UsersPage />
-                    <Route path=path!("/keys") view=ui::keys::KeysPage />
-                    <Route path=path!("/security") view=ui::stepup::SecurityPage />
-                    <Route path=path!("/admin/vault") view=ui::vault_admin::VaultAdminPage />
+                    <Route path=path!("/account") ssr=SsrMode::Async view=ui::account::AccountPage />
+                    <Route path=path!("/audit") ssr=SsrMode::Async view=ui::audit::AuditPage />
+                    <Route path=path!("/admin/users") ssr=SsrMode::Async view=ui::admin::UsersPage />
+                    <Route path=path!("/keys") ssr=SsrMode::Async view=ui::keys::KeysPage />
+                    <Route path=path!("/security") ssr=SsrMode::Async view=ui::stepup::SecurityPage />
+                    <Route path=path!("/admin/vault") ssr=SsrMode::Async view=ui::vault_admin::VaultAdminPage />
                 </Routes>
             </ui::layout::Layout>
         </Router>

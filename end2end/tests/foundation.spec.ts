@@ -1,6 +1,6 @@
 import { expect, test } from "@playwright/test";
 import { ADMIN_EMAIL } from "../global-setup";
-import { PASSWORD, adminWithKey, hydrated, logIn, saveAdminKey, signOut, signUp, stepUpWithKey, uniqueEmail } from "./helpers";
+import { PASSWORD, adminWithKey, clickUntil, hydrated, logIn, saveAdminKey, signOut, signUp, stepUpWithKey, uniqueEmail } from "./helpers";
 
 test("pages carry the security headers and still hydrate under the CSP", async ({ page }) => {
   const cspViolations: string[] = [];
@@ -93,8 +93,9 @@ test("an admin grants the reviewer role, and the reviewer verifies the audit cha
   const row = admin.getByRole("row").filter({ hasText: reviewerEmail });
   await row.getByRole("combobox").selectOption("reviewer");
   // Without a step-up the change is refused and nothing changes; with the key it goes through.
-  await row.getByRole("button", { name: "Save" }).click();
-  await expect(admin.getByTestId("step-up-panel")).toContainText("Admin actions need your security key");
+  await clickUntil(row.getByRole("button", { name: "Save" }), () =>
+    expect(admin.getByTestId("step-up-panel")).toContainText("Admin actions need your security key", { timeout: 2_000 }),
+  );
   await admin.screenshot({ path: "test-results/screens/users-step-up.png", fullPage: true });
   await stepUpWithKey(admin);
   await saveAdminKey(adminKey);

@@ -1,7 +1,7 @@
 import { Browser, CDPSession } from "@playwright/test";
 import fs from "node:fs";
 import { ADMIN_EMAIL } from "../global-setup";
-import { expect, Page } from "@playwright/test";
+import { expect, Locator, Page } from "@playwright/test";
 
 export const PASSWORD = "correct horse battery staple";
 
@@ -80,6 +80,9 @@ const ADMIN_KEY_FILE = "test-results/admin-key.json";
 export async function adminWithKey(browser: Browser): Promise<{ page: Page; key: VirtualKey }> {
   const context = await browser.newContext();
   const page = await context.newPage();
+  // A panic in the WASM bundle stops every handler; make it visible in the test output.
+  page.on("pageerror", (e) => console.log(`[admin page error] ${e.message}`));
+  page.on("console", (m) => m.type() === "error" && console.log(`[admin console] ${m.text()}`));
   await logIn(page, ADMIN_EMAIL, process.env.CRYPTOPULSE_ADMIN_PASSWORD!);
   await expect(page.getByRole("heading", { name: "Overview" })).toBeVisible();
   const key = await addVirtualKey(page);
@@ -97,4 +100,12 @@ export async function saveAdminKey(key: VirtualKey) {
   const { credentials } = await key.cdp.send("WebAuthn.getCredentials", { authenticatorId: key.authenticatorId });
   fs.mkdirSync("test-results", { recursive: true });
   fs.writeFileSync(ADMIN_KEY_FILE, JSON.stringify(credentials[0]));
+}
+
+/** Clicks until `done` holds: for clicks that are safe to repeat and can land before a handler. */
+export async function clickUntil(button: Locator, done: () => Promise<void>) {
+  await expect(async () => {
+    await button.click();
+    await done();
+  }).toPass({ timeout: 20_000, intervals: [500, 1_000, 2_000] });
 }

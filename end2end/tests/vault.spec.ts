@@ -1,5 +1,5 @@
 import { expect, Page, test } from "@playwright/test";
-import { adminWithKey, hydrated, saveAdminKey, signUp, stepUpWithKey, uniqueEmail } from "./helpers";
+import { adminWithKey, clickUntil, hydrated, saveAdminKey, signUp, stepUpWithKey, uniqueEmail } from "./helpers";
 
 // scripts/test.sh sets this and then searches the server log for it.
 const SECRET = process.env.E2E_KEY_SECRET ?? "e2e-secret-not-set-0123456789abcdef";
@@ -52,7 +52,9 @@ test("a trader adds a key, sees only its mask, re-wraps it after a rotation, and
   await hydrated(admin);
   const before = (await admin.getByTestId("current-kms-key").textContent())!;
   // Rotating is an admin action: the first try asks for the security key.
-  await admin.getByTestId("rotate-master-key").click();
+  await clickUntil(admin.getByTestId("rotate-master-key"), () =>
+    expect(admin.getByTestId("step-up-panel")).toBeVisible({ timeout: 2_000 }),
+  );
   await stepUpWithKey(admin);
   await saveAdminKey(adminKey);
   await expect(admin.getByTestId("current-kms-key")).toHaveText(before);
@@ -95,7 +97,9 @@ test("a decoy key planted by an admin raises an alert when it is used", async ({
   const plant = admin.getByTestId("plant-canary-form");
   await plant.getByLabel("Place in the vault of (email)").fill(trader);
   await plant.getByLabel("Label it shows").fill("Old bot key");
-  await plant.getByRole("button", { name: "Plant decoy" }).click();
+  await clickUntil(plant.getByRole("button", { name: "Plant decoy" }), () =>
+    expect(admin.getByTestId("step-up-panel")).toBeVisible({ timeout: 2_000 }),
+  );
   await stepUpWithKey(admin);
   await saveAdminKey(adminKey);
   await plant.getByRole("button", { name: "Plant decoy" }).click();
@@ -113,6 +117,8 @@ test("a decoy key planted by an admin raises an alert when it is used", async ({
   const alert = admin.getByTestId("alert").filter({ hasText: "Old bot key" });
   await expect(alert).toHaveAttribute("data-open", "true");
   await admin.screenshot({ path: "test-results/screens/vault-admin-alert.png", fullPage: true });
-  await alert.getByTestId("acknowledge-alert").click();
-  await expect(alert).toHaveAttribute("data-open", "false");
+  // Acknowledging twice is harmless, so repeat a click that landed before its handler.
+  await clickUntil(alert.getByTestId("acknowledge-alert"), () =>
+    expect(alert).toHaveAttribute("data-open", "false", { timeout: 2_000 }),
+  );
 });
