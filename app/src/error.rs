@@ -31,6 +31,9 @@ pub enum AppError {
     /// The action needs a fresh step-up of at least this strength; nothing was changed.
     #[error("{}", .0.message())]
     StepUpRequired(crate::api::stepup::StepUpNeed),
+    /// The order needs a step-up approval bound to it (the reasons say why); nothing was placed.
+    #[error("This order needs your approval: {}", .0.join(" "))]
+    OrderApprovalRequired(Vec<String>),
     /// Only ever built in the browser, when the server could not be reached.
     #[error("Could not reach the server. Check your connection and try again.")]
     Network,
@@ -41,7 +44,9 @@ impl AppError {
         match self {
             AppError::Invalid(_) => 400,
             AppError::BadCredentials | AppError::Unauthenticated => 401,
-            AppError::Forbidden | AppError::StepUpRequired(_) => 403,
+            AppError::Forbidden
+            | AppError::StepUpRequired(_)
+            | AppError::OrderApprovalRequired(_) => 403,
             AppError::NotFound => 404,
             AppError::Conflict(_) => 409,
             AppError::RateLimited(_) => 429,

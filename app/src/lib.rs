@@ -102,6 +102,11 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/keys") ssr=SsrMode::Async view=ui::keys::KeysPage />
                     <Route path=path!("/security") ssr=SsrMode::Async view=ui::stepup::SecurityPage />
                     <Route path=path!("/admin/vault") ssr=SsrMode::Async view=ui::vault_admin::VaultAdminPage />
+                    <Route path=path!("/trade") ssr=SsrMode::Async view=ui::trading::TradePage />
+                    <Route path=path!("/orders") ssr=SsrMode::Async view=ui::trading::OrdersPage />
+                    <Route path=path!("/agents") ssr=SsrMode::Async view=ui::agents::AgentsPage />
+                    <Route path=path!("/review") ssr=SsrMode::Async view=ui::review::ReviewPage />
+                    <Route path=path!("/admin/risk") ssr=SsrMode::Async view=ui::risk_admin::RiskAdminPage />
                 </Routes>
             </ui::layout::Layout>
         </Router>

@@ -386,6 +386,121 @@ pub trait Exchange: Send + Sync + fmt::Debug {
         environment: KeyEnvironment,
         credentials: &ApiCredentials,
     ) -> Result<KeyPermissions, ExchangeError>;
+
+    /// Places an order. Placing the same `client_order_id` twice must not trade twice: the
+    /// exchange either answers with the first order or refuses the duplicate.
+    /// `credentials` is `None` only for the paper exchange, which needs no key.
+    async fn place_order(
+        &self,
+        environment: KeyEnvironment,
+        credentials: Option<&ApiCredentials>,
+        order: &VenueOrder,
+    ) -> Result<VenueAck, ExchangeError> {
+        let _ = (environment, credentials, order);
+        Err(ExchangeError::Rejected(
+            "this exchange does not take orders".into(),
+        ))
+    }
+
+    /// Looks an order up by its client order id: how a held order learns whether an earlier,
+    /// unanswered attempt reached the exchange. `Ok(None)` means it certainly did not.
+    async fn find_order(
+        &self,
+        environment: KeyEnvironment,
+        credentials: Option<&ApiCredentials>,
+        symbol: &str,
+        client_order_id: &str,
+    ) -> Result<Option<VenueAck>, ExchangeError> {
+        let _ = (environment, credentials, symbol, client_order_id);
+        Err(ExchangeError::Rejected(
+            "this exchange does not take orders".into(),
+        ))
+    }
+
+    /// Cancels a resting order; answers with the order as it stands (it may have filled).
+    async fn cancel_order(
+        &self,
+        environment: KeyEnvironment,
+        credentials: Option<&ApiCredentials>,
+        symbol: &str,
+        client_order_id: &str,
+    ) -> Result<VenueAck, ExchangeError> {
+        let _ = (environment, credentials, symbol, client_order_id);
+        Err(ExchangeError::Rejected(
+            "this exchange cannot cancel orders here".into(),
+        ))
+    }
+
+    /// The last traded price of `symbol`.
+    async fn price(
+        &self,
+        environment: KeyEnvironment,
+        symbol: &str,
+    ) -> Result<rust_decimal::Decimal, ExchangeError> {
+        let _ = (environment, symbol);
+        Err(ExchangeError::Rejected(
+            "this exchange has no price feed".into(),
+        ))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderType {
+    Market,
+    Limit,
+}
+
+impl OrderType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderType::Market => "market",
+            OrderType::Limit => "limit",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "market" => Some(OrderType::Market),
+            "limit" => Some(OrderType::Limit),
+            _ => None,
+        }
+    }
+}
+
+/// An order as sent to an exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VenueOrder {
+    /// Ours, unique per order and reused on every retry: the exchange's idempotency key.
+    pub client_order_id: String,
+    pub symbol: String,
+    pub side: crate::risk::OrderSide,
+    pub order_type: OrderType,
+    pub quantity: rust_decimal::Decimal,
+    /// Required for limit orders, ignored for market orders.
+    pub limit_price: Option<rust_decimal::Decimal>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VenueOrderStatus {
+    /// Completely filled.
+    Filled,
+    /// Resting on the book (a limit order that is not marketable yet), maybe partly filled.
+    Open,
+    /// Cancelled before it filled completely.
+    Cancelled,
+    /// The exchange refused the order (insufficient balance, bad symbol, ...).
+    Rejected(String),
+}
+
+/// The exchange's answer about an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VenueAck {
+    pub exchange_order_id: String,
+    pub status: VenueOrderStatus,
+    pub filled_quantity: rust_decimal::Decimal,
+    /// Volume-weighted price of the fills so far; `None` before any fill.
+    pub average_price: Option<rust_decimal::Decimal>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -393,8 +508,23 @@ pub enum ExchangeError {
     /// The exchange does not accept the key (unknown, wrong environment, bad signature).
     #[error("the exchange refused the key: {0}")]
     Rejected(String),
+    /// Certainly not received (connection refused, DNS, breaker open).
     #[error("the exchange could not be reached: {0}")]
     Unreachable(String),
+    /// Sent but unanswered in time: the exchange may or may not have acted on it.
+    #[error("the exchange did not answer in time: {0}")]
+    Timeout(String),
+    /// The exchange asked us to slow down; retry after the given seconds.
+    #[error("the exchange is rate limiting us; retry in {0} s")]
+    RateLimited(u64),
+}
+
+impl ExchangeError {
+    /// Failures that say the exchange is down or overloaded rather than that the request was
+    /// wrong: these open the circuit breaker and hold orders for a retry.
+    pub fn is_outage(&self) -> bool {
+        !matches!(self, ExchangeError::Rejected(_))
+    }
 }
 
 /// The exchanges this server is configured for.
@@ -546,7 +676,9 @@ impl KeyVaultService {
             .map_err(|e| match e {
                 ExchangeError::Rejected(why) => KeyVaultError::ExchangeRejected(why),
                 // The adapter logs the cause; the trader hears "unreachable".
-                ExchangeError::Unreachable(_) => KeyVaultError::ExchangeUnavailable,
+                ExchangeError::Unreachable(_)
+                | ExchangeError::Timeout(_)
+                | ExchangeError::RateLimited(_) => KeyVaultError::ExchangeUnavailable,
             })
     }
 

@@ -1,9 +1,18 @@
 //! CryptoPulse's product rules in plain Rust: account types and policies, the hash-chained
 //! audit log, envelope encryption of secrets, and the small ports the server implements. No web framework, ORM or runtime here.
 
+#[cfg(feature = "full")]
 pub mod account;
+#[cfg(feature = "full")]
 pub mod audit;
+#[cfg(feature = "full")]
 pub mod keys;
+#[cfg(feature = "full")]
 pub mod ports;
+pub mod risk;
+#[cfg(feature = "full")]
 pub mod stepup;
+#[cfg(feature = "full")]
+pub mod trading;
+#[cfg(feature = "full")]
 pub mod vault;

@@ -430,29 +430,7 @@ impl KeyName {
 // ---------------------------------------------------------------------------------------------
 // Order-bound approvals
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OrderSide {
-    Buy,
-    Sell,
-}
-
-impl OrderSide {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderSide::Buy => "buy",
-            OrderSide::Sell => "sell",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Result<Self, StepUpError> {
-        match raw.trim().to_ascii_lowercase().as_str() {
-            "buy" => Ok(OrderSide::Buy),
-            "sell" => Ok(OrderSide::Sell),
-            _ => Err(StepUpError::Invalid("Side must be buy or sell.".into())),
-        }
-    }
-}
+pub use crate::risk::OrderSide;
 
 /// The fields of an order an approval commits to, before the server adds the nonce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -496,7 +474,8 @@ impl OrderTerms {
         };
         Ok(Self {
             symbol,
-            side: OrderSide::parse(side)?,
+            side: OrderSide::parse(side)
+                .ok_or_else(|| StepUpError::Invalid("Side must be buy or sell.".into()))?,
             quantity: positive(quantity, "Quantity")?,
             price: positive(price, "Price")?,
         })

@@ -17,7 +17,7 @@ async function addPaperKey(page: Page, label: string) {
 test("a trader adds a key, sees only its mask, re-wraps it after a rotation, and revokes it", async ({ page, browser }) => {
   const trader = uniqueEmail("vault");
   await signUp(page, trader);
-  await page.getByRole("link", { name: "Exchange keys" }).click();
+  await page.getByRole("link", { name: "Keys", exact: true }).click();
   await expect(page.getByRole("heading", { name: "Exchange keys" })).toBeVisible();
   await hydrated(page);
   await expect(page.getByTestId("no-keys")).toBeVisible();

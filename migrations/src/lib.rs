@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_foundation;
 mod m20261123_000002_key_vault;
 mod m20261123_000003_step_up;
+mod m20261123_000004_trading;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_foundation::Migration),
             Box::new(m20261123_000002_key_vault::Migration),
             Box::new(m20261123_000003_step_up::Migration),
+            Box::new(m20261123_000004_trading::Migration),
         ]
     }
 }

@@ -48,6 +48,37 @@ pub struct Settings {
     pub exchanges: ExchangeSettings,
     pub vault: VaultSettings,
     pub step_up: StepUpSettings,
+    pub trading: TradingSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TradingSettings {
+    /// How often held orders are retried and resting paper orders matched (1 to 60 s).
+    pub job_interval_seconds: u32,
+    /// Seconds trading on an exchange pauses after an outage (doubling while it lasts).
+    pub breaker_cool_down_seconds: u32,
+    /// Where new anomaly cases are POSTed as JSON (no personal data beyond ids); off when empty.
+    pub case_webhook_url: Option<String>,
+    /// An OpenAI-compatible chat-completions base URL (e.g. `http://127.0.0.1:8080/v1`) that
+    /// writes an advisory rationale for reviewers; off when empty.
+    pub rationale_url: Option<String>,
+    pub rationale_model: String,
+    /// Bearer key for that endpoint, if it needs one (env or secret file only).
+    pub rationale_api_key: Option<SecretString>,
+}
+
+impl Default for TradingSettings {
+    fn default() -> Self {
+        Self {
+            job_interval_seconds: 2,
+            breaker_cool_down_seconds: 10,
+            case_webhook_url: None,
+            rationale_url: None,
+            rationale_model: "gpt-4o-mini".into(),
+            rationale_api_key: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -182,6 +213,7 @@ impl Default for Settings {
             exchanges: ExchangeSettings::default(),
             vault: VaultSettings::default(),
             step_up: StepUpSettings::default(),
+            trading: TradingSettings::default(),
         }
     }
 }
@@ -355,6 +387,34 @@ impl Settings {
         }
         if self.step_up.order_threshold().is_none() {
             return invalid("step_up.order_threshold must be a non-negative decimal number".into());
+        }
+        if !(1..=60).contains(&self.trading.job_interval_seconds) {
+            return invalid("trading.job_interval_seconds must be between 1 and 60".into());
+        }
+        if !(1..=3600).contains(&self.trading.breaker_cool_down_seconds) {
+            return invalid("trading.breaker_cool_down_seconds must be between 1 and 3600".into());
+        }
+        if let Some(url) = self
+            .trading
+            .case_webhook_url
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            && url::Url::parse(url)
+                .map(|u| !matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(true)
+        {
+            return invalid("trading.case_webhook_url must be an http(s) URL".into());
+        }
+        if let Some(url) = self
+            .trading
+            .rationale_url
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            && url::Url::parse(url)
+                .map(|u| !matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(true)
+        {
+            return invalid("trading.rationale_url must be an http(s) URL".into());
         }
         if self.webauthn_rp().is_none() {
             return invalid(

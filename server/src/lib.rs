@@ -1,10 +1,12 @@
 //! CryptoPulse's server: configuration, startup, storage and security adapters, CLI commands.
 
+pub mod agent_api;
 pub mod cli;
 pub mod config;
 pub mod exchange;
 pub mod kms;
 pub mod metrics;
+pub mod notify;
 pub mod security;
 pub mod startup;
 pub mod storage;

@@ -15,6 +15,7 @@ use domain::audit::{Actor, AuditDraft, Outcome, RequestMeta};
 use domain::keys::{Exchange, Exchanges, KeyVaultService};
 use domain::ports::{Clock, SystemClock};
 use domain::stepup::{StepUpPolicy, StepUpService};
+use domain::trading::{CircuitBreakers, TradingService};
 use domain::vault::Kms;
 use http::{HeaderValue, Method, header};
 use leptos::prelude::*;
@@ -31,11 +32,13 @@ use crate::config::{KmsBackend, Settings};
 use crate::exchange::{BinanceExchange, BinanceSettings, PaperExchange};
 use crate::kms::{AwsKms, AwsKmsSettings, FileKms};
 use crate::metrics::Metrics;
+use crate::notify::{RationaleModel, WebhookNotifier};
 use crate::security::hashing::Argon2Hasher;
 use crate::security::middleware::{self, CspNonce, HeaderPolicy};
 use crate::security::rate_limit::{self, RateLimits};
 use crate::security::throttle::MemoryLoginThrottle;
 use crate::storage::stepup::SqlFactorStore;
+use crate::storage::trading::SqlTradingStore;
 use crate::storage::{
     self, SqlAccountStore, SqlAuditLog, SqlKeyStore, SqlSecurityAlerts, SqlSessionStore,
 };
@@ -74,6 +77,8 @@ pub struct Backend {
     pub services: Services,
     pub sessions: SqlSessionStore,
     pub metrics: Metrics,
+    /// The built-in paper exchange (tests inject outages through it).
+    pub paper: PaperExchange,
 }
 
 /// The KMS the settings ask for: the local master key (file or `master_key`) or AWS KMS.
@@ -113,9 +118,10 @@ pub async fn kms_from_settings(settings: &Settings) -> Result<Arc<dyn Kms>, Star
 
 fn exchanges_from_settings(
     settings: &Settings,
+    paper: &PaperExchange,
     clock: Arc<dyn Clock>,
 ) -> Result<Exchanges, StartupError> {
-    let mut exchanges: Vec<Arc<dyn Exchange>> = vec![Arc::new(PaperExchange::new())];
+    let mut exchanges: Vec<Arc<dyn Exchange>> = vec![Arc::new(paper.clone())];
     if settings.exchanges.binance_enabled {
         let binance = BinanceExchange::new(
             BinanceSettings {
@@ -221,10 +227,12 @@ impl Backend {
             clock.clone(),
             metrics.clone(),
         ));
+        let paper = PaperExchange::new(clock.clone());
+        let exchanges = exchanges_from_settings(settings, &paper, clock.clone())?;
         let vault = KeyVaultService {
             keys: Arc::new(SqlKeyStore::new(db.clone(), clock.clone())),
             kms,
-            exchanges: exchanges_from_settings(settings, clock.clone())?,
+            exchanges: exchanges.clone(),
             audit: audit.clone(),
             alerts: alerts.clone(),
             clock: clock.clone(),
@@ -234,9 +242,33 @@ impl Backend {
             &db,
             kms_for_stepup,
             audit.clone(),
-            alerts,
+            alerts.clone(),
             clock.clone(),
         )?;
+        let cool_down =
+            time::Duration::seconds(i64::from(settings.trading.breaker_cool_down_seconds));
+        let trading = TradingService {
+            store: Arc::new(SqlTradingStore::new(db.clone(), clock.clone())),
+            audit: audit.clone(),
+            clock: clock.clone(),
+            exchanges,
+            vault: vault.clone(),
+            stepup: stepup.clone(),
+            breakers: CircuitBreakers::new(1, cool_down, time::Duration::minutes(5).max(cool_down)),
+            alerts,
+            notifier: Arc::new(WebhookNotifier::new(
+                settings.trading.case_webhook_url.clone(),
+                settings
+                    .trading
+                    .rationale_url
+                    .clone()
+                    .map(|base_url| RationaleModel {
+                        base_url,
+                        model: settings.trading.rationale_model.clone(),
+                        api_key: settings.trading.rationale_api_key.clone(),
+                    }),
+            )),
+        };
         let services = Services {
             stepup,
             accounts,
@@ -244,6 +276,7 @@ impl Backend {
             clock,
             vault,
             rewrap_jobs: RewrapJobs::default(),
+            trading,
             absolute_session: time::Duration::hours(i64::from(
                 settings.session.absolute_timeout_hours,
             )),
@@ -253,6 +286,7 @@ impl Backend {
             services,
             sessions,
             metrics,
+            paper,
         })
     }
 }
@@ -264,6 +298,7 @@ pub struct Application {
     backend: Backend,
     rate_limits: RateLimits,
     recheck_every: Option<Duration>,
+    trading_every: Duration,
 }
 
 impl Application {
@@ -333,6 +368,7 @@ impl Application {
             backend,
             rate_limits,
             recheck_every,
+            trading_every: Duration::from_secs(u64::from(settings.trading.job_interval_seconds)),
         })
     }
 
@@ -367,6 +403,27 @@ impl Application {
                 minutes += 1;
             }
         });
+        let trading = self.backend.services.trading.clone();
+        let paper = self.backend.paper.clone();
+        let trading_every = self.trading_every;
+        // Held orders go out when their exchange is back; resting paper orders fill as the
+        // price feed reaches them.
+        let trading_job = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(trading_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                paper.sweep();
+                if let Err(e) = trading.refresh_open().await {
+                    tracing::warn!(error = %e, "could not refresh open orders");
+                }
+                match trading.retry_held().await {
+                    Ok(0) => {}
+                    Ok(sent) => tracing::info!(sent, "held orders sent"),
+                    Err(e) => tracing::warn!(error = %e, "could not retry held orders"),
+                }
+            }
+        });
         let recheck = self.recheck_every.map(|every| {
             let vault = self.backend.services.vault.clone();
             tokio::spawn(async move {
@@ -395,6 +452,7 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await;
         housekeeping.abort();
+        trading_job.abort();
         if let Some(recheck) = recheck {
             recheck.abort();
         }
@@ -481,6 +539,9 @@ fn router(
             Arc::new(origins),
             middleware::require_same_origin,
         ))
+        // The bearer-token agent API sits outside the session and same-origin layers (agents
+        // send no cookies and no Origin) and inside request context, rate limits and headers.
+        .merge(crate::agent_api::router(backend.services.trading.clone()))
         .layer(from_fn_with_state(rate_limits, rate_limit::enforce))
         .layer(cors)
         .layer(from_fn_with_state(

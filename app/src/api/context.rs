@@ -28,6 +28,7 @@ pub struct Services {
     pub vault: domain::keys::KeyVaultService,
     pub stepup: domain::stepup::StepUpService,
     pub rewrap_jobs: super::keys::RewrapJobs,
+    pub trading: domain::trading::TradingService,
 }
 
 pub fn services() -> Result<Services, AppError> {

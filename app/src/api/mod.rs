@@ -7,6 +7,7 @@ pub mod auth;
 pub mod context;
 pub mod keys;
 pub mod stepup;
+pub mod trading;
 
 use serde::{Deserialize, Serialize};
 

@@ -6,12 +6,16 @@ use leptos_router::components::A;
 use crate::api::UserRole;
 use crate::use_auth;
 
-const NAV_LINK: &str = "rounded-md px-3 py-2 text-sm font-medium text-slate-300 hover:bg-slate-800 hover:text-white aria-[current=page]:bg-slate-800 aria-[current=page]:text-white";
+const NAV_LINK: &str = "whitespace-nowrap rounded-md px-2.5 py-2 text-sm font-medium text-slate-300 hover:bg-slate-800 hover:text-white aria-[current=page]:bg-slate-800 aria-[current=page]:text-white";
 
 /// Navigation entries and who sees them; later pages slot in here.
 const NAV: &[(&str, &str, &[UserRole])] = &[
     ("/", "Overview", &[]),
-    ("/keys", "Exchange keys", &[]),
+    ("/trade", "Trade", &[]),
+    ("/orders", "Orders", &[]),
+    ("/agents", "Agents", &[]),
+    ("/keys", "Keys", &[]),
+    ("/review", "Review", &[UserRole::Reviewer, UserRole::Admin]),
     (
         "/audit",
         "Audit log",
@@ -19,6 +23,7 @@ const NAV: &[(&str, &str, &[UserRole])] = &[
     ),
     ("/admin/users", "Users", &[UserRole::Admin]),
     ("/admin/vault", "Vault & alerts", &[UserRole::Admin]),
+    ("/admin/risk", "Risk", &[UserRole::Admin]),
     ("/security", "Security", &[]),
     ("/account", "Account", &[]),
 ];
@@ -37,7 +42,7 @@ pub fn Layout(children: Children) -> impl IntoView {
                 "Skip to content"
             </a>
             <header class="bg-slate-900">
-                <div class="mx-auto flex max-w-6xl items-center justify-between gap-4 px-4 py-3">
+                <div class="mx-auto flex max-w-7xl items-center justify-between gap-4 px-4 py-3">
                     <A href="/" attr:class="flex items-center gap-2 text-white">
                         <span aria-hidden="true" class="grid h-8 w-8 place-items-center rounded-md bg-indigo-500 font-bold">"P"</span>
                         <span class="text-lg font-semibold tracking-tight">"CryptoPulse"</span>
@@ -62,6 +67,7 @@ pub fn Layout(children: Children) -> impl IntoView {
                     </Transition>
                 </div>
             </header>
+            <super::trading::TradingBanner />
             <main id="main" class="mx-auto w-full max-w-6xl flex-1 px-4 py-8">{children()}</main>
             <footer class="border-t border-slate-200 bg-white">
                 <div class="mx-auto max-w-6xl px-4 py-4 text-xs text-slate-500">
@@ -83,7 +89,7 @@ fn UserMenu(user: Option<crate::api::SessionUser>) -> impl IntoView {
                     <div class="text-xs text-slate-400">{user.role.label()}</div>
                 </div>
                 <ActionForm action=auth.log_out>
-                    <button type="submit" class="rounded-md border border-slate-600 px-3 py-1.5 text-sm text-slate-200 hover:bg-slate-800">
+                    <button type="submit" class="whitespace-nowrap rounded-md border border-slate-600 px-3 py-1.5 text-sm text-slate-200 hover:bg-slate-800">
                         "Sign out"
                     </button>
                 </ActionForm>

@@ -2,12 +2,16 @@
 
 pub mod account;
 pub mod admin;
+pub mod agents;
 pub mod audit;
 pub mod auth;
 pub mod keys;
 pub mod layout;
 pub mod pages;
+pub mod review;
+pub mod risk_admin;
 pub mod stepup;
+pub mod trading;
 pub mod vault_admin;
 pub mod webauthn;
 

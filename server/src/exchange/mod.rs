@@ -4,4 +4,4 @@ pub mod binance;
 pub mod paper;
 
 pub use binance::{BinanceExchange, BinanceSettings, BinanceSetupError};
-pub use paper::PaperExchange;
+pub use paper::{PaperExchange, PaperOutage, PaperPrices};

@@ -264,3 +264,251 @@ pub mod order_approval {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod risk_limit {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "risk_limits")]
+    pub struct Model {
+        /// `global` or a user's id.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub scope: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub field: String,
+        pub value: String,
+        pub updated_at: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod trading_setting {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "trading_settings")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        pub value: String,
+        pub updated_at: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod user_trading {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "user_trading")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: String,
+        pub state: String,
+        pub kill_switch: bool,
+        pub autonomous: bool,
+        pub updated_at: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod ip_block {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "ip_blocklist")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        #[sea_orm(unique)]
+        pub cidr: String,
+        pub note: String,
+        pub created_at: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod order {
+    use sea_orm::entity::prelude::*;
+
+    /// Amounts are normalised decimal text; `hits` and `anomaly` are JSON.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "orders")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub owner: String,
+        pub exchange: String,
+        pub environment: String,
+        pub key_id: Option<String>,
+        #[sea_orm(unique)]
+        pub client_order_id: String,
+        pub symbol: String,
+        pub side: String,
+        pub order_type: String,
+        pub quantity: String,
+        pub limit_price: Option<String>,
+        pub reference_price: String,
+        pub notional: String,
+        pub status: String,
+        pub hold_kind: Option<String>,
+        pub status_reason: Option<String>,
+        pub verdict: String,
+        pub hits: String,
+        pub anomaly: Option<String>,
+        pub filled_quantity: String,
+        pub average_price: Option<String>,
+        pub exchange_order_id: Option<String>,
+        pub source: String,
+        pub case_id: Option<String>,
+        pub ip: Option<String>,
+        pub device: Option<String>,
+        pub attempts: i32,
+        pub created_at: String,
+        /// `created_at` as unix microseconds, for range filters and ordering in SQL.
+        pub created_at_us: i64,
+        pub updated_at: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod fill {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "fills")]
+    pub struct Model {
+        /// Auto-incremented: the order fills were recorded in.
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub order_id: String,
+        pub owner: String,
+        pub symbol: String,
+        pub side: String,
+        pub quantity: String,
+        pub price: String,
+        pub at: String,
+        /// `at` as unix microseconds, for ordering in SQL.
+        pub at_us: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod anomaly_case {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "anomaly_cases")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub subject: String,
+        pub order_id: Option<String>,
+        pub score: f64,
+        pub evidence: String,
+        pub status: String,
+        pub opened_at: String,
+        /// `opened_at` as unix microseconds, for ordering in SQL.
+        pub opened_at_us: i64,
+        pub decided_at: Option<String>,
+        pub decided_by: Option<String>,
+        pub note: Option<String>,
+        pub rationale: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod agent_token {
+    use sea_orm::entity::prelude::*;
+
+    /// No `Debug` derive: the hash identifies a live bearer token, so it stays out of logs.
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "agent_tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub owner: String,
+        pub name: String,
+        pub prefix: String,
+        #[sea_orm(unique)]
+        pub token_hash: String,
+        /// Space-separated scope names.
+        pub scopes: String,
+        pub created_at: String,
+        pub last_used_at: Option<String>,
+        pub revoked_at: Option<String>,
+    }
+
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("agent_token::Model")
+                .field("id", &self.id)
+                .field("owner", &self.owner)
+                .field("revoked_at", &self.revoked_at)
+                .finish_non_exhaustive()
+        }
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod proposal {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "proposals")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub owner: String,
+        pub token_id: String,
+        pub symbol: String,
+        pub side: String,
+        pub order_type: String,
+        pub quantity: String,
+        pub limit_price: Option<String>,
+        pub rationale: String,
+        pub status: String,
+        pub order_id: Option<String>,
+        pub created_at: String,
+        /// `created_at` as unix microseconds, for ordering in SQL.
+        pub created_at_us: i64,
+        pub decided_at: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -6,6 +6,7 @@ pub mod entities;
 mod keys;
 mod sessions;
 pub mod stepup;
+pub mod trading;
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ pub use audit::{SqlAuditLog, append_in};
 pub use keys::{SqlKeyStore, SqlSecurityAlerts};
 pub use sessions::SqlSessionStore;
 pub use stepup::SqlFactorStore;
+pub use trading::SqlTradingStore;
 
 use domain::ports::StoreError;
 

@@ -456,7 +456,7 @@ async fn an_unavailable_kms_fails_closed() {
 }
 
 /// Makes every audit append fail, as a full disk or a broken audit device would.
-async fn break_audit_log(app: &TestApp) {
+pub(crate) async fn break_audit_log(app: &TestApp) {
     if crate::helpers::is_postgres() {
         app.exec(
             "CREATE FUNCTION audit_down() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit device down'; END; $$;

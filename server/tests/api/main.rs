@@ -1,6 +1,7 @@
 //! Black-box tests of the HTTP API through `spawn_app()` (port 0, fresh database).
 //! With `CRYPTOPULSE_TEST_PG_URL` set, every test runs against a fresh PostgreSQL database.
 
+mod agent;
 mod audit;
 mod auth;
 mod binance;
@@ -11,3 +12,5 @@ mod security;
 mod sessions;
 mod stepup;
 mod stepup_store;
+mod trading;
+mod trading_store;

@@ -1,0 +1,752 @@
+//! "Trade": the order ticket (with the server's own screening rules previewed live), the
+//! approval of large orders with a security key or code, positions and orders; and the
+//! trading banner shown on every page.
+
+use std::str::FromStr;
+
+use domain::risk::{self, OrderSide, Screening, TradingState, Verdict};
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::components::A;
+use rust_decimal::Decimal;
+
+use super::keys::short_time;
+use super::webauthn::get_assertion;
+use super::{
+    ErrorNotice, INPUT_CLASS, LABEL_CLASS, PRIMARY_BUTTON, PageHeader, RequireRole,
+    SECONDARY_BUTTON,
+};
+use crate::api::stepup::{approve_order, order_approval_options};
+use crate::api::trading::{
+    OrderView, PortfolioView, TicketView, TradingStatusView, cancel_order, list_orders,
+    place_order, portfolio, ticket, trading_status,
+};
+use crate::error::AppError;
+
+pub(crate) const CARD: &str =
+    "overflow-hidden rounded-xl border border-slate-200 bg-white shadow-sm";
+pub(crate) const TH: &str =
+    "px-4 py-2 text-left text-xs font-semibold uppercase tracking-wide text-slate-500";
+pub(crate) const TD: &str = "px-4 py-2 text-sm text-slate-700 whitespace-nowrap";
+
+fn dec(raw: &str) -> Option<Decimal> {
+    let raw = raw.trim();
+    if raw.is_empty() || !raw.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return None;
+    }
+    Decimal::from_str(raw).ok()
+}
+
+/// Groups thousands for reading (12,345.67); amounts stay exact strings everywhere else.
+pub(crate) fn money(raw: &str) -> String {
+    let (int, frac) = raw.split_once('.').unwrap_or((raw, ""));
+    let mut grouped = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    if frac.is_empty() {
+        grouped
+    } else {
+        format!("{grouped}.{}", &frac[..frac.len().min(8)])
+    }
+}
+
+pub(crate) fn status_badge(status: &str) -> &'static str {
+    match status {
+        "filled" => "bg-emerald-100 text-emerald-800",
+        "open" | "submitting" => "bg-sky-100 text-sky-800",
+        "held" => "bg-amber-100 text-amber-900",
+        "denied" | "rejected" => "bg-red-100 text-red-800",
+        _ => "bg-slate-100 text-slate-700",
+    }
+}
+
+/// The banner on every page: kill switch, quarantine, paused exchanges.
+#[component]
+pub fn TradingBanner() -> impl IntoView {
+    let auth = crate::use_auth();
+    let status = Resource::new(
+        move || auth.user.get().map(|u| u.ok().flatten().map(|u| u.id)),
+        |_| trading_status(),
+    );
+    view! {
+        <Transition fallback=|| ()>
+            {move || status.get().and_then(Result::ok).flatten().map(|s| view! { <BannerLines status=s /> })}
+        </Transition>
+    }
+}
+
+#[component]
+fn BannerLines(status: TradingStatusView) -> impl IntoView {
+    let mut lines: Vec<(&'static str, String)> = Vec::new();
+    if status.global_kill {
+        lines.push((
+            "bg-red-700",
+            "Kill switch on: all trading is stopped by an administrator. You can still cancel orders.".into(),
+        ));
+    }
+    if status.user_kill {
+        lines.push((
+            "bg-red-700",
+            "Your trading is stopped by an administrator. You can still cancel orders.".into(),
+        ));
+    }
+    match status.state {
+        TradingState::Active => {}
+        TradingState::Reducing => lines.push((
+            "bg-amber-600",
+            format!(
+                "Your account is quarantined (reducing only): new buys are refused and agent trading is paused while a reviewer looks at {} open case(s).",
+                status.open_cases
+            ),
+        )),
+        TradingState::Halted => lines.push((
+            "bg-red-700",
+            "Your account is halted: only cancels are allowed until a reviewer releases it.".into(),
+        )),
+    }
+    if status.state == TradingState::Active && status.open_cases > 0 {
+        lines.push((
+            "bg-amber-600",
+            format!(
+                "{} order(s) of yours are held for review.",
+                status.open_cases
+            ),
+        ));
+    }
+    for venue in &status.paused {
+        lines.push((
+            "bg-slate-700",
+            format!("Trading on {venue} is paused after an outage; orders are held and sent automatically when it is back."),
+        ));
+    }
+    lines
+        .into_iter()
+        .map(|(color, text)| {
+            view! {
+                <div role="status" data-testid="trading-banner" class=format!("{color} text-white")>
+                    <div class="mx-auto max-w-6xl px-4 py-2 text-sm font-medium">{text}</div>
+                </div>
+            }
+        })
+        .collect_view()
+}
+
+#[component]
+pub fn TradePage() -> impl IntoView {
+    view! {
+        <Title text="Trade" />
+        <PageHeader title="Trade" description="Every order is screened by your limits and an anomaly score before it reaches the exchange. Large orders are approved one by one with your security key or app code." />
+        <RequireRole>
+            <TradeDesk />
+        </RequireRole>
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Approval {
+    None,
+    Needed(Vec<String>),
+    Preparing,
+    WaitingForKey,
+    Verifying,
+    Failed(String),
+}
+
+/// The ticket's inputs and last result live above the ticket, so they survive the ticket
+/// reloading its limits and positions after each order.
+#[derive(Debug, Clone, Copy)]
+struct TicketForm {
+    venue: RwSignal<String>,
+    symbol: RwSignal<String>,
+    side: RwSignal<String>,
+    order_type: RwSignal<String>,
+    quantity: RwSignal<String>,
+    limit: RwSignal<String>,
+    placed: RwSignal<Option<OrderView>>,
+}
+
+impl TicketForm {
+    fn new() -> Self {
+        Self {
+            venue: RwSignal::new("paper".into()),
+            symbol: RwSignal::new(String::new()),
+            side: RwSignal::new("buy".into()),
+            order_type: RwSignal::new("market".into()),
+            quantity: RwSignal::new(String::new()),
+            limit: RwSignal::new(String::new()),
+            placed: RwSignal::new(None),
+        }
+    }
+}
+
+#[component]
+fn TradeDesk() -> impl IntoView {
+    let form = TicketForm::new();
+    let (refresh, set_refresh) = signal(0u32);
+    let ticket_data = Resource::new(move || refresh.get(), |_| ticket());
+    let orders = Resource::new(move || refresh.get(), |_| list_orders());
+    view! {
+        <div class="grid gap-6 lg:grid-cols-5">
+            <div class="lg:col-span-2">
+                <Transition fallback=|| view! { <p class="text-sm text-slate-500">"Loading the ticket…"</p> }>
+                    {move || ticket_data.get().map(|t| match t {
+                        Ok(t) => view! { <Ticket data=t form on_placed=move || set_refresh.update(|n| *n += 1) /> }.into_any(),
+                        Err(e) => view! { <ErrorNotice error=Signal::stored(Some(e)) /> }.into_any(),
+                    })}
+                </Transition>
+            </div>
+            <div class="space-y-6 lg:col-span-3">
+                <Transition fallback=|| ()>
+                    {move || ticket_data.get().and_then(Result::ok).map(|t| view! { <Positions cash=t.cash.clone() positions=t.positions.clone() /> })}
+                </Transition>
+                <section class=CARD>
+                    <div class="flex items-center justify-between border-b border-slate-200 px-4 py-3">
+                        <h2 class="font-semibold">"Recent orders"</h2>
+                        <A href="/orders" attr:class="text-sm text-indigo-700 hover:underline">"All orders and fills"</A>
+                    </div>
+                    <Transition fallback=|| ()>
+                        {move || orders.get().map(|o| match o {
+                            Ok(o) => view! { <OrderTable orders=o.into_iter().take(8).collect() on_change=move || set_refresh.update(|n| *n += 1) /> }.into_any(),
+                            Err(e) => view! { <div class="p-4"><ErrorNotice error=Signal::stored(Some(e)) /></div> }.into_any(),
+                        })}
+                    </Transition>
+                </section>
+            </div>
+        </div>
+    }
+}
+
+#[component]
+fn Ticket(
+    data: TicketView,
+    form: TicketForm,
+    on_placed: impl Fn() + Copy + Send + Sync + 'static,
+) -> impl IntoView {
+    let data = StoredValue::new(data);
+    let TicketForm {
+        venue,
+        symbol,
+        side,
+        order_type,
+        quantity,
+        limit,
+        placed,
+    } = form;
+    let offered = data.with_value(|d| d.prices.iter().any(|p| p.symbol == symbol.get_untracked()));
+    if !offered {
+        symbol.set(data.with_value(|d| {
+            d.prices
+                .first()
+                .map(|p| p.symbol.clone())
+                .unwrap_or_default()
+        }));
+    }
+    let (set_venue, set_symbol, set_side, set_order_type, set_quantity, set_limit, set_placed) = (
+        venue.write_only(),
+        symbol.write_only(),
+        side.write_only(),
+        order_type.write_only(),
+        quantity.write_only(),
+        limit.write_only(),
+        placed.write_only(),
+    );
+    let (approval, set_approval) = signal(Approval::None);
+    let (error, set_error) = signal(None::<AppError>);
+    let (busy, set_busy) = signal(false);
+    let (code, set_code) = signal(String::new());
+
+    let quote = move || {
+        let s = symbol.get();
+        data.with_value(|d| {
+            d.prices
+                .iter()
+                .find(|p| p.symbol == s)
+                .map(|p| p.price.clone())
+        })
+    };
+    // The price the approval and the notional are computed with.
+    let price = move || {
+        if order_type.get() == "limit" {
+            Some(limit.get())
+        } else {
+            quote()
+        }
+    };
+    let notional = move || {
+        let q = dec(&quantity.get())?;
+        let p = dec(&price()?)?;
+        q.checked_mul(p)
+    };
+    // The same first-line rules the server enforces, with what the browser knows.
+    let checks = move || {
+        let n = notional()?;
+        let s = symbol.get();
+        let side = OrderSide::parse(&side.get())?;
+        let q = dec(&quantity.get())?;
+        Some(data.with_value(|d| {
+            let held = d
+                .positions
+                .iter()
+                .find(|p| p.symbol == s)
+                .and_then(|p| dec(&p.quantity))
+                .unwrap_or_default();
+            let screening = Screening {
+                symbol: &s,
+                notional: n,
+                effect: risk::order_effect(side, q, held),
+                limits: &d.limits,
+                step_up_threshold: dec(&d.step_up_threshold).unwrap_or_default(),
+                state: d.state,
+                global_kill: d.kill_switch_global,
+                user_kill: d.kill_switch_user,
+                used_today: dec(&d.used_today).unwrap_or_default(),
+                orders_in_window: d.orders_in_window,
+                ip: None,
+                blocklist: None,
+                new_ip: false,
+                new_device: false,
+            };
+            risk::first_line(&screening)
+        }))
+    };
+
+    let submit = move |nonce: Option<String>| {
+        set_busy.set(true);
+        set_error.set(None);
+        let (v, s, sd, t, q, l) = (
+            venue.get_untracked(),
+            symbol.get_untracked(),
+            side.get_untracked(),
+            order_type.get_untracked(),
+            quantity.get_untracked(),
+            limit.get_untracked(),
+        );
+        let price = if t == "limit" { Some(l) } else { quote() };
+        leptos::task::spawn_local(async move {
+            let result = place_order(v, s, sd, t, q, price, nonce).await;
+            set_busy.set(false);
+            match result {
+                Ok(order) => {
+                    set_approval.set(Approval::None);
+                    set_quantity.set(String::new());
+                    set_placed.set(Some(order));
+                    on_placed();
+                }
+                Err(AppError::OrderApprovalRequired(reasons)) => {
+                    set_approval.set(Approval::Needed(reasons))
+                }
+                Err(e) => {
+                    set_approval.set(Approval::None);
+                    set_error.set(Some(e));
+                }
+            }
+        });
+    };
+
+    // Approve exactly this order (its digest is the WebAuthn challenge), then place it.
+    let approve = move |method: &'static str| {
+        let terms = (
+            symbol.get_untracked(),
+            side.get_untracked(),
+            quantity.get_untracked(),
+            price().unwrap_or_default(),
+        );
+        let typed_code = code.get_untracked();
+        set_approval.set(Approval::Preparing);
+        leptos::task::spawn_local(async move {
+            let (s, sd, q, p) = terms;
+            let options =
+                match order_approval_options(s.clone(), sd.clone(), q.clone(), p.clone()).await {
+                    Ok(o) => o,
+                    Err(e) => return set_approval.set(Approval::Failed(e.to_string())),
+                };
+            let response = if method == "security-key" {
+                let Some(request) = options.webauthn.clone() else {
+                    return set_approval.set(Approval::Failed(
+                        "You have no security key yet. Add one on the Security page, or use your authenticator app.".into(),
+                    ));
+                };
+                set_approval.set(Approval::WaitingForKey);
+                match get_assertion(request).await {
+                    Ok(a) => a,
+                    Err(e) => return set_approval.set(Approval::Failed(e.message())),
+                }
+            } else {
+                typed_code
+            };
+            set_approval.set(Approval::Verifying);
+            if let Err(e) = approve_order(s, sd, q, p, method.into(), response).await {
+                return set_approval.set(Approval::Failed(e.to_string()));
+            }
+            set_code.set(String::new());
+            submit(Some(options.nonce));
+        });
+    };
+
+    let venues = data.with_value(|d| d.venues.clone());
+    let symbols = data.with_value(|d| d.prices.clone());
+    let has_totp = data.with_value(|d| d.has_totp);
+    let has_key = data.with_value(|d| d.has_security_key);
+    view! {
+        <section class=CARD data-testid="order-ticket">
+            <div class="border-b border-slate-200 px-4 py-3">
+                <h2 class="font-semibold">"Order ticket"</h2>
+                <p class="text-xs text-slate-500">{data.with_value(|d| format!("Cash {} USDT · used today {} of {} USDT", money(&d.cash), money(&d.used_today), money(&d.limits.daily_notional.normalize().to_string())))}</p>
+            </div>
+            <form class="space-y-4 p-4" on:submit=move |ev| { ev.prevent_default(); submit(None); }>
+                <div>
+                    <label class=LABEL_CLASS for="venue">"Account"</label>
+                    <select id="venue" class=INPUT_CLASS prop:value=venue on:change=move |ev| set_venue.set(event_target_value(&ev))>
+                        {venues.into_iter().map(|v| {
+                            let selected = v.id == venue.get_untracked();
+                            view! { <option value=v.id.clone() selected=selected>{v.label.clone()}</option> }
+                        }).collect_view()}
+                    </select>
+                </div>
+                <div class="grid grid-cols-2 gap-3">
+                    <div>
+                        <label class=LABEL_CLASS for="symbol">"Symbol"</label>
+                        <select id="symbol" name="symbol" class=INPUT_CLASS prop:value=symbol on:change=move |ev| set_symbol.set(event_target_value(&ev))>
+                            {symbols.into_iter().map(|p| {
+                                let selected = p.symbol == symbol.get_untracked();
+                                view! { <option value=p.symbol.clone() selected=selected>{p.symbol.clone()}</option> }
+                            }).collect_view()}
+                        </select>
+                    </div>
+                    <div>
+                        <span class=LABEL_CLASS>"Price"</span>
+                        <p class="py-2 text-sm font-medium tabular-nums" data-testid="quote">{move || quote().map(|q| format!("{} USDT", money(&q))).unwrap_or_else(|| "—".into())}</p>
+                    </div>
+                </div>
+                <fieldset>
+                    <legend class=LABEL_CLASS>"Side"</legend>
+                    <div class="grid grid-cols-2 gap-2">
+                        {["buy", "sell"].into_iter().map(|s| view! {
+                            <label class=move || format!("cursor-pointer rounded-md border px-3 py-2 text-center text-sm font-medium {}",
+                                if side.get() == s { if s == "buy" { "border-emerald-600 bg-emerald-50 text-emerald-800" } else { "border-red-600 bg-red-50 text-red-800" } } else { "border-slate-300 text-slate-600" })>
+                                <input type="radio" name="side" value=s class="sr-only" prop:checked=move || side.get() == s on:change=move |_| set_side.set(s.to_string()) />
+                                {if s == "buy" { "Buy" } else { "Sell" }}
+                            </label>
+                        }).collect_view()}
+                    </div>
+                </fieldset>
+                <div class="grid grid-cols-2 gap-3">
+                    <div>
+                        <label class=LABEL_CLASS for="order-type">"Type"</label>
+                        <select id="order-type" name="order_type" class=INPUT_CLASS prop:value=order_type on:change=move |ev| set_order_type.set(event_target_value(&ev))>
+                            <option value="market" selected=order_type.get_untracked() == "market">"Market"</option>
+                            <option value="limit" selected=order_type.get_untracked() == "limit">"Limit"</option>
+                        </select>
+                    </div>
+                    <div>
+                        <label class=LABEL_CLASS for="quantity">"Quantity"</label>
+                        <input id="quantity" name="quantity" class=INPUT_CLASS inputmode="decimal" autocomplete="off" placeholder="0.01"
+                            prop:value=quantity on:input=move |ev| set_quantity.set(event_target_value(&ev)) />
+                    </div>
+                </div>
+                <Show when=move || order_type.get() == "limit">
+                    <div>
+                        <label class=LABEL_CLASS for="limit-price">"Limit price (USDT)"</label>
+                        <input id="limit-price" name="limit_price" class=INPUT_CLASS inputmode="decimal" autocomplete="off"
+                            prop:value=limit on:input=move |ev| set_limit.set(event_target_value(&ev)) />
+                    </div>
+                </Show>
+                <div class="rounded-md bg-slate-50 px-3 py-2">
+                    <div class="flex items-baseline justify-between">
+                        <span class="text-sm text-slate-600">"Notional"</span>
+                        <span class="text-lg font-semibold tabular-nums" data-testid="notional">
+                            {move || notional().map(|n| format!("{} USDT", money(&n.round_dp(2).normalize().to_string()))).unwrap_or_else(|| "—".into())}
+                        </span>
+                    </div>
+                    <ul class="mt-2 space-y-1 text-sm" data-testid="checks" aria-live="polite">
+                        {move || match checks() {
+                            None => view! { <li class="text-slate-500">"Enter a quantity to see which checks apply."</li> }.into_any(),
+                            Some(hits) if hits.is_empty() => view! { <li class="text-emerald-700">"✓ Within your limits: goes straight to the exchange."</li> }.into_any(),
+                            Some(hits) => hits.into_iter().map(|h| {
+                                let color = match h.verdict {
+                                    Verdict::Deny => "text-red-700",
+                                    Verdict::Hold => "text-amber-800",
+                                    Verdict::StepUp => "text-indigo-800",
+                                    Verdict::Allow => "text-slate-600",
+                                };
+                                let mark = match h.verdict {
+                                    Verdict::Deny => "✕",
+                                    Verdict::Hold => "⏸",
+                                    Verdict::StepUp => "🔑",
+                                    Verdict::Allow => "✓",
+                                };
+                                view! { <li class=format!("flex gap-2 {color}") data-rule=h.rule.code()><span aria-hidden="true">{mark}</span><span>{h.message}</span></li> }
+                            }).collect_view().into_any(),
+                        }}
+                    </ul>
+                </div>
+                <ErrorNotice error=error />
+                {move || match approval.get() {
+                    Approval::None => ().into_any(),
+                    state => view! {
+                        <div role="alert" data-testid="order-approval" class="space-y-3 rounded-lg border border-indigo-300 bg-indigo-50 p-4 text-sm text-indigo-950">
+                            <p class="font-medium">"Approve this order"</p>
+                            {match &state {
+                                Approval::Needed(reasons) => reasons.iter().map(|r| view! { <p>{r.clone()}</p> }).collect_view().into_any(),
+                                _ => ().into_any(),
+                            }}
+                            <p class="text-xs text-indigo-800">"Your approval covers exactly this symbol, side, quantity and price, once."</p>
+                            <div class="flex flex-wrap items-end gap-2">
+                                {has_key.then(|| view! {
+                                    <button type="button" class=PRIMARY_BUTTON data-testid="approve-with-key" disabled=busy on:click=move |_| approve("security-key")>
+                                        "Approve with my security key"
+                                    </button>
+                                })}
+                                {has_totp.then(|| view! {
+                                    <input aria-label="Code from your authenticator app" class="w-28 rounded-md border border-slate-300 px-2 py-2 text-sm" inputmode="numeric" autocomplete="one-time-code" placeholder="123456"
+                                        prop:value=code on:input=move |ev| set_code.set(event_target_value(&ev)) />
+                                    <button type="button" class=SECONDARY_BUTTON on:click=move |_| approve("totp")>"Approve with code"</button>
+                                })}
+                                {(!has_key && !has_totp).then(|| view! {
+                                    <p>"You have no security key or authenticator app yet. "<A href="/security" attr:class="underline">"Add one on the Security page"</A>" to place large orders."</p>
+                                })}
+                            </div>
+                            <p aria-live="polite" data-testid="approval-status">{match state {
+                                Approval::Preparing => "Preparing the approval…".to_string(),
+                                Approval::WaitingForKey => "Touch your security key to approve this order.".into(),
+                                Approval::Verifying => "Checking and placing…".into(),
+                                Approval::Failed(why) => why,
+                                _ => String::new(),
+                            }}</p>
+                        </div>
+                    }.into_any(),
+                }}
+                <button type="submit" class=format!("{PRIMARY_BUTTON} w-full") data-testid="place-order" disabled=busy>
+                    {move || if busy.get() { "Placing…".to_string() } else { format!("Place {} order", side.get()) }}
+                </button>
+                {move || placed.get().map(|o| view! { <PlacedNotice order=o /> })}
+            </form>
+        </section>
+    }
+}
+
+#[component]
+fn PlacedNotice(order: OrderView) -> impl IntoView {
+    let (tone, headline) = match order.status.as_str() {
+        "filled" => (
+            "border-emerald-200 bg-emerald-50 text-emerald-900",
+            format!(
+                "Filled: {} {} {} at {} USDT.",
+                order.side,
+                order.quantity,
+                order.symbol,
+                order.average_price.clone().unwrap_or_default()
+            ),
+        ),
+        "open" => (
+            "border-sky-200 bg-sky-50 text-sky-900",
+            format!(
+                "Placed: {} {} {} rests on the book at {}.",
+                order.side,
+                order.quantity,
+                order.symbol,
+                order.limit_price.clone().unwrap_or_default()
+            ),
+        ),
+        "held" => (
+            "border-amber-200 bg-amber-50 text-amber-950",
+            "Held — not sent yet.".to_string(),
+        ),
+        "denied" => (
+            "border-red-200 bg-red-50 text-red-900",
+            "Denied — nothing was sent.".to_string(),
+        ),
+        _ => (
+            "border-slate-200 bg-slate-50 text-slate-900",
+            format!("Order {}.", order.status),
+        ),
+    };
+    view! {
+        <div role="status" data-testid="order-result" data-status=order.status.clone() class=format!("rounded-md border px-3 py-2 text-sm {tone}")>
+            <p class="font-medium">{headline}</p>
+            {order.status_reason.clone().map(|r| view! { <p class="mt-1">{r}</p> })}
+        </div>
+    }
+}
+
+#[component]
+fn Positions(cash: String, positions: Vec<crate::api::trading::PositionView>) -> impl IntoView {
+    view! {
+        <section class=CARD data-testid="positions">
+            <div class="flex items-center justify-between border-b border-slate-200 px-4 py-3">
+                <h2 class="font-semibold">"Positions"</h2>
+                <span class="text-sm text-slate-600">"Cash "<span class="font-medium tabular-nums">{money(&cash)}" USDT"</span></span>
+            </div>
+            {if positions.is_empty() {
+                view! { <p class="px-4 py-4 text-sm text-slate-500">"No positions yet."</p> }.into_any()
+            } else {
+                view! {
+                    <table class="min-w-full divide-y divide-slate-200">
+                        <thead class="bg-slate-50"><tr>
+                            <th class=TH>"Symbol"</th><th class=TH>"Quantity"</th><th class=TH>"Avg cost"</th><th class=TH>"Price"</th><th class=TH>"Value"</th><th class=TH>"Unrealised P&L"</th>
+                        </tr></thead>
+                        <tbody class="divide-y divide-slate-100">
+                            {positions.into_iter().map(|p| {
+                                let pnl = p.unrealized_pnl.clone().unwrap_or_default();
+                                let pnl_class = if pnl.starts_with('-') { "text-red-700" } else { "text-emerald-700" };
+                                view! { <tr>
+                                    <td class=TD>{p.symbol}</td>
+                                    <td class=format!("{TD} tabular-nums")>{p.quantity}</td>
+                                    <td class=format!("{TD} tabular-nums")>{money(&p.average_cost)}</td>
+                                    <td class=format!("{TD} tabular-nums")>{p.price.map(|x| money(&x)).unwrap_or_else(|| "—".into())}</td>
+                                    <td class=format!("{TD} tabular-nums")>{p.market_value.map(|x| money(&x)).unwrap_or_else(|| "—".into())}</td>
+                                    <td class=format!("{TD} tabular-nums {pnl_class}")>{money(&pnl)}</td>
+                                </tr> }
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                }.into_any()
+            }}
+        </section>
+    }
+}
+
+#[component]
+pub(crate) fn OrderTable(
+    orders: Vec<OrderView>,
+    on_change: impl Fn() + Copy + Send + Sync + 'static,
+) -> impl IntoView {
+    let (error, set_error) = signal(None::<AppError>);
+    if orders.is_empty() {
+        return view! { <p class="px-4 py-4 text-sm text-slate-500" data-testid="no-orders">"No orders yet."</p> }.into_any();
+    }
+    let cancel = move |id: String| {
+        leptos::task::spawn_local(async move {
+            match cancel_order(id).await {
+                Ok(_) => {
+                    set_error.set(None);
+                    on_change();
+                }
+                Err(e) => set_error.set(Some(e)),
+            }
+        });
+    };
+    view! {
+        <div class="px-4 pt-3 empty:hidden"><ErrorNotice error=error /></div>
+        <div class="overflow-x-auto">
+            <table class="min-w-full divide-y divide-slate-200" data-testid="orders">
+                <thead class="bg-slate-50"><tr>
+                    <th class=TH>"Order"</th><th class=TH>"Notional"</th><th class=TH>"Status"</th><th class=TH>"Why"</th><th class=TH></th>
+                </tr></thead>
+                <tbody class="divide-y divide-slate-100">
+                    {orders.into_iter().map(|o| {
+                        let id = o.id.clone();
+                        let why = o.status_reason.clone().unwrap_or_else(|| {
+                            o.hits.iter().map(|h| h.message.clone()).collect::<Vec<_>>().join(" ")
+                        });
+                        let score = o.score.map(|s| format!("anomaly score {s:.2}"));
+                        view! { <tr data-testid="order-row" data-status=o.status.clone()>
+                            <td class=TD>
+                                <span class=if o.side == "buy" { "font-medium text-emerald-700" } else { "font-medium text-red-700" }>{o.side.to_uppercase()}</span>
+                                {format!(" {} {} · {}", o.quantity, o.symbol, o.order_type)}
+                                {o.limit_price.map(|l| format!(" @ {}", money(&l)))}
+                                <div class="text-xs text-slate-500">{short_time(&o.created_at)}" · "{o.venue.clone()}{(o.source != "ticket").then(|| format!(" · via {}", o.source))}</div>
+                            </td>
+                            <td class=format!("{TD} tabular-nums")>{money(&o.notional)}</td>
+                            <td class=TD><span class=format!("rounded-full px-2 py-0.5 text-xs font-medium {}", status_badge(&o.status))>{o.status.clone()}</span></td>
+                            <td class="max-w-xs px-4 py-2 text-xs text-slate-600">
+                                {why}
+                                {score.map(|s| view! { <div class="text-slate-400">{s}</div> })}
+                            </td>
+                            <td class=TD>
+                                {o.can_cancel.then(|| view! {
+                                    <button type="button" class="text-sm text-red-700 hover:underline" on:click=move |_| cancel(id.clone())>"Cancel"</button>
+                                })}
+                            </td>
+                        </tr> }
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </div>
+    }
+    .into_any()
+}
+
+#[component]
+pub fn OrdersPage() -> impl IntoView {
+    view! {
+        <Title text="Orders" />
+        <PageHeader title="Orders and fills" description="Each order keeps the decision taken on it and why. Held orders are sent automatically once their exchange is back, exactly once." />
+        <RequireRole>
+            <OrdersAndFills />
+        </RequireRole>
+    }
+}
+
+#[component]
+fn OrdersAndFills() -> impl IntoView {
+    let (refresh, set_refresh) = signal(0u32);
+    let orders = Resource::new(move || refresh.get(), |_| list_orders());
+    let book = Resource::new(move || refresh.get(), |_| portfolio());
+    view! {
+        <div class="space-y-6">
+            <section class=CARD>
+                <div class="flex items-center justify-between border-b border-slate-200 px-4 py-3">
+                    <h2 class="font-semibold">"Orders"</h2>
+                    <button type="button" class=SECONDARY_BUTTON on:click=move |_| set_refresh.update(|n| *n += 1)>"Refresh"</button>
+                </div>
+                <Transition fallback=|| ()>
+                    {move || orders.get().map(|o| match o {
+                        Ok(o) => view! { <OrderTable orders=o on_change=move || set_refresh.update(|n| *n += 1) /> }.into_any(),
+                        Err(e) => view! { <div class="p-4"><ErrorNotice error=Signal::stored(Some(e)) /></div> }.into_any(),
+                    })}
+                </Transition>
+            </section>
+            <Transition fallback=|| ()>
+                {move || book.get().map(|b| match b {
+                    Ok(b) => view! { <FillsAndPositions book=b /> }.into_any(),
+                    Err(e) => view! { <ErrorNotice error=Signal::stored(Some(e)) /> }.into_any(),
+                })}
+            </Transition>
+        </div>
+    }
+}
+
+#[component]
+fn FillsAndPositions(book: PortfolioView) -> impl IntoView {
+    view! {
+        <Positions cash=book.cash.clone() positions=book.positions.clone() />
+        <section class=CARD>
+            <div class="border-b border-slate-200 px-4 py-3"><h2 class="font-semibold">"Fills"</h2></div>
+            {if book.fills.is_empty() {
+                view! { <p class="px-4 py-4 text-sm text-slate-500">"No fills yet."</p> }.into_any()
+            } else {
+                view! {
+                    <table class="min-w-full divide-y divide-slate-200" data-testid="fills">
+                        <thead class="bg-slate-50"><tr><th class=TH>"Time"</th><th class=TH>"Side"</th><th class=TH>"Quantity"</th><th class=TH>"Symbol"</th><th class=TH>"Price"</th></tr></thead>
+                        <tbody class="divide-y divide-slate-100">
+                            {book.fills.into_iter().map(|f| view! { <tr>
+                                <td class=TD>{short_time(&f.at)}</td>
+                                <td class=TD>{f.side}</td>
+                                <td class=format!("{TD} tabular-nums")>{f.quantity}</td>
+                                <td class=TD>{f.symbol}</td>
+                                <td class=format!("{TD} tabular-nums")>{money(&f.price)}</td>
+                            </tr> }).collect_view()}
+                        </tbody>
+                    </table>
+                }.into_any()
+            }}
+        </section>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::money;
+
+    #[test]
+    fn money_groups_thousands_and_keeps_decimals() {
+        assert_eq!(money("1234567.5"), "1,234,567.5");
+        assert_eq!(money("999"), "999");
+        assert_eq!(money("0.00012"), "0.00012");
+    }
+}

@@ -1,0 +1,170 @@
+//! Circuit breakers per exchange environment: after an outage, trading on that exchange pauses
+//! (orders are held, not sent) until a cool-down passes; then one probe is let through and its
+//! result closes or re-opens the breaker.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use time::{Duration, OffsetDateTime};
+
+use crate::keys::{ExchangeName, KeyEnvironment};
+
+type Venue = (ExchangeName, KeyEnvironment);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Breaker {
+    /// Failures in a row so far (below the trip count).
+    Closed(u32),
+    /// Tripped: nothing is sent before `until`.
+    Open { until: OffsetDateTime, trips: u32 },
+    /// One probe is on its way; everything else still waits.
+    Probing { trips: u32 },
+}
+
+/// Shared by every request and the retry job (one per server process).
+#[derive(Debug, Clone)]
+pub struct CircuitBreakers {
+    inner: Arc<Mutex<HashMap<Venue, Breaker>>>,
+    /// Consecutive outage answers that trip a breaker.
+    trip_after: u32,
+    /// First cool-down; doubles with each trip in a row, up to `max_cool_down`.
+    cool_down: Duration,
+    max_cool_down: Duration,
+}
+
+impl Default for CircuitBreakers {
+    fn default() -> Self {
+        Self::new(1, Duration::seconds(10), Duration::minutes(5))
+    }
+}
+
+/// Whether an order may go to the exchange now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    Pass,
+    /// Paused until this time (the reason shown on held orders).
+    Paused(OffsetDateTime),
+}
+
+impl CircuitBreakers {
+    pub fn new(trip_after: u32, cool_down: Duration, max_cool_down: Duration) -> Self {
+        Self {
+            inner: Arc::default(),
+            trip_after: trip_after.max(1),
+            cool_down,
+            max_cool_down,
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<Venue, Breaker>) -> R) -> R {
+        // A poisoned lock only means another thread panicked mid-update; the map is still sound.
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut map)
+    }
+
+    pub fn gate(&self, venue: Venue, now: OffsetDateTime) -> Gate {
+        self.with(|map| {
+            let state = map.entry(venue).or_insert(Breaker::Closed(0));
+            match *state {
+                Breaker::Closed(_) => Gate::Pass,
+                Breaker::Open { until, trips } if now >= until => {
+                    *state = Breaker::Probing { trips };
+                    Gate::Pass
+                }
+                Breaker::Open { until, .. } => Gate::Paused(until),
+                // The probe's answer decides; meanwhile others wait a moment.
+                Breaker::Probing { .. } => Gate::Paused(now + Duration::seconds(1)),
+            }
+        })
+    }
+
+    /// Whether trading on the venue is paused right now (for banners), without probing.
+    pub fn paused_until(&self, venue: Venue, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.with(|map| match map.get(&venue) {
+            Some(Breaker::Open { until, .. }) if now < *until => Some(*until),
+            Some(Breaker::Probing { .. }) => Some(now),
+            _ => None,
+        })
+    }
+
+    pub fn succeeded(&self, venue: Venue) {
+        self.with(|map| {
+            map.insert(venue, Breaker::Closed(0));
+        });
+    }
+
+    /// Records an outage answer; returns when trading resumes if this tripped the breaker.
+    pub fn failed(&self, venue: Venue, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.with(|map| {
+            let state = map.entry(venue).or_insert(Breaker::Closed(0));
+            let trips = match *state {
+                Breaker::Closed(n) if n + 1 < self.trip_after => {
+                    *state = Breaker::Closed(n + 1);
+                    return None;
+                }
+                Breaker::Closed(_) => 0,
+                Breaker::Open { trips, .. } | Breaker::Probing { trips } => trips + 1,
+            };
+            let factor = 1i32 << trips.min(10);
+            let wait = (self.cool_down * factor).min(self.max_cool_down);
+            let until = now + wait;
+            *state = Breaker::Open { until, trips };
+            Some(until)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const PAPER: Venue = (ExchangeName::Paper, KeyEnvironment::Paper);
+
+    #[test]
+    fn an_outage_pauses_the_venue_until_the_cool_down_passes_then_one_probe_goes() {
+        let breakers = CircuitBreakers::new(1, Duration::seconds(10), Duration::minutes(5));
+        let t0 = datetime!(2026-11-23 12:00 UTC);
+        assert_eq!(breakers.gate(PAPER, t0), Gate::Pass);
+        assert_eq!(breakers.failed(PAPER, t0), Some(t0 + Duration::seconds(10)));
+        assert_eq!(
+            breakers.gate(PAPER, t0 + Duration::seconds(9)),
+            Gate::Paused(t0 + Duration::seconds(10))
+        );
+        assert_eq!(breakers.gate(PAPER, t0 + Duration::seconds(10)), Gate::Pass);
+        // While the probe is out, others wait.
+        assert!(matches!(
+            breakers.gate(PAPER, t0 + Duration::seconds(10)),
+            Gate::Paused(_)
+        ));
+        breakers.succeeded(PAPER);
+        assert_eq!(breakers.gate(PAPER, t0 + Duration::seconds(11)), Gate::Pass);
+    }
+
+    #[test]
+    fn a_failed_probe_doubles_the_cool_down_up_to_the_cap() {
+        let breakers = CircuitBreakers::new(1, Duration::seconds(10), Duration::seconds(30));
+        let t0 = datetime!(2026-11-23 12:00 UTC);
+        breakers.failed(PAPER, t0);
+        let t1 = t0 + Duration::seconds(10);
+        assert_eq!(breakers.gate(PAPER, t1), Gate::Pass);
+        assert_eq!(breakers.failed(PAPER, t1), Some(t1 + Duration::seconds(20)));
+        let t2 = t1 + Duration::seconds(20);
+        assert_eq!(breakers.gate(PAPER, t2), Gate::Pass);
+        assert_eq!(breakers.failed(PAPER, t2), Some(t2 + Duration::seconds(30)));
+    }
+
+    #[test]
+    fn venues_trip_independently_and_the_trip_count_is_honoured() {
+        let breakers = CircuitBreakers::new(2, Duration::seconds(10), Duration::minutes(5));
+        let t0 = datetime!(2026-11-23 12:00 UTC);
+        let testnet = (ExchangeName::Binance, KeyEnvironment::Testnet);
+        assert_eq!(breakers.failed(testnet, t0), None);
+        assert_eq!(breakers.gate(testnet, t0), Gate::Pass);
+        assert!(breakers.failed(testnet, t0).is_some());
+        assert!(matches!(breakers.gate(testnet, t0), Gate::Paused(_)));
+        assert_eq!(breakers.gate(PAPER, t0), Gate::Pass);
+        assert_eq!(breakers.paused_until(PAPER, t0), None);
+        assert!(breakers.paused_until(testnet, t0).is_some());
+    }
+}

@@ -1,0 +1,512 @@
+//! Trading: orders screened by the two lines in [`crate::risk`], sent to an exchange through the
+//! [`crate::keys::Exchange`] port, held (never lost, never sent twice) while an exchange is down,
+//! and the per-user controls (trading state, kill switches, limits) admins set.
+
+pub mod agent;
+pub mod breaker;
+pub mod portfolio;
+pub mod service;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::account::UserId;
+use crate::audit::AuditDraft;
+use crate::keys::{ExchangeName, KeyEnvironment, KeyId, OrderType};
+use crate::ports::StoreError;
+use crate::risk::{AnomalyScore, OrderSide, RuleHit, TradeSample, TradingState, Verdict};
+
+pub use agent::{AgentScope, AgentToken, NewAgentToken, Proposal, ProposalStatus};
+pub use breaker::CircuitBreakers;
+pub use portfolio::{Portfolio, Position};
+pub use service::{OrderRequest, TradingError, TradingService};
+
+macro_rules! uuid_id {
+    ($name:ident, $prefix:literal) => {
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+        )]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            pub fn new_random() -> Self {
+                Self(Uuid::new_v4())
+            }
+
+            pub fn parse(raw: &str) -> Option<Self> {
+                Uuid::parse_str(raw.trim()).ok().map(Self)
+            }
+
+            /// How audit events name this resource.
+            pub fn resource(&self) -> String {
+                format!(concat!($prefix, ":{}"), self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+uuid_id!(OrderId, "order");
+uuid_id!(CaseId, "case");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Refused by the first or second line; never sent.
+    Denied,
+    /// Waiting: for a reviewer (anomaly, velocity) or for its exchange to come back.
+    Held,
+    /// Being sent right now (claimed by exactly one sender).
+    Submitting,
+    /// Resting on the exchange's book.
+    Open,
+    Filled,
+    Cancelled,
+    /// The exchange refused it (balance, symbol, ...).
+    Rejected,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Denied => "denied",
+            OrderStatus::Held => "held",
+            OrderStatus::Submitting => "submitting",
+            OrderStatus::Open => "open",
+            OrderStatus::Filled => "filled",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            OrderStatus::Denied,
+            OrderStatus::Held,
+            OrderStatus::Submitting,
+            OrderStatus::Open,
+            OrderStatus::Filled,
+            OrderStatus::Cancelled,
+            OrderStatus::Rejected,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Denied
+                | OrderStatus::Filled
+                | OrderStatus::Cancelled
+                | OrderStatus::Rejected
+        )
+    }
+}
+
+/// Why a held order waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldKind {
+    /// Its exchange was unreachable; the retry job sends it when the breaker closes.
+    Exchange,
+    /// A reviewer decides (anomaly case or velocity).
+    Review,
+}
+
+impl HoldKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldKind::Exchange => "exchange",
+            HoldKind::Review => "review",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "exchange" => Some(HoldKind::Exchange),
+            "review" => Some(HoldKind::Review),
+            _ => None,
+        }
+    }
+}
+
+/// Who put the order in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderSource {
+    /// The trader, on the order ticket.
+    Ticket,
+    /// The trader signing off an agent's proposal.
+    Proposal,
+    /// An agent's proposal placed by autonomous mode, below the cap.
+    Autonomous,
+}
+
+impl OrderSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderSource::Ticket => "ticket",
+            OrderSource::Proposal => "proposal",
+            OrderSource::Autonomous => "autonomous",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "ticket" => Some(OrderSource::Ticket),
+            "proposal" => Some(OrderSource::Proposal),
+            "autonomous" => Some(OrderSource::Autonomous),
+            _ => None,
+        }
+    }
+}
+
+/// Where an order goes: the built-in paper exchange (no key), or an exchange through one of the
+/// trader's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Venue {
+    pub exchange: ExchangeName,
+    pub environment: KeyEnvironment,
+    pub key: Option<KeyId>,
+}
+
+impl Venue {
+    pub const PAPER: Venue = Venue {
+        exchange: ExchangeName::Paper,
+        environment: KeyEnvironment::Paper,
+        key: None,
+    };
+}
+
+/// An order and the decision taken on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    pub id: OrderId,
+    pub owner: UserId,
+    pub venue: Venue,
+    /// Unique, reused on every retry: the exchange's idempotency key.
+    pub client_order_id: String,
+    pub symbol: String,
+    pub side: OrderSide,
+    pub order_type: OrderType,
+    pub quantity: Decimal,
+    pub limit_price: Option<Decimal>,
+    /// The price the notional was computed with (the limit, or the quote for a market order).
+    pub reference_price: Decimal,
+    pub notional: Decimal,
+    pub status: OrderStatus,
+    pub hold: Option<HoldKind>,
+    /// What the trader reads next to the status ("Paper exchange unreachable; retrying").
+    pub status_reason: Option<String>,
+    pub verdict: Verdict,
+    pub hits: Vec<RuleHit>,
+    pub anomaly: Option<AnomalyScore>,
+    pub filled_quantity: Decimal,
+    pub average_price: Option<Decimal>,
+    pub exchange_order_id: Option<String>,
+    pub source: OrderSource,
+    pub case: Option<CaseId>,
+    pub ip: Option<String>,
+    pub device: Option<String>,
+    pub attempts: u32,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// One execution of (part of) an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fill {
+    pub order: OrderId,
+    pub owner: UserId,
+    pub symbol: String,
+    pub side: OrderSide,
+    pub quantity: Decimal,
+    pub price: Decimal,
+    pub at: OffsetDateTime,
+}
+
+/// What an exchange answer changes on an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderUpdate {
+    pub status: OrderStatus,
+    pub hold: Option<HoldKind>,
+    pub status_reason: Option<String>,
+    pub filled_quantity: Decimal,
+    pub average_price: Option<Decimal>,
+    pub exchange_order_id: Option<String>,
+}
+
+/// A trader's controls, as admins and the anomaly response set them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserControls {
+    pub user: UserId,
+    pub state: TradingState,
+    pub kill_switch: bool,
+    /// Agent proposals below the autonomous cap are placed without sign-off.
+    pub autonomous: bool,
+}
+
+impl UserControls {
+    pub fn default_for(user: UserId) -> Self {
+        Self {
+            user,
+            state: TradingState::Active,
+            kill_switch: false,
+            autonomous: false,
+        }
+    }
+}
+
+/// A change to a trader's controls; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ControlsChange {
+    pub state: Option<TradingState>,
+    pub kill_switch: Option<bool>,
+    pub autonomous: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockedRange {
+    pub id: Uuid,
+    /// As the admin typed it, normalised (`203.0.113.0/24`).
+    pub cidr: String,
+    pub note: String,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseStatus {
+    Open,
+    /// The reviewer found nothing wrong: the trader is released, held orders go out.
+    Released,
+    /// The reviewer confirmed the anomaly: the quarantine stays, held orders are cancelled.
+    Confirmed,
+}
+
+impl CaseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaseStatus::Open => "open",
+            CaseStatus::Released => "released",
+            CaseStatus::Confirmed => "confirmed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "open" => Some(CaseStatus::Open),
+            "released" => Some(CaseStatus::Released),
+            "confirmed" => Some(CaseStatus::Confirmed),
+            _ => None,
+        }
+    }
+}
+
+/// What a reviewer sees: the decision, the score breakdown and the trader's recent trades.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseEvidence {
+    pub hits: Vec<RuleHit>,
+    pub anomaly: AnomalyScore,
+    pub recent: Vec<TradeSample>,
+    pub candidate: TradeSample,
+    pub state_before: TradingState,
+    pub state_after: TradingState,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnomalyCase {
+    pub id: CaseId,
+    pub subject: UserId,
+    pub order: Option<OrderId>,
+    pub score: f64,
+    pub evidence: CaseEvidence,
+    pub status: CaseStatus,
+    pub opened_at: OffsetDateTime,
+    pub decided_at: Option<OffsetDateTime>,
+    pub decided_by: Option<UserId>,
+    pub note: Option<String>,
+    /// Advisory text from the optional language model; never acted upon.
+    pub rationale: Option<String>,
+}
+
+/// Amounts a trader has used, for the daily and velocity limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Notional of today's (UTC) orders that were not denied.
+    pub used_today: Decimal,
+    /// Orders (not denied) created within the velocity window.
+    pub orders_in_window: u32,
+}
+
+/// Everything written when an order is decided, committed in one transaction: the order, its
+/// decision's audit events, an anomaly case and the trader's new state. If the audit log cannot
+/// be written, none of it is (fail closed).
+#[derive(Debug, Clone)]
+pub struct OrderDecisionWrite {
+    pub order: Order,
+    pub case: Option<AnomalyCase>,
+    pub new_state: Option<TradingState>,
+    pub audit: Vec<AuditDraft>,
+}
+
+/// Persistence for trading. Writes take their audit events and commit with them or not at all.
+/// Reads by owner return `None`/nothing for other users' rows.
+#[async_trait]
+pub trait TradingStore: Send + Sync + fmt::Debug {
+    // --- limits and controls
+    /// Raw limit values: (global, this user's overrides), by field key.
+    async fn limits(
+        &self,
+        user: UserId,
+    ) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), StoreError>;
+    /// Sets (`Some`) or clears (`None`) a global (`user: None`) or per-user limit.
+    async fn set_limit(
+        &self,
+        user: Option<UserId>,
+        field: &str,
+        value: Option<&str>,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+    async fn global_kill_switch(&self) -> Result<bool, StoreError>;
+    async fn set_global_kill_switch(&self, on: bool, audit: AuditDraft) -> Result<(), StoreError>;
+    /// The user's controls; defaults (active, no kill switch) for a user never changed.
+    async fn controls(&self, user: UserId) -> Result<UserControls, StoreError>;
+    /// Users whose controls differ from the defaults.
+    async fn restricted_users(&self) -> Result<Vec<UserControls>, StoreError>;
+    async fn change_controls(
+        &self,
+        user: UserId,
+        change: ControlsChange,
+        audit: AuditDraft,
+    ) -> Result<UserControls, StoreError>;
+    async fn blocklist(&self) -> Result<Vec<BlockedRange>, StoreError>;
+    /// `Conflict` if the same range is already listed.
+    async fn add_blocked_range(
+        &self,
+        range: &BlockedRange,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+    /// `NotFound` for an unknown id.
+    async fn remove_blocked_range(&self, id: Uuid, audit: AuditDraft) -> Result<(), StoreError>;
+
+    // --- orders
+    async fn usage(
+        &self,
+        user: UserId,
+        day_start: OffsetDateTime,
+        window_start: OffsetDateTime,
+    ) -> Result<Usage, StoreError>;
+    /// The user's last `limit` orders that reached an exchange (filled or open), oldest first.
+    async fn trade_history(&self, user: UserId, limit: u64)
+    -> Result<Vec<TradeSample>, StoreError>;
+    /// Whether the user ever placed an order (not denied) from this IP / this device.
+    async fn seen_before(
+        &self,
+        user: UserId,
+        ip: Option<&str>,
+        device: Option<&str>,
+    ) -> Result<(bool, bool), StoreError>;
+    async fn record_decision(&self, write: OrderDecisionWrite) -> Result<(), StoreError>;
+    /// Moves an order from `from` to `Submitting` if it is still in `from`; `false` if another
+    /// sender got there first. Counts the attempt.
+    async fn claim_order(&self, id: OrderId, from: OrderStatus) -> Result<bool, StoreError>;
+    /// Stores an exchange's answer (and the fill it brought, if any) for a `Submitting` or
+    /// `Open` order. Fills are cumulative: `update.filled_quantity` is the new total.
+    async fn record_update(
+        &self,
+        id: OrderId,
+        update: OrderUpdate,
+        fill: Option<Fill>,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+    async fn order(&self, owner: UserId, id: OrderId) -> Result<Option<Order>, StoreError>;
+    /// The owner's orders, newest first.
+    async fn orders(&self, owner: UserId, limit: u64) -> Result<Vec<Order>, StoreError>;
+    /// Every user's orders in a status (and hold kind), oldest first: the retry and sweep jobs.
+    async fn orders_in_status(
+        &self,
+        status: OrderStatus,
+        hold: Option<HoldKind>,
+        limit: u64,
+    ) -> Result<Vec<Order>, StoreError>;
+    /// The owner's fills, oldest first.
+    async fn fills(&self, owner: UserId) -> Result<Vec<Fill>, StoreError>;
+
+    // --- anomaly cases
+    async fn cases(
+        &self,
+        status: Option<CaseStatus>,
+        limit: u64,
+    ) -> Result<Vec<AnomalyCase>, StoreError>;
+    async fn case(&self, id: CaseId) -> Result<Option<AnomalyCase>, StoreError>;
+    async fn open_cases_for(&self, user: UserId) -> Result<u64, StoreError>;
+    /// Decides an open case, sets the subject's state and moves the case's held orders to
+    /// `Held/Exchange` (released: they go out) or `Cancelled` (confirmed). `false` if the case
+    /// was no longer open.
+    #[allow(clippy::too_many_arguments)]
+    async fn decide_case(
+        &self,
+        id: CaseId,
+        status: CaseStatus,
+        reviewer: UserId,
+        note: &str,
+        at: OffsetDateTime,
+        new_state: TradingState,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError>;
+    async fn set_case_rationale(&self, id: CaseId, rationale: &str) -> Result<(), StoreError>;
+
+    // --- agents
+    async fn insert_agent_token(
+        &self,
+        token: &AgentToken,
+        hash: &str,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+    /// A live (not revoked) token by the SHA-256 of its secret; stamps `last_used_at`.
+    async fn agent_token_by_hash(
+        &self,
+        hash: &str,
+        at: OffsetDateTime,
+    ) -> Result<Option<AgentToken>, StoreError>;
+    async fn agent_tokens(&self, owner: UserId) -> Result<Vec<AgentToken>, StoreError>;
+    /// `NotFound` for another owner's or an unknown token.
+    async fn revoke_agent_token(
+        &self,
+        owner: UserId,
+        id: Uuid,
+        at: OffsetDateTime,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+    async fn insert_proposal(
+        &self,
+        proposal: &Proposal,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+    async fn proposals(&self, owner: UserId, limit: u64) -> Result<Vec<Proposal>, StoreError>;
+    async fn proposal(&self, owner: UserId, id: Uuid) -> Result<Option<Proposal>, StoreError>;
+    /// Moves a proposal from `Pending` to `status` (with the order placed for it); `false` if
+    /// it was no longer pending.
+    async fn settle_proposal(
+        &self,
+        owner: UserId,
+        id: Uuid,
+        status: ProposalStatus,
+        order: Option<OrderId>,
+        at: OffsetDateTime,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError>;
+}

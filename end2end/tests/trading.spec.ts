@@ -1,0 +1,132 @@
+import { expect, Page, test } from "@playwright/test";
+import { addVirtualKey, adminWithKey, hydrated, registerSecurityKey, saveAdminKey, signUp, stepUpWithKey, uniqueEmail } from "./helpers";
+
+/** Places a market order on the ticket and waits for its result; returns the result's status. */
+async function placeOrder(page: Page, symbol: string, side: "buy" | "sell", quantity: string): Promise<string> {
+  const ticket = page.getByTestId("order-ticket");
+  await ticket.getByLabel("Symbol").selectOption(symbol);
+  await ticket.getByText(side === "buy" ? "Buy" : "Sell", { exact: true }).click();
+  await ticket.getByLabel("Quantity").fill(quantity);
+  await expect(ticket.getByTestId("notional")).not.toHaveText("—");
+  const before = await page.getByTestId("order-row").count();
+  await ticket.getByTestId("place-order").click();
+  const result = page.getByTestId("order-result");
+  await expect(result).toBeVisible();
+  // The recent-orders table reloads with the new order.
+  await expect(page.getByTestId("order-row")).toHaveCount(Math.min(before + 1, 8));
+  return (await result.getAttribute("data-status")) ?? "";
+}
+
+test("a small order goes straight through and shows in positions and orders", async ({ page }) => {
+  await signUp(page, uniqueEmail("trade-small"));
+  await page.getByRole("link", { name: "Trade", exact: true }).click();
+  await hydrated(page);
+  const ticket = page.getByTestId("order-ticket");
+  await ticket.getByLabel("Symbol").selectOption("BTCUSDT");
+  await ticket.getByLabel("Quantity").fill("0.002");
+  // The browser previews the server's own rules.
+  await expect(ticket.getByTestId("checks")).toContainText("Within your limits");
+  await page.screenshot({ path: "test-results/screens/trade-ticket.png", fullPage: true });
+  expect(await placeOrder(page, "BTCUSDT", "buy", "0.002")).toBe("filled");
+  await expect(page.getByTestId("order-result")).toContainText("Filled: buy 0.002 BTCUSDT");
+  await expect(page.getByTestId("positions")).toContainText("BTCUSDT");
+  await page.screenshot({ path: "test-results/screens/trade-filled.png", fullPage: true });
+
+  await page.getByRole("link", { name: "Orders", exact: true }).click();
+  await hydrated(page);
+  await expect(page.getByTestId("orders").getByTestId("order-row")).toHaveCount(1);
+  await expect(page.getByTestId("fills")).toContainText("BTCUSDT");
+});
+
+test("a large order asks for the security key, approved for exactly that order", async ({ page }) => {
+  await signUp(page, uniqueEmail("trade-large"));
+  await addVirtualKey(page);
+  await registerSecurityKey(page, "Trading key");
+  await page.goto("/trade");
+  await hydrated(page);
+  const ticket = page.getByTestId("order-ticket");
+  await ticket.getByLabel("Symbol").selectOption("BTCUSDT");
+  await ticket.getByLabel("Quantity").fill("0.25");
+  await expect(ticket.getByTestId("checks")).toContainText("Needs your security key");
+  await ticket.getByTestId("place-order").click();
+  const approval = page.getByTestId("order-approval");
+  await expect(approval).toContainText("Approve this order");
+  await page.screenshot({ path: "test-results/screens/trade-approval.png", fullPage: true });
+  await approval.getByTestId("approve-with-key").click();
+  const result = page.getByTestId("order-result");
+  await expect(result).toHaveAttribute("data-status", "filled");
+  await expect(result).toContainText("Filled: buy 0.25 BTCUSDT");
+  await expect(page.getByTestId("order-approval")).toHaveCount(0);
+});
+
+test("a burst of odd orders quarantines the trader, shows the banner, and a reviewer sees the case", async ({ page, browser }) => {
+  const email = uniqueEmail("trade-burst");
+  await signUp(page, email);
+  await page.goto("/trade");
+  await hydrated(page);
+  for (let i = 0; i < 6; i++) {
+    expect(await placeOrder(page, "BTCUSDT", "buy", "0.001")).toBe("filled");
+  }
+  await expect(page.getByTestId("trading-banner")).toHaveCount(0);
+  // Far larger than usual, in a symbol never traded, in the middle of a burst.
+  expect(await placeOrder(page, "ETHUSDT", "buy", "2.5")).toBe("held");
+  await page.reload();
+  await hydrated(page);
+  await expect(page.getByTestId("trading-banner").first()).toContainText("quarantined");
+  await page.screenshot({ path: "test-results/screens/trade-quarantined.png", fullPage: true });
+  // New buys are refused now, and the banner follows the trader to every page.
+  expect(await placeOrder(page, "BTCUSDT", "buy", "0.001")).toBe("denied");
+  await page.getByRole("link", { name: "Orders", exact: true }).click();
+  await expect(page.getByTestId("trading-banner").first()).toContainText("quarantined");
+
+  // A reviewer (the admin) sees the case with its evidence.
+  const { page: admin, key } = await adminWithKey(browser);
+  await admin.goto("/review");
+  await hydrated(admin);
+  await admin.getByTestId("case-list").getByText(email).first().click();
+  const detail = admin.getByTestId("case-detail");
+  await expect(detail).toContainText(email);
+  await expect(detail.locator("svg").first()).toBeVisible();
+  await admin.screenshot({ path: "test-results/screens/review-case.png", fullPage: true });
+  await admin.getByTestId("case-note").fill("Checked with the trader: a planned ETH purchase.");
+  await admin.getByTestId("case-release").click();
+  await expect(detail).toContainText("released");
+  await saveAdminKey(key);
+  await admin.context().close();
+
+  await page.reload();
+  await hydrated(page);
+  await expect(page.getByTestId("trading-banner")).toHaveCount(0);
+});
+
+test("the admin's kill switch needs the security key and puts a banner on every trader's page", async ({ page, browser }) => {
+  await signUp(page, uniqueEmail("trade-kill"));
+  const { page: admin, key } = await adminWithKey(browser);
+  await admin.goto("/admin/risk");
+  await hydrated(admin);
+  const card = admin.getByTestId("kill-switch");
+  await expect(card).toContainText("Trading is on for everyone");
+  await card.getByRole("button", { name: "Turn the kill switch on…" }).click();
+  await card.getByTestId("kill-switch-on").click();
+  // Admin actions need a fresh security-key step-up first.
+  await stepUpWithKey(admin);
+  await card.getByRole("button", { name: "Turn the kill switch on…" }).click();
+  await card.getByTestId("kill-switch-on").click();
+  await expect(card).toContainText("KILL SWITCH ON");
+  await admin.screenshot({ path: "test-results/screens/risk-kill-switch.png", fullPage: true });
+
+  await page.goto("/trade");
+  await hydrated(page);
+  await expect(page.getByTestId("trading-banner").first()).toContainText("Kill switch on");
+  const ticket = page.getByTestId("order-ticket");
+  await ticket.getByLabel("Quantity").fill("0.001");
+  await expect(ticket.getByTestId("checks")).toContainText("kill switch");
+  expect(await placeOrder(page, "BTCUSDT", "buy", "0.001")).toBe("denied");
+  await page.screenshot({ path: "test-results/screens/trade-kill-switch.png", fullPage: true });
+
+  await card.getByRole("button", { name: "Turn the kill switch off…" }).click();
+  await card.getByTestId("kill-switch-off").click();
+  await expect(card).toContainText("Trading is on for everyone");
+  await saveAdminKey(key);
+  await admin.context().close();
+});

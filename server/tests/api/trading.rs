@@ -1,0 +1,773 @@
+//! Trading through the HTTP API: placement and screening, order-bound step-up, exchange outages
+//! (held, then sent exactly once), kill switches, fail-safe limits, quarantine and review, the
+//! audit log failing closed, and another user's ids.
+
+use domain::account::Role;
+use serde_json::Value;
+use server::exchange::paper::PaperOutage;
+
+use crate::helpers::{TestApp, sign_request, soft_key, spawn_app};
+
+async fn json(response: reqwest::Response) -> Value {
+    let status = response.status();
+    let body = response.text().await.expect("body");
+    serde_json::from_str(&body).unwrap_or_else(|_| panic!("{status}: {body}"))
+}
+
+async fn quote(app: &TestApp, client: &reqwest::Client, symbol: &str) -> String {
+    let ticket = app.call(client, "trading/ticket", &[]).await;
+    assert_eq!(ticket.status(), 200);
+    let ticket = json(ticket).await;
+    ticket["prices"]
+        .as_array()
+        .expect("prices")
+        .iter()
+        .find(|p| p["symbol"] == symbol)
+        .and_then(|p| p["price"].as_str())
+        .expect("a quote for the symbol")
+        .to_owned()
+}
+
+/// A market order at the current quote; returns the raw response.
+async fn market(
+    app: &TestApp,
+    client: &reqwest::Client,
+    symbol: &str,
+    side: &str,
+    quantity: &str,
+    nonce: Option<&str>,
+) -> reqwest::Response {
+    let price = quote(app, client, symbol).await;
+    market_at(app, client, symbol, side, quantity, &price, nonce).await
+}
+
+/// As `market`, with the quote given (when the ticket has none: exchange down, symbol delisted).
+async fn market_at(
+    app: &TestApp,
+    client: &reqwest::Client,
+    symbol: &str,
+    side: &str,
+    quantity: &str,
+    price: &str,
+    nonce: Option<&str>,
+) -> reqwest::Response {
+    let mut form = vec![
+        ("venue", "paper"),
+        ("symbol", symbol),
+        ("side", side),
+        ("order_type", "market"),
+        ("quantity", quantity),
+        ("price", price),
+    ];
+    if let Some(nonce) = nonce {
+        form.push(("approval_nonce", nonce));
+    }
+    app.call(client, "trading/place", &form).await
+}
+
+async fn placed(response: reqwest::Response) -> Value {
+    assert_eq!(response.status(), 200);
+    json(response).await
+}
+
+async fn user_id(app: &TestApp, client: &reqwest::Client) -> String {
+    app.who_am_i(client).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_small_market_order_fills_and_shows_in_orders_fills_and_positions() {
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let order = placed(market(&app, &trader, "BTCUSDT", "buy", "0.01", None).await).await;
+    assert_eq!(order["status"], "filled", "{order}");
+    assert_eq!(order["verdict"], "allow");
+    assert_eq!(order["filled_quantity"], "0.01");
+
+    let orders = json(app.call(&trader, "trading/orders", &[]).await).await;
+    assert_eq!(orders.as_array().expect("orders").len(), 1);
+    let book = json(app.call(&trader, "trading/portfolio", &[]).await).await;
+    assert_eq!(book["positions"][0]["symbol"], "BTCUSDT");
+    assert_eq!(book["positions"][0]["quantity"], "0.01");
+    assert_eq!(book["fills"].as_array().expect("fills").len(), 1);
+    assert!(
+        app.count("SELECT COUNT(*) FROM audit_events WHERE action = 'trade.order_decided'")
+            .await
+            == 1
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_events WHERE action = 'trade.order_filled'")
+            .await,
+        1
+    );
+    // Selling what is held reduces the position; selling more than held is refused up front.
+    let sell = placed(market(&app, &trader, "BTCUSDT", "sell", "0.004", None).await).await;
+    assert_eq!(sell["status"], "filled");
+    let too_much = market(&app, &trader, "BTCUSDT", "sell", "1", None).await;
+    assert_eq!(too_much.status(), 400);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_order_input_is_refused_and_writes_nothing() {
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let price = quote(&app, &trader, "BTCUSDT").await;
+    for (field, value) in [
+        ("quantity", "-1"),
+        ("quantity", "1e3"),
+        ("quantity", ""),
+        ("side", "short"),
+        ("order_type", "stop"),
+        ("symbol", "BTC/USDT"),
+        ("venue", "not-a-key"),
+    ] {
+        let mut form = vec![
+            ("venue", "paper"),
+            ("symbol", "BTCUSDT"),
+            ("side", "buy"),
+            ("order_type", "market"),
+            ("quantity", "0.01"),
+            ("price", price.as_str()),
+        ];
+        form.retain(|(k, _)| *k != field);
+        form.push((field, value));
+        let response = app.call(&trader, "trading/place", &form).await;
+        assert_eq!(response.status(), 400, "{field}={value}");
+    }
+    // A limit order without its price, and a stale quote.
+    let response = app
+        .call(
+            &trader,
+            "trading/place",
+            &[
+                ("venue", "paper"),
+                ("symbol", "BTCUSDT"),
+                ("side", "buy"),
+                ("order_type", "limit"),
+                ("quantity", "0.01"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    let response = app
+        .call(
+            &trader,
+            "trading/place",
+            &[
+                ("venue", "paper"),
+                ("symbol", "BTCUSDT"),
+                ("side", "buy"),
+                ("order_type", "market"),
+                ("quantity", "0.01"),
+                ("price", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_large_order_needs_an_approval_bound_to_exactly_that_order() {
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let mut key = soft_key();
+    assert_eq!(
+        app.register_key(&trader, &mut key, "Key").await.status(),
+        200
+    );
+
+    // 0.2 BTC is about 12,000 USDT: above the 10,000 threshold.
+    let price = quote(&app, &trader, "BTCUSDT").await;
+    let refused = market(&app, &trader, "BTCUSDT", "buy", "0.2", None).await;
+    assert_eq!(refused.status(), 403);
+    let body = json(refused).await;
+    assert!(body.get("OrderApprovalRequired").is_some(), "{body}");
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 0);
+
+    let terms = [
+        ("symbol", "BTCUSDT"),
+        ("side", "buy"),
+        ("quantity", "0.2"),
+        ("price", price.as_str()),
+    ];
+    let options = json(app.call(&trader, "stepup/order-options", &terms).await).await;
+    let nonce = options["nonce"].as_str().expect("nonce").to_owned();
+    let assertion = sign_request(&mut key, options["webauthn"].as_str().expect("request"));
+    let mut form = terms.to_vec();
+    form.push(("method", "security-key"));
+    form.push(("response", &assertion));
+    assert_eq!(
+        app.call(&trader, "stepup/order-approve", &form)
+            .await
+            .status(),
+        200
+    );
+
+    // The approval does not cover another quantity...
+    let other = app
+        .call(
+            &trader,
+            "trading/place",
+            &[
+                ("venue", "paper"),
+                ("symbol", "BTCUSDT"),
+                ("side", "buy"),
+                ("order_type", "market"),
+                ("quantity", "0.3"),
+                ("price", &price),
+                ("approval_nonce", &nonce),
+            ],
+        )
+        .await;
+    assert_eq!(other.status(), 400);
+    // ...and that attempt did not use it up; the exact order goes through once.
+    let exact = [
+        ("venue", "paper"),
+        ("symbol", "BTCUSDT"),
+        ("side", "buy"),
+        ("order_type", "market"),
+        ("quantity", "0.2"),
+        ("price", price.as_str()),
+        ("approval_nonce", nonce.as_str()),
+    ];
+    let order = placed(app.call(&trader, "trading/place", &exact).await).await;
+    assert_eq!(order["status"], "filled", "{order}");
+    let again = app.call(&trader, "trading/place", &exact).await;
+    assert_eq!(again.status(), 400, "an approval is spent once");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM orders WHERE status = 'filled'")
+            .await,
+        1
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_exchange_outage_holds_orders_and_sends_each_exactly_once_when_it_is_back() {
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let paper = app.backend.paper.clone();
+    let trading = app.backend.services.trading.clone();
+
+    let eth = quote(&app, &trader, "ETHUSDT").await;
+    paper.set_outage(Some(PaperOutage::Down));
+    let held = placed(market_at(&app, &trader, "ETHUSDT", "buy", "0.5", &eth, None).await).await;
+    assert_eq!(held["status"], "held", "{held}");
+    assert!(
+        held["status_reason"]
+            .as_str()
+            .expect("reason")
+            .contains("could not be reached")
+    );
+    // While the breaker is open, new orders are held without being sent.
+    let second = placed(market_at(&app, &trader, "ETHUSDT", "buy", "0.25", &eth, None).await).await;
+    assert_eq!(second["status"], "held");
+    let status = json(app.call(&trader, "trading/status", &[]).await).await;
+    assert_eq!(status["paused"].as_array().expect("paused").len(), 1);
+
+    // Still down after the cool-down: the probe fails and nothing is sent.
+    app.clock.advance(time::Duration::seconds(11));
+    trading.retry_held().await.expect("retry");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM orders WHERE status = 'held'")
+            .await,
+        2
+    );
+
+    paper.set_outage(None);
+    app.clock.advance(time::Duration::seconds(60));
+    assert_eq!(trading.retry_held().await.expect("retry"), 2);
+    assert_eq!(trading.retry_held().await.expect("retry"), 0);
+    let orders = json(app.call(&trader, "trading/orders", &[]).await).await;
+    for order in orders.as_array().expect("orders") {
+        assert_eq!(order["status"], "filled", "{order}");
+    }
+    let ids: Vec<String> = app
+        .backend
+        .services
+        .trading
+        .orders(
+            domain::account::UserId(
+                uuid::Uuid::parse_str(&user_id(&app, &trader).await).expect("uuid"),
+            ),
+            10,
+        )
+        .await
+        .expect("orders")
+        .into_iter()
+        .map(|o| o.client_order_id)
+        .collect();
+    for id in &ids {
+        assert_eq!(paper.placements(id), 1, "{id} executed exactly once");
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM fills").await, 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_lost_reply_is_resolved_by_asking_the_exchange_not_by_sending_again() {
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let paper = app.backend.paper.clone();
+    paper.set_outage(Some(PaperOutage::LoseReplies));
+    let held = placed(market(&app, &trader, "SOLUSDT", "buy", "2", None).await).await;
+    assert_eq!(held["status"], "held");
+    paper.set_outage(None);
+    app.clock.advance(time::Duration::seconds(11));
+    assert_eq!(
+        app.backend
+            .services
+            .trading
+            .retry_held()
+            .await
+            .expect("retry"),
+        1
+    );
+    let client_id = app
+        .backend
+        .services
+        .trading
+        .orders(
+            domain::account::UserId(
+                uuid::Uuid::parse_str(&user_id(&app, &trader).await).expect("uuid"),
+            ),
+            1,
+        )
+        .await
+        .expect("orders")[0]
+        .client_order_id
+        .clone();
+    assert_eq!(paper.placements(&client_id), 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM fills").await, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_kill_switch_needs_an_admin_key_stops_new_orders_and_shows_everywhere() {
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    // An admin without a fresh key step-up cannot flip it.
+    let plain_admin = app
+        .signed_in_as("plain-admin@example.com", Role::Admin)
+        .await;
+    let refused = app
+        .call(&plain_admin, "risk/kill-switch", &[("on", "true")])
+        .await;
+    assert_eq!(refused.status(), 403);
+    let admin = app.admin_with_key("admin@example.com").await;
+    assert_eq!(
+        app.call(&admin, "risk/kill-switch", &[("on", "true")])
+            .await
+            .status(),
+        200
+    );
+    let status = json(app.call(&trader, "trading/status", &[]).await).await;
+    assert_eq!(status["global_kill"], true);
+    let denied = placed(market(&app, &trader, "BTCUSDT", "buy", "0.01", None).await).await;
+    assert_eq!(denied["status"], "denied");
+    assert!(
+        denied["hits"]
+            .as_array()
+            .expect("hits")
+            .iter()
+            .any(|h| h["rule"] == "kill_switch_global")
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_events WHERE action = 'risk.kill_switch_on'")
+            .await,
+        1
+    );
+    // A trader cannot flip it.
+    assert_eq!(
+        app.call(&trader, "risk/kill-switch", &[("on", "false")])
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        app.call(&admin, "risk/kill-switch", &[("on", "false")])
+            .await
+            .status(),
+        200
+    );
+    let ok = placed(market(&app, &trader, "BTCUSDT", "buy", "0.01", None).await).await;
+    assert_eq!(ok["status"], "filled");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unparsable_limit_falls_back_to_the_strictest_value_and_is_audited() {
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    app.exec(
+        "UPDATE risk_limits SET value = 'lots' WHERE scope = 'global' AND field = 'max_order_notional'",
+    )
+    .await;
+    let denied = placed(market(&app, &trader, "BTCUSDT", "buy", "0.001", None).await).await;
+    assert_eq!(denied["status"], "denied", "{denied}");
+    assert!(
+        app.count(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'risk.limit_fail_safe' AND details LIKE '%max_order_notional%'"
+        )
+        .await
+            >= 1
+    );
+    let btc = quote(&app, &trader, "BTCUSDT").await;
+    app.exec("DELETE FROM risk_limits WHERE scope = 'global' AND field = 'symbol_allowlist'")
+        .await;
+    app.exec("UPDATE risk_limits SET value = '50000' WHERE field = 'max_order_notional'")
+        .await;
+    let denied =
+        placed(market_at(&app, &trader, "BTCUSDT", "buy", "0.001", &btc, None).await).await;
+    assert!(
+        denied["hits"]
+            .as_array()
+            .expect("hits")
+            .iter()
+            .any(|h| h["rule"] == "symbol_not_allowed"),
+        "{denied}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn admins_set_per_user_limits_and_states_with_a_key_step_up() {
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let other = app.signed_in_as("other@example.com", Role::Trader).await;
+    let trader_id = user_id(&app, &trader).await;
+    let admin = app.admin_with_key("admin@example.com").await;
+    let set = app
+        .call(
+            &admin,
+            "risk/set-limit",
+            &[
+                ("user_id", &trader_id),
+                ("field", "daily_notional"),
+                ("value", "100"),
+            ],
+        )
+        .await;
+    assert_eq!(set.status(), 200);
+    let bad = app
+        .call(
+            &admin,
+            "risk/set-limit",
+            &[("field", "daily_notional"), ("value", "a lot")],
+        )
+        .await;
+    assert_eq!(bad.status(), 400);
+    let denied = placed(market(&app, &trader, "ETHUSDT", "buy", "0.05", None).await).await;
+    assert_eq!(denied["status"], "denied", "{denied}");
+    let fine = placed(market(&app, &other, "ETHUSDT", "buy", "0.05", None).await).await;
+    assert_eq!(fine["status"], "filled");
+
+    // HALTED: only cancels. REDUCING: only selling what is held.
+    assert_eq!(
+        app.call(
+            &admin,
+            "risk/user-controls",
+            &[
+                ("user_id", &user_id(&app, &other).await),
+                ("state", "reducing")
+            ],
+        )
+        .await
+        .status(),
+        200
+    );
+    let buy = placed(market(&app, &other, "ETHUSDT", "buy", "0.01", None).await).await;
+    assert_eq!(buy["status"], "denied");
+    let sell = placed(market(&app, &other, "ETHUSDT", "sell", "0.01", None).await).await;
+    assert_eq!(sell["status"], "filled");
+    assert_eq!(
+        app.call(
+            &admin,
+            "risk/user-controls",
+            &[
+                ("user_id", &user_id(&app, &other).await),
+                ("state", "halted")
+            ],
+        )
+        .await
+        .status(),
+        200
+    );
+    let sell = placed(market(&app, &other, "ETHUSDT", "sell", "0.01", None).await).await;
+    assert_eq!(sell["status"], "denied");
+    // Unknown or malformed user ids are not found.
+    for id in ["00000000-0000-0000-0000-000000000000", "garbage"] {
+        let response = app
+            .call(
+                &admin,
+                "risk/user-controls",
+                &[("user_id", id), ("state", "halted")],
+            )
+            .await;
+        assert_eq!(response.status(), 404, "{id}");
+    }
+    app.stop().await;
+}
+
+/// Six ordinary small orders, then one far larger in a symbol never traded, in a burst.
+async fn burst(app: &TestApp, trader: &reqwest::Client) -> Value {
+    for _ in 0..6 {
+        let order = placed(market(app, trader, "BTCUSDT", "buy", "0.001", None).await).await;
+        assert_eq!(order["status"], "filled", "{order}");
+    }
+    placed(market(app, trader, "ETHUSDT", "buy", "2.5", None).await).await
+}
+
+#[tokio::test]
+async fn a_burst_of_odd_orders_opens_a_case_quarantines_the_trader_and_a_reviewer_releases_it() {
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let odd = burst(&app, &trader).await;
+    assert_eq!(odd["status"], "held", "{odd}");
+    assert!(odd["score"].as_f64().expect("score") >= 0.8, "{odd}");
+    let case_id = odd["case_id"].as_str().expect("case").to_owned();
+    let status = json(app.call(&trader, "trading/status", &[]).await).await;
+    assert_ne!(status["state"], "active", "{status}");
+    assert_eq!(status["open_cases"], 1);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM security_alerts WHERE kind = 'anomaly_case_opened'")
+            .await,
+        1
+    );
+    // New buys are refused while quarantined; selling what is held still works.
+    let buy = placed(market(&app, &trader, "BTCUSDT", "buy", "0.001", None).await).await;
+    assert_eq!(buy["status"], "denied");
+    if status["state"] == "reducing" {
+        let sell = placed(market(&app, &trader, "BTCUSDT", "sell", "0.001", None).await).await;
+        assert_eq!(sell["status"], "filled");
+    }
+
+    // The trader cannot see cases; a reviewer can, and must write a note.
+    assert_eq!(
+        app.call(&trader, "review/case", &[("id", &case_id)])
+            .await
+            .status(),
+        403
+    );
+    let reviewer = app
+        .signed_in_as("reviewer@example.com", Role::Reviewer)
+        .await;
+    let case = json(
+        app.call(&reviewer, "review/case", &[("id", &case_id)])
+            .await,
+    )
+    .await;
+    assert_eq!(case["subject_email"], "trader@example.com");
+    assert!(!case["features"].as_array().expect("features").is_empty());
+    assert_eq!(case["recent"].as_array().expect("recent").len(), 6);
+    let no_note = app
+        .call(
+            &reviewer,
+            "review/decide",
+            &[("id", &case_id), ("decision", "release"), ("note", "")],
+        )
+        .await;
+    assert_eq!(no_note.status(), 400);
+    let released = app
+        .call(
+            &reviewer,
+            "review/decide",
+            &[
+                ("id", &case_id),
+                ("decision", "release"),
+                ("note", "Trader confirmed the ETH purchase by phone."),
+            ],
+        )
+        .await;
+    assert_eq!(released.status(), 200);
+    let status = json(app.call(&trader, "trading/status", &[]).await).await;
+    assert_eq!(status["state"], "active");
+    // The held order goes out once.
+    let trading = app.backend.services.trading.clone();
+    assert_eq!(trading.retry_held().await.expect("retry"), 1);
+    assert_eq!(trading.retry_held().await.expect("retry"), 0);
+    let again = app
+        .call(
+            &reviewer,
+            "review/decide",
+            &[("id", &case_id), ("decision", "confirm"), ("note", "late")],
+        )
+        .await;
+    assert_eq!(again.status(), 400);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn nobody_reviews_their_own_case_and_a_confirmed_case_cancels_the_held_order() {
+    let app = spawn_app().await;
+    let admin_trader = app.signed_in_as("admin@example.com", Role::Admin).await;
+    let odd = burst(&app, &admin_trader).await;
+    let case_id = odd["case_id"].as_str().expect("case").to_owned();
+    let own = app
+        .call(
+            &admin_trader,
+            "review/decide",
+            &[
+                ("id", &case_id),
+                ("decision", "release"),
+                ("note", "it was me"),
+            ],
+        )
+        .await;
+    assert_eq!(own.status(), 403);
+    let reviewer = app
+        .signed_in_as("reviewer@example.com", Role::Reviewer)
+        .await;
+    let confirmed = app
+        .call(
+            &reviewer,
+            "review/decide",
+            &[
+                ("id", &case_id),
+                ("decision", "confirm"),
+                ("note", "Pattern matches account takeover."),
+            ],
+        )
+        .await;
+    assert_eq!(confirmed.status(), 200);
+    let order = json(
+        app.call(
+            &admin_trader,
+            "trading/order",
+            &[("id", odd["id"].as_str().expect("id"))],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(order["status"], "cancelled");
+    let status = json(app.call(&admin_trader, "trading/status", &[]).await).await;
+    assert_ne!(status["state"], "active");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn another_users_orders_cases_proposals_and_tokens_are_not_found() {
+    let app = spawn_app().await;
+    let alice = app.signed_in_as("alice@example.com", Role::Trader).await;
+    let mallory = app.signed_in_as("mallory@example.com", Role::Trader).await;
+    let price = quote(&app, &alice, "BTCUSDT").await;
+    // A resting limit order far below the market: cancellable.
+    let low = format!("{}", price.parse::<f64>().expect("price") as u64 / 2);
+    let resting = placed(
+        app.call(
+            &alice,
+            "trading/place",
+            &[
+                ("venue", "paper"),
+                ("symbol", "BTCUSDT"),
+                ("side", "buy"),
+                ("order_type", "limit"),
+                ("quantity", "0.01"),
+                ("price", &low),
+            ],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(resting["status"], "open", "{resting}");
+    let order_id = resting["id"].as_str().expect("id").to_owned();
+    for endpoint in ["trading/order", "trading/cancel"] {
+        for id in [
+            order_id.as_str(),
+            "garbage",
+            "00000000-0000-0000-0000-000000000000",
+        ] {
+            let response = app.call(&mallory, endpoint, &[("id", id)]).await;
+            assert_eq!(response.status(), 404, "{endpoint} {id}");
+        }
+    }
+    let token = json(
+        app.call(
+            &alice,
+            "agent/token-create",
+            &[("name", "bot"), ("scopes[0]", "proposals:write")],
+        )
+        .await,
+    )
+    .await;
+    let token_id = token["token"]["id"].as_str().expect("token id").to_owned();
+    let secret = token["secret"].as_str().expect("secret").to_owned();
+    let proposal = app
+        .client
+        .post(format!("{}/api/agent/v1/proposals", app.address))
+        .bearer_auth(&secret)
+        .json(&serde_json::json!({
+            "symbol": "BTCUSDT", "side": "buy", "type": "market", "quantity": "0.001",
+            "rationale": "test"
+        }))
+        .send()
+        .await
+        .expect("proposal sent");
+    assert_eq!(proposal.status(), 202);
+    let proposal = json(proposal).await;
+    let proposal_id = proposal["proposal"]["id"]
+        .as_str()
+        .expect("proposal id")
+        .to_owned();
+    for (endpoint, id) in [
+        ("agent/sign-off", proposal_id.as_str()),
+        ("agent/reject", proposal_id.as_str()),
+        ("agent/token-revoke", token_id.as_str()),
+    ] {
+        let response = app.call(&mallory, endpoint, &[("id", id)]).await;
+        assert_eq!(response.status(), 404, "{endpoint}");
+    }
+    // Cases are for reviewers only; a trader gets 403 whatever the id.
+    assert_eq!(app.call(&mallory, "review/cases", &[]).await.status(), 403);
+    // Alice's things are untouched and hers to act on.
+    assert_eq!(
+        app.call(&alice, "trading/cancel", &[("id", &order_id)])
+            .await
+            .status(),
+        200
+    );
+    let overview = json(app.call(&alice, "agent/overview", &[]).await).await;
+    assert_eq!(overview["proposals"][0]["status"], "pending");
+    assert!(overview["tokens"][0]["revoked_at"].is_null());
+    let mallory_view = json(app.call(&mallory, "agent/overview", &[]).await).await;
+    assert!(
+        mallory_view["proposals"]
+            .as_array()
+            .expect("list")
+            .is_empty()
+    );
+    let mallory_orders = json(app.call(&mallory, "trading/orders", &[]).await).await;
+    assert!(mallory_orders.as_array().expect("list").is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn no_audit_write_means_no_order() {
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let price = quote(&app, &trader, "BTCUSDT").await;
+    crate::keys::break_audit_log(&app).await;
+    let response = app
+        .call(
+            &trader,
+            "trading/place",
+            &[
+                ("venue", "paper"),
+                ("symbol", "BTCUSDT"),
+                ("side", "buy"),
+                ("order_type", "market"),
+                ("quantity", "0.01"),
+                ("price", &price),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 0);
+    assert_eq!(app.backend.paper.placements("anything"), 0);
+    app.stop().await;
+}
