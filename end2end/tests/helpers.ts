@@ -9,9 +9,10 @@ export function uniqueEmail(prefix: string): string {
   return `${prefix}-${Date.now()}-${Math.floor(Math.random() * 1e6)}@e2e.test`;
 }
 
-/** Waits until the WASM bundle has hydrated the page. */
+/** Waits until the WASM bundle has hydrated the page, suspended parts that mark themselves included. */
 export async function hydrated(page: Page) {
   await expect(page.locator('[data-hydrated="true"]')).toHaveCount(1);
+  await expect(page.locator('[data-ready="false"]')).toHaveCount(0);
 }
 
 export async function signUp(page: Page, email: string) {

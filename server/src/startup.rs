@@ -268,6 +268,7 @@ impl Backend {
                         api_key: settings.trading.rationale_api_key.clone(),
                     }),
             )),
+            placements: Default::default(),
         };
         let services = Services {
             stepup,
@@ -533,6 +534,7 @@ fn router(
         ))
         .with_state(state)
         // Listed innermost first: each layer wraps the ones above it.
+        .layer(from_fn(middleware::page_render_deadline))
         .layer(from_fn(middleware::server_fn_status))
         .layer(session_layer)
         .layer(from_fn_with_state(

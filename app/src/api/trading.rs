@@ -239,6 +239,16 @@ mod support {
 
     use super::*;
 
+    pub fn price_views(quotes: Vec<(String, rust_decimal::Decimal)>) -> Vec<PriceView> {
+        quotes
+            .into_iter()
+            .map(|(symbol, price)| PriceView {
+                symbol,
+                price: plain(price),
+            })
+            .collect()
+    }
+
     impl From<TradingError> for AppError {
         fn from(err: TradingError) -> Self {
             match err {
@@ -416,21 +426,12 @@ pub use support::plain;
 #[server(endpoint = "trading/ticket")]
 pub async fn ticket() -> Result<TicketView, AppError> {
     use super::context::{request_meta, require_user, services};
-    use domain::trading::Venue;
-
     let (user, _) = require_user().await?;
     let services = services()?;
     let trading = &services.trading;
-    let context = trading.ticket_context(user.id, &request_meta()).await?;
-    let mut prices = Vec::new();
-    for symbol in &context.limits.symbol_allowlist {
-        if let Ok(price) = trading.quote(Venue::PAPER, symbol).await {
-            prices.push(PriceView {
-                symbol: symbol.clone(),
-                price: support::plain(price),
-            });
-        }
-    }
+    let meta = request_meta();
+    let context = trading.ticket_context(user.id, &meta).await?;
+    let prices = support::price_views(trading.quotes(user.id, "paper", &meta).await?);
     let mut venues = vec![VenueView {
         id: "paper".into(),
         label: "Paper exchange (built in, no key needed)".into(),
@@ -473,6 +474,19 @@ pub async fn ticket() -> Result<TicketView, AppError> {
 
 /// `price` is the limit for a limit order and, for a market order, the quote the trader saw
 /// (and approved, for a large order).
+/// The ticket's prices on another account (a Binance key quotes Binance's prices).
+#[server(endpoint = "trading/quotes")]
+pub async fn venue_quotes(venue: String) -> Result<Vec<PriceView>, AppError> {
+    use super::context::{request_meta, require_user, services};
+
+    let (user, _) = require_user().await?;
+    let quotes = services()?
+        .trading
+        .quotes(user.id, &venue, &request_meta())
+        .await?;
+    Ok(support::price_views(quotes))
+}
+
 #[server(endpoint = "trading/place")]
 pub async fn place_order(
     venue: String,
@@ -551,11 +565,11 @@ pub async fn cancel_order(id: String) -> Result<OrderView, AppError> {
 pub async fn portfolio() -> Result<PortfolioView, AppError> {
     use super::context::{require_user, services};
     use domain::audit::canonical_time;
-    use domain::trading::Portfolio;
 
     let (user, _) = require_user().await?;
-    let fills = services()?.trading.fills(user.id).await?;
-    let portfolio = Portfolio::from_fills(&fills);
+    let trading = &services()?.trading;
+    let fills = trading.fills(user.id).await?;
+    let portfolio = trading.portfolio(user.id).await?;
     Ok(PortfolioView {
         cash: support::plain(portfolio.cash.round_dp(2)),
         positions: support::positions_with_prices(&portfolio).await?,

@@ -19,7 +19,7 @@ use super::{
 use crate::api::stepup::{approve_order, order_approval_options};
 use crate::api::trading::{
     OrderView, PortfolioView, TicketView, TradingStatusView, cancel_order, list_orders,
-    place_order, portfolio, ticket, trading_status,
+    place_order, portfolio, ticket, trading_status, venue_quotes,
 };
 use crate::error::AppError;
 
@@ -254,19 +254,50 @@ fn Ticket(
         limit.write_only(),
         placed.write_only(),
     );
+    // The layout's hydration marker can flip before this suspended ticket is live; the ticket
+    // says so itself (end-to-end tests wait for it), and keeps what was typed before that.
+    let quantity_input = NodeRef::<leptos::html::Input>::new();
+    let ready = RwSignal::new(false);
+    Effect::new(move |_| {
+        if let Some(input) = quantity_input.get_untracked() {
+            let typed = input.value();
+            if typed != quantity.get_untracked() {
+                set_quantity.set(typed);
+            }
+        }
+        ready.set(true);
+    });
     let (approval, set_approval) = signal(Approval::None);
     let (error, set_error) = signal(None::<AppError>);
     let (busy, set_busy) = signal(false);
     let (code, set_code) = signal(String::new());
 
+    // Each account quotes its own exchange's prices; the paper ones come with the ticket.
+    let prices = RwSignal::new(data.with_value(|d| d.prices.clone()));
+    let (prices_error, set_prices_error) = signal(None::<AppError>);
+    Effect::new(move |previous: Option<String>| {
+        let chosen = venue.get();
+        if previous.is_some_and(|p| p != chosen) {
+            prices.set(Vec::new());
+            set_prices_error.set(None);
+            let asked = chosen.clone();
+            leptos::task::spawn_local(async move {
+                let answer = venue_quotes(asked.clone()).await;
+                // A slower answer for an account no longer chosen is dropped.
+                if venue.get_untracked() != asked {
+                    return;
+                }
+                match answer {
+                    Ok(quotes) => prices.set(quotes),
+                    Err(e) => set_prices_error.set(Some(e)),
+                }
+            });
+        }
+        chosen
+    });
     let quote = move || {
         let s = symbol.get();
-        data.with_value(|d| {
-            d.prices
-                .iter()
-                .find(|p| p.symbol == s)
-                .map(|p| p.price.clone())
-        })
+        prices.with(|p| p.iter().find(|p| p.symbol == s).map(|p| p.price.clone()))
     };
     // The price the approval and the notional are computed with.
     let price = move || {
@@ -392,10 +423,17 @@ fn Ticket(
     let has_totp = data.with_value(|d| d.has_totp);
     let has_key = data.with_value(|d| d.has_security_key);
     view! {
-        <section class=CARD data-testid="order-ticket">
+        <section class=CARD data-testid="order-ticket" data-ready=move || ready.get().to_string()>
             <div class="border-b border-slate-200 px-4 py-3">
                 <h2 class="font-semibold">"Order ticket"</h2>
-                <p class="text-xs text-slate-500">{data.with_value(|d| format!("Cash {} USDT · used today {} of {} USDT", money(&d.cash), money(&d.used_today), money(&d.limits.daily_notional.normalize().to_string())))}</p>
+                <p class="text-xs text-slate-500">{move || {
+                    let paper = venue.get() == "paper";
+                    data.with_value(|d| {
+                        let used = format!("used today {} of {} USDT", money(&d.used_today), money(&d.limits.daily_notional.normalize().to_string()));
+                        // A keyed account's balance lives on its exchange; only the paper cash is ours.
+                        if paper { format!("Paper cash {} USDT · {used}", money(&d.cash)) } else { format!("Limits across accounts: {used}") }
+                    })
+                }}</p>
             </div>
             <form class="space-y-4 p-4" on:submit=move |ev| { ev.prevent_default(); submit(None); }>
                 <div>
@@ -406,6 +444,7 @@ fn Ticket(
                             view! { <option value=v.id.clone() selected=selected>{v.label.clone()}</option> }
                         }).collect_view()}
                     </select>
+                    <ErrorNotice error=prices_error />
                 </div>
                 <div class="grid grid-cols-2 gap-3">
                     <div>
@@ -445,7 +484,7 @@ fn Ticket(
                     <div>
                         <label class=LABEL_CLASS for="quantity">"Quantity"</label>
                         <input id="quantity" name="quantity" class=INPUT_CLASS inputmode="decimal" autocomplete="off" placeholder="0.01"
-                            prop:value=quantity on:input=move |ev| set_quantity.set(event_target_value(&ev)) />
+                            node_ref=quantity_input prop:value=quantity on:input=move |ev| set_quantity.set(event_target_value(&ev)) />
                     </div>
                 </div>
                 <Show when=move || order_type.get() == "limit">

@@ -442,8 +442,12 @@ pub trait TradingStore: Send + Sync + fmt::Debug {
         hold: Option<HoldKind>,
         limit: u64,
     ) -> Result<Vec<Order>, StoreError>;
-    /// The owner's fills, oldest first.
-    async fn fills(&self, owner: UserId) -> Result<Vec<Fill>, StoreError>;
+    /// The owner's fills, oldest first; only those on `exchange` when given.
+    async fn fills(
+        &self,
+        owner: UserId,
+        exchange: Option<ExchangeName>,
+    ) -> Result<Vec<Fill>, StoreError>;
 
     // --- anomaly cases
     async fn cases(

@@ -2,6 +2,7 @@
 //! its audit events (fail closed), then send — or hold while the exchange is down and send
 //! later, exactly once, under the same client order id.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -132,6 +133,26 @@ pub struct TradingService {
     pub breakers: CircuitBreakers,
     pub alerts: Arc<dyn SecurityAlerts>,
     pub notifier: Arc<dyn CaseNotifier>,
+    pub placements: PlacementLocks,
+}
+
+/// One placement at a time per trader: screening reads the day's usage and the velocity count,
+/// so two orders screened at once could each pass a limit that both together break. Held from
+/// screening until the decision is stored (not while the order is sent). In-process only: a
+/// deployment with several app servers needs the database to serialise instead.
+#[derive(Debug, Clone, Default)]
+pub struct PlacementLocks(Arc<std::sync::Mutex<HashMap<UserId, Arc<tokio::sync::Mutex<()>>>>>);
+
+impl PlacementLocks {
+    async fn lock(&self, user: UserId) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            // Forget traders nobody is placing for, so the map stays small.
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+            locks.entry(user).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
 }
 
 /// A stable pseudonymous device id: the user agent's hash (no fingerprinting beyond it).
@@ -213,8 +234,11 @@ impl TradingService {
         Ok(limits)
     }
 
+    /// The paper account: fills on a keyed exchange are that exchange's balance, not ours.
     pub async fn portfolio(&self, owner: UserId) -> Result<Portfolio, TradingError> {
-        Ok(Portfolio::from_fills(&self.store.fills(owner).await?))
+        Ok(Portfolio::from_fills(
+            &self.store.fills(owner, Some(ExchangeName::Paper)).await?,
+        ))
     }
 
     pub async fn ticket_context(
@@ -260,6 +284,31 @@ impl TradingService {
                     venue.exchange.label()
                 )),
             })
+    }
+
+    /// The ticket's prices on `venue` ("paper" or one of the owner's trade keys), one per allowed
+    /// symbol the venue quotes. Stops at the first outage, so a dead exchange costs one timeout.
+    pub async fn quotes(
+        &self,
+        owner: UserId,
+        venue: &str,
+        meta: &RequestMeta,
+    ) -> Result<Vec<(String, Decimal)>, TradingError> {
+        let venue = self.resolve_venue(owner, venue).await?;
+        let limits = self.limits_for(owner, meta).await?;
+        let mut prices = Vec::new();
+        for symbol in &limits.symbol_allowlist {
+            match self.quote(venue, symbol).await {
+                Ok(price) => prices.push((symbol.clone(), price)),
+                Err(TradingError::Unavailable(why)) if prices.is_empty() => {
+                    return Err(TradingError::Unavailable(why));
+                }
+                Err(TradingError::Unavailable(_)) => break,
+                // Not listed there: the ticket simply has no price for it.
+                Err(_) => {}
+            }
+        }
+        Ok(prices)
     }
 
     async fn resolve_venue(&self, owner: UserId, raw: &str) -> Result<Venue, TradingError> {
@@ -370,7 +419,6 @@ impl TradingService {
         source: OrderSource,
         meta: RequestMeta,
     ) -> Result<Order, TradingError> {
-        let now = self.now();
         let ParsedOrder {
             venue,
             terms,
@@ -392,6 +440,8 @@ impl TradingService {
                 )));
             }
         }
+        let placing = self.placements.lock(owner).await;
+        let now = self.now();
         let notional = terms.notional();
         let portfolio = self.portfolio(owner).await?;
         let held = portfolio.quantity(&terms.symbol);
@@ -687,6 +737,7 @@ impl TradingService {
                 StoreError::Backend(_) => TradingError::AuditUnavailable,
                 other => TradingError::Store(other),
             })?;
+        drop(placing);
         if let Some(case) = &case {
             self.announce_case(case, &meta).await;
         }
@@ -1115,6 +1166,27 @@ impl TradingService {
                     .get(order.venue.exchange)
                     .cloned()
                     .ok_or_else(|| TradingError::Invalid("That exchange is not enabled.".into()))?;
+                // Before the claim: a key that cannot be used leaves the order as it was.
+                let credentials = match order.venue.key {
+                    None => None,
+                    Some(key) => Some(
+                        self.vault
+                            .use_key(
+                                Actor::user(owner),
+                                owner,
+                                key,
+                                KeyPurpose::Order(order.id.to_string()),
+                                meta.clone(),
+                            )
+                            .await
+                            .map_err(|e| {
+                                TradingError::Unavailable(format!(
+                                    "The key could not be used to cancel the order ({e}); it is still open."
+                                ))
+                            })?
+                            .1,
+                    ),
+                };
                 if !self.store.claim_order(id, OrderStatus::Open).await? {
                     return Err(TradingError::Invalid(
                         "The order changed meanwhile; reload and try again.".into(),
@@ -1123,11 +1195,12 @@ impl TradingService {
                 let answer = exchange
                     .cancel_order(
                         order.venue.environment,
-                        None,
+                        credentials.as_ref(),
                         &order.symbol,
                         &order.client_order_id,
                     )
                     .await;
+                drop(credentials);
                 match answer {
                     Ok(ack) => {
                         return self
@@ -1169,7 +1242,7 @@ impl TradingService {
     }
 
     pub async fn fills(&self, owner: UserId) -> Result<Vec<Fill>, TradingError> {
-        Ok(self.store.fills(owner).await?)
+        Ok(self.store.fills(owner, None).await?)
     }
 
     // --- admin controls ---------------------------------------------------------------------

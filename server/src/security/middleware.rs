@@ -221,3 +221,28 @@ pub async fn server_fn_status(request: Request, next: Next) -> Response {
     }
     Response::from_parts(parts, Body::from(bytes))
 }
+
+/// How long a page may take to render on the server.
+const PAGE_RENDER_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A page render that stalls (the renderer waits for every resource of the page, and a lost
+/// wake-up there never ends) answers 503 instead of leaving the browser waiting forever. Only page
+/// GETs: a server function is not cut off mid-way, it may be sending an order.
+pub async fn page_render_deadline(request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    if request.method() != Method::GET || path.starts_with("/api/") || path.starts_with("/pkg/") {
+        return next.run(request).await;
+    }
+    match tokio::time::timeout(PAGE_RENDER_BUDGET, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!(path, "page render did not finish in time");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+                "This page took too long to prepare. Reload to try again.\n",
+            )
+                .into_response()
+        }
+    }
+}

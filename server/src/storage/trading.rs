@@ -909,9 +909,24 @@ impl TradingStore for SqlTradingStore {
         all(&rows, to_order)
     }
 
-    async fn fills(&self, owner: UserId) -> Result<Vec<Fill>, StoreError> {
-        let rows = fill::Entity::find()
-            .filter(fill::Column::Owner.eq(owner.to_string()))
+    async fn fills(
+        &self,
+        owner: UserId,
+        exchange: Option<ExchangeName>,
+    ) -> Result<Vec<Fill>, StoreError> {
+        let mut query = fill::Entity::find().filter(fill::Column::Owner.eq(owner.to_string()));
+        if let Some(exchange) = exchange {
+            query = query.filter(
+                fill::Column::OrderId.in_subquery(
+                    sea_orm::sea_query::Query::select()
+                        .column(order::Column::Id)
+                        .from(order::Entity)
+                        .and_where(order::Column::Exchange.eq(exchange.as_str()))
+                        .to_owned(),
+                ),
+            );
+        }
+        let rows = query
             .order_by_asc(fill::Column::AtUs)
             .order_by_asc(fill::Column::Id)
             .all(&self.db)

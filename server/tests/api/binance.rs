@@ -2,21 +2,32 @@
 //!
 //! The stand-in is a small axum server on 127.0.0.1:0 that behaves like Binance's signed REST
 //! endpoints for a few recorded keys: it checks `X-MBX-APIKEY`, the `timestamp`/`recvWindow` and
-//! the HMAC-SHA256 signature, answers with recorded JSON, and keeps every request it saw.
+//! the HMAC-SHA256 signature, answers with recorded JSON, and keeps every request it saw. Its
+//! order book is just enough of Binance's to test placement: market orders fill at a fixed price,
+//! limit orders fill when marketable and rest otherwise, `newClientOrderId` is refused only while
+//! an order with that id is still open (as on Binance), and every execution is counted.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::str::FromStr;
+
 use axum::Json;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use domain::keys::{ApiCredentials, Exchange, ExchangeError, KeyEnvironment, KeyPermissions};
+use domain::keys::{
+    ApiCredentials, Exchange, ExchangeError, KeyEnvironment, KeyPermissions, OrderType, VenueAck,
+    VenueOrder, VenueOrderStatus,
+};
 use domain::ports::{Clock, SystemClock};
+use domain::risk::OrderSide;
 use hmac::{Hmac, Mac};
+use rust_decimal::Decimal;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use server::exchange::{BinanceExchange, BinanceSettings};
@@ -26,6 +37,19 @@ use crate::helpers::TestClock;
 
 const ACCOUNT: &str = "/api/v3/account";
 const RESTRICTIONS: &str = "/sapi/v1/account/apiRestrictions";
+const ORDER: &str = "/api/v3/order";
+const TICKER: &str = "/api/v3/ticker/price";
+
+/// The stand-in's prices; market orders fill here.
+pub(crate) const PRICES: [(&str, &str); 3] = [
+    ("BTCUSDT", "65000.00"),
+    ("ETHUSDT", "3200.00"),
+    ("SOLUSDT", "150.00"),
+];
+/// LOT_SIZE step for every symbol.
+const STEP: &str = "0.00001";
+/// Each key's quote balance: a larger order is refused for insufficient balance.
+const BALANCE_USDT: u32 = 100_000;
 
 /// A spot trading key: reads and trades, cannot withdraw.
 pub(crate) const TRADE_KEY: &str =
@@ -105,6 +129,7 @@ struct RecordedKey {
     secret: &'static str,
     account: Value,
     restrictions: Value,
+    trades: bool,
 }
 
 /// How the stand-in behaves beyond its recorded keys.
@@ -120,20 +145,58 @@ pub(crate) enum Mode {
     RateLimited,
     /// Never answers.
     Hang,
+    /// Executes orders, then never answers: the reply is lost.
+    LoseReplies,
 }
 
 /// A request as the stand-in saw it.
 #[derive(Debug, Clone)]
 struct SeenRequest {
+    method: Method,
     path: String,
     query: String,
+    body: String,
     headers: Vec<(String, String)>,
+}
+
+/// An order on the stand-in's book.
+#[derive(Debug, Clone)]
+struct BookOrder {
+    key: &'static str,
+    order_id: i64,
+    client_order_id: String,
+    symbol: String,
+    side: &'static str,
+    order_type: &'static str,
+    quantity: Decimal,
+    price: Option<Decimal>,
+    status: &'static str,
+    executed: Decimal,
+    quote: Decimal,
 }
 
 struct StandIn {
     keys: HashMap<&'static str, RecordedKey>,
-    mode: Mode,
+    mode: Mutex<Mode>,
+    /// The clock timestamps are checked against (the app's, when it has a test clock).
+    clock: Mutex<Arc<dyn Clock>>,
     seen: Mutex<Vec<SeenRequest>>,
+    book: Mutex<Vec<BookOrder>>,
+}
+
+impl StandIn {
+    fn mode(&self) -> Mode {
+        *self.mode.lock().expect("stand-in lock")
+    }
+
+    fn now_ms(&self) -> i128 {
+        self.clock
+            .lock()
+            .expect("stand-in lock")
+            .now()
+            .unix_timestamp_nanos()
+            / 1_000_000
+    }
 }
 
 /// A running stand-in and the requests it saw.
@@ -162,6 +225,7 @@ impl Binance {
                     secret,
                     account: account_json(can_trade),
                     restrictions: restrictions_json(trade, withdraw, ip),
+                    trades: can_trade && trade,
                 },
             );
         };
@@ -174,8 +238,10 @@ impl Binance {
         }
         let state = Arc::new(StandIn {
             keys,
-            mode,
+            mode: Mutex::new(mode),
+            clock: Mutex::new(Arc::new(SystemClock)),
             seen: Mutex::new(Vec::new()),
+            book: Mutex::new(Vec::new()),
         });
         let router = Router::new().fallback(handle).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -195,6 +261,26 @@ impl Binance {
     fn seen(&self) -> Vec<SeenRequest> {
         self.state.seen.lock().expect("stand-in lock").clone()
     }
+
+    pub(crate) fn set_mode(&self, mode: Mode) {
+        *self.state.mode.lock().expect("stand-in lock") = mode;
+    }
+
+    /// Checks timestamps against `clock`: an app under a test clock signs with that time.
+    pub(crate) fn follow_clock(&self, clock: Arc<dyn Clock>) {
+        *self.state.clock.lock().expect("stand-in lock") = clock;
+    }
+
+    /// How many times an order with this client order id was executed.
+    pub(crate) fn executions(&self, client_order_id: &str) -> usize {
+        self.state
+            .book
+            .lock()
+            .expect("stand-in lock")
+            .iter()
+            .filter(|o| o.client_order_id == client_order_id)
+            .count()
+    }
 }
 
 fn binance_error(status: StatusCode, code: i64, msg: &str) -> Response {
@@ -209,16 +295,21 @@ fn params(query: &str) -> HashMap<&str, &str> {
         .collect()
 }
 
-fn now_ms() -> i128 {
-    SystemClock.now().unix_timestamp_nanos() / 1_000_000
-}
-
-async fn handle(State(state): State<Arc<StandIn>>, uri: Uri, headers: HeaderMap) -> Response {
+async fn handle(
+    State(state): State<Arc<StandIn>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path().to_owned();
     let query = uri.query().unwrap_or_default().to_owned();
+    let body = String::from_utf8_lossy(&body).into_owned();
     state.seen.lock().expect("stand-in lock").push(SeenRequest {
+        method: method.clone(),
         path: path.clone(),
         query: query.clone(),
+        body: body.clone(),
         headers: headers
             .iter()
             .map(|(name, value)| {
@@ -230,7 +321,8 @@ async fn handle(State(state): State<Arc<StandIn>>, uri: Uri, headers: HeaderMap)
             .collect(),
     });
 
-    match state.mode {
+    let mode = state.mode();
+    match mode {
         Mode::ServerError => {
             return binance_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -250,18 +342,23 @@ async fn handle(State(state): State<Arc<StandIn>>, uri: Uri, headers: HeaderMap)
             tokio::time::sleep(Duration::from_secs(60)).await;
             return StatusCode::GATEWAY_TIMEOUT.into_response();
         }
-        Mode::Normal | Mode::NoSapi => {}
+        Mode::Normal | Mode::NoSapi | Mode::LoseReplies => {}
     }
-    let known_path = path == ACCOUNT || (path == RESTRICTIONS && state.mode == Mode::Normal);
+    if path == TICKER && method == Method::GET {
+        return ticker(&query);
+    }
+    let known_path = (path == ACCOUNT && method == Method::GET)
+        || (path == RESTRICTIONS && method == Method::GET && mode != Mode::NoSapi)
+        || path == ORDER;
     if !known_path {
         // What the real testnet does for /sapi: a bare 404.
         return StatusCode::NOT_FOUND.into_response();
     }
 
-    let Some(recorded) = headers
+    let Some((key, recorded)) = headers
         .get("x-mbx-apikey")
         .and_then(|v| v.to_str().ok())
-        .and_then(|key| state.keys.get(key))
+        .and_then(|key| state.keys.get_key_value(key))
     else {
         return binance_error(
             StatusCode::UNAUTHORIZED,
@@ -270,8 +367,9 @@ async fn handle(State(state): State<Arc<StandIn>>, uri: Uri, headers: HeaderMap)
         );
     };
 
-    // The signature covers the exact query string before `&signature=`.
-    let Some((payload, signature)) = query.rsplit_once("&signature=") else {
+    // Binance signs the query string followed by the body ("totalParams").
+    let total = format!("{query}{body}");
+    let Some((payload, signature)) = total.rsplit_once("&signature=") else {
         return binance_error(
             StatusCode::BAD_REQUEST,
             -1102,
@@ -290,7 +388,7 @@ async fn handle(State(state): State<Arc<StandIn>>, uri: Uri, headers: HeaderMap)
             "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed.",
         );
     };
-    let server_time = now_ms();
+    let server_time = state.now_ms();
     if timestamp >= server_time + 1000 || server_time - timestamp > recv_window {
         return binance_error(
             StatusCode::BAD_REQUEST,
@@ -305,12 +403,193 @@ async fn handle(State(state): State<Arc<StandIn>>, uri: Uri, headers: HeaderMap)
             "Signature for this request is not valid.",
         );
     }
+    if path == ORDER {
+        let answer = order_request(&state, key, recorded, &method, &fields);
+        if mode == Mode::LoseReplies && method == Method::POST {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        return answer;
+    }
     let body = if path == ACCOUNT {
         &recorded.account
     } else {
         &recorded.restrictions
     };
     Json(body.clone()).into_response()
+}
+
+fn price_of(symbol: &str) -> Option<Decimal> {
+    PRICES
+        .iter()
+        .find(|(s, _)| *s == symbol)
+        .map(|(_, p)| Decimal::from_str(p).expect("price table"))
+}
+
+fn invalid_symbol() -> Response {
+    binance_error(StatusCode::BAD_REQUEST, -1121, "Invalid symbol.")
+}
+
+/// `GET /api/v3/ticker/price`: public, no key.
+fn ticker(query: &str) -> Response {
+    let fields = params(query);
+    let Some(symbol) = fields.get("symbol") else {
+        return binance_error(
+            StatusCode::BAD_REQUEST,
+            -1102,
+            "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.",
+        );
+    };
+    match price_of(symbol) {
+        Some(price) => {
+            Json(json!({"symbol": symbol, "price": format!("{price:.8}")})).into_response()
+        }
+        None => invalid_symbol(),
+    }
+}
+
+fn order_json(order: &BookOrder) -> Value {
+    json!({
+        "symbol": order.symbol,
+        "orderId": order.order_id,
+        "orderListId": -1,
+        "clientOrderId": order.client_order_id,
+        "transactTime": 1507725176595_i64,
+        "price": format!("{:.8}", order.price.unwrap_or_default()),
+        "origQty": format!("{:.8}", order.quantity),
+        "executedQty": format!("{:.8}", order.executed),
+        "cummulativeQuoteQty": format!("{:.8}", order.quote),
+        "status": order.status,
+        "timeInForce": "GTC",
+        "type": order.order_type,
+        "side": order.side,
+        "workingTime": 1507725176595_i64,
+        "selfTradePreventionMode": "NONE"
+    })
+}
+
+/// `POST`, `GET` and `DELETE /api/v3/order`, already authenticated.
+fn order_request(
+    state: &StandIn,
+    key: &'static str,
+    recorded: &RecordedKey,
+    method: &Method,
+    fields: &HashMap<&str, &str>,
+) -> Response {
+    let mut book = state.book.lock().expect("stand-in lock");
+    let symbol = fields.get("symbol").copied().unwrap_or_default();
+    if *method != Method::POST {
+        let Some(client_id) = fields.get("origClientOrderId") else {
+            return binance_error(
+                StatusCode::BAD_REQUEST,
+                -1102,
+                "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
+            );
+        };
+        // The newest order with that id (a closed order's id may be reused).
+        let found = book
+            .iter_mut()
+            .rev()
+            .find(|o| o.key == key && o.symbol == symbol && o.client_order_id == *client_id);
+        return match (method.as_str(), found) {
+            ("GET", Some(order)) => Json(order_json(order)).into_response(),
+            ("GET", None) => binance_error(StatusCode::BAD_REQUEST, -2013, "Order does not exist."),
+            ("DELETE", Some(order)) if order.status == "NEW" => {
+                order.status = "CANCELED";
+                Json(order_json(order)).into_response()
+            }
+            ("DELETE", _) => binance_error(StatusCode::BAD_REQUEST, -2011, "Unknown order sent."),
+            _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+        };
+    }
+    if !recorded.trades {
+        return binance_error(
+            StatusCode::UNAUTHORIZED,
+            -2015,
+            "Invalid API-key, IP, or permissions for action.",
+        );
+    }
+    let Some(market_price) = price_of(symbol) else {
+        return invalid_symbol();
+    };
+    let illegal = |name: &str| {
+        binance_error(
+            StatusCode::BAD_REQUEST,
+            -1100,
+            &format!("Illegal characters found in parameter '{name}'."),
+        )
+    };
+    let side = match fields.get("side") {
+        Some(&"BUY") => "BUY",
+        Some(&"SELL") => "SELL",
+        _ => return illegal("side"),
+    };
+    let order_type = match fields.get("type") {
+        Some(&"MARKET") => "MARKET",
+        Some(&"LIMIT") => "LIMIT",
+        _ => return illegal("type"),
+    };
+    let Some(quantity) = fields
+        .get("quantity")
+        .and_then(|q| Decimal::from_str(q).ok())
+        .filter(|q| *q > Decimal::ZERO)
+    else {
+        return illegal("quantity");
+    };
+    if (quantity % Decimal::from_str(STEP).expect("step")) != Decimal::ZERO {
+        return binance_error(StatusCode::BAD_REQUEST, -1013, "Filter failure: LOT_SIZE");
+    }
+    let Some(client_id) = fields.get("newClientOrderId") else {
+        panic!("the adapter always sends its own client order id");
+    };
+    let limit = if order_type == "LIMIT" {
+        match (
+            fields.get("price").and_then(|p| Decimal::from_str(p).ok()),
+            fields.get("timeInForce"),
+        ) {
+            (Some(price), Some(&"GTC")) => Some(price),
+            _ => return illegal("price"),
+        }
+    } else {
+        None
+    };
+    if book
+        .iter()
+        .any(|o| o.key == key && o.client_order_id == *client_id && o.status == "NEW")
+    {
+        return binance_error(StatusCode::BAD_REQUEST, -2010, "Duplicate order sent.");
+    }
+    if quantity * market_price > Decimal::from(BALANCE_USDT) {
+        return binance_error(
+            StatusCode::BAD_REQUEST,
+            -2010,
+            "Account has insufficient balance for requested action.",
+        );
+    }
+    let marketable = match (limit, side) {
+        (None, _) => true,
+        (Some(limit), "BUY") => limit >= market_price,
+        (Some(limit), _) => limit <= market_price,
+    };
+    let order = BookOrder {
+        key,
+        order_id: 4_000_000 + book.len() as i64,
+        client_order_id: (*client_id).to_owned(),
+        symbol: symbol.to_owned(),
+        side,
+        order_type,
+        quantity,
+        price: limit,
+        status: if marketable { "FILLED" } else { "NEW" },
+        executed: if marketable { quantity } else { Decimal::ZERO },
+        quote: if marketable {
+            quantity * market_price
+        } else {
+            Decimal::ZERO
+        },
+    };
+    let answer = Json(order_json(&order)).into_response();
+    book.push(order);
+    answer
 }
 
 /// Constant-time check, as a real verifier would do it.
@@ -755,4 +1034,386 @@ async fn testnet_and_live_use_their_own_base_urls() {
         .expect("testnet knows the trade key");
     assert_eq!(testnet.seen().len(), 2);
     assert_eq!(live.seen().len(), 2);
+}
+
+// --- orders -----------------------------------------------------------------------------------
+
+fn order(client_order_id: &str, symbol: &str, side: OrderSide, quantity: &str) -> VenueOrder {
+    VenueOrder {
+        client_order_id: client_order_id.into(),
+        symbol: symbol.into(),
+        side,
+        order_type: OrderType::Market,
+        quantity: Decimal::from_str(quantity).expect("quantity"),
+        limit_price: None,
+    }
+}
+
+fn limit(client_order_id: &str, side: OrderSide, quantity: &str, price: &str) -> VenueOrder {
+    VenueOrder {
+        order_type: OrderType::Limit,
+        limit_price: Some(Decimal::from_str(price).expect("price")),
+        ..order(client_order_id, "BTCUSDT", side, quantity)
+    }
+}
+
+fn dec(raw: &str) -> Decimal {
+    Decimal::from_str(raw).expect("decimal")
+}
+
+fn trade_credentials() -> ApiCredentials {
+    credentials(TRADE_KEY, TRADE_SECRET)
+}
+
+fn order_rejected(result: Result<VenueAck, ExchangeError>) -> String {
+    match result {
+        Err(ExchangeError::Rejected(why)) => why,
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_market_order_is_signed_in_the_body_and_fills() {
+    let logs = LogCapture::start();
+    let binance = Binance::testnet(Mode::Normal).await;
+    let ack = adapter(&binance)
+        .place_order(
+            KeyEnvironment::Testnet,
+            Some(&trade_credentials()),
+            &order("cp-market-1", "BTCUSDT", OrderSide::Buy, "0.01"),
+        )
+        .await
+        .expect("placed");
+    assert_eq!(ack.status, VenueOrderStatus::Filled);
+    assert_eq!(ack.filled_quantity, dec("0.01"));
+    assert_eq!(ack.average_price, Some(dec("65000")));
+    assert!(!ack.exchange_order_id.is_empty());
+    assert_eq!(binance.executions("cp-market-1"), 1);
+
+    let seen = binance.seen();
+    let post = seen
+        .iter()
+        .find(|r| r.method == Method::POST && r.path == ORDER)
+        .expect("a POST /api/v3/order");
+    // Parameters in the form body, nothing in the URL; the key only in its header.
+    assert!(post.query.is_empty(), "{post:?}");
+    let (payload, signature) = post.body.rsplit_once("&signature=").expect("signed body");
+    assert!(signature_valid(TRADE_SECRET, payload, signature));
+    let fields = params(payload);
+    assert_eq!(fields["symbol"], "BTCUSDT");
+    assert_eq!(fields["side"], "BUY");
+    assert_eq!(fields["type"], "MARKET");
+    assert_eq!(fields["quantity"], "0.01");
+    assert_eq!(fields["newClientOrderId"], "cp-market-1");
+    assert_eq!(fields["recvWindow"], "5000");
+    assert!(
+        post.headers
+            .iter()
+            .any(|(n, v)| n == "x-mbx-apikey" && v == TRADE_KEY)
+    );
+    assert!(!format!("{post:?}").contains(TRADE_SECRET));
+    assert_clean(&logs.text(), TRADE_KEY, TRADE_SECRET);
+}
+
+#[tokio::test]
+async fn a_limit_order_rests_is_found_and_cancels() {
+    let binance = Binance::testnet(Mode::Normal).await;
+    let exchange = adapter(&binance);
+    let key = trade_credentials();
+    // Below the market: it rests.
+    let resting = exchange
+        .place_order(
+            KeyEnvironment::Testnet,
+            Some(&key),
+            &limit("cp-limit-1", OrderSide::Buy, "0.5", "60000"),
+        )
+        .await
+        .expect("placed");
+    assert_eq!(resting.status, VenueOrderStatus::Open);
+    assert_eq!(resting.filled_quantity, Decimal::ZERO);
+    assert_eq!(resting.average_price, None);
+    let fields = binance
+        .seen()
+        .iter()
+        .rev()
+        .find(|r| r.method == Method::POST)
+        .map(|r| r.body.clone())
+        .expect("posted");
+    assert!(
+        fields.contains("type=LIMIT&timeInForce=GTC&price=60000&"),
+        "{fields}"
+    );
+
+    let found = exchange
+        .find_order(KeyEnvironment::Testnet, Some(&key), "BTCUSDT", "cp-limit-1")
+        .await
+        .expect("looked up")
+        .expect("Binance has it");
+    assert_eq!(found, resting);
+    let cancelled = exchange
+        .cancel_order(KeyEnvironment::Testnet, Some(&key), "BTCUSDT", "cp-limit-1")
+        .await
+        .expect("cancelled");
+    assert_eq!(cancelled.status, VenueOrderStatus::Cancelled);
+    // Cancelling what is no longer open answers with how it ended.
+    let again = exchange
+        .cancel_order(KeyEnvironment::Testnet, Some(&key), "BTCUSDT", "cp-limit-1")
+        .await
+        .expect("answered");
+    assert_eq!(again.status, VenueOrderStatus::Cancelled);
+
+    // Above the market: fills at once, at the market.
+    let marketable = exchange
+        .place_order(
+            KeyEnvironment::Testnet,
+            Some(&key),
+            &limit("cp-limit-2", OrderSide::Buy, "0.5", "70000"),
+        )
+        .await
+        .expect("placed");
+    assert_eq!(marketable.status, VenueOrderStatus::Filled);
+    assert_eq!(marketable.average_price, Some(dec("65000")));
+}
+
+#[tokio::test]
+async fn an_order_binance_never_saw_is_not_found() {
+    let binance = Binance::testnet(Mode::Normal).await;
+    let found = adapter(&binance)
+        .find_order(
+            KeyEnvironment::Testnet,
+            Some(&trade_credentials()),
+            "BTCUSDT",
+            "cp-never-sent",
+        )
+        .await
+        .expect("asked");
+    assert_eq!(found, None);
+}
+
+#[tokio::test]
+async fn sending_an_open_order_again_answers_with_the_first_and_trades_once() {
+    let binance = Binance::testnet(Mode::Normal).await;
+    let exchange = adapter(&binance);
+    let key = trade_credentials();
+    let resting = limit("cp-twice", OrderSide::Buy, "0.1", "50000");
+    let first = exchange
+        .place_order(KeyEnvironment::Testnet, Some(&key), &resting)
+        .await
+        .expect("placed");
+    let second = exchange
+        .place_order(KeyEnvironment::Testnet, Some(&key), &resting)
+        .await
+        .expect("the duplicate is looked up");
+    assert_eq!(first, second);
+    assert_eq!(binance.executions("cp-twice"), 1);
+}
+
+#[tokio::test]
+async fn a_lost_reply_is_a_timeout_and_the_order_is_found_afterwards() {
+    let logs = LogCapture::start();
+    let binance = Binance::testnet(Mode::LoseReplies).await;
+    let exchange = adapter_with(
+        &binance.url,
+        &binance.url,
+        Duration::from_secs(1),
+        Arc::new(SystemClock),
+    );
+    let key = trade_credentials();
+    let sent = exchange
+        .place_order(
+            KeyEnvironment::Testnet,
+            Some(&key),
+            &order("cp-lost", "ETHUSDT", OrderSide::Buy, "1"),
+        )
+        .await;
+    // Sent, executed, unanswered: the outcome is unknown, not "unreachable".
+    assert!(matches!(sent, Err(ExchangeError::Timeout(_))), "{sent:?}");
+    binance.set_mode(Mode::Normal);
+    let found = exchange
+        .find_order(KeyEnvironment::Testnet, Some(&key), "ETHUSDT", "cp-lost")
+        .await
+        .expect("asked")
+        .expect("Binance executed it");
+    assert_eq!(found.status, VenueOrderStatus::Filled);
+    assert_eq!(found.average_price, Some(dec("3200")));
+    assert_eq!(binance.executions("cp-lost"), 1);
+    assert_clean(&logs.text(), TRADE_KEY, TRADE_SECRET);
+}
+
+#[tokio::test]
+async fn a_server_error_on_an_order_leaves_its_outcome_unknown() {
+    let binance = Binance::testnet(Mode::ServerError).await;
+    let exchange = adapter(&binance);
+    let key = trade_credentials();
+    let sent = exchange
+        .place_order(
+            KeyEnvironment::Testnet,
+            Some(&key),
+            &order("cp-500", "BTCUSDT", OrderSide::Buy, "0.01"),
+        )
+        .await;
+    assert!(matches!(sent, Err(ExchangeError::Timeout(_))), "{sent:?}");
+    let lookup = exchange
+        .find_order(KeyEnvironment::Testnet, Some(&key), "BTCUSDT", "cp-500")
+        .await;
+    assert!(
+        matches!(lookup, Err(ExchangeError::Unreachable(_))),
+        "{lookup:?}"
+    );
+    let price = exchange.price(KeyEnvironment::Testnet, "BTCUSDT").await;
+    assert!(
+        price.as_ref().is_err_and(ExchangeError::is_outage),
+        "{price:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limited_order_waits_as_long_as_binance_asks() {
+    let binance = Binance::testnet(Mode::RateLimited).await;
+    let sent = adapter(&binance)
+        .place_order(
+            KeyEnvironment::Testnet,
+            Some(&trade_credentials()),
+            &order("cp-429", "BTCUSDT", OrderSide::Buy, "0.01"),
+        )
+        .await;
+    assert_eq!(sent, Err(ExchangeError::RateLimited(30)));
+}
+
+#[tokio::test]
+async fn refused_orders_are_explained_in_our_words_and_trade_nothing() {
+    let logs = LogCapture::start();
+    let binance = Binance::testnet(Mode::Normal).await;
+    let exchange = adapter(&binance);
+    let key = trade_credentials();
+    let refusal = |why: &str| {
+        for binance_text in [
+            "Filter failure",
+            "insufficient balance for",
+            "Invalid symbol",
+            "Invalid API-key",
+        ] {
+            assert!(
+                !why.contains(binance_text),
+                "Binance's words reached the trader: {why}"
+            );
+        }
+    };
+
+    let why = order_rejected(
+        exchange
+            .place_order(
+                KeyEnvironment::Testnet,
+                Some(&key),
+                &order("cp-lot", "BTCUSDT", OrderSide::Buy, "0.000001"),
+            )
+            .await,
+    );
+    assert!(why.contains("step size"), "{why}");
+    refusal(&why);
+
+    let why = order_rejected(
+        exchange
+            .place_order(
+                KeyEnvironment::Testnet,
+                Some(&key),
+                &order("cp-rich", "BTCUSDT", OrderSide::Buy, "10"),
+            )
+            .await,
+    );
+    assert!(why.contains("balance is too low"), "{why}");
+    refusal(&why);
+
+    let why = order_rejected(
+        exchange
+            .place_order(
+                KeyEnvironment::Testnet,
+                Some(&key),
+                &order("cp-doge", "DOGEUSDT", OrderSide::Buy, "1"),
+            )
+            .await,
+    );
+    assert!(why.contains("does not list"), "{why}");
+    refusal(&why);
+
+    let why = order_rejected(
+        exchange
+            .place_order(
+                KeyEnvironment::Testnet,
+                Some(&credentials(READ_ONLY_KEY, READ_ONLY_SECRET)),
+                &order("cp-read-only", "BTCUSDT", OrderSide::Buy, "0.01"),
+            )
+            .await,
+    );
+    assert!(
+        why.contains("does not accept this key for trading"),
+        "{why}"
+    );
+    refusal(&why);
+
+    // A symbol that would need encoding is refused before anything is sent.
+    let before = binance.seen().len();
+    let why = order_rejected(
+        exchange
+            .place_order(
+                KeyEnvironment::Testnet,
+                Some(&key),
+                &order("cp-inject", "BTCUSDT&side=SELL", OrderSide::Buy, "0.01"),
+            )
+            .await,
+    );
+    assert!(why.contains("symbol"), "{why}");
+    assert_eq!(binance.seen().len(), before);
+
+    for id in ["cp-lot", "cp-rich", "cp-doge", "cp-read-only", "cp-inject"] {
+        assert_eq!(binance.executions(id), 0, "{id}");
+    }
+    assert_clean(&logs.text(), TRADE_KEY, TRADE_SECRET);
+}
+
+#[tokio::test]
+async fn the_price_is_public_and_unknown_symbols_are_refused() {
+    let binance = Binance::testnet(Mode::Normal).await;
+    let exchange = adapter(&binance);
+    assert_eq!(
+        exchange
+            .price(KeyEnvironment::Testnet, "SOLUSDT")
+            .await
+            .expect("price"),
+        dec("150")
+    );
+    let ticker = binance
+        .seen()
+        .into_iter()
+        .find(|r| r.path == TICKER)
+        .expect("asked the ticker");
+    assert_eq!(ticker.query, "symbol=SOLUSDT");
+    assert!(
+        !ticker.headers.iter().any(|(n, _)| n == "x-mbx-apikey"),
+        "a public endpoint gets no key"
+    );
+    let unknown = exchange.price(KeyEnvironment::Testnet, "DOGEUSDT").await;
+    assert!(
+        matches!(unknown, Err(ExchangeError::Rejected(_))),
+        "{unknown:?}"
+    );
+}
+
+#[tokio::test]
+async fn orders_without_a_key_or_on_paper_send_nothing() {
+    let binance = Binance::testnet(Mode::Normal).await;
+    let exchange = adapter(&binance);
+    let market = order("cp-nokey", "BTCUSDT", OrderSide::Buy, "0.01");
+    order_rejected(
+        exchange
+            .place_order(KeyEnvironment::Testnet, None, &market)
+            .await,
+    );
+    let why = order_rejected(
+        exchange
+            .place_order(KeyEnvironment::Paper, Some(&trade_credentials()), &market)
+            .await,
+    );
+    assert!(why.contains("paper"), "{why}");
+    assert!(binance.seen().is_empty());
 }

@@ -167,6 +167,8 @@ pub fn client_for(address: &str) -> reqwest::Client {
         .cookie_store(true)
         .default_headers(headers)
         .redirect(reqwest::redirect::Policy::none())
+        // A stalled answer fails its test with this request named, rather than hanging the suite.
+        .timeout(std::time::Duration::from_secs(60))
         .build()
         .expect("client")
 }

@@ -6,7 +6,8 @@ use domain::account::Role;
 use serde_json::Value;
 use server::exchange::paper::PaperOutage;
 
-use crate::helpers::{TestApp, sign_request, soft_key, spawn_app};
+use crate::binance::{Binance, Mode, PRICES, TRADE_KEY, TRADE_SECRET};
+use crate::helpers::{TestApp, sign_request, soft_key, spawn_app, spawn_app_with};
 
 async fn json(response: reqwest::Response) -> Value {
     let status = response.status();
@@ -769,5 +770,150 @@ async fn no_audit_write_means_no_order() {
     assert_eq!(response.status(), 503);
     assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 0);
     assert_eq!(app.backend.paper.placements("anything"), 0);
+    app.stop().await;
+}
+
+/// A trader with an active Binance testnet trade key on `binance`; returns the key's id.
+async fn binance_key(app: &TestApp, trader: &reqwest::Client) -> String {
+    let response = app
+        .call(
+            trader,
+            "keys/add",
+            &[
+                ("exchange", "binance"),
+                ("environment", "testnet"),
+                ("scope", "trade"),
+                ("label", "Binance testnet"),
+                ("api_key", TRADE_KEY),
+                ("api_secret", TRADE_SECRET),
+            ],
+        )
+        .await;
+    json(response).await["id"]
+        .as_str()
+        .expect("key id")
+        .to_owned()
+}
+
+async fn binance_market(
+    app: &TestApp,
+    trader: &reqwest::Client,
+    key: &str,
+    symbol: &str,
+    quantity: &str,
+) -> Value {
+    let price = PRICES
+        .iter()
+        .find(|(s, _)| *s == symbol)
+        .map(|(_, p)| *p)
+        .expect("stand-in price");
+    placed(
+        app.call(
+            trader,
+            "trading/place",
+            &[
+                ("venue", key),
+                ("symbol", symbol),
+                ("side", "buy"),
+                ("order_type", "market"),
+                ("quantity", quantity),
+                ("price", price),
+            ],
+        )
+        .await,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_binance_order_is_signed_held_while_binance_is_down_and_executed_once_after() {
+    let binance = Binance::testnet(Mode::Normal).await;
+    let url = binance.url.clone();
+    let app = spawn_app_with(|s| {
+        s.exchanges.binance_testnet_url = url;
+        s.exchanges.timeout_seconds = 1;
+    })
+    .await;
+    binance.follow_clock(app.clock.clone());
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let key = binance_key(&app, &trader).await;
+    let trading = app.backend.services.trading.clone();
+
+    // Up: signed with the vault's key, filled at Binance's price.
+    let filled = binance_market(&app, &trader, &key, "BTCUSDT", "0.01").await;
+    assert_eq!(filled["status"], "filled", "{filled}");
+    assert_eq!(filled["average_price"], "65000");
+
+    // Down (HTTP 500: Binance may or may not have acted): held with the reason.
+    binance.set_mode(Mode::ServerError);
+    let held = binance_market(&app, &trader, &key, "ETHUSDT", "0.5").await;
+    assert_eq!(held["status"], "held", "{held}");
+    let reason = held["status_reason"].as_str().expect("reason");
+    assert!(reason.contains("Binance"), "{reason}");
+    // A reply lost after Binance executed the order: held too.
+    binance.set_mode(Mode::LoseReplies);
+    app.clock.advance(time::Duration::seconds(11));
+    assert_eq!(trading.retry_held().await.expect("retry"), 1);
+    let lost = binance_market(&app, &trader, &key, "SOLUSDT", "3").await;
+    assert_eq!(lost["status"], "held", "{lost}");
+
+    // Back: each held order is looked up first and executed exactly once.
+    binance.set_mode(Mode::Normal);
+    app.clock.advance(time::Duration::seconds(60));
+    trading.retry_held().await.expect("retry");
+    assert_eq!(trading.retry_held().await.expect("retry"), 0);
+    let orders = json(app.call(&trader, "trading/orders", &[]).await).await;
+    let orders = orders.as_array().expect("orders");
+    assert_eq!(orders.len(), 3);
+    for order in orders {
+        assert_eq!(order["status"], "filled", "{order}");
+    }
+    let owner = domain::account::UserId(
+        uuid::Uuid::parse_str(&user_id(&app, &trader).await).expect("uuid"),
+    );
+    for order in trading.orders(owner, 10).await.expect("orders") {
+        assert_eq!(
+            binance.executions(&order.client_order_id),
+            1,
+            "{} executed exactly once",
+            order.symbol
+        );
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM fills").await, 3);
+    // Binance fills are Binance's balance, not the paper account's.
+    let book = json(app.call(&trader, "trading/portfolio", &[]).await).await;
+    assert_eq!(book["cash"], "100000");
+    assert_eq!(book["fills"].as_array().expect("fills").len(), 3);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn orders_submitted_at_the_same_instant_cannot_share_a_limit() {
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    app.exec(
+        "UPDATE risk_limits SET value = '1000' WHERE scope = 'global' AND field = 'daily_notional'",
+    )
+    .await;
+    let sol = quote(&app, &trader, "SOLUSDT").await;
+    let price: f64 = sol.parse().expect("price");
+    // Each alone fits the day's limit; both together do not.
+    let quantity = format!("{:.2}", 600.0 / price);
+    let (first, second) = tokio::join!(
+        market_at(&app, &trader, "SOLUSDT", "buy", &quantity, &sol, None),
+        market_at(&app, &trader, "SOLUSDT", "buy", &quantity, &sol, None),
+    );
+    let mut statuses = vec![
+        placed(first).await["status"]
+            .as_str()
+            .expect("status")
+            .to_owned(),
+        placed(second).await["status"]
+            .as_str()
+            .expect("status")
+            .to_owned(),
+    ];
+    statuses.sort();
+    assert_eq!(statuses, ["denied", "filled"]);
     app.stop().await;
 }

@@ -817,7 +817,7 @@ async fn updates_and_fills_read_back() {
         vec![expected]
     );
     assert_eq!(
-        store.fills(user).await.expect("fills"),
+        store.fills(user, None).await.expect("fills"),
         vec![first_fill, second_fill.clone()]
     );
 
@@ -832,7 +832,7 @@ async fn updates_and_fills_read_back() {
         .await
         .expect_err("final order");
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
-    assert_eq!(store.fills(user).await.expect("fills").len(), 2);
+    assert_eq!(store.fills(user, None).await.expect("fills").len(), 2);
     assert_eq!(audit_events(&app).await, before + 2);
     app.stop().await;
 }
@@ -887,8 +887,8 @@ async fn reads_and_writes_are_scoped_to_the_owner() {
     assert!(store.order(owner, placed.id).await.expect("read").is_some());
     assert_eq!(store.order(intruder, placed.id).await.expect("read"), None);
     assert!(store.orders(intruder, 10).await.expect("orders").is_empty());
-    assert!(store.fills(intruder).await.expect("fills").is_empty());
-    assert_eq!(store.fills(owner).await.expect("fills").len(), 1);
+    assert!(store.fills(intruder, None).await.expect("fills").is_empty());
+    assert_eq!(store.fills(owner, None).await.expect("fills").len(), 1);
     assert_eq!(
         store.proposal(intruder, proposal.id).await.expect("read"),
         None
