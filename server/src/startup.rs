@@ -412,6 +412,7 @@ impl Application {
         let trading_job = tokio::spawn(async move {
             let mut tick = tokio::time::interval(trading_every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await; // immediate; the first round comes one interval after startup
             loop {
                 tick.tick().await;
                 paper.sweep();

@@ -92,6 +92,12 @@ pub fn test_settings(db: &TestDatabase) -> Settings {
             iterations: 1,
             parallelism: 1,
         },
+        // Tests drive `retry_held`/`refresh_open` themselves; the background job (every 2 s in
+        // production) would race them for held orders. At its slowest it runs once, at startup.
+        trading: server::config::TradingSettings {
+            job_interval_seconds: 60,
+            ..Default::default()
+        },
         ..Settings::default()
     }
 }
