@@ -30,6 +30,9 @@ test("a small order goes straight through and shows in positions and orders", as
   expect(await placeOrder(page, "BTCUSDT", "buy", "0.002")).toBe("filled");
   await expect(page.getByTestId("order-result")).toContainText("Filled: buy 0.002 BTCUSDT");
   await expect(page.getByTestId("positions")).toContainText("BTCUSDT");
+  // The ticket is ready for the next order.
+  await expect(ticket.getByLabel("Quantity")).toHaveValue("");
+  await expect(ticket.getByTestId("notional")).toHaveText("—");
   await page.screenshot({ path: "test-results/screens/trade-filled.png", fullPage: true });
 
   await page.getByRole("link", { name: "Orders", exact: true }).click();

@@ -255,18 +255,9 @@ fn Ticket(
         placed.write_only(),
     );
     // The layout's hydration marker can flip before this suspended ticket is live; the ticket
-    // says so itself (end-to-end tests wait for it), and keeps what was typed before that.
-    let quantity_input = NodeRef::<leptos::html::Input>::new();
+    // says so itself (effects run only once it is live in the browser; end-to-end tests wait).
     let ready = RwSignal::new(false);
-    Effect::new(move |_| {
-        if let Some(input) = quantity_input.get_untracked() {
-            let typed = input.value();
-            if typed != quantity.get_untracked() {
-                set_quantity.set(typed);
-            }
-        }
-        ready.set(true);
-    });
+    Effect::new(move |_| ready.set(true));
     let (approval, set_approval) = signal(Approval::None);
     let (error, set_error) = signal(None::<AppError>);
     let (busy, set_busy) = signal(false);
@@ -484,7 +475,7 @@ fn Ticket(
                     <div>
                         <label class=LABEL_CLASS for="quantity">"Quantity"</label>
                         <input id="quantity" name="quantity" class=INPUT_CLASS inputmode="decimal" autocomplete="off" placeholder="0.01"
-                            node_ref=quantity_input prop:value=quantity on:input=move |ev| set_quantity.set(event_target_value(&ev)) />
+                            prop:value=quantity on:input=move |ev| set_quantity.set(event_target_value(&ev)) />
                     </div>
                 </div>
                 <Show when=move || order_type.get() == "limit">
