@@ -40,6 +40,10 @@ export CRYPTOPULSE_LOG_FORMAT=json
 export CRYPTOPULSE_ADMIN_PASSWORD="e2e-admin-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 # The exchange secret the vault tests type into the key form; it must never reach the log.
 export E2E_KEY_SECRET="e2e-secret-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+# The suite's Binance testnet stand-in (end2end/binance-stand-in.ts) listens here; it signs with
+# E2E_KEY_SECRET too, so that secret is also what the log search below looks for.
+binance_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export CRYPTOPULSE_EXCHANGES__BINANCE_TESTNET_URL="http://127.0.0.1:$binance_port"
 mkdir -p end2end/test-results/screens
 cargo leptos end-to-end 2>&1 | tee "$e2e_dir/e2e.log"
 

@@ -1,4 +1,5 @@
 import { expect, Page, test } from "@playwright/test";
+import { BINANCE_KEY, BINANCE_SECRET } from "../binance-stand-in";
 import { addVirtualKey, adminWithKey, hydrated, registerSecurityKey, saveAdminKey, signUp, stepUpWithKey, uniqueEmail } from "./helpers";
 
 /** Places a market order on the ticket and waits for its result; returns the result's status. */
@@ -39,6 +40,43 @@ test("a small order goes straight through and shows in positions and orders", as
   await hydrated(page);
   await expect(page.getByTestId("orders").getByTestId("order-row")).toHaveCount(1);
   await expect(page.getByTestId("fills")).toContainText("BTCUSDT");
+});
+
+test("a trader trades on a Binance testnet key at Binance's prices", async ({ page }) => {
+  await signUp(page, uniqueEmail("trade-binance"));
+  await page.goto("/keys");
+  await hydrated(page);
+  const form = page.getByTestId("add-key-form");
+  await form.getByLabel("Exchange").selectOption("binance");
+  await form.getByLabel("Environment").selectOption("testnet");
+  await form.getByLabel("Label").fill("Testnet bot");
+  await form.getByLabel("API key").fill(BINANCE_KEY);
+  await form.getByLabel("API secret").fill(BINANCE_SECRET);
+  await form.getByRole("button", { name: "Check and save key" }).click();
+  await expect(page.getByTestId("key-saved")).toContainText("Testnet bot");
+
+  await page.goto("/trade");
+  await hydrated(page);
+  const ticket = page.getByTestId("order-ticket");
+  const paperPrice = await ticket.getByTestId("quote").textContent();
+  const account = await ticket.locator("#venue option", { hasText: "Testnet bot" }).getAttribute("value");
+  await ticket.getByLabel("Account").selectOption(account ?? "missing");
+  // The ticket now quotes Binance (the stand-in's fixed price), not the paper feed.
+  await expect(ticket.getByTestId("quote")).toHaveText("65,000 USDT");
+  expect(paperPrice).not.toBe("65,000 USDT");
+  await ticket.getByLabel("Quantity").fill("0.01");
+  await expect(ticket.getByTestId("notional")).toHaveText("650 USDT");
+  await expect(ticket.getByTestId("checks")).toContainText("Within your limits");
+  await ticket.getByTestId("place-order").click();
+  await expect(page.getByTestId("order-result")).toHaveAttribute("data-status", "filled");
+  await expect(page.getByTestId("order-result")).toContainText("Filled: buy 0.01 BTCUSDT at 65000 USDT");
+  const row = page.getByTestId("order-row").first();
+  await expect(row).toContainText("Binance");
+  // Binance's fill is Binance's balance: the paper account is untouched.
+  await expect(page.getByTestId("positions")).toContainText("No positions yet.");
+  // The reloaded ticket still quotes the account that stays chosen.
+  await expect(ticket.getByTestId("quote")).toHaveText("65,000 USDT");
+  await page.screenshot({ path: "test-results/screens/trade-binance.png", fullPage: true });
 });
 
 test("a large order asks for the security key, approved for exactly that order", async ({ page }) => {

@@ -268,7 +268,8 @@ fn Ticket(
     let (prices_error, set_prices_error) = signal(None::<AppError>);
     Effect::new(move |previous: Option<String>| {
         let chosen = venue.get();
-        if previous.is_some_and(|p| p != chosen) {
+        // Also when the ticket reloads (after an order) with another account still chosen.
+        if previous.map_or(chosen != "paper", |p| p != chosen) {
             prices.set(Vec::new());
             set_prices_error.set(None);
             let asked = chosen.clone();
@@ -608,7 +609,7 @@ fn Positions(cash: String, positions: Vec<crate::api::trading::PositionView>) ->
     view! {
         <section class=CARD data-testid="positions">
             <div class="flex items-center justify-between border-b border-slate-200 px-4 py-3">
-                <h2 class="font-semibold">"Positions"</h2>
+                <h2 class="font-semibold">"Paper account"</h2>
                 <span class="text-sm text-slate-600">"Cash "<span class="font-medium tabular-nums">{money(&cash)}" USDT"</span></span>
             </div>
             {if positions.is_empty() {
