@@ -516,7 +516,7 @@ fn router(
         .allow_credentials(true);
 
     let metrics = backend.metrics.clone();
-    Router::new()
+    let pages = Router::new()
         .route(
             "/metrics",
             axum::routing::get(
@@ -533,9 +533,17 @@ fn router(
         .fallback(file_and_error_handler_with_context::<AppState, _>(
             context, shell,
         ))
-        .with_state(state)
+        .with_state(state);
+    pages
+        .clone()
         // Listed innermost first: each layer wraps the ones above it.
-        .layer(from_fn(middleware::page_render_deadline))
+        .layer(from_fn_with_state(
+            middleware::PageRenderRetry {
+                pages,
+                budget: middleware::PAGE_RENDER_BUDGET,
+            },
+            middleware::page_render_deadline,
+        ))
         .layer(from_fn(middleware::server_fn_status))
         .layer(session_layer)
         .layer(from_fn_with_state(

@@ -95,6 +95,16 @@ impl CircuitBreakers {
 
     /// Records an outage answer; returns when trading resumes if this tripped the breaker.
     pub fn failed(&self, venue: Venue, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.failed_waiting(venue, now, Duration::ZERO)
+    }
+
+    /// As `failed`, staying open at least `at_least` (an exchange's `Retry-After`).
+    pub fn failed_waiting(
+        &self,
+        venue: Venue,
+        now: OffsetDateTime,
+        at_least: Duration,
+    ) -> Option<OffsetDateTime> {
         self.with(|map| {
             let state = map.entry(venue).or_insert(Breaker::Closed(0));
             let trips = match *state {
@@ -106,7 +116,9 @@ impl CircuitBreakers {
                 Breaker::Open { trips, .. } | Breaker::Probing { trips } => trips + 1,
             };
             let factor = 1i32 << trips.min(10);
-            let wait = (self.cool_down * factor).min(self.max_cool_down);
+            let wait = (self.cool_down * factor)
+                .min(self.max_cool_down)
+                .max(at_least);
             let until = now + wait;
             *state = Breaker::Open { until, trips };
             Some(until)
@@ -166,5 +178,21 @@ mod tests {
         assert_eq!(breakers.gate(PAPER, t0), Gate::Pass);
         assert_eq!(breakers.paused_until(PAPER, t0), None);
         assert!(breakers.paused_until(testnet, t0).is_some());
+    }
+
+    #[test]
+    fn an_exchange_that_asks_for_longer_is_left_alone_that_long() {
+        let breakers = CircuitBreakers::new(1, Duration::seconds(10), Duration::minutes(5));
+        let now = datetime!(2026-11-24 12:00 UTC);
+        let until = breakers.failed_waiting(PAPER, now, Duration::minutes(30));
+        assert_eq!(until, Some(now + Duration::minutes(30)));
+        assert!(matches!(
+            breakers.gate(PAPER, now + Duration::minutes(29)),
+            Gate::Paused(_)
+        ));
+        // A shorter request than the cool-down does not shorten it.
+        let other = (ExchangeName::Binance, KeyEnvironment::Testnet);
+        let until = breakers.failed_waiting(other, now, Duration::seconds(1));
+        assert_eq!(until, Some(now + Duration::seconds(10)));
     }
 }

@@ -893,9 +893,15 @@ impl TradingService {
                 SendOutcome::Answered(ack)
             }
             Err(e) if e.is_outage() => {
+                let asked = match e {
+                    ExchangeError::RateLimited(seconds) => {
+                        Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX))
+                    }
+                    _ => Duration::ZERO,
+                };
                 let until = self
                     .breakers
-                    .failed(venue_key, self.now())
+                    .failed_waiting(venue_key, self.now(), asked)
                     .unwrap_or_else(|| self.now());
                 let what = match e {
                     ExchangeError::Timeout(_) => "did not answer in time",

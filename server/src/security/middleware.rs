@@ -222,27 +222,147 @@ pub async fn server_fn_status(request: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::from(bytes))
 }
 
-/// How long a page may take to render on the server.
-const PAGE_RENDER_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+/// How long one attempt at a page may take on the server (a normal render takes milliseconds).
+pub const PAGE_RENDER_BUDGET: std::time::Duration = std::time::Duration::from_secs(8);
+/// Pages are a few hundred KiB at most; anything larger is cut off as an error.
+const PAGE_SIZE_LIMIT: usize = 8 * 1024 * 1024;
 
-/// A page render that stalls (the renderer waits for every resource of the page, and a lost
-/// wake-up there never ends) answers 503 instead of leaving the browser waiting forever. Only page
-/// GETs: a server function is not cut off mid-way, it may be sending an order.
-pub async fn page_render_deadline(request: Request, next: Next) -> Response {
+/// The pages (everything inside this layer), to render a page again, and the time per attempt.
+#[derive(Clone)]
+pub struct PageRenderRetry {
+    pub pages: axum::Router,
+    pub budget: std::time::Duration,
+}
+
+/// Renders page GETs whole, within a deadline, and renders a stalled page once more.
+///
+/// Now and then a server render stops before its end: the HTML is complete but the stream of
+/// resolved resource data never finishes, at 0 % CPU (a lost wake-up in the renderer, seen
+/// about once in a few hundred page loads under test; upstream reports of the same symptom:
+/// leptos-rs/leptos#4673, #4851). The browser would wait forever. A page's request is a GET
+/// without a body, so it can be rendered again from a copy: the second render is independent.
+/// Server functions are never cut off or repeated: they may be sending an order.
+pub async fn page_render_deadline(
+    State(retry): State<PageRenderRetry>,
+    request: Request,
+    next: Next,
+) -> Response {
+    use tower::ServiceExt as _;
+
     let path = request.uri().path().to_owned();
     if request.method() != Method::GET || path.starts_with("/api/") || path.starts_with("/pkg/") {
         return next.run(request).await;
     }
-    match tokio::time::timeout(PAGE_RENDER_BUDGET, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::error!(path, "page render did not finish in time");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
-                "This page took too long to prepare. Reload to try again.\n",
-            )
-                .into_response()
+    let (parts, _) = request.into_parts();
+    let again = Request::from_parts(parts.clone(), Body::empty());
+    let first = next.run(Request::from_parts(parts, Body::empty()));
+    if let Some(response) = whole_within(retry.budget, first).await {
+        return response;
+    }
+    tracing::warn!(path, "page render stalled; rendering it again");
+    let second = async move {
+        match retry.pages.oneshot(again).await {
+            Ok(response) => response,
+            Err(never) => match never {},
         }
+    };
+    if let Some(response) = whole_within(retry.budget, second).await {
+        return response;
+    }
+    tracing::error!(path, "page render stalled twice");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+        "This page took too long to prepare. Reload to try again.\n",
+    )
+        .into_response()
+}
+
+/// The response with its whole body, or `None` if it did not finish within `budget`.
+async fn whole_within(
+    budget: std::time::Duration,
+    response: impl Future<Output = Response>,
+) -> Option<Response> {
+    tokio::time::timeout(budget, async {
+        let (parts, body) = response.await.into_parts();
+        match to_bytes(body, PAGE_SIZE_LIMIT).await {
+            Ok(bytes) => Response::from_parts(parts, Body::from(bytes)),
+            Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response(),
+        }
+    })
+    .await
+    .ok()
+}
+
+#[cfg(test)]
+mod page_render_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::middleware::from_fn_with_state;
+    use axum::routing::get;
+    use futures::StreamExt as _;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    /// A page whose first render streams its head and then never finishes.
+    fn flaky_pages(renders: Arc<AtomicUsize>, stalls: usize) -> Router {
+        Router::new().route(
+            "/page",
+            get(move || {
+                let render = renders.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if render < stalls {
+                        let stalled = futures::stream::once(async {
+                            Ok::<_, std::io::Error>(axum::body::Bytes::from("<html>"))
+                        })
+                        .chain(futures::stream::pending());
+                        Body::from_stream(stalled)
+                    } else {
+                        Body::from("<html>whole</html>")
+                    }
+                }
+            }),
+        )
+    }
+
+    async fn serve(stalls: usize) -> (Response, usize) {
+        let renders = Arc::new(AtomicUsize::new(0));
+        let pages = flaky_pages(renders.clone(), stalls);
+        let retry = PageRenderRetry {
+            pages: pages.clone(),
+            budget: Duration::from_millis(200),
+        };
+        let app = pages.layer(from_fn_with_state(retry, page_render_deadline));
+        let response = app
+            .oneshot(Request::get("/page").body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible");
+        (response, renders.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_stalled_page_is_rendered_once_more() {
+        let (response, renders) = serve(1).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = to_bytes(response.into_body(), 1024).await.expect("body");
+        assert_eq!(&body[..], b"<html>whole</html>");
+        assert_eq!(renders, 2);
+    }
+
+    #[tokio::test]
+    async fn a_page_that_stalls_twice_answers_503_rather_than_never() {
+        let (response, renders) = serve(2).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(renders, 2);
+    }
+
+    #[tokio::test]
+    async fn a_healthy_page_renders_once() {
+        let (response, renders) = serve(0).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(renders, 1);
     }
 }

@@ -262,6 +262,11 @@ impl Binance {
         self.state.seen.lock().expect("stand-in lock").clone()
     }
 
+    /// How many requests reached the stand-in so far.
+    pub(crate) fn seen_count(&self) -> usize {
+        self.state.seen.lock().expect("stand-in lock").len()
+    }
+
     pub(crate) fn set_mode(&self, mode: Mode) {
         *self.state.mode.lock().expect("stand-in lock") = mode;
     }

@@ -917,3 +917,35 @@ async fn orders_submitted_at_the_same_instant_cannot_share_a_limit() {
     assert_eq!(statuses, ["denied", "filled"]);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_rate_limited_binance_is_left_alone_as_long_as_it_asks() {
+    let binance = Binance::testnet(Mode::Normal).await;
+    let url = binance.url.clone();
+    let app = spawn_app_with(|s| s.exchanges.binance_testnet_url = url).await;
+    binance.follow_clock(app.clock.clone());
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let key = binance_key(&app, &trader).await;
+    let trading = app.backend.services.trading.clone();
+
+    // The stand-in answers 429 with Retry-After: 30, longer than the 10 s cool-down.
+    binance.set_mode(Mode::RateLimited);
+    let held = binance_market(&app, &trader, &key, "BTCUSDT", "0.01").await;
+    assert_eq!(held["status"], "held", "{held}");
+    let reason = held["status_reason"].as_str().expect("reason");
+    assert!(reason.contains("asked us to slow down"), "{reason}");
+    binance.set_mode(Mode::Normal);
+    let asked_before = binance.seen_count();
+    app.clock.advance(time::Duration::seconds(11));
+    assert_eq!(trading.retry_held().await.expect("retry"), 0);
+    assert_eq!(
+        binance.seen_count(),
+        asked_before,
+        "nothing sent while it asked us to wait"
+    );
+    app.clock.advance(time::Duration::seconds(20));
+    assert_eq!(trading.retry_held().await.expect("retry"), 1);
+    let orders = json(app.call(&trader, "trading/orders", &[]).await).await;
+    assert_eq!(orders[0]["status"], "filled", "{orders}");
+    app.stop().await;
+}
