@@ -857,14 +857,7 @@ impl TradingService {
                 }
             },
         };
-        let venue_order = VenueOrder {
-            client_order_id: order.client_order_id.clone(),
-            symbol: order.symbol.clone(),
-            side: order.side,
-            order_type: order.order_type,
-            quantity: order.quantity,
-            limit_price: order.limit_price,
-        };
+        let venue_order = venue_order(&order);
         let mut answer = Ok(None);
         if retry {
             answer = exchange
@@ -1109,16 +1102,28 @@ impl TradingService {
                 // user-data stream.
                 continue;
             }
-            let Ok(Some(ack)) = exchange
+            let found = exchange
                 .find_order(
                     order.venue.environment,
                     None,
                     &order.symbol,
                     &order.client_order_id,
                 )
-                .await
-            else {
-                continue;
+                .await;
+            let ack = match found {
+                Ok(Some(ack)) => ack,
+                // The paper book lives in memory, so a restart forgets its resting orders. Rest
+                // this one again under the same client order id (none of it had filled).
+                Ok(None) if order.filled_quantity.is_zero() => {
+                    match exchange
+                        .place_order(order.venue.environment, None, &venue_order(&order))
+                        .await
+                    {
+                        Ok(ack) => ack,
+                        Err(_) => continue,
+                    }
+                }
+                _ => continue,
             };
             if ack.status == VenueOrderStatus::Open && ack.filled_quantity == order.filled_quantity
             {
@@ -1873,6 +1878,18 @@ enum SendOutcome {
     Answered(VenueAck),
     Held(String),
     Cancelled(String),
+}
+
+/// The order as the exchange gets it; the same on every attempt.
+fn venue_order(order: &Order) -> VenueOrder {
+    VenueOrder {
+        client_order_id: order.client_order_id.clone(),
+        symbol: order.symbol.clone(),
+        side: order.side,
+        order_type: order.order_type,
+        quantity: order.quantity,
+        limit_price: order.limit_price,
+    }
 }
 
 fn rejected(why: &str) -> SendOutcome {

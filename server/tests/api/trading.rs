@@ -949,3 +949,46 @@ async fn a_rate_limited_binance_is_left_alone_as_long_as_it_asks() {
     assert_eq!(orders[0]["status"], "filled", "{orders}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_resting_paper_order_survives_a_restart_of_the_paper_book() {
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let paper = app.backend.paper.clone();
+    let trading = app.backend.services.trading.clone();
+    let sol: f64 = quote(&app, &trader, "SOLUSDT")
+        .await
+        .parse()
+        .expect("price");
+    // Far below the market: it rests.
+    let below = format!("{:.2}", sol * 0.5);
+    let order = placed(
+        app.call(
+            &trader,
+            "trading/place",
+            &[
+                ("venue", "paper"),
+                ("symbol", "SOLUSDT"),
+                ("side", "buy"),
+                ("order_type", "limit"),
+                ("quantity", "2"),
+                ("price", &below),
+            ],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(order["status"], "open", "{order}");
+
+    // The process restarts: the in-memory book is empty, our order row still says open.
+    paper.restart();
+    trading.refresh_open().await.expect("refresh");
+    let id = order["id"].as_str().expect("id");
+    let again = json(app.call(&trader, "trading/order", &[("id", id)]).await).await;
+    assert_eq!(again["status"], "open", "{again}");
+    // The book knows it again, so it can be cancelled there.
+    let cancelled = placed(app.call(&trader, "trading/cancel", &[("id", id)]).await).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert_eq!(app.count("SELECT COUNT(*) FROM fills").await, 0);
+    app.stop().await;
+}

@@ -104,6 +104,11 @@ impl PaperExchange {
             .unwrap_or(0)
     }
 
+    /// Forgets the book, as a restart of the process does (the book lives in memory).
+    pub fn restart(&self) {
+        *lock(&self.inner.book) = Book::default();
+    }
+
     /// The current price of `symbol`, `None` if it is not traded here.
     pub fn current_price(&self, symbol: &str) -> Option<Decimal> {
         PaperPrices::price_at(symbol, self.inner.clock.now())
