@@ -269,6 +269,7 @@ impl Backend {
                     }),
             )),
             placements: Default::default(),
+            keyed_checks: Default::default(),
         };
         let services = Services {
             stepup,

@@ -134,6 +134,32 @@ pub struct TradingService {
     pub alerts: Arc<dyn SecurityAlerts>,
     pub notifier: Arc<dyn CaseNotifier>,
     pub placements: PlacementLocks,
+    pub keyed_checks: KeyedOrderChecks,
+}
+
+/// How often a resting order on a keyed exchange is looked up: each look-up decrypts the key
+/// and leaves a receipt, so not on every round of the job.
+pub const KEYED_ORDER_CHECK_EVERY: Duration = Duration::seconds(60);
+
+/// When each resting order on a keyed exchange was last looked up (in memory: after a restart
+/// every such order is simply due).
+#[derive(Debug, Clone, Default)]
+pub struct KeyedOrderChecks(Arc<std::sync::Mutex<HashMap<OrderId, OffsetDateTime>>>);
+
+impl KeyedOrderChecks {
+    /// Whether `order` is due for a look-up now; if so, the look-up is counted as done.
+    fn due(&self, order: OrderId, now: OffsetDateTime) -> bool {
+        let mut checks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget orders not seen for a while (they were filled or cancelled meanwhile).
+        checks.retain(|_, at| now - *at < KEYED_ORDER_CHECK_EVERY * 10);
+        match checks.get(&order) {
+            Some(at) if now - *at < KEYED_ORDER_CHECK_EVERY => false,
+            _ => {
+                checks.insert(order, now);
+                true
+            }
+        }
+    }
 }
 
 /// One placement at a time per trader: screening reads the day's usage and the velocity count,
@@ -1097,24 +1123,43 @@ impl TradingService {
             let Some(exchange) = self.exchanges.get(order.venue.exchange).cloned() else {
                 continue;
             };
-            if order.venue.key.is_some() {
-                // Polling a keyed exchange would decrypt the key each time; left to a later
-                // user-data stream.
-                continue;
-            }
+            let credentials = match order.venue.key {
+                None => None,
+                Some(key) => {
+                    if !self.keyed_checks.due(order.id, self.now()) {
+                        continue;
+                    }
+                    match self
+                        .vault
+                        .use_key(
+                            Actor::system("trading"),
+                            order.owner,
+                            key,
+                            KeyPurpose::Order(order.id.to_string()),
+                            RequestMeta::default(),
+                        )
+                        .await
+                    {
+                        Ok((_, credentials)) => Some(credentials),
+                        // Revoked, suspended, KMS down: the order stays as it is, checked later.
+                        Err(_) => continue,
+                    }
+                }
+            };
             let found = exchange
                 .find_order(
                     order.venue.environment,
-                    None,
+                    credentials.as_ref(),
                     &order.symbol,
                     &order.client_order_id,
                 )
                 .await;
+            drop(credentials);
             let ack = match found {
                 Ok(Some(ack)) => ack,
                 // The paper book lives in memory, so a restart forgets its resting orders. Rest
                 // this one again under the same client order id (none of it had filled).
-                Ok(None) if order.filled_quantity.is_zero() => {
+                Ok(None) if order.venue.key.is_none() && order.filled_quantity.is_zero() => {
                     match exchange
                         .place_order(order.venue.environment, None, &venue_order(&order))
                         .await

@@ -151,11 +151,11 @@ pub(crate) enum Mode {
 
 /// A request as the stand-in saw it.
 #[derive(Debug, Clone)]
-struct SeenRequest {
-    method: Method,
+pub(crate) struct SeenRequest {
+    pub(crate) method: Method,
     path: String,
     query: String,
-    body: String,
+    pub(crate) body: String,
     headers: Vec<(String, String)>,
 }
 
@@ -258,7 +258,7 @@ impl Binance {
         }
     }
 
-    fn seen(&self) -> Vec<SeenRequest> {
+    pub(crate) fn seen(&self) -> Vec<SeenRequest> {
         self.state.seen.lock().expect("stand-in lock").clone()
     }
 
@@ -274,6 +274,18 @@ impl Binance {
     /// Checks timestamps against `clock`: an app under a test clock signs with that time.
     pub(crate) fn follow_clock(&self, clock: Arc<dyn Clock>) {
         *self.state.clock.lock().expect("stand-in lock") = clock;
+    }
+
+    /// The market reaches a resting order's limit: it fills completely at that price.
+    pub(crate) fn fill_resting(&self, client_order_id: &str) {
+        let mut book = self.state.book.lock().expect("stand-in lock");
+        let order = book
+            .iter_mut()
+            .find(|o| o.client_order_id == client_order_id && o.status == "NEW")
+            .expect("a resting order with that id");
+        order.status = "FILLED";
+        order.executed = order.quantity;
+        order.quote = order.quantity * order.price.expect("a limit order");
     }
 
     /// How many times an order with this client order id was executed.

@@ -992,3 +992,103 @@ async fn a_resting_paper_order_survives_a_restart_of_the_paper_book() {
     assert_eq!(app.count("SELECT COUNT(*) FROM fills").await, 0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_resting_binance_order_is_looked_up_now_and_then_and_its_fill_recorded() {
+    let binance = Binance::testnet(Mode::Normal).await;
+    let url = binance.url.clone();
+    let app = spawn_app_with(|s| s.exchanges.binance_testnet_url = url).await;
+    binance.follow_clock(app.clock.clone());
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let key = binance_key(&app, &trader).await;
+    let trading = app.backend.services.trading.clone();
+
+    // Below Binance's 65,000: it rests there.
+    let order = placed(
+        app.call(
+            &trader,
+            "trading/place",
+            &[
+                ("venue", &key),
+                ("symbol", "BTCUSDT"),
+                ("side", "buy"),
+                ("order_type", "limit"),
+                ("quantity", "0.02"),
+                ("price", "60000"),
+            ],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(order["status"], "open", "{order}");
+    let id = order["id"].as_str().expect("id");
+    let key_uses = "SELECT COUNT(*) FROM audit_events WHERE action = 'vault.key_used'";
+    let uses_after_placing = app.count(key_uses).await;
+
+    // Still resting: looked up once (one key use, with its receipt), nothing changes.
+    assert_eq!(trading.refresh_open().await.expect("refresh"), 0);
+    assert_eq!(app.count(key_uses).await, uses_after_placing + 1);
+    // It fills on Binance; the next round within the minute does not decrypt the key again.
+    let client_order_id = binance
+        .seen()
+        .iter()
+        .rev()
+        .find(|r| r.method == axum::http::Method::POST)
+        .and_then(|r| {
+            r.body
+                .split('&')
+                .find_map(|p| p.strip_prefix("newClientOrderId="))
+                .map(str::to_owned)
+        })
+        .expect("the posted client order id");
+    binance.fill_resting(&client_order_id);
+    assert_eq!(trading.refresh_open().await.expect("refresh"), 0);
+    assert_eq!(app.count(key_uses).await, uses_after_placing + 1);
+
+    app.clock.advance(time::Duration::seconds(61));
+    assert_eq!(trading.refresh_open().await.expect("refresh"), 1);
+    let filled = json(app.call(&trader, "trading/order", &[("id", id)]).await).await;
+    assert_eq!(filled["status"], "filled", "{filled}");
+    assert_eq!(filled["average_price"], "60000");
+    assert_eq!(app.count("SELECT COUNT(*) FROM fills").await, 1);
+    assert_eq!(binance.executions(&client_order_id), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_resting_binance_order_is_cancelled_with_the_traders_key() {
+    let binance = Binance::testnet(Mode::Normal).await;
+    let url = binance.url.clone();
+    let app = spawn_app_with(|s| s.exchanges.binance_testnet_url = url).await;
+    binance.follow_clock(app.clock.clone());
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let key = binance_key(&app, &trader).await;
+    let order = placed(
+        app.call(
+            &trader,
+            "trading/place",
+            &[
+                ("venue", &key),
+                ("symbol", "ETHUSDT"),
+                ("side", "buy"),
+                ("order_type", "limit"),
+                ("quantity", "1"),
+                ("price", "3000"),
+            ],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(order["status"], "open", "{order}");
+    let id = order["id"].as_str().expect("id");
+    let cancelled = placed(app.call(&trader, "trading/cancel", &[("id", id)]).await).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert!(
+        binance
+            .seen()
+            .iter()
+            .any(|r| r.method == axum::http::Method::DELETE),
+        "the cancel reached Binance"
+    );
+    app.stop().await;
+}
