@@ -16,6 +16,12 @@ export async function hydrated(page: Page) {
 }
 
 export async function signUp(page: Page, email: string) {
+  // A page that fails to hydrate says why here.
+  page.on("pageerror", (e) => console.log(`[page error] ${e.message}`));
+  page.on("console", (m) => {
+    // Refused requests (401/403/409 …) are what several tests provoke on purpose.
+    if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) console.log(`[console] ${m.text()}`);
+  });
   await page.goto("/signup");
   await hydrated(page);
   await page.getByLabel("Email").fill(email);

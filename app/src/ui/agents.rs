@@ -27,19 +27,23 @@ const SCOPES: [(&str, &str); 3] = [
 
 #[component]
 pub fn AgentsPage() -> impl IntoView {
+    // Created outside the role check's suspense, so the server builds it once (see TradePage).
+    let (version, set_version) = signal(0u32);
+    let overview = Resource::new(move || version.get(), |_| agent_overview());
     view! {
         <Title text="Agents" />
         <PageHeader title="Agents" description="Bots can read prices and your portfolio and propose trades with a rationale. They can never place, cancel or withdraw: every proposal waits here for your sign-off." />
         <RequireRole>
-            <AgentDesk />
+            <AgentDesk overview set_version />
         </RequireRole>
     }
 }
 
 #[component]
-fn AgentDesk() -> impl IntoView {
-    let (version, set_version) = signal(0u32);
-    let overview = Resource::new(move || version.get(), |_| agent_overview());
+fn AgentDesk(
+    overview: Resource<Result<AgentOverviewView, AppError>>,
+    set_version: WriteSignal<u32>,
+) -> impl IntoView {
     let reload = move || set_version.update(|n| *n += 1);
     view! {
         <Transition fallback=|| view! { <p class="text-sm text-slate-500">"Loading…"</p> }>

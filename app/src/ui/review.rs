@@ -8,16 +8,23 @@ use super::keys::short_time;
 use super::trading::{CARD, money};
 use super::{DANGER_BUTTON, ErrorNotice, LABEL_CLASS, PRIMARY_BUTTON, PageHeader, RequireRole};
 use crate::api::UserRole;
-use crate::api::trading::{TradePoint, decide_case, get_case, list_cases};
+use crate::api::trading::{CaseView, TradePoint, decide_case, get_case, list_cases};
 use crate::error::AppError;
 
 #[component]
 pub fn ReviewPage() -> impl IntoView {
+    // Created outside the role check's suspense, so the server builds it once (see TradePage).
+    let (filter, set_filter) = signal("open".to_string());
+    let (refresh, set_refresh) = signal(0u32);
+    let cases = Resource::new(
+        move || (filter.get(), refresh.get()),
+        |(f, _)| list_cases(Some(f)),
+    );
     view! {
         <Title text="Review" />
         <PageHeader title="Anomaly cases" description="Quarantined traders wait for your decision. Release them (held orders go out) or confirm the quarantine (held orders are cancelled). Every decision needs a note and is audited." />
         <RequireRole roles=&[UserRole::Reviewer, UserRole::Admin]>
-            <ReviewDesk />
+            <ReviewDesk cases filter set_filter set_refresh />
         </RequireRole>
     }
 }
@@ -33,14 +40,13 @@ fn score_badge(score: f64) -> &'static str {
 }
 
 #[component]
-fn ReviewDesk() -> impl IntoView {
-    let (filter, set_filter) = signal("open".to_string());
-    let (refresh, set_refresh) = signal(0u32);
+fn ReviewDesk(
+    cases: Resource<Result<Vec<CaseView>, AppError>>,
+    filter: ReadSignal<String>,
+    set_filter: WriteSignal<String>,
+    set_refresh: WriteSignal<u32>,
+) -> impl IntoView {
     let (selected, set_selected) = signal(None::<String>);
-    let cases = Resource::new(
-        move || (filter.get(), refresh.get()),
-        |(f, _)| list_cases(Some(f)),
-    );
     view! {
         <div class="grid gap-6 lg:grid-cols-5">
             <section class=format!("{CARD} lg:col-span-2") data-testid="case-list">

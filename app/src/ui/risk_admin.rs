@@ -20,11 +20,14 @@ use crate::error::AppError;
 
 #[component]
 pub fn RiskAdminPage() -> impl IntoView {
+    // Created outside the role check's suspense, so the server builds it once (see TradePage).
+    let (version, set_version) = signal(0u32);
+    let overview = Resource::new(move || version.get(), |_| risk_overview());
     view! {
         <Title text="Risk controls" />
         <PageHeader title="Risk controls" description="The kill switch, limits, each trader's state and blocked addresses. Changes need your security key and are recorded in the audit log." />
         <RequireRole roles=&[UserRole::Admin]>
-            <RiskDesk />
+            <RiskDesk overview set_version />
         </RequireRole>
     }
 }
@@ -63,11 +66,12 @@ struct Ctx {
 }
 
 #[component]
-fn RiskDesk() -> impl IntoView {
-    let (version, set_version) = signal(0u32);
+fn RiskDesk(
+    overview: Resource<Result<RiskOverviewView, AppError>>,
+    set_version: WriteSignal<u32>,
+) -> impl IntoView {
     let (error, set_error) = signal(None::<AppError>);
     let (status, set_status) = signal(String::new());
-    let overview = Resource::new(move || version.get(), |_| risk_overview());
     let ctx = Ctx {
         set_error,
         set_version,

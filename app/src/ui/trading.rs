@@ -137,11 +137,17 @@ fn BannerLines(status: TradingStatusView) -> impl IntoView {
 
 #[component]
 pub fn TradePage() -> impl IntoView {
+    // Resources are created here, outside the role check's suspense: created inside it, the
+    // server may build them more than once and the browser then finds other data under their
+    // ids, and the ticket does not hydrate.
+    let (refresh, set_refresh) = signal(0u32);
+    let ticket_data = Resource::new(move || refresh.get(), |_| ticket());
+    let orders = Resource::new(move || refresh.get(), |_| list_orders());
     view! {
         <Title text="Trade" />
         <PageHeader title="Trade" description="Every order is screened by your limits and an anomaly score before it reaches the exchange. Large orders are approved one by one with your security key or app code." />
         <RequireRole>
-            <TradeDesk />
+            <TradeDesk ticket_data orders set_refresh />
         </RequireRole>
     }
 }
@@ -184,11 +190,12 @@ impl TicketForm {
 }
 
 #[component]
-fn TradeDesk() -> impl IntoView {
+fn TradeDesk(
+    ticket_data: Resource<Result<TicketView, AppError>>,
+    orders: Resource<Result<Vec<OrderView>, AppError>>,
+    set_refresh: WriteSignal<u32>,
+) -> impl IntoView {
     let form = TicketForm::new();
-    let (refresh, set_refresh) = signal(0u32);
-    let ticket_data = Resource::new(move || refresh.get(), |_| ticket());
-    let orders = Resource::new(move || refresh.get(), |_| list_orders());
     view! {
         <div class="grid gap-6 lg:grid-cols-5">
             <div class="lg:col-span-2">
@@ -704,20 +711,25 @@ pub(crate) fn OrderTable(
 
 #[component]
 pub fn OrdersPage() -> impl IntoView {
+    // Outside the role check's suspense, as on the Trade page.
+    let (refresh, set_refresh) = signal(0u32);
+    let orders = Resource::new(move || refresh.get(), |_| list_orders());
+    let book = Resource::new(move || refresh.get(), |_| portfolio());
     view! {
         <Title text="Orders" />
         <PageHeader title="Orders and fills" description="Each order keeps the decision taken on it and why. Held orders are sent automatically once their exchange is back, exactly once." />
         <RequireRole>
-            <OrdersAndFills />
+            <OrdersAndFills orders book set_refresh />
         </RequireRole>
     }
 }
 
 #[component]
-fn OrdersAndFills() -> impl IntoView {
-    let (refresh, set_refresh) = signal(0u32);
-    let orders = Resource::new(move || refresh.get(), |_| list_orders());
-    let book = Resource::new(move || refresh.get(), |_| portfolio());
+fn OrdersAndFills(
+    orders: Resource<Result<Vec<OrderView>, AppError>>,
+    book: Resource<Result<PortfolioView, AppError>>,
+    set_refresh: WriteSignal<u32>,
+) -> impl IntoView {
     view! {
         <div class="space-y-6">
             <section class=CARD>
