@@ -160,8 +160,6 @@ pub struct RiskOverviewView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TradePoint {
     pub at: String,
-    /// Seconds since the epoch, for drawing.
-    pub t: i64,
     pub symbol: String,
     pub notional: f64,
     pub ip: Option<String>,
@@ -336,7 +334,6 @@ mod support {
         use rust_decimal::prelude::ToPrimitive;
         TradePoint {
             at: canonical_time(sample.at),
-            t: sample.at.unix_timestamp(),
             symbol: sample.symbol.clone(),
             notional: sample.notional.to_f64().unwrap_or(0.0),
             ip: sample.ip.clone(),

@@ -227,8 +227,9 @@ fn TradeChart(recent: Vec<TradePoint>, candidate: TradePoint) -> impl IntoView {
     const H: f64 = 200.0;
     const PAD: f64 = 36.0;
     let all: Vec<&TradePoint> = recent.iter().chain(std::iter::once(&candidate)).collect();
-    let t_min = all.iter().map(|p| p.t).min().unwrap_or(0);
-    let t_max = all.iter().map(|p| p.t).max().unwrap_or(0).max(t_min + 1);
+    // One slot per order, oldest to newest: a burst within a few seconds would otherwise pile
+    // up on one spot (the times are in each dot's tooltip and under the axis).
+    let slots = all.len().saturating_sub(1).max(1) as f64;
     let n_min = all
         .iter()
         .map(|p| p.notional)
@@ -248,8 +249,8 @@ fn TradeChart(recent: Vec<TradePoint>, candidate: TradePoint) -> impl IntoView {
         };
         H - PAD - (v - lo) / (hi - lo).max(1e-9) * (H - 2.0 * PAD)
     };
-    let x = move |t: i64| PAD + (t - t_min) as f64 / (t_max - t_min) as f64 * (W - 2.0 * PAD);
-    let dot = move |p: &TradePoint, flagged: bool| {
+    let x = move |slot: usize| PAD + slot as f64 / slots * (W - 2.0 * PAD);
+    let dot = move |slot: usize, p: &TradePoint, flagged: bool| {
         let title = format!(
             "{} {} USDT at {}",
             p.symbol,
@@ -257,7 +258,7 @@ fn TradeChart(recent: Vec<TradePoint>, candidate: TradePoint) -> impl IntoView {
             short_time(&p.at)
         );
         view! {
-            <circle cx=format!("{:.1}", x(p.t)) cy=format!("{:.1}", scale(p.notional)) r=if flagged { "7" } else { "4" }
+            <circle cx=format!("{:.1}", x(slot)) cy=format!("{:.1}", scale(p.notional)) r=if flagged { "7" } else { "4" }
                 class=if flagged { "fill-red-600" } else { "fill-slate-400" }>
                 <title>{title}</title>
             </circle>
@@ -265,7 +266,7 @@ fn TradeChart(recent: Vec<TradePoint>, candidate: TradePoint) -> impl IntoView {
     };
     view! {
         <svg viewBox=format!("0 0 {W} {H}") class="mt-2 w-full rounded-md border border-slate-200 bg-white" role="img"
-            aria-label="Notional of the trader's recent trades over time, with the flagged order in red">
+            aria-label="Notional of the trader's recent orders, oldest to newest, with the flagged order in red">
             <line x1=PAD y1=H - PAD x2=W - PAD y2=H - PAD class="stroke-slate-300" />
             <line x1=PAD y1=PAD x2=PAD y2=H - PAD class="stroke-slate-300" />
             <text x=PAD - 4.0 y=PAD + 4.0 text-anchor="end" class="fill-slate-500 text-[10px]">{money(&format!("{n_max:.0}"))}</text>
@@ -273,8 +274,9 @@ fn TradeChart(recent: Vec<TradePoint>, candidate: TradePoint) -> impl IntoView {
             <text x=PAD y=H - 12.0 class="fill-slate-500 text-[10px]">{short_time(&all.first().map(|p| p.at.clone()).unwrap_or_default())}</text>
             <text x=W - PAD y=H - 12.0 text-anchor="end" class="fill-slate-500 text-[10px]">{short_time(&candidate.at)}</text>
             <text x=W / 2.0 y=14.0 text-anchor="middle" class="fill-slate-500 text-[10px]">{if log { "notional (USDT, log scale)" } else { "notional (USDT)" }}</text>
-            {recent.iter().map(|p| dot(p, false)).collect_view()}
-            {dot(&candidate, true)}
+            <text x=W / 2.0 y=H - 12.0 text-anchor="middle" class="fill-slate-400 text-[10px]">"one dot per order, oldest to newest"</text>
+            {recent.iter().enumerate().map(|(slot, p)| dot(slot, p, false)).collect_view()}
+            {dot(recent.len(), &candidate, true)}
         </svg>
     }
 }
