@@ -428,7 +428,12 @@ pub async fn ticket() -> Result<TicketView, AppError> {
     let trading = &services.trading;
     let meta = request_meta();
     let context = trading.ticket_context(user.id, &meta).await?;
-    let prices = support::price_views(trading.quotes(user.id, "paper", &meta).await?);
+    // A paper feed that is down (fault injection) leaves the ticket without prices, not broken.
+    let prices = match trading.quotes(user.id, "paper", &meta).await {
+        Ok(quotes) => support::price_views(quotes),
+        Err(domain::trading::TradingError::Unavailable(_)) => Vec::new(),
+        Err(other) => return Err(other.into()),
+    };
     let mut venues = vec![VenueView {
         id: "paper".into(),
         label: "Paper exchange (built in, no key needed)".into(),

@@ -270,6 +270,13 @@ async fn an_exchange_outage_holds_orders_and_sends_each_exactly_once_when_it_is_
     assert_eq!(second["status"], "held");
     let status = json(app.call(&trader, "trading/status", &[]).await).await;
     assert_eq!(status["paused"].as_array().expect("paused").len(), 1);
+    // The ticket still loads, without prices, while the feed is down.
+    let ticket = json(app.call(&trader, "trading/ticket", &[]).await).await;
+    assert_eq!(
+        ticket["prices"].as_array().map(Vec::len),
+        Some(0),
+        "{ticket}"
+    );
 
     // Still down after the cool-down: the probe fails and nothing is sent.
     app.clock.advance(time::Duration::seconds(11));
