@@ -429,7 +429,10 @@ pub async fn ticket() -> Result<TicketView, AppError> {
     let meta = request_meta();
     let context = trading.ticket_context(user.id, &meta).await?;
     // A paper feed that is down (fault injection) leaves the ticket without prices, not broken.
-    let prices = match trading.quotes(user.id, "paper", &meta).await {
+    let prices = match trading
+        .quotes(user.id, "paper", &context.limits.symbol_allowlist)
+        .await
+    {
         Ok(quotes) => support::price_views(quotes),
         Err(domain::trading::TradingError::Unavailable(_)) => Vec::new(),
         Err(other) => return Err(other.into()),
@@ -482,9 +485,10 @@ pub async fn venue_quotes(venue: String) -> Result<Vec<PriceView>, AppError> {
     use super::context::{request_meta, require_user, services};
 
     let (user, _) = require_user().await?;
-    let quotes = services()?
-        .trading
-        .quotes(user.id, &venue, &request_meta())
+    let trading = &services()?.trading;
+    let limits = trading.limits_for(user.id, &request_meta()).await?;
+    let quotes = trading
+        .quotes(user.id, &venue, &limits.symbol_allowlist)
         .await?;
     Ok(support::price_views(quotes))
 }

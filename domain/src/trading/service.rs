@@ -312,18 +312,18 @@ impl TradingService {
             })
     }
 
-    /// The ticket's prices on `venue` ("paper" or one of the owner's trade keys), one per allowed
-    /// symbol the venue quotes. Stops at the first outage, so a dead exchange costs one timeout.
+    /// The ticket's prices on `venue` ("paper" or one of the owner's trade keys), one per symbol
+    /// (the trader's allowlist) the venue quotes. Stops at the first outage, so a dead exchange
+    /// costs one timeout.
     pub async fn quotes(
         &self,
         owner: UserId,
         venue: &str,
-        meta: &RequestMeta,
+        symbols: &[String],
     ) -> Result<Vec<(String, Decimal)>, TradingError> {
         let venue = self.resolve_venue(owner, venue).await?;
-        let limits = self.limits_for(owner, meta).await?;
         let mut prices = Vec::new();
-        for symbol in &limits.symbol_allowlist {
+        for symbol in symbols {
             match self.quote(venue, symbol).await {
                 Ok(price) => prices.push((symbol.clone(), price)),
                 Err(TradingError::Unavailable(why)) if prices.is_empty() => {
