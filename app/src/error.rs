@@ -138,6 +138,7 @@ impl From<domain::stepup::StepUpError> for AppError {
             E::Required(Assurance::SecurityKey) => {
                 AppError::StepUpRequired(StepUpNeed::SecurityKey)
             }
+            E::RecentSignInRequired => AppError::StepUpRequired(StepUpNeed::RecentSignIn),
             E::Invalid(msg) => AppError::Invalid(msg),
             E::LockedOut(secs) => AppError::RateLimited(secs),
             E::NotFound => AppError::NotFound,

@@ -178,6 +178,8 @@ pub struct NewUser {
 /// The unit rate limits and backoff count per client: an IPv4 address, or an IPv6 /64 (one
 /// subscriber usually holds a whole /64, so single IPv6 addresses are free to rotate).
 pub fn client_network(ip: std::net::IpAddr) -> std::net::IpAddr {
+    // `::ffff:1.2.3.4` is the IPv4 client 1.2.3.4, not one of the IPv6 network `::/64`.
+    let ip = ip.to_canonical();
     match ip {
         std::net::IpAddr::V4(_) => ip,
         std::net::IpAddr::V6(v6) => {
@@ -364,19 +366,38 @@ impl AccountService {
         everywhere: bool,
         meta: RequestMeta,
     ) -> Result<(), AccountError> {
-        let action = if everywhere {
-            "auth.logout_everywhere"
-        } else {
-            "auth.logout"
-        };
-        let draft = AuditDraft::new(Actor::user(user), action, Outcome::Success, meta)
-            .resource(format!("user:{user}"));
         if everywhere {
-            self.sessions.revoke_all(user, draft).await?;
-        } else {
-            self.audit.record(draft).await?;
+            self.log_out_everywhere(user, false, meta).await?;
+            return Ok(());
         }
+        let draft = AuditDraft::new(Actor::user(user), "auth.logout", Outcome::Success, meta)
+            .resource(format!("user:{user}"));
+        self.audit.record(draft).await?;
         Ok(())
+    }
+
+    /// "Sign out everywhere": ends every session of the user and, with
+    /// `revoke_agent_tokens`, revokes every live agent token of theirs too, all in one
+    /// transaction with its audit events. Returns how many tokens were revoked.
+    pub async fn log_out_everywhere(
+        &self,
+        user: UserId,
+        revoke_agent_tokens: bool,
+        meta: RequestMeta,
+    ) -> Result<u64, AccountError> {
+        let draft = AuditDraft::new(
+            Actor::user(user),
+            "auth.logout_everywhere",
+            Outcome::Success,
+            meta,
+        )
+        .resource(format!("user:{user}"))
+        .detail("revoke_agents", revoke_agent_tokens);
+        let (_, tokens) = self
+            .sessions
+            .revoke_all(user, revoke_agent_tokens, draft)
+            .await?;
+        Ok(tokens)
     }
 
     pub async fn change_role(
@@ -467,6 +488,15 @@ mod tests {
         assert_ne!(client_network(a), client_network(other));
         let v4: std::net::IpAddr = "192.0.2.7".parse().expect("ip");
         assert_eq!(client_network(v4), v4);
+    }
+
+    #[test]
+    fn an_ipv4_mapped_ipv6_client_is_counted_as_its_ipv4_address() {
+        let v4: std::net::IpAddr = "192.0.2.7".parse().expect("ip");
+        let mapped: std::net::IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
+        let other: std::net::IpAddr = "::ffff:192.0.2.8".parse().expect("ip");
+        assert_eq!(client_network(mapped), v4);
+        assert_ne!(client_network(mapped), client_network(other));
     }
 
     #[test]
@@ -608,9 +638,14 @@ mod tests {
 
         #[async_trait]
         impl SessionRevoker for Fake {
-            async fn revoke_all(&self, _: UserId, audit: AuditDraft) -> Result<u64, StoreError> {
+            async fn revoke_all(
+                &self,
+                _: UserId,
+                _: bool,
+                audit: AuditDraft,
+            ) -> Result<(u64, u64), StoreError> {
                 self.0.audit.lock().expect("lock").push(audit);
-                Ok(0)
+                Ok((0, 0))
             }
         }
 

@@ -17,7 +17,9 @@ use zeroize::Zeroizing;
 use crate::account::UserId;
 use crate::audit::{Actor, AuditDraft, AuditEvent, Outcome, RequestMeta};
 use crate::ports::{AuditLog, Clock, StoreError};
-use crate::vault::{self, Kms, KmsError, SealedSecret, SecretBinding, VaultError, WrappedKey};
+use crate::vault::{
+    self, Kms, KmsError, RotationRecord, SealedSecret, SecretBinding, VaultError, WrappedKey,
+};
 
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal / $label:literal),+ $(,)? }) => {
@@ -196,17 +198,35 @@ impl ApiCredentials {
         })
     }
 
-    /// Random credentials for a decoy key: indistinguishable in form from real ones.
+    /// Random credentials for a decoy key, in the form exchanges issue (64 letters and digits,
+    /// as Binance does), so its mask looks like any other key's.
     fn random_decoy() -> Self {
-        use aes_gcm::aead::OsRng;
-        use aes_gcm::aead::rand_core::RngCore;
-        let mut bytes = Zeroizing::new([0u8; 48]);
-        OsRng.fill_bytes(bytes.as_mut());
         Self {
-            api_key: SecretString::from(hex::encode(&bytes[..16])),
-            api_secret: SecretString::from(hex::encode(&bytes[16..])),
+            api_key: SecretString::from(random_alphanumeric(64)),
+            api_secret: SecretString::from(random_alphanumeric(64)),
         }
     }
+}
+
+/// `len` random ASCII letters and digits, uniformly (rejection sampling, no modulo bias).
+fn random_alphanumeric(len: usize) -> String {
+    use aes_gcm::aead::OsRng;
+    use aes_gcm::aead::rand_core::RngCore;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    // The largest multiple of 62 that fits in a byte: bytes at or above it are drawn again.
+    const ZONE: u8 = 248;
+    let mut out = String::with_capacity(len);
+    let mut bytes = Zeroizing::new([0u8; 64]);
+    while out.len() < len {
+        OsRng.fill_bytes(bytes.as_mut());
+        for &b in bytes.iter().filter(|&&b| b < ZONE) {
+            if out.len() == len {
+                break;
+            }
+            out.push(char::from(ALPHABET[usize::from(b) % ALPHABET.len()]));
+        }
+    }
+    out
 }
 
 /// What the exchange says a key may do.
@@ -313,6 +333,8 @@ pub enum KeyPurpose {
     ScheduledCheck,
     /// Signing an order.
     Order(String),
+    /// Revoking it: only ever a purpose for decoys, whose revocation raises their alert.
+    Revocation,
 }
 
 impl KeyPurpose {
@@ -321,6 +343,7 @@ impl KeyPurpose {
             KeyPurpose::PermissionCheck => "permission check".into(),
             KeyPurpose::ScheduledCheck => "scheduled permission check".into(),
             KeyPurpose::Order(id) => format!("order {id}"),
+            KeyPurpose::Revocation => "revocation".into(),
         }
     }
 }
@@ -466,6 +489,23 @@ impl OrderType {
             _ => None,
         }
     }
+}
+
+/// Where an order goes: the built-in paper exchange (no key), or an exchange through one of the
+/// trader's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Venue {
+    pub exchange: ExchangeName,
+    pub environment: KeyEnvironment,
+    pub key: Option<KeyId>,
+}
+
+impl Venue {
+    pub const PAPER: Venue = Venue {
+        exchange: ExchangeName::Paper,
+        environment: KeyEnvironment::Paper,
+        key: None,
+    };
 }
 
 /// An order as sent to an exchange.
@@ -972,6 +1012,12 @@ impl KeyVaultService {
                 continue;
             };
             if stored.canary {
+                // Checked like any key (without decrypting it or asking its exchange), so its
+                // check time and receipts do not give it away.
+                match self.recheck_decoy(&stored).await {
+                    Ok(()) => report.checked += 1,
+                    Err(_) => report.failed += 1,
+                }
                 continue;
             }
             match self
@@ -993,6 +1039,60 @@ impl KeyVaultService {
             }
         }
         Ok(report)
+    }
+
+    /// The scheduled check of a decoy: the same two events a real key's check writes (its use
+    /// receipt, then the check), marked `decoy` for reviewers, and the same columns stamped. It
+    /// is never decrypted, its exchange is never asked, and its planted permissions stand.
+    async fn recheck_decoy(&self, stored: &StoredKey) -> Result<(), KeyVaultError> {
+        let record = &stored.record;
+        let Some(sealed) = stored.sealed.as_ref() else {
+            return Ok(());
+        };
+        let actor = Actor::system("vault.recheck");
+        let purpose = KeyPurpose::ScheduledCheck;
+        let now = self.clock.now();
+        let receipt = AuditDraft::new(
+            actor.clone(),
+            "vault.key_used",
+            Outcome::Success,
+            RequestMeta::default(),
+        )
+        .resource(record.id.resource())
+        .detail("owner", record.owner.to_string())
+        .detail("purpose", purpose.describe())
+        .detail("kms_key_id", sealed.wrapped_key.kms_key_id.clone())
+        .detail("decoy", true);
+        self.keys
+            .record_use(record.id, now, receipt)
+            .await
+            .map_err(store_or_audit)?;
+        let mut check = AuditDraft::new(
+            actor,
+            "vault.key_checked",
+            Outcome::Success,
+            RequestMeta::default(),
+        )
+        .resource(record.id.resource())
+        .detail("status", record.status.as_str())
+        .detail("can_trade", record.permissions.can_trade)
+        .detail("can_withdraw", record.permissions.can_withdraw)
+        .detail("ip_restricted", record.permissions.ip_restricted)
+        .detail("decoy", true);
+        if let Some(reason) = &record.status_reason {
+            check = check.detail("reason", reason.clone());
+        }
+        self.keys
+            .record_check(
+                record.id,
+                record.permissions,
+                record.status,
+                record.status_reason.clone(),
+                now,
+                check,
+            )
+            .await
+            .map_err(store_or_audit)
     }
 
     /// Re-wraps data keys under the KMS's current key: one owner's, or everyone's (`None`).
@@ -1084,12 +1184,28 @@ impl KeyVaultService {
     }
 
     /// Deletes the key's ciphertext (crypto-shredding: the wrapped data key goes with it).
+    /// Revoking a decoy looks the same to its owner and raises the alert using it would: the
+    /// alert first, so if it cannot be raised, nothing is revoked.
     pub async fn revoke(
         &self,
         owner: UserId,
         id: KeyId,
         meta: RequestMeta,
     ) -> Result<KeyRecord, KeyVaultError> {
+        let stored = self
+            .keys
+            .find(owner, id)
+            .await?
+            .ok_or(KeyVaultError::NotFound)?;
+        if stored.canary {
+            self.trip_canary(
+                &Actor::user(owner),
+                &stored.record,
+                &KeyPurpose::Revocation,
+                meta.clone(),
+            )
+            .await?;
+        }
         let draft = AuditDraft::new(
             Actor::user(owner),
             "vault.key_revoked",
@@ -1149,6 +1265,46 @@ impl KeyVaultService {
         Ok(self.keys.canaries().await?)
     }
 
+    /// Adds a master key version (local KMS) and returns its id. The `kms.rotate` event is
+    /// written first, while the KMS holds its rotation lock: if the audit log cannot be written,
+    /// the key file and the current version stay as they were (`AuditUnavailable`). Should the
+    /// key file then fail to take the version, a failure event says so.
+    pub async fn rotate_master_key(
+        &self,
+        admin: UserId,
+        meta: RequestMeta,
+    ) -> Result<String, KeyVaultError> {
+        let rotation = AuditedRotation {
+            audit: self.audit.as_ref(),
+            actor: Actor::user(admin),
+            meta: meta.clone(),
+            from: self.kms.current_key_id(),
+            recorded: std::sync::Mutex::new(None),
+        };
+        match self.kms.add_version(&rotation).await {
+            Ok(key_id) => Ok(key_id),
+            Err(KmsError::NotRecorded) => Err(KeyVaultError::AuditUnavailable),
+            Err(err) => {
+                let recorded = rotation.recorded.lock().ok().and_then(|r| r.clone());
+                if let Some(to) = recorded {
+                    let failure =
+                        AuditDraft::new(Actor::user(admin), "kms.rotate", Outcome::Failure, meta)
+                            .detail("from", rotation.from.clone())
+                            .detail("to", to)
+                            .detail("error", err.to_string());
+                    // Best effort: the success event is already in the chain.
+                    let _ = self.audit.record(failure).await;
+                }
+                Err(match err {
+                    KmsError::Refused(_) => KeyVaultError::Refused(format!(
+                        "The master key cannot be rotated here: {err}."
+                    )),
+                    _ => KeyVaultError::KmsUnavailable,
+                })
+            }
+        }
+    }
+
     /// The owner's key-use receipts and other key events, newest first.
     pub async fn receipts(
         &self,
@@ -1163,6 +1319,38 @@ impl KeyVaultService {
             .map(|k| k.id.resource())
             .collect();
         Ok(self.audit.for_resources(&resources, limit).await?)
+    }
+}
+
+/// Writes the `kms.rotate` event for [`KeyVaultService::rotate_master_key`].
+struct AuditedRotation<'a> {
+    audit: &'a dyn AuditLog,
+    actor: Actor,
+    meta: RequestMeta,
+    from: String,
+    /// The new key id, once its event is written.
+    recorded: std::sync::Mutex<Option<String>>,
+}
+
+#[async_trait]
+impl RotationRecord for AuditedRotation<'_> {
+    async fn record(&self, new_key_id: &str) -> Result<(), KmsError> {
+        let draft = AuditDraft::new(
+            self.actor.clone(),
+            "kms.rotate",
+            Outcome::Success,
+            self.meta.clone(),
+        )
+        .detail("from", self.from.clone())
+        .detail("to", new_key_id);
+        self.audit
+            .record(draft)
+            .await
+            .map_err(|_| KmsError::NotRecorded)?;
+        if let Ok(mut recorded) = self.recorded.lock() {
+            *recorded = Some(new_key_id.to_owned());
+        }
+        Ok(())
     }
 }
 

@@ -64,10 +64,17 @@ pub trait AuditLog: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<AuditEvent>, StoreError>;
 }
 
-/// Ends every session of a user ("log out everywhere"), recorded by the given audit event.
+/// Ends every session of a user ("log out everywhere"), recorded by the given audit event;
+/// with `agent_tokens`, also revokes every live agent token of theirs in the same transaction
+/// (one `agent.token_revoked` event each). Returns (sessions ended, tokens revoked).
 #[async_trait]
 pub trait SessionRevoker: Send + Sync + std::fmt::Debug {
-    async fn revoke_all(&self, user: UserId, audit: AuditDraft) -> Result<u64, StoreError>;
+    async fn revoke_all(
+        &self,
+        user: UserId,
+        agent_tokens: bool,
+        audit: AuditDraft,
+    ) -> Result<(u64, u64), StoreError>;
 }
 
 /// Password hashing is slow on purpose; adapters run it off the async executor.

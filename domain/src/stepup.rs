@@ -25,7 +25,7 @@ use webauthn_rs::prelude::{
 
 use crate::account::{BackoffPolicy, User, UserId};
 use crate::audit::{Actor, AuditDraft, Outcome, RequestMeta};
-use crate::keys::{SecurityAlert, SecurityAlerts};
+use crate::keys::{OrderType, SecurityAlert, SecurityAlerts, Venue};
 use crate::ports::{AuditLog, Clock, StoreError};
 use crate::vault::{self, Kms, KmsError, SealedSecret, SecretBinding, VaultError};
 
@@ -75,6 +75,9 @@ pub struct StepUpGrant {
 pub enum SensitiveAction {
     /// Removing a security key, turning TOTP off, new recovery codes.
     ManageFactors,
+    /// Adding or removing a security key on an account that has a usable one: a TOTP or
+    /// recovery code cannot add a thief's key nor remove the owner's.
+    ManageKeys,
     /// Roles, limits, blocklist, kill switch, decoy keys, master-key rotation and re-wrap-all.
     Administer,
 }
@@ -93,7 +96,7 @@ impl SensitiveAction {
     pub fn required_assurance(self) -> Assurance {
         match self {
             SensitiveAction::ManageFactors => Assurance::AnyFactor,
-            SensitiveAction::Administer => Assurance::SecurityKey,
+            SensitiveAction::ManageKeys | SensitiveAction::Administer => Assurance::SecurityKey,
         }
     }
 }
@@ -198,6 +201,8 @@ pub enum StepUpError {
     KeyAlreadyRegistered,
     #[error("no step-up is in progress, or it has expired; start again")]
     NoCeremony,
+    #[error("adding a first second factor needs a recent sign-in")]
+    RecentSignInRequired,
     #[error("this approval does not match the order")]
     OrderMismatch,
     #[error("the audit log is unavailable")]
@@ -221,6 +226,42 @@ impl From<VaultError> for StepUpError {
         match e {
             VaultError::Kms(KmsError::Unavailable(why)) => StepUpError::KmsUnavailable(why),
             other => StepUpError::Internal(other.to_string()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ceremony state
+
+/// How long a WebAuthn ceremony (registration or authentication) may take, from the options
+/// to the answer. An answer after that is refused and the ceremony must start again.
+pub const CEREMONY_LIFETIME: Duration = Duration::minutes(5);
+
+/// Ceremony state as kept in the server-side session, with when it began: the session outlives
+/// a ceremony, so the state carries its own expiry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ceremony<T> {
+    state: T,
+    /// Unix seconds.
+    started_at: i64,
+}
+
+impl<T> Ceremony<T> {
+    pub fn start(state: T, now: OffsetDateTime) -> Self {
+        Self {
+            state,
+            started_at: now.unix_timestamp(),
+        }
+    }
+
+    /// The state, if the ceremony began at most [`CEREMONY_LIFETIME`] ago (and not in the
+    /// future); otherwise `NoCeremony`.
+    pub fn live(self, now: OffsetDateTime) -> Result<T, StepUpError> {
+        let age = now.unix_timestamp() - self.started_at;
+        if (0..=CEREMONY_LIFETIME.whole_seconds()).contains(&age) {
+            Ok(self.state)
+        } else {
+            Err(StepUpError::NoCeremony)
         }
     }
 }
@@ -297,12 +338,21 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// After the free failures, TOTP is locked for a doubling wait and at least until the current
 /// 30-second step ends, so the codes valid right now cannot be guessed at speed.
+///
+/// Every code is counted before it is checked: the store reserves the attempt with a conditional
+/// write that fails while the app is locked, so concurrent submissions cannot all be checked
+/// before the lock lands. A correct code takes back only its own count; it never clears wrong
+/// codes, so a success (the owner's, or a lucky one) hands out no fresh free guesses. Wrong codes
+/// are forgotten only with time: [`Self::FAILURES_FORGOTTEN_AFTER`] after the first of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TotpLockout {
     pub backoff: BackoffPolicy,
 }
 
 impl TotpLockout {
+    /// A count of wrong codes starts again this long after its first wrong code.
+    pub const FAILURES_FORGOTTEN_AFTER: Duration = Duration::hours(24);
+
     pub fn locked_until(&self, failures: u32, now: OffsetDateTime) -> Option<OffsetDateTime> {
         let wait = self.backoff.wait_after(failures);
         if wait <= Duration::ZERO {
@@ -314,6 +364,17 @@ impl TotpLockout {
                 .unwrap_or(now);
         Some((now + wait).max(step_end))
     }
+}
+
+/// The outcome of reserving a TOTP attempt, before its code is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotpAttempt {
+    /// Counted, as a wrong code until a success takes it back; `failures` is the count with it.
+    Reserved { failures: u32 },
+    /// Refused without counting: the app is locked until then.
+    Locked(OffsetDateTime),
+    /// No confirmed authenticator app.
+    NoFactor,
 }
 
 /// A TOTP factor as stored: the secret is sealed, never kept in the clear.
@@ -432,6 +493,10 @@ impl KeyName {
 
 pub use crate::risk::OrderSide;
 
+/// The largest quantity or price an order may state (10^12). Their product (at most 10^24) and
+/// a day of such products stay far below `Decimal::MAX` (about 7.9 × 10^28).
+pub const MAX_ORDER_AMOUNT: Decimal = Decimal::from_parts(0xD4A5_1000, 0xE8, 0, false, 0);
+
 /// The fields of an order an approval commits to, before the server adds the nonce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderTerms {
@@ -470,6 +535,12 @@ impl OrderTerms {
                     "{what} must be positive, with at most 8 decimal places."
                 )));
             }
+            // Bounded, so every product and sum the rules take of it fits a decimal.
+            if value > MAX_ORDER_AMOUNT {
+                return Err(StepUpError::Invalid(format!(
+                    "{what} is too large: at most 1000000000000."
+                )));
+            }
             Ok(value.normalize())
         };
         Ok(Self {
@@ -488,23 +559,43 @@ impl OrderTerms {
     }
 }
 
-/// The canonical order an approval covers: its terms, the account, and a server nonce.
+/// An order as the trader asks to approve it, before the server adds the account and a nonce:
+/// where it goes (paper, or an exchange, environment and key), its type, and its terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderToApprove {
+    pub venue: Venue,
+    pub order_type: OrderType,
+    pub terms: OrderTerms,
+}
+
+/// The canonical order an approval covers: the account, the venue (exchange, environment and
+/// key), the order type, its terms, and a server nonce. An approval for one venue or type is
+/// no approval for another.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderIntent {
     pub account: UserId,
+    pub venue: Venue,
+    pub order_type: OrderType,
     pub terms: OrderTerms,
     /// 16 random bytes, hex: makes every challenge unpredictable and every approval unique.
     pub nonce: String,
 }
 
 impl OrderIntent {
-    pub fn new(account: UserId, terms: OrderTerms) -> Self {
+    pub fn new(account: UserId, order: OrderToApprove) -> Self {
         let mut nonce = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
+        Self::with_nonce(account, order, hex::encode(nonce))
+    }
+
+    /// The intent for `order` under an existing nonce (an approval being answered or used).
+    pub fn with_nonce(account: UserId, order: OrderToApprove, nonce: String) -> Self {
         Self {
             account,
-            terms,
-            nonce: hex::encode(nonce),
+            venue: order.venue,
+            order_type: order.order_type,
+            terms: order.terms,
+            nonce,
         }
     }
 
@@ -513,10 +604,19 @@ impl OrderIntent {
         let quantity = self.terms.quantity.normalize().to_string();
         let price = self.terms.price.normalize().to_string();
         let account = self.account.to_string();
+        let key = self
+            .venue
+            .key
+            .map(|k| k.to_string())
+            .unwrap_or_else(|| "none".into());
         let mut hasher = Sha256::new();
-        hasher.update(b"cryptopulse-order-v1");
+        hasher.update(b"cryptopulse-order-v2");
         for field in [
             account.as_str(),
+            self.venue.exchange.as_str(),
+            self.venue.environment.as_str(),
+            key.as_str(),
+            self.order_type.as_str(),
             self.terms.symbol.as_str(),
             self.terms.side.as_str(),
             quantity.as_str(),
@@ -599,22 +699,26 @@ pub trait FactorStore: Send + Sync + fmt::Debug {
         recovery_hashes: &[String],
         audit: AuditDraft,
     ) -> Result<bool, StoreError>;
-    /// Accepts `step` if it is newer than the last accepted one, and clears failures.
-    async fn accept_totp_step(
-        &self,
-        user: UserId,
-        step: u64,
-        audit: AuditDraft,
-    ) -> Result<bool, StoreError>;
-    /// Counts a failure and sets `locked_until` from `lockout` and the new count. Returns the
-    /// count.
-    async fn record_totp_failure(
+    /// Reserves one attempt before a code is checked, in one conditional write: refused (not
+    /// counted) while `locked_until` is after `now`; otherwise the count goes up by one (starting
+    /// again at one when the count began [`TotpLockout::FAILURES_FORGOTTEN_AFTER`] ago) and
+    /// `locked_until` is set from `lockout` and the new count.
+    async fn reserve_totp_attempt(
         &self,
         user: UserId,
         now: OffsetDateTime,
         lockout: TotpLockout,
+    ) -> Result<TotpAttempt, StoreError>;
+    /// Accepts `step` if it is newer than the last accepted one and takes back the attempt's
+    /// reservation (one off the count; the lock goes only if the count is back below the free
+    /// failures). Other wrong codes stay counted.
+    async fn accept_totp_step(
+        &self,
+        user: UserId,
+        step: u64,
+        lockout: TotpLockout,
         audit: AuditDraft,
-    ) -> Result<u32, StoreError>;
+    ) -> Result<bool, StoreError>;
     async fn remove_totp(&self, user: UserId, audit: AuditDraft) -> Result<bool, StoreError>;
 
     async fn recovery_codes_left(&self, user: UserId) -> Result<u32, StoreError>;
@@ -696,7 +800,28 @@ pub struct FactorSummary {
 
 impl FactorSummary {
     pub fn has_any(&self) -> bool {
-        self.totp_enabled || self.security_keys.iter().any(|k| k.flagged_at.is_none())
+        self.totp_enabled || self.has_usable_key()
+    }
+
+    /// A registered key that is not disabled (after a counter regression).
+    pub fn has_usable_key(&self) -> bool {
+        self.security_keys.iter().any(|k| k.flagged_at.is_none())
+    }
+}
+
+/// Adding or removing a security key (see [`StepUpService::authorize_key_change`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyChange {
+    Add,
+    Remove,
+}
+
+impl KeyChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyChange::Add => "add",
+            KeyChange::Remove => "remove",
+        }
     }
 }
 
@@ -863,8 +988,9 @@ impl StepUpService {
         Ok(codes)
     }
 
-    /// Checks a code: refused while locked, once per time step (replays are refused even under
-    /// concurrent submissions, by the store's conditional write), failures back off.
+    /// Checks a code: the attempt is reserved (counted) first, so it is refused while locked
+    /// however many arrive at once; a step is accepted once (replays are refused even under
+    /// concurrent submissions, by the store's conditional write); failures back off.
     async fn verify_totp(
         &self,
         user: UserId,
@@ -872,65 +998,57 @@ impl StepUpService {
         purpose: &str,
         meta: &RequestMeta,
     ) -> Result<(), StepUpError> {
+        let no_app = || {
+            StepUpError::Invalid(
+                "You have no authenticator app set up; use your security key.".into(),
+            )
+        };
         let factor = self
             .store
             .totp(user)
             .await?
             .filter(|f| f.confirmed)
-            .ok_or_else(|| {
-                StepUpError::Invalid(
-                    "You have no authenticator app set up; use your security key.".into(),
-                )
-            })?;
-        let now = self.clock.now();
-        if let Some(until) = factor.locked_until.filter(|until| *until > now) {
-            self.audit_only(
-                draft(user, "stepup.totp_locked", Outcome::Denied, meta).detail("purpose", purpose),
-            )
-            .await?;
-            return Err(StepUpError::LockedOut(
-                (until - now).whole_seconds().max(1) as u64
-            ));
-        }
+            .ok_or_else(no_app)?;
+        // Opened before the attempt is counted: a key-service outage costs no attempts.
         let secret = self.totp_secret(&factor).await?;
+        let now = self.clock.now();
+        let lockout = self.policy.totp_lockout;
+        match self.store.reserve_totp_attempt(user, now, lockout).await? {
+            TotpAttempt::Reserved { .. } => {}
+            TotpAttempt::NoFactor => return Err(no_app()),
+            TotpAttempt::Locked(until) => {
+                self.audit_only(
+                    draft(user, "stepup.totp_locked", Outcome::Denied, meta)
+                        .detail("purpose", purpose),
+                )
+                .await?;
+                return Err(StepUpError::LockedOut(
+                    (until - now).whole_seconds().max(1) as u64
+                ));
+            }
+        }
+        // From here the attempt is counted as a failure; only an accepted step takes it back.
         let failure =
             |action: &str| draft(user, action, Outcome::Denied, meta).detail("purpose", purpose);
-        match matching_step(&secret, code, now) {
-            None => {
-                self.store
-                    .record_totp_failure(
-                        user,
-                        now,
-                        self.policy.totp_lockout,
-                        failure("stepup.totp_failed"),
-                    )
-                    .await?;
-                Err(StepUpError::WrongCode)
-            }
-            Some(step) => {
-                let accepted = self
-                    .store
-                    .accept_totp_step(
-                        user,
-                        step,
-                        draft(user, "stepup.totp_succeeded", Outcome::Success, meta)
-                            .detail("purpose", purpose),
-                    )
-                    .await?;
-                if accepted {
-                    Ok(())
-                } else {
-                    self.store
-                        .record_totp_failure(
-                            user,
-                            now,
-                            self.policy.totp_lockout,
-                            failure("stepup.totp_replayed"),
-                        )
-                        .await?;
-                    Err(StepUpError::Replayed)
-                }
-            }
+        let Some(step) = matching_step(&secret, code, now) else {
+            self.audit_only(failure("stepup.totp_failed")).await?;
+            return Err(StepUpError::WrongCode);
+        };
+        let accepted = self
+            .store
+            .accept_totp_step(
+                user,
+                step,
+                lockout,
+                draft(user, "stepup.totp_succeeded", Outcome::Success, meta)
+                    .detail("purpose", purpose),
+            )
+            .await?;
+        if accepted {
+            Ok(())
+        } else {
+            self.audit_only(failure("stepup.totp_replayed")).await?;
+            Err(StepUpError::Replayed)
         }
     }
 
@@ -1117,6 +1235,10 @@ impl StepUpService {
     }
 
     /// Verifies an assertion; saves the new counter, or flags the key when it went backwards.
+    ///
+    /// The key is the one webauthn-rs verified: the credential named by `rawId` (the result's
+    /// `cred_id()`), never the response's free-text `id`. A response whose `id` is not its
+    /// `rawId` is refused, so flags, counters and audit events always name the key that signed.
     async fn verify_key(
         &self,
         user: UserId,
@@ -1126,12 +1248,13 @@ impl StepUpService {
         meta: &RequestMeta,
     ) -> Result<AuthenticationResult, StepUpError> {
         let keys = self.store.security_keys(user).await?;
-        let used_id = credential.id.clone();
-        let key = keys.iter().find(|k| k.credential_id == used_id);
+        let raw_id = base64_url(&credential.raw_id);
+        let key = keys.iter().find(|k| k.credential_id == raw_id);
         if key.is_some_and(|k| k.flagged_at.is_some()) {
             self.audit_only(
                 draft(user, "stepup.key_failed", Outcome::Denied, meta)
                     .detail("purpose", purpose)
+                    .detail("credential", raw_id.clone())
                     .detail("reason", "key disabled after a counter regression"),
             )
             .await?;
@@ -1142,7 +1265,23 @@ impl StepUpService {
             .finish_passkey_authentication(credential, state)
         {
             Ok(result) => {
-                let key = key.ok_or(StepUpError::KeyRejected)?;
+                let verified_id = base64_url(result.cred_id().as_ref());
+                let key = keys.iter().find(|k| k.credential_id == verified_id);
+                let key = match key {
+                    Some(key) if credential.id == verified_id => key,
+                    _ => {
+                        // Signed by a key of this user, but the response names another
+                        // credential (or none of theirs): nothing is recorded against any key.
+                        self.audit_only(
+                            draft(user, "stepup.key_failed", Outcome::Denied, meta)
+                                .detail("purpose", purpose)
+                                .detail("credential", verified_id)
+                                .detail("reason", "the response's id is not the key that signed"),
+                        )
+                        .await?;
+                        return Err(StepUpError::KeyRejected);
+                    }
+                };
                 let mut passkey = key.passkey()?;
                 passkey.update_credential(&result);
                 let stored = serde_json::to_string(&passkey)
@@ -1163,19 +1302,25 @@ impl StepUpService {
                 Ok(result)
             }
             Err(WebauthnError::CredentialPossibleCompromise) => {
-                if let Some(key) = key {
-                    self.store
-                        .flag_security_key(
-                            user,
-                            key.id,
-                            self.clock.now(),
-                            draft(user, "stepup.key_counter_regressed", Outcome::Denied, meta)
-                                .detail("purpose", purpose)
-                                .detail("key", key.id.to_string()),
-                        )
-                        .await?;
-                    self.raise_clone_alert(user, key, meta).await?;
+                // webauthn-rs found the credential by `rawId` and checked its signature before
+                // comparing counters: that key is the one to disable, whatever `id` says.
+                let regressed = draft(user, "stepup.key_counter_regressed", Outcome::Denied, meta)
+                    .detail("purpose", purpose)
+                    .detail("credential", raw_id.clone());
+                match key {
+                    Some(key) => {
+                        self.store
+                            .flag_security_key(
+                                user,
+                                key.id,
+                                self.clock.now(),
+                                regressed.detail("key", key.id.to_string()),
+                            )
+                            .await?;
+                    }
+                    None => self.audit_only(regressed).await?,
                 }
+                self.raise_clone_alert(user, key, &raw_id, meta).await?;
                 Err(StepUpError::CounterRegressed)
             }
             Err(e) => {
@@ -1193,15 +1338,19 @@ impl StepUpService {
     async fn raise_clone_alert(
         &self,
         user: UserId,
-        key: &SecurityKey,
+        key: Option<&SecurityKey>,
+        credential_id: &str,
         meta: &RequestMeta,
     ) -> Result<(), StepUpError> {
+        let name = key.map_or_else(
+            || format!("with credential id {credential_id}"),
+            |k| format!("\u{201c}{}\u{201d}", k.name),
+        );
         let alert = SecurityAlert {
             id: Uuid::new_v4(),
             kind: "security_key_cloned".into(),
             message: format!(
-                "Security key \u{201c}{}\u{201d} of user {user} signed with a counter that went backwards (a sign of a cloned key), from {}. The key was disabled.",
-                key.name,
+                "Security key {name} of user {user} signed with a counter that went backwards (a sign of a cloned key), from {}. The key was disabled.",
                 meta.ip
                     .clone()
                     .unwrap_or_else(|| "an unknown address".into())
@@ -1211,13 +1360,75 @@ impl StepUpService {
             raised_at: self.clock.now(),
             acknowledged_at: None,
         };
-        let audit = draft(user, "security.key_clone_suspected", Outcome::Denied, meta)
-            .detail("key", key.id.to_string())
+        let mut audit = draft(user, "security.key_clone_suspected", Outcome::Denied, meta)
+            .detail("credential", credential_id.to_owned())
             .detail("alert", alert.id.to_string());
+        if let Some(key) = key {
+            audit = audit.detail("key", key.id.to_string());
+        }
         self.alerts.raise(alert, audit).await.map_err(|e| match e {
             StoreError::Backend(_) => StepUpError::AuditUnavailable,
             other => other.into(),
         })
+    }
+
+    /// Whether this session may add or remove a security key; a refusal is audited.
+    ///
+    /// With a usable (unflagged) key on the account, only a step-up with a user-verified key
+    /// will do: a TOTP or recovery code cannot add a thief's key nor remove the owner's. With
+    /// other factors only, any step-up (and for an admin's first key also a sign-in within the
+    /// window, since that key will open admin actions). With no factor at all (a first factor),
+    /// a sign-in within the window. `signed_in_at` is the session's sign-in, unix seconds.
+    pub async fn authorize_key_change(
+        &self,
+        user: &User,
+        change: KeyChange,
+        grant: Option<&StepUpGrant>,
+        signed_in_at: i64,
+        meta: &RequestMeta,
+    ) -> Result<(), StepUpError> {
+        let summary = self.summary(user.id).await?;
+        let now = self.clock.now();
+        let recent_sign_in = || {
+            let age = now.unix_timestamp() - signed_in_at;
+            if (0..=self.policy.window.whole_seconds()).contains(&age) {
+                Ok(())
+            } else {
+                Err(StepUpError::RecentSignInRequired)
+            }
+        };
+        let first_key = !summary.has_usable_key();
+        let verdict = if !first_key {
+            self.policy.check(grant, SensitiveAction::ManageKeys, now)
+        } else if summary.has_any() || change == KeyChange::Remove {
+            self.policy
+                .check(grant, SensitiveAction::ManageFactors, now)
+                .and_then(|()| {
+                    if change == KeyChange::Add && user.role == crate::account::Role::Admin {
+                        recent_sign_in()
+                    } else {
+                        Ok(())
+                    }
+                })
+        } else {
+            recent_sign_in()
+        };
+        if let Err(refused) = &verdict {
+            let needs = match refused {
+                StepUpError::Required(Assurance::SecurityKey) => "security-key",
+                StepUpError::Required(Assurance::AnyFactor) => "any-factor",
+                StepUpError::RecentSignInRequired => "recent-sign-in",
+                _ => "other",
+            };
+            self.audit_only(
+                draft(user.id, "stepup.key_change_refused", Outcome::Denied, meta)
+                    .detail("change", change.as_str())
+                    .detail("needs", needs)
+                    .detail("window_method", grant.map_or("none", |g| g.method.as_str())),
+            )
+            .await?;
+        }
+        verdict
     }
 
     /// Removes one of the user's keys. Needs a privilege window (`ManageFactors`).
@@ -1324,9 +1535,9 @@ impl StepUpService {
     pub async fn begin_order_approval(
         &self,
         user: UserId,
-        terms: OrderTerms,
+        order: OrderToApprove,
     ) -> Result<(OrderChallenge, Option<RequestChallengeResponse>), StepUpError> {
-        let intent = OrderIntent::new(user, terms);
+        let intent = OrderIntent::new(user, order);
         let digest = intent.digest();
         let (options, state) = match self.begin_key_authentication(user).await? {
             Some((options, state)) => {
@@ -1352,16 +1563,12 @@ impl StepUpService {
         &self,
         user: UserId,
         challenge: &OrderChallenge,
-        terms: OrderTerms,
+        order: OrderToApprove,
         proof: FactorProof<'_>,
         meta: RequestMeta,
     ) -> Result<OrderApproval, StepUpError> {
         let now = self.clock.now();
-        let intent = OrderIntent {
-            account: user,
-            terms,
-            nonce: challenge.nonce.clone(),
-        };
+        let intent = OrderIntent::with_nonce(user, order, challenge.nonce.clone());
         let digest = intent.digest_hex();
         if digest != challenge.digest {
             self.audit_only(
@@ -1399,6 +1606,15 @@ impl StepUpService {
                 &approval,
                 draft(user, "stepup.order_approved", Outcome::Success, &meta)
                     .detail("order_digest", digest)
+                    .detail(
+                        "venue",
+                        format!("{}/{}", intent.venue.exchange, intent.venue.environment),
+                    )
+                    .detail(
+                        "key",
+                        intent.venue.key.map(|k| k.to_string()).unwrap_or_default(),
+                    )
+                    .detail("type", intent.order_type.as_str())
                     .detail("symbol", intent.terms.symbol.clone())
                     .detail("side", intent.terms.side.as_str())
                     .detail("quantity", intent.terms.quantity.to_string())
@@ -1409,8 +1625,9 @@ impl StepUpService {
         Ok(approval)
     }
 
-    /// Spends the approval for exactly this order (terms + nonce). Order placement calls this;
-    /// a second call, another order or a changed quantity gets `OrderMismatch`.
+    /// Spends the approval for exactly this order (venue, type, terms and nonce). Order placement
+    /// calls this; a second call, another order, venue or type, or a changed quantity gets
+    /// `OrderMismatch`.
     pub async fn consume_order_approval(
         &self,
         intent: &OrderIntent,
@@ -1509,6 +1726,49 @@ mod tests {
     }
 
     #[test]
+    fn a_ceremony_is_answerable_for_five_minutes_and_not_from_the_future() {
+        let at = datetime!(2026-11-28 12:00 UTC);
+        let ceremony = || Ceremony::start("state", at);
+        assert_eq!(ceremony().live(at).ok(), Some("state"));
+        assert_eq!(
+            ceremony().live(at + Duration::minutes(5)).ok(),
+            Some("state")
+        );
+        assert!(matches!(
+            ceremony().live(at + Duration::minutes(5) + Duration::seconds(1)),
+            Err(StepUpError::NoCeremony)
+        ));
+        assert!(ceremony().live(at - Duration::seconds(1)).is_err());
+    }
+
+    #[test]
+    fn managing_keys_needs_a_user_verified_key_and_other_factors_need_any() {
+        let policy = StepUpPolicy::default();
+        let at = datetime!(2026-11-28 12:00 UTC);
+        for g in [
+            grant(StepUpMethod::Totp, false, at),
+            grant(StepUpMethod::RecoveryCode, false, at),
+            grant(StepUpMethod::SecurityKey, false, at),
+        ] {
+            assert!(
+                policy
+                    .check(Some(&g), SensitiveAction::ManageFactors, at)
+                    .is_ok()
+            );
+            assert!(matches!(
+                policy.check(Some(&g), SensitiveAction::ManageKeys, at),
+                Err(StepUpError::Required(Assurance::SecurityKey))
+            ));
+        }
+        let key = grant(StepUpMethod::SecurityKey, true, at);
+        assert!(
+            policy
+                .check(Some(&key), SensitiveAction::ManageKeys, at)
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn the_window_is_clamped_to_at_most_sixty_minutes() {
         let policy = StepUpPolicy::new(Duration::hours(5), Decimal::ONE);
         assert_eq!(policy.window, Duration::minutes(60));
@@ -1549,13 +1809,28 @@ mod tests {
         OrderTerms::parse("btcusdt", "buy", qty, "65000.50").expect("valid terms")
     }
 
+    fn paper_market(terms: OrderTerms) -> OrderToApprove {
+        OrderToApprove {
+            venue: Venue::PAPER,
+            order_type: OrderType::Market,
+            terms,
+        }
+    }
+
     #[test]
     fn the_order_digest_commits_to_every_field() {
+        use crate::keys::{ExchangeName, KeyEnvironment, KeyId};
+
         let account = UserId(Uuid::from_u128(7));
-        let base = OrderIntent {
-            account,
-            terms: terms("0.5"),
-            nonce: "00".repeat(16),
+        let base = OrderIntent::with_nonce(account, paper_market(terms("0.5")), "00".repeat(16));
+        let binance = |environment, key: u128| Venue {
+            exchange: ExchangeName::Binance,
+            environment,
+            key: Some(KeyId(Uuid::from_u128(key))),
+        };
+        let on_binance_testnet = OrderIntent {
+            venue: binance(KeyEnvironment::Testnet, 1),
+            ..base.clone()
         };
         let same_value = OrderIntent {
             terms: terms("0.50000"),
@@ -1591,10 +1866,38 @@ mod tests {
                 terms: OrderTerms::parse("BTCUSDT", "buy", "0.5", "65000.51").expect("valid"),
                 ..base.clone()
             },
+            // The venue: another exchange, another environment, another key.
+            on_binance_testnet.clone(),
+            OrderIntent {
+                venue: binance(KeyEnvironment::Live, 1),
+                ..base.clone()
+            },
+            OrderIntent {
+                venue: binance(KeyEnvironment::Testnet, 2),
+                ..base.clone()
+            },
+            // The order type.
+            OrderIntent {
+                order_type: OrderType::Limit,
+                ..base.clone()
+            },
         ];
-        for changed in changes {
+        for changed in &changes {
             assert_ne!(base.digest(), changed.digest(), "{changed:?}");
         }
+        assert_ne!(
+            on_binance_testnet.digest(),
+            changes[changes.len() - 2].digest(),
+            "another key on the same exchange is another venue"
+        );
+    }
+
+    #[test]
+    fn order_amounts_are_bounded_so_their_value_always_fits() {
+        assert_eq!(MAX_ORDER_AMOUNT, Decimal::from(1_000_000_000_000_u64));
+        let largest = OrderTerms::parse("BTCUSDT", "buy", "1000000000000", "1000000000000")
+            .expect("the bound itself is accepted");
+        assert!(largest.quantity.checked_mul(largest.price).is_some());
     }
 
     #[test]
@@ -1608,6 +1911,9 @@ mod tests {
             ("BTCUSDT", "buy", "1e3", "1"),
             ("BTCUSDT", "buy", "0.000000001", "1"),
             ("BTCUSDT", "buy", "1", "NaN"),
+            ("BTCUSDT", "buy", "79228162514264337593543950335", "1"),
+            ("BTCUSDT", "buy", "1000000000000.00000001", "1"),
+            ("BTCUSDT", "sell", "1", "1000000000001"),
         ] {
             assert!(
                 OrderTerms::parse(symbol, side, qty, price).is_err(),
@@ -1717,7 +2023,7 @@ mod tests {
             .finish_passkey_registration(&reg, &reg_state)
             .expect("registration verifies");
 
-        let intent = OrderIntent::new(UserId(Uuid::from_u128(1)), terms("1"));
+        let intent = OrderIntent::new(UserId(Uuid::from_u128(1)), paper_market(terms("1")));
         let (rcr, state) = webauthn
             .start_passkey_authentication(std::slice::from_ref(&passkey))
             .expect("start authentication");
@@ -1738,7 +2044,7 @@ mod tests {
             .expect("the signed digest verifies");
 
         // An assertion made for one order's challenge does not answer another's.
-        let other = OrderIntent::new(UserId(Uuid::from_u128(1)), terms("1"));
+        let other = OrderIntent::new(UserId(Uuid::from_u128(1)), paper_market(terms("1")));
         let (rcr2, state2) = webauthn
             .start_passkey_authentication(&[passkey])
             .expect("start authentication");

@@ -111,6 +111,17 @@ pub enum KmsError {
     Refused(String),
     #[error("the wrapped key does not decrypt under this context")]
     InvalidCiphertext,
+    /// A master key rotation whose record (its audit event) could not be written; nothing changed.
+    #[error("the master key rotation could not be recorded")]
+    NotRecorded,
+}
+
+/// Records a master key rotation before it takes effect: the audit event naming the new version.
+#[async_trait]
+pub trait RotationRecord: Send + Sync {
+    /// Records the rotation to `new_key_id`. An error means nothing was recorded; the KMS then
+    /// answers [`KmsError::NotRecorded`] and leaves its keys as they were.
+    async fn record(&self, new_key_id: &str) -> Result<(), KmsError>;
 }
 
 /// A key management service that wraps data keys. Implementations: local master key, AWS KMS.
@@ -134,9 +145,12 @@ pub trait Kms: Send + Sync + std::fmt::Debug {
     ) -> Result<WrappedKey, KmsError>;
     /// The identifier new keys are wrapped under (e.g. `local:v2`).
     fn current_key_id(&self) -> String;
-    /// Creates a new master key version and makes it current. Backends that rotate on their
-    /// own side (AWS KMS) refuse.
-    async fn add_version(&self) -> Result<String, KmsError> {
+    /// Creates a new master key version and makes it current. `record` is told the new key id
+    /// before anything is written or used; if it fails, nothing changes (`NotRecorded`), so a
+    /// version never exists without its record. Backends that rotate on their own side (AWS
+    /// KMS) refuse.
+    async fn add_version(&self, record: &dyn RotationRecord) -> Result<String, KmsError> {
+        let _ = record;
         Err(KmsError::Refused(
             "this KMS rotates its keys itself; point the configuration at the new key".into(),
         ))

@@ -171,3 +171,70 @@ test("the admin's kill switch needs the security key and puts a banner on every 
   await saveAdminKey(key);
   await admin.context().close();
 });
+
+test("an approval for a large paper order is refused for the same terms on another account", async ({ page }) => {
+  await signUp(page, uniqueEmail("trade-bound"));
+  await addVirtualKey(page);
+  await registerSecurityKey(page, "Trading key");
+  // A Binance testnet key: another account the same terms could be sent to.
+  await page.goto("/keys");
+  await hydrated(page);
+  const form = page.getByTestId("add-key-form");
+  await form.getByLabel("Exchange").selectOption("binance");
+  await form.getByLabel("Environment").selectOption("testnet");
+  await form.getByLabel("Label").fill("Testnet bot");
+  await form.getByLabel("API key").fill(BINANCE_KEY);
+  await form.getByLabel("API secret").fill(BINANCE_SECRET);
+  await form.getByRole("button", { name: "Check and save key" }).click();
+  await expect(page.getByTestId("key-saved")).toContainText("Testnet bot");
+
+  await page.goto("/trade");
+  await hydrated(page);
+  const ticket = page.getByTestId("order-ticket");
+  const binanceAccount = await ticket.locator("#venue option", { hasText: "Testnet bot" }).getAttribute("value");
+  expect(binanceAccount).toBeTruthy();
+  // On the paper account: a limit buy of 0.25 BTC at the paper quote (over 10,000 USDT) needs
+  // the key.
+  await ticket.getByLabel("Symbol").selectOption("BTCUSDT");
+  await expect(ticket.getByTestId("quote")).not.toHaveText("—");
+  const limit = ((await ticket.getByTestId("quote").textContent()) ?? "").replace(/[^0-9.]/g, "");
+  await ticket.getByLabel("Type").selectOption("limit");
+  await ticket.getByLabel("Limit price (USDT)").fill(limit);
+  await ticket.getByLabel("Quantity").fill("0.25");
+  await expect(ticket.getByTestId("checks")).toContainText("Needs your security key");
+
+  // When the approved order is sent, the same form (terms and approval nonce) is first sent
+  // with the Binance account instead: the approval does not cover it.
+  let replay: { status: number; body: string } | undefined;
+  await page.route("**/api/trading/place", async (route) => {
+    const sent = new URLSearchParams(route.request().postData() ?? "");
+    if (sent.get("approval_nonce") && !replay) {
+      sent.set("venue", binanceAccount ?? "missing");
+      const response = await page.request.post("/api/trading/place", {
+        headers: {
+          origin: new URL(page.url()).origin,
+          "content-type": "application/x-www-form-urlencoded",
+        },
+        data: sent.toString(),
+      });
+      replay = { status: response.status(), body: await response.text() };
+    }
+    await route.continue();
+  });
+  await ticket.getByTestId("place-order").click();
+  const approval = page.getByTestId("order-approval");
+  await expect(approval).toContainText("Approve this order");
+  await approval.getByTestId("approve-with-key").click();
+  const result = page.getByTestId("order-result");
+  await expect(result).toHaveAttribute("data-status", /filled|open/);
+  expect(replay?.status).toBe(400);
+  expect(replay?.body).toContain("does not match");
+
+  // One order, on the paper exchange; nothing went to Binance.
+  await page.getByRole("link", { name: "Orders", exact: true }).click();
+  await hydrated(page);
+  const rows = page.getByTestId("orders").getByTestId("order-row");
+  await expect(rows).toHaveCount(1);
+  await expect(rows.first()).toContainText("Paper exchange");
+  await expect(rows.first()).not.toContainText("Binance");
+});

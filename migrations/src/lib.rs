@@ -6,6 +6,9 @@ mod m20261123_000001_foundation;
 mod m20261123_000002_key_vault;
 mod m20261123_000003_step_up;
 mod m20261123_000004_trading;
+mod m20261128_000006_order_approval;
+mod m20261128_000007_totp_attempts;
+mod m20261128_000008_agent_token_expiry;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -18,6 +21,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_key_vault::Migration),
             Box::new(m20261123_000003_step_up::Migration),
             Box::new(m20261123_000004_trading::Migration),
+            Box::new(m20261128_000008_agent_token_expiry::Migration),
+            Box::new(m20261128_000007_totp_attempts::Migration),
+            Box::new(m20261128_000006_order_approval::Migration),
         ]
     }
 }

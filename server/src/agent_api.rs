@@ -311,7 +311,7 @@ fn request_meta(parts: &Parts) -> RequestMeta {
         ip: parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string()),
+            .map(|c| crate::security::middleware::canonical_ip(c.0.ip()).to_string()),
         user_agent: parts
             .headers
             .get(header::USER_AGENT)
@@ -337,12 +337,17 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     (!token.is_empty()).then_some(token)
 }
 
-/// The live token behind the request, or the response to send (401, or 5xx on an outage).
-async fn authenticate(state: &AgentState, headers: &HeaderMap) -> Result<AgentToken, Response> {
-    let Some(secret) = bearer(headers) else {
+/// The live token behind the request, or the response to send (401 for a missing, unknown,
+/// revoked or expired token, or 5xx on an outage).
+async fn authenticate(state: &AgentState, parts: &Parts) -> Result<AgentToken, Response> {
+    let Some(secret) = bearer(&parts.headers) else {
         return Err(unauthorized());
     };
-    match state.trading.authenticate_agent(secret).await {
+    match state
+        .trading
+        .authenticate_agent(secret, &request_meta(parts))
+        .await
+    {
         Ok(token) => Ok(token),
         Err(TradingError::NotFound) => Err(unauthorized()),
         Err(other) => Err(trading_failure(other)),
@@ -377,7 +382,7 @@ async fn authorize(
     scope: AgentScope,
     what: &str,
 ) -> Result<(AgentToken, RequestMeta), Response> {
-    let token = authenticate(state, &parts.headers).await?;
+    let token = authenticate(state, parts).await?;
     let meta = request_meta(parts);
     if !token.allows(scope) {
         return Err(hold(
@@ -409,7 +414,7 @@ async fn authorize(
     responses(
         (status = 200, description = "The prices", body = PricesResponse),
         (status = 400, description = "No, too many or unknown symbols", body = ErrorBody),
-        (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody),
+        (status = 401, description = "Missing, unknown, revoked or expired token", body = ErrorBody),
         (status = 403, description = "The token lacks prices:read", body = Hold),
         (status = 503, description = "The paper exchange has no price right now", body = ErrorBody)
     ),
@@ -488,7 +493,7 @@ async fn prices(State(state): State<AgentState>, parts: Parts) -> Response {
     tag = "agent",
     responses(
         (status = 200, description = "The portfolio of the token's owner", body = PortfolioResponse),
-        (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody),
+        (status = 401, description = "Missing, unknown, revoked or expired token", body = ErrorBody),
         (status = 403, description = "The token lacks portfolio:read", body = Hold)
     ),
     security(("agent_token" = []))
@@ -536,7 +541,7 @@ fn portfolio_view(portfolio: &Portfolio) -> PortfolioResponse {
     request_body = ProposalBody,
     responses(
         (status = 202, description = "Queued for the trader", body = ProposalAccepted),
-        (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody),
+        (status = 401, description = "Missing, unknown, revoked or expired token", body = ErrorBody),
         (status = 403, description = "The token lacks proposals:write", body = Hold),
         (status = 422, description = "Malformed proposal: nothing queued", body = Hold),
         (status = 503, description = "Could not be recorded: nothing queued", body = ErrorBody)
@@ -661,7 +666,7 @@ fn proposal_view(proposal: &Proposal) -> ProposalView {
 /// Every other method and path under the prefix: an agent may not do it. A valid token's
 /// attempt is recorded as a held signal; without one, 401.
 async fn refuse_operation(State(state): State<AgentState>, parts: Parts) -> Response {
-    let token = match authenticate(&state, &parts.headers).await {
+    let token = match authenticate(&state, &parts).await {
         Ok(token) => token,
         Err(response) => return response,
     };

@@ -576,7 +576,8 @@ fn metrics_endpoint(
     headers: &http::HeaderMap,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    if !peer.ip().is_loopback() || headers.contains_key("x-forwarded-for") {
+    if !middleware::canonical_ip(peer.ip()).is_loopback() || headers.contains_key("x-forwarded-for")
+    {
         return (http::StatusCode::NOT_FOUND, "Not found").into_response();
     }
     (

@@ -69,13 +69,17 @@ pub async fn log_out() -> Result<(), AppError> {
     Ok(())
 }
 
-/// Ends every session of the signed-in user, on every device, including this one.
+/// Ends every session of the signed-in user, on every device, including this one; with
+/// `revoke_agent_tokens` (checked by default on the Account page), also revokes every agent
+/// token of theirs, in the same transaction.
 #[server(endpoint = "auth/logout-everywhere")]
-pub async fn log_out_everywhere() -> Result<(), AppError> {
+pub async fn log_out_everywhere(
+    #[server(default)] revoke_agent_tokens: bool,
+) -> Result<(), AppError> {
     let (user, session) = require_user().await?;
     services()?
         .accounts
-        .log_out(user.id, true, request_meta())
+        .log_out_everywhere(user.id, revoke_agent_tokens, request_meta())
         .await?;
     session.flush().await?;
     leptos_axum::redirect("/login");

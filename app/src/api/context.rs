@@ -94,8 +94,10 @@ pub async fn start_session(
     now: time::OffsetDateTime,
 ) -> Result<(), AppError> {
     session.cycle_id().await?;
-    // A session reused for another sign-in must not keep the previous user's privileges.
+    // A session reused for another sign-in must not keep the previous user's privileges, nor
+    // a ceremony (key registration, step-up, order approval) begun before it.
     session.remove_value(STEP_UP_KEY).await?;
+    super::stepup::server::clear_ceremonies(session).await?;
     session.insert(USER_ID_KEY, user.id.to_string()).await?;
     session
         .insert(AUTHENTICATED_AT_KEY, now.unix_timestamp())

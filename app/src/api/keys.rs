@@ -383,7 +383,12 @@ pub async fn key_receipts() -> Result<Vec<KeyReceipt>, AppError> {
                     .and_then(|v| v.as_str())
                     .map(str::to_owned)
             };
-            let description = match event.action.as_str() {
+            // A decoy's planting reads as any key's entry: its owner may be the intruder.
+            let action = match event.action.as_str() {
+                "vault.canary_planted" => "vault.key_added".to_owned(),
+                _ => event.action.clone(),
+            };
+            let description = match action.as_str() {
                 "vault.key_used" => format!(
                     "Decrypted for {}",
                     detail("purpose").unwrap_or_else(|| "an unstated purpose".into())
@@ -404,7 +409,7 @@ pub async fn key_receipts() -> Result<Vec<KeyReceipt>, AppError> {
                 ),
                 "vault.key_revoked" => "Revoked; ciphertext deleted".into(),
                 // Decoy trips are for operators; the key's "owner" may be the intruder.
-                "security.canary_tripped" | "vault.canary_planted" => return None,
+                "security.canary_tripped" => return None,
                 other => other.to_owned(),
             };
             Some(KeyReceipt {
@@ -413,7 +418,7 @@ pub async fn key_receipts() -> Result<Vec<KeyReceipt>, AppError> {
                 key_id,
                 key_label,
                 key_mask,
-                action: event.action,
+                action,
                 outcome: event.outcome.as_str().to_owned(),
                 description,
                 ip: event.meta.ip,
@@ -445,26 +450,14 @@ pub async fn kms_status() -> Result<KmsOverview, AppError> {
 /// Adds a new master key version (local KMS); new and re-wrapped keys use it.
 #[server(endpoint = "admin/kms-rotate")]
 pub async fn rotate_master_key() -> Result<KmsOverview, AppError> {
-    use domain::audit::{Actor, AuditDraft, Outcome};
-
     use super::context::{request_meta, services};
 
     let admin = super::context::require_admin().await?;
-    let services = services()?;
-    let previous = services.vault.kms.current_key_id();
-    let current_key_id = services.vault.kms.add_version().await.map_err(|e| {
-        tracing::warn!(error = %e, "master key rotation refused");
-        AppError::Invalid(format!("The master key cannot be rotated here: {e}."))
-    })?;
-    let draft = AuditDraft::new(
-        Actor::user(admin.id),
-        "kms.rotate",
-        Outcome::Success,
-        request_meta(),
-    )
-    .detail("from", previous)
-    .detail("to", current_key_id.clone());
-    services.audit.record(draft).await?;
+    let current_key_id = services()?
+        .vault
+        .rotate_master_key(admin.id, request_meta())
+        .await
+        .inspect_err(|e| tracing::warn!(error = %e, "master key rotation failed"))?;
     Ok(KmsOverview {
         backend: "local".into(),
         can_rotate_here: true,
@@ -480,13 +473,13 @@ pub async fn rewrap_all_keys() -> Result<String, AppError> {
     services()?.rewrap_jobs.start(&admin, None, request_meta())
 }
 
+/// The decoys and whose vault they sit in: an admin action (security-key window), since the
+/// list tells an insider exactly which keys to avoid.
 #[server(endpoint = "admin/canaries")]
 pub async fn list_canaries() -> Result<Vec<KeyView>, AppError> {
-    use domain::account::Role;
+    use super::context::services;
 
-    use super::context::{require_role, services};
-
-    require_role(&[Role::Admin]).await?;
+    super::context::require_admin().await?;
     let services = services()?;
     let canaries = services.vault.canaries().await?;
     let owners: Vec<_> = canaries.iter().map(|c| c.owner).collect();
@@ -556,14 +549,15 @@ pub async fn plant_canary(
     Ok(view)
 }
 
+/// Security alerts, like every admin action, need the admin's security-key window: they name
+/// decoys and the users who touched them.
 #[server(endpoint = "admin/alerts")]
 pub async fn list_alerts() -> Result<Vec<AlertView>, AppError> {
-    use domain::account::Role;
     use domain::audit::canonical_time;
 
-    use super::context::{require_role, services};
+    use super::context::services;
 
-    require_role(&[Role::Admin]).await?;
+    super::context::require_admin().await?;
     let services = services()?;
     let alerts = services.vault.alerts.recent(100).await?;
     let user_of = |actor: &Option<String>| {
@@ -598,12 +592,11 @@ pub async fn list_alerts() -> Result<Vec<AlertView>, AppError> {
 
 #[server(endpoint = "admin/alert-ack")]
 pub async fn acknowledge_alert(alert_id: String) -> Result<(), AppError> {
-    use domain::account::Role;
     use domain::audit::{Actor, AuditDraft, Outcome};
 
-    use super::context::{request_meta, require_role, services};
+    use super::context::{request_meta, require_admin, services};
 
-    let admin = require_role(&[Role::Admin]).await?;
+    let admin = require_admin().await?;
     let id = uuid::Uuid::parse_str(alert_id.trim()).map_err(|_| AppError::NotFound)?;
     let services = services()?;
     let draft = AuditDraft::new(

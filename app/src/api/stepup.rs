@@ -16,6 +16,8 @@ pub enum StepUpNeed {
     SecurityKey,
     /// Adding a first factor needs a recent password sign-in.
     RecentSignIn,
+    /// The action needs a step-up and the account has no second factor to step up with.
+    SetUpFactor,
 }
 
 impl StepUpNeed {
@@ -25,10 +27,13 @@ impl StepUpNeed {
                 "Confirm it's you first: use your security key or a code from your authenticator app."
             }
             StepUpNeed::SecurityKey => {
-                "Admin actions need your security key (with its PIN or fingerprint); an authenticator app code is not enough."
+                "Confirm it's you first with your security key, using its PIN or fingerprint. Admin actions need your security key, and so do changes to your security keys; an authenticator app code is not enough."
             }
             StepUpNeed::RecentSignIn => {
                 "To add your first second factor, sign out and sign in again, then add it within a few minutes."
+            }
+            StepUpNeed::SetUpFactor => {
+                "This needs a confirmation with a second factor, and your account has none yet. Add a security key or an authenticator app on the Security page, then try again."
             }
         }
     }
@@ -60,13 +65,32 @@ pub struct FactorsView {
     pub is_admin: bool,
 }
 
-/// Shown once, when setting up an authenticator app.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Shown once, when setting up an authenticator app. No derived `Debug`: every field carries
+/// the secret (the QR code too), so a stray `{:?}` in a log prints none of it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TotpSetupView {
     pub secret: String,
     pub otpauth_url: String,
     /// A server-rendered SVG QR code of `otpauth_url`.
     pub qr_svg: String,
+}
+
+impl std::fmt::Debug for TotpSetupView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TotpSetupView").finish_non_exhaustive()
+    }
+}
+
+/// Recovery codes, shown once. On the wire a plain list of strings; `Debug` prints only how
+/// many there are.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RecoveryCodesView(pub Vec<String>);
+
+impl std::fmt::Debug for RecoveryCodesView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RecoveryCodesView({} codes, redacted)", self.0.len())
+    }
 }
 
 /// The ways the user can step up right now.
@@ -104,18 +128,73 @@ pub struct OrderApprovalView {
 }
 
 #[cfg(feature = "ssr")]
-mod server {
+pub(crate) mod server {
     use domain::account::User;
-    use domain::stepup::{FactorProof, SecurityKey, TotpCode};
+    use domain::stepup::{FactorProof, KeyChange, SecurityKey, TotpCode};
     use tower_sessions::Session;
     use webauthn_rs::prelude::{PasskeyAuthentication, PublicKeyCredential};
 
     use super::*;
-    use crate::api::context::{AUTHENTICATED_AT_KEY, services};
+    use crate::api::context::{AUTHENTICATED_AT_KEY, request_meta, services, step_up_grant};
 
-    pub const REGISTRATION_KEY: &str = "webauthn_registration";
-    pub const AUTHENTICATION_KEY: &str = "webauthn_authentication";
+    /// `domain::stepup::Ceremony<PasskeyRegistration>`: the state with when it began.
+    pub const REGISTRATION_KEY: &str = "webauthn_registration_v2";
+    /// `domain::stepup::Ceremony<PasskeyAuthentication>`.
+    pub const AUTHENTICATION_KEY: &str = "webauthn_authentication_v2";
     pub const ORDER_CHALLENGE_KEY: &str = "order_challenge";
+
+    /// Drops every ceremony in progress (a sign-in starts none of the previous session's).
+    pub async fn clear_ceremonies(session: &Session) -> Result<(), AppError> {
+        for key in [REGISTRATION_KEY, AUTHENTICATION_KEY, ORDER_CHALLENGE_KEY] {
+            session.remove_value(key).await?;
+        }
+        Ok(())
+    }
+
+    /// Adding or removing a security key: with a usable key on the account only a key step-up
+    /// will do (see `StepUpService::authorize_key_change`, which audits a refusal).
+    pub async fn require_key_change_allowed(
+        user: &User,
+        session: &Session,
+        change: KeyChange,
+    ) -> Result<(), AppError> {
+        let grant = step_up_grant(session).await?;
+        let signed_in_at = session.get::<i64>(AUTHENTICATED_AT_KEY).await?.unwrap_or(0);
+        services()?
+            .stepup
+            .authorize_key_change(user, change, grant.as_ref(), signed_in_at, &request_meta())
+            .await?;
+        Ok(())
+    }
+
+    /// The order an approval is asked for, as the trader names it: the venue ("paper" or one
+    /// of their trade keys) is resolved like placement resolves it, so the digest binds the
+    /// same exchange, environment and key the order will go to.
+    pub async fn order_to_approve(
+        user: domain::account::UserId,
+        venue: &str,
+        order_type: &str,
+        symbol: &str,
+        side: &str,
+        quantity: &str,
+        price: &str,
+    ) -> Result<domain::stepup::OrderToApprove, AppError> {
+        use domain::keys::OrderType;
+        use domain::stepup::{OrderTerms, OrderToApprove};
+
+        let order_type = OrderType::parse(order_type)
+            .ok_or_else(|| AppError::Invalid("Order type must be market or limit.".into()))?;
+        let terms = OrderTerms::parse(symbol, side, quantity, price)?;
+        let venue = crate::api::context::services()?
+            .trading
+            .resolve_venue(user, venue)
+            .await?;
+        Ok(OrderToApprove {
+            venue,
+            order_type,
+            terms,
+        })
+    }
 
     impl From<&SecurityKey> for SecurityKeyView {
         fn from(key: &SecurityKey) -> Self {
@@ -263,7 +342,7 @@ pub async fn totp_setup() -> Result<TotpSetupView, AppError> {
 /// Confirms the app with its first code; returns the recovery codes, shown once. A confirmed
 /// first factor also opens the privilege window.
 #[server(endpoint = "stepup/totp-confirm")]
-pub async fn totp_confirm(code: String) -> Result<Vec<String>, AppError> {
+pub async fn totp_confirm(code: String) -> Result<RecoveryCodesView, AppError> {
     use super::context::{grant_step_up, request_meta, require_user, services};
     use domain::stepup::{StepUpGrant, StepUpMethod, TotpCode};
     use secrecy::ExposeSecret;
@@ -284,7 +363,9 @@ pub async fn totp_confirm(code: String) -> Result<Vec<String>, AppError> {
         },
     )
     .await?;
-    Ok(codes.iter().map(|c| c.expose_secret().to_owned()).collect())
+    Ok(RecoveryCodesView(
+        codes.iter().map(|c| c.expose_secret().to_owned()).collect(),
+    ))
 }
 
 #[server(endpoint = "stepup/totp-remove")]
@@ -302,7 +383,7 @@ pub async fn totp_remove() -> Result<(), AppError> {
 
 /// New recovery codes (the old ones stop working), shown once.
 #[server(endpoint = "stepup/recovery-codes")]
-pub async fn new_recovery_codes() -> Result<Vec<String>, AppError> {
+pub async fn new_recovery_codes() -> Result<RecoveryCodesView, AppError> {
     use super::context::{request_meta, require_step_up, services};
     use domain::stepup::SensitiveAction;
     use secrecy::ExposeSecret;
@@ -312,19 +393,28 @@ pub async fn new_recovery_codes() -> Result<Vec<String>, AppError> {
         .stepup
         .regenerate_recovery_codes(user.id, request_meta())
         .await?;
-    Ok(codes.iter().map(|c| c.expose_secret().to_owned()).collect())
+    Ok(RecoveryCodesView(
+        codes.iter().map(|c| c.expose_secret().to_owned()).collect(),
+    ))
 }
 
 /// WebAuthn creation options (JSON) for a new security key; the ceremony state stays in the
-/// session.
+/// session, for at most `domain::stepup::CEREMONY_LIFETIME`.
 #[server(endpoint = "stepup/key-options")]
 pub async fn key_registration_options() -> Result<String, AppError> {
     use super::context::{require_user, services};
+    use domain::stepup::{Ceremony, KeyChange};
 
     let (user, session) = require_user().await?;
-    server::require_enrolment_allowed(&user, &session).await?;
-    let (options, state) = services()?.stepup.begin_key_registration(&user).await?;
-    session.insert(server::REGISTRATION_KEY, state).await?;
+    server::require_key_change_allowed(&user, &session, KeyChange::Add).await?;
+    let services = services()?;
+    let (options, state) = services.stepup.begin_key_registration(&user).await?;
+    session
+        .insert(
+            server::REGISTRATION_KEY,
+            Ceremony::start(state, services.clock.now()),
+        )
+        .await?;
     serde_json::to_string(&options).map_err(AppError::internal)
 }
 
@@ -333,19 +423,24 @@ pub async fn key_registration_options() -> Result<String, AppError> {
 #[server(endpoint = "stepup/key-register")]
 pub async fn register_key(name: String, credential: String) -> Result<SecurityKeyView, AppError> {
     use super::context::{request_meta, require_user, services};
-    use domain::stepup::KeyName;
+    use domain::stepup::{Ceremony, KeyChange, KeyName};
     use webauthn_rs::prelude::{PasskeyRegistration, RegisterPublicKeyCredential};
 
     let (user, session) = require_user().await?;
     let name = KeyName::parse(&name)?;
-    // Taken out before anything else: a registration ceremony is answered at most once.
+    let services = services()?;
+    // Taken out before anything else: a registration ceremony is answered at most once, and
+    // only while it is fresh.
     let state = session
-        .remove::<PasskeyRegistration>(server::REGISTRATION_KEY)
+        .remove::<Ceremony<PasskeyRegistration>>(server::REGISTRATION_KEY)
         .await?
-        .ok_or_else(|| AppError::from(domain::stepup::StepUpError::NoCeremony))?;
+        .ok_or_else(|| AppError::from(domain::stepup::StepUpError::NoCeremony))?
+        .live(services.clock.now())?;
+    // Checked again: the window that allowed the options may have closed since.
+    server::require_key_change_allowed(&user, &session, KeyChange::Add).await?;
     let response: RegisterPublicKeyCredential = serde_json::from_str(&credential)
         .map_err(|_| AppError::Invalid("The security key's answer was malformed.".into()))?;
-    let key = services()?
+    let key = services
         .stepup
         .finish_key_registration(user.id, name, &response, &state, request_meta())
         .await?;
@@ -354,10 +449,11 @@ pub async fn register_key(name: String, credential: String) -> Result<SecurityKe
 
 #[server(endpoint = "stepup/key-remove")]
 pub async fn remove_key(id: String) -> Result<(), AppError> {
-    use super::context::{request_meta, require_step_up, services};
-    use domain::stepup::SensitiveAction;
+    use super::context::{request_meta, require_user, services};
+    use domain::stepup::KeyChange;
 
-    let (user, _) = require_step_up(SensitiveAction::ManageFactors).await?;
+    let (user, session) = require_user().await?;
+    server::require_key_change_allowed(&user, &session, KeyChange::Remove).await?;
     let id = uuid::Uuid::parse_str(&id).map_err(|_| AppError::NotFound)?;
     services()?
         .stepup
@@ -371,13 +467,19 @@ pub async fn remove_key(id: String) -> Result<(), AppError> {
 #[server(endpoint = "stepup/options")]
 pub async fn step_up_options() -> Result<StepUpChoices, AppError> {
     use super::context::{require_user, services};
+    use domain::stepup::Ceremony;
 
     let (user, session) = require_user().await?;
     let services = services()?;
     let summary = services.stepup.summary(user.id).await?;
     let webauthn = match services.stepup.begin_key_authentication(user.id).await? {
         Some((options, state)) => {
-            session.insert(server::AUTHENTICATION_KEY, state).await?;
+            session
+                .insert(
+                    server::AUTHENTICATION_KEY,
+                    Ceremony::start(state, services.clock.now()),
+                )
+                .await?;
             Some(serde_json::to_string(&options).map_err(AppError::internal)?)
         }
         None => None,
@@ -394,21 +496,22 @@ pub async fn step_up_options() -> Result<StepUpChoices, AppError> {
 #[server(endpoint = "stepup/verify")]
 pub async fn step_up(method: String, response: String) -> Result<StepUpStatus, AppError> {
     use super::context::{grant_step_up, request_meta, require_user, services};
-    use domain::stepup::SensitiveAction;
+    use domain::stepup::{Ceremony, SensitiveAction};
     use webauthn_rs::prelude::PasskeyAuthentication;
 
     let (user, session) = require_user().await?;
     let answer = server::Answer::parse(&method, &response)?;
-    // Taken out first, so an assertion can be checked against this challenge only once.
+    let services = services()?;
+    // Taken out first, so an assertion can be checked against this challenge only once, and
+    // only while it is fresh.
     let state = match answer {
-        server::Answer::Key(_) => {
-            session
-                .remove::<PasskeyAuthentication>(server::AUTHENTICATION_KEY)
-                .await?
-        }
+        server::Answer::Key(_) => session
+            .remove::<Ceremony<PasskeyAuthentication>>(server::AUTHENTICATION_KEY)
+            .await?
+            .map(|ceremony| ceremony.live(services.clock.now()))
+            .transpose()?,
         _ => None,
     };
-    let services = services()?;
     let grant = services
         .stepup
         .step_up(user.id, answer.proof(state.as_ref())?, request_meta())
@@ -428,25 +531,36 @@ pub async fn step_up(method: String, response: String) -> Result<StepUpStatus, A
     })
 }
 
-/// Prepares the approval of one order: hashes the order with a fresh nonce and, with a key,
-/// makes that digest the WebAuthn challenge. Says whether the order needs approval at all.
+/// Prepares the approval of one order: hashes the whole order (venue, type, symbol, side,
+/// quantity, price) with a fresh nonce and, with a key, makes that digest the WebAuthn
+/// challenge. Says whether the order needs approval at all.
 #[server(endpoint = "stepup/order-options")]
 pub async fn order_approval_options(
+    venue: String,
+    order_type: String,
     symbol: String,
     side: String,
     quantity: String,
     price: String,
 ) -> Result<OrderChallengeView, AppError> {
     use super::context::{require_user, services};
-    use domain::stepup::OrderTerms;
 
     let (user, session) = require_user().await?;
-    let terms = OrderTerms::parse(&symbol, &side, &quantity, &price)?;
+    let order = server::order_to_approve(
+        user.id,
+        &venue,
+        &order_type,
+        &symbol,
+        &side,
+        &quantity,
+        &price,
+    )
+    .await?;
     let services = services()?;
-    let notional = terms.notional();
+    let notional = order.terms.notional();
     let needs_step_up = services.stepup.policy.order_needs_step_up(notional);
     let summary = services.stepup.summary(user.id).await?;
-    let (challenge, options) = services.stepup.begin_order_approval(user.id, terms).await?;
+    let (challenge, options) = services.stepup.begin_order_approval(user.id, order).await?;
     let view = OrderChallengeView {
         digest: challenge.digest.clone(),
         nonce: challenge.nonce.clone(),
@@ -464,10 +578,14 @@ pub async fn order_approval_options(
     Ok(view)
 }
 
-/// Approves exactly the order the pending challenge was issued for. The terms are sent again
-/// and must hash to the challenge's digest; the challenge is used up whatever the outcome.
+/// Approves exactly the order the pending challenge was issued for. The order (venue, type and
+/// terms) is sent again and must hash to the challenge's digest; the challenge is used up
+/// whatever the outcome.
+#[allow(clippy::too_many_arguments)]
 #[server(endpoint = "stepup/order-approve")]
 pub async fn approve_order(
+    venue: String,
+    order_type: String,
     symbol: String,
     side: String,
     quantity: String,
@@ -476,10 +594,19 @@ pub async fn approve_order(
     response: String,
 ) -> Result<OrderApprovalView, AppError> {
     use super::context::{request_meta, require_user, services};
-    use domain::stepup::{OrderChallenge, OrderTerms};
+    use domain::stepup::OrderChallenge;
 
     let (user, session) = require_user().await?;
-    let terms = OrderTerms::parse(&symbol, &side, &quantity, &price)?;
+    let order = server::order_to_approve(
+        user.id,
+        &venue,
+        &order_type,
+        &symbol,
+        &side,
+        &quantity,
+        &price,
+    )
+    .await?;
     let answer = server::Answer::parse(&method, &response)?;
     let challenge = session
         .remove::<OrderChallenge>(server::ORDER_CHALLENGE_KEY)
@@ -490,7 +617,7 @@ pub async fn approve_order(
         .approve_order(
             user.id,
             &challenge,
-            terms,
+            order,
             answer.proof(challenge.webauthn.as_ref())?,
             request_meta(),
         )

@@ -49,6 +49,10 @@ pub struct OrderView {
     pub case_id: Option<String>,
     pub created_at: String,
     pub can_cancel: bool,
+    /// Released by a reviewer, but it still needs its owner's step-up approval to be sent.
+    pub awaiting_approval: bool,
+    /// "paper" or the key id: what an approval for this order names as its venue.
+    pub venue_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,13 +202,26 @@ pub struct AgentTokenView {
     pub created_at: String,
     pub last_used_at: Option<String>,
     pub revoked_at: Option<String>,
+    pub expires_at: String,
+    /// Past `expires_at`: the agent API refuses it.
+    pub expired: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// No derived `Debug`: `secret` is the bearer token itself.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedAgentToken {
     pub token: AgentTokenView,
     /// Shown once; only its hash is stored.
     pub secret: String,
+}
+
+impl std::fmt::Debug for CreatedAgentToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedAgentToken")
+            .field("token", &self.token)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,6 +274,7 @@ mod support {
                 }
                 TradingError::Approval(e) => AppError::from(e),
                 TradingError::Forbidden(_) => AppError::Forbidden,
+                TradingError::Conflict(msg) => AppError::Conflict(msg),
                 TradingError::AuditUnavailable => AppError::Unavailable(
                     "The audit log could not be written, so nothing was done. Try again shortly."
                         .into(),
@@ -327,6 +345,12 @@ mod support {
             case_id: order.case.map(|c| c.to_string()),
             created_at: canonical_time(order.created_at),
             can_cancel: matches!(order.status, OrderStatus::Held | OrderStatus::Open),
+            awaiting_approval: order.status == OrderStatus::Held
+                && order.hold == Some(domain::trading::HoldKind::Approval),
+            venue_id: order
+                .venue
+                .key
+                .map_or_else(|| "paper".to_owned(), |k| k.to_string()),
         }
     }
 
@@ -375,8 +399,13 @@ mod support {
         })
     }
 
-    pub fn token_view(token: &domain::trading::AgentToken) -> AgentTokenView {
+    pub fn token_view(
+        token: &domain::trading::AgentToken,
+        now: time::OffsetDateTime,
+    ) -> AgentTokenView {
         AgentTokenView {
+            expires_at: canonical_time(token.expires_at),
+            expired: token.is_expired(now),
             id: token.id.to_string(),
             name: token.name.clone(),
             prefix: token.prefix.clone(),
@@ -567,6 +596,23 @@ pub async fn cancel_order(id: String) -> Result<OrderView, AppError> {
     Ok(support::order_view(&order))
 }
 
+/// The owner approves an order a reviewer released that still needs their step-up: the
+/// approval (`approval_nonce`, from `stepup/order-approve`) must be bound to exactly this
+/// order's venue, type and terms. Then the order is sent.
+#[server(endpoint = "trading/approve-held")]
+pub async fn approve_held_order(id: String, approval_nonce: String) -> Result<OrderView, AppError> {
+    use super::context::{request_meta, require_user, services};
+    use domain::trading::OrderId;
+
+    let (user, _) = require_user().await?;
+    let id = OrderId(support::uuid(&id)?);
+    let order = services()?
+        .trading
+        .approve_held(user.id, id, &approval_nonce, request_meta())
+        .await?;
+    Ok(support::order_view(&order))
+}
+
 #[server(endpoint = "trading/portfolio")]
 pub async fn portfolio() -> Result<PortfolioView, AppError> {
     use super::context::{require_user, services};
@@ -689,25 +735,28 @@ pub async fn risk_overview() -> Result<RiskOverviewView, AppError> {
     })
 }
 
-/// Global kill switch (MiFID II): stops every new order; cancels still work.
+/// Global kill switch (MiFID II): stops every new order; cancels still work. Turning it on
+/// cancels every resting order at its venue; returns how many were cancelled.
 #[server(endpoint = "risk/kill-switch")]
-pub async fn set_kill_switch(on: bool) -> Result<(), AppError> {
+pub async fn set_kill_switch(on: bool) -> Result<u32, AppError> {
     use super::context::{request_meta, require_admin, services};
 
     let admin = require_admin().await?;
-    services()?
+    let cancelled = services()?
         .trading
         .set_global_kill_switch(admin.id, on, request_meta())
         .await?;
-    Ok(())
+    Ok(u32::try_from(cancelled).unwrap_or(u32::MAX))
 }
 
+/// Changes another user's trading state or kill switch (never the admin's own). Stopping the
+/// user cancels their resting orders; returns how many were cancelled.
 #[server(endpoint = "risk/user-controls")]
 pub async fn set_user_controls(
     user_id: String,
     state: Option<String>,
     kill_switch: Option<bool>,
-) -> Result<(), AppError> {
+) -> Result<u32, AppError> {
     use super::context::{request_meta, require_admin, services};
     use domain::account::UserId;
     use domain::trading::ControlsChange;
@@ -724,7 +773,7 @@ pub async fn set_user_controls(
             AppError::Invalid("State must be active, reducing or halted.".into())
         })?),
     };
-    services
+    let changed = services
         .trading
         .change_controls(
             admin.id,
@@ -737,7 +786,7 @@ pub async fn set_user_controls(
             request_meta(),
         )
         .await?;
-    Ok(())
+    Ok(u32::try_from(changed.cancelled).unwrap_or(u32::MAX))
 }
 
 /// Sets a global limit (`user_id` empty) or a user's override; an empty value clears the
@@ -871,7 +920,9 @@ pub async fn agent_overview() -> Result<AgentOverviewView, AppError> {
     use domain::audit::canonical_time;
 
     let (user, _) = require_user().await?;
-    let trading = services()?.trading;
+    let services = services()?;
+    let now = services.clock.now();
+    let trading = services.trading;
     let tokens = trading.agent_tokens(user.id).await?;
     let proposals = trading.proposals(user.id).await?;
     let controls = trading.store.controls(user.id).await?;
@@ -896,27 +947,41 @@ pub async fn agent_overview() -> Result<AgentOverviewView, AppError> {
                 created_at: canonical_time(p.created_at),
             })
             .collect(),
-        tokens: tokens.iter().map(support::token_view).collect(),
+        tokens: tokens.iter().map(|t| support::token_view(t, now)).collect(),
         autonomous: controls.autonomous,
         autonomous_cap: support::plain(limits.autonomous_cap),
     })
 }
 
+/// Creates a bearer token for a bot. A token is a credential, so this needs a fresh step-up
+/// with any second factor; someone without one is asked to set one up first. It expires
+/// after `lifetime_days` (default 90, at most 365).
 #[server(endpoint = "agent/token-create")]
 pub async fn create_agent_token(
     name: String,
     scopes: Vec<String>,
+    #[server(default)] lifetime_days: Option<u32>,
 ) -> Result<CreatedAgentToken, AppError> {
-    use super::context::{request_meta, require_user, services};
+    use super::context::{request_meta, require_step_up, require_user, services};
+    use super::stepup::StepUpNeed;
+    use domain::stepup::SensitiveAction;
     use secrecy::ExposeSecret;
 
     let (user, _) = require_user().await?;
-    let created = services()?
+    let services = services()?;
+    if !services.stepup.summary(user.id).await?.has_any() {
+        return Err(AppError::StepUpRequired(StepUpNeed::SetUpFactor));
+    }
+    let (stepped_up, _) = require_step_up(SensitiveAction::ManageFactors).await?;
+    if stepped_up.id != user.id {
+        return Err(AppError::Forbidden);
+    }
+    let created = services
         .trading
-        .create_agent_token(user.id, &name, &scopes, request_meta())
+        .create_agent_token(user.id, &name, &scopes, lifetime_days, request_meta())
         .await?;
     Ok(CreatedAgentToken {
-        token: support::token_view(&created.token),
+        token: support::token_view(&created.token, services.clock.now()),
         secret: created.secret.expose_secret().to_owned(),
     })
 }

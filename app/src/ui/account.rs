@@ -48,6 +48,10 @@ fn AccountDetails() -> impl IntoView {
                         <button type="submit" class=SECONDARY_BUTTON>"Sign out here"</button>
                     </ActionForm>
                     <ActionForm action=everywhere>
+                        <label class="mb-2 flex items-center gap-2 text-sm text-slate-700">
+                            <input type="checkbox" name="revoke_agent_tokens" value="true" checked data-testid="revoke-agent-tokens" />
+                            "Also revoke my agent tokens (bots must get new ones)"
+                        </label>
                         <button type="submit" class=DANGER_BUTTON disabled=move || everywhere.pending().get()>
                             "Sign out everywhere"
                         </button>

@@ -104,13 +104,18 @@ fn Tokens(
 ) -> impl IntoView {
     let (name, set_name) = signal(String::new());
     let (scopes, set_scopes) = signal(vec!["prices:read".to_string()]);
+    let (lifetime, set_lifetime) = signal(90u32);
     let (secret, set_secret) = signal(None::<String>);
     let (error, set_error) = signal(None::<AppError>);
     let create = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let (n, s) = (name.get_untracked(), scopes.get_untracked());
+        let (n, s, days) = (
+            name.get_untracked(),
+            scopes.get_untracked(),
+            lifetime.get_untracked(),
+        );
         leptos::task::spawn_local(async move {
-            match create_agent_token(n, s).await {
+            match create_agent_token(n, s, Some(days)).await {
                 Ok(created) => {
                     set_error.set(None);
                     set_name.set(String::new());
@@ -132,7 +137,7 @@ fn Tokens(
         <section class=CARD>
             <div class="border-b border-slate-200 px-4 py-3">
                 <h2 class="font-semibold">"Tokens"</h2>
-                <p class="text-sm text-slate-600">"A token is shown once and stored only as a hash. Revoke it the moment a bot is retired or leaks."</p>
+                <p class="text-sm text-slate-600">"A token is shown once and stored only as a hash, and expires after the time you choose. Creating one needs your security key or authenticator code. Revoke it the moment a bot is retired or leaks."</p>
             </div>
             {move || secret.get().map(|s| view! {
                 <div role="status" class="m-4 rounded-md border border-amber-300 bg-amber-50 p-3 text-sm text-amber-950">
@@ -146,15 +151,21 @@ fn Tokens(
             } else {
                 view! {
                     <table class="min-w-full divide-y divide-slate-200">
-                        <thead class="bg-slate-50"><tr><th class=TH>"Name"</th><th class=TH>"Permissions"</th><th class=TH>"Last used"</th><th class=TH></th></tr></thead>
+                        <thead class="bg-slate-50"><tr><th class=TH>"Name"</th><th class=TH>"Permissions"</th><th class=TH>"Last used"</th><th class=TH>"Expires"</th><th class=TH></th></tr></thead>
                         <tbody class="divide-y divide-slate-100">
                             {tokens.into_iter().map(|t| {
                                 let id = t.id.clone();
                                 let live = t.revoked_at.is_none();
+                                let expires = if t.expired {
+                                    format!("expired {}", short_time(&t.expires_at))
+                                } else {
+                                    short_time(&t.expires_at)
+                                };
                                 view! { <tr>
                                     <td class=TD><div class="font-medium">{t.name.clone()}</div><div class="font-mono text-xs text-slate-500">{format!("{}…", t.prefix)}</div></td>
                                     <td class="px-4 py-2 text-xs text-slate-600">{t.scopes.join(", ")}</td>
                                     <td class=TD>{t.last_used_at.as_deref().map(short_time).unwrap_or_else(|| "never".into())}</td>
+                                    <td class=TD data-testid="token-expires">{expires}</td>
                                     <td class=TD>{if live {
                                         view! { <button type="button" class="text-sm text-red-700 hover:underline" on:click=move |_| revoke(id.clone())>"Revoke"</button> }.into_any()
                                     } else {
@@ -187,6 +198,15 @@ fn Tokens(
                         </label>
                     }).collect_view()}
                 </fieldset>
+                <div>
+                    <label class=LABEL_CLASS for="token-lifetime">"Expires after"</label>
+                    <select id="token-lifetime" class=INPUT_CLASS
+                        on:change=move |ev| set_lifetime.set(event_target_value(&ev).parse().unwrap_or(90))>
+                        {[(30u32, "30 days"), (90, "90 days"), (365, "1 year")].into_iter().map(|(days, label)| view! {
+                            <option value=days.to_string() selected=days == 90>{label}</option>
+                        }).collect_view()}
+                    </select>
+                </div>
                 <ErrorNotice error=error />
                 <button type="submit" class=PRIMARY_BUTTON>"Create token"</button>
                 <p class="text-xs text-slate-500">"Use it as "<code>"Authorization: Bearer <token>"</code>" on "<code>"/api/agent/v1/prices?symbols=BTCUSDT"</code>", "<code>"/api/agent/v1/portfolio"</code>" and "<code>"POST /api/agent/v1/proposals"</code>". The API is described in "<a href="/api/agent/openapi.json" class="text-indigo-700 underline">"openapi.json"</a>"."</p>
@@ -268,8 +288,9 @@ fn PendingProposal(
     let approve_with_key = move |_| {
         set_status.set("Touch your security key to approve this order.".into());
         leptos::task::spawn_local(async move {
-            let (symbol, side, quantity, limit) = p.with_value(|p| {
+            let (order_type, symbol, side, quantity, limit) = p.with_value(|p| {
                 (
+                    p.order_type.clone(),
                     p.symbol.clone(),
                     p.side.clone(),
                     p.quantity.clone(),
@@ -284,7 +305,10 @@ fn PendingProposal(
                 return set_status
                     .set("No price for this symbol right now; try again shortly.".into());
             };
+            // A proposal is always placed on the paper account.
             let options = match order_approval_options(
+                "paper".into(),
+                order_type.clone(),
                 symbol.clone(),
                 side.clone(),
                 quantity.clone(),
@@ -304,6 +328,8 @@ fn PendingProposal(
                 Err(e) => return set_status.set(e.message()),
             };
             if let Err(e) = approve_order(
+                "paper".into(),
+                order_type,
                 symbol,
                 side,
                 quantity,

@@ -43,11 +43,36 @@ fn run<F>(
 ) where
     F: std::future::Future<Output = Result<(), AppError>> + 'static,
 {
+    run_then(call, set_error, set_version, set_status, move |()| {
+        done.to_owned()
+    });
+}
+
+/// What a stop did to resting orders, for the status line.
+fn cancelled_note(cancelled: u32) -> String {
+    match cancelled {
+        0 => "No resting orders to cancel.".into(),
+        1 => "1 resting order was cancelled.".into(),
+        n => format!("{n} resting orders were cancelled."),
+    }
+}
+
+/// Like [`run`], with a status line built from the call's answer.
+fn run_then<T, F>(
+    call: F,
+    set_error: WriteSignal<Option<AppError>>,
+    set_version: WriteSignal<u32>,
+    set_status: WriteSignal<String>,
+    done: impl FnOnce(T) -> String + 'static,
+) where
+    T: 'static,
+    F: std::future::Future<Output = Result<T, AppError>> + 'static,
+{
     leptos::task::spawn_local(async move {
         match call.await {
-            Ok(()) => {
+            Ok(answer) => {
                 set_error.set(None);
-                set_status.set(done.into());
+                set_status.set(done(answer));
                 set_version.update(|n| *n += 1);
             }
             Err(e) => {
@@ -102,15 +127,20 @@ fn RiskPanels(overview: RiskOverviewView, ctx: Ctx) -> impl IntoView {
     let (confirm, set_confirm) = signal(false);
     let flip = move |_| {
         set_confirm.set(false);
-        run(
+        run_then(
             set_kill_switch(!on),
             set_error,
             set_version,
             set_status,
-            if on {
-                "Kill switch off: trading resumes."
-            } else {
-                "Kill switch on: every new order is refused."
+            move |cancelled| {
+                if on {
+                    "Kill switch off: trading resumes.".to_owned()
+                } else {
+                    format!(
+                        "Kill switch on: every new order is refused. {}",
+                        cancelled_note(cancelled)
+                    )
+                }
             },
         );
     };
@@ -121,7 +151,7 @@ fn RiskPanels(overview: RiskOverviewView, ctx: Ctx) -> impl IntoView {
                     <h2 class=if on { "text-lg font-bold text-red-700" } else { "text-lg font-semibold text-emerald-700" }>
                         {if on { "KILL SWITCH ON — all new orders are refused" } else { "Trading is on for everyone" }}
                     </h2>
-                    <p class="text-sm text-slate-600">"The kill switch (MiFID II) stops every new order on every exchange; cancels still work, and held orders are cancelled instead of sent."</p>
+                    <p class="text-sm text-slate-600">"The kill switch (MiFID II) stops every new order on every exchange and cancels resting orders at their exchange; cancels still work, and held orders are cancelled instead of sent."</p>
                 </div>
                 {move || if confirm.get() {
                     view! {
@@ -223,21 +253,34 @@ fn UserRow(
     let (value, set_value) = signal(String::new());
     let set_state = move |ev: leptos::ev::Event| {
         let chosen = event_target_value(&ev);
-        run(
+        let halted = chosen == "halted";
+        run_then(
             set_user_controls(id.get_value(), Some(chosen), None),
             ctx.set_error,
             ctx.set_version,
             ctx.set_status,
-            "Trading state changed.",
+            move |cancelled| {
+                if halted {
+                    format!("Trading state changed. {}", cancelled_note(cancelled))
+                } else {
+                    "Trading state changed.".to_owned()
+                }
+            },
         );
     };
     let toggle_kill = move |_| {
-        run(
+        run_then(
             set_user_controls(id.get_value(), None, Some(!kill)),
             ctx.set_error,
             ctx.set_version,
             ctx.set_status,
-            "Kill switch changed.",
+            move |cancelled| {
+                if kill {
+                    "Kill switch changed.".to_owned()
+                } else {
+                    format!("Trader stopped. {}", cancelled_note(cancelled))
+                }
+            },
         );
     };
     let add_override = move |_| {

@@ -106,6 +106,9 @@ pub fn StepUpPanel(need: StepUpNeed) -> impl IntoView {
                         StepUpNeed::RecentSignIn => view! {
                             <p>"Signing in again proves the password is yours before a new factor is tied to the account."</p>
                         }.into_any(),
+                        StepUpNeed::SetUpFactor => view! {
+                            <p><a href="/security" class="font-medium underline">"Set up a second factor"</a></p>
+                        }.into_any(),
                         _ => view! {
                             <div class="space-y-3">
                                 <button type="button" class=PRIMARY_BUTTON data-testid="step-up-key" disabled=busy on:click=use_key>
@@ -385,7 +388,7 @@ fn AuthenticatorApp(
                 Ok(list) => {
                     set_setup.set(None);
                     set_code.set(String::new());
-                    set_codes.set(Some(list));
+                    set_codes.set(Some(list.0));
                 }
                 Err(e) => set_error.set(Some(e)),
             }
@@ -395,7 +398,7 @@ fn AuthenticatorApp(
         set_error.set(None);
         leptos::task::spawn_local(async move {
             match new_recovery_codes().await {
-                Ok(list) => set_codes.set(Some(list)),
+                Ok(list) => set_codes.set(Some(list.0)),
                 Err(e) => set_error.set(Some(e)),
             }
         });

@@ -18,8 +18,8 @@ use super::{
 };
 use crate::api::stepup::{approve_order, order_approval_options};
 use crate::api::trading::{
-    OrderView, PortfolioView, TicketView, TradingStatusView, cancel_order, list_orders,
-    place_order, portfolio, ticket, trading_status, venue_quotes,
+    OrderView, PortfolioView, TicketView, TradingStatusView, approve_held_order, cancel_order,
+    list_orders, place_order, portfolio, ticket, trading_status, venue_quotes,
 };
 use crate::error::AppError;
 
@@ -377,9 +377,12 @@ fn Ticket(
         });
     };
 
-    // Approve exactly this order (its digest is the WebAuthn challenge), then place it.
+    // Approve exactly this order (its digest, over the account, type and terms, is the
+    // WebAuthn challenge), then place it.
     let approve = move |method: &'static str| {
         let terms = (
+            venue.get_untracked(),
+            order_type.get_untracked(),
             symbol.get_untracked(),
             side.get_untracked(),
             quantity.get_untracked(),
@@ -388,12 +391,20 @@ fn Ticket(
         let typed_code = code.get_untracked();
         set_approval.set(Approval::Preparing);
         leptos::task::spawn_local(async move {
-            let (s, sd, q, p) = terms;
-            let options =
-                match order_approval_options(s.clone(), sd.clone(), q.clone(), p.clone()).await {
-                    Ok(o) => o,
-                    Err(e) => return set_approval.set(Approval::Failed(e.to_string())),
-                };
+            let (v, t, s, sd, q, p) = terms;
+            let options = match order_approval_options(
+                v.clone(),
+                t.clone(),
+                s.clone(),
+                sd.clone(),
+                q.clone(),
+                p.clone(),
+            )
+            .await
+            {
+                Ok(o) => o,
+                Err(e) => return set_approval.set(Approval::Failed(e.to_string())),
+            };
             let response = if method == "security-key" {
                 let Some(request) = options.webauthn.clone() else {
                     return set_approval.set(Approval::Failed(
@@ -409,7 +420,7 @@ fn Ticket(
                 typed_code
             };
             set_approval.set(Approval::Verifying);
-            if let Err(e) = approve_order(s, sd, q, p, method.into(), response).await {
+            if let Err(e) = approve_order(v, t, s, sd, q, p, method.into(), response).await {
                 return set_approval.set(Approval::Failed(e.to_string()));
             }
             set_code.set(String::new());
@@ -668,6 +679,56 @@ pub(crate) fn OrderTable(
             }
         });
     };
+    // A released order that still needs its owner's step-up: approve exactly that order (its
+    // venue, type and terms are the WebAuthn challenge), then it is sent.
+    let approve_held = move |o: OrderView| {
+        leptos::task::spawn_local(async move {
+            let options = match order_approval_options(
+                o.venue_id.clone(),
+                o.order_type.clone(),
+                o.symbol.clone(),
+                o.side.clone(),
+                o.quantity.clone(),
+                o.reference_price.clone(),
+            )
+            .await
+            {
+                Ok(options) => options,
+                Err(e) => return set_error.set(Some(e)),
+            };
+            let Some(request) = options.webauthn.clone() else {
+                return set_error.set(Some(AppError::Invalid(
+                    "Approving a held order needs a security key: add one on the Security page."
+                        .into(),
+                )));
+            };
+            let assertion = match get_assertion(request).await {
+                Ok(a) => a,
+                Err(e) => return set_error.set(Some(AppError::Invalid(e.message()))),
+            };
+            let approved = approve_order(
+                o.venue_id,
+                o.order_type,
+                o.symbol,
+                o.side,
+                o.quantity,
+                o.reference_price,
+                "security-key".into(),
+                assertion,
+            )
+            .await;
+            if let Err(e) = approved {
+                return set_error.set(Some(e));
+            }
+            match approve_held_order(o.id, options.nonce).await {
+                Ok(_) => {
+                    set_error.set(None);
+                    on_change();
+                }
+                Err(e) => set_error.set(Some(e)),
+            }
+        });
+    };
     view! {
         <div class="px-4 pt-3 empty:hidden"><ErrorNotice error=error /></div>
         <div class="overflow-x-auto">
@@ -678,6 +739,7 @@ pub(crate) fn OrderTable(
                 <tbody class="divide-y divide-slate-100">
                     {orders.into_iter().map(|o| {
                         let id = o.id.clone();
+                        let held_for_approval = o.awaiting_approval.then(|| o.clone());
                         let why = o.status_reason.clone().unwrap_or_else(|| {
                             o.hits.iter().map(|h| h.message.clone()).collect::<Vec<_>>().join(" ")
                         });
@@ -696,6 +758,9 @@ pub(crate) fn OrderTable(
                                 {score.map(|s| view! { <div class="text-slate-400">{s}</div> })}
                             </td>
                             <td class=TD>
+                                {held_for_approval.map(|order| view! {
+                                    <button type="button" class="mr-3 text-sm font-medium text-indigo-700 hover:underline" data-testid="approve-held" on:click=move |_| approve_held(order.clone())>"Approve with security key"</button>
+                                })}
                                 {o.can_cancel.then(|| view! {
                                     <button type="button" class="text-sm text-red-700 hover:underline" on:click=move |_| cancel(id.clone())>"Cancel"</button>
                                 })}

@@ -33,8 +33,22 @@ fn VaultAdmin() -> impl IntoView {
     let plant = ServerAction::<PlantCanary>::new();
     let acknowledge = ServerAction::<AcknowledgeAlert>::new();
     let kms = Resource::new(move || rotate.version().get(), |_| kms_status());
-    let canaries = Resource::new(move || plant.version().get(), |_| list_canaries());
-    let alerts = Resource::new(move || acknowledge.version().get(), |_| list_alerts());
+    // Reading alerts and decoys needs the admin's key window too: reload them after any
+    // admin action here (which opens it).
+    let canaries = Resource::new(
+        move || (plant.version().get(), rotate.version().get()),
+        |_| list_canaries(),
+    );
+    let alerts = Resource::new(
+        move || {
+            (
+                acknowledge.version().get(),
+                plant.version().get(),
+                rotate.version().get(),
+            )
+        },
+        |_| list_alerts(),
+    );
     let rotate_error = Signal::derive(move || rotate.value().get().and_then(Result::err));
     view! {
         <div class="grid gap-6 lg:grid-cols-2">
@@ -83,7 +97,7 @@ fn VaultAdmin() -> impl IntoView {
                     {move || Suspend::new(async move {
                         match alerts.await {
                             Ok(list) => view! { <AlertList alerts=list acknowledge /> }.into_any(),
-                            Err(e) => view! { <ErrorNotice error=Signal::stored(Some(e)) /> }.into_any(),
+                            Err(e) => view! { <AdminReadError error=e /> }.into_any(),
                         }
                     })}
                 </Transition>
@@ -98,7 +112,7 @@ fn VaultAdmin() -> impl IntoView {
                             {move || Suspend::new(async move {
                                 match canaries.await {
                                     Ok(list) => view! { <CanaryTable canaries=list /> }.into_any(),
-                                    Err(e) => view! { <ErrorNotice error=Signal::stored(Some(e)) /> }.into_any(),
+                                    Err(e) => view! { <AdminReadError error=e /> }.into_any(),
                                 }
                             })}
                         </Transition>
@@ -107,6 +121,32 @@ fn VaultAdmin() -> impl IntoView {
             </section>
         </div>
     }
+}
+
+/// A read that needs the admin's key window: says so, and offers the step-up on request (so
+/// the page does not open with several prompts at once).
+#[component]
+fn AdminReadError(error: crate::error::AppError) -> impl IntoView {
+    use crate::error::AppError;
+    let AppError::StepUpRequired(need) = error else {
+        return view! { <ErrorNotice error=Signal::stored(Some(error)) /> }.into_any();
+    };
+    let (asked, set_asked) = signal(false);
+    view! {
+        <div class="mt-3 space-y-3 text-sm text-slate-600" data-testid="admin-read-locked">
+            <p>"Shown once you confirm with your security key, like every admin action. Reload the page after confirming."</p>
+            {move || if asked.get() {
+                view! { <super::stepup::StepUpPanel need /> }.into_any()
+            } else {
+                view! {
+                    <button type="button" class=SECONDARY_BUTTON on:click=move |_| set_asked.set(true)>
+                        "Confirm with my security key"
+                    </button>
+                }.into_any()
+            }}
+        </div>
+    }
+    .into_any()
 }
 
 #[component]

@@ -5,11 +5,13 @@ use serde::{Deserialize, Serialize};
 
 pub mod anomaly;
 pub mod limits;
+pub mod pricing;
 pub mod rules;
 pub mod state;
 
 pub use anomaly::{AnomalyScore, Contribution, Feature, HISTORY_LEN, TradeSample, score};
 pub use limits::{FailSafe, IpBlocklist, LimitField, LimitScope, RiskLimits, resolve_limits};
+pub use pricing::{MAX_LIMIT_THROUGH_QUOTE, PriceRefusal, order_value, screening_price};
 pub use rules::{Decision, Rule, RuleHit, Screening, Verdict, decide, first_line};
 pub use state::{OrderEffect, StateEvent, TradingState, order_effect, quarantine_target};
 

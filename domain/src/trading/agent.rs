@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use super::OrderId;
@@ -67,9 +67,15 @@ pub struct AgentToken {
     pub created_at: OffsetDateTime,
     pub last_used_at: Option<OffsetDateTime>,
     pub revoked_at: Option<OffsetDateTime>,
+    /// From this instant on the token is refused (401, audited).
+    pub expires_at: OffsetDateTime,
 }
 
 impl AgentToken {
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        now >= self.expires_at
+    }
+
     pub fn allows(&self, scope: AgentScope) -> bool {
         self.revoked_at.is_none() && self.scopes.contains(&scope)
     }
@@ -87,6 +93,22 @@ pub struct NewAgentToken {
 }
 
 const TOKEN_PREFIX: &str = "cpa_";
+
+/// How long a token lives unless the trader chooses otherwise.
+pub const DEFAULT_TOKEN_LIFETIME_DAYS: u32 = 90;
+/// The longest lifetime a trader may choose.
+pub const MAX_TOKEN_LIFETIME_DAYS: u32 = 365;
+
+/// A token's lifetime: the default when not given, else 1 to 365 days.
+pub fn token_lifetime(days: Option<u32>) -> Result<Duration, String> {
+    let days = days.unwrap_or(DEFAULT_TOKEN_LIFETIME_DAYS);
+    if days == 0 || days > MAX_TOKEN_LIFETIME_DAYS {
+        return Err(format!(
+            "A token can live 1 to {MAX_TOKEN_LIFETIME_DAYS} days."
+        ));
+    }
+    Ok(Duration::days(i64::from(days)))
+}
 
 /// A fresh bearer secret (256 random bits) and the hash that is stored.
 pub fn generate_token_secret() -> (SecretString, String) {
@@ -178,3 +200,35 @@ impl Proposal {
 }
 
 pub const MAX_RATIONALE_CHARS: usize = 2000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_lives_ninety_days_unless_the_trader_chooses_one_to_365() {
+        assert_eq!(token_lifetime(None), Ok(Duration::days(90)));
+        assert_eq!(token_lifetime(Some(1)), Ok(Duration::days(1)));
+        assert_eq!(token_lifetime(Some(365)), Ok(Duration::days(365)));
+        assert!(token_lifetime(Some(0)).is_err());
+        assert!(token_lifetime(Some(366)).is_err());
+    }
+
+    #[test]
+    fn a_token_is_expired_from_its_expiry_instant_on() {
+        let created = OffsetDateTime::UNIX_EPOCH;
+        let token = AgentToken {
+            id: Uuid::nil(),
+            owner: UserId(Uuid::nil()),
+            name: "bot".into(),
+            prefix: "cpa_".into(),
+            scopes: vec![AgentScope::ReadPrices],
+            created_at: created,
+            last_used_at: None,
+            revoked_at: None,
+            expires_at: created + Duration::days(90),
+        };
+        assert!(!token.is_expired(created + Duration::days(90) - Duration::seconds(1)));
+        assert!(token.is_expired(created + Duration::days(90)));
+    }
+}

@@ -21,6 +21,11 @@ enum Breaker {
     Probing { trips: u32 },
 }
 
+/// The longest an exchange's `Retry-After` keeps a venue paused: a longer (or absurd) answer is
+/// honoured for an hour, then one probe asks again. Keeps the arithmetic on times in range, so
+/// no answer from an exchange can make the trading job panic.
+pub const MAX_REQUESTED_WAIT: Duration = Duration::hours(1);
+
 /// Shared by every request and the retry job (one per server process).
 #[derive(Debug, Clone)]
 pub struct CircuitBreakers {
@@ -93,6 +98,19 @@ impl CircuitBreakers {
         });
     }
 
+    /// The probe the gate let through was not sent after all (its order could not be claimed,
+    /// or was cancelled at send time): the next order probes instead, rather than every order
+    /// waiting for an answer that never comes.
+    pub fn abandon_probe(&self, venue: Venue, now: OffsetDateTime) {
+        self.with(|map| {
+            if let Some(state) = map.get_mut(&venue)
+                && let Breaker::Probing { trips } = *state
+            {
+                *state = Breaker::Open { until: now, trips };
+            }
+        });
+    }
+
     /// Records an outage answer; returns when trading resumes if this tripped the breaker.
     pub fn failed(&self, venue: Venue, now: OffsetDateTime) -> Option<OffsetDateTime> {
         self.failed_waiting(venue, now, Duration::ZERO)
@@ -113,13 +131,21 @@ impl CircuitBreakers {
                     return None;
                 }
                 Breaker::Closed(_) => 0,
-                Breaker::Open { trips, .. } | Breaker::Probing { trips } => trips + 1,
+                Breaker::Open { trips, .. } | Breaker::Probing { trips } => trips.saturating_add(1),
             };
             let factor = 1i32 << trips.min(10);
-            let wait = (self.cool_down * factor)
+            let wait = self
+                .cool_down
+                .checked_mul(factor)
+                .unwrap_or(self.max_cool_down)
                 .min(self.max_cool_down)
-                .max(at_least);
-            let until = now + wait;
+                .max(at_least.min(MAX_REQUESTED_WAIT));
+            // Out of the representable range only for absurd settings: then the longest wait
+            // we allow at all.
+            let until = now
+                .checked_add(wait)
+                .or_else(|| now.checked_add(MAX_REQUESTED_WAIT))
+                .unwrap_or(now);
             *state = Breaker::Open { until, trips };
             Some(until)
         })
@@ -194,5 +220,48 @@ mod tests {
         let other = (ExchangeName::Binance, KeyEnvironment::Testnet);
         let until = breakers.failed_waiting(other, now, Duration::seconds(1));
         assert_eq!(until, Some(now + Duration::seconds(10)));
+    }
+
+    #[test]
+    fn an_absurd_retry_after_is_clamped_to_an_hour_and_does_not_panic() {
+        let breakers = CircuitBreakers::new(1, Duration::seconds(10), Duration::minutes(5));
+        let now = datetime!(2026-11-24 12:00 UTC);
+        for asked in [
+            Duration::seconds(i64::MAX),
+            Duration::MAX,
+            Duration::days(365),
+        ] {
+            let until = breakers.failed_waiting(PAPER, now, asked);
+            assert_eq!(until, Some(now + MAX_REQUESTED_WAIT));
+            breakers.succeeded(PAPER);
+        }
+        // Near the end of representable time, the wait is cut short rather than overflowing.
+        let late = time::PrimitiveDateTime::MAX.assume_utc() - Duration::minutes(1);
+        assert!(
+            breakers
+                .failed_waiting(PAPER, late, Duration::MAX)
+                .is_some()
+        );
+        // Absurd settings cannot overflow either.
+        let odd = CircuitBreakers::new(1, Duration::MAX, Duration::MAX);
+        for _ in 0..12 {
+            assert!(odd.failed(PAPER, now).is_some());
+        }
+    }
+
+    #[test]
+    fn an_abandoned_probe_lets_the_next_order_probe_instead() {
+        let breakers = CircuitBreakers::new(1, Duration::seconds(10), Duration::minutes(5));
+        let t0 = datetime!(2026-11-23 12:00 UTC);
+        breakers.failed(PAPER, t0);
+        let later = t0 + Duration::seconds(10);
+        assert_eq!(breakers.gate(PAPER, later), Gate::Pass);
+        assert!(matches!(breakers.gate(PAPER, later), Gate::Paused(_)));
+        breakers.abandon_probe(PAPER, later);
+        assert_eq!(breakers.gate(PAPER, later), Gate::Pass);
+        // Without a probe out, abandoning changes nothing.
+        breakers.succeeded(PAPER);
+        breakers.abandon_probe(PAPER, later);
+        assert_eq!(breakers.gate(PAPER, later), Gate::Pass);
     }
 }

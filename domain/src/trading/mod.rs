@@ -18,14 +18,14 @@ use uuid::Uuid;
 
 use crate::account::UserId;
 use crate::audit::AuditDraft;
-use crate::keys::{ExchangeName, KeyEnvironment, KeyId, OrderType};
+use crate::keys::{ExchangeName, OrderType};
 use crate::ports::StoreError;
 use crate::risk::{AnomalyScore, OrderSide, RuleHit, TradeSample, TradingState, Verdict};
 
 pub use agent::{AgentScope, AgentToken, NewAgentToken, Proposal, ProposalStatus};
 pub use breaker::CircuitBreakers;
 pub use portfolio::{Portfolio, Position};
-pub use service::{OrderRequest, TradingError, TradingService};
+pub use service::{ControlsChanged, OrderRequest, TradingError, TradingService};
 
 macro_rules! uuid_id {
     ($name:ident, $prefix:literal) => {
@@ -115,6 +115,31 @@ impl OrderStatus {
     }
 }
 
+/// What an order counts for in the day's usage and the anomaly history. An order that can
+/// still trade (held, being sent, resting) reserves the value it was screened at, or what it
+/// has already executed if that is more; once it is done, what it executed counts, so a partly
+/// filled order that is cancelled or expires still counts its fills, and a filled order counts
+/// the value it filled at, not the price written on it. A denied order never traded.
+pub fn counted_notional(
+    status: OrderStatus,
+    screened: Decimal,
+    filled_quantity: Decimal,
+    average_price: Option<Decimal>,
+) -> Decimal {
+    let executed = match average_price {
+        _ if filled_quantity <= Decimal::ZERO => Decimal::ZERO,
+        // A fill without a price: its value is not known, so the screened value stands in.
+        None => screened,
+        // Never wraps into a small number: a value that does not fit counts as the largest.
+        Some(price) => filled_quantity.checked_mul(price).unwrap_or(Decimal::MAX),
+    };
+    match status {
+        OrderStatus::Denied => Decimal::ZERO,
+        OrderStatus::Held | OrderStatus::Submitting | OrderStatus::Open => screened.max(executed),
+        OrderStatus::Filled | OrderStatus::Cancelled | OrderStatus::Rejected => executed,
+    }
+}
+
 /// Why a held order waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -123,6 +148,9 @@ pub enum HoldKind {
     Exchange,
     /// A reviewer decides (anomaly case or velocity).
     Review,
+    /// Released by a reviewer, but the order needed its owner's step-up approval and does not
+    /// have it yet: it is sent only once the owner approves exactly this order.
+    Approval,
 }
 
 impl HoldKind {
@@ -130,6 +158,7 @@ impl HoldKind {
         match self {
             HoldKind::Exchange => "exchange",
             HoldKind::Review => "review",
+            HoldKind::Approval => "approval",
         }
     }
 
@@ -137,6 +166,39 @@ impl HoldKind {
         match raw {
             "exchange" => Some(HoldKind::Exchange),
             "review" => Some(HoldKind::Review),
+            "approval" => Some(HoldKind::Approval),
+            _ => None,
+        }
+    }
+}
+
+/// Whether an order needed its owner's step-up approval (bound to exactly that order), and
+/// whether it has it. A hold never replaces the approval: an order that needed one and was
+/// held instead keeps `Awaiting` until its owner approves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalState {
+    NotNeeded,
+    /// Needed and not given: the order is never sent in this state.
+    Awaiting,
+    /// An order-bound approval was spent on it.
+    Approved,
+}
+
+impl ApprovalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::NotNeeded => "not_needed",
+            ApprovalState::Awaiting => "awaiting",
+            ApprovalState::Approved => "approved",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "not_needed" => Some(ApprovalState::NotNeeded),
+            "awaiting" => Some(ApprovalState::Awaiting),
+            "approved" => Some(ApprovalState::Approved),
             _ => None,
         }
     }
@@ -173,22 +235,8 @@ impl OrderSource {
     }
 }
 
-/// Where an order goes: the built-in paper exchange (no key), or an exchange through one of the
-/// trader's keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Venue {
-    pub exchange: ExchangeName,
-    pub environment: KeyEnvironment,
-    pub key: Option<KeyId>,
-}
-
-impl Venue {
-    pub const PAPER: Venue = Venue {
-        exchange: ExchangeName::Paper,
-        environment: KeyEnvironment::Paper,
-        key: None,
-    };
-}
+/// Where an order goes (defined beside the exchange port, so step-up approvals can bind it).
+pub use crate::keys::Venue;
 
 /// An order and the decision taken on it.
 #[derive(Debug, Clone, PartialEq)]
@@ -208,6 +256,8 @@ pub struct Order {
     pub notional: Decimal,
     pub status: OrderStatus,
     pub hold: Option<HoldKind>,
+    /// Whether it needed (and has) its owner's order-bound step-up approval.
+    pub approval: ApprovalState,
     /// What the trader reads next to the status ("Paper exchange unreachable; retrying").
     pub status_reason: Option<String>,
     pub verdict: Verdict,
@@ -345,7 +395,8 @@ pub struct AnomalyCase {
 /// Amounts a trader has used, for the daily and velocity limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
-    /// Notional of today's (UTC) orders that were not denied.
+    /// What today's (UTC) orders count for ([`counted_notional`]): reservations of live
+    /// orders, executed value of ended ones.
     pub used_today: Decimal,
     /// Orders (not denied) created within the velocity window.
     pub orders_in_window: u32,
@@ -357,6 +408,10 @@ pub struct Usage {
 #[derive(Debug, Clone)]
 pub struct OrderDecisionWrite {
     pub order: Order,
+    /// The agent proposal this order places: it must still be pending, and is settled as
+    /// placed in the same transaction (`Conflict` otherwise, and nothing is written), so a
+    /// proposal is placed at most once.
+    pub proposal: Option<Uuid>,
     pub case: Option<AnomalyCase>,
     pub new_state: Option<TradingState>,
     pub audit: Vec<AuditDraft>,
@@ -409,10 +464,13 @@ pub trait TradingStore: Send + Sync + fmt::Debug {
         day_start: OffsetDateTime,
         window_start: OffsetDateTime,
     ) -> Result<Usage, StoreError>;
-    /// The user's last `limit` orders that reached an exchange (filled or open), oldest first.
+    /// The user's last `limit` orders that traded (filled, open, or ended after a partial
+    /// fill), oldest first, each with its [`counted_notional`].
     async fn trade_history(&self, user: UserId, limit: u64)
     -> Result<Vec<TradeSample>, StoreError>;
-    /// Whether the user ever placed an order (not denied) from this IP / this device.
+    /// Whether the user ever placed an order from this IP / this device that was not denied and
+    /// did not lack a step-up approval it needed (`ApprovalState::Awaiting`): an order refused
+    /// or held for want of a second factor never makes an IP or device familiar.
     async fn seen_before(
         &self,
         user: UserId,
@@ -420,9 +478,15 @@ pub trait TradingStore: Send + Sync + fmt::Debug {
         device: Option<&str>,
     ) -> Result<(bool, bool), StoreError>;
     async fn record_decision(&self, write: OrderDecisionWrite) -> Result<(), StoreError>;
-    /// Moves an order from `from` to `Submitting` if it is still in `from`; `false` if another
-    /// sender got there first. Counts the attempt.
-    async fn claim_order(&self, id: OrderId, from: OrderStatus) -> Result<bool, StoreError>;
+    /// Moves an order from `from` to `Submitting` if it is still in `from`, and counts the
+    /// attempt, committing `audit` with it; `false` (and nothing written) if another sender got
+    /// there first.
+    async fn claim_order(
+        &self,
+        id: OrderId,
+        from: OrderStatus,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError>;
     /// Stores an exchange's answer (and the fill it brought, if any) for a `Submitting` or
     /// `Open` order. Fills are cumulative: `update.filled_quantity` is the new total.
     async fn record_update(
@@ -442,6 +506,12 @@ pub trait TradingStore: Send + Sync + fmt::Debug {
         hold: Option<HoldKind>,
         limit: u64,
     ) -> Result<Vec<Order>, StoreError>;
+    /// Resting (`Open`) orders of `owner`, or of every user, oldest first.
+    async fn resting_orders(
+        &self,
+        owner: Option<UserId>,
+        limit: u64,
+    ) -> Result<Vec<Order>, StoreError>;
     /// The owner's fills, oldest first; only those on `exchange` when given.
     async fn fills(
         &self,
@@ -458,8 +528,9 @@ pub trait TradingStore: Send + Sync + fmt::Debug {
     async fn case(&self, id: CaseId) -> Result<Option<AnomalyCase>, StoreError>;
     async fn open_cases_for(&self, user: UserId) -> Result<u64, StoreError>;
     /// Decides an open case, sets the subject's state and moves the case's held orders to
-    /// `Held/Exchange` (released: they go out) or `Cancelled` (confirmed). `false` if the case
-    /// was no longer open.
+    /// `Held/Exchange` (released: they go out) or `Cancelled` (confirmed). A released order
+    /// still awaiting its owner's step-up approval goes to `Held/Approval` instead, never out.
+    /// `false` if the case was no longer open.
     #[allow(clippy::too_many_arguments)]
     async fn decide_case(
         &self,
@@ -471,7 +542,23 @@ pub trait TradingStore: Send + Sync + fmt::Debug {
         new_state: TradingState,
         audit: AuditDraft,
     ) -> Result<bool, StoreError>;
-    async fn set_case_rationale(&self, id: CaseId, rationale: &str) -> Result<(), StoreError>;
+    /// Stores a case's advisory rationale with its audit event, or neither.
+    async fn set_case_rationale(
+        &self,
+        id: CaseId,
+        rationale: &str,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+    /// The owner approved an order waiting for approval (`Held/Approval`): it becomes
+    /// `Held/Exchange` with `ApprovalState::Approved`, ready to send. `false` if the order was
+    /// not (or no longer) waiting for the owner's approval.
+    async fn approve_held_order(
+        &self,
+        owner: UserId,
+        id: OrderId,
+        at: OffsetDateTime,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError>;
 
     // --- agents
     async fn insert_agent_token(
@@ -480,7 +567,8 @@ pub trait TradingStore: Send + Sync + fmt::Debug {
         hash: &str,
         audit: AuditDraft,
     ) -> Result<(), StoreError>;
-    /// A live (not revoked) token by the SHA-256 of its secret; stamps `last_used_at`.
+    /// A not revoked token by the SHA-256 of its secret (expired ones too, so their use can
+    /// be audited); stamps `last_used_at` unless it has expired.
     async fn agent_token_by_hash(
         &self,
         hash: &str,
@@ -513,4 +601,49 @@ pub trait TradingStore: Send + Sync + fmt::Debug {
         at: OffsetDateTime,
         audit: AuditDraft,
     ) -> Result<bool, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(raw: &str) -> Decimal {
+        raw.parse().expect("decimal")
+    }
+
+    #[test]
+    fn a_partly_filled_order_that_ends_counts_what_it_executed() {
+        for status in [OrderStatus::Cancelled, OrderStatus::Rejected] {
+            assert_eq!(
+                counted_notional(status, d("1000"), d("0.4"), Some(d("1500"))),
+                d("600")
+            );
+            assert_eq!(counted_notional(status, d("1000"), d("0"), None), d("0"));
+        }
+    }
+
+    #[test]
+    fn a_filled_order_counts_its_executed_value_and_a_live_one_its_reservation() {
+        assert_eq!(
+            counted_notional(OrderStatus::Filled, d("0.01"), d("1"), Some(d("65000"))),
+            d("65000")
+        );
+        assert_eq!(
+            counted_notional(OrderStatus::Open, d("1000"), d("0.1"), Some(d("1500"))),
+            d("1000")
+        );
+        assert_eq!(
+            counted_notional(OrderStatus::Held, d("1000"), d("0"), None),
+            d("1000")
+        );
+        assert_eq!(
+            counted_notional(OrderStatus::Denied, d("1000"), d("0"), None),
+            d("0")
+        );
+        // A fill whose price is unknown counts the screened value, never nothing.
+        assert_eq!(
+            counted_notional(OrderStatus::Cancelled, d("1000"), d("0.1"), None),
+            d("1000")
+        );
+    }
 }

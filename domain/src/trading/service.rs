@@ -19,9 +19,9 @@ use super::agent::{
 use super::breaker::{CircuitBreakers, Gate};
 use super::portfolio::Portfolio;
 use super::{
-    AnomalyCase, BlockedRange, CaseEvidence, CaseId, CaseStatus, ControlsChange, Fill, HoldKind,
-    Order, OrderDecisionWrite, OrderId, OrderSource, OrderStatus, OrderUpdate, TradingStore,
-    UserControls, Venue,
+    AnomalyCase, ApprovalState, BlockedRange, CaseEvidence, CaseId, CaseStatus, ControlsChange,
+    Fill, HoldKind, Order, OrderDecisionWrite, OrderId, OrderSource, OrderStatus, OrderUpdate,
+    TradingStore, UserControls, Venue,
 };
 use crate::account::{User, UserId};
 use crate::audit::{Actor, AuditDraft, Outcome, RequestMeta};
@@ -32,10 +32,10 @@ use crate::keys::{
 };
 use crate::ports::{AuditLog, SharedClock, StoreError};
 use crate::risk::{
-    self, FailSafe, IpBlocklist, LimitField, OrderSide, RiskLimits, Rule, RuleHit, Screening,
-    StateEvent, TradeSample, TradingState, Verdict,
+    self, FailSafe, IpBlocklist, LimitField, OrderSide, PriceRefusal, RiskLimits, Rule, RuleHit,
+    Screening, StateEvent, TradeSample, TradingState, Verdict,
 };
-use crate::stepup::{OrderIntent, OrderTerms, StepUpError, StepUpService};
+use crate::stepup::{OrderIntent, OrderTerms, OrderToApprove, StepUpError, StepUpService};
 
 /// A market order's quote may drift this much (relative) before the trader must look again.
 const MAX_QUOTE_DRIFT: Decimal = Decimal::from_parts(1, 0, 0, false, 2);
@@ -54,6 +54,9 @@ pub enum TradingError {
     Approval(StepUpError),
     #[error("{0}")]
     Forbidden(String),
+    /// Someone else got there first (a proposal already placed or rejected); nothing was done.
+    #[error("{0}")]
+    Conflict(String),
     #[error("the order could not be recorded with its audit event, so nothing was done")]
     AuditUnavailable,
     #[error("{0}")]
@@ -90,6 +93,14 @@ pub struct NoNotifier;
 #[async_trait]
 impl CaseNotifier for NoNotifier {
     async fn case_opened(&self, _case: &AnomalyCase) {}
+}
+
+/// What an admin's change of a user's controls did.
+#[derive(Debug, Clone)]
+pub struct ControlsChanged {
+    pub controls: UserControls,
+    /// Resting orders cancelled because the change stopped the user.
+    pub cancelled: usize,
 }
 
 /// An order as it arrives from the ticket or an agent proposal, unparsed.
@@ -200,12 +211,24 @@ fn order_draft(actor: Actor, action: &str, outcome: Outcome, meta: &RequestMeta)
     AuditDraft::new(actor, action, outcome, meta.clone())
 }
 
+/// The audit event of a claim: `order` leaves `from` to be sent (or cancelled) by `actor`.
+fn claim_draft(order: &Order, from: OrderStatus, actor: Actor, meta: &RequestMeta) -> AuditDraft {
+    order_draft(actor, "trade.order_claimed", Outcome::Success, meta)
+        .resource(order.id.resource())
+        .detail("owner", order.owner.to_string())
+        .detail("client_order_id", order.client_order_id.clone())
+        .detail("from", from.as_str())
+        .detail("attempt", order.attempts.saturating_add(1))
+}
+
 /// Parsed, validated order input.
 struct ParsedOrder {
     venue: Venue,
     terms: OrderTerms,
     order_type: OrderType,
     limit_price: Option<Decimal>,
+    /// The agent proposal this order places, if any: settled with the decision, at most once.
+    proposal: Option<Uuid>,
 }
 
 impl TradingService {
@@ -312,6 +335,12 @@ impl TradingService {
             })
     }
 
+    /// The venue's current price for screening, or why there is none (an outage, a symbol it
+    /// does not list), in words for the trader.
+    async fn fresh_quote(&self, venue: Venue, symbol: &str) -> Result<Decimal, String> {
+        self.quote(venue, symbol).await.map_err(|e| e.to_string())
+    }
+
     /// The ticket's prices on `venue` ("paper" or one of the owner's trade keys), one per symbol
     /// (the trader's allowlist) the venue quotes. Stops at the first outage, so a dead exchange
     /// costs one timeout.
@@ -337,7 +366,8 @@ impl TradingService {
         Ok(prices)
     }
 
-    async fn resolve_venue(&self, owner: UserId, raw: &str) -> Result<Venue, TradingError> {
+    /// "paper" (or empty), or one of the owner's active trade keys by id.
+    pub async fn resolve_venue(&self, owner: UserId, raw: &str) -> Result<Venue, TradingError> {
         let raw = raw.trim();
         if raw.is_empty() || raw == "paper" {
             return Ok(Venue::PAPER);
@@ -412,6 +442,7 @@ impl TradingService {
             limit_price: limit_price.then_some(terms.price),
             terms,
             order_type,
+            proposal: None,
         })
     }
 
@@ -450,11 +481,15 @@ impl TradingService {
             terms,
             order_type,
             limit_price,
+            proposal,
         } = parsed;
-        // A market order's quote must still be about right, or the approval and the limits
-        // would have been judged on a price that is gone.
+        // The rules judge the value the order can really execute at: a fresh quote is taken
+        // (a market order or a sell limit without one is refused, never judged on the
+        // client's number), and a market order's quote must still be about right, or the
+        // approval would have been given for a price that is gone.
+        let quote = self.fresh_quote(venue, &terms.symbol).await;
         if order_type == OrderType::Market
-            && let Ok(current) = self.quote(venue, &terms.symbol).await
+            && let Ok(current) = quote
         {
             let drift = ((current - terms.price) / terms.price).abs();
             if drift > MAX_QUOTE_DRIFT {
@@ -466,9 +501,16 @@ impl TradingService {
                 )));
             }
         }
+        let notional = screening_value(
+            &terms,
+            order_type,
+            limit_price,
+            quote.as_ref(),
+            (order_type == OrderType::Market).then_some(terms.price),
+        )
+        .map_err(|refusal| TradingError::Invalid(refusal.message()))?;
         let placing = self.placements.lock(owner).await;
         let now = self.now();
-        let notional = terms.notional();
         let portfolio = self.portfolio(owner).await?;
         let held = portfolio.quantity(&terms.symbol);
         if venue == Venue::PAPER {
@@ -493,6 +535,17 @@ impl TradingService {
         }
         let effect = risk::order_effect(terms.side, terms.quantity, held);
         let limits = self.limits_for(owner, &meta).await?;
+        // The autonomous cap is judged at the screening value too (a sell limit written far
+        // below the market is worth the market, not its limit).
+        if source == OrderSource::Autonomous && notional > limits.autonomous_cap {
+            return Err(TradingError::ApprovalRequired {
+                reasons: vec![format!(
+                    "Worth {} USDT at the current price, above the autonomous cap of {} USDT: it waits for your sign-off.",
+                    plain(notional.round_dp(2)),
+                    plain(limits.autonomous_cap)
+                )],
+            });
+        }
         let controls = self.store.controls(owner).await?;
         let global_kill = self.store.global_kill_switch().await?;
         let usage = self
@@ -552,49 +605,72 @@ impl TradingService {
         let mut verdict = decision.verdict;
 
         let order_id = OrderId::new_random();
-        if verdict == Verdict::StepUp {
+        // A hold never swallows a step-up: an order that needs one keeps the obligation even
+        // when a rule (or the anomaly score) holds it for a reviewer. Held without an approval,
+        // it is recorded as `Awaiting` and is sent only after its owner approves it.
+        let needs_step_up = hits.iter().any(|h| h.verdict == Verdict::StepUp);
+        let mut approval = if needs_step_up {
+            ApprovalState::Awaiting
+        } else {
+            ApprovalState::NotNeeded
+        };
+        if needs_step_up && verdict != Verdict::Deny {
             if source == OrderSource::Autonomous {
                 return Err(TradingError::ApprovalRequired {
                     reasons: reasons(&hits, Verdict::StepUp),
                 });
             }
-            let Some(nonce) = approval_nonce else {
-                self.audit_or_fail(
-                    order_draft(
-                        actor.clone(),
-                        "trade.order_needs_approval",
-                        Outcome::Denied,
-                        &meta,
+            match approval_nonce {
+                Some(nonce) => {
+                    let intent = OrderIntent::with_nonce(
+                        owner,
+                        OrderToApprove {
+                            venue,
+                            order_type,
+                            terms: terms.clone(),
+                        },
+                        nonce,
+                    );
+                    self.stepup
+                        .consume_order_approval(&intent, meta.clone())
+                        .await
+                        .map_err(|e| match e {
+                            StepUpError::AuditUnavailable => TradingError::AuditUnavailable,
+                            other => TradingError::Approval(other),
+                        })?;
+                    approval = ApprovalState::Approved;
+                    if verdict == Verdict::StepUp {
+                        verdict = Verdict::Allow;
+                    }
+                    hits.push(RuleHit {
+                        rule: Rule::LargeOrder,
+                        verdict: Verdict::Allow,
+                        message: "Approved for this order with a fresh step-up.".into(),
+                    });
+                }
+                // Held for review anyway: recorded (the reviewer sees it) and awaiting the
+                // owner's approval, which the reviewer's release does not replace.
+                None if verdict == Verdict::Hold => {}
+                None => {
+                    self.audit_or_fail(
+                        order_draft(
+                            actor.clone(),
+                            "trade.order_needs_approval",
+                            Outcome::Denied,
+                            &meta,
+                        )
+                        .resource(format!("user:{owner}"))
+                        .detail("symbol", terms.symbol.clone())
+                        .detail("side", terms.side.as_str())
+                        .detail("notional", plain(notional))
+                        .detail("rules", rule_codes(&hits)),
                     )
-                    .resource(format!("user:{owner}"))
-                    .detail("symbol", terms.symbol.clone())
-                    .detail("side", terms.side.as_str())
-                    .detail("notional", plain(notional))
-                    .detail("rules", rule_codes(&hits)),
-                )
-                .await?;
-                return Err(TradingError::ApprovalRequired {
-                    reasons: reasons(&hits, Verdict::StepUp),
-                });
-            };
-            let intent = OrderIntent {
-                account: owner,
-                terms: terms.clone(),
-                nonce,
-            };
-            self.stepup
-                .consume_order_approval(&intent, meta.clone())
-                .await
-                .map_err(|e| match e {
-                    StepUpError::AuditUnavailable => TradingError::AuditUnavailable,
-                    other => TradingError::Approval(other),
-                })?;
-            verdict = Verdict::Allow;
-            hits.push(RuleHit {
-                rule: Rule::LargeOrder,
-                verdict: Verdict::Allow,
-                message: "Approved for this order with a fresh step-up.".into(),
-            });
+                    .await?;
+                    return Err(TradingError::ApprovalRequired {
+                        reasons: reasons(&hits, Verdict::StepUp),
+                    });
+                }
+            }
         }
 
         let quarantine = risk::quarantine_target(anomaly.score, limits.anomaly_threshold);
@@ -611,7 +687,11 @@ impl TradingService {
             Verdict::Hold => {
                 status = OrderStatus::Held;
                 hold = Some(HoldKind::Review);
-                status_reason = Some("Held for review by a compliance reviewer.".into());
+                status_reason = Some(if approval == ApprovalState::Awaiting {
+                    "Held for review by a compliance reviewer. It also needs your approval with your security key or code: after the review, approve it on the Orders page to send it.".into()
+                } else {
+                    "Held for review by a compliance reviewer.".into()
+                });
             }
             Verdict::Allow | Verdict::StepUp => {
                 if let Gate::Paused(until) =
@@ -673,6 +753,7 @@ impl TradingService {
             notional,
             status,
             hold,
+            approval,
             status_reason,
             verdict: decision.verdict,
             hits: hits.clone(),
@@ -709,6 +790,7 @@ impl TradingService {
             .detail("price", plain(order.reference_price))
             .detail("notional", plain(notional))
             .detail("verdict", decision.verdict.as_str())
+            .detail("approval", approval.as_str())
             .detail("status", status.as_str())
             .detail("rules", rule_codes(&hits))
             .detail("score", format!("{:.3}", anomaly.score)),
@@ -750,9 +832,30 @@ impl TradingService {
                 .detail("reason", "anomaly score above threshold"),
             );
         }
+        if let Some(proposal) = proposal {
+            audit.push(
+                order_draft(
+                    Actor::user(owner),
+                    "agent.proposal_placed",
+                    Outcome::Success,
+                    &meta,
+                )
+                .resource(format!("proposal:{proposal}"))
+                .detail("order", order.id.to_string())
+                .detail(
+                    "by",
+                    if source == OrderSource::Autonomous {
+                        "autonomous"
+                    } else {
+                        "trader"
+                    },
+                ),
+            );
+        }
         self.store
             .record_decision(OrderDecisionWrite {
                 order: order.clone(),
+                proposal,
                 case: case.clone(),
                 new_state,
                 audit,
@@ -761,9 +864,25 @@ impl TradingService {
             .map_err(|e| match e {
                 // Fail closed: without its audit record, the order does not exist.
                 StoreError::Backend(_) => TradingError::AuditUnavailable,
+                // The proposal was placed (or rejected) meanwhile: nothing was written.
+                StoreError::Conflict if proposal.is_some() => {
+                    TradingError::Conflict("This proposal was already placed or rejected.".into())
+                }
                 other => TradingError::Store(other),
             })?;
         drop(placing);
+        if new_state == Some(TradingState::Halted) {
+            // Quarantined to HALTED: the trader's resting orders come off the book too. Best
+            // effort: the halt is recorded either way, and each cancellation is audited.
+            let _ = self
+                .cancel_resting(
+                    Some(owner),
+                    Actor::system("risk"),
+                    "Cancelled: your trading is halted.",
+                    &meta,
+                )
+                .await;
+        }
         if let Some(case) = &case {
             self.announce_case(case, &meta).await;
         }
@@ -810,7 +929,17 @@ impl TradingService {
         let _ = self.alerts.raise(alert, draft).await;
         self.notifier.case_opened(case).await;
         if let Some(text) = self.notifier.rationale(case).await {
-            let _ = self.store.set_case_rationale(case.id, &text).await;
+            let draft = order_draft(
+                Actor::system("risk"),
+                "risk.case_rationale_added",
+                Outcome::Success,
+                meta,
+            )
+            .resource(case.id.resource())
+            .detail("chars", text.chars().count());
+            // Advisory only: a rationale whose audit event cannot be written is not stored (the
+            // store commits both or neither), and the recorded decision stands.
+            let _ = self.store.set_case_rationale(case.id, &text, draft).await;
         }
     }
 
@@ -821,6 +950,20 @@ impl TradingService {
         order: Order,
         actor: Actor,
         retry: bool,
+        meta: RequestMeta,
+    ) -> Result<Order, TradingError> {
+        self.send_checked(order, actor, retry, false, meta).await
+    }
+
+    /// As [`Self::send`]; with `rescreen` (an order that waited), the order is first judged
+    /// again at the current price, once the exchange has confirmed it never got it: held again
+    /// without a quote, denied if it no longer passes.
+    async fn send_checked(
+        &self,
+        order: Order,
+        actor: Actor,
+        retry: bool,
+        rescreen: bool,
         meta: RequestMeta,
     ) -> Result<Order, TradingError> {
         let venue = order.venue;
@@ -898,6 +1041,23 @@ impl TradingService {
         let answer = match answer {
             Ok(Some(ack)) => Ok(ack),
             Ok(None) => {
+                let refusal = if rescreen {
+                    self.rescreen(&order).await.unwrap_or_else(|e| {
+                        Some(SendOutcome::Held(format!(
+                            "The order could not be checked again before sending ({e}); it stays held."
+                        )))
+                    })
+                } else {
+                    None
+                };
+                if let Some(outcome) = refusal {
+                    drop(credentials);
+                    // Not sent after all: if the gate let it through as the venue's probe, the
+                    // next order probes instead (without a quote, the breaker already re-opened).
+                    self.breakers
+                        .abandon_probe((venue.exchange, venue.environment), self.now());
+                    return self.settle(order, outcome, actor, meta).await;
+                }
                 exchange
                     .place_order(venue.environment, credentials.as_ref(), &venue_order)
                     .await
@@ -1007,6 +1167,18 @@ impl TradingService {
                 None,
                 "trade.order_held",
             ),
+            SendOutcome::Denied(reason) => (
+                OrderUpdate {
+                    status: OrderStatus::Denied,
+                    hold: None,
+                    status_reason: Some(reason),
+                    filled_quantity: order.filled_quantity,
+                    average_price: order.average_price,
+                    exchange_order_id: order.exchange_order_id.clone(),
+                },
+                None,
+                "trade.order_denied",
+            ),
             SendOutcome::Cancelled(reason) => (
                 OrderUpdate {
                     status: OrderStatus::Cancelled,
@@ -1023,10 +1195,10 @@ impl TradingService {
         let draft = order_draft(
             actor,
             action,
-            if update.status == OrderStatus::Rejected {
-                Outcome::Failure
-            } else {
-                Outcome::Success
+            match update.status {
+                OrderStatus::Rejected => Outcome::Failure,
+                OrderStatus::Denied => Outcome::Denied,
+                _ => Outcome::Success,
             },
             &meta,
         )
@@ -1066,14 +1238,35 @@ impl TradingService {
             {
                 continue;
             }
-            if !self.store.claim_order(order.id, OrderStatus::Held).await? {
-                continue;
+            let venue = (order.venue.exchange, order.venue.environment);
+            let claim = claim_draft(
+                &order,
+                OrderStatus::Held,
+                Actor::system("trading"),
+                &RequestMeta::default(),
+            );
+            match self
+                .store
+                .claim_order(order.id, OrderStatus::Held, claim)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.breakers.abandon_probe(venue, now);
+                    continue;
+                }
+                Err(e) => {
+                    // Not claimed without its audit event: the order stays held.
+                    self.breakers.abandon_probe(venue, now);
+                    return Err(e.into());
+                }
             }
             let mut order = order;
             order.attempts += 1;
             order.status = OrderStatus::Submitting;
             // Trading state and kill switches apply at send time too.
             if let Some(reason) = self.blocked_at_send(order.owner).await? {
+                self.breakers.abandon_probe(venue, now);
                 self.settle(
                     order,
                     SendOutcome::Cancelled(reason),
@@ -1084,16 +1277,143 @@ impl TradingService {
                 continue;
             }
             let retry = order.attempts > 1 || order.exchange_order_id.is_some();
-            self.send(
+            // It waited: the price (and the limits) may have moved since it was screened.
+            self.send_checked(
                 order,
                 Actor::system("trading"),
                 retry,
+                true,
                 RequestMeta::default(),
             )
             .await?;
             sent += 1;
         }
         Ok(sent)
+    }
+
+    /// Judges a held order again at the current price, just before it is sent: `None` when it
+    /// still passes; held again when the venue has no quote (which also keeps the venue's
+    /// breaker open, as a failed probe); denied when a first-line rule now refuses it, or when
+    /// its value now needs a step-up it was never given.
+    async fn rescreen(&self, order: &Order) -> Result<Option<SendOutcome>, TradingError> {
+        let venue = order.venue;
+        let terms = OrderTerms {
+            symbol: order.symbol.clone(),
+            side: order.side,
+            quantity: order.quantity,
+            price: order.reference_price,
+        };
+        let quote = self.fresh_quote(venue, &order.symbol).await;
+        let client_quote = (order.order_type == OrderType::Market).then_some(order.reference_price);
+        let notional = match screening_value(
+            &terms,
+            order.order_type,
+            order.limit_price,
+            quote.as_ref(),
+            client_quote,
+        ) {
+            Ok(notional) => notional,
+            Err(ScreeningRefusal::NoQuote(_)) => {
+                let now = self.now();
+                let until = self
+                    .breakers
+                    .failed((venue.exchange, venue.environment), now)
+                    .unwrap_or(now);
+                return Ok(Some(SendOutcome::Held(format!(
+                    "{} has no current price for {}, so the order cannot be checked again before it is sent. {}",
+                    venue.exchange.label(),
+                    order.symbol,
+                    paused_reason(venue.exchange, until)
+                ))));
+            }
+            Err(ScreeningRefusal::Refused(why)) => {
+                return Ok(Some(SendOutcome::Denied(format!("Not sent: {why}"))));
+            }
+        };
+        let owner = order.owner;
+        let _placing = self.placements.lock(owner).await;
+        let now = self.now();
+        let meta = RequestMeta::default();
+        let limits = self.limits_for(owner, &meta).await?;
+        let controls = self.store.controls(owner).await?;
+        let global_kill = self.store.global_kill_switch().await?;
+        let portfolio = self.portfolio(owner).await?;
+        let held = portfolio.quantity(&order.symbol);
+        let day_start = start_of_day(now);
+        let usage = self.store.usage(owner, day_start, now).await?;
+        // Today's usage already holds this order's own reservation (it is being sent).
+        let own = if order.created_at >= day_start {
+            super::counted_notional(
+                OrderStatus::Submitting,
+                order.notional,
+                order.filled_quantity,
+                order.average_price,
+            )
+        } else {
+            Decimal::ZERO
+        };
+        let mut hits = risk::first_line(&Screening {
+            symbol: &order.symbol,
+            notional,
+            effect: risk::order_effect(order.side, order.quantity, held),
+            limits: &limits,
+            step_up_threshold: self.step_up_threshold(),
+            state: controls.state,
+            global_kill,
+            user_kill: controls.kill_switch,
+            used_today: usage.used_today.saturating_sub(own),
+            // Velocity and novelty were judged when it was placed; they do not change by waiting.
+            orders_in_window: 0,
+            ip: None,
+            blocklist: None,
+            new_ip: false,
+            new_device: false,
+        });
+        if venue == Venue::PAPER && order.side == OrderSide::Buy && notional > portfolio.cash {
+            hits.push(RuleHit {
+                rule: Rule::MaxOrderNotional,
+                verdict: Verdict::Deny,
+                message: format!(
+                    "Not enough paper USDT: this order now needs {} and you have {}.",
+                    plain(notional.round_dp(2)),
+                    plain(portfolio.cash)
+                ),
+            });
+        }
+        if order.source == OrderSource::Autonomous && notional > limits.autonomous_cap {
+            hits.push(RuleHit {
+                rule: Rule::MaxOrderNotional,
+                verdict: Verdict::Deny,
+                message: format!(
+                    "Worth {} USDT at the current price, above the autonomous cap of {} USDT.",
+                    plain(notional.round_dp(2)),
+                    plain(limits.autonomous_cap)
+                ),
+            });
+        }
+        let mut refusals = reasons(&hits, Verdict::Deny);
+        // An order approved with a step-up carries that approval; one that was not may not
+        // cross the threshold by waiting.
+        if order.approval != ApprovalState::Approved {
+            refusals.extend(
+                hits.iter()
+                    .filter(|h| h.rule == Rule::LargeOrder && h.verdict == Verdict::StepUp)
+                    .map(|_| {
+                        format!(
+                            "At the current price it is worth {} USDT, above the {} USDT that needs your approval, which it does not have. Place it again to approve it.",
+                            plain(notional.round_dp(2)),
+                            plain(self.step_up_threshold())
+                        )
+                    }),
+            );
+        }
+        if refusals.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(SendOutcome::Denied(format!(
+            "Not sent: checked again at the current price before sending. {}",
+            refusals.join(" ")
+        ))))
     }
 
     async fn blocked_at_send(&self, owner: UserId) -> Result<Option<String>, TradingError> {
@@ -1174,7 +1494,17 @@ impl TradingService {
             {
                 continue;
             }
-            if !self.store.claim_order(order.id, OrderStatus::Open).await? {
+            let claim = claim_draft(
+                &order,
+                OrderStatus::Open,
+                Actor::system("trading"),
+                &RequestMeta::default(),
+            );
+            if !self
+                .store
+                .claim_order(order.id, OrderStatus::Open, claim)
+                .await?
+            {
                 continue;
             }
             self.settle(
@@ -1203,7 +1533,13 @@ impl TradingService {
             .ok_or(TradingError::NotFound)?;
         match order.status {
             OrderStatus::Held => {
-                if !self.store.claim_order(id, OrderStatus::Held).await? {
+                let claim = claim_draft(&order, OrderStatus::Held, Actor::user(owner), &meta);
+                if !self
+                    .store
+                    .claim_order(id, OrderStatus::Held, claim)
+                    .await
+                    .map_err(audit_or_store)?
+                {
                     return Err(TradingError::Invalid(
                         "The order is being sent right now; try again in a moment.".into(),
                     ));
@@ -1217,73 +1553,202 @@ impl TradingService {
                 .await
             }
             OrderStatus::Open => {
-                let exchange = self
-                    .exchanges
-                    .get(order.venue.exchange)
-                    .cloned()
-                    .ok_or_else(|| TradingError::Invalid("That exchange is not enabled.".into()))?;
-                // Before the claim: a key that cannot be used leaves the order as it was.
-                let credentials = match order.venue.key {
-                    None => None,
-                    Some(key) => Some(
-                        self.vault
-                            .use_key(
-                                Actor::user(owner),
-                                owner,
-                                key,
-                                KeyPurpose::Order(order.id.to_string()),
-                                meta.clone(),
-                            )
-                            .await
-                            .map_err(|e| {
-                                TradingError::Unavailable(format!(
-                                    "The key could not be used to cancel the order ({e}); it is still open."
-                                ))
-                            })?
-                            .1,
-                    ),
-                };
-                if !self.store.claim_order(id, OrderStatus::Open).await? {
-                    return Err(TradingError::Invalid(
-                        "The order changed meanwhile; reload and try again.".into(),
-                    ));
-                }
-                let answer = exchange
-                    .cancel_order(
-                        order.venue.environment,
-                        credentials.as_ref(),
-                        &order.symbol,
-                        &order.client_order_id,
-                    )
-                    .await;
-                drop(credentials);
-                match answer {
-                    Ok(ack) => {
-                        return self
-                            .settle(order, SendOutcome::Answered(ack), Actor::user(owner), meta)
-                            .await;
-                    }
-                    Err(e) => {
-                        // The exchange still has it: put the order back as it was.
-                        let ack = VenueAck {
-                            exchange_order_id: order.exchange_order_id.clone().unwrap_or_default(),
-                            status: VenueOrderStatus::Open,
-                            filled_quantity: order.filled_quantity,
-                            average_price: order.average_price,
-                        };
-                        self.settle(order, SendOutcome::Answered(ack), Actor::user(owner), meta)
-                            .await?;
-                        Err(TradingError::Unavailable(format!(
-                            "The order could not be cancelled ({e}); it is still open."
-                        )))
-                    }
-                }
+                self.cancel_open(order, Actor::user(owner), None, meta)
+                    .await
             }
             _ => Err(TradingError::Invalid(format!(
                 "A {} order cannot be cancelled.",
                 order.status.as_str()
             ))),
         }
+    }
+
+    /// Cancels an `Open` order at its venue on behalf of `actor` (the owner, an admin or the
+    /// risk system); `reason`, when given, is shown on the order once the venue confirms.
+    async fn cancel_open(
+        &self,
+        order: Order,
+        actor: Actor,
+        reason: Option<&str>,
+        meta: RequestMeta,
+    ) -> Result<Order, TradingError> {
+        let (owner, id) = (order.owner, order.id);
+        let exchange = self
+            .exchanges
+            .get(order.venue.exchange)
+            .cloned()
+            .ok_or_else(|| TradingError::Invalid("That exchange is not enabled.".into()))?;
+        // Before the claim: a key that cannot be used leaves the order as it was.
+        let credentials = match order.venue.key {
+            None => None,
+            Some(key) => Some(
+                self.vault
+                    .use_key(
+                        actor.clone(),
+                        owner,
+                        key,
+                        KeyPurpose::Order(order.id.to_string()),
+                        meta.clone(),
+                    )
+                    .await
+                    .map_err(|e| {
+                        TradingError::Unavailable(format!(
+                            "The key could not be used to cancel the order ({e}); it is still open."
+                        ))
+                    })?
+                    .1,
+            ),
+        };
+        let claim = claim_draft(&order, OrderStatus::Open, actor.clone(), &meta);
+        if !self
+            .store
+            .claim_order(id, OrderStatus::Open, claim)
+            .await
+            .map_err(audit_or_store)?
+        {
+            return Err(TradingError::Invalid(
+                "The order changed meanwhile; reload and try again.".into(),
+            ));
+        }
+        let answer = exchange
+            .cancel_order(
+                order.venue.environment,
+                credentials.as_ref(),
+                &order.symbol,
+                &order.client_order_id,
+            )
+            .await;
+        drop(credentials);
+        match answer {
+            Ok(ack) => {
+                let outcome = match reason {
+                    // Nothing more filled meanwhile: record the cancellation with its reason.
+                    Some(reason)
+                        if ack.status == VenueOrderStatus::Cancelled
+                            && ack.filled_quantity == order.filled_quantity =>
+                    {
+                        SendOutcome::Cancelled(reason.to_owned())
+                    }
+                    _ => SendOutcome::Answered(ack),
+                };
+                self.settle(order, outcome, actor, meta).await
+            }
+            Err(e) => {
+                // The exchange still has it: put the order back as it was.
+                let ack = VenueAck {
+                    exchange_order_id: order.exchange_order_id.clone().unwrap_or_default(),
+                    status: VenueOrderStatus::Open,
+                    filled_quantity: order.filled_quantity,
+                    average_price: order.average_price,
+                };
+                self.settle(order, SendOutcome::Answered(ack), actor, meta)
+                    .await?;
+                Err(TradingError::Unavailable(format!(
+                    "The order could not be cancelled ({e}); it is still open."
+                )))
+            }
+        }
+    }
+
+    /// The owner approves an order that needed their step-up and was held instead, once a
+    /// reviewer has released it (`Held/Approval`). The approval must be bound to exactly this
+    /// order (its venue, type, symbol, side, quantity and reference price) under `nonce`; only
+    /// then is the order sent, like any released order.
+    pub async fn approve_held(
+        &self,
+        owner: UserId,
+        id: OrderId,
+        nonce: &str,
+        meta: RequestMeta,
+    ) -> Result<Order, TradingError> {
+        let mut order = self
+            .store
+            .order(owner, id)
+            .await?
+            .ok_or(TradingError::NotFound)?;
+        if order.status != OrderStatus::Held || order.hold != Some(HoldKind::Approval) {
+            return Err(TradingError::Invalid(
+                "This order is not waiting for your approval.".into(),
+            ));
+        }
+        let intent = OrderIntent::with_nonce(
+            owner,
+            OrderToApprove {
+                venue: order.venue,
+                order_type: order.order_type,
+                terms: OrderTerms {
+                    symbol: order.symbol.clone(),
+                    side: order.side,
+                    quantity: order.quantity,
+                    price: order.reference_price,
+                },
+            },
+            nonce.trim().to_owned(),
+        );
+        self.stepup
+            .consume_order_approval(&intent, meta.clone())
+            .await
+            .map_err(|e| match e {
+                StepUpError::AuditUnavailable => TradingError::AuditUnavailable,
+                other => TradingError::Approval(other),
+            })?;
+        let now = self.now();
+        let draft = order_draft(
+            Actor::user(owner),
+            "trade.held_order_approved",
+            Outcome::Success,
+            &meta,
+        )
+        .resource(order.id.resource())
+        .detail("owner", owner.to_string())
+        .detail("order_digest", intent.digest_hex());
+        if !self
+            .store
+            .approve_held_order(owner, id, now, draft)
+            .await
+            .map_err(audit_or_store)?
+        {
+            return Err(TradingError::Conflict(
+                "The order changed meanwhile; reload and try again.".into(),
+            ));
+        }
+        order.hold = Some(HoldKind::Exchange);
+        order.approval = ApprovalState::Approved;
+        // Sent now unless its exchange is paused; then the retry job sends it, exactly once.
+        if let Gate::Paused(_) = self
+            .breakers
+            .gate((order.venue.exchange, order.venue.environment), now)
+        {
+            return Ok(order);
+        }
+        let venue = (order.venue.exchange, order.venue.environment);
+        let claim = claim_draft(&order, OrderStatus::Held, Actor::user(owner), &meta);
+        if !self
+            .store
+            .claim_order(id, OrderStatus::Held, claim)
+            .await
+            .map_err(audit_or_store)?
+        {
+            self.breakers.abandon_probe(venue, now);
+            return self.order(owner, id).await;
+        }
+        order.attempts += 1;
+        order.status = OrderStatus::Submitting;
+        if let Some(reason) = self.blocked_at_send(owner).await? {
+            self.breakers.abandon_probe(venue, now);
+            return self
+                .settle(
+                    order,
+                    SendOutcome::Cancelled(reason),
+                    Actor::user(owner),
+                    meta,
+                )
+                .await;
+        }
+        let retry = order.attempts > 1 || order.exchange_order_id.is_some();
+        // It waited for review: judged again at the current price before it is sent.
+        self.send_checked(order, Actor::user(owner), retry, true, meta)
+            .await
     }
 
     pub async fn orders(&self, owner: UserId, limit: u64) -> Result<Vec<Order>, TradingError> {
@@ -1303,12 +1768,14 @@ impl TradingService {
 
     // --- admin controls ---------------------------------------------------------------------
 
+    /// Turns the global kill switch on or off. Turning it on also cancels every resting order
+    /// at its venue (each cancellation audited); returns how many were cancelled.
     pub async fn set_global_kill_switch(
         &self,
         admin: UserId,
         on: bool,
         meta: RequestMeta,
-    ) -> Result<(), TradingError> {
+    ) -> Result<usize, TradingError> {
         self.store
             .set_global_kill_switch(
                 on,
@@ -1325,16 +1792,64 @@ impl TradingService {
                 .resource("trading:global"),
             )
             .await
-            .map_err(audit_or_store)
+            .map_err(audit_or_store)?;
+        if !on {
+            return Ok(0);
+        }
+        self.cancel_resting(
+            None,
+            Actor::user(admin),
+            "Cancelled: the kill switch is on.",
+            &meta,
+        )
+        .await
     }
 
+    /// Cancels the resting (open) orders of `owner`, or of everyone, at their venues through
+    /// the ordinary cancel path; each cancellation is audited. An order that cannot be
+    /// cancelled right now (key unusable, venue down, changed meanwhile) stays as it was: the
+    /// stop still holds, because nothing new is sent and held orders are cancelled at send
+    /// time. Returns how many were cancelled.
+    async fn cancel_resting(
+        &self,
+        owner: Option<UserId>,
+        actor: Actor,
+        reason: &str,
+        meta: &RequestMeta,
+    ) -> Result<usize, TradingError> {
+        const PAGE: u64 = 200;
+        let mut cancelled = 0;
+        let mut tried = std::collections::HashSet::new();
+        loop {
+            let resting = self.store.resting_orders(owner, PAGE).await?;
+            let fresh: Vec<Order> = resting.into_iter().filter(|o| tried.insert(o.id)).collect();
+            if fresh.is_empty() {
+                return Ok(cancelled);
+            }
+            for order in fresh {
+                if let Ok(order) = self
+                    .cancel_open(order, actor.clone(), Some(reason), meta.clone())
+                    .await
+                    && order.status == OrderStatus::Cancelled
+                {
+                    cancelled += 1;
+                }
+            }
+        }
+    }
+
+    /// An admin changes another user's trading state, kill switch or autonomous mode. Never
+    /// their own (separation of duties: another admin must). Stopping a user (kill switch on,
+    /// or HALTED) also cancels their resting orders at the venue.
     pub async fn change_controls(
         &self,
         admin: UserId,
         user: UserId,
         change: ControlsChange,
         meta: RequestMeta,
-    ) -> Result<UserControls, TradingError> {
+    ) -> Result<ControlsChanged, TradingError> {
+        self.refuse_own_controls(admin, user, "risk.controls_changed", &meta)
+            .await?;
         let mut draft = order_draft(
             Actor::user(admin),
             "risk.controls_changed",
@@ -1351,10 +1866,53 @@ impl TradingService {
         if let Some(autonomous) = change.autonomous {
             draft = draft.detail("autonomous", autonomous);
         }
-        self.store
+        let stops = change.kill_switch == Some(true) || change.state == Some(TradingState::Halted);
+        let controls = self
+            .store
             .change_controls(user, change, draft)
             .await
-            .map_err(audit_or_store)
+            .map_err(audit_or_store)?;
+        let cancelled = if stops {
+            let reason = if controls.kill_switch {
+                "Cancelled: an admin stopped your trading."
+            } else {
+                "Cancelled: your trading is halted."
+            };
+            self.cancel_resting(Some(user), Actor::user(admin), reason, &meta)
+                .await?
+        } else {
+            0
+        };
+        Ok(ControlsChanged {
+            controls,
+            cancelled,
+        })
+    }
+
+    /// Separation of duties: an admin's own controls and limits are set by another admin.
+    /// The refusal is audited.
+    async fn refuse_own_controls(
+        &self,
+        admin: UserId,
+        subject: UserId,
+        action: &str,
+        meta: &RequestMeta,
+    ) -> Result<(), TradingError> {
+        if admin != subject {
+            return Ok(());
+        }
+        self.audit_or_fail(
+            order_draft(Actor::user(admin), action, Outcome::Denied, meta)
+                .resource(format!("user:{subject}"))
+                .detail(
+                    "reason",
+                    "an admin cannot change their own controls or limits",
+                ),
+        )
+        .await?;
+        Err(TradingError::Forbidden(
+            "You cannot change your own trading controls or limits; ask another admin.".into(),
+        ))
     }
 
     /// The trader's own opt-in to autonomous agent orders below the cap.
@@ -1394,6 +1952,10 @@ impl TradingService {
         value: Option<&str>,
         meta: RequestMeta,
     ) -> Result<(), TradingError> {
+        if let Some(subject) = user {
+            self.refuse_own_controls(admin, subject, "risk.limit_changed", &meta)
+                .await?;
+        }
         let field = LimitField::from_key(field)
             .ok_or_else(|| TradingError::Invalid("Unknown limit.".into()))?;
         let value = match value {
@@ -1564,14 +2126,18 @@ impl TradingService {
 
     // --- agents -------------------------------------------------------------------------------
 
+    /// Creates a bearer token for the owner's bot. The caller checks the owner's step-up
+    /// first (a token is a credential). It lives `lifetime_days` (default 90, at most 365).
     pub async fn create_agent_token(
         &self,
         owner: UserId,
         name: &str,
         scopes: &[String],
+        lifetime_days: Option<u32>,
         meta: RequestMeta,
     ) -> Result<NewAgentToken, TradingError> {
         let name = agent::parse_token_name(name).map_err(TradingError::Invalid)?;
+        let lifetime = agent::token_lifetime(lifetime_days).map_err(TradingError::Invalid)?;
         let mut parsed = Vec::new();
         for raw in scopes {
             let scope = AgentScope::parse(raw)
@@ -1586,6 +2152,7 @@ impl TradingService {
             ));
         }
         let (secret, hash) = agent::generate_token_secret();
+        let now = self.now();
         let token = AgentToken {
             id: Uuid::new_v4(),
             owner,
@@ -1595,9 +2162,10 @@ impl TradingService {
                 secret.expose_secret().chars().take(10).collect()
             },
             scopes: parsed,
-            created_at: self.now(),
+            created_at: now,
             last_used_at: None,
             revoked_at: None,
+            expires_at: now + lifetime,
         };
         let draft = order_draft(
             Actor::user(owner),
@@ -1615,7 +2183,8 @@ impl TradingService {
                 .map(|s| s.as_str())
                 .collect::<Vec<_>>()
                 .join(" "),
-        );
+        )
+        .detail("expires_at", crate::audit::canonical_time(token.expires_at));
         self.store
             .insert_agent_token(&token, &hash, draft)
             .await
@@ -1646,16 +2215,38 @@ impl TradingService {
             .map_err(audit_or_store)
     }
 
-    /// The token behind a bearer value, if it is live. Unknown and malformed values look the
-    /// same to the caller.
-    pub async fn authenticate_agent(&self, bearer: &str) -> Result<AgentToken, TradingError> {
+    /// The token behind a bearer value, if it is live. Unknown, malformed, revoked and expired
+    /// values look the same to the caller; the use of an expired token is audited.
+    pub async fn authenticate_agent(
+        &self,
+        bearer: &str,
+        meta: &RequestMeta,
+    ) -> Result<AgentToken, TradingError> {
         if !agent::looks_like_token(bearer) {
             return Err(TradingError::NotFound);
         }
-        self.store
-            .agent_token_by_hash(&agent::token_hash(bearer), self.now())
+        let now = self.now();
+        let token = self
+            .store
+            .agent_token_by_hash(&agent::token_hash(bearer), now)
             .await?
-            .ok_or(TradingError::NotFound)
+            .ok_or(TradingError::NotFound)?;
+        if token.is_expired(now) {
+            self.audit_or_fail(
+                order_draft(
+                    agent_actor(&token),
+                    "agent.token_expired",
+                    Outcome::Denied,
+                    meta,
+                )
+                .resource(token.resource())
+                .detail("owner", token.owner.to_string())
+                .detail("expired_at", crate::audit::canonical_time(token.expires_at)),
+            )
+            .await?;
+            return Err(TradingError::NotFound);
+        }
+        Ok(token)
     }
 
     /// Records an agent's refusal or a held signal: nothing is placed, and the trader and
@@ -1774,7 +2365,9 @@ impl TradingService {
                 Err(_) => return Ok(proposal),
             },
         };
-        if proposal.quantity * price > limits.autonomous_cap {
+        // A first look only (placement judges the cap again at the screening value); a value
+        // that does not fit is certainly above the cap.
+        if risk::order_value(proposal.quantity, price).is_none_or(|v| v > limits.autonomous_cap) {
             return Ok(proposal);
         }
         let parsed = ParsedOrder {
@@ -1787,6 +2380,7 @@ impl TradingService {
             },
             order_type: proposal.order_type,
             limit_price: proposal.limit_price,
+            proposal: Some(proposal.id),
         };
         let actor = Actor {
             kind: crate::audit::ActorKind::Agent,
@@ -1803,48 +2397,24 @@ impl TradingService {
             )
             .await
         {
+            // The proposal was settled as placed together with the order's decision.
             Ok(order) => {
-                self.settle_proposal(proposal, order.id, meta, "autonomous")
-                    .await
+                let mut proposal = proposal;
+                proposal.status = ProposalStatus::Placed;
+                proposal.order = Some(order.id);
+                proposal.decided_at = Some(order.created_at);
+                Ok(proposal)
             }
             // Needs a human (step-up, or a bad input the trader should see): stays queued.
             Err(TradingError::ApprovalRequired { .. } | TradingError::Invalid(_)) => Ok(proposal),
+            // The trader decided it meanwhile: report it as it is now.
+            Err(TradingError::Conflict(_)) => Ok(self
+                .store
+                .proposal(owner, proposal.id)
+                .await?
+                .unwrap_or(proposal)),
             Err(e) => Err(e),
         }
-    }
-
-    async fn settle_proposal(
-        &self,
-        mut proposal: Proposal,
-        order: OrderId,
-        meta: RequestMeta,
-        by: &str,
-    ) -> Result<Proposal, TradingError> {
-        let now = self.now();
-        let draft = order_draft(
-            Actor::user(proposal.owner),
-            "agent.proposal_placed",
-            Outcome::Success,
-            &meta,
-        )
-        .resource(proposal.resource())
-        .detail("order", order.to_string())
-        .detail("by", by.to_owned());
-        self.store
-            .settle_proposal(
-                proposal.owner,
-                proposal.id,
-                ProposalStatus::Placed,
-                Some(order),
-                now,
-                draft,
-            )
-            .await
-            .map_err(audit_or_store)?;
-        proposal.status = ProposalStatus::Placed;
-        proposal.order = Some(order);
-        proposal.decided_at = Some(now);
-        Ok(proposal)
     }
 
     pub async fn proposals(&self, owner: UserId) -> Result<Vec<Proposal>, TradingError> {
@@ -1852,7 +2422,9 @@ impl TradingService {
     }
 
     /// The trader's sign-off: the proposal becomes a ticket order (screened, with step-up
-    /// above the threshold, like any other).
+    /// above the threshold, like any other). The proposal is settled as placed in the same
+    /// transaction as the order's decision, only if it is still pending: two sign-offs (or a
+    /// sign-off racing autonomous mode) give one order, and the other gets `Conflict`.
     pub async fn sign_off(
         &self,
         user: &User,
@@ -1867,8 +2439,8 @@ impl TradingService {
             .await?
             .ok_or(TradingError::NotFound)?;
         if proposal.status != ProposalStatus::Pending {
-            return Err(TradingError::Invalid(
-                "This proposal was already decided.".into(),
+            return Err(TradingError::Conflict(
+                "This proposal was already placed or rejected.".into(),
             ));
         }
         let request = OrderRequest {
@@ -1879,14 +2451,19 @@ impl TradingService {
             quantity: plain(proposal.quantity),
             limit_price: proposal.limit_price.map(plain),
             quoted_price,
-            approval_nonce,
+            approval_nonce: None,
         };
-        let order = self
-            .place(user, request, OrderSource::Proposal, meta.clone())
-            .await?;
-        self.settle_proposal(proposal, order.id, meta, "trader")
-            .await?;
-        Ok(order)
+        let mut parsed = self.parse_order(user.id, &request).await?;
+        parsed.proposal = Some(proposal.id);
+        self.place_parsed(
+            user.id,
+            Actor::user(user.id),
+            parsed,
+            approval_nonce,
+            OrderSource::Proposal,
+            meta,
+        )
+        .await
     }
 
     pub async fn reject_proposal(
@@ -1923,6 +2500,79 @@ enum SendOutcome {
     Answered(VenueAck),
     Held(String),
     Cancelled(String),
+    /// Judged again before sending and refused: never sent.
+    Denied(String),
+}
+
+/// Why an order cannot be given the value the rules judge it at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ScreeningRefusal {
+    /// No fresh quote, and the order's value depends on it: refused when placed, held again
+    /// when retried.
+    NoQuote(String),
+    /// The order can never pass as written (a limit far through the market, a value too large
+    /// to compute): refused when placed, denied when retried.
+    Refused(String),
+}
+
+impl ScreeningRefusal {
+    fn message(&self) -> String {
+        match self {
+            ScreeningRefusal::NoQuote(why) | ScreeningRefusal::Refused(why) => why.clone(),
+        }
+    }
+}
+
+/// The value (quantity × the price from [`risk::screening_price`]) every rule judges an order
+/// at: the per-order and daily limits, the step-up threshold, the autonomous cap, the paper
+/// balance and the anomaly score. `quote` is the venue's current price or why there is none.
+fn screening_value(
+    terms: &OrderTerms,
+    order_type: OrderType,
+    limit_price: Option<Decimal>,
+    quote: Result<&Decimal, &String>,
+    client_quote: Option<Decimal>,
+) -> Result<Decimal, ScreeningRefusal> {
+    let limit = match order_type {
+        OrderType::Market => None,
+        OrderType::Limit => Some(limit_price.unwrap_or(terms.price)),
+    };
+    let price = risk::screening_price(terms.side, limit, quote.ok().copied(), client_quote)
+        .map_err(|refusal| match refusal {
+            PriceRefusal::NoQuote => {
+                let why = quote.err().cloned().unwrap_or_default();
+                let what = match order_type {
+                    OrderType::Market => "a market order trades at the market price".to_owned(),
+                    OrderType::Limit => {
+                        "a sell limit below the market trades at the market price".to_owned()
+                    }
+                };
+                ScreeningRefusal::NoQuote(format!(
+                    "There is no current price for {}: {why} Without one this order cannot be checked ({what}), so it was not placed. Try again when prices are back.",
+                    terms.symbol
+                ))
+            }
+            PriceRefusal::LimitThroughQuote { side, limit, quote } => {
+                let (direction, at) = match side {
+                    OrderSide::Buy => ("above", "buy at once"),
+                    OrderSide::Sell => ("below", "sell at once"),
+                };
+                ScreeningRefusal::Refused(format!(
+                    "A {} limit of {} is more than {}% {direction} the current price of {} ({}): it would {at} at the market price, not at its limit. Use a market order, or a limit within {}% of the price.",
+                    side.as_str(),
+                    plain(limit),
+                    plain(risk::MAX_LIMIT_THROUGH_QUOTE * Decimal::ONE_HUNDRED),
+                    terms.symbol,
+                    plain(quote),
+                    plain(risk::MAX_LIMIT_THROUGH_QUOTE * Decimal::ONE_HUNDRED),
+                ))
+            }
+        })?;
+    risk::order_value(terms.quantity, price).ok_or_else(|| {
+        ScreeningRefusal::Refused(
+            "This order's value is too large to compute; enter a smaller quantity.".into(),
+        )
+    })
 }
 
 /// The order as the exchange gets it; the same on every attempt.

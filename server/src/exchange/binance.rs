@@ -32,6 +32,8 @@ const ORDER_PATH: &str = "/api/v3/order";
 const TICKER_PATH: &str = "/api/v3/ticker/price";
 /// How long to back off when Binance rate-limits without saying for how long.
 const DEFAULT_BACKOFF_SECS: u64 = 60;
+/// The longest `Retry-After` we carry (an hour, as the circuit breaker's longest pause).
+const MAX_RETRY_AFTER_SECS: u64 = 3600;
 /// Binance's default; kept small so a captured request cannot be replayed for long.
 const RECV_WINDOW_MS: u32 = 5000;
 
@@ -182,7 +184,9 @@ async fn reply(
         .headers()
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        // Honoured up to the breaker's longest pause; an absurd value is not carried further.
+        .map(|secs| secs.min(MAX_RETRY_AFTER_SECS));
     let body = response
         .bytes()
         .await

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use async_trait::async_trait;
-use domain::vault::{DataKey, EncryptionContext, Kms, KmsError, WrappedKey};
+use domain::vault::{DataKey, EncryptionContext, Kms, KmsError, RotationRecord, WrappedKey};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultMode {
@@ -103,8 +103,8 @@ impl Kms for FaultyKms {
         self.inner.current_key_id()
     }
 
-    async fn add_version(&self) -> Result<String, KmsError> {
+    async fn add_version(&self, record: &dyn RotationRecord) -> Result<String, KmsError> {
         self.check()?;
-        self.inner.add_version().await
+        self.inner.add_version(record).await
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use async_trait::async_trait;
 use domain::vault::local::{LocalKeyError, LocalKms};
-use domain::vault::{DataKey, EncryptionContext, Kms, KmsError, WrappedKey};
+use domain::vault::{DataKey, EncryptionContext, Kms, KmsError, RotationRecord, WrappedKey};
 use tokio::sync::{Mutex, RwLock};
 use zeroize::Zeroizing;
 
@@ -41,8 +41,9 @@ enum KeySource {
     Env,
 }
 
-/// The local KMS. Key versions live in memory; `add_version` appends to the key file first, so
-/// a version is never used before it is on disk.
+/// The local KMS. Key versions live in memory; `add_version` has the rotation recorded first,
+/// then appends to the key file, then uses the new version: a version is never on disk without
+/// its record, nor used before it is on disk.
 pub struct FileKms {
     keys: RwLock<LocalKms>,
     // Mirrors the newest version so `current_key_id` (not async) needs no lock.
@@ -100,24 +101,34 @@ impl FileKms {
         }
     }
 
-    /// Appends `<version>:<hex>` and flushes it to disk. Returns nothing in memory on failure.
-    fn append_version(path: &Path, keys_in_memory: u32) -> Result<(u32, DataKey), KmsError> {
+    /// The number the next version gets. Another process (or an editor) may have added versions
+    /// since we loaded: number after the highest one anywhere, or a new line would shadow a key
+    /// that secrets still use.
+    fn next_version(path: &Path, keys_in_memory: u32) -> Result<u32, KmsError> {
+        let on_disk = read_key_file(path)
+            .map_err(|e| KmsError::Refused(e.to_string()))?
+            .latest_version();
+        on_disk
+            .max(keys_in_memory)
+            .checked_add(1)
+            .ok_or_else(|| KmsError::Refused("no master key version numbers left".into()))
+    }
+
+    /// Appends `<next>:<hex>` and flushes it to disk, unless the file gained that version
+    /// meanwhile. Returns nothing in memory on failure.
+    fn append_version(path: &Path, next: u32, key: &DataKey) -> Result<(), KmsError> {
         let io_err = |e: std::io::Error| {
             KmsError::Unavailable(format!(
                 "cannot write the master key file {}: {e}",
                 path.display()
             ))
         };
-        // Another process (or an editor) may have added versions since we loaded: number after
-        // the highest one anywhere, or a new line would shadow a key that secrets still use.
-        let on_disk = read_key_file(path)
-            .map_err(|e| KmsError::Refused(e.to_string()))?
-            .latest_version();
-        let next = on_disk
-            .max(keys_in_memory)
-            .checked_add(1)
-            .ok_or_else(|| KmsError::Refused("no master key version numbers left".into()))?;
-        let key = DataKey::generate();
+        if Self::next_version(path, 0)? > next {
+            return Err(KmsError::Refused(format!(
+                "the master key file {} gained version {next} meanwhile; try again",
+                path.display()
+            )));
+        }
         let mut line = Zeroizing::new(format!("{next}:{}\n", hex::encode(key.expose())));
 
         // O_APPEND: the write lands at the end even if the file grew since we opened it.
@@ -137,7 +148,7 @@ impl FileKms {
         }
         file.write_all(line.as_bytes()).map_err(io_err)?;
         file.sync_all().map_err(io_err)?;
-        Ok((next, key))
+        Ok(())
     }
 }
 
@@ -196,7 +207,7 @@ impl Kms for FileKms {
         format!("local:v{}", self.current.load(Ordering::Acquire))
     }
 
-    async fn add_version(&self) -> Result<String, KmsError> {
+    async fn add_version(&self, record: &dyn RotationRecord) -> Result<String, KmsError> {
         let KeySource::File(path) = &self.source else {
             return Err(KmsError::Refused(
                 "the master key comes from CRYPTOPULSE_MASTER_KEY; add a version there and restart"
@@ -206,7 +217,15 @@ impl Kms for FileKms {
         let _rotating = self.rotation.lock().await;
         let in_memory = self.keys.read().await.latest_version();
         // Blocking file I/O, but short and rare (an admin rotating the key).
-        let (version, key) = Self::append_version(path, in_memory)?;
+        let version = Self::next_version(path, in_memory)?;
+        let key = DataKey::generate();
+        // Recorded first, under the rotation lock: if the record cannot be written, the file and
+        // the current version stay as they were.
+        record
+            .record(&format!("local:v{version}"))
+            .await
+            .map_err(|_| KmsError::NotRecorded)?;
+        Self::append_version(path, version, &key)?;
         self.keys.write().await.insert_version(version, key);
         self.current.store(version, Ordering::Release);
         tracing::info!(version, "added a local master key version");

@@ -41,10 +41,7 @@ pub async fn request_context(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let forwarded = trust_forwarded_for
-        .then(|| last_forwarded_for(request.headers()))
-        .flatten();
-    let ip = forwarded.or(peer).unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let ip = client_ip(peer, request.headers(), trust_forwarded_for);
     let user_agent = request
         .headers()
         .get(header::USER_AGENT)
@@ -87,6 +84,22 @@ pub async fn request_context(
         response.headers_mut().insert(REQUEST_ID, value);
     }
     response
+}
+
+/// The client's address: the last `X-Forwarded-For` hop when the proxy is trusted, else the
+/// peer. Always canonical: an IPv4-mapped IPv6 address (`::ffff:1.2.3.4`, as a dual-stack
+/// listener or a proxy may write it) is the IPv4 address, so rate limits, login backoff and the
+/// audit log count one client once.
+pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trust_forwarded_for: bool) -> IpAddr {
+    let forwarded = trust_forwarded_for
+        .then(|| last_forwarded_for(headers))
+        .flatten();
+    canonical_ip(forwarded.or(peer).unwrap_or(IpAddr::from([127, 0, 0, 1])))
+}
+
+/// `::ffff:1.2.3.4` as `1.2.3.4`; every other address as it is.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
 }
 
 fn last_forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {

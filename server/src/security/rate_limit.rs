@@ -1,9 +1,15 @@
 //! Per-client-address rate limits (GCRA via `governor`): one for every route and a tighter one
 //! for sign-up and login. Over the limit → 429 with `Retry-After`.
+//!
+//! A refused request's body is read and dropped (up to a small bound) before the answer goes
+//! out: a response sent over an unread body ends its connection, and a keep-alive client's next
+//! request on it would be reset rather than answered. A body too large (or too slow) to drain
+//! gets `Connection: close`, so the client knows not to reuse the connection.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -16,6 +22,11 @@ use super::middleware::ClientIp;
 
 /// Server function paths that create sessions or accounts.
 const AUTH_PATHS: [&str; 2] = ["/api/auth/login", "/api/auth/signup"];
+
+/// The most of a refused request's body read (and dropped) to keep its connection alive, and
+/// how long that may take.
+const DRAIN_LIMIT_BYTES: usize = 64 * 1024;
+const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct RateLimits {
@@ -64,15 +75,40 @@ pub async fn enforce(State(limits): State<RateLimits>, request: Request, next: N
         && let Err(retry_after) = limits.check(ip, request.uri().path())
     {
         tracing::warn!(target: "security", event = "api.rate_limit_exceeded", path = request.uri().path(), retry_after);
+        let drained = drain(request).await;
         let mut response = (
             StatusCode::TOO_MANY_REQUESTS,
             format!("Too many requests. Try again in {retry_after} seconds.\n"),
         )
             .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+        let headers = response.headers_mut();
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+        if !drained {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         return response;
     }
     next.run(request).await
+}
+
+/// Reads and drops the request's body if it is small and arrives promptly; `false` if it was
+/// not read to its end (the connection must then close).
+async fn drain(request: Request) -> bool {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > DRAIN_LIMIT_BYTES as u64) {
+        return false;
+    }
+    let body = request.into_body();
+    matches!(
+        tokio::time::timeout(
+            DRAIN_DEADLINE,
+            axum::body::to_bytes(body, DRAIN_LIMIT_BYTES)
+        )
+        .await,
+        Ok(Ok(_))
+    )
 }

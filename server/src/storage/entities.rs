@@ -170,6 +170,10 @@ pub mod totp_factor {
         pub failures: i32,
         pub locked_until: Option<String>,
         pub created_at: String,
+        /// `locked_until` as unix microseconds: the reservation of an attempt compares it in SQL.
+        pub locked_until_us: Option<i64>,
+        /// When the current count of wrong codes began (unix microseconds).
+        pub failures_since_us: Option<i64>,
     }
 
     impl std::fmt::Debug for Model {
@@ -367,6 +371,7 @@ pub mod order {
         pub reference_price: String,
         pub notional: String,
         pub status: String,
+        /// `NULL` on a held order: held only for its owner's approval (see `approval_state`).
         pub hold_kind: Option<String>,
         pub status_reason: Option<String>,
         pub verdict: String,
@@ -384,6 +389,8 @@ pub mod order {
         /// `created_at` as unix microseconds, for range filters and ordering in SQL.
         pub created_at_us: i64,
         pub updated_at: String,
+        /// `not_needed`, `awaiting` or `approved`: the order's step-up approval.
+        pub approval_state: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -465,6 +472,10 @@ pub mod agent_token {
         pub created_at: String,
         pub last_used_at: Option<String>,
         pub revoked_at: Option<String>,
+        /// NULL for tokens created before tokens expired: they expire
+        /// `DEFAULT_TOKEN_LIFETIME_DAYS` after `created_at`.
+        pub expires_at: Option<String>,
+        pub expires_at_us: Option<i64>,
     }
 
     impl std::fmt::Debug for Model {

@@ -5,16 +5,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use domain::account::UserId;
-use domain::audit::AuditDraft;
+use domain::audit::{AuditDraft, Outcome, canonical_time};
 use domain::ports::{Clock, SessionRevoker, StoreError};
 use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 use sha2::{Digest, Sha256};
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
-use super::audit::AuditedTxn;
+use super::audit::{AuditedTxn, append_in};
 use super::backend_error;
-use super::entities::session;
+use super::entities::{agent_token, session};
 
 /// The session data key that holds the signed-in user's id.
 pub const USER_ID_KEY: &str = "uid";
@@ -149,7 +149,13 @@ impl SessionStore for SqlSessionStore {
 
 #[async_trait]
 impl SessionRevoker for SqlSessionStore {
-    async fn revoke_all(&self, user: UserId, audit: AuditDraft) -> Result<u64, StoreError> {
+    async fn revoke_all(
+        &self,
+        user: UserId,
+        agent_tokens: bool,
+        audit: AuditDraft,
+    ) -> Result<(u64, u64), StoreError> {
+        let now = self.clock.now();
         let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
         let deleted = session::Entity::delete_many()
             .filter(session::Column::UserId.eq(user.to_string()))
@@ -157,9 +163,47 @@ impl SessionRevoker for SqlSessionStore {
             .await
             .map_err(backend_error)?
             .rows_affected;
-        txn.commit_with(audit.detail("sessions_revoked", deleted), self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        Ok(deleted)
+        let mut revoked = 0;
+        if agent_tokens {
+            // Under the chain lock: no token can be created or revoked in between.
+            let live = agent_token::Entity::find()
+                .filter(agent_token::Column::Owner.eq(user.to_string()))
+                .filter(agent_token::Column::RevokedAt.is_null())
+                .all(txn.conn())
+                .await
+                .map_err(backend_error)?;
+            for row in &live {
+                agent_token::Entity::update_many()
+                    .set(agent_token::ActiveModel {
+                        revoked_at: Set(Some(canonical_time(now))),
+                        ..Default::default()
+                    })
+                    .filter(agent_token::Column::Id.eq(row.id.clone()))
+                    .exec(txn.conn())
+                    .await
+                    .map_err(backend_error)?;
+                let event = AuditDraft::new(
+                    audit.actor.clone(),
+                    "agent.token_revoked",
+                    Outcome::Success,
+                    audit.meta.clone(),
+                )
+                .resource(format!("agent_token:{}", row.id))
+                .detail("reason", "signed out everywhere");
+                append_in(txn.conn(), event, now)
+                    .await
+                    .map_err(backend_error)?;
+                revoked += 1;
+            }
+        }
+        txn.commit_with(
+            audit
+                .detail("sessions_revoked", deleted)
+                .detail("agents_revoked", revoked),
+            now,
+        )
+        .await
+        .map_err(backend_error)?;
+        Ok((deleted, revoked))
     }
 }

@@ -14,12 +14,14 @@ use base64::engine::general_purpose::STANDARD as B64;
 use domain::account::UserId;
 use domain::audit::{AuditDraft, canonical_time, parse_canonical_time};
 use domain::ports::{Clock, StoreError};
-use domain::stepup::{FactorStore, OrderApproval, SecurityKey, TotpFactor, TotpLockout};
+use domain::stepup::{
+    FactorStore, OrderApproval, SecurityKey, TotpAttempt, TotpFactor, TotpLockout,
+};
 use domain::vault::{SealedSecret, WrappedKey};
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder,
+    PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -62,6 +64,16 @@ fn step_column(step: u64) -> Result<i64, StoreError> {
         .map_err(|_| StoreError::Backend(format!("TOTP step {step} is out of range")))
 }
 
+/// Unix microseconds, rounded down like `canonical_time` rounds, so the text and the number
+/// hold the same instant.
+fn micros(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos().div_euclid(1000)).unwrap_or(i64::MAX)
+}
+
+fn from_micros(us: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000).ok()
+}
+
 fn to_totp(row: &totp_factor::Model) -> Result<TotpFactor, StoreError> {
     let bad = |what: &str| corrupt("totp_factors", &row.user_id, what);
     let decode = |text: &str, what: &str| B64.decode(text).map_err(|_| bad(what));
@@ -84,12 +96,11 @@ fn to_totp(row: &totp_factor::Model) -> Result<TotpFactor, StoreError> {
             .map(|s| u64::try_from(s).map_err(|_| bad("last step")))
             .transpose()?,
         failures: u32::try_from(row.failures).map_err(|_| bad("failure count"))?,
-        locked_until: optional_time(
-            &row.locked_until,
-            "totp_factors",
-            &row.user_id,
-            "locked_until",
-        )?,
+        // The number is what the reservation compares, so it is what counts.
+        locked_until: row
+            .locked_until_us
+            .map(|us| from_micros(us).ok_or_else(|| bad("locked_until_us")))
+            .transpose()?,
         created_at: parse_canonical_time(&row.created_at).ok_or_else(|| bad("created_at"))?,
     })
 }
@@ -175,6 +186,8 @@ impl FactorStore for SqlFactorStore {
             failures: Set(0),
             locked_until: Set(None),
             created_at: Set(canonical_time(factor.created_at)),
+            locked_until_us: Set(None),
+            failures_since_us: Set(None),
         })
         .exec_without_returning(txn.conn())
         .await
@@ -201,6 +214,8 @@ impl FactorStore for SqlFactorStore {
                 last_step: Set(Some(step)),
                 failures: Set(0),
                 locked_until: Set(None),
+                locked_until_us: Set(None),
+                failures_since_us: Set(None),
                 ..Default::default()
             })
             .filter(totp_factor::Column::UserId.eq(user.to_string()))
@@ -219,10 +234,83 @@ impl FactorStore for SqlFactorStore {
         Ok(true)
     }
 
+    async fn reserve_totp_attempt(
+        &self,
+        user: UserId,
+        now: OffsetDateTime,
+        lockout: TotpLockout,
+    ) -> Result<TotpAttempt, StoreError> {
+        let now_us = micros(now);
+        // No audit event of its own: the attempt's outcome (failed, replayed, succeeded) is
+        // audited next. If that never happens, the attempt stays counted: fail-safe.
+        let txn = self.db.begin().await.map_err(backend_error)?;
+        // The gate is this WHERE clause, not a read in Rust: of any number of concurrent
+        // attempts, only those that find the app unlocked are counted and checked. The UPDATE
+        // holds the row (PostgreSQL) or the database (SQLite) until commit, so the lock set
+        // below is what the next attempt's WHERE sees.
+        let reserved = totp_factor::Entity::update_many()
+            .col_expr(
+                totp_factor::Column::Failures,
+                Expr::col(totp_factor::Column::Failures).add(1),
+            )
+            .filter(totp_factor::Column::UserId.eq(user.to_string()))
+            .filter(totp_factor::Column::ConfirmedAt.is_not_null())
+            .filter(
+                Condition::any()
+                    .add(totp_factor::Column::LockedUntilUs.is_null())
+                    .add(totp_factor::Column::LockedUntilUs.lte(now_us)),
+            )
+            .exec(&txn)
+            .await
+            .map_err(backend_error)?;
+        let row = totp_factor::Entity::find_by_id(user.to_string())
+            .one(&txn)
+            .await
+            .map_err(backend_error)?;
+        if reserved.rows_affected != 1 {
+            // Dropping the transaction rolls back (nothing was written).
+            return Ok(match row {
+                Some(row) if row.confirmed_at.is_some() => {
+                    let until = row.locked_until_us.and_then(from_micros).unwrap_or(now);
+                    TotpAttempt::Locked(until)
+                }
+                _ => TotpAttempt::NoFactor,
+            });
+        }
+        let row = row.ok_or(StoreError::NotFound)?;
+        let counted = u32::try_from(row.failures)
+            .map_err(|_| corrupt("totp_factors", &row.user_id, "failure count"))?;
+        let forget_us = i64::try_from(TotpLockout::FAILURES_FORGOTTEN_AFTER.whole_microseconds())
+            .unwrap_or(i64::MAX);
+        // A count starts with its first attempt, and is forgotten a day after it began.
+        let (failures, since_us) = match row.failures_since_us {
+            Some(since) if counted > 1 && now_us.saturating_sub(since) < forget_us => {
+                (counted, since)
+            }
+            _ => (1, now_us),
+        };
+        let until = lockout.locked_until(failures, now);
+        totp_factor::Entity::update_many()
+            .set(totp_factor::ActiveModel {
+                failures: Set(i32::try_from(failures).unwrap_or(i32::MAX)),
+                failures_since_us: Set(Some(since_us)),
+                locked_until: Set(until.map(canonical_time)),
+                locked_until_us: Set(until.map(micros)),
+                ..Default::default()
+            })
+            .filter(totp_factor::Column::UserId.eq(user.to_string()))
+            .exec(&txn)
+            .await
+            .map_err(backend_error)?;
+        txn.commit().await.map_err(backend_error)?;
+        Ok(TotpAttempt::Reserved { failures })
+    }
+
     async fn accept_totp_step(
         &self,
         user: UserId,
         step: u64,
+        lockout: TotpLockout,
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
         let step = step_column(step)?;
@@ -231,8 +319,6 @@ impl FactorStore for SqlFactorStore {
         let updated = totp_factor::Entity::update_many()
             .set(totp_factor::ActiveModel {
                 last_step: Set(Some(step)),
-                failures: Set(0),
-                locked_until: Set(None),
                 ..Default::default()
             })
             .filter(totp_factor::Column::UserId.eq(user.to_string()))
@@ -248,55 +334,35 @@ impl FactorStore for SqlFactorStore {
         if updated.rows_affected != 1 {
             return Ok(false);
         }
-        txn.commit_with(audit, self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        Ok(true)
-    }
-
-    async fn record_totp_failure(
-        &self,
-        user: UserId,
-        now: OffsetDateTime,
-        lockout: TotpLockout,
-        audit: AuditDraft,
-    ) -> Result<u32, StoreError> {
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        // Incremented in SQL so concurrent failures are all counted.
-        let updated = totp_factor::Entity::update_many()
-            .col_expr(
-                totp_factor::Column::Failures,
-                Expr::col(totp_factor::Column::Failures).add(1),
-            )
-            .filter(totp_factor::Column::UserId.eq(user.to_string()))
-            .exec(txn.conn())
-            .await
-            .map_err(backend_error)?;
-        if updated.rows_affected != 1 {
-            return Err(StoreError::NotFound);
-        }
+        // The row is held by the UPDATE above, so this read and write cannot interleave with
+        // a reservation. Only this attempt's own count is taken back; wrong codes stay.
         let row = totp_factor::Entity::find_by_id(user.to_string())
             .one(txn.conn())
             .await
             .map_err(backend_error)?
             .ok_or(StoreError::NotFound)?;
         let failures = u32::try_from(row.failures)
-            .map_err(|_| corrupt("totp_factors", &row.user_id, "failure count"))?;
-        if let Some(until) = lockout.locked_until(failures, now) {
-            totp_factor::Entity::update_many()
-                .set(totp_factor::ActiveModel {
-                    locked_until: Set(Some(canonical_time(until))),
-                    ..Default::default()
-                })
-                .filter(totp_factor::Column::UserId.eq(user.to_string()))
-                .exec(txn.conn())
-                .await
-                .map_err(backend_error)?;
+            .map_err(|_| corrupt("totp_factors", &row.user_id, "failure count"))?
+            .saturating_sub(1);
+        let mut refund = totp_factor::ActiveModel {
+            failures: Set(i32::try_from(failures).unwrap_or(i32::MAX)),
+            ..Default::default()
+        };
+        if lockout.backoff.wait_after(failures).is_zero() {
+            // The lock came from this attempt's own reservation: it goes with it.
+            refund.locked_until = Set(None);
+            refund.locked_until_us = Set(None);
         }
+        totp_factor::Entity::update_many()
+            .set(refund)
+            .filter(totp_factor::Column::UserId.eq(user.to_string()))
+            .exec(txn.conn())
+            .await
+            .map_err(backend_error)?;
         txn.commit_with(audit, self.clock.now())
             .await
             .map_err(backend_error)?;
-        Ok(failures)
+        Ok(true)
     }
 
     async fn remove_totp(&self, user: UserId, audit: AuditDraft) -> Result<bool, StoreError> {

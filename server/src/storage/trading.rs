@@ -22,9 +22,10 @@ use domain::keys::{ExchangeName, KeyEnvironment, KeyId, OrderType};
 use domain::ports::{Clock, StoreError};
 use domain::risk::{OrderSide, TradeSample, TradingState, Verdict};
 use domain::trading::{
-    AgentScope, AgentToken, AnomalyCase, BlockedRange, CaseId, CaseStatus, ControlsChange, Fill,
-    HoldKind, Order, OrderDecisionWrite, OrderId, OrderSource, OrderStatus, OrderUpdate, Proposal,
-    ProposalStatus, TradingStore, Usage, UserControls, Venue,
+    AgentScope, AgentToken, AnomalyCase, ApprovalState, BlockedRange, CaseId, CaseStatus,
+    ControlsChange, Fill, HoldKind, Order, OrderDecisionWrite, OrderId, OrderSource, OrderStatus,
+    OrderUpdate, Proposal, ProposalStatus, TradingStore, Usage, UserControls, Venue,
+    counted_notional,
 };
 use rust_decimal::Decimal;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
@@ -46,6 +47,8 @@ use super::entities::{
 const GLOBAL_SCOPE: &str = "global";
 const KILL_SWITCH_KEY: &str = "kill_switch";
 const RELEASED_REASON: &str = "Released by a reviewer; sending";
+const RELEASED_AWAITING_APPROVAL_REASON: &str = "Released by a reviewer. It still needs your approval with your security key or code before it is sent: approve it here.";
+const APPROVED_REASON: &str = "Approved by you; sending";
 const CONFIRMED_REASON: &str = "Cancelled: the reviewer confirmed the anomaly";
 
 #[derive(Debug, Clone)]
@@ -161,11 +164,14 @@ fn to_order(row: &order::Model) -> Result<Order, StoreError> {
         reference_price: f.decimal(&row.reference_price, "reference price")?,
         notional: f.decimal(&row.notional, "notional")?,
         status: OrderStatus::parse(&row.status).ok_or_else(|| f.bad("status"))?,
-        hold: row
-            .hold_kind
-            .as_deref()
-            .map(|h| HoldKind::parse(h).ok_or_else(|| f.bad("hold kind")))
-            .transpose()?,
+        hold: match row.hold_kind.as_deref() {
+            Some(h) => Some(HoldKind::parse(h).ok_or_else(|| f.bad("hold kind"))?),
+            // Held with no kind: held only for the owner's approval (see `hold_column`).
+            None if row.status == OrderStatus::Held.as_str() => Some(HoldKind::Approval),
+            None => None,
+        },
+        approval: ApprovalState::parse(&row.approval_state)
+            .ok_or_else(|| f.bad("approval state"))?,
         status_reason: row.status_reason.clone(),
         verdict: Verdict::parse(&row.verdict).ok_or_else(|| f.bad("verdict"))?,
         hits: f.json(&row.hits, "rule hits")?,
@@ -207,7 +213,8 @@ fn order_row(o: &Order) -> Result<order::ActiveModel, StoreError> {
         reference_price: Set(amount(o.reference_price)),
         notional: Set(amount(o.notional)),
         status: Set(o.status.as_str().to_owned()),
-        hold_kind: Set(o.hold.map(|h| h.as_str().to_owned())),
+        hold_kind: Set(hold_column(o.hold)),
+        approval_state: Set(o.approval.as_str().to_owned()),
         status_reason: Set(o.status_reason.clone()),
         verdict: Set(o.verdict.as_str().to_owned()),
         hits: Set(json(&o.hits, "rule hits")?),
@@ -230,6 +237,16 @@ fn order_row(o: &Order) -> Result<order::ActiveModel, StoreError> {
         created_at_us: Set(micros(o.created_at)),
         updated_at: Set(canonical_time(o.updated_at)),
     })
+}
+
+/// The `hold_kind` column's value. Its CHECK (from the first trading migration) predates
+/// `HoldKind::Approval`, and SQLite cannot change a CHECK in place, so an order held only for
+/// its owner's approval is `held` with no kind.
+fn hold_column(hold: Option<HoldKind>) -> Option<String> {
+    match hold {
+        None | Some(HoldKind::Approval) => None,
+        Some(kind) => Some(kind.as_str().to_owned()),
+    }
 }
 
 fn to_fill(row: &fill::Model) -> Result<Fill, StoreError> {
@@ -327,6 +344,7 @@ fn to_token(row: &agent_token::Model) -> Result<AgentToken, StoreError> {
         table: "agent_tokens",
         id: &row.id,
     };
+    let created_at = f.time(&row.created_at, "created_at")?;
     Ok(AgentToken {
         id: f.uuid(&row.id, "id")?,
         owner: f.user(&row.owner, "owner")?,
@@ -337,9 +355,19 @@ fn to_token(row: &agent_token::Model) -> Result<AgentToken, StoreError> {
             .split_whitespace()
             .map(|s| AgentScope::parse(s).ok_or_else(|| f.bad("scope")))
             .collect::<Result<_, _>>()?,
-        created_at: f.time(&row.created_at, "created_at")?,
+        created_at,
         last_used_at: f.opt_time(&row.last_used_at, "last_used_at")?,
         revoked_at: f.opt_time(&row.revoked_at, "revoked_at")?,
+        expires_at: match f.opt_time(&row.expires_at, "expires_at")? {
+            Some(at) => at,
+            // Created before tokens expired: the default lifetime from creation.
+            None => {
+                created_at
+                    + time::Duration::days(i64::from(
+                        domain::trading::agent::DEFAULT_TOKEN_LIFETIME_DAYS,
+                    ))
+            }
+        },
     })
 }
 
@@ -403,6 +431,29 @@ async fn put_state<C: ConnectionTrait>(
     .await
     .map_err(backend_error)?;
     Ok(())
+}
+
+/// (id, status, notional, filled quantity, average price) of an order, as stored.
+type UsageRow = (String, String, String, String, Option<String>);
+
+/// What a stored order counts for in usage and the anomaly history (see `counted_notional`).
+fn counted(
+    id: &str,
+    status: &str,
+    notional: &str,
+    filled: &str,
+    average: &Option<String>,
+) -> Result<Decimal, StoreError> {
+    let f = Fields {
+        table: "orders",
+        id,
+    };
+    Ok(counted_notional(
+        OrderStatus::parse(status).ok_or_else(|| f.bad("status"))?,
+        f.decimal(notional, "notional")?,
+        f.decimal(filled, "filled quantity")?,
+        f.opt_decimal(average, "average price")?,
+    ))
 }
 
 fn owned_by(owner: UserId) -> Condition {
@@ -641,28 +692,25 @@ impl TradingStore for SqlTradingStore {
         day_start: OffsetDateTime,
         window_start: OffsetDateTime,
     ) -> Result<Usage, StoreError> {
-        let notionals: Vec<(String, String)> = order::Entity::find()
+        // Cancelled and rejected orders are read too: what they filled before they ended
+        // counts (`counted_notional`).
+        let rows: Vec<UsageRow> = order::Entity::find()
             .select_only()
             .column(order::Column::Id)
+            .column(order::Column::Status)
             .column(order::Column::Notional)
+            .column(order::Column::FilledQuantity)
+            .column(order::Column::AveragePrice)
             .filter(owned_by(user))
             .filter(order::Column::CreatedAtUs.gte(micros(day_start)))
-            .filter(order::Column::Status.is_not_in([
-                OrderStatus::Denied.as_str(),
-                OrderStatus::Rejected.as_str(),
-                OrderStatus::Cancelled.as_str(),
-            ]))
+            .filter(order::Column::Status.ne(OrderStatus::Denied.as_str()))
             .into_tuple()
             .all(&self.db)
             .await
             .map_err(backend_error)?;
         let mut used_today = Decimal::ZERO;
-        for (id, raw) in &notionals {
-            let notional = Fields {
-                table: "orders",
-                id,
-            }
-            .decimal(raw, "notional")?;
+        for (id, status, notional, filled, average) in &rows {
+            let notional = counted(id, status, notional, filled, average)?;
             used_today = used_today.checked_add(notional).ok_or_else(|| {
                 StoreError::Backend(format!("the notional used today by {user} overflows"))
             })?;
@@ -685,11 +733,24 @@ impl TradingStore for SqlTradingStore {
         user: UserId,
         limit: u64,
     ) -> Result<Vec<TradeSample>, StoreError> {
+        // Orders that traded: filled, resting, and those that ended after a partial fill
+        // (amounts are stored normalised, so no fill is exactly "0").
         let rows = order::Entity::find()
             .filter(owned_by(user))
             .filter(
-                order::Column::Status
-                    .is_in([OrderStatus::Filled.as_str(), OrderStatus::Open.as_str()]),
+                Condition::any()
+                    .add(
+                        order::Column::Status
+                            .is_in([OrderStatus::Filled.as_str(), OrderStatus::Open.as_str()]),
+                    )
+                    .add(
+                        Condition::all()
+                            .add(order::Column::Status.is_in([
+                                OrderStatus::Cancelled.as_str(),
+                                OrderStatus::Rejected.as_str(),
+                            ]))
+                            .add(order::Column::FilledQuantity.ne(amount(Decimal::ZERO))),
+                    ),
             )
             .order_by_desc(order::Column::CreatedAtUs)
             .order_by_desc(order::Column::Id)
@@ -707,7 +768,13 @@ impl TradingStore for SqlTradingStore {
                 Ok(TradeSample {
                     at: f.time(&row.created_at, "created_at")?,
                     symbol: row.symbol.clone(),
-                    notional: f.decimal(&row.notional, "notional")?,
+                    notional: counted(
+                        &row.id,
+                        &row.status,
+                        &row.notional,
+                        &row.filled_quantity,
+                        &row.average_price,
+                    )?,
                     ip: row.ip.clone(),
                     device: row.device.clone(),
                 })
@@ -732,6 +799,8 @@ impl TradingStore for SqlTradingStore {
                 let found = order::Entity::find()
                     .filter(owned_by(user))
                     .filter(order::Column::Status.ne(OrderStatus::Denied.as_str()))
+                    // Only orders that passed step-up (or did not need it) make it familiar.
+                    .filter(order::Column::ApprovalState.ne(ApprovalState::Awaiting.as_str()))
                     .filter(column.eq(value))
                     .count(&self.db)
                     .await
@@ -748,6 +817,7 @@ impl TradingStore for SqlTradingStore {
     async fn record_decision(&self, write: OrderDecisionWrite) -> Result<(), StoreError> {
         let OrderDecisionWrite {
             order: decided,
+            proposal: placed_proposal,
             case,
             new_state,
             audit,
@@ -768,6 +838,26 @@ impl TradingStore for SqlTradingStore {
             .exec_without_returning(txn.conn())
             .await
             .map_err(backend_error)?;
+        if let Some(id) = placed_proposal {
+            // Claimed here, with the order: a proposal no longer pending is not placed again,
+            // and the transaction (order included) rolls back.
+            let settled = proposal::Entity::update_many()
+                .set(proposal::ActiveModel {
+                    status: Set(ProposalStatus::Placed.as_str().to_owned()),
+                    order_id: Set(Some(decided.id.to_string())),
+                    decided_at: Set(Some(canonical_time(decided.created_at))),
+                    ..Default::default()
+                })
+                .filter(proposal::Column::Id.eq(id.to_string()))
+                .filter(proposal::Column::Owner.eq(decided.owner.to_string()))
+                .filter(proposal::Column::Status.eq(ProposalStatus::Pending.as_str()))
+                .exec(txn.conn())
+                .await
+                .map_err(backend_error)?;
+            if settled.rows_affected != 1 {
+                return Err(StoreError::Conflict);
+            }
+        }
         if let Some(case_row) = case_row {
             anomaly_case::Entity::insert(case_row)
                 .exec_without_returning(txn.conn())
@@ -790,7 +880,13 @@ impl TradingStore for SqlTradingStore {
         Ok(())
     }
 
-    async fn claim_order(&self, id: OrderId, from: OrderStatus) -> Result<bool, StoreError> {
+    async fn claim_order(
+        &self,
+        id: OrderId,
+        from: OrderStatus,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
         let claimed = order::Entity::update_many()
             .col_expr(
                 order::Column::Status,
@@ -806,10 +902,17 @@ impl TradingStore for SqlTradingStore {
             )
             .filter(order::Column::Id.eq(id.to_string()))
             .filter(order::Column::Status.eq(from.as_str()))
-            .exec(&self.db)
+            .exec(txn.conn())
             .await
             .map_err(backend_error)?;
-        Ok(claimed.rows_affected == 1)
+        if claimed.rows_affected != 1 {
+            // Dropping the transaction rolls it back: no event for a claim that did not happen.
+            return Ok(false);
+        }
+        txn.commit_with(audit, self.clock.now())
+            .await
+            .map_err(backend_error)?;
+        Ok(true)
     }
 
     async fn record_update(
@@ -826,7 +929,7 @@ impl TradingStore for SqlTradingStore {
         let updated = order::Entity::update_many()
             .set(order::ActiveModel {
                 status: Set(update.status.as_str().to_owned()),
-                hold_kind: Set(update.hold.map(|h| h.as_str().to_owned())),
+                hold_kind: Set(hold_column(update.hold)),
                 status_reason: Set(update.status_reason.clone()),
                 filled_quantity: Set(amount(update.filled_quantity)),
                 average_price: Set(update.average_price.map(amount)),
@@ -896,8 +999,32 @@ impl TradingStore for SqlTradingStore {
         limit: u64,
     ) -> Result<Vec<Order>, StoreError> {
         let mut query = order::Entity::find().filter(order::Column::Status.eq(status.as_str()));
-        if let Some(hold) = hold {
-            query = query.filter(order::Column::HoldKind.eq(hold.as_str()));
+        match hold_column(hold) {
+            Some(kind) => query = query.filter(order::Column::HoldKind.eq(kind)),
+            None if hold == Some(HoldKind::Approval) => {
+                query = query.filter(order::Column::HoldKind.is_null());
+            }
+            None => {}
+        }
+        let rows = query
+            .order_by_asc(order::Column::CreatedAtUs)
+            .order_by_asc(order::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(backend_error)?;
+        all(&rows, to_order)
+    }
+
+    async fn resting_orders(
+        &self,
+        owner: Option<UserId>,
+        limit: u64,
+    ) -> Result<Vec<Order>, StoreError> {
+        let mut query =
+            order::Entity::find().filter(order::Column::Status.eq(OrderStatus::Open.as_str()));
+        if let Some(owner) = owner {
+            query = query.filter(owned_by(owner));
         }
         let rows = query
             .order_by_asc(order::Column::CreatedAtUs)
@@ -1025,6 +1152,22 @@ impl TradingStore for SqlTradingStore {
             updated_at: Set(canonical_time(at)),
             ..Default::default()
         };
+        if status == CaseStatus::Released {
+            // Released, but still without the step-up it needed: it waits for its owner.
+            order::Entity::update_many()
+                .set(order::ActiveModel {
+                    hold_kind: Set(hold_column(Some(HoldKind::Approval))),
+                    status_reason: Set(Some(RELEASED_AWAITING_APPROVAL_REASON.to_owned())),
+                    ..held.clone()
+                })
+                .filter(order::Column::CaseId.eq(id.to_string()))
+                .filter(order::Column::Status.eq(OrderStatus::Held.as_str()))
+                .filter(order::Column::HoldKind.eq(HoldKind::Review.as_str()))
+                .filter(order::Column::ApprovalState.eq(ApprovalState::Awaiting.as_str()))
+                .exec(txn.conn())
+                .await
+                .map_err(backend_error)?;
+        }
         let held = if status == CaseStatus::Released {
             order::ActiveModel {
                 hold_kind: Set(Some(HoldKind::Exchange.as_str().to_owned())),
@@ -1053,20 +1196,62 @@ impl TradingStore for SqlTradingStore {
         Ok(true)
     }
 
-    async fn set_case_rationale(&self, id: CaseId, rationale: &str) -> Result<(), StoreError> {
+    async fn set_case_rationale(
+        &self,
+        id: CaseId,
+        rationale: &str,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
         let updated = anomaly_case::Entity::update_many()
             .set(anomaly_case::ActiveModel {
                 rationale: Set(Some(rationale.to_owned())),
                 ..Default::default()
             })
             .filter(anomaly_case::Column::Id.eq(id.to_string()))
-            .exec(&self.db)
+            .exec(txn.conn())
             .await
             .map_err(backend_error)?;
         if updated.rows_affected == 0 {
             return Err(StoreError::NotFound);
         }
+        txn.commit_with(audit, self.clock.now())
+            .await
+            .map_err(backend_error)?;
         Ok(())
+    }
+
+    async fn approve_held_order(
+        &self,
+        owner: UserId,
+        id: OrderId,
+        at: OffsetDateTime,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
+        let approved = order::Entity::update_many()
+            .set(order::ActiveModel {
+                hold_kind: Set(hold_column(Some(HoldKind::Exchange))),
+                approval_state: Set(ApprovalState::Approved.as_str().to_owned()),
+                status_reason: Set(Some(APPROVED_REASON.to_owned())),
+                updated_at: Set(canonical_time(at)),
+                ..Default::default()
+            })
+            .filter(order::Column::Id.eq(id.to_string()))
+            .filter(owned_by(owner))
+            .filter(order::Column::Status.eq(OrderStatus::Held.as_str()))
+            .filter(order::Column::HoldKind.is_null())
+            .filter(order::Column::ApprovalState.eq(ApprovalState::Awaiting.as_str()))
+            .exec(txn.conn())
+            .await
+            .map_err(backend_error)?;
+        if approved.rows_affected != 1 {
+            return Ok(false);
+        }
+        txn.commit_with(audit, self.clock.now())
+            .await
+            .map_err(backend_error)?;
+        Ok(true)
     }
 
     // --- agents ----------------------------------------------------------------------------
@@ -1093,6 +1278,8 @@ impl TradingStore for SqlTradingStore {
             created_at: Set(canonical_time(token.created_at)),
             last_used_at: Set(token.last_used_at.map(canonical_time)),
             revoked_at: Set(token.revoked_at.map(canonical_time)),
+            expires_at: Set(Some(canonical_time(token.expires_at))),
+            expires_at_us: Set(Some(micros(token.expires_at))),
         })
         .exec_without_returning(txn.conn())
         .await
@@ -1118,6 +1305,10 @@ impl TradingStore for SqlTradingStore {
             return Ok(None);
         };
         let mut token = to_token(&row)?;
+        if token.is_expired(at) {
+            // Refused by the caller: an expired token's use is not a use.
+            return Ok(Some(token));
+        }
         // Best effort: a missed stamp must not turn a valid token away.
         let stamped = agent_token::Entity::update_many()
             .set(agent_token::ActiveModel {

@@ -143,6 +143,8 @@ pub(crate) enum Mode {
     ServerError,
     /// Every request is answered with HTTP 429.
     RateLimited,
+    /// Every request is answered with HTTP 429 and this `Retry-After` (seconds).
+    RateLimitedFor(u64),
     /// Never answers.
     Hang,
     /// Executes orders, then never answers: the reply is lost.
@@ -351,6 +353,14 @@ async fn handle(
             return (
                 StatusCode::TOO_MANY_REQUESTS,
                 [("retry-after", "30")],
+                Json(json!({"code": -1003, "msg": "Too much request weight used."})),
+            )
+                .into_response();
+        }
+        Mode::RateLimitedFor(seconds) => {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", seconds.to_string())],
                 Json(json!({"code": -1003, "msg": "Too much request weight used."})),
             )
                 .into_response();

@@ -380,3 +380,22 @@ pub fn sign_request(
         .expect("software key signs");
     serde_json::to_string(&assertion).expect("assertion json")
 }
+
+impl TestApp {
+    /// Gives the signed-in `client` a first factor (a software security key, allowed right
+    /// after sign-in) and opens its privilege window with it; returns the key.
+    pub async fn stepped_up_with_new_key(
+        &self,
+        client: &reqwest::Client,
+    ) -> webauthn_authenticator_rs::softtoken::SoftToken {
+        let mut key = soft_key();
+        assert_eq!(
+            self.register_key(client, &mut key, "Test key")
+                .await
+                .status(),
+            200
+        );
+        assert_eq!(self.step_up_with_key(client, &mut key).await.status(), 200);
+        key
+    }
+}

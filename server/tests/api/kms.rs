@@ -14,10 +14,20 @@ use std::time::{Duration, Instant};
 
 use domain::account::UserId;
 use domain::vault::local::LocalKms;
-use domain::vault::{self, Kms, KmsError, SecretBinding, VaultError};
+use domain::vault::{self, Kms, KmsError, RotationRecord, SecretBinding, VaultError};
 use secrecy::{ExposeSecret, SecretString};
 use server::kms::{AwsKms, AwsKmsSettings, FaultMode, FaultyKms, FileKms, FileKmsError};
 use uuid::Uuid;
+
+/// Stands in for the audit event a rotation writes before the new version exists.
+struct Recorded;
+
+#[async_trait::async_trait]
+impl RotationRecord for Recorded {
+    async fn record(&self, _new_key_id: &str) -> Result<(), KmsError> {
+        Ok(())
+    }
+}
 
 fn binding() -> SecretBinding {
     SecretBinding {
@@ -279,7 +289,10 @@ async fn file_kms_rotation_keeps_old_secrets_and_rewrap_moves_them_to_the_new_ve
         .expect("sealed");
     assert_eq!(sealed.wrapped_key.kms_key_id, "local:v1");
 
-    assert_eq!(kms.add_version().await.expect("rotated"), "local:v2");
+    assert_eq!(
+        kms.add_version(&Recorded).await.expect("rotated"),
+        "local:v2"
+    );
     assert_eq!(kms.current_key_id(), "local:v2");
     assert_eq!(key_lines(&path), 2, "the new version is on disk");
     let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
@@ -323,7 +336,7 @@ async fn concurrent_rotations_get_distinct_versions() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = server::cli::ensure_master_key(dir.path()).expect("master key created");
     let kms = FileKms::load(&path).expect("loads");
-    let (a, b) = futures::join!(kms.add_version(), kms.add_version());
+    let (a, b) = futures::join!(kms.add_version(&Recorded), kms.add_version(&Recorded));
     let mut ids = [a.expect("rotated"), b.expect("rotated")];
     ids.sort();
     assert_eq!(ids, ["local:v2".to_owned(), "local:v3".to_owned()]);
@@ -357,7 +370,10 @@ async fn rotation_survives_a_key_file_without_a_final_newline_and_versions_added
     write!(file, "\n5:{}\n", hex::encode([5u8; 32])).expect("write");
     drop(file);
 
-    assert_eq!(kms.add_version().await.expect("rotated"), "local:v6");
+    assert_eq!(
+        kms.add_version(&Recorded).await.expect("rotated"),
+        "local:v6"
+    );
     let reloaded = FileKms::load(&path).expect("file still well-formed");
     assert_eq!(reloaded.current_key_id(), "local:v6");
 }
@@ -403,7 +419,7 @@ async fn an_env_master_key_works_but_cannot_be_rotated_in_place() {
     let hex_key = hex::encode([7u8; 32]);
     let bare = FileKms::from_env_value(&format!("  {hex_key}\n")).expect("bare hex");
     assert_eq!(bare.current_key_id(), "local:v1");
-    match bare.add_version().await {
+    match bare.add_version(&Recorded).await {
         Err(KmsError::Refused(message)) => {
             assert!(message.contains("CRYPTOPULSE_MASTER_KEY"), "{message}");
         }
@@ -432,7 +448,7 @@ async fn debug_output_never_shows_key_material() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = server::cli::ensure_master_key(dir.path()).expect("master key created");
     let kms = FileKms::load(&path).expect("loads");
-    kms.add_version().await.expect("rotated");
+    kms.add_version(&Recorded).await.expect("rotated");
     let text = std::fs::read_to_string(&path).expect("read");
     let debug = format!("{kms:?}");
     for line in text.lines() {
@@ -472,7 +488,7 @@ async fn faulty_kms_injects_the_failure_it_is_set_to() {
         Err(VaultError::Kms(KmsError::Unavailable(_)))
     ));
     assert!(matches!(
-        kms.add_version().await,
+        kms.add_version(&Recorded).await,
         Err(KmsError::Unavailable(_))
     ));
 
@@ -497,7 +513,10 @@ async fn faulty_kms_injects_the_failure_it_is_set_to() {
         .await
         .expect("healthy again");
     assert_eq!(opened.expose_secret(), secret().expose_secret());
-    assert_eq!(kms.add_version().await.expect("rotates"), "local:v2");
+    assert_eq!(
+        kms.add_version(&Recorded).await.expect("rotates"),
+        "local:v2"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -648,7 +667,10 @@ async fn aws_rewrap_moves_secrets_to_the_configured_key() {
     // The configuration now names the new key; secrets under the old one still open and
     // re-wrap onto the new one.
     let new = aws_kms(&moto.endpoint, new_key.clone());
-    assert!(matches!(new.add_version().await, Err(KmsError::Refused(_))));
+    assert!(matches!(
+        new.add_version(&Recorded).await,
+        Err(KmsError::Refused(_))
+    ));
     assert!(vault::open(&new, &binding, &sealed).await.is_ok());
     let rewrapped = vault::rewrap(&new, &binding, &sealed)
         .await

@@ -1,16 +1,21 @@
 //! Black-box tests of the HTTP API through `spawn_app()` (port 0, fresh database).
 //! With `CRYPTOPULSE_TEST_PG_URL` set, every test runs against a fresh PostgreSQL database.
 
+mod admin_controls;
 mod agent;
+mod approvals;
 mod audit;
 mod auth;
 mod binance;
 mod helpers;
 mod keys;
 mod kms;
+mod platform_controls;
+mod screening;
 mod security;
 mod sessions;
 mod stepup;
+mod stepup_controls;
 mod stepup_store;
 mod trading;
 mod trading_store;

@@ -609,7 +609,9 @@ async fn signing_in_again_does_not_keep_an_earlier_step_up() {
     app.stop().await;
 }
 
-const ORDER: [(&str, &str); 4] = [
+const ORDER: [(&str, &str); 6] = [
+    ("venue", "paper"),
+    ("order_type", "limit"),
     ("symbol", "BTCUSDT"),
     ("side", "buy"),
     ("quantity", "0.5"),
@@ -650,6 +652,8 @@ fn intent_for(
     let field = |name: &str| order.iter().find(|(k, _)| *k == name).expect("field").1;
     domain::stepup::OrderIntent {
         account: domain::account::UserId(user),
+        venue: domain::trading::Venue::PAPER,
+        order_type: domain::keys::OrderType::parse(field("order_type")).expect("type"),
         terms: domain::stepup::OrderTerms::parse(
             field("symbol"),
             field("side"),

@@ -8,7 +8,8 @@ use domain::account::{BackoffPolicy, Email, Password, Role, UserId};
 use domain::audit::{Actor, AuditDraft, Outcome, RequestMeta};
 use domain::ports::{Clock, StoreError};
 use domain::stepup::{
-    FactorStore, OrderApproval, SecurityKey, StepUpMethod, TotpFactor, TotpLockout,
+    FactorStore, OrderApproval, SecurityKey, StepUpMethod, StepUpPolicy, TotpAttempt, TotpFactor,
+    TotpLockout,
 };
 use domain::vault::{SealedSecret, WrappedKey};
 use server::storage::SqlFactorStore;
@@ -50,6 +51,10 @@ fn draft(user: UserId, action: &str) -> AuditDraft {
         Outcome::Success,
         RequestMeta::default(),
     )
+}
+
+fn lockout() -> TotpLockout {
+    StepUpPolicy::default().totp_lockout
 }
 
 async fn audit_events(app: &TestApp) -> i64 {
@@ -148,7 +153,7 @@ async fn a_totp_step_is_accepted_once_even_under_concurrent_submissions() {
         let store = store.clone();
         async move {
             store
-                .accept_totp_step(user, 101, draft(user, "test.totp_ok"))
+                .accept_totp_step(user, 101, lockout(), draft(user, "test.totp_ok"))
                 .await
         }
     })
@@ -163,7 +168,7 @@ async fn a_totp_step_is_accepted_once_even_under_concurrent_submissions() {
     for stale in [101, 100, 7] {
         assert!(
             !store
-                .accept_totp_step(user, stale, draft(user, "test.totp_ok"))
+                .accept_totp_step(user, stale, lockout(), draft(user, "test.totp_ok"))
                 .await
                 .expect("accept"),
             "step {stale} is a replay"
@@ -172,7 +177,7 @@ async fn a_totp_step_is_accepted_once_even_under_concurrent_submissions() {
     assert_eq!(audit_events(&app).await, before + 1);
     assert!(
         store
-            .accept_totp_step(user, 102, draft(user, "test.totp_ok"))
+            .accept_totp_step(user, 102, lockout(), draft(user, "test.totp_ok"))
             .await
             .expect("accept")
     );
@@ -216,7 +221,7 @@ async fn an_unconfirmed_factor_accepts_no_step_and_confirms_once() {
     let before = audit_events(&app).await;
     assert!(
         !store
-            .accept_totp_step(user, 5, draft(user, "test.totp_ok"))
+            .accept_totp_step(user, 5, lockout(), draft(user, "test.totp_ok"))
             .await
             .expect("accept")
     );
@@ -275,7 +280,9 @@ async fn an_unconfirmed_factor_accepts_no_step_and_confirms_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_failures_are_all_counted_and_back_off() {
+async fn concurrent_attempts_are_reserved_only_until_the_lock_and_a_success_takes_back_its_own() {
+    // Issue 11: attempts are counted before their code is checked (this replaced the test
+    // that counted failures after the check, and in which a success cleared every failure).
     let app = spawn_app().await;
     let store = store(&app);
     let user = enrolled(&app, &store, "failures@example.com").await;
@@ -290,55 +297,76 @@ async fn concurrent_failures_are_all_counted_and_back_off() {
     let tasks: Vec<_> = (0..10)
         .map(|_| {
             let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .record_totp_failure(user, now, lockout, draft(user, "test.totp_failed"))
-                    .await
-            })
+            tokio::spawn(async move { store.reserve_totp_attempt(user, now, lockout).await })
         })
         .collect();
-    let mut counts = Vec::new();
-    for task in tasks {
-        counts.push(task.await.expect("task").expect("failure recorded"));
-    }
-    counts.sort_unstable();
-    assert_eq!(
-        counts,
-        (1..=10).collect::<Vec<u32>>(),
-        "each failure saw its own count"
-    );
-    assert_eq!(audit_events(&app).await, before + 10);
-
-    let factor = store.totp(user).await.expect("read").expect("factor");
-    assert_eq!(factor.failures, 10);
-    let until = factor.locked_until.expect("locked");
+    let mut reserved = Vec::new();
+    let mut locked = 0;
     let expected = lockout
-        .locked_until(10, now)
-        .expect("a wait after ten failures");
-    assert!(
-        (until - expected).abs() < Duration::seconds(1),
-        "{until} vs {expected}"
+        .locked_until(3, now)
+        .expect("a wait after three attempts");
+    for task in tasks {
+        match task.await.expect("task").expect("reservation") {
+            TotpAttempt::Reserved { failures } => reserved.push(failures),
+            TotpAttempt::Locked(until) => {
+                assert!((until - expected).abs() < Duration::seconds(1), "{until}");
+                locked += 1;
+            }
+            TotpAttempt::NoFactor => panic!("the factor exists"),
+        }
+    }
+    reserved.sort_unstable();
+    assert_eq!(
+        reserved,
+        vec![1, 2, 3],
+        "each reservation saw its own count"
     );
+    assert_eq!(locked, 7, "the lock set by the third refused the rest");
+    // The outcome of an attempt is audited by the service, not the reservation.
+    assert_eq!(audit_events(&app).await, before);
+    let factor = store.totp(user).await.expect("read").expect("factor");
+    assert_eq!(factor.failures, 3);
+    assert!(factor.locked_until.is_some());
 
-    // A success clears the count and the lock.
+    // A success takes back only its own attempt: the other two stay counted, and the lock its
+    // reservation set goes with it.
     assert!(
         store
-            .accept_totp_step(user, 101, draft(user, "test.totp_ok"))
+            .accept_totp_step(user, 101, lockout, draft(user, "test.totp_ok"))
             .await
             .expect("accept")
     );
     let factor = store.totp(user).await.expect("read").expect("factor");
-    assert_eq!((factor.failures, factor.locked_until), (0, None));
+    assert_eq!((factor.failures, factor.locked_until), (2, None));
+    assert_eq!(
+        store
+            .reserve_totp_attempt(user, now, lockout)
+            .await
+            .expect("reserve"),
+        TotpAttempt::Reserved { failures: 3 }
+    );
+    // A day after the count began, it starts again.
+    let later = now + TotpLockout::FAILURES_FORGOTTEN_AFTER + Duration::minutes(1);
+    assert_eq!(
+        store
+            .reserve_totp_attempt(user, later, lockout)
+            .await
+            .expect("reserve"),
+        TotpAttempt::Reserved { failures: 1 }
+    );
 
-    // Without a factor there is nothing to count, and nothing is written.
+    // Without a factor there is nothing to reserve, and nothing is written.
     let stranger = new_user(&app, "nofactor@example.com").await;
     let before = audit_events(&app).await;
-    let err = store
-        .record_totp_failure(stranger, now, lockout, draft(stranger, "test.totp_failed"))
-        .await
-        .expect_err("no factor");
-    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    assert_eq!(
+        store
+            .reserve_totp_attempt(stranger, now, lockout)
+            .await
+            .expect("reserve"),
+        TotpAttempt::NoFactor
+    );
     assert_eq!(audit_events(&app).await, before);
+    assert!(store.totp(stranger).await.expect("read").is_none());
     app.stop().await;
 }
 

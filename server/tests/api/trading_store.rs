@@ -17,9 +17,10 @@ use domain::risk::{
     TradingState, Verdict,
 };
 use domain::trading::{
-    AgentScope, AgentToken, AnomalyCase, BlockedRange, CaseEvidence, CaseId, CaseStatus,
-    ControlsChange, Fill, HoldKind, Order, OrderDecisionWrite, OrderId, OrderSource, OrderStatus,
-    OrderUpdate, Proposal, ProposalStatus, TradingStore, UserControls, Venue,
+    AgentScope, AgentToken, AnomalyCase, ApprovalState, BlockedRange, CaseEvidence, CaseId,
+    CaseStatus, ControlsChange, Fill, HoldKind, Order, OrderDecisionWrite, OrderId, OrderSource,
+    OrderStatus, OrderUpdate, Proposal, ProposalStatus, TradingStore, UserControls, Venue,
+    counted_notional,
 };
 use rust_decimal::Decimal;
 use server::storage::SqlTradingStore;
@@ -116,6 +117,7 @@ fn order(owner: UserId, at: OffsetDateTime, notional: &str) -> Order {
         notional: dec(notional),
         status: OrderStatus::Filled,
         hold: None,
+        approval: ApprovalState::NotNeeded,
         status_reason: None,
         verdict: Verdict::Allow,
         hits: Vec::new(),
@@ -194,6 +196,7 @@ fn held_with_case(owner: UserId, at: OffsetDateTime) -> (Order, AnomalyCase) {
 fn decision(order: Order) -> OrderDecisionWrite {
     OrderDecisionWrite {
         order,
+        proposal: None,
         case: None,
         new_state: None,
         audit: vec![draft("trade.order_decided")],
@@ -203,6 +206,7 @@ fn decision(order: Order) -> OrderDecisionWrite {
 fn case_decision(order: Order, case: AnomalyCase) -> OrderDecisionWrite {
     OrderDecisionWrite {
         order,
+        proposal: None,
         case: Some(case),
         new_state: Some(TradingState::Reducing),
         audit: vec![
@@ -614,7 +618,11 @@ async fn a_decision_writes_its_order_case_state_and_audit_events_together() {
     assert_eq!(store.orders(user, 10).await.expect("orders").len(), 1);
 
     store
-        .set_case_rationale(case.id, "Looks like a fat finger.")
+        .set_case_rationale(
+            case.id,
+            "Looks like a fat finger.",
+            draft("risk.case_rationale_added"),
+        )
         .await
         .expect("rationale");
     assert_eq!(
@@ -628,7 +636,11 @@ async fn a_decision_writes_its_order_case_state_and_audit_events_together() {
         Some("Looks like a fat finger.")
     );
     let err = store
-        .set_case_rationale(CaseId::new_random(), "x")
+        .set_case_rationale(
+            CaseId::new_random(),
+            "x",
+            draft("risk.case_rationale_added"),
+        )
         .await
         .expect_err("unknown case");
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
@@ -704,7 +716,11 @@ async fn an_order_is_claimed_by_exactly_one_of_twenty_senders() {
     let id = held.id;
     let results = race(|| {
         let store = store.clone();
-        async move { store.claim_order(id, OrderStatus::Held).await }
+        async move {
+            store
+                .claim_order(id, OrderStatus::Held, draft("trade.order_claimed"))
+                .await
+        }
     })
     .await;
     assert_eq!(winners(&results), 1, "{results:?}");
@@ -713,13 +729,17 @@ async fn an_order_is_claimed_by_exactly_one_of_twenty_senders() {
     assert_eq!(claimed.attempts, held.attempts + 1, "one attempt counted");
     assert!(
         !store
-            .claim_order(id, OrderStatus::Held)
+            .claim_order(id, OrderStatus::Held, draft("trade.order_claimed"))
             .await
             .expect("claim")
     );
     assert!(
         !store
-            .claim_order(OrderId::new_random(), OrderStatus::Held)
+            .claim_order(
+                OrderId::new_random(),
+                OrderStatus::Held,
+                draft("trade.order_claimed"),
+            )
             .await
             .expect("claim unknown")
     );
@@ -990,6 +1010,17 @@ async fn usage_and_trade_history_add_up_the_right_orders() {
         order(user, at, "2.125"),
         // Someone else's.
         order(other, at, "5000"),
+        // Cancelled after a quarter of it filled (0.125 at 100): its fill counts.
+        {
+            let mut partly = with_status(
+                order(user, at - Duration::seconds(25), "40"),
+                OrderStatus::Cancelled,
+                None,
+            );
+            partly.filled_quantity = dec("0.125");
+            partly.average_price = Some(dec("100"));
+            partly
+        },
     ];
     rows[2].ip = Some("192.0.2.9".into());
     rows[5].device = Some("device-denied".into());
@@ -1002,10 +1033,12 @@ async fn usage_and_trade_history_add_up_the_right_orders() {
         .usage(user, day_start, window_start)
         .await
         .expect("usage");
-    // 100.25 + 50 + 0.5 + 2.125; denied, rejected and cancelled orders do not count.
-    assert_eq!(usage.used_today, dec("152.875"));
-    // Held, cancelled and filled in the window; the denied one is not counted.
-    assert_eq!(usage.orders_in_window, 3);
+    // Filled orders count what they executed (0.5 at 100, twice), the open and the held one
+    // their reservation (50 + 0.5), the partly filled cancelled one its fill (12.5); denied,
+    // rejected and unfilled cancelled orders count nothing.
+    assert_eq!(usage.used_today, dec("163"));
+    // Held, cancelled (twice) and filled in the window; the denied one is not counted.
+    assert_eq!(usage.orders_in_window, 4);
     let fresh = new_user(&app, "fresh@example.com", Role::Trader).await;
     let usage = store
         .usage(fresh, day_start, window_start)
@@ -1014,11 +1047,12 @@ async fn usage_and_trade_history_add_up_the_right_orders() {
     assert_eq!(usage.used_today, Decimal::ZERO);
     assert_eq!(usage.orders_in_window, 0);
 
-    // Filled or open orders, oldest first, the newest `limit` of them.
+    // Orders that traded (filled, open, or ended after a fill), oldest first, the newest
+    // `limit` of them, each with what it counts for.
     let sample = |o: &Order| TradeSample {
         at: o.created_at,
         symbol: o.symbol.clone(),
-        notional: o.notional,
+        notional: counted_notional(o.status, o.notional, o.filled_quantity, o.average_price),
         ip: o.ip.clone(),
         device: o.device.clone(),
     };
@@ -1028,12 +1062,13 @@ async fn usage_and_trade_history_add_up_the_right_orders() {
             sample(&rows[0]),
             sample(&rows[1]),
             sample(&rows[2]),
+            sample(&rows[9]),
             sample(&rows[7])
         ]
     );
     assert_eq!(
         store.trade_history(user, 2).await.expect("history"),
-        vec![sample(&rows[2]), sample(&rows[7])]
+        vec![sample(&rows[9]), sample(&rows[7])]
     );
 
     assert_eq!(
@@ -1278,6 +1313,7 @@ fn token(owner: UserId, at: OffsetDateTime) -> AgentToken {
         created_at: at,
         last_used_at: None,
         revoked_at: None,
+        expires_at: at + Duration::days(90),
     }
 }
 

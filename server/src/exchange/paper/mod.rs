@@ -144,6 +144,25 @@ impl PaperExchange {
         changed
     }
 
+    /// A resting limit order trades `quantity` more at its limit, as when the other side of a
+    /// real book is thin (for tests: the feed itself always fills a reached limit whole). Fills
+    /// up to what is left; the whole quantity fills the order. `None` unless the order rests.
+    pub fn fill_partly(&self, client_order_id: &str, quantity: Decimal) -> Option<VenueAck> {
+        let mut book = lock(&self.inner.book);
+        let order = book.orders.get_mut(client_order_id)?;
+        if order.ack.status != VenueOrderStatus::Open || quantity <= Decimal::ZERO {
+            return None;
+        }
+        let limit = order.order.limit_price?;
+        let filled = (order.ack.filled_quantity + quantity).min(order.order.quantity);
+        order.ack.filled_quantity = filled;
+        order.ack.average_price = Some(limit);
+        if filled == order.order.quantity {
+            order.ack.status = VenueOrderStatus::Filled;
+        }
+        Some(order.ack.clone())
+    }
+
     /// Cancels a resting order. A filled (or already cancelled) order stays as it is and is
     /// returned as such; `None` if the id is unknown. Runs whatever the fault switch says.
     pub fn cancel(&self, client_order_id: &str) -> Option<VenueAck> {
