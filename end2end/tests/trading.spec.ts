@@ -42,6 +42,27 @@ test("a small order goes straight through and shows in positions and orders", as
   await expect(page.getByTestId("fills")).toContainText("BTCUSDT");
 });
 
+test("a sell limit far below the market is refused on the ticket and by the server", async ({ page }) => {
+  await signUp(page, uniqueEmail("trade-through"));
+  await page.getByRole("link", { name: "Trade", exact: true }).click();
+  await hydrated(page);
+  expect(await placeOrder(page, "BTCUSDT", "buy", "0.002")).toBe("filled");
+  const ticket = page.getByTestId("order-ticket");
+  await ticket.getByText("Sell", { exact: true }).click();
+  await ticket.getByLabel("Type").selectOption("limit");
+  await ticket.getByLabel("Limit price (USDT)").fill("0.00000001");
+  await ticket.getByLabel("Quantity").fill("0.002");
+  // It would fill at once at the market price, so it is not valued at its tiny limit.
+  await expect(ticket.locator('[data-rule="price"]')).toContainText("would trade at once at the market price");
+  await expect(ticket.getByTestId("notional")).toHaveText("—");
+  await page.screenshot({ path: "test-results/screens/trade-limit-through-market.png", fullPage: true });
+  await ticket.getByTestId("place-order").click();
+  await expect(ticket.getByRole("alert")).toContainText("it would sell at once at the market price");
+  await page.getByRole("link", { name: "Orders", exact: true }).click();
+  await hydrated(page);
+  await expect(page.getByTestId("orders").getByTestId("order-row")).toHaveCount(1);
+});
+
 test("a trader trades on a Binance testnet key at Binance's prices", async ({ page }) => {
   await signUp(page, uniqueEmail("trade-binance"));
   await page.goto("/keys");

@@ -2,6 +2,11 @@
 //! window, and approvals bound to one order. WebAuthn ceremony state lives in the server-side
 //! session only; the browser gets the public options and returns the authenticator's answer.
 
+// An order approval carries the whole order (venue, type and terms) as form fields, plus the
+// factor's answer; the `#[server]` macro generates the browser's caller without copying an
+// `allow` on the function, so it is allowed for the module.
+#![allow(clippy::too_many_arguments)]
+
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -581,7 +586,6 @@ pub async fn order_approval_options(
 /// Approves exactly the order the pending challenge was issued for. The order (venue, type and
 /// terms) is sent again and must hash to the challenge's digest; the challenge is used up
 /// whatever the outcome.
-#[allow(clippy::too_many_arguments)]
 #[server(endpoint = "stepup/order-approve")]
 pub async fn approve_order(
     venue: String,

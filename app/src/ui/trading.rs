@@ -4,7 +4,7 @@
 
 use std::str::FromStr;
 
-use domain::risk::{self, OrderSide, Screening, TradingState, Verdict};
+use domain::risk::{self, OrderSide, PriceRefusal, Screening, TradingState, Verdict};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::A;
@@ -298,18 +298,49 @@ fn Ticket(
         let s = symbol.get();
         prices.with(|p| p.iter().find(|p| p.symbol == s).map(|p| p.price.clone()))
     };
-    // The price the approval and the notional are computed with.
-    let price = move || {
+    // The price the order carries (its limit, or the quote the trader saw): what the approval
+    // covers.
+    let order_price = move || {
         if order_type.get() == "limit" {
             Some(limit.get())
         } else {
             quote()
         }
     };
+    // The price the rules judge the order at: the very function the server screens with, so a
+    // sell limit below the market previews at the market value, and a limit far through the
+    // market is refused here as it is there.
+    let judged_price = move || -> Option<Result<Decimal, PriceRefusal>> {
+        let side = OrderSide::parse(&side.get())?;
+        let limit = if order_type.get() == "limit" {
+            Some(dec(&limit.get())?)
+        } else {
+            None
+        };
+        let quote = quote().and_then(|q| dec(&q));
+        Some(risk::screening_price(side, limit, quote, None))
+    };
     let notional = move || {
         let q = dec(&quantity.get())?;
-        let p = dec(&price()?)?;
-        q.checked_mul(p)
+        let p = judged_price()?.ok()?;
+        risk::order_value(q, p)
+    };
+    let price_refusal = move || match judged_price()? {
+        Err(PriceRefusal::LimitThroughQuote { side, quote, .. }) => Some(format!(
+            "A {} limit this far {} the market ({} USDT) would trade at once at the market price; set a limit within {}% of it, or place a market order.",
+            side.as_str(),
+            if side == OrderSide::Buy {
+                "above"
+            } else {
+                "below"
+            },
+            money(&quote.normalize().to_string()),
+            (risk::MAX_LIMIT_THROUGH_QUOTE * Decimal::ONE_HUNDRED).normalize()
+        )),
+        Err(PriceRefusal::NoQuote) => Some(
+            "No current price from this exchange: the order cannot be valued right now.".into(),
+        ),
+        Ok(_) => None,
     };
     // The same first-line rules the server enforces, with what the browser knows.
     let checks = move || {
@@ -386,7 +417,7 @@ fn Ticket(
             symbol.get_untracked(),
             side.get_untracked(),
             quantity.get_untracked(),
-            price().unwrap_or_default(),
+            order_price().unwrap_or_default(),
         );
         let typed_code = code.get_untracked();
         set_approval.set(Approval::Preparing);
@@ -512,7 +543,9 @@ fn Ticket(
                         </span>
                     </div>
                     <ul class="mt-2 space-y-1 text-sm" data-testid="checks" aria-live="polite">
+                        {move || price_refusal().map(|why| view! { <li class="flex gap-2 text-red-700" data-rule="price"><span aria-hidden="true">"✕"</span><span>{why}</span></li> })}
                         {move || match checks() {
+                            None if price_refusal().is_some() => ().into_any(),
                             None => view! { <li class="text-slate-500">"Enter a quantity to see which checks apply."</li> }.into_any(),
                             Some(hits) if hits.is_empty() => view! { <li class="text-emerald-700">"✓ Within your limits: goes straight to the exchange."</li> }.into_any(),
                             Some(hits) => hits.into_iter().map(|h| {
@@ -543,7 +576,7 @@ fn Ticket(
                                 Approval::Needed(reasons) => reasons.iter().map(|r| view! { <p>{r.clone()}</p> }).collect_view().into_any(),
                                 _ => ().into_any(),
                             }}
-                            <p class="text-xs text-indigo-800">"Your approval covers exactly this symbol, side, quantity and price, once."</p>
+                            <p class="text-xs text-indigo-800">"Your approval covers exactly this account, order type, symbol, side, quantity and price, once."</p>
                             <div class="flex flex-wrap items-end gap-2">
                                 {has_key.then(|| view! {
                                     <button type="button" class=PRIMARY_BUTTON data-testid="approve-with-key" disabled=busy on:click=move |_| approve("security-key")>
