@@ -116,6 +116,7 @@ impl From<domain::account::AccountError> for AppError {
                     .into(),
             ),
             E::NotFound => AppError::NotFound,
+            E::Forbidden => AppError::Forbidden,
             E::Store(e) => AppError::internal(e),
         }
     }
@@ -142,6 +143,7 @@ impl From<domain::stepup::StepUpError> for AppError {
             E::Invalid(msg) => AppError::Invalid(msg),
             E::LockedOut(secs) => AppError::RateLimited(secs),
             E::NotFound => AppError::NotFound,
+            E::Forbidden => AppError::Forbidden,
             E::KeyAlreadyRegistered => AppError::Conflict(capitalise(&err.to_string())),
             E::WrongCode
             | E::Replayed

@@ -232,6 +232,8 @@ pub enum AccountError {
     EmailUnavailable,
     #[error("not found")]
     NotFound,
+    #[error("this needs another role")]
+    Forbidden,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -251,6 +253,17 @@ pub struct AccountService {
 }
 
 impl AccountService {
+    /// Proof that `user` may act as a reviewer (reviewers and admins), read from the store so a
+    /// caller cannot claim a role it does not have.
+    pub async fn reviewer(&self, user: UserId) -> Result<crate::authz::Reviewer, AccountError> {
+        match self.store.find_user(user).await? {
+            Some(found) if matches!(found.role, Role::Reviewer | Role::Admin) => {
+                Ok(crate::authz::Reviewer::new(found.id))
+            }
+            _ => Err(AccountError::Forbidden),
+        }
+    }
+
     pub async fn sign_up(
         &self,
         email: Email,

@@ -6,6 +6,8 @@ pub mod account;
 #[cfg(feature = "full")]
 pub mod audit;
 #[cfg(feature = "full")]
+pub mod authz;
+#[cfg(feature = "full")]
 pub mod keys;
 #[cfg(feature = "full")]
 pub mod ports;

@@ -181,6 +181,8 @@ impl Default for StepUpPolicy {
 pub enum StepUpError {
     #[error("this action needs a fresh step-up")]
     Required(Assurance),
+    #[error("this needs another role")]
+    Forbidden,
     #[error("{0}")]
     Invalid(String),
     #[error("that code is not valid")]
@@ -845,6 +847,8 @@ pub struct StepUpService {
     pub policy: StepUpPolicy,
     /// A cloned key is an incident for operators, not only a refusal.
     pub alerts: Arc<dyn SecurityAlerts>,
+    /// Roles are read from here when an admin proof is issued.
+    pub accounts: Arc<dyn crate::ports::AccountStore>,
 }
 
 fn draft(user: UserId, action: &str, outcome: Outcome, meta: &RequestMeta) -> AuditDraft {
@@ -853,6 +857,26 @@ fn draft(user: UserId, action: &str, outcome: Outcome, meta: &RequestMeta) -> Au
 }
 
 impl StepUpService {
+    /// Proof that `user` is an admin whose privilege window was opened with a user-verified
+    /// security key (the role is read from the store, the window from the session's grant).
+    pub async fn admin(
+        &self,
+        user: UserId,
+        grant: Option<&StepUpGrant>,
+    ) -> Result<crate::authz::Admin, StepUpError> {
+        let is_admin = self
+            .accounts
+            .find_user(user)
+            .await?
+            .is_some_and(|found| found.role == crate::account::Role::Admin);
+        if !is_admin {
+            return Err(StepUpError::Forbidden);
+        }
+        self.policy
+            .check(grant, SensitiveAction::Administer, self.clock.now())?;
+        Ok(crate::authz::Admin::new(user))
+    }
+
     async fn audit_only(&self, draft: AuditDraft) -> Result<(), StepUpError> {
         self.audit
             .record(draft)

@@ -4,6 +4,7 @@ pub mod agent_api;
 pub mod cli;
 pub mod config;
 pub mod exchange;
+pub mod jobs;
 pub mod kms;
 pub mod metrics;
 pub mod notify;

@@ -144,6 +144,7 @@ fn step_up_service(
     kms: Arc<dyn Kms>,
     audit: Arc<dyn domain::ports::AuditLog>,
     alerts: Arc<dyn domain::keys::SecurityAlerts>,
+    accounts: Arc<dyn domain::ports::AccountStore>,
     clock: Arc<dyn Clock>,
 ) -> Result<StepUpService, StartupError> {
     let invalid = |e: String| StartupError::StepUp(e);
@@ -170,6 +171,7 @@ fn step_up_service(
         clock,
         webauthn: Arc::new(webauthn),
         alerts,
+        accounts,
         policy: StepUpPolicy::new(
             time::Duration::minutes(i64::from(settings.step_up.window_minutes)),
             threshold,
@@ -243,6 +245,7 @@ impl Backend {
             kms_for_stepup,
             audit.clone(),
             alerts.clone(),
+            accounts.store.clone(),
             clock.clone(),
         )?;
         let cool_down =
