@@ -45,7 +45,9 @@ export E2E_KEY_SECRET="e2e-secret-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 binance_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export CRYPTOPULSE_EXCHANGES__BINANCE_TESTNET_URL="http://127.0.0.1:$binance_port"
 mkdir -p end2end/test-results/screens
-cargo leptos end-to-end 2>&1 | tee "$e2e_dir/e2e.log"
+# Each Playwright test reads the server's lines it caused from here (end2end/tests/fixtures.ts).
+export E2E_SERVER_LOG="$e2e_dir/e2e.log"
+cargo leptos end-to-end 2>&1 | tee "$E2E_SERVER_LOG"
 
 echo "==> server logs: structured, and free of the passwords and key secrets the suite typed"
 grep -q '"request_id"' "$e2e_dir/e2e.log" || { echo "no structured request logs found"; exit 1; }

@@ -9,7 +9,6 @@ pub mod ui;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
-use leptos_router::SsrMode;
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
 
@@ -35,6 +34,22 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
             </body>
         </html>
     }
+}
+
+/// The app's routes for the server's router, worked out once per process.
+///
+/// Working them out renders the app with resource loading switched off for the whole process
+/// (leptos_server's `SuppressResourceLoad` is a global flag): a page rendering at that moment
+/// gets resources that never load, and its response never ends (leptos-rs/leptos#4773). The
+/// API tests build one server per test in one process, so pages stalled now and then while
+/// another test started. Done once, before the first router exists, nothing renders meanwhile.
+#[cfg(feature = "ssr")]
+pub fn route_list() -> Vec<leptos_axum::AxumRouteListing> {
+    static ROUTES: std::sync::OnceLock<Vec<leptos_axum::AxumRouteListing>> =
+        std::sync::OnceLock::new();
+    ROUTES
+        .get_or_init(|| leptos_axum::generate_route_list(App))
+        .clone()
 }
 
 /// The session as the UI knows it, plus the actions that change it.
@@ -87,26 +102,23 @@ pub fn App() -> impl IntoView {
     view! {
         <Stylesheet id="leptos" href="/pkg/cryptopulse.css" />
         <Title formatter=|page: String| if page.is_empty() { "CryptoPulse".to_owned() } else { format!("{page} · CryptoPulse") } />
-        // Pages whose resources sit inside the role check render whole (`SsrMode::Async`): with
-        // out-of-order streaming their nested resources sometimes ran after their owner was
-        // gone ("Services missing from context"), and the HTML then failed to hydrate.
         <Router>
             <ui::layout::Layout>
                 <Routes fallback=ui::pages::NotFound>
                     <Route path=path!("/") view=ui::pages::Home />
                     <Route path=path!("/login") view=ui::auth::LoginPage />
                     <Route path=path!("/signup") view=ui::auth::SignupPage />
-                    <Route path=path!("/account") ssr=SsrMode::Async view=ui::account::AccountPage />
-                    <Route path=path!("/audit") ssr=SsrMode::Async view=ui::audit::AuditPage />
-                    <Route path=path!("/admin/users") ssr=SsrMode::Async view=ui::admin::UsersPage />
-                    <Route path=path!("/keys") ssr=SsrMode::Async view=ui::keys::KeysPage />
-                    <Route path=path!("/security") ssr=SsrMode::Async view=ui::stepup::SecurityPage />
-                    <Route path=path!("/admin/vault") ssr=SsrMode::Async view=ui::vault_admin::VaultAdminPage />
-                    <Route path=path!("/trade") ssr=SsrMode::Async view=ui::trading::TradePage />
-                    <Route path=path!("/orders") ssr=SsrMode::Async view=ui::trading::OrdersPage />
-                    <Route path=path!("/agents") ssr=SsrMode::Async view=ui::agents::AgentsPage />
-                    <Route path=path!("/review") ssr=SsrMode::Async view=ui::review::ReviewPage />
-                    <Route path=path!("/admin/risk") ssr=SsrMode::Async view=ui::risk_admin::RiskAdminPage />
+                    <Route path=path!("/account") view=ui::account::AccountPage />
+                    <Route path=path!("/audit") view=ui::audit::AuditPage />
+                    <Route path=path!("/admin/users") view=ui::admin::UsersPage />
+                    <Route path=path!("/keys") view=ui::keys::KeysPage />
+                    <Route path=path!("/security") view=ui::stepup::SecurityPage />
+                    <Route path=path!("/admin/vault") view=ui::vault_admin::VaultAdminPage />
+                    <Route path=path!("/trade") view=ui::trading::TradePage />
+                    <Route path=path!("/orders") view=ui::trading::OrdersPage />
+                    <Route path=path!("/agents") view=ui::agents::AgentsPage />
+                    <Route path=path!("/review") view=ui::review::ReviewPage />
+                    <Route path=path!("/admin/risk") view=ui::risk_admin::RiskAdminPage />
                 </Routes>
             </ui::layout::Layout>
         </Router>

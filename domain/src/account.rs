@@ -1,17 +1,20 @@
 //! Accounts: validated input types, roles, login backoff policy and the account use cases.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
-use uuid::Uuid;
 
-use crate::audit::{Actor, AuditDraft, Outcome, RequestMeta};
-use crate::ports::{
-    AccountStore, AuditLog, Clock, LoginThrottle, PasswordHasher, SessionRevoker, StoreError,
-};
+use async_trait::async_trait;
+
+use crate::audit::{Actor, AuditDraft, AuditLog, Outcome, RequestMeta};
+use crate::audit_action::AuditAction;
+use crate::clock::Clock;
+pub use crate::ids::UserId;
+use crate::store_error::StoreError;
 
 /// Why account input was refused; each message is safe to show to the person who typed it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,21 +25,6 @@ pub enum ValidationError {
     PasswordLength,
     #[error("unknown role; use trader, reviewer or admin")]
     Role,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-pub struct UserId(pub Uuid);
-
-impl UserId {
-    pub fn new_random() -> Self {
-        Self(Uuid::new_v4())
-    }
-}
-
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
 }
 
 /// A syntactically plausible, normalised (trimmed, lower-case) email address.
@@ -234,25 +222,140 @@ pub enum AccountError {
     NotFound,
     #[error("this needs another role")]
     Forbidden,
+    /// An admin tried to change their own role.
+    #[error("an admin cannot change their own role")]
+    OwnRole,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Users and their credentials. Every write takes the audit event that records it; the adapter
+/// commits both in one transaction or neither.
+#[async_trait]
+pub trait AccountStore: Send + Sync + std::fmt::Debug {
+    async fn create_user(&self, user: NewUser, audit: AuditDraft) -> Result<User, StoreError>;
+    async fn find_credentials(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError>;
+    async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+    /// The users among `ids` that exist (in no particular order).
+    async fn find_users(&self, ids: &[UserId]) -> Result<Vec<User>, StoreError>;
+    /// The current emails of the users among `ids` that exist: how a page names the users it
+    /// shows (the records keep ids).
+    async fn emails(&self, ids: &[UserId]) -> Result<HashMap<UserId, Email>, StoreError> {
+        let users = self.find_users(ids).await?;
+        Ok(users.into_iter().map(|u| (u.id, u.email)).collect())
+    }
+    async fn set_role(&self, id: UserId, role: Role, audit: AuditDraft)
+    -> Result<User, StoreError>;
+}
+
+/// Ends every session of a user ("log out everywhere"), recorded by the given audit event;
+/// with `agent_tokens`, also revokes every live agent token of theirs in the same transaction
+/// (one `agent.token_revoked` event each). Returns (sessions ended, tokens revoked).
+#[async_trait]
+pub trait SessionRevoker: Send + Sync + std::fmt::Debug {
+    async fn revoke_all(
+        &self,
+        user: UserId,
+        agent_tokens: bool,
+        audit: AuditDraft,
+    ) -> Result<(u64, u64), StoreError>;
+}
+
+/// Password hashing is slow on purpose; adapters run it off the async executor.
+#[async_trait]
+pub trait PasswordHasher: Send + Sync + std::fmt::Debug {
+    async fn hash(&self, password: Password) -> Result<PasswordHash, StoreError>;
+    /// Returns whether `password` matches `hash`. A malformed hash never matches.
+    async fn verify(&self, password: Password, hash: PasswordHash) -> bool;
+}
+
+/// Counts failed logins per account and per client address and says when to try again.
+/// Keys starting with `ip:` are client addresses; the others are accounts.
+pub trait LoginThrottle: Send + Sync + std::fmt::Debug {
+    /// Starts an attempt: `Err(seconds)` while any key is backing off. Otherwise the attempt
+    /// counts as a possible failure until `finish`, so parallel guesses cannot all slip through.
+    fn begin(&self, keys: &[String], now: OffsetDateTime) -> Result<(), u64>;
+    /// Ends an attempt started by `begin`. Success clears the account's failures.
+    fn finish(&self, keys: &[String], succeeded: bool, now: OffsetDateTime);
 }
 
 /// The account use cases. Each state change goes to the store together with its audit event.
 #[derive(Debug, Clone)]
 pub struct AccountService {
-    pub store: Arc<dyn AccountStore>,
-    pub audit: Arc<dyn AuditLog>,
-    pub hasher: Arc<dyn PasswordHasher>,
-    pub throttle: Arc<dyn LoginThrottle>,
-    pub sessions: Arc<dyn SessionRevoker>,
-    pub clock: Arc<dyn Clock>,
+    store: Arc<dyn AccountStore>,
+    audit: Arc<dyn AuditLog>,
+    hasher: Arc<dyn PasswordHasher>,
+    throttle: Arc<dyn LoginThrottle>,
+    sessions: Arc<dyn SessionRevoker>,
+    clock: Arc<dyn Clock>,
     /// A real hash of a random password: unknown emails are verified against it so a login
     /// for a missing account costs the same time as one for an existing account.
-    pub dummy_hash: PasswordHash,
+    dummy_hash: PasswordHash,
 }
 
 impl AccountService {
+    pub fn new(
+        store: Arc<dyn AccountStore>,
+        audit: Arc<dyn AuditLog>,
+        hasher: Arc<dyn PasswordHasher>,
+        throttle: Arc<dyn LoginThrottle>,
+        sessions: Arc<dyn SessionRevoker>,
+        clock: Arc<dyn Clock>,
+        dummy_hash: PasswordHash,
+    ) -> Self {
+        Self {
+            store,
+            audit,
+            hasher,
+            throttle,
+            sessions,
+            clock,
+            dummy_hash,
+        }
+    }
+
+    /// Proof that `user` is an admin by role, for reading what admin pages show. Changing
+    /// anything needs [`crate::authz::Admin`] (the step-up service's proof) instead.
+    pub async fn admin_reader(
+        &self,
+        user: UserId,
+    ) -> Result<crate::authz::AdminReader, AccountError> {
+        match self.store.find_user(user).await? {
+            Some(found) if found.role == Role::Admin => {
+                Ok(crate::authz::AdminReader::new(found.id))
+            }
+            _ => Err(AccountError::Forbidden),
+        }
+    }
+
+    /// The user with this id, if there is one.
+    pub async fn user(&self, id: UserId) -> Result<Option<User>, AccountError> {
+        Ok(self.store.find_user(id).await?)
+    }
+
+    /// The user with this email, if there is one.
+    pub async fn user_by_email(&self, email: &Email) -> Result<Option<User>, AccountError> {
+        Ok(self
+            .store
+            .find_credentials(email)
+            .await?
+            .map(|found| found.user))
+    }
+
+    /// The users among `ids` that exist, in no particular order.
+    pub async fn users(&self, ids: &[UserId]) -> Result<Vec<User>, AccountError> {
+        Ok(self.store.find_users(ids).await?)
+    }
+
+    /// Every user, for the admin's user list.
+    pub async fn list_users(
+        &self,
+        _reader: &crate::authz::AdminReader,
+    ) -> Result<Vec<User>, AccountError> {
+        Ok(self.store.list_users().await?)
+    }
+
     /// Proof that `user` may act as a reviewer (reviewers and admins), read from the store so a
     /// caller cannot claim a role it does not have.
     pub async fn reviewer(&self, user: UserId) -> Result<crate::authz::Reviewer, AccountError> {
@@ -285,7 +388,7 @@ impl AccountService {
         } else {
             actor
         };
-        let draft = AuditDraft::new(actor, "account.create", Outcome::Success, meta)
+        let draft = AuditDraft::new(actor, AuditAction::AccountCreate, Outcome::Success, meta)
             .resource(format!("user:{}", new_user.id))
             .detail("role", role.as_str());
         match self.store.create_user(new_user, draft).await {
@@ -315,9 +418,14 @@ impl AccountService {
         if let Err(retry_after) = self.throttle.begin(&keys, now) {
             self.audit
                 .record(
-                    AuditDraft::new(Actor::anonymous(), "auth.login", Outcome::Denied, meta)
-                        .detail("reason", "backoff")
-                        .detail("retry_after_secs", retry_after),
+                    AuditDraft::new(
+                        Actor::anonymous(),
+                        AuditAction::AuthLogin,
+                        Outcome::Denied,
+                        meta,
+                    )
+                    .detail("reason", "backoff")
+                    .detail("retry_after_secs", retry_after),
                 )
                 .await?;
             return Err(AccountError::Throttled(retry_after));
@@ -331,8 +439,13 @@ impl AccountService {
             (Some(user), true) => {
                 self.audit
                     .record(
-                        AuditDraft::new(Actor::user(user.id), "auth.login", Outcome::Success, meta)
-                            .resource(format!("user:{}", user.id)),
+                        AuditDraft::new(
+                            Actor::user(user.id),
+                            AuditAction::AuthLogin,
+                            Outcome::Success,
+                            meta,
+                        )
+                        .resource(format!("user:{}", user.id)),
                     )
                     .await?;
                 Ok(user)
@@ -342,8 +455,9 @@ impl AccountService {
                     .as_ref()
                     .map(|u| Actor::user(u.id))
                     .unwrap_or_else(Actor::anonymous);
-                let mut draft = AuditDraft::new(actor, "auth.login", Outcome::Failure, meta)
-                    .detail("reason", "bad_credentials");
+                let mut draft =
+                    AuditDraft::new(actor, AuditAction::AuthLogin, Outcome::Failure, meta)
+                        .detail("reason", "bad_credentials");
                 if let Some(user) = &user {
                     draft = draft.resource(format!("user:{}", user.id));
                 }
@@ -383,8 +497,13 @@ impl AccountService {
             self.log_out_everywhere(user, false, meta).await?;
             return Ok(());
         }
-        let draft = AuditDraft::new(Actor::user(user), "auth.logout", Outcome::Success, meta)
-            .resource(format!("user:{user}"));
+        let draft = AuditDraft::new(
+            Actor::user(user),
+            AuditAction::AuthLogout,
+            Outcome::Success,
+            meta,
+        )
+        .resource(format!("user:{user}"));
         self.audit.record(draft).await?;
         Ok(())
     }
@@ -400,7 +519,7 @@ impl AccountService {
     ) -> Result<u64, AccountError> {
         let draft = AuditDraft::new(
             Actor::user(user),
-            "auth.logout_everywhere",
+            AuditAction::AuthLogoutEverywhere,
             Outcome::Success,
             meta,
         )
@@ -413,7 +532,38 @@ impl AccountService {
         Ok(tokens)
     }
 
+    /// An admin changes someone else's role: never their own, so no admin can lift or keep a
+    /// privilege alone, and the last admin cannot demote themselves by accident.
     pub async fn change_role(
+        &self,
+        admin: &crate::authz::Admin,
+        target: UserId,
+        role: Role,
+        meta: RequestMeta,
+    ) -> Result<User, AccountError> {
+        if target == admin.id() {
+            return Err(AccountError::OwnRole);
+        }
+        self.set_role(Actor::user(admin.id()), target, role, meta)
+            .await
+    }
+
+    /// An operator at the server's console (the CLI) sets the role of the user with `email`.
+    pub async fn change_role_as_operator(
+        &self,
+        email: &Email,
+        role: Role,
+        meta: RequestMeta,
+    ) -> Result<User, AccountError> {
+        let target = self
+            .user_by_email(email)
+            .await?
+            .ok_or(AccountError::NotFound)?;
+        self.set_role(Actor::system("cli"), target.id, role, meta)
+            .await
+    }
+
+    async fn set_role(
         &self,
         actor: Actor,
         target: UserId,
@@ -425,10 +575,15 @@ impl AccountService {
             .find_user(target)
             .await?
             .ok_or(AccountError::NotFound)?;
-        let draft = AuditDraft::new(actor, "account.role_change", Outcome::Success, meta)
-            .resource(format!("user:{target}"))
-            .detail("from", before.role.as_str())
-            .detail("to", role.as_str());
+        let draft = AuditDraft::new(
+            actor,
+            AuditAction::AccountRoleChange,
+            Outcome::Success,
+            meta,
+        )
+        .resource(format!("user:{target}"))
+        .detail("from", before.role.as_str())
+        .detail("to", role.as_str());
         match self.store.set_role(target, role, draft).await {
             Ok(user) => Ok(user),
             Err(StoreError::NotFound) => Err(AccountError::NotFound),

@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use crate::account::UserId;
+use crate::ids::UserId;
 
 /// A plaintext data key. Zeroed on drop; no `Debug` output of its bytes.
 pub struct DataKey(Zeroizing<[u8; 32]>);
@@ -124,6 +124,29 @@ pub trait RotationRecord: Send + Sync {
     async fn record(&self, new_key_id: &str) -> Result<(), KmsError>;
 }
 
+/// Which kind of KMS holds the master key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KmsBackend {
+    /// The file-backed (or environment) master key of this server.
+    Local,
+    /// AWS KMS: it rotates its keys on its own side.
+    Aws,
+}
+
+impl KmsBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KmsBackend::Local => "local",
+            KmsBackend::Aws => "aws",
+        }
+    }
+
+    /// New master key versions are added from this console (otherwise in the provider's).
+    pub fn rotates_here(self) -> bool {
+        self == KmsBackend::Local
+    }
+}
+
 /// A key management service that wraps data keys. Implementations: local master key, AWS KMS.
 #[async_trait]
 pub trait Kms: Send + Sync + std::fmt::Debug {
@@ -145,6 +168,7 @@ pub trait Kms: Send + Sync + std::fmt::Debug {
     ) -> Result<WrappedKey, KmsError>;
     /// The identifier new keys are wrapped under (e.g. `local:v2`).
     fn current_key_id(&self) -> String;
+    fn backend(&self) -> KmsBackend;
     /// Creates a new master key version and makes it current. `record` is told the new key id
     /// before anything is written or used; if it fails, nothing changes (`NotRecorded`), so a
     /// version never exists without its record. Backends that rotate on their own side (AWS
@@ -418,6 +442,10 @@ pub mod local {
 
         fn current_key_id(&self) -> String {
             format!("{KEY_ID_PREFIX}{}", self.current().0)
+        }
+
+        fn backend(&self) -> KmsBackend {
+            KmsBackend::Local
         }
     }
 }

@@ -1,4 +1,4 @@
-import { expect, test } from "@playwright/test";
+import { expect, test } from "./fixtures";
 import { ADMIN_EMAIL } from "../global-setup";
 import { PASSWORD, adminWithKey, clickUntil, hydrated, logIn, saveAdminKey, signOut, signUp, stepUpWithKey, uniqueEmail } from "./helpers";
 

@@ -1,6 +1,6 @@
 import { Browser, CDPSession } from "@playwright/test";
 import fs from "node:fs";
-import { ADMIN_EMAIL } from "../global-setup";
+import { ADMIN_EMAIL, serverCli } from "../global-setup";
 import { expect, Locator, Page } from "@playwright/test";
 
 export const PASSWORD = "correct horse battery staple";
@@ -115,4 +115,10 @@ export async function clickUntil(button: Locator, done: () => Promise<void>) {
     await button.click();
     await done();
   }).toPass({ timeout: 20_000, intervals: [500, 1_000, 2_000] });
+}
+
+/** Signs up a new account and makes it a compliance reviewer through the server's CLI. */
+export async function signUpReviewer(page: Page, email: string) {
+  await signUp(page, email);
+  serverCli(["set-role", "--email", email, "--role", "reviewer"]);
 }

@@ -1,4 +1,4 @@
-import { expect, test } from "@playwright/test";
+import { expect, test } from "./fixtures";
 import { addVirtualKey, adminWithKey, clickUntil, hydrated, registerSecurityKey, saveAdminKey, signUp, stepUpWithKey, uniqueEmail } from "./helpers";
 
 test("a trader registers a security key, and removing it asks for the key first", async ({ page }) => {

@@ -1,4 +1,5 @@
-import { expect, Page, test } from "@playwright/test";
+import { Page } from "@playwright/test";
+import { expect, test } from "./fixtures";
 import { BINANCE_KEY, BINANCE_SECRET } from "../binance-stand-in";
 import { addVirtualKey, adminWithKey, hydrated, registerSecurityKey, saveAdminKey, signUp, stepUpWithKey, uniqueEmail } from "./helpers";
 

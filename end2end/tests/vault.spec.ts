@@ -1,4 +1,5 @@
-import { expect, Page, test } from "@playwright/test";
+import { Page } from "@playwright/test";
+import { expect, test } from "./fixtures";
 import { adminWithKey, clickUntil, hydrated, saveAdminKey, signUp, stepUpWithKey, uniqueEmail } from "./helpers";
 
 // scripts/test.sh sets this and then searches the server log for it.

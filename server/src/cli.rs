@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use domain::account::{Email, Password, Role};
-use domain::audit::{Actor, BrokenLog, ChainHead, RequestMeta, check_anchor, verify_log};
+use domain::audit::{Actor, ChainHead, RequestMeta};
 use domain::ports::SystemClock;
 
 use crate::config::Settings;
@@ -170,16 +170,17 @@ pub async fn set_role(settings: &Settings, email: &str, role: &str) -> Result<()
     let email = Email::parse(email).map_err(|e| CliError::Usage(e.to_string()))?;
     let role = Role::parse(role).map_err(|e| CliError::Usage(e.to_string()))?;
     let backend = Backend::connect(settings, Arc::new(SystemClock)).await?;
-    let accounts = &backend.services.accounts;
-    let user = accounts
-        .store
-        .find_credentials(&email)
-        .await?
-        .ok_or_else(|| CliError::Usage(format!("no account with email {}", email.as_str())))?
-        .user;
-    let user = accounts
-        .change_role(Actor::system("cli"), user.id, role, cli_meta())
-        .await?;
+    let user = backend
+        .services
+        .accounts
+        .change_role_as_operator(&email, role, cli_meta())
+        .await
+        .map_err(|e| match e {
+            domain::account::AccountError::NotFound => {
+                CliError::Usage(format!("no account with email {}", email.as_str()))
+            }
+            other => other.into(),
+        })?;
     println!("{} is now {}", user.email.as_str(), user.role);
     Ok(())
 }
@@ -190,11 +191,9 @@ pub async fn reset_factors(settings: &Settings, email: &str) -> Result<(), CliEr
     let user = backend
         .services
         .accounts
-        .store
-        .find_credentials(&email)
+        .user_by_email(&email)
         .await?
-        .ok_or_else(|| CliError::Usage(format!("no account with email {}", email.as_str())))?
-        .user;
+        .ok_or_else(|| CliError::Usage(format!("no account with email {}", email.as_str())))?;
     let (keys, totp) = backend
         .services
         .stepup
@@ -228,30 +227,20 @@ pub async fn audit_verify(
         .transpose()?;
     let backend = Backend::connect(settings, Arc::new(SystemClock)).await?;
     let show_progress = std::io::stderr().is_terminal();
-    let outcome = verify_log(backend.services.audit.as_ref(), |checked| {
-        if show_progress {
-            eprint!("\rverified {checked} events…");
-        } else if checked % 100_000 == 0 {
-            eprintln!("verified {checked} events…");
-        }
-    })
-    .await?;
+    let outcome = backend
+        .services
+        .audit
+        .verify_as_operator(anchor, |checked| {
+            if show_progress {
+                eprint!("\rverified {checked} events…");
+            } else if checked % 100_000 == 0 {
+                eprintln!("verified {checked} events…");
+            }
+        })
+        .await?;
     if show_progress {
         eprintln!();
     }
-    let outcome = match (outcome, anchor) {
-        (Ok(verified), Some(anchor)) => {
-            match check_anchor(backend.services.audit.as_ref(), anchor).await? {
-                Ok(()) => Ok(verified),
-                Err(error) => Err(BrokenLog {
-                    checked: verified.checked,
-                    last_good: verified.head,
-                    error,
-                }),
-            }
-        }
-        (outcome, _) => outcome,
-    };
     match outcome {
         Ok(verified) => {
             writeln!(

@@ -6,8 +6,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use domain::trading::AnomalyCase;
-use domain::trading::service::CaseNotifier;
+use domain::trading::{AnomalyCase, CaseNotifier};
 
 /// The optional language model that drafts a rationale for reviewers.
 #[derive(Clone)]

@@ -5,21 +5,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use app::api::context::Services;
-use app::api::keys::RewrapJobs;
-use app::{App, shell};
+use app::shell;
 use axum::Router;
 use axum::extract::{ConnectInfo, FromRef};
 use axum::middleware::{from_fn, from_fn_with_state};
 use domain::account::{AccountService, BackoffPolicy};
-use domain::audit::{Actor, AuditDraft, Outcome, RequestMeta};
-use domain::keys::{Exchange, Exchanges, KeyVaultService};
+use domain::alerts::AlertService;
+use domain::audit::service::AuditService;
+use domain::audit::{Actor, AuditDraft, AuditLog, Outcome, RequestMeta};
+use domain::exchange::{Exchange, Exchanges};
+use domain::keys::{KeyVaultPorts, KeyVaultService};
 use domain::ports::{Clock, SystemClock};
-use domain::stepup::{StepUpPolicy, StepUpService};
-use domain::trading::{CircuitBreakers, TradingService};
+use domain::stepup::{StepUpPolicy, StepUpPorts, StepUpService};
+use domain::trading::{CircuitBreakers, TradingDeps, TradingService};
 use domain::vault::Kms;
 use http::{HeaderValue, Method, header};
 use leptos::prelude::*;
-use leptos_axum::{LeptosRoutes, file_and_error_handler_with_context, generate_route_list};
+use leptos_axum::{LeptosRoutes, file_and_error_handler_with_context};
 use sea_orm::DatabaseConnection;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
@@ -30,6 +32,8 @@ use webauthn_rs::prelude::WebauthnBuilder;
 
 use crate::config::{KmsBackend, Settings};
 use crate::exchange::{BinanceExchange, BinanceSettings, PaperExchange};
+use crate::jobs::rewrap::TokioRewrapRunner;
+use crate::jobs::{JobServices, Jobs, Schedule};
 use crate::kms::{AwsKms, AwsKmsSettings, FileKms};
 use crate::metrics::Metrics;
 use crate::notify::{RationaleModel, WebhookNotifier};
@@ -75,6 +79,8 @@ struct AppState {
 pub struct Backend {
     pub db: DatabaseConnection,
     pub services: Services,
+    /// The audit log itself, for the server's own events (start, stop) and tests.
+    pub audit_log: Arc<dyn AuditLog>,
     pub sessions: SqlSessionStore,
     pub metrics: Metrics,
     /// The built-in paper exchange (tests inject outages through it).
@@ -143,7 +149,7 @@ fn step_up_service(
     db: &DatabaseConnection,
     kms: Arc<dyn Kms>,
     audit: Arc<dyn domain::ports::AuditLog>,
-    alerts: Arc<dyn domain::keys::SecurityAlerts>,
+    alerts: Arc<dyn domain::alerts::SecurityAlerts>,
     accounts: Arc<dyn domain::ports::AccountStore>,
     clock: Arc<dyn Clock>,
 ) -> Result<StepUpService, StartupError> {
@@ -164,19 +170,19 @@ fn step_up_service(
         .step_up
         .order_threshold()
         .ok_or_else(|| invalid("step_up.order_threshold is not a decimal".into()))?;
-    Ok(StepUpService {
+    let ports = StepUpPorts {
         store: Arc::new(SqlFactorStore::new(db.clone(), clock.clone())),
         kms,
         audit,
         clock,
-        webauthn: Arc::new(webauthn),
         alerts,
         accounts,
-        policy: StepUpPolicy::new(
-            time::Duration::minutes(i64::from(settings.step_up.window_minutes)),
-            threshold,
-        ),
-    })
+    };
+    let policy = StepUpPolicy::new(
+        time::Duration::minutes(i64::from(settings.step_up.window_minutes)),
+        threshold,
+    );
+    Ok(StepUpService::new(ports, Arc::new(webauthn), policy))
 }
 
 impl Backend {
@@ -213,45 +219,52 @@ impl Backend {
                 max_wait,
             },
         );
-        let accounts = AccountService {
-            store: Arc::new(SqlAccountStore::new(db.clone(), clock.clone())),
-            audit: audit.clone(),
-            hasher: Arc::new(hasher),
-            throttle: Arc::new(throttle),
-            sessions: Arc::new(sessions.clone()),
-            clock: clock.clone(),
+        let account_store: Arc<dyn domain::ports::AccountStore> =
+            Arc::new(SqlAccountStore::new(db.clone(), clock.clone()));
+        let accounts = AccountService::new(
+            account_store.clone(),
+            audit.clone(),
+            Arc::new(hasher),
+            Arc::new(throttle),
+            Arc::new(sessions.clone()),
+            clock.clone(),
             dummy_hash,
-        };
+        );
         let metrics = Metrics::new();
         let kms_for_stepup = kms.clone();
-        let alerts: Arc<dyn domain::keys::SecurityAlerts> = Arc::new(SqlSecurityAlerts::new(
+        let alerts: Arc<dyn domain::alerts::SecurityAlerts> = Arc::new(SqlSecurityAlerts::new(
             db.clone(),
             clock.clone(),
             metrics.clone(),
         ));
         let paper = PaperExchange::new(clock.clone());
         let exchanges = exchanges_from_settings(settings, &paper, clock.clone())?;
-        let vault = KeyVaultService {
-            keys: Arc::new(SqlKeyStore::new(db.clone(), clock.clone())),
-            kms,
-            exchanges: exchanges.clone(),
-            audit: audit.clone(),
-            alerts: alerts.clone(),
-            clock: clock.clone(),
-        };
+        let vault = KeyVaultService::new(
+            KeyVaultPorts {
+                keys: Arc::new(SqlKeyStore::new(db.clone(), clock.clone())),
+                kms,
+                audit: audit.clone(),
+                alerts: alerts.clone(),
+                accounts: account_store.clone(),
+                clock: clock.clone(),
+            },
+            exchanges.clone(),
+        );
+        let alert_service = AlertService::new(alerts.clone(), account_store.clone(), clock.clone());
         let stepup = step_up_service(
             settings,
             &db,
             kms_for_stepup,
             audit.clone(),
             alerts.clone(),
-            accounts.store.clone(),
+            account_store.clone(),
             clock.clone(),
         )?;
         let cool_down =
             time::Duration::seconds(i64::from(settings.trading.breaker_cool_down_seconds));
-        let trading = TradingService {
+        let trading = TradingService::new(TradingDeps {
             store: Arc::new(SqlTradingStore::new(db.clone(), clock.clone())),
+            accounts: account_store.clone(),
             audit: audit.clone(),
             clock: clock.clone(),
             exchanges,
@@ -271,16 +284,15 @@ impl Backend {
                         api_key: settings.trading.rationale_api_key.clone(),
                     }),
             )),
-            placements: Default::default(),
-            keyed_checks: Default::default(),
-        };
+        });
         let services = Services {
             stepup,
             accounts,
-            audit,
+            security_alerts: alert_service,
+            audit: AuditService::new(audit.clone(), account_store),
             clock,
+            rewrap: Arc::new(TokioRewrapRunner::new(vault.clone())),
             vault,
-            rewrap_jobs: RewrapJobs::default(),
             trading,
             absolute_session: time::Duration::hours(i64::from(
                 settings.session.absolute_timeout_hours,
@@ -289,6 +301,7 @@ impl Backend {
         Ok(Self {
             db,
             services,
+            audit_log: audit,
             sessions,
             metrics,
             paper,
@@ -302,8 +315,7 @@ pub struct Application {
     router: Router,
     backend: Backend,
     rate_limits: RateLimits,
-    recheck_every: Option<Duration>,
-    trading_every: Duration,
+    schedule: Schedule,
 }
 
 impl Application {
@@ -351,8 +363,7 @@ impl Application {
             rate_limits.clone(),
         );
         backend
-            .services
-            .audit
+            .audit_log
             .record(
                 AuditDraft::new(
                     Actor::system("server"),
@@ -363,17 +374,12 @@ impl Application {
                 .detail("version", env!("CARGO_PKG_VERSION")),
             )
             .await?;
-        let recheck_every = match settings.vault.recheck_interval_minutes {
-            0 => None,
-            minutes => Some(Duration::from_secs(u64::from(minutes) * 60)),
-        };
         Ok(Self {
             listener,
             router,
             backend,
             rate_limits,
-            recheck_every,
-            trading_every: Duration::from_secs(u64::from(settings.trading.job_interval_seconds)),
+            schedule: Schedule::from_settings(settings),
         })
     }
 
@@ -392,83 +398,30 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let sessions = self.backend.sessions.clone();
-        let limits = self.rate_limits.clone();
-        let housekeeping = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            let mut minutes = 0u64;
-            loop {
-                tick.tick().await;
-                limits.prune();
-                if minutes.is_multiple_of(10)
-                    && let Err(e) = sessions.delete_expired().await
-                {
-                    tracing::warn!(error = %e, "could not delete expired sessions");
-                }
-                minutes += 1;
-            }
-        });
-        let trading = self.backend.services.trading.clone();
-        let paper = self.backend.paper.clone();
-        let trading_every = self.trading_every;
-        // Held orders go out when their exchange is back; resting paper orders fill as the
-        // price feed reaches them.
-        let trading_job = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(trading_every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await; // immediate; the first round comes one interval after startup
-            loop {
-                tick.tick().await;
-                paper.sweep();
-                if let Err(e) = trading.refresh_open().await {
-                    tracing::warn!(error = %e, "could not refresh open orders");
-                }
-                match trading.retry_held().await {
-                    Ok(0) => {}
-                    Ok(sent) => tracing::info!(sent, "held orders sent"),
-                    Err(e) => tracing::warn!(error = %e, "could not retry held orders"),
-                }
-            }
-        });
-        let recheck = self.recheck_every.map(|every| {
-            let vault = self.backend.services.vault.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.tick().await; // the first tick is immediate; keys were checked at entry
-                loop {
-                    tick.tick().await;
-                    match vault.recheck_all().await {
-                        Ok(report) => tracing::info!(
-                            checked = report.checked,
-                            suspended = report.suspended,
-                            failed = report.failed,
-                            "scheduled key permission check"
-                        ),
-                        Err(e) => {
-                            tracing::error!(error = %e, "scheduled key permission check failed")
-                        }
-                    }
-                }
-            })
-        });
+        let jobs = Jobs::start(
+            self.schedule,
+            JobServices {
+                sessions: self.backend.sessions.clone(),
+                rate_limits: self.rate_limits.clone(),
+                trading: self.backend.services.trading.clone(),
+                paper: self.backend.paper.clone(),
+                vault: self.backend.services.vault.clone(),
+            },
+        );
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await;
-        housekeeping.abort();
-        trading_job.abort();
-        if let Some(recheck) = recheck {
-            recheck.abort();
-        }
+        jobs.stop();
         let stop = AuditDraft::new(
             Actor::system("server"),
             "system.stop",
             Outcome::Success,
             RequestMeta::default(),
         );
-        if let Err(e) = self.backend.services.audit.record(stop).await {
+        if let Err(e) = self.backend.audit_log.record(stop).await {
             tracing::error!(error = %e, "could not record system.stop");
         }
         result
@@ -496,7 +449,7 @@ fn router(
             provide_context(leptos::nonce::Nonce::from_value(nonce.0.clone()));
         }
     };
-    let routes = generate_route_list(App);
+    let routes = app::route_list();
     let session_layer = SessionManagerLayer::new(backend.sessions.clone())
         .with_name(if settings.is_https() {
             "__Host-cryptopulse_session"
@@ -539,13 +492,9 @@ fn router(
         ))
         .with_state(state);
     pages
-        .clone()
         // Listed innermost first: each layer wraps the ones above it.
         .layer(from_fn_with_state(
-            middleware::PageRenderRetry {
-                pages,
-                budget: middleware::PAGE_RENDER_BUDGET,
-            },
+            middleware::PAGE_RENDER_BUDGET,
             middleware::page_render_deadline,
         ))
         .layer(from_fn(middleware::server_fn_status))

@@ -28,34 +28,27 @@ impl From<&domain::account::User> for UserSummary {
 
 #[server(endpoint = "admin/users")]
 pub async fn list_users() -> Result<Vec<UserSummary>, AppError> {
-    use super::context::{require_role, services};
-    use domain::account::Role;
+    use super::context::{require_admin_reader, services};
 
-    require_role(&[Role::Admin]).await?;
-    let users = services()?.accounts.store.list_users().await?;
+    let reader = require_admin_reader().await?;
+    let users = services()?.accounts.list_users(&reader).await?;
     Ok(users.iter().map(UserSummary::from).collect())
 }
 
 #[server(endpoint = "admin/set-role")]
 pub async fn set_user_role(user_id: String, role: String) -> Result<UserSummary, AppError> {
-    use super::context::{request_meta, services};
-    use domain::account::{Role, UserId};
-    use domain::audit::Actor;
+    use super::context::{request_meta, require_admin_proof, services};
+    use domain::account::{AccountError, Role, UserId};
 
-    let admin = super::context::require_admin().await?;
-    let role = Role::parse(&role).map_err(|e| AppError::Invalid(e.to_string()))?;
+    let admin = require_admin_proof().await?;
+    let role = Role::parse(&role).map_err(AccountError::from)?;
     // An unparsable id is reported exactly like an unknown one.
     let target = uuid::Uuid::parse_str(&user_id)
         .map(UserId)
         .map_err(|_| AppError::NotFound)?;
-    if target == admin.id {
-        return Err(AppError::Invalid(
-            "You cannot change your own role; ask another admin.".into(),
-        ));
-    }
     let user = services()?
         .accounts
-        .change_role(Actor::user(admin.id), target, role, request_meta())
+        .change_role(&admin, target, role, request_meta())
         .await?;
     Ok(UserSummary::from(&user))
 }

@@ -55,86 +55,52 @@ pub struct ChainReport {
     pub broken_at: Option<(i64, String)>,
 }
 
+#[cfg(feature = "ssr")]
+impl From<domain::audit::service::ReviewedEvent> for AuditEventView {
+    fn from(reviewed: domain::audit::service::ReviewedEvent) -> Self {
+        let mut view = AuditEventView::from(reviewed.event);
+        view.actor_email = reviewed.actor_email.map(|e| e.as_str().to_owned());
+        view
+    }
+}
+
+#[cfg(feature = "ssr")]
+impl From<Result<domain::audit::VerifiedLog, domain::audit::BrokenLog>> for ChainReport {
+    fn from(outcome: Result<domain::audit::VerifiedLog, domain::audit::BrokenLog>) -> Self {
+        match outcome {
+            Ok(verified) => ChainReport {
+                events_checked: verified.checked,
+                head_seq: verified.head.seq,
+                head_hash: verified.head.hash.to_hex(),
+                broken_at: None,
+            },
+            Err(broken) => ChainReport {
+                events_checked: broken.checked,
+                head_seq: broken.last_good.seq,
+                head_hash: broken.last_good.hash.to_hex(),
+                broken_at: Some((broken.error.seq, broken.error.kind.to_string())),
+            },
+        }
+    }
+}
+
 #[server(endpoint = "audit/recent")]
 pub async fn recent_audit_events(limit: u32) -> Result<Vec<AuditEventView>, AppError> {
-    use super::context::{require_role, services};
-    use domain::account::Role;
+    use super::context::{require_reviewer, services};
 
-    const MAX_EVENTS: u32 = 200;
-    require_role(&[Role::Reviewer, Role::Admin]).await?;
-    let services = services()?;
-    let events = services
+    let reviewer = require_reviewer().await?;
+    let events = services()?
         .audit
-        .recent(u64::from(limit.clamp(1, MAX_EVENTS)))
+        .recent(&reviewer, u64::from(limit))
         .await?;
-    // Name only the users who appear on this page.
-    let mut actor_ids: Vec<domain::account::UserId> = events
-        .iter()
-        .filter(|e| e.actor.kind == domain::audit::ActorKind::User)
-        .filter_map(|e| {
-            e.actor
-                .id
-                .as_deref()
-                .and_then(|id| uuid::Uuid::parse_str(id).ok())
-        })
-        .map(domain::account::UserId)
-        .collect();
-    actor_ids.sort();
-    actor_ids.dedup();
-    let emails: std::collections::HashMap<String, String> = services
-        .accounts
-        .store
-        .find_users(&actor_ids)
-        .await?
-        .into_iter()
-        .map(|u| (format!("user:{}", u.id), u.email.as_str().to_owned()))
-        .collect();
-    Ok(events
-        .into_iter()
-        .map(|event| {
-            let mut view = AuditEventView::from(event);
-            view.actor_email = emails.get(&view.actor).cloned();
-            view
-        })
-        .collect())
+    Ok(events.into_iter().map(AuditEventView::from).collect())
 }
 
 #[server(endpoint = "audit/verify")]
 pub async fn verify_audit_chain() -> Result<ChainReport, AppError> {
-    use super::context::{request_meta, require_role, services};
-    use domain::account::Role;
-    use domain::audit::{Actor, AuditDraft, Outcome, verify_log};
+    use super::context::{request_meta, require_reviewer, services};
 
-    let user = require_role(&[Role::Reviewer, Role::Admin]).await?;
-    let services = services()?;
-    let outcome = verify_log(services.audit.as_ref(), |_| {}).await?;
-    let report = match outcome {
-        Ok(verified) => ChainReport {
-            events_checked: verified.checked,
-            head_seq: verified.head.seq,
-            head_hash: verified.head.hash.to_hex(),
-            broken_at: None,
-        },
-        Err(broken) => ChainReport {
-            events_checked: broken.checked,
-            head_seq: broken.last_good.seq,
-            head_hash: broken.last_good.hash.to_hex(),
-            broken_at: Some((broken.error.seq, broken.error.kind.to_string())),
-        },
-    };
-    let result = if report.broken_at.is_some() {
-        Outcome::Failure
-    } else {
-        Outcome::Success
-    };
-    services
-        .audit
-        .record(
-            AuditDraft::new(Actor::user(user.id), "audit.verify", result, request_meta())
-                .detail("events_checked", report.events_checked)
-                .detail("head_seq", report.head_seq)
-                .detail("broken_at", report.broken_at.as_ref().map(|(seq, _)| *seq)),
-        )
-        .await?;
-    Ok(report)
+    let reviewer = require_reviewer().await?;
+    let outcome = services()?.audit.verify(&reviewer, request_meta()).await?;
+    Ok(outcome.into())
 }

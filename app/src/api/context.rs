@@ -2,10 +2,14 @@
 
 use std::sync::Arc;
 
-use domain::account::{AccountService, Role, User, UserId};
+use domain::account::{AccountService, User, UserId};
+use domain::alerts::AlertService;
 use domain::audit::RequestMeta;
-use domain::ports::{AuditLog, Clock};
-use domain::stepup::{SensitiveAction, StepUpGrant};
+use domain::audit::service::AuditService;
+use domain::authz::{Admin, AdminReader, Reviewer};
+use domain::clock::Clock;
+use domain::keys::{KeyVaultService, RewrapRunner};
+use domain::stepup::{SensitiveAction, StepUpGrant, StepUpService};
 use leptos::prelude::*;
 use tower_sessions::Session;
 
@@ -17,18 +21,21 @@ pub const AUTHENTICATED_AT_KEY: &str = "auth_at";
 /// The last successful step-up (`domain::stepup::StepUpGrant`): the privilege window.
 pub const STEP_UP_KEY: &str = "step_up";
 
-/// Everything server functions need, built once at startup and provided through context.
+/// Everything server functions need, built once at startup and provided through context: the
+/// use cases, and the clock and session lifetime the session plumbing here needs.
 #[derive(Debug, Clone)]
 pub struct Services {
     pub accounts: AccountService,
-    pub audit: Arc<dyn AuditLog>,
+    pub security_alerts: AlertService,
+    pub audit: AuditService,
+    pub stepup: StepUpService,
+    pub vault: KeyVaultService,
+    /// Runs re-wrap jobs in the background (the server's runtime).
+    pub rewrap: Arc<dyn RewrapRunner>,
+    pub trading: domain::trading::TradingService,
     pub clock: Arc<dyn Clock>,
     /// A session ends this long after sign-in, however active.
     pub absolute_session: time::Duration,
-    pub vault: domain::keys::KeyVaultService,
-    pub stepup: domain::stepup::StepUpService,
-    pub rewrap_jobs: super::keys::RewrapJobs,
-    pub trading: domain::trading::TradingService,
 }
 
 pub fn services() -> Result<Services, AppError> {
@@ -60,7 +67,7 @@ pub async fn current_user() -> Result<Option<(User, Session)>, AppError> {
     let age = services.clock.now().unix_timestamp() - authenticated_at;
     let user = match uuid::Uuid::parse_str(&raw_id) {
         Ok(id) if age >= 0 && age <= services.absolute_session.whole_seconds() => {
-            services.accounts.store.find_user(UserId(id)).await?
+            services.accounts.user(UserId(id)).await?
         }
         _ => None,
     };
@@ -75,16 +82,6 @@ pub async fn current_user() -> Result<Option<(User, Session)>, AppError> {
 
 pub async fn require_user() -> Result<(User, Session), AppError> {
     current_user().await?.ok_or(AppError::Unauthenticated)
-}
-
-/// The signed-in user if their role is one of `roles`.
-pub async fn require_role(roles: &[Role]) -> Result<User, AppError> {
-    let (user, _) = require_user().await?;
-    if roles.contains(&user.role) {
-        Ok(user)
-    } else {
-        Err(AppError::Forbidden)
-    }
 }
 
 /// Starts an authenticated session under a fresh id (no session fixation).
@@ -115,22 +112,28 @@ pub async fn require_step_up(action: SensitiveAction) -> Result<(User, Session),
     let (user, session) = require_user().await?;
     let services = services()?;
     let grant = step_up_grant(&session).await?;
-    services
-        .stepup
-        .policy
-        .check(grant.as_ref(), action, services.clock.now())?;
+    services.stepup.check_window(grant.as_ref(), action)?;
     Ok((user, session))
 }
 
-/// An admin whose privilege window was opened with a user-verified security key.
-pub async fn require_admin() -> Result<User, AppError> {
-    let admin = require_role(&[Role::Admin]).await?;
-    let (user, _) = require_step_up(SensitiveAction::Administer).await?;
-    // The session cannot change user in between, but be explicit about whom we checked.
-    if user.id != admin.id {
-        return Err(AppError::Forbidden);
-    }
-    Ok(user)
+/// Proof that the signed-in user is an admin whose privilege window was opened with a
+/// user-verified security key; the step-up service checks both.
+pub async fn require_admin_proof() -> Result<Admin, AppError> {
+    let (user, session) = require_user().await?;
+    let grant = step_up_grant(&session).await?;
+    Ok(services()?.stepup.admin(user.id, grant.as_ref()).await?)
+}
+
+/// Proof that the signed-in user is an admin by role (no privilege window): for reads only.
+pub async fn require_admin_reader() -> Result<AdminReader, AppError> {
+    let (user, _) = require_user().await?;
+    Ok(services()?.accounts.admin_reader(user.id).await?)
+}
+
+/// Proof that the signed-in user is a reviewer or an admin; the account service checks it.
+pub async fn require_reviewer() -> Result<Reviewer, AppError> {
+    let (user, _) = require_user().await?;
+    Ok(services()?.accounts.reviewer(user.id).await?)
 }
 
 /// Opens the privilege window under a fresh session id (the old id stops working).

@@ -35,7 +35,7 @@ pub struct KeyView {
 
 #[cfg(feature = "ssr")]
 impl KeyView {
-    fn new(record: &domain::keys::KeyRecord, current_kms_key: &str) -> Self {
+    fn new(record: &domain::keys::KeyRecord, wrapped_under_current: bool) -> Self {
         use domain::audit::canonical_time;
         Self {
             id: record.id.to_string(),
@@ -50,7 +50,7 @@ impl KeyView {
             can_trade: record.permissions.can_trade,
             can_withdraw: record.permissions.can_withdraw,
             ip_restricted: record.permissions.ip_restricted,
-            wrapped_under_current: record.kms_key_id.as_deref() == Some(current_kms_key),
+            wrapped_under_current,
             kms_key_id: record.kms_key_id.clone(),
             created_at: canonical_time(record.created_at),
             last_used_at: record.last_used_at.map(canonical_time),
@@ -107,157 +107,96 @@ pub struct AlertView {
 
 #[cfg(feature = "ssr")]
 mod support {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex};
-
-    use domain::account::{Role, User, UserId};
-    use domain::keys::{KeyId, KeyVaultError, RewrapProgress};
+    use domain::keys::{KeyId, KeyRecord, ReceiptKind};
 
     use super::*;
     use crate::api::context::services;
-
-    impl From<KeyVaultError> for AppError {
-        fn from(err: KeyVaultError) -> Self {
-            use KeyVaultError as E;
-            match err {
-                E::Invalid(e) => AppError::Invalid(crate::error::capitalise(&e.to_string())),
-                E::NotFound => AppError::NotFound,
-                E::Refused(why) => AppError::Invalid(why),
-                E::Revoked => AppError::Conflict("This key was revoked.".into()),
-                E::Unusable => AppError::Conflict("This key cannot be used right now.".into()),
-                E::ExchangeRejected(why) => AppError::Invalid(why),
-                E::ExchangeUnavailable => AppError::Unavailable(
-                    "The exchange could not be reached. Nothing was saved; try again shortly."
-                        .into(),
-                ),
-                E::KmsUnavailable => AppError::Unavailable(
-                    "The key management service is unavailable. Nothing was decrypted or saved."
-                        .into(),
-                ),
-                E::AuditUnavailable => AppError::Unavailable(
-                    "The audit log could not be written, so nothing was decrypted or saved.".into(),
-                ),
-                E::Tampered => AppError::internal("a stored exchange key failed to decrypt"),
-                E::Store(e) => AppError::internal(e),
-            }
-        }
-    }
 
     /// Parses a key id from the browser; a malformed id is reported like an unknown one.
     pub fn key_id(raw: &str) -> Result<KeyId, AppError> {
         KeyId::parse(raw).ok_or(AppError::NotFound)
     }
 
-    pub fn view(record: &domain::keys::KeyRecord) -> Result<KeyView, AppError> {
-        Ok(KeyView::new(
-            record,
-            &services()?.vault.kms.current_key_id(),
-        ))
+    pub fn view(record: &KeyRecord) -> Result<KeyView, AppError> {
+        let wrapped_under_current = services()?.vault.wrapped_under_current(record);
+        Ok(KeyView::new(record, wrapped_under_current))
     }
 
-    #[derive(Debug, Clone, Copy)]
-    struct Job {
-        started_by: UserId,
-        progress: RewrapProgress,
-        finished: bool,
-    }
-
-    /// Re-wrap runs in the background, so the page can show progress. Only the user who
-    /// started a run can see it.
-    #[derive(Debug, Clone, Default)]
-    pub struct RewrapJobs(Arc<Mutex<HashMap<uuid::Uuid, Job>>>);
-
-    impl RewrapJobs {
-        fn update(&self, id: uuid::Uuid, progress: RewrapProgress, finished: bool) {
-            if let Ok(mut jobs) = self.0.lock()
-                && let Some(job) = jobs.get_mut(&id)
-            {
-                job.progress = progress;
-                job.finished = finished;
+    impl From<domain::keys::KmsStatus> for KmsOverview {
+        fn from(status: domain::keys::KmsStatus) -> Self {
+            Self {
+                backend: status.backend.as_str().to_owned(),
+                can_rotate_here: status.backend.rotates_here(),
+                current_key_id: status.current_key_id,
             }
         }
+    }
 
-        /// Starts re-wrapping `scope`'s keys (everyone's when `None`) and returns the run's id.
-        pub fn start(
-            &self,
-            actor: &User,
-            scope: Option<UserId>,
-            meta: domain::audit::RequestMeta,
-        ) -> Result<String, AppError> {
-            let vault = services()?.vault;
-            let id = uuid::Uuid::new_v4();
-            {
-                let mut jobs = self
-                    .0
-                    .lock()
-                    .map_err(|_| AppError::internal("rewrap job registry poisoned"))?;
-                // Finished runs are kept only while someone may still be polling them.
-                if jobs.len() > 1000 {
-                    jobs.retain(|_, job| !job.finished);
-                }
-                jobs.insert(
-                    id,
-                    Job {
-                        started_by: actor.id,
-                        progress: RewrapProgress::default(),
-                        finished: false,
-                    },
-                );
+    impl From<domain::keys::RewrapRun> for RewrapStatus {
+        fn from(run: domain::keys::RewrapRun) -> Self {
+            Self {
+                total: run.progress.total,
+                rewrapped: run.progress.rewrapped,
+                already_current: run.progress.already_current,
+                failed: run.progress.failed,
+                finished: run.finished,
             }
-            let jobs = self.clone();
-            let actor = domain::audit::Actor::user(actor.id);
-            tokio::spawn(async move {
-                let progress_jobs = jobs.clone();
-                let result = vault
-                    .rewrap_keys(actor, scope, meta, move |p| {
-                        progress_jobs.update(id, p, false)
-                    })
-                    .await;
-                match result {
-                    Ok(done) => jobs.update(id, done, true),
-                    Err(e) => {
-                        tracing::error!(error = %e, "re-wrap run failed");
-                        let mut failed = jobs
-                            .0
-                            .lock()
-                            .ok()
-                            .and_then(|j| j.get(&id).map(|job| job.progress))
-                            .unwrap_or_default();
-                        failed.failed += failed.total.saturating_sub(failed.done());
-                        jobs.update(id, failed, true);
-                    }
-                }
-            });
-            Ok(id.to_string())
-        }
-
-        pub fn status(&self, user: &User, raw_id: &str) -> Result<RewrapStatus, AppError> {
-            let id = uuid::Uuid::parse_str(raw_id.trim()).map_err(|_| AppError::NotFound)?;
-            let jobs = self
-                .0
-                .lock()
-                .map_err(|_| AppError::internal("rewrap job registry poisoned"))?;
-            let job = jobs
-                .get(&id)
-                .filter(|job| job.started_by == user.id)
-                .ok_or(AppError::NotFound)?;
-            Ok(RewrapStatus {
-                total: job.progress.total,
-                rewrapped: job.progress.rewrapped,
-                already_current: job.progress.already_current,
-                failed: job.progress.failed,
-                finished: job.finished,
-            })
         }
     }
 
-    pub fn is_admin(user: &User) -> bool {
-        user.role == Role::Admin
+    impl From<domain::alerts::AlertListing> for AlertView {
+        fn from(listing: domain::alerts::AlertListing) -> Self {
+            use domain::audit::canonical_time;
+            let alert = listing.alert;
+            Self {
+                id: alert.id.to_string(),
+                actor_email: listing.actor_email.map(|e| e.as_str().to_owned()),
+                kind: alert.kind,
+                message: alert.message,
+                resource: alert.resource,
+                raised_at: canonical_time(alert.raised_at),
+                acknowledged_at: alert.acknowledged_at.map(canonical_time),
+            }
+        }
+    }
+
+    impl From<domain::keys::KeyReceipt> for KeyReceipt {
+        fn from(receipt: domain::keys::KeyReceipt) -> Self {
+            let description = match receipt.kind {
+                ReceiptKind::Used { purpose } => format!(
+                    "Decrypted for {}",
+                    purpose.unwrap_or_else(|| "an unstated purpose".into())
+                ),
+                ReceiptKind::UseFailed { error } => {
+                    format!("Decryption failed ({})", error.unwrap_or_default())
+                }
+                ReceiptKind::Added => "Added and sealed".into(),
+                ReceiptKind::Checked {
+                    suspended_because: Some(reason),
+                } => format!("Permission check: suspended. {reason}"),
+                ReceiptKind::Checked {
+                    suspended_because: None,
+                } => "Permission check: fine".into(),
+                ReceiptKind::Rewrapped { from, to } => {
+                    format!("Data key re-wrapped from {from} to {to}")
+                }
+                ReceiptKind::Revoked => "Revoked; ciphertext deleted".into(),
+                ReceiptKind::Other => receipt.action.clone(),
+            };
+            Self {
+                seq: receipt.seq,
+                at: domain::audit::canonical_time(receipt.at),
+                key_id: receipt.key.to_string(),
+                key_label: receipt.key_label,
+                key_mask: receipt.key_mask,
+                action: receipt.action,
+                outcome: receipt.outcome.as_str().to_owned(),
+                description,
+                ip: receipt.ip,
+            }
+        }
     }
 }
-
-#[cfg(feature = "ssr")]
-pub use support::RewrapJobs;
 
 #[server(endpoint = "keys/list")]
 pub async fn list_keys() -> Result<Vec<KeyView>, AppError> {
@@ -277,9 +216,8 @@ pub async fn add_key(
     api_key: String,
     api_secret: String,
 ) -> Result<KeyView, AppError> {
-    use domain::keys::{
-        ApiCredentials, ExchangeName, KeyEnvironment, KeyLabel, KeyScope, NewKeyRequest,
-    };
+    use domain::exchange::{ApiCredentials, ExchangeName, KeyEnvironment};
+    use domain::keys::{KeyLabel, KeyScope, NewKeyRequest};
     use secrecy::SecretString;
 
     use super::context::{request_meta, require_user, services};
@@ -340,170 +278,93 @@ pub async fn revoke_key(key_id: String) -> Result<KeyView, AppError> {
 /// Starts re-wrapping the caller's keys under the current KMS key; poll `keys/rewrap-status`.
 #[server(endpoint = "keys/rewrap")]
 pub async fn rewrap_my_keys() -> Result<String, AppError> {
+    use domain::keys::RewrapScope;
+
     use super::context::{request_meta, require_user, services};
 
     let (user, _) = require_user().await?;
-    services()?
-        .rewrap_jobs
-        .start(&user, Some(user.id), request_meta())
+    let run = services()?
+        .rewrap
+        .start(RewrapScope::Own(user.id), request_meta());
+    Ok(run.to_string())
 }
 
 #[server(endpoint = "keys/rewrap-status")]
 pub async fn rewrap_progress(job_id: String) -> Result<RewrapStatus, AppError> {
+    use domain::keys::RewrapRunId;
+
     use super::context::{require_user, services};
 
     let (user, _) = require_user().await?;
-    services()?.rewrap_jobs.status(&user, &job_id)
+    let run = RewrapRunId::parse(&job_id).ok_or(AppError::NotFound)?;
+    let run = services()?
+        .rewrap
+        .status(user.id, run)
+        .ok_or(AppError::NotFound)?;
+    Ok(run.into())
 }
 
 #[server(endpoint = "keys/receipts")]
 pub async fn key_receipts() -> Result<Vec<KeyReceipt>, AppError> {
-    use std::collections::HashMap;
-
     use super::context::{require_user, services};
 
     const MAX_RECEIPTS: u64 = 100;
     let (user, _) = require_user().await?;
-    let vault = services()?.vault;
-    let keys: HashMap<String, (String, String, String)> = vault
-        .list_keys(user.id)
-        .await?
-        .into_iter()
-        .map(|k| (k.id.resource(), (k.id.to_string(), k.label, k.mask)))
-        .collect();
-    let events = vault.receipts(user.id, MAX_RECEIPTS).await?;
-    Ok(events
-        .into_iter()
-        .filter_map(|event| {
-            let (key_id, key_label, key_mask) = keys.get(event.resource.as_deref()?)?.clone();
-            let detail = |name: &str| {
-                event
-                    .details
-                    .get(name)
-                    .and_then(|v| v.as_str())
-                    .map(str::to_owned)
-            };
-            // A decoy's planting reads as any key's entry: its owner may be the intruder.
-            let action = match event.action.as_str() {
-                "vault.canary_planted" => "vault.key_added".to_owned(),
-                _ => event.action.clone(),
-            };
-            let description = match action.as_str() {
-                "vault.key_used" => format!(
-                    "Decrypted for {}",
-                    detail("purpose").unwrap_or_else(|| "an unstated purpose".into())
-                ),
-                "vault.key_use_failed" => format!(
-                    "Decryption failed ({})",
-                    detail("error").unwrap_or_default()
-                ),
-                "vault.key_added" => "Added and sealed".into(),
-                "vault.key_checked" => match detail("reason") {
-                    Some(reason) => format!("Permission check: suspended. {reason}"),
-                    None => "Permission check: fine".into(),
-                },
-                "vault.key_rewrapped" => format!(
-                    "Data key re-wrapped from {} to {}",
-                    detail("from").unwrap_or_default(),
-                    detail("to").unwrap_or_default()
-                ),
-                "vault.key_revoked" => "Revoked; ciphertext deleted".into(),
-                // Decoy trips are for operators; the key's "owner" may be the intruder.
-                "security.canary_tripped" => return None,
-                other => other.to_owned(),
-            };
-            Some(KeyReceipt {
-                seq: event.seq,
-                at: domain::audit::canonical_time(event.occurred_at),
-                key_id,
-                key_label,
-                key_mask,
-                action,
-                outcome: event.outcome.as_str().to_owned(),
-                description,
-                ip: event.meta.ip,
-            })
-        })
-        .collect())
+    let receipts = services()?.vault.receipts(user.id, MAX_RECEIPTS).await?;
+    Ok(receipts.into_iter().map(KeyReceipt::from).collect())
 }
 
 #[server(endpoint = "admin/kms")]
 pub async fn kms_status() -> Result<KmsOverview, AppError> {
-    use domain::account::Role;
+    use super::context::{require_admin_reader, services};
 
-    use super::context::{require_role, services};
-
-    require_role(&[Role::Admin]).await?;
-    let services = services()?;
-    let current_key_id = services.vault.kms.current_key_id();
-    Ok(KmsOverview {
-        backend: if current_key_id.starts_with("local:") {
-            "local".into()
-        } else {
-            "aws".into()
-        },
-        can_rotate_here: current_key_id.starts_with("local:"),
-        current_key_id,
-    })
+    let reader = require_admin_reader().await?;
+    Ok(services()?.vault.kms_status(&reader).into())
 }
 
 /// Adds a new master key version (local KMS); new and re-wrapped keys use it.
 #[server(endpoint = "admin/kms-rotate")]
 pub async fn rotate_master_key() -> Result<KmsOverview, AppError> {
-    use super::context::{request_meta, services};
+    use super::context::{request_meta, require_admin_proof, services};
 
-    let admin = super::context::require_admin().await?;
-    let current_key_id = services()?
+    let admin = require_admin_proof().await?;
+    let status = services()?
         .vault
-        .rotate_master_key(admin.id, request_meta())
+        .rotate_master_key(&admin, request_meta())
         .await
         .inspect_err(|e| tracing::warn!(error = %e, "master key rotation failed"))?;
-    Ok(KmsOverview {
-        backend: "local".into(),
-        can_rotate_here: true,
-        current_key_id,
-    })
+    Ok(status.into())
 }
 
 #[server(endpoint = "admin/rewrap-all")]
 pub async fn rewrap_all_keys() -> Result<String, AppError> {
-    use super::context::{request_meta, services};
+    use domain::keys::RewrapScope;
 
-    let admin = super::context::require_admin().await?;
-    services()?.rewrap_jobs.start(&admin, None, request_meta())
+    use super::context::{request_meta, require_admin_proof, services};
+
+    let admin = require_admin_proof().await?;
+    let run = services()?
+        .rewrap
+        .start(RewrapScope::All(admin), request_meta());
+    Ok(run.to_string())
 }
 
 /// The decoys and whose vault they sit in: an admin action (security-key window), since the
 /// list tells an insider exactly which keys to avoid.
 #[server(endpoint = "admin/canaries")]
 pub async fn list_canaries() -> Result<Vec<KeyView>, AppError> {
-    use super::context::services;
+    use super::context::{require_admin_proof, services};
 
-    super::context::require_admin().await?;
-    let services = services()?;
-    let canaries = services.vault.canaries().await?;
-    let owners: Vec<_> = canaries.iter().map(|c| c.owner).collect();
-    let emails: std::collections::HashMap<_, _> = services
-        .accounts
-        .store
-        .find_users(&owners)
-        .await?
-        .into_iter()
-        .map(|u| (u.id, u.email.as_str().to_owned()))
-        .collect();
-    // A decoy is never decrypted, so "last used" is when it last set off an alert.
-    let alerts = services.vault.alerts.recent(1000).await?;
-    let current = services.vault.kms.current_key_id();
+    let admin = require_admin_proof().await?;
+    let vault = services()?.vault;
+    let canaries = vault.canaries(&admin).await?;
     Ok(canaries
-        .iter()
-        .map(|c| {
-            let mut view = KeyView::new(c, &current);
-            view.owner_email = emails.get(&c.owner).cloned();
-            view.last_used_at = alerts
-                .iter()
-                .filter(|a| a.resource.as_deref() == Some(c.id.resource().as_str()))
-                .map(|a| domain::audit::canonical_time(a.raised_at))
-                .max();
+        .into_iter()
+        .map(|canary| {
+            let mut view =
+                KeyView::new(&canary.record, vault.wrapped_under_current(&canary.record));
+            view.owner_email = canary.owner_email.map(|e| e.as_str().to_owned());
+            view.last_used_at = canary.last_tripped_at.map(domain::audit::canonical_time);
             view
         })
         .collect())
@@ -517,35 +378,27 @@ pub async fn plant_canary(
     exchange: String,
     environment: String,
 ) -> Result<KeyView, AppError> {
-    use domain::account::Email;
-    use domain::keys::{ExchangeName, KeyEnvironment, KeyLabel};
+    use domain::account::{AccountError, Email};
+    use domain::exchange::{ExchangeName, KeyEnvironment};
+    use domain::keys::KeyLabel;
 
-    use super::context::{request_meta, services};
+    use super::context::{request_meta, require_admin_proof, services};
 
-    let admin = super::context::require_admin().await?;
-    let services = services()?;
-    let email = Email::parse(&owner_email)
-        .map_err(|e| AppError::Invalid(crate::error::capitalise(&e.to_string())))?;
-    let owner = services
-        .accounts
-        .store
-        .find_credentials(&email)
-        .await?
-        .ok_or_else(|| AppError::Invalid("No user has that email.".into()))?
-        .user;
-    let record = services
+    let admin = require_admin_proof().await?;
+    let owner = Email::parse(&owner_email).map_err(AccountError::from)?;
+    let planted = services()?
         .vault
         .plant_canary(
-            admin.id,
-            owner.id,
+            &admin,
+            &owner,
             KeyLabel::parse(&label)?,
             ExchangeName::parse(&exchange)?,
             KeyEnvironment::parse(&environment)?,
             request_meta(),
         )
         .await?;
-    let mut view = support::view(&record)?;
-    view.owner_email = Some(owner.email.as_str().to_owned());
+    let mut view = support::view(&planted.record)?;
+    view.owner_email = Some(planted.owner_email.as_str().to_owned());
     Ok(view)
 }
 
@@ -553,63 +406,22 @@ pub async fn plant_canary(
 /// decoys and the users who touched them.
 #[server(endpoint = "admin/alerts")]
 pub async fn list_alerts() -> Result<Vec<AlertView>, AppError> {
-    use domain::audit::canonical_time;
+    use super::context::{require_admin_proof, services};
 
-    use super::context::services;
-
-    super::context::require_admin().await?;
-    let services = services()?;
-    let alerts = services.vault.alerts.recent(100).await?;
-    let user_of = |actor: &Option<String>| {
-        actor
-            .as_deref()
-            .and_then(|a| a.strip_prefix("user:"))
-            .and_then(|id| uuid::Uuid::parse_str(id).ok())
-            .map(domain::account::UserId)
-    };
-    let ids: Vec<_> = alerts.iter().filter_map(|a| user_of(&a.actor)).collect();
-    let emails: std::collections::HashMap<_, _> = services
-        .accounts
-        .store
-        .find_users(&ids)
-        .await?
-        .into_iter()
-        .map(|u| (u.id, u.email.as_str().to_owned()))
-        .collect();
-    Ok(alerts
-        .into_iter()
-        .map(|a| AlertView {
-            id: a.id.to_string(),
-            actor_email: user_of(&a.actor).and_then(|id| emails.get(&id).cloned()),
-            kind: a.kind,
-            message: a.message,
-            resource: a.resource,
-            raised_at: canonical_time(a.raised_at),
-            acknowledged_at: a.acknowledged_at.map(canonical_time),
-        })
-        .collect())
+    let admin = require_admin_proof().await?;
+    let alerts = services()?.security_alerts.list(&admin).await?;
+    Ok(alerts.into_iter().map(AlertView::from).collect())
 }
 
 #[server(endpoint = "admin/alert-ack")]
 pub async fn acknowledge_alert(alert_id: String) -> Result<(), AppError> {
-    use domain::audit::{Actor, AuditDraft, Outcome};
+    use super::context::{request_meta, require_admin_proof, services};
 
-    use super::context::{request_meta, require_admin, services};
-
-    let admin = require_admin().await?;
+    let admin = require_admin_proof().await?;
     let id = uuid::Uuid::parse_str(alert_id.trim()).map_err(|_| AppError::NotFound)?;
-    let services = services()?;
-    let draft = AuditDraft::new(
-        Actor::user(admin.id),
-        "security.alert_acknowledged",
-        Outcome::Success,
-        request_meta(),
-    )
-    .resource(format!("security_alert:{id}"));
-    services
-        .vault
-        .alerts
-        .acknowledge(id, services.clock.now(), draft)
+    services()?
+        .security_alerts
+        .acknowledge(&admin, id, request_meta())
         .await?;
     Ok(())
 }
@@ -622,12 +434,11 @@ pub async fn open_alert_count() -> Result<u32, AppError> {
     let Some((user, _)) = current_user().await? else {
         return Ok(0);
     };
-    if !support::is_admin(&user) {
-        return Ok(0);
-    }
-    let alerts = services()?.vault.alerts.recent(100).await?;
-    Ok(alerts
-        .iter()
-        .filter(|a| a.acknowledged_at.is_none())
-        .count() as u32)
+    let services = services()?;
+    let reader = match services.accounts.admin_reader(user.id).await {
+        Ok(reader) => reader,
+        Err(domain::account::AccountError::Forbidden) => return Ok(0),
+        Err(other) => return Err(other.into()),
+    };
+    Ok(services.security_alerts.open_count(&reader).await?)
 }

@@ -184,15 +184,14 @@ pub(crate) mod server {
         quantity: &str,
         price: &str,
     ) -> Result<domain::stepup::OrderToApprove, AppError> {
-        use domain::keys::OrderType;
+        use domain::order::{OrderFormError, OrderType};
         use domain::stepup::{OrderTerms, OrderToApprove};
 
-        let order_type = OrderType::parse(order_type)
-            .ok_or_else(|| AppError::Invalid("Order type must be market or limit.".into()))?;
+        let order_type = OrderType::parse(order_type).ok_or(OrderFormError::OrderType)?;
         let terms = OrderTerms::parse(symbol, side, quantity, price)?;
         let venue = crate::api::context::services()?
             .trading
-            .resolve_venue(user, venue)
+            .resolve_venue(user, domain::trading::VenueChoice::parse(venue)?)
             .await?;
         Ok(OrderToApprove {
             venue,
@@ -213,20 +212,14 @@ pub(crate) mod server {
         }
     }
 
-    /// Adding a factor: with factors already, it needs a step-up (so a stolen session cannot
-    /// add the thief's key); for the first one, a recent password sign-in.
+    /// Adding a factor (see `StepUpService::authorize_enrolment`).
     pub async fn require_enrolment_allowed(user: &User, session: &Session) -> Result<(), AppError> {
-        let services = services()?;
-        if services.stepup.summary(user.id).await?.has_any() {
-            crate::api::context::require_step_up(domain::stepup::SensitiveAction::ManageFactors)
-                .await?;
-            return Ok(());
-        }
+        let grant = step_up_grant(session).await?;
         let signed_in_at = session.get::<i64>(AUTHENTICATED_AT_KEY).await?.unwrap_or(0);
-        let age = services.clock.now().unix_timestamp() - signed_in_at;
-        if age < 0 || age > services.stepup.policy.window.whole_seconds() {
-            return Err(AppError::StepUpRequired(StepUpNeed::RecentSignIn));
-        }
+        services()?
+            .stepup
+            .authorize_enrolment(user.id, grant.as_ref(), signed_in_at)
+            .await?;
         Ok(())
     }
 
@@ -294,15 +287,12 @@ pub(crate) mod server {
 #[server(endpoint = "stepup/factors")]
 pub async fn factors() -> Result<FactorsView, AppError> {
     use super::context::{require_user, services, step_up_grant};
-    use domain::stepup::{SensitiveAction, StepUpMethod};
 
     let (user, session) = require_user().await?;
     let services = services()?;
     let summary = services.stepup.summary(user.id).await?;
-    let now = services.clock.now();
     let grant = step_up_grant(&session).await?;
-    let policy = &services.stepup.policy;
-    let left = grant.as_ref().and_then(|g| policy.remaining(g, now));
+    let window = services.stepup.window(grant.as_ref());
     Ok(FactorsView {
         totp_enabled: summary.totp_enabled,
         totp_pending: summary.totp_pending,
@@ -312,14 +302,10 @@ pub async fn factors() -> Result<FactorsView, AppError> {
             .iter()
             .map(SecurityKeyView::from)
             .collect(),
-        window_seconds_left: left,
-        window_method: grant
-            .filter(|_| left.is_some())
-            .map(|g| StepUpMethod::as_str(g.method).to_owned()),
-        window_admin_grade: policy
-            .check(grant.as_ref(), SensitiveAction::Administer, now)
-            .is_ok(),
-        window_minutes: policy.window.whole_minutes(),
+        window_seconds_left: window.open.map(|(_, left)| left),
+        window_method: window.open.map(|(method, _)| method.as_str().to_owned()),
+        window_admin_grade: window.admin_grade,
+        window_minutes: window.length.whole_minutes(),
         is_admin: user.role == domain::account::Role::Admin,
     })
 }
@@ -349,25 +335,16 @@ pub async fn totp_setup() -> Result<TotpSetupView, AppError> {
 #[server(endpoint = "stepup/totp-confirm")]
 pub async fn totp_confirm(code: String) -> Result<RecoveryCodesView, AppError> {
     use super::context::{grant_step_up, request_meta, require_user, services};
-    use domain::stepup::{StepUpGrant, StepUpMethod, TotpCode};
+    use domain::stepup::TotpCode;
     use secrecy::ExposeSecret;
 
     let (user, session) = require_user().await?;
     let code = TotpCode::parse(&code)?;
-    let services = services()?;
-    let codes = services
+    let (codes, grant) = services()?
         .stepup
         .confirm_totp(user.id, &code, request_meta())
         .await?;
-    grant_step_up(
-        &session,
-        StepUpGrant {
-            method: StepUpMethod::Totp,
-            user_verified: false,
-            at: services.clock.now().unix_timestamp(),
-        },
-    )
-    .await?;
+    grant_step_up(&session, grant).await?;
     Ok(RecoveryCodesView(
         codes.iter().map(|c| c.expose_secret().to_owned()).collect(),
     ))
@@ -501,7 +478,7 @@ pub async fn step_up_options() -> Result<StepUpChoices, AppError> {
 #[server(endpoint = "stepup/verify")]
 pub async fn step_up(method: String, response: String) -> Result<StepUpStatus, AppError> {
     use super::context::{grant_step_up, request_meta, require_user, services};
-    use domain::stepup::{Ceremony, SensitiveAction};
+    use domain::stepup::Ceremony;
     use webauthn_rs::prelude::PasskeyAuthentication;
 
     let (user, session) = require_user().await?;
@@ -522,17 +499,11 @@ pub async fn step_up(method: String, response: String) -> Result<StepUpStatus, A
         .step_up(user.id, answer.proof(state.as_ref())?, request_meta())
         .await?;
     grant_step_up(&session, grant).await?;
-    let policy = &services.stepup.policy;
+    let window = services.stepup.window(Some(&grant));
     Ok(StepUpStatus {
         method: grant.method.as_str().to_owned(),
-        seconds_left: policy.window.whole_seconds(),
-        admin_grade: policy
-            .check(
-                Some(&grant),
-                SensitiveAction::Administer,
-                services.clock.now(),
-            )
-            .is_ok(),
+        seconds_left: window.length.whole_seconds(),
+        admin_grade: window.admin_grade,
     })
 }
 
@@ -561,24 +532,24 @@ pub async fn order_approval_options(
         &price,
     )
     .await?;
-    let services = services()?;
-    let notional = order.terms.notional();
-    let needs_step_up = services.stepup.policy.order_needs_step_up(notional);
-    let summary = services.stepup.summary(user.id).await?;
-    let (challenge, options) = services.stepup.begin_order_approval(user.id, order).await?;
+    let start = services()?
+        .stepup
+        .begin_order_approval(user.id, order)
+        .await?;
     let view = OrderChallengeView {
-        digest: challenge.digest.clone(),
-        nonce: challenge.nonce.clone(),
-        notional: notional.normalize().to_string(),
-        needs_step_up,
-        webauthn: options
+        digest: start.challenge.digest.clone(),
+        nonce: start.challenge.nonce.clone(),
+        notional: start.notional.normalize().to_string(),
+        needs_step_up: start.needs_step_up,
+        webauthn: start
+            .webauthn
             .map(|o| serde_json::to_string(&o))
             .transpose()
             .map_err(AppError::internal)?,
-        totp: summary.totp_enabled,
+        totp: start.totp,
     };
     session
-        .insert(server::ORDER_CHALLENGE_KEY, challenge)
+        .insert(server::ORDER_CHALLENGE_KEY, start.challenge)
         .await?;
     Ok(view)
 }

@@ -27,7 +27,7 @@ const SCOPES: [(&str, &str); 3] = [
 
 #[component]
 pub fn AgentsPage() -> impl IntoView {
-    // Created outside the role check's suspense, so the server builds it once (see TradePage).
+    // Created before the role check, as on the Trade page.
     let (version, set_version) = signal(0u32);
     let overview = Resource::new(move || version.get(), |_| agent_overview());
     view! {

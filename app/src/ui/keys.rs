@@ -357,7 +357,9 @@ pub fn RewrapControl(
                 RewrapScope::Everyone => rewrap_all_keys().await,
             };
             match started {
-                Ok(job_id) => poll_rewrap(job_id, set_status, set_error, set_running, on_finished),
+                Ok(job_id) => {
+                    follow_rewrap(job_id, set_status, set_error, set_running, on_finished).await
+                }
                 Err(e) => {
                     set_error.set(Some(e));
                     set_running.set(false);
@@ -376,35 +378,38 @@ pub fn RewrapControl(
     }
 }
 
-fn poll_rewrap(
+/// How often a running re-wrap is asked for its progress.
+const REWRAP_POLL: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Shows a re-wrap run's progress until it finishes, or until the control is gone.
+async fn follow_rewrap(
     job_id: String,
     set_status: WriteSignal<Option<RewrapStatus>>,
     set_error: WriteSignal<Option<AppError>>,
     set_running: WriteSignal<bool>,
     on_finished: impl Fn() + Copy + Send + Sync + 'static,
 ) {
-    leptos::task::spawn_local(async move {
+    loop {
         match rewrap_progress(job_id.clone()).await {
             Ok(s) => {
-                set_status.set(Some(s));
+                // The page was left: nobody is watching any more.
+                if set_status.try_set(Some(s)).is_some() {
+                    return;
+                }
                 if s.finished {
                     set_running.set(false);
                     on_finished();
-                } else {
-                    set_timeout(
-                        move || {
-                            poll_rewrap(job_id, set_status, set_error, set_running, on_finished)
-                        },
-                        std::time::Duration::from_millis(300),
-                    );
+                    return;
                 }
             }
             Err(e) => {
                 set_error.set(Some(e));
                 set_running.set(false);
+                return;
             }
         }
-    });
+        gloo_timers::future::sleep(REWRAP_POLL).await;
+    }
 }
 
 #[component]

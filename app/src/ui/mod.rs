@@ -55,6 +55,13 @@ pub fn PageHeader(
 
 /// Renders `children` only for a signed-in user whose role is in `roles` (any role if empty);
 /// otherwise explains what is needed.
+///
+/// The session is read synchronously, so the `Transition` waits for it, and the page is built
+/// inside `Unsuspend`, which the server renders once, after the check (as leptos_router's
+/// `ProtectedRoute` does). An async `Suspend` here was polled on each of the suspense's passes
+/// over its children, so the server built the page two or three times, one of them inside a
+/// throwaway effect: those copies' resources took hydration ids and ran on after their owner
+/// was dropped ("Services missing from context").
 #[component]
 pub fn RequireRole(
     #[prop(optional)] roles: &'static [UserRole],
@@ -66,34 +73,37 @@ pub fn RequireRole(
             {
                 let children = children.clone();
                 move || {
+                    let session = auth.user.get();
                     let children = children.clone();
-                    Suspend::new(async move {
-                        match auth.user.await {
-                            Ok(Some(user)) if roles.is_empty() || roles.contains(&user.role) => children().into_any(),
-                            Ok(Some(_)) => {
-                                let needed = roles.iter().map(|r| r.label()).collect::<Vec<_>>().join(" or ");
-                                view! {
-                                    <div class="rounded-lg border border-amber-200 bg-amber-50 p-6 text-amber-900">
-                                        <h2 class="font-semibold">"Not available for your role"</h2>
-                                        <p class="mt-1 text-sm">{format!("This page is for the {needed} role.")}</p>
-                                    </div>
-                                }
-                                    .into_any()
-                            }
-                            Ok(None) => {
-                                view! {
-                                    <div class="rounded-lg border border-slate-200 bg-white p-6">
-                                        <h2 class="font-semibold">"Please sign in"</h2>
-                                        <p class="mt-1 text-sm text-slate-600">"You need to be signed in to see this page."</p>
-                                        <A href="/login" attr:class="mt-4 inline-block rounded-md bg-indigo-600 px-4 py-2 text-sm font-medium text-white hover:bg-indigo-500">
-                                            "Sign in"
-                                        </A>
-                                    </div>
-                                }
-                                    .into_any()
-                            }
-                            Err(e) => view! { <ErrorNotice error=Signal::stored(Some(e)) /> }.into_any(),
+                    Unsuspend::new(move || match session {
+                        // Still loading: the transition shows its fallback meanwhile.
+                        None => ().into_any(),
+                        Some(Ok(Some(user))) if roles.is_empty() || roles.contains(&user.role) => {
+                            children().into_any()
                         }
+                        Some(Ok(Some(_))) => {
+                            let needed = roles.iter().map(|r| r.label()).collect::<Vec<_>>().join(" or ");
+                            view! {
+                                <div class="rounded-lg border border-amber-200 bg-amber-50 p-6 text-amber-900">
+                                    <h2 class="font-semibold">"Not available for your role"</h2>
+                                    <p class="mt-1 text-sm">{format!("This page is for the {needed} role.")}</p>
+                                </div>
+                            }
+                            .into_any()
+                        }
+                        Some(Ok(None)) => {
+                            view! {
+                                <div class="rounded-lg border border-slate-200 bg-white p-6">
+                                    <h2 class="font-semibold">"Please sign in"</h2>
+                                    <p class="mt-1 text-sm text-slate-600">"You need to be signed in to see this page."</p>
+                                    <A href="/login" attr:class="mt-4 inline-block rounded-md bg-indigo-600 px-4 py-2 text-sm font-medium text-white hover:bg-indigo-500">
+                                        "Sign in"
+                                    </A>
+                                </div>
+                            }
+                            .into_any()
+                        }
+                        Some(Err(e)) => view! { <ErrorNotice error=Signal::stored(Some(e)) /> }.into_any(),
                     })
                 }
             }

@@ -13,7 +13,7 @@ use crate::error::AppError;
 
 #[component]
 pub fn ReviewPage() -> impl IntoView {
-    // Created outside the role check's suspense, so the server builds it once (see TradePage).
+    // Created before the role check, as on the Trade page.
     let (filter, set_filter) = signal("open".to_string());
     let (refresh, set_refresh) = signal(0u32);
     let cases = Resource::new(

@@ -20,7 +20,7 @@ use crate::error::AppError;
 
 #[component]
 pub fn RiskAdminPage() -> impl IntoView {
-    // Created outside the role check's suspense, so the server builds it once (see TradePage).
+    // Created before the role check, as on the Trade page.
     let (version, set_version) = signal(0u32);
     let overview = Resource::new(move || version.get(), |_| risk_overview());
     view! {

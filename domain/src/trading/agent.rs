@@ -14,8 +14,7 @@ use uuid::Uuid;
 
 use super::OrderId;
 use crate::account::UserId;
-use crate::keys::OrderType;
-use crate::risk::OrderSide;
+use crate::order::{OrderSide, OrderType};
 
 /// What a token allows. There is deliberately no scope to place, cancel or withdraw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -99,13 +98,21 @@ pub const DEFAULT_TOKEN_LIFETIME_DAYS: u32 = 90;
 /// The longest lifetime a trader may choose.
 pub const MAX_TOKEN_LIFETIME_DAYS: u32 = 365;
 
+/// A token lifetime outside 1 to [`MAX_TOKEN_LIFETIME_DAYS`] days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a token lives 1 to {MAX_TOKEN_LIFETIME_DAYS} days")]
+pub struct InvalidTokenLifetime;
+
+/// A token name that is empty, longer than [`MAX_TOKEN_NAME_CHARS`] or not on one line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a token name is 1 to {MAX_TOKEN_NAME_CHARS} characters on one line")]
+pub struct InvalidTokenName;
+
 /// A token's lifetime: the default when not given, else 1 to 365 days.
-pub fn token_lifetime(days: Option<u32>) -> Result<Duration, String> {
+pub fn token_lifetime(days: Option<u32>) -> Result<Duration, InvalidTokenLifetime> {
     let days = days.unwrap_or(DEFAULT_TOKEN_LIFETIME_DAYS);
     if days == 0 || days > MAX_TOKEN_LIFETIME_DAYS {
-        return Err(format!(
-            "A token can live 1 to {MAX_TOKEN_LIFETIME_DAYS} days."
-        ));
+        return Err(InvalidTokenLifetime);
     }
     Ok(Duration::days(i64::from(days)))
 }
@@ -137,10 +144,16 @@ pub fn looks_like_token(raw: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-pub fn parse_token_name(raw: &str) -> Result<String, String> {
+/// The longest token name, in characters.
+pub const MAX_TOKEN_NAME_CHARS: usize = 60;
+
+pub fn parse_token_name(raw: &str) -> Result<String, InvalidTokenName> {
     let name = raw.trim();
-    if name.is_empty() || name.chars().count() > 60 || name.chars().any(char::is_control) {
-        return Err("Give the token a name of 1 to 60 characters, e.g. \"grid bot\".".into());
+    if name.is_empty()
+        || name.chars().count() > MAX_TOKEN_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
+        return Err(InvalidTokenName);
     }
     Ok(name.to_owned())
 }

@@ -1,31 +1,60 @@
 //! Trading: orders screened by the two lines in [`crate::risk`], sent to an exchange through the
-//! [`crate::keys::Exchange`] port, held (never lost, never sent twice) while an exchange is down,
-//! and the per-user controls (trading state, kill switches, limits) admins set.
+//! [`crate::exchange::Exchange`] port, held (never lost, never sent twice) while an exchange is
+//! down, and the per-user controls (trading state, kill switches, limits) admins set.
+//!
+//! Rooms: `service` (the service, its constructor, the owner's reads and shared helpers),
+//! `ticket` (what the order ticket shows), `placement` (valuing, screening and placing an
+//! order), `decision` (the pure [`decide_order`]), `execution` (sending, retries, exchange
+//! answers, a held order's approval), `cancellation`, `controls` (admin controls, the trading
+//! status, the risk overview), `review` (anomaly cases), `agent` and `agent_service` (tokens,
+//! proposals, autonomous mode), `ports` (the stores, one trait per area), `error`, `breaker`,
+//! `portfolio`. Each room adds its use cases in its own `impl TradingService` block.
 
 pub mod agent;
+mod agent_service;
 pub mod breaker;
+mod cancellation;
+mod controls;
+pub mod decision;
+mod error;
+mod execution;
+mod placement;
 pub mod portfolio;
-pub mod service;
+pub mod ports;
+mod review;
+mod service;
+mod ticket;
 
-use std::collections::BTreeMap;
 use std::fmt;
 
-use async_trait::async_trait;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::account::UserId;
+use crate::account::{Email, UserId};
 use crate::audit::AuditDraft;
-use crate::keys::{ExchangeName, OrderType};
-use crate::ports::StoreError;
-use crate::risk::{AnomalyScore, OrderSide, RuleHit, TradeSample, TradingState, Verdict};
+use crate::order::{OrderSide, OrderType};
+use crate::risk::{AnomalyScore, RuleHit, TradeSample, TradingState, Verdict};
 
 pub use agent::{AgentScope, AgentToken, NewAgentToken, Proposal, ProposalStatus};
+pub use agent_service::AgentOverview;
 pub use breaker::CircuitBreakers;
-pub use portfolio::{Portfolio, Position};
-pub use service::{ControlsChanged, OrderRequest, TradingError, TradingService};
+pub use controls::{ControlsChanged, MAX_RANGE_NOTE_CHARS, RiskOverview, TradingStatus};
+pub use decision::{OrderDecision, OrderFacts, decide_order};
+pub use error::{Conflict, Forbidden, Outage, QuoteFailure, Refusal, TradingError};
+pub use placement::refusal_sentence;
+pub use portfolio::{Portfolio, Position, ValuedPosition};
+pub use ports::{
+    AgentStore, BlockedRangeStore, CaseDecisionWrite, CaseNotifier, CaseStore, ControlStore,
+    ControlsOverview, NoNotifier, OrderStore, RawLimits, TradingStore, UserRisk,
+};
+pub use review::{CaseDecision, InvalidReviewNote, ReviewNote};
+pub use service::{
+    KEYED_ORDER_CHECK_EVERY, PortfolioReport, Quote, TradingDeps, TradingService, VenueChoice,
+    device_id,
+};
+pub use ticket::Ticket;
 
 macro_rules! uuid_id {
     ($name:ident, $prefix:literal) => {
@@ -236,7 +265,7 @@ impl OrderSource {
 }
 
 /// Where an order goes (defined beside the exchange port, so step-up approvals can bind it).
-pub use crate::keys::Venue;
+pub use crate::exchange::Venue;
 
 /// An order and the decision taken on it.
 #[derive(Debug, Clone, PartialEq)]
@@ -392,6 +421,17 @@ pub struct AnomalyCase {
     pub rationale: Option<String>,
 }
 
+/// A case with what the reviewer reads around it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseFile {
+    pub case: AnomalyCase,
+    /// `None` once the account is deleted.
+    pub subject_email: Option<Email>,
+    pub reviewer_email: Option<Email>,
+    /// The subject's trading state now.
+    pub subject_state: TradingState,
+}
+
 /// Amounts a trader has used, for the daily and velocity limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
@@ -415,192 +455,6 @@ pub struct OrderDecisionWrite {
     pub case: Option<AnomalyCase>,
     pub new_state: Option<TradingState>,
     pub audit: Vec<AuditDraft>,
-}
-
-/// Persistence for trading. Writes take their audit events and commit with them or not at all.
-/// Reads by owner return `None`/nothing for other users' rows.
-#[async_trait]
-pub trait TradingStore: Send + Sync + fmt::Debug {
-    // --- limits and controls
-    /// Raw limit values: (global, this user's overrides), by field key.
-    async fn limits(
-        &self,
-        user: UserId,
-    ) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), StoreError>;
-    /// Sets (`Some`) or clears (`None`) a global (`user: None`) or per-user limit.
-    async fn set_limit(
-        &self,
-        user: Option<UserId>,
-        field: &str,
-        value: Option<&str>,
-        audit: AuditDraft,
-    ) -> Result<(), StoreError>;
-    async fn global_kill_switch(&self) -> Result<bool, StoreError>;
-    async fn set_global_kill_switch(&self, on: bool, audit: AuditDraft) -> Result<(), StoreError>;
-    /// The user's controls; defaults (active, no kill switch) for a user never changed.
-    async fn controls(&self, user: UserId) -> Result<UserControls, StoreError>;
-    /// Users whose controls differ from the defaults.
-    async fn restricted_users(&self) -> Result<Vec<UserControls>, StoreError>;
-    async fn change_controls(
-        &self,
-        user: UserId,
-        change: ControlsChange,
-        audit: AuditDraft,
-    ) -> Result<UserControls, StoreError>;
-    async fn blocklist(&self) -> Result<Vec<BlockedRange>, StoreError>;
-    /// `Conflict` if the same range is already listed.
-    async fn add_blocked_range(
-        &self,
-        range: &BlockedRange,
-        audit: AuditDraft,
-    ) -> Result<(), StoreError>;
-    /// `NotFound` for an unknown id.
-    async fn remove_blocked_range(&self, id: Uuid, audit: AuditDraft) -> Result<(), StoreError>;
-
-    // --- orders
-    async fn usage(
-        &self,
-        user: UserId,
-        day_start: OffsetDateTime,
-        window_start: OffsetDateTime,
-    ) -> Result<Usage, StoreError>;
-    /// The user's last `limit` orders that traded (filled, open, or ended after a partial
-    /// fill), oldest first, each with its [`counted_notional`].
-    async fn trade_history(&self, user: UserId, limit: u64)
-    -> Result<Vec<TradeSample>, StoreError>;
-    /// Whether the user ever placed an order from this IP / this device that was not denied and
-    /// did not lack a step-up approval it needed (`ApprovalState::Awaiting`): an order refused
-    /// or held for want of a second factor never makes an IP or device familiar.
-    async fn seen_before(
-        &self,
-        user: UserId,
-        ip: Option<&str>,
-        device: Option<&str>,
-    ) -> Result<(bool, bool), StoreError>;
-    async fn record_decision(&self, write: OrderDecisionWrite) -> Result<(), StoreError>;
-    /// Moves an order from `from` to `Submitting` if it is still in `from`, and counts the
-    /// attempt, committing `audit` with it; `false` (and nothing written) if another sender got
-    /// there first.
-    async fn claim_order(
-        &self,
-        id: OrderId,
-        from: OrderStatus,
-        audit: AuditDraft,
-    ) -> Result<bool, StoreError>;
-    /// Stores an exchange's answer (and the fill it brought, if any) for a `Submitting` or
-    /// `Open` order. Fills are cumulative: `update.filled_quantity` is the new total.
-    async fn record_update(
-        &self,
-        id: OrderId,
-        update: OrderUpdate,
-        fill: Option<Fill>,
-        audit: AuditDraft,
-    ) -> Result<(), StoreError>;
-    async fn order(&self, owner: UserId, id: OrderId) -> Result<Option<Order>, StoreError>;
-    /// The owner's orders, newest first.
-    async fn orders(&self, owner: UserId, limit: u64) -> Result<Vec<Order>, StoreError>;
-    /// Every user's orders in a status (and hold kind), oldest first: the retry and sweep jobs.
-    async fn orders_in_status(
-        &self,
-        status: OrderStatus,
-        hold: Option<HoldKind>,
-        limit: u64,
-    ) -> Result<Vec<Order>, StoreError>;
-    /// Resting (`Open`) orders of `owner`, or of every user, oldest first.
-    async fn resting_orders(
-        &self,
-        owner: Option<UserId>,
-        limit: u64,
-    ) -> Result<Vec<Order>, StoreError>;
-    /// The owner's fills, oldest first; only those on `exchange` when given.
-    async fn fills(
-        &self,
-        owner: UserId,
-        exchange: Option<ExchangeName>,
-    ) -> Result<Vec<Fill>, StoreError>;
-
-    // --- anomaly cases
-    async fn cases(
-        &self,
-        status: Option<CaseStatus>,
-        limit: u64,
-    ) -> Result<Vec<AnomalyCase>, StoreError>;
-    async fn case(&self, id: CaseId) -> Result<Option<AnomalyCase>, StoreError>;
-    async fn open_cases_for(&self, user: UserId) -> Result<u64, StoreError>;
-    /// Decides an open case, sets the subject's state and moves the case's held orders to
-    /// `Held/Exchange` (released: they go out) or `Cancelled` (confirmed). A released order
-    /// still awaiting its owner's step-up approval goes to `Held/Approval` instead, never out.
-    /// `false` if the case was no longer open.
-    #[allow(clippy::too_many_arguments)]
-    async fn decide_case(
-        &self,
-        id: CaseId,
-        status: CaseStatus,
-        reviewer: UserId,
-        note: &str,
-        at: OffsetDateTime,
-        new_state: TradingState,
-        audit: AuditDraft,
-    ) -> Result<bool, StoreError>;
-    /// Stores a case's advisory rationale with its audit event, or neither.
-    async fn set_case_rationale(
-        &self,
-        id: CaseId,
-        rationale: &str,
-        audit: AuditDraft,
-    ) -> Result<(), StoreError>;
-    /// The owner approved an order waiting for approval (`Held/Approval`): it becomes
-    /// `Held/Exchange` with `ApprovalState::Approved`, ready to send. `false` if the order was
-    /// not (or no longer) waiting for the owner's approval.
-    async fn approve_held_order(
-        &self,
-        owner: UserId,
-        id: OrderId,
-        at: OffsetDateTime,
-        audit: AuditDraft,
-    ) -> Result<bool, StoreError>;
-
-    // --- agents
-    async fn insert_agent_token(
-        &self,
-        token: &AgentToken,
-        hash: &str,
-        audit: AuditDraft,
-    ) -> Result<(), StoreError>;
-    /// A not revoked token by the SHA-256 of its secret (expired ones too, so their use can
-    /// be audited); stamps `last_used_at` unless it has expired.
-    async fn agent_token_by_hash(
-        &self,
-        hash: &str,
-        at: OffsetDateTime,
-    ) -> Result<Option<AgentToken>, StoreError>;
-    async fn agent_tokens(&self, owner: UserId) -> Result<Vec<AgentToken>, StoreError>;
-    /// `NotFound` for another owner's or an unknown token.
-    async fn revoke_agent_token(
-        &self,
-        owner: UserId,
-        id: Uuid,
-        at: OffsetDateTime,
-        audit: AuditDraft,
-    ) -> Result<(), StoreError>;
-    async fn insert_proposal(
-        &self,
-        proposal: &Proposal,
-        audit: AuditDraft,
-    ) -> Result<(), StoreError>;
-    async fn proposals(&self, owner: UserId, limit: u64) -> Result<Vec<Proposal>, StoreError>;
-    async fn proposal(&self, owner: UserId, id: Uuid) -> Result<Option<Proposal>, StoreError>;
-    /// Moves a proposal from `Pending` to `status` (with the order placed for it); `false` if
-    /// it was no longer pending.
-    async fn settle_proposal(
-        &self,
-        owner: UserId,
-        id: Uuid,
-        status: ProposalStatus,
-        order: Option<OrderId>,
-        at: OffsetDateTime,
-        audit: AuditDraft,
-    ) -> Result<bool, StoreError>;
 }
 
 #[cfg(test)]

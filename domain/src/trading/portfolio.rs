@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::Fill;
-use crate::risk::OrderSide;
+use crate::order::OrderSide;
 
 /// Every paper account starts with this much quote currency.
 pub const PAPER_STARTING_CASH: Decimal = Decimal::from_parts(100_000, 0, 0, false, 0);
@@ -84,6 +84,24 @@ impl Portfolio {
             .iter()
             .find(|p| p.symbol == symbol)
             .map_or(Decimal::ZERO, |p| p.quantity)
+    }
+}
+
+/// A position valued at the current price, when the venue has one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValuedPosition {
+    pub position: Position,
+    pub price: Option<Decimal>,
+}
+
+impl ValuedPosition {
+    pub fn market_value(&self) -> Option<Decimal> {
+        self.price.map(|price| price * self.position.quantity)
+    }
+
+    pub fn unrealized_pnl(&self) -> Option<Decimal> {
+        self.price
+            .map(|price| (price - self.position.average_cost) * self.position.quantity)
     }
 }
 

@@ -13,7 +13,7 @@ use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, KeyState, KeyUsageType};
-use domain::vault::{DataKey, EncryptionContext, Kms, KmsError, WrappedKey};
+use domain::vault::{DataKey, EncryptionContext, Kms, KmsBackend, KmsError, WrappedKey};
 use zeroize::Zeroizing;
 
 /// Where the KMS key lives. `endpoint` overrides AWS's (a VPC endpoint, or a local test server).
@@ -275,6 +275,10 @@ impl Kms for AwsKms {
 
     fn current_key_id(&self) -> String {
         self.settings.key_id.clone()
+    }
+
+    fn backend(&self) -> KmsBackend {
+        KmsBackend::Aws
     }
 }
 

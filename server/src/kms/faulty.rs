@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use async_trait::async_trait;
-use domain::vault::{DataKey, EncryptionContext, Kms, KmsError, RotationRecord, WrappedKey};
+use domain::vault::{
+    DataKey, EncryptionContext, Kms, KmsBackend, KmsError, RotationRecord, WrappedKey,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultMode {
@@ -101,6 +103,10 @@ impl Kms for FaultyKms {
 
     fn current_key_id(&self) -> String {
         self.inner.current_key_id()
+    }
+
+    fn backend(&self) -> KmsBackend {
+        self.inner.backend()
     }
 
     async fn add_version(&self, record: &dyn RotationRecord) -> Result<String, KmsError> {

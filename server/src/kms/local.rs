@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use async_trait::async_trait;
 use domain::vault::local::{LocalKeyError, LocalKms};
-use domain::vault::{DataKey, EncryptionContext, Kms, KmsError, RotationRecord, WrappedKey};
+use domain::vault::{
+    DataKey, EncryptionContext, Kms, KmsBackend, KmsError, RotationRecord, WrappedKey,
+};
 use tokio::sync::{Mutex, RwLock};
 use zeroize::Zeroizing;
 
@@ -205,6 +207,10 @@ impl Kms for FileKms {
 
     fn current_key_id(&self) -> String {
         format!("local:v{}", self.current.load(Ordering::Acquire))
+    }
+
+    fn backend(&self) -> KmsBackend {
+        KmsBackend::Local
     }
 
     async fn add_version(&self, record: &dyn RotationRecord) -> Result<String, KmsError> {

@@ -12,8 +12,8 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::audit::AuditedTxn;
-use super::backend_error;
 use super::entities::user;
+use super::{DbResult, converted};
 
 #[derive(Debug, Clone)]
 pub struct SqlAccountStore {
@@ -27,7 +27,7 @@ impl SqlAccountStore {
     }
 }
 
-fn to_user(row: &user::Model) -> Result<User, StoreError> {
+pub(super) fn to_user(row: &user::Model) -> DbResult<User> {
     let corrupt =
         |what: &str| StoreError::Backend(format!("user row {} has an invalid {what}", row.id));
     Ok(User {
@@ -48,64 +48,72 @@ impl AccountStore for SqlAccountStore {
             role: Set(new_user.role.as_str().to_owned()),
             created_at: Set(canonical_time(new_user.created_at)),
         };
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        user::Entity::insert(row)
-            .exec_without_returning(txn.conn())
-            .await
-            .map_err(backend_error)?;
-        txn.commit_with(audit, self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        Ok(User {
-            id: new_user.id,
-            email: new_user.email,
-            role: new_user.role,
-            created_at: new_user.created_at,
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            user::Entity::insert(row)
+                .exec_without_returning(txn.conn())
+                .await?;
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(User {
+                id: new_user.id,
+                email: new_user.email,
+                role: new_user.role,
+                created_at: new_user.created_at,
+            })
         })
+        .await
     }
 
     async fn find_credentials(&self, email: &Email) -> Result<Option<UserCredentials>, StoreError> {
-        let row = user::Entity::find()
-            .filter(user::Column::Email.eq(email.as_str()))
-            .one(&self.db)
-            .await
-            .map_err(backend_error)?;
-        row.map(|row| {
-            Ok(UserCredentials {
-                user: to_user(&row)?,
-                password_hash: PasswordHash(row.password_hash),
+        converted(async {
+            let row = user::Entity::find()
+                .filter(user::Column::Email.eq(email.as_str()))
+                .one(&self.db)
+                .await?;
+            row.map(|row| {
+                Ok(UserCredentials {
+                    user: to_user(&row)?,
+                    password_hash: PasswordHash(row.password_hash),
+                })
             })
+            .transpose()
         })
-        .transpose()
+        .await
     }
 
     async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        let row = user::Entity::find_by_id(id.to_string())
-            .one(&self.db)
-            .await
-            .map_err(backend_error)?;
-        row.as_ref().map(to_user).transpose()
+        converted(async {
+            let row = user::Entity::find_by_id(id.to_string())
+                .one(&self.db)
+                .await?;
+            row.as_ref().map(to_user).transpose()
+        })
+        .await
     }
 
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        let rows = user::Entity::find()
-            .order_by_asc(user::Column::CreatedAt)
-            .all(&self.db)
-            .await
-            .map_err(backend_error)?;
-        rows.iter().map(to_user).collect()
+        converted(async {
+            let rows = user::Entity::find()
+                .order_by_asc(user::Column::CreatedAt)
+                .all(&self.db)
+                .await?;
+            rows.iter().map(to_user).collect()
+        })
+        .await
     }
 
     async fn find_users(&self, ids: &[UserId]) -> Result<Vec<User>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = user::Entity::find()
-            .filter(user::Column::Id.is_in(ids.iter().map(ToString::to_string)))
-            .all(&self.db)
-            .await
-            .map_err(backend_error)?;
-        rows.iter().map(to_user).collect()
+        converted(async {
+            let rows = user::Entity::find()
+                .filter(user::Column::Id.is_in(ids.iter().map(ToString::to_string)))
+                .all(&self.db)
+                .await?;
+            rows.iter().map(to_user).collect()
+        })
+        .await
     }
 
     async fn set_role(
@@ -114,23 +122,20 @@ impl AccountStore for SqlAccountStore {
         role: Role,
         audit: AuditDraft,
     ) -> Result<User, StoreError> {
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        let row = user::Entity::find_by_id(id.to_string())
-            .one(txn.conn())
-            .await
-            .map_err(backend_error)?
-            .ok_or(StoreError::NotFound)?;
-        let mut active: user::ActiveModel = row.clone().into();
-        active.role = Set(role.as_str().to_owned());
-        user::Entity::update(active)
-            .exec(txn.conn())
-            .await
-            .map_err(backend_error)?;
-        txn.commit_with(audit, self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        let mut user = to_user(&row)?;
-        user.role = role;
-        Ok(user)
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            let row = user::Entity::find_by_id(id.to_string())
+                .one(txn.conn())
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            let mut active: user::ActiveModel = row.clone().into();
+            active.role = Set(role.as_str().to_owned());
+            user::Entity::update(active).exec(txn.conn()).await?;
+            txn.commit_with(audit, self.clock.now()).await?;
+            let mut user = to_user(&row)?;
+            user.role = role;
+            Ok(user)
+        })
+        .await
     }
 }

@@ -11,12 +11,12 @@ use domain::audit::{
 use domain::ports::{AuditLog, Clock, StoreError};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select, TransactionTrait,
 };
 use time::OffsetDateTime;
 
-use super::backend_error;
 use super::entities::audit_event;
+use super::{DbResult, converted};
 
 /// A transaction that holds the audit chain lock and must end with an audit event.
 #[derive(Debug)]
@@ -25,7 +25,7 @@ pub struct AuditedTxn {
 }
 
 impl AuditedTxn {
-    pub async fn begin(db: &DatabaseConnection) -> Result<Self, DbErr> {
+    pub async fn begin(db: &DatabaseConnection) -> DbResult<Self> {
         let txn = db.begin().await?;
         // Taking the lock row first serialises appends (across replicas too) and, on SQLite,
         // makes this transaction a writer up front so it cannot deadlock on upgrade.
@@ -41,11 +41,7 @@ impl AuditedTxn {
     }
 
     /// Appends the event and commits; if the append fails, nothing in the transaction lands.
-    pub async fn commit_with(
-        self,
-        draft: AuditDraft,
-        now: OffsetDateTime,
-    ) -> Result<AuditEvent, DbErr> {
+    pub async fn commit_with(self, draft: AuditDraft, now: OffsetDateTime) -> DbResult<AuditEvent> {
         let event = append_in(&self.txn, draft, now).await?;
         self.txn.commit().await?;
         Ok(event)
@@ -57,7 +53,7 @@ pub async fn append_in(
     txn: &DatabaseTransaction,
     draft: AuditDraft,
     now: OffsetDateTime,
-) -> Result<AuditEvent, DbErr> {
+) -> DbResult<AuditEvent> {
     let head = match audit_event::Entity::find()
         .order_by_desc(audit_event::Column::Seq)
         .one(txn)
@@ -131,36 +127,41 @@ impl SqlAuditLog {
     pub fn new(db: DatabaseConnection, clock: Arc<dyn Clock>) -> Self {
         Self { db, clock }
     }
+
+    /// The first `limit` events `query` selects, in its order.
+    async fn events(
+        &self,
+        query: Select<audit_event::Entity>,
+        limit: u64,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        converted(async {
+            let rows = query.limit(limit).all(&self.db).await?;
+            Ok(rows.into_iter().map(from_row).collect())
+        })
+        .await
+    }
 }
 
 #[async_trait]
 impl AuditLog for SqlAuditLog {
     async fn record(&self, draft: AuditDraft) -> Result<AuditEvent, StoreError> {
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        txn.commit_with(draft, self.clock.now())
-            .await
-            .map_err(backend_error)
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            txn.commit_with(draft, self.clock.now()).await
+        })
+        .await
     }
 
     async fn recent(&self, limit: u64) -> Result<Vec<AuditEvent>, StoreError> {
-        let rows = audit_event::Entity::find()
-            .order_by_desc(audit_event::Column::Seq)
-            .limit(limit)
-            .all(&self.db)
-            .await
-            .map_err(backend_error)?;
-        Ok(rows.into_iter().map(from_row).collect())
+        let newest_first = audit_event::Entity::find().order_by_desc(audit_event::Column::Seq);
+        self.events(newest_first, limit).await
     }
 
     async fn page(&self, after: i64, limit: u64) -> Result<Vec<AuditEvent>, StoreError> {
-        let rows = audit_event::Entity::find()
+        let after_seq = audit_event::Entity::find()
             .filter(audit_event::Column::Seq.gt(after))
-            .order_by_asc(audit_event::Column::Seq)
-            .limit(limit)
-            .all(&self.db)
-            .await
-            .map_err(backend_error)?;
-        Ok(rows.into_iter().map(from_row).collect())
+            .order_by_asc(audit_event::Column::Seq);
+        self.events(after_seq, limit).await
     }
 
     async fn for_resources(
@@ -171,13 +172,9 @@ impl AuditLog for SqlAuditLog {
         if resources.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = audit_event::Entity::find()
+        let about = audit_event::Entity::find()
             .filter(audit_event::Column::Resource.is_in(resources.iter().cloned()))
-            .order_by_desc(audit_event::Column::Seq)
-            .limit(limit)
-            .all(&self.db)
-            .await
-            .map_err(backend_error)?;
-        Ok(rows.into_iter().map(from_row).collect())
+            .order_by_desc(audit_event::Column::Seq);
+        self.events(about, limit).await
     }
 }

@@ -6,11 +6,10 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use domain::account::UserId;
+use domain::alerts::{SecurityAlert, SecurityAlerts};
 use domain::audit::{AuditDraft, canonical_time, parse_canonical_time};
-use domain::keys::{
-    ExchangeName, KeyEnvironment, KeyId, KeyPermissions, KeyRecord, KeyScope, KeyStatus, KeyStore,
-    SecurityAlert, SecurityAlerts, StoredKey,
-};
+use domain::exchange::{ExchangeName, KeyEnvironment, KeyPermissions};
+use domain::keys::{KeyId, KeyRecord, KeyScope, KeyStatus, KeyStore, StoredKey};
 use domain::ports::{Clock, StoreError};
 use domain::vault::{SealedSecret, WrappedKey};
 use sea_orm::{
@@ -21,8 +20,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::audit::AuditedTxn;
-use super::backend_error;
 use super::entities::{exchange_key, security_alert, vault_canary};
+use super::{DbResult, converted};
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
@@ -41,7 +40,7 @@ fn corrupt(row: &exchange_key::Model, what: &str) -> StoreError {
     StoreError::Backend(format!("exchange key {} has an invalid {what}", row.id))
 }
 
-fn to_record(row: &exchange_key::Model) -> Result<KeyRecord, StoreError> {
+fn to_record(row: &exchange_key::Model) -> DbResult<KeyRecord> {
     let time = |raw: &Option<String>, what: &str| -> Result<Option<OffsetDateTime>, StoreError> {
         raw.as_deref()
             .map(|t| parse_canonical_time(t).ok_or_else(|| corrupt(row, what)))
@@ -69,7 +68,7 @@ fn to_record(row: &exchange_key::Model) -> Result<KeyRecord, StoreError> {
     })
 }
 
-fn to_sealed(row: &exchange_key::Model) -> Result<Option<SealedSecret>, StoreError> {
+fn to_sealed(row: &exchange_key::Model) -> DbResult<Option<SealedSecret>> {
     let (Some(kms_key_id), Some(wrapped), Some(nonce), Some(ciphertext)) = (
         &row.kms_key_id,
         &row.wrapped_key,
@@ -105,75 +104,77 @@ impl KeyStore for SqlKeyStore {
         canary: bool,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        let row = exchange_key::ActiveModel {
-            id: Set(record.id.to_string()),
-            owner_id: Set(record.owner.to_string()),
-            exchange: Set(record.exchange.as_str().to_owned()),
-            environment: Set(record.environment.as_str().to_owned()),
-            scope: Set(record.scope.as_str().to_owned()),
-            label: Set(record.label.clone()),
-            mask: Set(record.mask.clone()),
-            status: Set(record.status.as_str().to_owned()),
-            status_reason: Set(record.status_reason.clone()),
-            permissions: Set(permissions_json(&record.permissions)),
-            kms_key_id: Set(Some(sealed.wrapped_key.kms_key_id.clone())),
-            wrapped_key: Set(Some(B64.encode(&sealed.wrapped_key.blob))),
-            nonce: Set(Some(B64.encode(sealed.nonce))),
-            ciphertext: Set(Some(B64.encode(&sealed.ciphertext))),
-            created_at: Set(canonical_time(record.created_at)),
-            last_used_at: Set(record.last_used_at.map(canonical_time)),
-            last_checked_at: Set(record.last_checked_at.map(canonical_time)),
-            revoked_at: Set(None),
-        };
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        exchange_key::Entity::insert(row)
-            .exec_without_returning(txn.conn())
-            .await
-            .map_err(backend_error)?;
-        if canary {
-            vault_canary::Entity::insert(vault_canary::ActiveModel {
-                key_id: Set(record.id.to_string()),
-                planted_at: Set(canonical_time(record.created_at)),
-            })
-            .exec_without_returning(txn.conn())
-            .await
-            .map_err(backend_error)?;
-        }
-        txn.commit_with(audit, self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        Ok(())
+        converted(async {
+            let row = exchange_key::ActiveModel {
+                id: Set(record.id.to_string()),
+                owner_id: Set(record.owner.to_string()),
+                exchange: Set(record.exchange.as_str().to_owned()),
+                environment: Set(record.environment.as_str().to_owned()),
+                scope: Set(record.scope.as_str().to_owned()),
+                label: Set(record.label.clone()),
+                mask: Set(record.mask.clone()),
+                status: Set(record.status.as_str().to_owned()),
+                status_reason: Set(record.status_reason.clone()),
+                permissions: Set(permissions_json(&record.permissions)),
+                kms_key_id: Set(Some(sealed.wrapped_key.kms_key_id.clone())),
+                wrapped_key: Set(Some(B64.encode(&sealed.wrapped_key.blob))),
+                nonce: Set(Some(B64.encode(sealed.nonce))),
+                ciphertext: Set(Some(B64.encode(&sealed.ciphertext))),
+                created_at: Set(canonical_time(record.created_at)),
+                last_used_at: Set(record.last_used_at.map(canonical_time)),
+                last_checked_at: Set(record.last_checked_at.map(canonical_time)),
+                revoked_at: Set(None),
+            };
+            let txn = AuditedTxn::begin(&self.db).await?;
+            exchange_key::Entity::insert(row)
+                .exec_without_returning(txn.conn())
+                .await?;
+            if canary {
+                vault_canary::Entity::insert(vault_canary::ActiveModel {
+                    key_id: Set(record.id.to_string()),
+                    planted_at: Set(canonical_time(record.created_at)),
+                })
+                .exec_without_returning(txn.conn())
+                .await?;
+            }
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn list(&self, owner: UserId) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows = exchange_key::Entity::find()
-            .filter(exchange_key::Column::OwnerId.eq(owner.to_string()))
-            .order_by_desc(exchange_key::Column::CreatedAt)
-            .all(&self.db)
-            .await
-            .map_err(backend_error)?;
-        rows.iter().map(to_record).collect()
+        converted(async {
+            let rows = exchange_key::Entity::find()
+                .filter(exchange_key::Column::OwnerId.eq(owner.to_string()))
+                .order_by_desc(exchange_key::Column::CreatedAt)
+                .all(&self.db)
+                .await?;
+            rows.iter().map(to_record).collect()
+        })
+        .await
     }
 
     async fn find(&self, owner: UserId, id: KeyId) -> Result<Option<StoredKey>, StoreError> {
-        let Some(row) = exchange_key::Entity::find_by_id(id.to_string())
-            .filter(exchange_key::Column::OwnerId.eq(owner.to_string()))
-            .one(&self.db)
-            .await
-            .map_err(backend_error)?
-        else {
-            return Ok(None);
-        };
-        let canary = vault_canary::Entity::find_by_id(id.to_string())
-            .one(&self.db)
-            .await
-            .map_err(backend_error)?
-            .is_some();
-        Ok(Some(StoredKey {
-            record: to_record(&row)?,
-            sealed: to_sealed(&row)?,
-            canary,
-        }))
+        converted(async {
+            let Some(row) = exchange_key::Entity::find_by_id(id.to_string())
+                .filter(exchange_key::Column::OwnerId.eq(owner.to_string()))
+                .one(&self.db)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let canary = vault_canary::Entity::find_by_id(id.to_string())
+                .one(&self.db)
+                .await?
+                .is_some();
+            Ok(Some(StoredKey {
+                record: to_record(&row)?,
+                sealed: to_sealed(&row)?,
+                canary,
+            }))
+        })
+        .await
     }
 
     async fn record_use(
@@ -182,24 +183,24 @@ impl KeyStore for SqlKeyStore {
         at: OffsetDateTime,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        let updated = exchange_key::Entity::update_many()
-            .set(exchange_key::ActiveModel {
-                last_used_at: Set(Some(canonical_time(at))),
-                ..Default::default()
-            })
-            .filter(exchange_key::Column::Id.eq(id.to_string()))
-            .filter(exchange_key::Column::Ciphertext.is_not_null())
-            .exec(txn.conn())
-            .await
-            .map_err(backend_error)?;
-        if updated.rows_affected == 0 {
-            return Err(StoreError::NotFound);
-        }
-        txn.commit_with(audit, self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        Ok(())
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            let updated = exchange_key::Entity::update_many()
+                .set(exchange_key::ActiveModel {
+                    last_used_at: Set(Some(canonical_time(at))),
+                    ..Default::default()
+                })
+                .filter(exchange_key::Column::Id.eq(id.to_string()))
+                .filter(exchange_key::Column::Ciphertext.is_not_null())
+                .exec(txn.conn())
+                .await?;
+            if updated.rows_affected == 0 {
+                return Err(StoreError::NotFound.into());
+            }
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn record_check(
@@ -211,27 +212,27 @@ impl KeyStore for SqlKeyStore {
         at: OffsetDateTime,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        let updated = exchange_key::Entity::update_many()
-            .set(exchange_key::ActiveModel {
-                permissions: Set(permissions_json(&permissions)),
-                status: Set(status.as_str().to_owned()),
-                status_reason: Set(reason),
-                last_checked_at: Set(Some(canonical_time(at))),
-                ..Default::default()
-            })
-            .filter(exchange_key::Column::Id.eq(id.to_string()))
-            .filter(exchange_key::Column::Status.ne(KeyStatus::Revoked.as_str()))
-            .exec(txn.conn())
-            .await
-            .map_err(backend_error)?;
-        if updated.rows_affected == 0 {
-            return Err(StoreError::NotFound);
-        }
-        txn.commit_with(audit, self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        Ok(())
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            let updated = exchange_key::Entity::update_many()
+                .set(exchange_key::ActiveModel {
+                    permissions: Set(permissions_json(&permissions)),
+                    status: Set(status.as_str().to_owned()),
+                    status_reason: Set(reason),
+                    last_checked_at: Set(Some(canonical_time(at))),
+                    ..Default::default()
+                })
+                .filter(exchange_key::Column::Id.eq(id.to_string()))
+                .filter(exchange_key::Column::Status.ne(KeyStatus::Revoked.as_str()))
+                .exec(txn.conn())
+                .await?;
+            if updated.rows_affected == 0 {
+                return Err(StoreError::NotFound.into());
+            }
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn replace_wrapped_key(
@@ -241,27 +242,27 @@ impl KeyStore for SqlKeyStore {
         new: &WrappedKey,
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        let updated = exchange_key::Entity::update_many()
-            .set(exchange_key::ActiveModel {
-                kms_key_id: Set(Some(new.kms_key_id.clone())),
-                wrapped_key: Set(Some(B64.encode(&new.blob))),
-                ..Default::default()
-            })
-            .filter(exchange_key::Column::Id.eq(id.to_string()))
-            .filter(exchange_key::Column::KmsKeyId.eq(old.kms_key_id.clone()))
-            .filter(exchange_key::Column::WrappedKey.eq(B64.encode(&old.blob)))
-            .exec(txn.conn())
-            .await
-            .map_err(backend_error)?;
-        if updated.rows_affected == 0 {
-            // Dropping the transaction rolls it back: no receipt for a swap that did not happen.
-            return Ok(false);
-        }
-        txn.commit_with(audit, self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        Ok(true)
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            let updated = exchange_key::Entity::update_many()
+                .set(exchange_key::ActiveModel {
+                    kms_key_id: Set(Some(new.kms_key_id.clone())),
+                    wrapped_key: Set(Some(B64.encode(&new.blob))),
+                    ..Default::default()
+                })
+                .filter(exchange_key::Column::Id.eq(id.to_string()))
+                .filter(exchange_key::Column::KmsKeyId.eq(old.kms_key_id.clone()))
+                .filter(exchange_key::Column::WrappedKey.eq(B64.encode(&old.blob)))
+                .exec(txn.conn())
+                .await?;
+            if updated.rows_affected == 0 {
+                // Dropping the transaction rolls it back: no receipt for a swap that did not happen.
+                return Ok(false);
+            }
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn revoke(
@@ -271,77 +272,76 @@ impl KeyStore for SqlKeyStore {
         at: OffsetDateTime,
         audit: AuditDraft,
     ) -> Result<KeyRecord, StoreError> {
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        let row = exchange_key::Entity::find_by_id(id.to_string())
-            .filter(exchange_key::Column::OwnerId.eq(owner.to_string()))
-            .one(txn.conn())
-            .await
-            .map_err(backend_error)?
-            .ok_or(StoreError::NotFound)?;
-        if row.status == KeyStatus::Revoked.as_str() {
-            return to_record(&row);
-        }
-        let mut active: exchange_key::ActiveModel = row.clone().into();
-        active.status = Set(KeyStatus::Revoked.as_str().to_owned());
-        active.status_reason = Set(Some("Revoked by its owner.".into()));
-        active.kms_key_id = Set(None);
-        active.wrapped_key = Set(None);
-        active.nonce = Set(None);
-        active.ciphertext = Set(None);
-        active.revoked_at = Set(Some(canonical_time(at)));
-        let updated = exchange_key::Entity::update(active)
-            .exec(txn.conn())
-            .await
-            .map_err(backend_error)?;
-        txn.commit_with(audit, self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        to_record(&updated)
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            let row = exchange_key::Entity::find_by_id(id.to_string())
+                .filter(exchange_key::Column::OwnerId.eq(owner.to_string()))
+                .one(txn.conn())
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            if row.status == KeyStatus::Revoked.as_str() {
+                return to_record(&row);
+            }
+            let mut active: exchange_key::ActiveModel = row.clone().into();
+            active.status = Set(KeyStatus::Revoked.as_str().to_owned());
+            active.status_reason = Set(Some("Revoked by its owner.".into()));
+            active.kms_key_id = Set(None);
+            active.wrapped_key = Set(None);
+            active.nonce = Set(None);
+            active.ciphertext = Set(None);
+            active.revoked_at = Set(Some(canonical_time(at)));
+            let updated = exchange_key::Entity::update(active)
+                .exec(txn.conn())
+                .await?;
+            txn.commit_with(audit, self.clock.now()).await?;
+            to_record(&updated)
+        })
+        .await
     }
 
     async fn sealed_keys(&self, owner: Option<UserId>) -> Result<Vec<(UserId, KeyId)>, StoreError> {
-        let mut query = exchange_key::Entity::find()
-            .select_only()
-            .column(exchange_key::Column::OwnerId)
-            .column(exchange_key::Column::Id)
-            .filter(exchange_key::Column::Ciphertext.is_not_null())
-            .order_by_asc(exchange_key::Column::CreatedAt);
-        if let Some(owner) = owner {
-            query = query.filter(exchange_key::Column::OwnerId.eq(owner.to_string()));
-        }
-        let rows: Vec<(String, String)> = query
-            .into_tuple()
-            .all(&self.db)
-            .await
-            .map_err(backend_error)?;
-        rows.into_iter()
-            .map(|(owner, id)| {
+        converted(async {
+            let mut query = exchange_key::Entity::find()
+                .select_only()
+                .column(exchange_key::Column::OwnerId)
+                .column(exchange_key::Column::Id)
+                .filter(exchange_key::Column::Ciphertext.is_not_null())
+                .order_by_asc(exchange_key::Column::CreatedAt);
+            if let Some(owner) = owner {
+                query = query.filter(exchange_key::Column::OwnerId.eq(owner.to_string()));
+            }
+            let rows: Vec<(String, String)> = query.into_tuple().all(&self.db).await?;
+            let parse = |(owner, id): (String, String)| -> DbResult<(UserId, KeyId)> {
                 let parsed = Uuid::parse_str(&owner).ok().zip(KeyId::parse(&id));
-                parsed
+                let malformed = || StoreError::Backend(format!("exchange key {id} is malformed"));
+                Ok(parsed
                     .map(|(owner, id)| (UserId(owner), id))
-                    .ok_or_else(|| StoreError::Backend(format!("exchange key {id} is malformed")))
-            })
-            .collect()
+                    .ok_or_else(malformed)?)
+            };
+            rows.into_iter().map(parse).collect()
+        })
+        .await
     }
 
     async fn canaries(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        let ids: Vec<String> = vault_canary::Entity::find()
-            .all(&self.db)
-            .await
-            .map_err(backend_error)?
-            .into_iter()
-            .map(|c| c.key_id)
-            .collect();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows = exchange_key::Entity::find()
-            .filter(exchange_key::Column::Id.is_in(ids))
-            .order_by_desc(exchange_key::Column::CreatedAt)
-            .all(&self.db)
-            .await
-            .map_err(backend_error)?;
-        rows.iter().map(to_record).collect()
+        converted(async {
+            let ids: Vec<String> = vault_canary::Entity::find()
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .map(|c| c.key_id)
+                .collect();
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let rows = exchange_key::Entity::find()
+                .filter(exchange_key::Column::Id.is_in(ids))
+                .order_by_desc(exchange_key::Column::CreatedAt)
+                .all(&self.db)
+                .await?;
+            rows.iter().map(to_record).collect()
+        })
+        .await
     }
 }
 
@@ -358,7 +358,7 @@ impl SqlSecurityAlerts {
     }
 }
 
-fn to_alert(row: security_alert::Model) -> Result<SecurityAlert, StoreError> {
+fn to_alert(row: security_alert::Model) -> DbResult<SecurityAlert> {
     let corrupt = || StoreError::Backend(format!("security alert {} is malformed", row.id));
     Ok(SecurityAlert {
         id: Uuid::parse_str(&row.id).map_err(|_| corrupt())?,
@@ -377,38 +377,41 @@ fn to_alert(row: security_alert::Model) -> Result<SecurityAlert, StoreError> {
 #[async_trait]
 impl SecurityAlerts for SqlSecurityAlerts {
     async fn raise(&self, alert: SecurityAlert, audit: AuditDraft) -> Result<(), StoreError> {
-        // Counted before the write: a tripwire that fires must show even if storage is down.
-        self.metrics.security_event(&alert.kind);
-        tracing::warn!(kind = %alert.kind, alert = %alert.id, resource = ?alert.resource, "security alert");
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        security_alert::Entity::insert(security_alert::ActiveModel {
-            id: Set(alert.id.to_string()),
-            kind: Set(alert.kind),
-            message: Set(alert.message),
-            resource: Set(alert.resource),
-            actor: Set(alert.actor),
-            raised_at: Set(canonical_time(alert.raised_at)),
-            acknowledged_at: Set(None),
+        converted(async {
+            // Counted before the write: a tripwire that fires must show even if storage is down.
+            self.metrics.security_event(&alert.kind);
+            tracing::warn!(kind = %alert.kind, alert = %alert.id, resource = ?alert.resource, "security alert");
+            let txn = AuditedTxn::begin(&self.db).await?;
+            security_alert::Entity::insert(security_alert::ActiveModel {
+                id: Set(alert.id.to_string()),
+                kind: Set(alert.kind),
+                message: Set(alert.message),
+                resource: Set(alert.resource),
+                actor: Set(alert.actor),
+                raised_at: Set(canonical_time(alert.raised_at)),
+                acknowledged_at: Set(None),
+            })
+            .exec_without_returning(txn.conn())
+            .await?;
+            txn.commit_with(audit, self.clock.now())
+                .await?;
+            Ok(())
         })
-        .exec_without_returning(txn.conn())
         .await
-        .map_err(backend_error)?;
-        txn.commit_with(audit, self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        Ok(())
     }
 
     async fn recent(&self, limit: u64) -> Result<Vec<SecurityAlert>, StoreError> {
-        security_alert::Entity::find()
-            .order_by_desc(security_alert::Column::RaisedAt)
-            .limit(limit)
-            .all(&self.db)
-            .await
-            .map_err(backend_error)?
-            .into_iter()
-            .map(to_alert)
-            .collect()
+        converted(async {
+            security_alert::Entity::find()
+                .order_by_desc(security_alert::Column::RaisedAt)
+                .limit(limit)
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .map(to_alert)
+                .collect()
+        })
+        .await
     }
 
     async fn acknowledge(
@@ -417,23 +420,23 @@ impl SecurityAlerts for SqlSecurityAlerts {
         at: OffsetDateTime,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        let updated = security_alert::Entity::update_many()
-            .set(security_alert::ActiveModel {
-                acknowledged_at: Set(Some(canonical_time(at))),
-                ..Default::default()
-            })
-            .filter(security_alert::Column::Id.eq(id.to_string()))
-            .filter(security_alert::Column::AcknowledgedAt.is_null())
-            .exec(txn.conn())
-            .await
-            .map_err(backend_error)?;
-        if updated.rows_affected == 0 {
-            return Err(StoreError::NotFound);
-        }
-        txn.commit_with(audit, self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        Ok(())
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            let updated = security_alert::Entity::update_many()
+                .set(security_alert::ActiveModel {
+                    acknowledged_at: Set(Some(canonical_time(at))),
+                    ..Default::default()
+                })
+                .filter(security_alert::Column::Id.eq(id.to_string()))
+                .filter(security_alert::Column::AcknowledgedAt.is_null())
+                .exec(txn.conn())
+                .await?;
+            if updated.rows_affected == 0 {
+                return Err(StoreError::NotFound.into());
+            }
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(())
+        })
+        .await
     }
 }

@@ -7,14 +7,14 @@ use async_trait::async_trait;
 use domain::account::UserId;
 use domain::audit::{AuditDraft, Outcome, canonical_time};
 use domain::ports::{Clock, SessionRevoker, StoreError};
-use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use sha2::{Digest, Sha256};
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
 use super::audit::{AuditedTxn, append_in};
-use super::backend_error;
 use super::entities::{agent_token, session};
+use super::{DbError, DbResult, converted};
 
 /// The session data key that holds the signed-in user's id.
 pub const USER_ID_KEY: &str = "uid";
@@ -46,13 +46,22 @@ impl SqlSessionStore {
     }
 
     /// Removes expired rows; run periodically.
-    pub async fn delete_expired(&self) -> Result<u64, DbErr> {
+    pub async fn delete_expired(&self) -> DbResult<u64> {
         let now = self.clock.now().unix_timestamp();
         let result = session::Entity::delete_many()
             .filter(session::Column::ExpiresAt.lt(now))
             .exec(&self.db)
             .await?;
         Ok(result.rows_affected)
+    }
+
+    /// The session's row, unless it has expired.
+    async fn unexpired(&self, id: &Id) -> DbResult<Option<session::Model>> {
+        let now = self.clock.now().unix_timestamp();
+        Ok(session::Entity::find_by_id(id_hash(id))
+            .filter(session::Column::ExpiresAt.gt(now))
+            .one(&self.db)
+            .await?)
     }
 }
 
@@ -76,8 +85,10 @@ fn to_row(record: &Record, expires_at: i64) -> session_store::Result<session::Ac
     })
 }
 
-fn store_error(err: DbErr) -> session_store::Error {
-    session_store::Error::Backend(err.to_string())
+impl From<DbError> for session_store::Error {
+    fn from(err: DbError) -> Self {
+        session_store::Error::Backend(err.to_string())
+    }
 }
 
 #[async_trait]
@@ -86,15 +97,13 @@ impl SessionStore for SqlSessionStore {
         // A fresh id on the (astronomically unlikely) collision, never an overwrite.
         loop {
             let row = to_row(record, self.expires_at())?;
-            match session::Entity::insert(row)
+            let inserted = session::Entity::insert(row)
                 .exec_without_returning(&self.db)
-                .await
-            {
+                .await;
+            match inserted.map_err(DbError::from) {
                 Ok(_) => return Ok(()),
-                Err(err) if matches!(backend_error(err.clone()), StoreError::Conflict) => {
-                    record.id = Id::default()
-                }
-                Err(err) => return Err(store_error(err)),
+                Err(err) if err.is_conflict() => record.id = Id::default(),
+                Err(err) => return Err(err.into()),
             }
         }
     }
@@ -104,29 +113,27 @@ impl SessionStore for SqlSessionStore {
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let row = to_row(record, self.expires_at())?;
         let now = self.clock.now().unix_timestamp();
-        session::Entity::update_many()
-            .set(session::ActiveModel {
-                user_id: row.user_id,
-                data: row.data,
-                expires_at: row.expires_at,
-                ..Default::default()
-            })
-            .filter(session::Column::IdHash.eq(id_hash(&record.id)))
-            .filter(session::Column::ExpiresAt.gt(now))
-            .exec(&self.db)
-            .await
-            .map_err(store_error)?;
-        Ok(())
+        converted(async {
+            session::Entity::update_many()
+                .set(session::ActiveModel {
+                    user_id: row.user_id,
+                    data: row.data,
+                    expires_at: row.expires_at,
+                    ..Default::default()
+                })
+                .filter(session::Column::IdHash.eq(id_hash(&record.id)))
+                .filter(session::Column::ExpiresAt.gt(now))
+                .exec(&self.db)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        let now = self.clock.now().unix_timestamp();
-        let row = session::Entity::find_by_id(id_hash(id))
-            .filter(session::Column::ExpiresAt.gt(now))
-            .one(&self.db)
-            .await
-            .map_err(store_error)?;
-        let Some(row) = row else { return Ok(None) };
+        let Some(row) = self.unexpired(id).await? else {
+            return Ok(None);
+        };
         let data = serde_json::from_str(&row.data)
             .map_err(|e| session_store::Error::Decode(e.to_string()))?;
         let expiry_date = time::OffsetDateTime::from_unix_timestamp(row.expires_at)
@@ -139,11 +146,13 @@ impl SessionStore for SqlSessionStore {
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        session::Entity::delete_by_id(id_hash(id))
-            .exec(&self.db)
-            .await
-            .map_err(store_error)?;
-        Ok(())
+        converted(async {
+            session::Entity::delete_by_id(id_hash(id))
+                .exec(&self.db)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -156,54 +165,51 @@ impl SessionRevoker for SqlSessionStore {
         audit: AuditDraft,
     ) -> Result<(u64, u64), StoreError> {
         let now = self.clock.now();
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        let deleted = session::Entity::delete_many()
-            .filter(session::Column::UserId.eq(user.to_string()))
-            .exec(txn.conn())
-            .await
-            .map_err(backend_error)?
-            .rows_affected;
-        let mut revoked = 0;
-        if agent_tokens {
-            // Under the chain lock: no token can be created or revoked in between.
-            let live = agent_token::Entity::find()
-                .filter(agent_token::Column::Owner.eq(user.to_string()))
-                .filter(agent_token::Column::RevokedAt.is_null())
-                .all(txn.conn())
-                .await
-                .map_err(backend_error)?;
-            for row in &live {
-                agent_token::Entity::update_many()
-                    .set(agent_token::ActiveModel {
-                        revoked_at: Set(Some(canonical_time(now))),
-                        ..Default::default()
-                    })
-                    .filter(agent_token::Column::Id.eq(row.id.clone()))
-                    .exec(txn.conn())
-                    .await
-                    .map_err(backend_error)?;
-                let event = AuditDraft::new(
-                    audit.actor.clone(),
-                    "agent.token_revoked",
-                    Outcome::Success,
-                    audit.meta.clone(),
-                )
-                .resource(format!("agent_token:{}", row.id))
-                .detail("reason", "signed out everywhere");
-                append_in(txn.conn(), event, now)
-                    .await
-                    .map_err(backend_error)?;
-                revoked += 1;
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            let deleted = session::Entity::delete_many()
+                .filter(session::Column::UserId.eq(user.to_string()))
+                .exec(txn.conn())
+                .await?
+                .rows_affected;
+            let mut revoked = 0;
+            if agent_tokens {
+                // Under the chain lock: no token can be created or revoked in between.
+                let live = agent_token::Entity::find()
+                    .filter(agent_token::Column::Owner.eq(user.to_string()))
+                    .filter(agent_token::Column::RevokedAt.is_null())
+                    .all(txn.conn())
+                    .await?;
+                for row in &live {
+                    agent_token::Entity::update_many()
+                        .set(agent_token::ActiveModel {
+                            revoked_at: Set(Some(canonical_time(now))),
+                            ..Default::default()
+                        })
+                        .filter(agent_token::Column::Id.eq(row.id.clone()))
+                        .exec(txn.conn())
+                        .await?;
+                    let event = AuditDraft::new(
+                        audit.actor.clone(),
+                        "agent.token_revoked",
+                        Outcome::Success,
+                        audit.meta.clone(),
+                    )
+                    .resource(format!("agent_token:{}", row.id))
+                    .detail("reason", "signed out everywhere");
+                    append_in(txn.conn(), event, now).await?;
+                    revoked += 1;
+                }
             }
-        }
-        txn.commit_with(
-            audit
-                .detail("sessions_revoked", deleted)
-                .detail("agents_revoked", revoked),
-            now,
-        )
+            txn.commit_with(
+                audit
+                    .detail("sessions_revoked", deleted)
+                    .detail("agents_revoked", revoked),
+                now,
+            )
+            .await?;
+            Ok((deleted, revoked))
+        })
         .await
-        .map_err(backend_error)?;
-        Ok((deleted, revoked))
     }
 }

@@ -27,8 +27,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::audit::AuditedTxn;
-use super::backend_error;
 use super::entities::{order_approval, recovery_code, security_key, totp_factor};
+use super::{DbResult, converted};
 
 #[derive(Debug, Clone)]
 pub struct SqlFactorStore {
@@ -74,7 +74,7 @@ fn from_micros(us: i64) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000).ok()
 }
 
-fn to_totp(row: &totp_factor::Model) -> Result<TotpFactor, StoreError> {
+fn to_totp(row: &totp_factor::Model) -> DbResult<TotpFactor> {
     let bad = |what: &str| corrupt("totp_factors", &row.user_id, what);
     let decode = |text: &str, what: &str| B64.decode(text).map_err(|_| bad(what));
     let nonce: [u8; 12] = decode(&row.nonce, "nonce")?
@@ -105,7 +105,7 @@ fn to_totp(row: &totp_factor::Model) -> Result<TotpFactor, StoreError> {
     })
 }
 
-fn to_security_key(row: &security_key::Model) -> Result<SecurityKey, StoreError> {
+fn to_security_key(row: &security_key::Model) -> DbResult<SecurityKey> {
     let bad = |what: &str| corrupt("security_keys", &row.id, what);
     Ok(SecurityKey {
         id: Uuid::parse_str(&row.id).map_err(|_| bad("id"))?,
@@ -125,12 +125,11 @@ async fn put_recovery_codes(
     user: UserId,
     hashes: &[String],
     at: OffsetDateTime,
-) -> Result<(), StoreError> {
+) -> DbResult<()> {
     recovery_code::Entity::delete_many()
         .filter(recovery_code::Column::UserId.eq(user.to_string()))
         .exec(txn)
-        .await
-        .map_err(backend_error)?;
+        .await?;
     if hashes.is_empty() {
         return Ok(());
     }
@@ -143,21 +142,22 @@ async fn put_recovery_codes(
     });
     recovery_code::Entity::insert_many(rows)
         .exec_without_returning(txn)
-        .await
-        .map_err(backend_error)?;
+        .await?;
     Ok(())
 }
 
 #[async_trait]
 impl FactorStore for SqlFactorStore {
     async fn totp(&self, user: UserId) -> Result<Option<TotpFactor>, StoreError> {
-        totp_factor::Entity::find_by_id(user.to_string())
-            .one(&self.db)
-            .await
-            .map_err(backend_error)?
-            .as_ref()
-            .map(to_totp)
-            .transpose()
+        converted(async {
+            totp_factor::Entity::find_by_id(user.to_string())
+                .one(&self.db)
+                .await?
+                .as_ref()
+                .map(to_totp)
+                .transpose()
+        })
+        .await
     }
 
     async fn save_pending_totp(
@@ -165,37 +165,36 @@ impl FactorStore for SqlFactorStore {
         factor: &TotpFactor,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        // Only an unconfirmed row is replaced. A confirmed one survives the delete, so the
-        // insert hits the primary key and fails as `Conflict`, rolling everything back.
-        totp_factor::Entity::delete_many()
-            .filter(totp_factor::Column::UserId.eq(factor.user.to_string()))
-            .filter(totp_factor::Column::ConfirmedAt.is_null())
-            .exec(txn.conn())
-            .await
-            .map_err(backend_error)?;
-        totp_factor::Entity::insert(totp_factor::ActiveModel {
-            user_id: Set(factor.user.to_string()),
-            kms_key_id: Set(factor.sealed.wrapped_key.kms_key_id.clone()),
-            wrapped_key: Set(B64.encode(&factor.sealed.wrapped_key.blob)),
-            nonce: Set(B64.encode(factor.sealed.nonce)),
-            ciphertext: Set(B64.encode(&factor.sealed.ciphertext)),
-            // Pending by definition: confirmation sets this and the first step.
-            confirmed_at: Set(None),
-            last_step: Set(None),
-            failures: Set(0),
-            locked_until: Set(None),
-            created_at: Set(canonical_time(factor.created_at)),
-            locked_until_us: Set(None),
-            failures_since_us: Set(None),
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            // Only an unconfirmed row is replaced. A confirmed one survives the delete, so the
+            // insert hits the primary key and fails as `Conflict`, rolling everything back.
+            totp_factor::Entity::delete_many()
+                .filter(totp_factor::Column::UserId.eq(factor.user.to_string()))
+                .filter(totp_factor::Column::ConfirmedAt.is_null())
+                .exec(txn.conn())
+                .await?;
+            totp_factor::Entity::insert(totp_factor::ActiveModel {
+                user_id: Set(factor.user.to_string()),
+                kms_key_id: Set(factor.sealed.wrapped_key.kms_key_id.clone()),
+                wrapped_key: Set(B64.encode(&factor.sealed.wrapped_key.blob)),
+                nonce: Set(B64.encode(factor.sealed.nonce)),
+                ciphertext: Set(B64.encode(&factor.sealed.ciphertext)),
+                // Pending by definition: confirmation sets this and the first step.
+                confirmed_at: Set(None),
+                last_step: Set(None),
+                failures: Set(0),
+                locked_until: Set(None),
+                created_at: Set(canonical_time(factor.created_at)),
+                locked_until_us: Set(None),
+                failures_since_us: Set(None),
+            })
+            .exec_without_returning(txn.conn())
+            .await?;
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(())
         })
-        .exec_without_returning(txn.conn())
         .await
-        .map_err(backend_error)?;
-        txn.commit_with(audit, self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        Ok(())
     }
 
     async fn confirm_totp(
@@ -206,32 +205,32 @@ impl FactorStore for SqlFactorStore {
         recovery_hashes: &[String],
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
-        let step = step_column(step)?;
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        let updated = totp_factor::Entity::update_many()
-            .set(totp_factor::ActiveModel {
-                confirmed_at: Set(Some(canonical_time(at))),
-                last_step: Set(Some(step)),
-                failures: Set(0),
-                locked_until: Set(None),
-                locked_until_us: Set(None),
-                failures_since_us: Set(None),
-                ..Default::default()
-            })
-            .filter(totp_factor::Column::UserId.eq(user.to_string()))
-            .filter(totp_factor::Column::ConfirmedAt.is_null())
-            .exec(txn.conn())
-            .await
-            .map_err(backend_error)?;
-        if updated.rows_affected != 1 {
-            // Already confirmed (a concurrent request won) or no enrolment: write nothing.
-            return Ok(false);
-        }
-        put_recovery_codes(txn.conn(), user, recovery_hashes, at).await?;
-        txn.commit_with(audit, self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        Ok(true)
+        converted(async {
+            let step = step_column(step)?;
+            let txn = AuditedTxn::begin(&self.db).await?;
+            let updated = totp_factor::Entity::update_many()
+                .set(totp_factor::ActiveModel {
+                    confirmed_at: Set(Some(canonical_time(at))),
+                    last_step: Set(Some(step)),
+                    failures: Set(0),
+                    locked_until: Set(None),
+                    locked_until_us: Set(None),
+                    failures_since_us: Set(None),
+                    ..Default::default()
+                })
+                .filter(totp_factor::Column::UserId.eq(user.to_string()))
+                .filter(totp_factor::Column::ConfirmedAt.is_null())
+                .exec(txn.conn())
+                .await?;
+            if updated.rows_affected != 1 {
+                // Already confirmed (a concurrent request won) or no enrolment: write nothing.
+                return Ok(false);
+            }
+            put_recovery_codes(txn.conn(), user, recovery_hashes, at).await?;
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn reserve_totp_attempt(
@@ -240,70 +239,71 @@ impl FactorStore for SqlFactorStore {
         now: OffsetDateTime,
         lockout: TotpLockout,
     ) -> Result<TotpAttempt, StoreError> {
-        let now_us = micros(now);
-        // No audit event of its own: the attempt's outcome (failed, replayed, succeeded) is
-        // audited next. If that never happens, the attempt stays counted: fail-safe.
-        let txn = self.db.begin().await.map_err(backend_error)?;
-        // The gate is this WHERE clause, not a read in Rust: of any number of concurrent
-        // attempts, only those that find the app unlocked are counted and checked. The UPDATE
-        // holds the row (PostgreSQL) or the database (SQLite) until commit, so the lock set
-        // below is what the next attempt's WHERE sees.
-        let reserved = totp_factor::Entity::update_many()
-            .col_expr(
-                totp_factor::Column::Failures,
-                Expr::col(totp_factor::Column::Failures).add(1),
-            )
-            .filter(totp_factor::Column::UserId.eq(user.to_string()))
-            .filter(totp_factor::Column::ConfirmedAt.is_not_null())
-            .filter(
-                Condition::any()
-                    .add(totp_factor::Column::LockedUntilUs.is_null())
-                    .add(totp_factor::Column::LockedUntilUs.lte(now_us)),
-            )
-            .exec(&txn)
-            .await
-            .map_err(backend_error)?;
-        let row = totp_factor::Entity::find_by_id(user.to_string())
-            .one(&txn)
-            .await
-            .map_err(backend_error)?;
-        if reserved.rows_affected != 1 {
-            // Dropping the transaction rolls back (nothing was written).
-            return Ok(match row {
-                Some(row) if row.confirmed_at.is_some() => {
-                    let until = row.locked_until_us.and_then(from_micros).unwrap_or(now);
-                    TotpAttempt::Locked(until)
-                }
-                _ => TotpAttempt::NoFactor,
-            });
-        }
-        let row = row.ok_or(StoreError::NotFound)?;
-        let counted = u32::try_from(row.failures)
-            .map_err(|_| corrupt("totp_factors", &row.user_id, "failure count"))?;
-        let forget_us = i64::try_from(TotpLockout::FAILURES_FORGOTTEN_AFTER.whole_microseconds())
-            .unwrap_or(i64::MAX);
-        // A count starts with its first attempt, and is forgotten a day after it began.
-        let (failures, since_us) = match row.failures_since_us {
-            Some(since) if counted > 1 && now_us.saturating_sub(since) < forget_us => {
-                (counted, since)
+        converted(async {
+            let now_us = micros(now);
+            // No audit event of its own: the attempt's outcome (failed, replayed, succeeded) is
+            // audited next. If that never happens, the attempt stays counted: fail-safe.
+            let txn = self.db.begin().await?;
+            // The gate is this WHERE clause, not a read in Rust: of any number of concurrent
+            // attempts, only those that find the app unlocked are counted and checked. The UPDATE
+            // holds the row (PostgreSQL) or the database (SQLite) until commit, so the lock set
+            // below is what the next attempt's WHERE sees.
+            let reserved = totp_factor::Entity::update_many()
+                .col_expr(
+                    totp_factor::Column::Failures,
+                    Expr::col(totp_factor::Column::Failures).add(1),
+                )
+                .filter(totp_factor::Column::UserId.eq(user.to_string()))
+                .filter(totp_factor::Column::ConfirmedAt.is_not_null())
+                .filter(
+                    Condition::any()
+                        .add(totp_factor::Column::LockedUntilUs.is_null())
+                        .add(totp_factor::Column::LockedUntilUs.lte(now_us)),
+                )
+                .exec(&txn)
+                .await?;
+            let row = totp_factor::Entity::find_by_id(user.to_string())
+                .one(&txn)
+                .await?;
+            if reserved.rows_affected != 1 {
+                // Dropping the transaction rolls back (nothing was written).
+                return Ok(match row {
+                    Some(row) if row.confirmed_at.is_some() => {
+                        let until = row.locked_until_us.and_then(from_micros).unwrap_or(now);
+                        TotpAttempt::Locked(until)
+                    }
+                    _ => TotpAttempt::NoFactor,
+                });
             }
-            _ => (1, now_us),
-        };
-        let until = lockout.locked_until(failures, now);
-        totp_factor::Entity::update_many()
-            .set(totp_factor::ActiveModel {
-                failures: Set(i32::try_from(failures).unwrap_or(i32::MAX)),
-                failures_since_us: Set(Some(since_us)),
-                locked_until: Set(until.map(canonical_time)),
-                locked_until_us: Set(until.map(micros)),
-                ..Default::default()
-            })
-            .filter(totp_factor::Column::UserId.eq(user.to_string()))
-            .exec(&txn)
-            .await
-            .map_err(backend_error)?;
-        txn.commit().await.map_err(backend_error)?;
-        Ok(TotpAttempt::Reserved { failures })
+            let row = row.ok_or(StoreError::NotFound)?;
+            let counted = u32::try_from(row.failures)
+                .map_err(|_| corrupt("totp_factors", &row.user_id, "failure count"))?;
+            let forget_us =
+                i64::try_from(TotpLockout::FAILURES_FORGOTTEN_AFTER.whole_microseconds())
+                    .unwrap_or(i64::MAX);
+            // A count starts with its first attempt, and is forgotten a day after it began.
+            let (failures, since_us) = match row.failures_since_us {
+                Some(since) if counted > 1 && now_us.saturating_sub(since) < forget_us => {
+                    (counted, since)
+                }
+                _ => (1, now_us),
+            };
+            let until = lockout.locked_until(failures, now);
+            totp_factor::Entity::update_many()
+                .set(totp_factor::ActiveModel {
+                    failures: Set(i32::try_from(failures).unwrap_or(i32::MAX)),
+                    failures_since_us: Set(Some(since_us)),
+                    locked_until: Set(until.map(canonical_time)),
+                    locked_until_us: Set(until.map(micros)),
+                    ..Default::default()
+                })
+                .filter(totp_factor::Column::UserId.eq(user.to_string()))
+                .exec(&txn)
+                .await?;
+            txn.commit().await?;
+            Ok(TotpAttempt::Reserved { failures })
+        })
+        .await
     }
 
     async fn accept_totp_step(
@@ -313,84 +313,84 @@ impl FactorStore for SqlFactorStore {
         lockout: TotpLockout,
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
-        let step = step_column(step)?;
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        // The replay check is this WHERE clause, not a read in Rust: a step is accepted once.
-        let updated = totp_factor::Entity::update_many()
-            .set(totp_factor::ActiveModel {
-                last_step: Set(Some(step)),
+        converted(async {
+            let step = step_column(step)?;
+            let txn = AuditedTxn::begin(&self.db).await?;
+            // The replay check is this WHERE clause, not a read in Rust: a step is accepted once.
+            let updated = totp_factor::Entity::update_many()
+                .set(totp_factor::ActiveModel {
+                    last_step: Set(Some(step)),
+                    ..Default::default()
+                })
+                .filter(totp_factor::Column::UserId.eq(user.to_string()))
+                .filter(totp_factor::Column::ConfirmedAt.is_not_null())
+                .filter(
+                    Condition::any()
+                        .add(totp_factor::Column::LastStep.is_null())
+                        .add(totp_factor::Column::LastStep.lt(step)),
+                )
+                .exec(txn.conn())
+                .await?;
+            if updated.rows_affected != 1 {
+                return Ok(false);
+            }
+            // The row is held by the UPDATE above, so this read and write cannot interleave with
+            // a reservation. Only this attempt's own count is taken back; wrong codes stay.
+            let row = totp_factor::Entity::find_by_id(user.to_string())
+                .one(txn.conn())
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            let failures = u32::try_from(row.failures)
+                .map_err(|_| corrupt("totp_factors", &row.user_id, "failure count"))?
+                .saturating_sub(1);
+            let mut refund = totp_factor::ActiveModel {
+                failures: Set(i32::try_from(failures).unwrap_or(i32::MAX)),
                 ..Default::default()
-            })
-            .filter(totp_factor::Column::UserId.eq(user.to_string()))
-            .filter(totp_factor::Column::ConfirmedAt.is_not_null())
-            .filter(
-                Condition::any()
-                    .add(totp_factor::Column::LastStep.is_null())
-                    .add(totp_factor::Column::LastStep.lt(step)),
-            )
-            .exec(txn.conn())
-            .await
-            .map_err(backend_error)?;
-        if updated.rows_affected != 1 {
-            return Ok(false);
-        }
-        // The row is held by the UPDATE above, so this read and write cannot interleave with
-        // a reservation. Only this attempt's own count is taken back; wrong codes stay.
-        let row = totp_factor::Entity::find_by_id(user.to_string())
-            .one(txn.conn())
-            .await
-            .map_err(backend_error)?
-            .ok_or(StoreError::NotFound)?;
-        let failures = u32::try_from(row.failures)
-            .map_err(|_| corrupt("totp_factors", &row.user_id, "failure count"))?
-            .saturating_sub(1);
-        let mut refund = totp_factor::ActiveModel {
-            failures: Set(i32::try_from(failures).unwrap_or(i32::MAX)),
-            ..Default::default()
-        };
-        if lockout.backoff.wait_after(failures).is_zero() {
-            // The lock came from this attempt's own reservation: it goes with it.
-            refund.locked_until = Set(None);
-            refund.locked_until_us = Set(None);
-        }
-        totp_factor::Entity::update_many()
-            .set(refund)
-            .filter(totp_factor::Column::UserId.eq(user.to_string()))
-            .exec(txn.conn())
-            .await
-            .map_err(backend_error)?;
-        txn.commit_with(audit, self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        Ok(true)
+            };
+            if lockout.backoff.wait_after(failures).is_zero() {
+                // The lock came from this attempt's own reservation: it goes with it.
+                refund.locked_until = Set(None);
+                refund.locked_until_us = Set(None);
+            }
+            totp_factor::Entity::update_many()
+                .set(refund)
+                .filter(totp_factor::Column::UserId.eq(user.to_string()))
+                .exec(txn.conn())
+                .await?;
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn remove_totp(&self, user: UserId, audit: AuditDraft) -> Result<bool, StoreError> {
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        let deleted = totp_factor::Entity::delete_many()
-            .filter(totp_factor::Column::UserId.eq(user.to_string()))
-            .exec(txn.conn())
-            .await
-            .map_err(backend_error)?;
-        if deleted.rows_affected == 0 {
-            return Ok(false);
-        }
-        // Recovery codes stand in for the app, so they go with it.
-        put_recovery_codes(txn.conn(), user, &[], self.clock.now()).await?;
-        txn.commit_with(audit, self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        Ok(true)
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            let deleted = totp_factor::Entity::delete_many()
+                .filter(totp_factor::Column::UserId.eq(user.to_string()))
+                .exec(txn.conn())
+                .await?;
+            if deleted.rows_affected == 0 {
+                return Ok(false);
+            }
+            // Recovery codes stand in for the app, so they go with it.
+            put_recovery_codes(txn.conn(), user, &[], self.clock.now()).await?;
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn recovery_codes_left(&self, user: UserId) -> Result<u32, StoreError> {
-        let left = recovery_code::Entity::find()
-            .filter(recovery_code::Column::UserId.eq(user.to_string()))
-            .filter(recovery_code::Column::UsedAt.is_null())
-            .count(&self.db)
-            .await
-            .map_err(backend_error)?;
-        Ok(u32::try_from(left).unwrap_or(u32::MAX))
+        converted(async {
+            let left = recovery_code::Entity::find()
+                .filter(recovery_code::Column::UserId.eq(user.to_string()))
+                .filter(recovery_code::Column::UsedAt.is_null())
+                .count(&self.db)
+                .await?;
+            Ok(u32::try_from(left).unwrap_or(u32::MAX))
+        })
+        .await
     }
 
     async fn replace_recovery_codes(
@@ -400,12 +400,13 @@ impl FactorStore for SqlFactorStore {
         at: OffsetDateTime,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        put_recovery_codes(txn.conn(), user, hashes, at).await?;
-        txn.commit_with(audit, self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        Ok(())
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            put_recovery_codes(txn.conn(), user, hashes, at).await?;
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn use_recovery_code(
@@ -415,51 +416,55 @@ impl FactorStore for SqlFactorStore {
         at: OffsetDateTime,
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        let updated = recovery_code::Entity::update_many()
-            .set(recovery_code::ActiveModel {
-                used_at: Set(Some(canonical_time(at))),
-                ..Default::default()
-            })
-            .filter(recovery_code::Column::UserId.eq(user.to_string()))
-            .filter(recovery_code::Column::CodeHash.eq(hash))
-            .filter(recovery_code::Column::UsedAt.is_null())
-            .exec(txn.conn())
-            .await
-            .map_err(backend_error)?;
-        if updated.rows_affected != 1 {
-            return Ok(false);
-        }
-        txn.commit_with(audit, self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        Ok(true)
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            let updated = recovery_code::Entity::update_many()
+                .set(recovery_code::ActiveModel {
+                    used_at: Set(Some(canonical_time(at))),
+                    ..Default::default()
+                })
+                .filter(recovery_code::Column::UserId.eq(user.to_string()))
+                .filter(recovery_code::Column::CodeHash.eq(hash))
+                .filter(recovery_code::Column::UsedAt.is_null())
+                .exec(txn.conn())
+                .await?;
+            if updated.rows_affected != 1 {
+                return Ok(false);
+            }
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn security_keys(&self, user: UserId) -> Result<Vec<SecurityKey>, StoreError> {
-        let rows = security_key::Entity::find()
-            .filter(security_key::Column::UserId.eq(user.to_string()))
-            .order_by_asc(security_key::Column::CreatedAt)
-            .all(&self.db)
-            .await
-            .map_err(backend_error)?;
-        let mut keys = rows
-            .iter()
-            .map(to_security_key)
-            .collect::<Result<Vec<_>, _>>()?;
-        // Canonical times are not fixed-width (".5Z" sorts before "Z"), so keys made within
-        // the same second can come back out of order as text; sort on the parsed times.
-        keys.sort_by_key(|k| k.created_at);
-        Ok(keys)
+        converted(async {
+            let rows = security_key::Entity::find()
+                .filter(security_key::Column::UserId.eq(user.to_string()))
+                .order_by_asc(security_key::Column::CreatedAt)
+                .all(&self.db)
+                .await?;
+            let mut keys = rows
+                .iter()
+                .map(to_security_key)
+                .collect::<Result<Vec<_>, _>>()?;
+            // Canonical times are not fixed-width (".5Z" sorts before "Z"), so keys made within
+            // the same second can come back out of order as text; sort on the parsed times.
+            keys.sort_by_key(|k| k.created_at);
+            Ok(keys)
+        })
+        .await
     }
 
     async fn credential_registered(&self, credential_id: &str) -> Result<bool, StoreError> {
-        let found = security_key::Entity::find()
-            .filter(security_key::Column::CredentialId.eq(credential_id))
-            .count(&self.db)
-            .await
-            .map_err(backend_error)?;
-        Ok(found > 0)
+        converted(async {
+            let found = security_key::Entity::find()
+                .filter(security_key::Column::CredentialId.eq(credential_id))
+                .count(&self.db)
+                .await?;
+            Ok(found > 0)
+        })
+        .await
     }
 
     async fn insert_security_key(
@@ -467,25 +472,25 @@ impl FactorStore for SqlFactorStore {
         key: &SecurityKey,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        // A credential id registered anywhere already fails the UNIQUE constraint: `Conflict`.
-        security_key::Entity::insert(security_key::ActiveModel {
-            id: Set(key.id.to_string()),
-            user_id: Set(key.user.to_string()),
-            name: Set(key.name.clone()),
-            credential_id: Set(key.credential_id.clone()),
-            credential: Set(key.credential.clone()),
-            created_at: Set(canonical_time(key.created_at)),
-            last_used_at: Set(key.last_used_at.map(canonical_time)),
-            flagged_at: Set(key.flagged_at.map(canonical_time)),
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            // A credential id registered anywhere already fails the UNIQUE constraint: `Conflict`.
+            security_key::Entity::insert(security_key::ActiveModel {
+                id: Set(key.id.to_string()),
+                user_id: Set(key.user.to_string()),
+                name: Set(key.name.clone()),
+                credential_id: Set(key.credential_id.clone()),
+                credential: Set(key.credential.clone()),
+                created_at: Set(canonical_time(key.created_at)),
+                last_used_at: Set(key.last_used_at.map(canonical_time)),
+                flagged_at: Set(key.flagged_at.map(canonical_time)),
+            })
+            .exec_without_returning(txn.conn())
+            .await?;
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(())
         })
-        .exec_without_returning(txn.conn())
         .await
-        .map_err(backend_error)?;
-        txn.commit_with(audit, self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        Ok(())
     }
 
     async fn record_security_key_use(
@@ -496,27 +501,27 @@ impl FactorStore for SqlFactorStore {
         at: OffsetDateTime,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        // A key flagged meanwhile (counter regression) must not have its counter moved on.
-        let updated = security_key::Entity::update_many()
-            .set(security_key::ActiveModel {
-                credential: Set(credential.to_owned()),
-                last_used_at: Set(Some(canonical_time(at))),
-                ..Default::default()
-            })
-            .filter(security_key::Column::Id.eq(id.to_string()))
-            .filter(security_key::Column::UserId.eq(user.to_string()))
-            .filter(security_key::Column::FlaggedAt.is_null())
-            .exec(txn.conn())
-            .await
-            .map_err(backend_error)?;
-        if updated.rows_affected != 1 {
-            return Err(StoreError::NotFound);
-        }
-        txn.commit_with(audit, self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        Ok(())
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            // A key flagged meanwhile (counter regression) must not have its counter moved on.
+            let updated = security_key::Entity::update_many()
+                .set(security_key::ActiveModel {
+                    credential: Set(credential.to_owned()),
+                    last_used_at: Set(Some(canonical_time(at))),
+                    ..Default::default()
+                })
+                .filter(security_key::Column::Id.eq(id.to_string()))
+                .filter(security_key::Column::UserId.eq(user.to_string()))
+                .filter(security_key::Column::FlaggedAt.is_null())
+                .exec(txn.conn())
+                .await?;
+            if updated.rows_affected != 1 {
+                return Err(StoreError::NotFound.into());
+            }
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn flag_security_key(
@@ -526,29 +531,29 @@ impl FactorStore for SqlFactorStore {
         at: OffsetDateTime,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        // COALESCE keeps the first flag time; every detected regression is still audited.
-        let updated = security_key::Entity::update_many()
-            .col_expr(
-                security_key::Column::FlaggedAt,
-                Func::coalesce([
-                    Expr::col(security_key::Column::FlaggedAt),
-                    Expr::val(canonical_time(at)),
-                ])
-                .into(),
-            )
-            .filter(security_key::Column::Id.eq(id.to_string()))
-            .filter(security_key::Column::UserId.eq(user.to_string()))
-            .exec(txn.conn())
-            .await
-            .map_err(backend_error)?;
-        if updated.rows_affected != 1 {
-            return Err(StoreError::NotFound);
-        }
-        txn.commit_with(audit, self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        Ok(())
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            // COALESCE keeps the first flag time; every detected regression is still audited.
+            let updated = security_key::Entity::update_many()
+                .col_expr(
+                    security_key::Column::FlaggedAt,
+                    Func::coalesce([
+                        Expr::col(security_key::Column::FlaggedAt),
+                        Expr::val(canonical_time(at)),
+                    ])
+                    .into(),
+                )
+                .filter(security_key::Column::Id.eq(id.to_string()))
+                .filter(security_key::Column::UserId.eq(user.to_string()))
+                .exec(txn.conn())
+                .await?;
+            if updated.rows_affected != 1 {
+                return Err(StoreError::NotFound.into());
+            }
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn remove_security_key(
@@ -557,20 +562,20 @@ impl FactorStore for SqlFactorStore {
         id: Uuid,
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        let deleted = security_key::Entity::delete_many()
-            .filter(security_key::Column::Id.eq(id.to_string()))
-            .filter(security_key::Column::UserId.eq(user.to_string()))
-            .exec(txn.conn())
-            .await
-            .map_err(backend_error)?;
-        if deleted.rows_affected == 0 {
-            return Ok(false);
-        }
-        txn.commit_with(audit, self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        Ok(true)
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            let deleted = security_key::Entity::delete_many()
+                .filter(security_key::Column::Id.eq(id.to_string()))
+                .filter(security_key::Column::UserId.eq(user.to_string()))
+                .exec(txn.conn())
+                .await?;
+            if deleted.rows_affected == 0 {
+                return Ok(false);
+            }
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn insert_order_approval(
@@ -578,23 +583,23 @@ impl FactorStore for SqlFactorStore {
         approval: &OrderApproval,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        order_approval::Entity::insert(order_approval::ActiveModel {
-            digest: Set(approval.digest.clone()),
-            user_id: Set(approval.user.to_string()),
-            method: Set(approval.method.as_str().to_owned()),
-            approved_at: Set(canonical_time(approval.approved_at)),
-            // Whole seconds, rounded down: an approval may end up to a second early, never late.
-            expires_at: Set(approval.expires_at.unix_timestamp()),
-            consumed_at: Set(None),
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            order_approval::Entity::insert(order_approval::ActiveModel {
+                digest: Set(approval.digest.clone()),
+                user_id: Set(approval.user.to_string()),
+                method: Set(approval.method.as_str().to_owned()),
+                approved_at: Set(canonical_time(approval.approved_at)),
+                // Whole seconds, rounded down: an approval may end up to a second early, never late.
+                expires_at: Set(approval.expires_at.unix_timestamp()),
+                consumed_at: Set(None),
+            })
+            .exec_without_returning(txn.conn())
+            .await?;
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(())
         })
-        .exec_without_returning(txn.conn())
         .await
-        .map_err(backend_error)?;
-        txn.commit_with(audit, self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        Ok(())
     }
 
     async fn consume_order_approval(
@@ -604,26 +609,26 @@ impl FactorStore for SqlFactorStore {
         now: OffsetDateTime,
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
-        let txn = AuditedTxn::begin(&self.db).await.map_err(backend_error)?;
-        // Spent once, by its own user, before it expires: all in the one conditional UPDATE.
-        let updated = order_approval::Entity::update_many()
-            .set(order_approval::ActiveModel {
-                consumed_at: Set(Some(canonical_time(now))),
-                ..Default::default()
-            })
-            .filter(order_approval::Column::Digest.eq(digest))
-            .filter(order_approval::Column::UserId.eq(user.to_string()))
-            .filter(order_approval::Column::ConsumedAt.is_null())
-            .filter(order_approval::Column::ExpiresAt.gt(now.unix_timestamp()))
-            .exec(txn.conn())
-            .await
-            .map_err(backend_error)?;
-        if updated.rows_affected != 1 {
-            return Ok(false);
-        }
-        txn.commit_with(audit, self.clock.now())
-            .await
-            .map_err(backend_error)?;
-        Ok(true)
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            // Spent once, by its own user, before it expires: all in the one conditional UPDATE.
+            let updated = order_approval::Entity::update_many()
+                .set(order_approval::ActiveModel {
+                    consumed_at: Set(Some(canonical_time(now))),
+                    ..Default::default()
+                })
+                .filter(order_approval::Column::Digest.eq(digest))
+                .filter(order_approval::Column::UserId.eq(user.to_string()))
+                .filter(order_approval::Column::ConsumedAt.is_null())
+                .filter(order_approval::Column::ExpiresAt.gt(now.unix_timestamp()))
+                .exec(txn.conn())
+                .await?;
+            if updated.rows_affected != 1 {
+                return Ok(false);
+            }
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(true)
+        })
+        .await
     }
 }

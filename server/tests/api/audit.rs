@@ -18,7 +18,7 @@ async fn concurrent_actions_never_fork_or_gap_the_chain() {
     let statuses = futures::future::join_all(signups).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
 
-    let verified = verify_log(app.backend.services.audit.as_ref(), |_| {})
+    let verified = verify_log(app.backend.audit_log.as_ref(), |_| {})
         .await
         .expect("read")
         .expect("intact");

@@ -17,9 +17,10 @@ use domain::risk::{
     TradingState, Verdict,
 };
 use domain::trading::{
-    AgentScope, AgentToken, AnomalyCase, ApprovalState, BlockedRange, CaseEvidence, CaseId,
-    CaseStatus, ControlsChange, Fill, HoldKind, Order, OrderDecisionWrite, OrderId, OrderSource,
-    OrderStatus, OrderUpdate, Proposal, ProposalStatus, TradingStore, UserControls, Venue,
+    AgentScope, AgentStore, AgentToken, AnomalyCase, ApprovalState, BlockedRange,
+    BlockedRangeStore, CaseDecisionWrite, CaseEvidence, CaseId, CaseStatus, CaseStore,
+    ControlStore, ControlsChange, Fill, HoldKind, Order, OrderDecisionWrite, OrderId, OrderSource,
+    OrderStatus, OrderStore, OrderUpdate, Proposal, ProposalStatus, UserControls, Venue,
     counted_notional,
 };
 use rust_decimal::Decimal;
@@ -1155,29 +1156,29 @@ async fn deciding_a_case_releases_or_cancels_its_held_orders_once() {
     let before = audit_events(&app).await;
     assert!(
         store
-            .decide_case(
-                released_case.id,
-                CaseStatus::Released,
+            .decide_case(CaseDecisionWrite {
+                id: released_case.id,
+                status: CaseStatus::Released,
                 reviewer,
-                "False alarm",
-                decided_at,
-                TradingState::Active,
-                draft("review.case_released"),
-            )
+                note: "False alarm".into(),
+                at: decided_at,
+                new_state: TradingState::Active,
+                audit: draft("review.case_released"),
+            })
             .await
             .expect("release")
     );
     assert!(
         store
-            .decide_case(
-                confirmed_case.id,
-                CaseStatus::Confirmed,
+            .decide_case(CaseDecisionWrite {
+                id: confirmed_case.id,
+                status: CaseStatus::Confirmed,
                 reviewer,
-                "Account takeover",
-                decided_at,
-                TradingState::Reducing,
-                draft("review.case_confirmed"),
-            )
+                note: "Account takeover".into(),
+                at: decided_at,
+                new_state: TradingState::Reducing,
+                audit: draft("review.case_confirmed"),
+            })
             .await
             .expect("confirm")
     );
@@ -1260,29 +1261,29 @@ async fn deciding_a_case_releases_or_cancels_its_held_orders_once() {
     // A second decision changes nothing and is not audited.
     assert!(
         !store
-            .decide_case(
-                released_case.id,
-                CaseStatus::Confirmed,
+            .decide_case(CaseDecisionWrite {
+                id: released_case.id,
+                status: CaseStatus::Confirmed,
                 reviewer,
-                "Changed my mind",
-                decided_at,
-                TradingState::Halted,
-                draft("review.case_confirmed"),
-            )
+                note: "Changed my mind".into(),
+                at: decided_at,
+                new_state: TradingState::Halted,
+                audit: draft("review.case_confirmed"),
+            })
             .await
             .expect("second decision")
     );
     assert!(
         !store
-            .decide_case(
-                CaseId::new_random(),
-                CaseStatus::Released,
+            .decide_case(CaseDecisionWrite {
+                id: CaseId::new_random(),
+                status: CaseStatus::Released,
                 reviewer,
-                "Unknown",
-                decided_at,
-                TradingState::Active,
-                draft("review.case_released"),
-            )
+                note: "Unknown".into(),
+                at: decided_at,
+                new_state: TradingState::Active,
+                audit: draft("review.case_released"),
+            })
             .await
             .expect("unknown case")
     );
@@ -1545,6 +1546,136 @@ async fn a_keyed_venue_round_trips() {
     assert_eq!(
         store.order(owner, keyed.id).await.expect("read"),
         Some(keyed)
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_controls_overview_lists_every_user_with_controls_overrides_and_open_cases() {
+    let app = spawn_app().await;
+    let store = store(&app);
+    let limited = new_user(&app, "limited@example.com", Role::Trader).await;
+    let stopped = new_user(&app, "stopped@example.com", Role::Trader).await;
+    let at = now(&app);
+    store
+        .set_limit(
+            Some(limited),
+            LimitField::MaxOrderNotional.key(),
+            Some("500"),
+            draft("risk.limit_changed"),
+        )
+        .await
+        .expect("override");
+    store
+        .change_controls(
+            stopped,
+            ControlsChange {
+                kill_switch: Some(true),
+                ..Default::default()
+            },
+            draft("risk.controls_changed"),
+        )
+        .await
+        .expect("stopped");
+    let (held, case) = held_with_case(limited, at);
+    store
+        .record_decision(case_decision(held, case))
+        .await
+        .expect("case opened");
+    store
+        .set_global_kill_switch(true, draft("risk.kill_switch_on"))
+        .await
+        .expect("kill switch");
+
+    let overview = store.controls_overview().await.expect("overview");
+    assert!(overview.global_kill);
+    let (global, _) = store.limits(limited).await.expect("limits");
+    assert_eq!(overview.global_limits, global);
+    let row = |id: UserId| {
+        overview
+            .users
+            .iter()
+            .find(|u| u.user.id == id)
+            .expect("every user is listed")
+    };
+    let limited_row = row(limited);
+    assert_eq!(limited_row.user.email.as_str(), "limited@example.com");
+    assert_eq!(
+        limited_row.overrides,
+        BTreeMap::from([(
+            LimitField::MaxOrderNotional.key().to_owned(),
+            "500".to_owned()
+        )])
+    );
+    assert_eq!(limited_row.open_cases, 1);
+    assert_eq!(limited_row.controls.state, TradingState::Reducing);
+    let stopped_row = row(stopped);
+    assert!(stopped_row.controls.kill_switch);
+    assert!(stopped_row.overrides.is_empty());
+    assert_eq!(stopped_row.open_cases, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn case_files_carry_the_accounts_and_the_subjects_state_now() {
+    let app = spawn_app().await;
+    let store = store(&app);
+    let subject = new_user(&app, "subject@example.com", Role::Trader).await;
+    let reviewer = new_user(&app, "casereviewer@example.com", Role::Reviewer).await;
+    let at = now(&app);
+    let (held, case) = held_with_case(subject, at);
+    store
+        .record_decision(case_decision(held, case.clone()))
+        .await
+        .expect("case opened");
+
+    let open = store
+        .case_file(case.id)
+        .await
+        .expect("read")
+        .expect("the case");
+    assert_eq!(open.case, case);
+    assert_eq!(
+        open.subject_email.as_ref().map(|e| e.as_str()),
+        Some("subject@example.com")
+    );
+    assert_eq!(open.reviewer_email, None);
+    assert_eq!(open.subject_state, TradingState::Reducing);
+
+    assert!(
+        store
+            .decide_case(CaseDecisionWrite {
+                id: case.id,
+                status: CaseStatus::Released,
+                reviewer,
+                note: "False alarm".into(),
+                at: at + Duration::minutes(1),
+                new_state: TradingState::Active,
+                audit: draft("review.case_released"),
+            })
+            .await
+            .expect("released")
+    );
+    let files = store
+        .case_files(Some(CaseStatus::Released), 10)
+        .await
+        .expect("files");
+    assert_eq!(files.len(), 1);
+    assert_eq!(
+        files[0].reviewer_email.as_ref().map(|e| e.as_str()),
+        Some("casereviewer@example.com")
+    );
+    assert_eq!(files[0].subject_state, TradingState::Active);
+    assert!(
+        store
+            .case_files(Some(CaseStatus::Open), 10)
+            .await
+            .expect("files")
+            .is_empty()
+    );
+    assert_eq!(
+        store.case_file(CaseId::new_random()).await.expect("read"),
+        None
     );
     app.stop().await;
 }

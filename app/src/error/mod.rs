@@ -1,9 +1,21 @@
 //! The one error type of every server function. Its messages are written for the person using
 //! the app; internal details never cross the wire (they are logged with the request id).
+//!
+//! Every domain error is turned into it here, one file per area (`account`, `stepup`, `keys`,
+//! `trading`): the only place that words them.
 
 use serde::{Deserialize, Serialize};
 use server_fn::codec::JsonEncoding;
 use server_fn::error::{FromServerFnError, ServerFnErrorErr};
+
+#[cfg(feature = "ssr")]
+mod account;
+#[cfg(feature = "ssr")]
+mod keys;
+#[cfg(feature = "ssr")]
+mod stepup;
+#[cfg(feature = "ssr")]
+mod trading;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum AppError {
@@ -66,9 +78,13 @@ impl AppError {
     /// Logs `detail` with the current request id and returns the opaque error for the client.
     #[cfg(feature = "ssr")]
     pub fn internal(detail: impl std::fmt::Display) -> Self {
-        let request_id = crate::api::context::request_meta()
-            .request_id
-            .unwrap_or_default();
+        Self::internal_for(crate::api::context::request_meta().request_id, detail)
+    }
+
+    /// [`AppError::internal`] for a request outside a server function (the agent API).
+    #[cfg(feature = "ssr")]
+    pub fn internal_for(request_id: Option<String>, detail: impl std::fmt::Display) -> Self {
+        let request_id = request_id.unwrap_or_default();
         tracing::error!(request_id = %request_id, error = %detail, "internal error");
         AppError::Internal { request_id }
     }
@@ -104,70 +120,6 @@ impl FromServerFnError for AppError {
 }
 
 #[cfg(feature = "ssr")]
-impl From<domain::account::AccountError> for AppError {
-    fn from(err: domain::account::AccountError) -> Self {
-        use domain::account::AccountError as E;
-        match err {
-            E::Invalid(v) => AppError::Invalid(capitalise(&v.to_string())),
-            E::BadCredentials => AppError::BadCredentials,
-            E::Throttled(secs) => AppError::RateLimited(secs),
-            E::EmailUnavailable => AppError::Conflict(
-                "This email cannot be used to sign up. If you already have an account, sign in."
-                    .into(),
-            ),
-            E::NotFound => AppError::NotFound,
-            E::Forbidden => AppError::Forbidden,
-            E::Store(e) => AppError::internal(e),
-        }
-    }
-}
-
-#[cfg(feature = "ssr")]
-impl From<domain::keys::KeyInputError> for AppError {
-    fn from(err: domain::keys::KeyInputError) -> Self {
-        AppError::Invalid(capitalise(&err.to_string()))
-    }
-}
-
-#[cfg(feature = "ssr")]
-impl From<domain::stepup::StepUpError> for AppError {
-    fn from(err: domain::stepup::StepUpError) -> Self {
-        use crate::api::stepup::StepUpNeed;
-        use domain::stepup::{Assurance, StepUpError as E};
-        match err {
-            E::Required(Assurance::AnyFactor) => AppError::StepUpRequired(StepUpNeed::AnyFactor),
-            E::Required(Assurance::SecurityKey) => {
-                AppError::StepUpRequired(StepUpNeed::SecurityKey)
-            }
-            E::RecentSignInRequired => AppError::StepUpRequired(StepUpNeed::RecentSignIn),
-            E::Invalid(msg) => AppError::Invalid(msg),
-            E::LockedOut(secs) => AppError::RateLimited(secs),
-            E::NotFound => AppError::NotFound,
-            E::Forbidden => AppError::Forbidden,
-            E::KeyAlreadyRegistered => AppError::Conflict(capitalise(&err.to_string())),
-            E::WrongCode
-            | E::Replayed
-            | E::KeyRejected
-            | E::CounterRegressed
-            | E::NoCeremony
-            | E::OrderMismatch => AppError::Invalid(capitalise(&err.to_string())),
-            E::AuditUnavailable => {
-                AppError::Unavailable("The audit log is unavailable; nothing was changed.".into())
-            }
-            E::KmsUnavailable(why) => {
-                tracing::warn!(error = %why, "kms unavailable during step-up");
-                AppError::Unavailable(
-                    "The key service is unavailable; nothing was changed. Try again shortly."
-                        .into(),
-                )
-            }
-            E::Store(e) => AppError::internal(e),
-            E::Internal(e) => AppError::internal(e),
-        }
-    }
-}
-
-#[cfg(feature = "ssr")]
 impl From<domain::ports::StoreError> for AppError {
     fn from(err: domain::ports::StoreError) -> Self {
         match err {
@@ -181,14 +133,5 @@ impl From<domain::ports::StoreError> for AppError {
 impl From<tower_sessions::session::Error> for AppError {
     fn from(err: tower_sessions::session::Error) -> Self {
         AppError::internal(format!("session: {err}"))
-    }
-}
-
-#[cfg(feature = "ssr")]
-pub(crate) fn capitalise(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect::<String>() + ".",
-        None => String::new(),
     }
 }

@@ -10,10 +10,34 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::account::UserId;
+// The use cases sit above the accounts (they name users), which sit above the chain: not
+// re-exported here, so `audit` itself never depends on `account`.
+pub mod service;
+
+use async_trait::async_trait;
+
+use crate::ids::UserId;
+use crate::store_error::StoreError;
 
 /// Bumped if the canonical encoding ever changes; part of every hash.
 pub const CHAIN_VERSION: &str = "cryptopulse-audit-v1";
+
+/// The append-only audit log.
+#[async_trait]
+pub trait AuditLog: Send + Sync + std::fmt::Debug {
+    /// Appends an event that accompanies no other change (a failed login, a logout).
+    async fn record(&self, draft: AuditDraft) -> Result<AuditEvent, StoreError>;
+    /// The newest events, newest first.
+    async fn recent(&self, limit: u64) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Events with `seq > after`, oldest first, at most `limit` of them.
+    async fn page(&self, after: i64, limit: u64) -> Result<Vec<AuditEvent>, StoreError>;
+    /// The newest events about any of `resources`, newest first.
+    async fn for_resources(
+        &self,
+        resources: &[String],
+        limit: u64,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -65,6 +89,14 @@ impl Actor {
             id: Some(component.to_owned()),
         }
     }
+    /// The user this actor is, when it is a user.
+    pub fn user_id(&self) -> Option<UserId> {
+        match (self.kind, self.id.as_deref()) {
+            (ActorKind::User, Some(id)) => uuid::Uuid::parse_str(id).ok().map(UserId),
+            _ => None,
+        }
+    }
+
     pub fn anonymous() -> Self {
         Self {
             kind: ActorKind::Anonymous,
@@ -160,10 +192,12 @@ pub struct AuditDraft {
 }
 
 impl AuditDraft {
-    pub fn new(actor: Actor, action: &str, outcome: Outcome, meta: RequestMeta) -> Self {
+    /// `action` is an [`crate::audit_action::AuditAction`] (or, while callers move to it, its
+    /// text).
+    pub fn new(actor: Actor, action: impl AsRef<str>, outcome: Outcome, meta: RequestMeta) -> Self {
         Self {
             actor,
-            action: action.to_owned(),
+            action: action.as_ref().to_owned(),
             resource: None,
             outcome,
             meta,
@@ -450,9 +484,9 @@ pub const VERIFY_BATCH: u64 = 1000;
 /// Verifies a stored log from its first event, calling `progress` with the number of events
 /// checked after each batch. The outer error is a storage failure; the inner one a broken chain.
 pub async fn verify_log(
-    log: &dyn crate::ports::AuditLog,
+    log: &dyn AuditLog,
     mut progress: impl FnMut(u64) + Send,
-) -> Result<Result<VerifiedLog, BrokenLog>, crate::ports::StoreError> {
+) -> Result<Result<VerifiedLog, BrokenLog>, StoreError> {
     let mut verifier = ChainVerifier::new();
     loop {
         let batch = log.page(verifier.head().seq, VERIFY_BATCH).await?;
@@ -479,9 +513,9 @@ pub async fn verify_log(
 /// the stored chain. The hash chain alone cannot notice events cut from its end; an anchor kept
 /// outside the database can. Run after `verify_log` has passed.
 pub async fn check_anchor(
-    log: &dyn crate::ports::AuditLog,
+    log: &dyn AuditLog,
     anchor: ChainHead,
-) -> Result<Result<(), ChainBreak>, crate::ports::StoreError> {
+) -> Result<Result<(), ChainBreak>, StoreError> {
     let found = log.page(anchor.seq - 1, 1).await?;
     Ok(match found.first() {
         Some(event) if event.seq == anchor.seq && event.hash == anchor.hash => Ok(()),

@@ -1,0 +1,130 @@
+//! Security alerts for operators: a decoy key touched, a security key that looks cloned.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::account::{AccountStore, Email, UserId};
+use crate::audit::{Actor, AuditDraft, Outcome, RequestMeta};
+use crate::audit_action::AuditAction;
+use crate::authz::{Admin, AdminReader};
+use crate::clock::Clock;
+use crate::store_error::StoreError;
+
+/// A security alert for operators (e.g. a decoy key was touched).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityAlert {
+    pub id: Uuid,
+    pub kind: String,
+    pub message: String,
+    pub resource: Option<String>,
+    /// Who set it off, as the audit log names actors (`user:<id>`, `system:<component>`).
+    pub actor: Option<String>,
+    pub raised_at: OffsetDateTime,
+    pub acknowledged_at: Option<OffsetDateTime>,
+}
+
+/// Raises and lists security alerts. Raising also counts the alert in the metrics.
+#[async_trait]
+pub trait SecurityAlerts: Send + Sync + fmt::Debug {
+    async fn raise(&self, alert: SecurityAlert, audit: AuditDraft) -> Result<(), StoreError>;
+    async fn recent(&self, limit: u64) -> Result<Vec<SecurityAlert>, StoreError>;
+    async fn acknowledge(
+        &self,
+        id: Uuid,
+        at: OffsetDateTime,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+}
+
+impl SecurityAlert {
+    /// The user who set it off, when it was a user.
+    pub fn user(&self) -> Option<UserId> {
+        self.actor
+            .as_deref()?
+            .strip_prefix("user:")
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .map(UserId)
+    }
+
+    /// How the audit log names this alert.
+    pub fn resource_name(id: Uuid) -> String {
+        format!("security_alert:{id}")
+    }
+}
+
+/// An alert as the admin's list shows it: with the email of the user who set it off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertListing {
+    pub alert: SecurityAlert,
+    pub actor_email: Option<Email>,
+}
+
+/// The security alert use cases: the admin's list, acknowledging, the open count.
+#[derive(Debug, Clone)]
+pub struct AlertService {
+    alerts: Arc<dyn SecurityAlerts>,
+    accounts: Arc<dyn AccountStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl AlertService {
+    /// How many of the newest alerts the list shows and the open count looks at.
+    pub const LISTED: u64 = 100;
+
+    pub fn new(
+        alerts: Arc<dyn SecurityAlerts>,
+        accounts: Arc<dyn AccountStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            alerts,
+            accounts,
+            clock,
+        }
+    }
+
+    /// The newest alerts, newest first. An admin action (security-key window): alerts name
+    /// decoys and the users who touched them.
+    pub async fn list(&self, _admin: &Admin) -> Result<Vec<AlertListing>, StoreError> {
+        let alerts = self.alerts.recent(Self::LISTED).await?;
+        let ids: Vec<UserId> = alerts.iter().filter_map(SecurityAlert::user).collect();
+        let emails = self.accounts.emails(&ids).await?;
+        Ok(alerts
+            .into_iter()
+            .map(|alert| {
+                let actor_email = alert.user().and_then(|id| emails.get(&id).cloned());
+                AlertListing { alert, actor_email }
+            })
+            .collect())
+    }
+
+    pub async fn acknowledge(
+        &self,
+        admin: &Admin,
+        id: Uuid,
+        meta: RequestMeta,
+    ) -> Result<(), StoreError> {
+        let draft = AuditDraft::new(
+            Actor::user(admin.id()),
+            AuditAction::SecurityAlertAcknowledged,
+            Outcome::Success,
+            meta,
+        )
+        .resource(SecurityAlert::resource_name(id));
+        self.alerts.acknowledge(id, self.clock.now(), draft).await
+    }
+
+    /// How many of the newest alerts nobody has acknowledged (the navigation's badge).
+    pub async fn open_count(&self, _reader: &AdminReader) -> Result<u32, StoreError> {
+        let alerts = self.alerts.recent(Self::LISTED).await?;
+        Ok(alerts
+            .iter()
+            .filter(|a| a.acknowledged_at.is_none())
+            .count() as u32)
+    }
+}

@@ -1,0 +1,12 @@
+//! What any storage adapter can fail with. A leaf: every port uses it.
+
+/// Failures of a storage adapter. Details stay server-side; callers only branch on the kind.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("a record with the same unique value already exists")]
+    Conflict,
+    #[error("record not found")]
+    NotFound,
+    #[error("storage failure: {0}")]
+    Backend(String),
+}

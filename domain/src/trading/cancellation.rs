@@ -1,0 +1,165 @@
+//! Cancelling orders: the owner's own, and the resting orders a stop (kill switch, halt)
+//! takes off the book. A cancel claims the order first, so it never races a sender.
+
+use std::collections::HashSet;
+
+use super::error::{Outage, Refusal, TradingError, audit_or_store};
+use super::execution::{SendOutcome, claim_draft};
+use super::{Order, OrderId, OrderStatus, TradingService};
+use crate::account::UserId;
+use crate::audit::{Actor, RequestMeta};
+use crate::exchange::{VenueAck, VenueOrderStatus};
+use crate::keys::KeyPurpose;
+
+impl TradingService {
+    /// Cancels a held or resting order of the owner's. Allowed in every trading state.
+    pub async fn cancel(
+        &self,
+        owner: UserId,
+        id: OrderId,
+        meta: RequestMeta,
+    ) -> Result<Order, TradingError> {
+        let order = self
+            .store
+            .order(owner, id)
+            .await?
+            .ok_or(TradingError::NotFound)?;
+        match order.status {
+            OrderStatus::Held => {
+                let claim = claim_draft(&order, OrderStatus::Held, Actor::user(owner), &meta);
+                if !self
+                    .store
+                    .claim_order(id, OrderStatus::Held, claim)
+                    .await
+                    .map_err(audit_or_store)?
+                {
+                    return Err(Refusal::OrderBusy.into());
+                }
+                self.settle(
+                    order,
+                    SendOutcome::Cancelled("Cancelled by you before it was sent.".into()),
+                    Actor::user(owner),
+                    meta,
+                )
+                .await
+            }
+            OrderStatus::Open => {
+                self.cancel_open(order, Actor::user(owner), None, meta)
+                    .await
+            }
+            status => Err(Refusal::NotCancellable { status }.into()),
+        }
+    }
+
+    /// Cancels an `Open` order at its venue on behalf of `actor` (the owner, an admin or the
+    /// risk system); `reason`, when given, is shown on the order once the venue confirms.
+    pub(super) async fn cancel_open(
+        &self,
+        order: Order,
+        actor: Actor,
+        reason: Option<&str>,
+        meta: RequestMeta,
+    ) -> Result<Order, TradingError> {
+        let (owner, id) = (order.owner, order.id);
+        let exchange = self
+            .exchanges
+            .get(order.venue.exchange)
+            .cloned()
+            .ok_or(Refusal::ExchangeNotEnabled)?;
+        // Before the claim: a key that cannot be used leaves the order as it was.
+        let credentials = match order.venue.key {
+            None => None,
+            Some(key) => Some(
+                self.vault
+                    .use_key(
+                        actor.clone(),
+                        owner,
+                        key,
+                        KeyPurpose::Order(order.id.to_string()),
+                        meta.clone(),
+                    )
+                    .await
+                    .map_err(|e| TradingError::Unavailable(Outage::CancelKey(e)))?
+                    .1,
+            ),
+        };
+        let claim = claim_draft(&order, OrderStatus::Open, actor.clone(), &meta);
+        if !self
+            .store
+            .claim_order(id, OrderStatus::Open, claim)
+            .await
+            .map_err(audit_or_store)?
+        {
+            return Err(Refusal::OrderChanged.into());
+        }
+        let answer = exchange
+            .cancel_order(
+                order.venue.environment,
+                credentials.as_ref(),
+                &order.symbol,
+                &order.client_order_id,
+            )
+            .await;
+        drop(credentials);
+        match answer {
+            Ok(ack) => {
+                let outcome = match reason {
+                    // Nothing more filled meanwhile: record the cancellation with its reason.
+                    Some(reason)
+                        if ack.status == VenueOrderStatus::Cancelled
+                            && ack.filled_quantity == order.filled_quantity =>
+                    {
+                        SendOutcome::Cancelled(reason.to_owned())
+                    }
+                    _ => SendOutcome::Answered(ack),
+                };
+                self.settle(order, outcome, actor, meta).await
+            }
+            Err(e) => {
+                // The exchange still has it: put the order back as it was.
+                let ack = VenueAck {
+                    exchange_order_id: order.exchange_order_id.clone().unwrap_or_default(),
+                    status: VenueOrderStatus::Open,
+                    filled_quantity: order.filled_quantity,
+                    average_price: order.average_price,
+                };
+                self.settle(order, SendOutcome::Answered(ack), actor, meta)
+                    .await?;
+                Err(TradingError::Unavailable(Outage::CancelFailed(e)))
+            }
+        }
+    }
+
+    /// Cancels the resting (open) orders of `owner`, or of everyone, at their venues through
+    /// the ordinary cancel path; each cancellation is audited. An order that cannot be
+    /// cancelled right now (key unusable, venue down, changed meanwhile) stays as it was: the
+    /// stop still holds, because nothing new is sent and held orders are cancelled at send
+    /// time. Returns how many were cancelled.
+    pub(super) async fn cancel_resting(
+        &self,
+        owner: Option<UserId>,
+        actor: Actor,
+        reason: &str,
+        meta: &RequestMeta,
+    ) -> Result<usize, TradingError> {
+        const PAGE: u64 = 200;
+        let mut cancelled = 0;
+        let mut tried = HashSet::new();
+        loop {
+            let resting = self.store.resting_orders(owner, PAGE).await?;
+            let fresh: Vec<Order> = resting.into_iter().filter(|o| tried.insert(o.id)).collect();
+            if fresh.is_empty() {
+                return Ok(cancelled);
+            }
+            for order in fresh {
+                if let Ok(order) = self
+                    .cancel_open(order, actor.clone(), Some(reason), meta.clone())
+                    .await
+                    && order.status == OrderStatus::Cancelled
+                {
+                    cancelled += 1;
+                }
+            }
+        }
+    }
+}

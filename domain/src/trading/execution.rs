@@ -1,0 +1,619 @@
+//! Sending orders and what the exchanges answer: the first send, retries of held orders once
+//! their exchange is back (claimed first, so exactly one sender sends), the owner's approval of
+//! a held order, and the sweep that asks exchanges about resting orders. The same client order
+//! id is reused on every attempt, so an order is never executed twice.
+
+use rust_decimal::Decimal;
+use time::Duration;
+
+use super::breaker::Gate;
+use super::error::{Conflict, Refusal, TradingError, audit_or_store};
+use super::service::{draft, paused_reason, plain};
+use super::{
+    ApprovalState, Fill, HoldKind, Order, OrderId, OrderStatus, OrderUpdate, TradingService,
+};
+use crate::account::UserId;
+use crate::audit::{Actor, AuditDraft, Outcome, RequestMeta};
+use crate::audit_action::AuditAction;
+use crate::exchange::{ExchangeError, VenueAck, VenueOrder, VenueOrderStatus};
+use crate::keys::{KeyPurpose, KeyVaultError};
+use crate::order::OrderTerms;
+use crate::risk::TradingState;
+use crate::stepup::{OrderIntent, OrderToApprove};
+
+/// What became of an attempt to send (or cancel) an order.
+pub(super) enum SendOutcome {
+    Answered(VenueAck),
+    Held(String),
+    Cancelled(String),
+    /// Judged again before sending and refused: never sent.
+    Denied(String),
+}
+
+/// The audit event of a claim: `order` leaves `from` to be sent (or cancelled) by `actor`.
+pub(super) fn claim_draft(
+    order: &Order,
+    from: OrderStatus,
+    actor: Actor,
+    meta: &RequestMeta,
+) -> AuditDraft {
+    draft(
+        actor,
+        AuditAction::TradeOrderClaimed,
+        Outcome::Success,
+        meta,
+    )
+    .resource(order.id.resource())
+    .detail("owner", order.owner.to_string())
+    .detail("client_order_id", order.client_order_id.clone())
+    .detail("from", from.as_str())
+    .detail("attempt", order.attempts.saturating_add(1))
+}
+
+/// The order as the exchange gets it; the same on every attempt.
+pub(super) fn venue_order(order: &Order) -> VenueOrder {
+    VenueOrder {
+        client_order_id: order.client_order_id.clone(),
+        symbol: order.symbol.clone(),
+        side: order.side,
+        order_type: order.order_type,
+        quantity: order.quantity,
+        limit_price: order.limit_price,
+    }
+}
+
+fn rejected(why: &str) -> SendOutcome {
+    SendOutcome::Answered(VenueAck {
+        exchange_order_id: String::new(),
+        status: VenueOrderStatus::Rejected(why.to_owned()),
+        filled_quantity: Decimal::ZERO,
+        average_price: None,
+    })
+}
+
+impl TradingService {
+    /// Sends a `Submitting` order. On a retry, first asks the exchange whether an earlier,
+    /// unanswered attempt arrived: the same client order id is never executed twice.
+    pub(super) async fn send(
+        &self,
+        order: Order,
+        actor: Actor,
+        retry: bool,
+        meta: RequestMeta,
+    ) -> Result<Order, TradingError> {
+        self.send_checked(order, actor, retry, false, meta).await
+    }
+
+    /// As [`Self::send`]; with `rescreen` (an order that waited), the order is first judged
+    /// again at the current price, once the exchange has confirmed it never got it: held again
+    /// without a quote, denied if it no longer passes.
+    async fn send_checked(
+        &self,
+        order: Order,
+        actor: Actor,
+        retry: bool,
+        rescreen: bool,
+        meta: RequestMeta,
+    ) -> Result<Order, TradingError> {
+        let venue = order.venue;
+        let Some(exchange) = self.exchanges.get(venue.exchange).cloned() else {
+            return self
+                .settle(
+                    order,
+                    rejected("That exchange is no longer enabled."),
+                    actor,
+                    meta,
+                )
+                .await;
+        };
+        let credentials = match venue.key {
+            None => None,
+            Some(key) => match self
+                .vault
+                .use_key(
+                    actor.clone(),
+                    order.owner,
+                    key,
+                    KeyPurpose::Order(order.id.to_string()),
+                    meta.clone(),
+                )
+                .await
+            {
+                Ok((_, credentials)) => Some(credentials),
+                Err(KeyVaultError::KmsUnavailable) => {
+                    // Fail safe: no KMS, no signing; hold and retry like an exchange outage.
+                    return self
+                        .settle(
+                            order,
+                            SendOutcome::Held("The key service is unavailable; the order is held and will be sent when it is back.".into()),
+                            actor,
+                            meta,
+                        )
+                        .await;
+                }
+                Err(KeyVaultError::AuditUnavailable) => {
+                    return self
+                        .settle(
+                            order,
+                            SendOutcome::Held(
+                                "The audit log was unavailable; the order is held.".into(),
+                            ),
+                            actor,
+                            meta,
+                        )
+                        .await;
+                }
+                Err(other) => {
+                    return self
+                        .settle(
+                            order,
+                            rejected(&format!("The key could not be used: {other}.")),
+                            actor,
+                            meta,
+                        )
+                        .await;
+                }
+            },
+        };
+        let venue_order = venue_order(&order);
+        let mut answer = Ok(None);
+        if retry {
+            answer = exchange
+                .find_order(
+                    venue.environment,
+                    credentials.as_ref(),
+                    &order.symbol,
+                    &order.client_order_id,
+                )
+                .await;
+        }
+        let answer = match answer {
+            Ok(Some(ack)) => Ok(ack),
+            Ok(None) => {
+                let refusal = if rescreen {
+                    self.rescreen(&order).await.unwrap_or_else(|e| {
+                        Some(SendOutcome::Held(format!(
+                            "The order could not be checked again before sending ({e}); it stays held."
+                        )))
+                    })
+                } else {
+                    None
+                };
+                if let Some(outcome) = refusal {
+                    drop(credentials);
+                    // Not sent after all: if the gate let it through as the venue's probe, the
+                    // next order probes instead (without a quote, the breaker already re-opened).
+                    self.breakers
+                        .abandon_probe((venue.exchange, venue.environment), self.now());
+                    return self.settle(order, outcome, actor, meta).await;
+                }
+                exchange
+                    .place_order(venue.environment, credentials.as_ref(), &venue_order)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        drop(credentials);
+        let venue_key = (venue.exchange, venue.environment);
+        let outcome = match answer {
+            Ok(ack) => {
+                self.breakers.succeeded(venue_key);
+                SendOutcome::Answered(ack)
+            }
+            Err(e) if e.is_outage() => {
+                let asked = match e {
+                    ExchangeError::RateLimited(seconds) => {
+                        Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX))
+                    }
+                    _ => Duration::ZERO,
+                };
+                let until = self
+                    .breakers
+                    .failed_waiting(venue_key, self.now(), asked)
+                    .unwrap_or_else(|| self.now());
+                let what = match e {
+                    ExchangeError::Timeout(_) => "did not answer in time",
+                    ExchangeError::RateLimited(_) => "asked us to slow down",
+                    _ => "could not be reached",
+                };
+                SendOutcome::Held(format!(
+                    "{} {what}. {} It is checked and sent once, automatically.",
+                    venue.exchange.label(),
+                    paused_reason(venue.exchange, until)
+                ))
+            }
+            Err(ExchangeError::Rejected(why)) | Err(ExchangeError::Unreachable(why)) => {
+                rejected(&why)
+            }
+            Err(other) => rejected(&other.to_string()),
+        };
+        self.settle(order, outcome, actor, meta).await
+    }
+
+    pub(super) async fn settle(
+        &self,
+        mut order: Order,
+        outcome: SendOutcome,
+        actor: Actor,
+        meta: RequestMeta,
+    ) -> Result<Order, TradingError> {
+        let now = self.now();
+        let (update, fill, action) = match outcome {
+            SendOutcome::Answered(ack) => {
+                let (status, reason) = match &ack.status {
+                    VenueOrderStatus::Filled => (OrderStatus::Filled, None),
+                    VenueOrderStatus::Open => (
+                        OrderStatus::Open,
+                        Some("Resting on the book until the price reaches the limit.".into()),
+                    ),
+                    VenueOrderStatus::Cancelled => (OrderStatus::Cancelled, None),
+                    VenueOrderStatus::Rejected(why) => (
+                        OrderStatus::Rejected,
+                        Some(format!("The exchange refused the order: {why}")),
+                    ),
+                };
+                let new_fill = ack.filled_quantity - order.filled_quantity;
+                let fill = match ack.average_price {
+                    Some(price) if new_fill > Decimal::ZERO => Some(Fill {
+                        order: order.id,
+                        owner: order.owner,
+                        symbol: order.symbol.clone(),
+                        side: order.side,
+                        quantity: new_fill,
+                        price,
+                        at: now,
+                    }),
+                    _ => None,
+                };
+                let action = match status {
+                    OrderStatus::Rejected => AuditAction::TradeOrderRejected,
+                    OrderStatus::Filled => AuditAction::TradeOrderFilled,
+                    OrderStatus::Cancelled => AuditAction::TradeOrderCancelled,
+                    _ => AuditAction::TradeOrderAccepted,
+                };
+                (
+                    OrderUpdate {
+                        status,
+                        hold: None,
+                        status_reason: reason,
+                        filled_quantity: ack.filled_quantity.max(order.filled_quantity),
+                        average_price: ack.average_price.or(order.average_price),
+                        exchange_order_id: Some(ack.exchange_order_id.clone()),
+                    },
+                    fill,
+                    action,
+                )
+            }
+            SendOutcome::Held(reason) => (
+                OrderUpdate {
+                    status: OrderStatus::Held,
+                    hold: Some(HoldKind::Exchange),
+                    status_reason: Some(reason),
+                    filled_quantity: order.filled_quantity,
+                    average_price: order.average_price,
+                    exchange_order_id: order.exchange_order_id.clone(),
+                },
+                None,
+                AuditAction::TradeOrderHeld,
+            ),
+            SendOutcome::Denied(reason) => (
+                OrderUpdate {
+                    status: OrderStatus::Denied,
+                    hold: None,
+                    status_reason: Some(reason),
+                    filled_quantity: order.filled_quantity,
+                    average_price: order.average_price,
+                    exchange_order_id: order.exchange_order_id.clone(),
+                },
+                None,
+                AuditAction::TradeOrderDenied,
+            ),
+            SendOutcome::Cancelled(reason) => (
+                OrderUpdate {
+                    status: OrderStatus::Cancelled,
+                    hold: None,
+                    status_reason: Some(reason),
+                    filled_quantity: order.filled_quantity,
+                    average_price: order.average_price,
+                    exchange_order_id: order.exchange_order_id.clone(),
+                },
+                None,
+                AuditAction::TradeOrderCancelled,
+            ),
+        };
+        let draft = draft(
+            actor,
+            action,
+            match update.status {
+                OrderStatus::Rejected => Outcome::Failure,
+                OrderStatus::Denied => Outcome::Denied,
+                _ => Outcome::Success,
+            },
+            &meta,
+        )
+        .resource(order.id.resource())
+        .detail("owner", order.owner.to_string())
+        .detail("client_order_id", order.client_order_id.clone())
+        .detail("status", update.status.as_str())
+        .detail("filled", plain(update.filled_quantity))
+        .detail("reason", update.status_reason.clone().unwrap_or_default());
+        self.store
+            .record_update(order.id, update.clone(), fill.clone(), draft)
+            .await?;
+        order.status = update.status;
+        order.hold = update.hold;
+        order.status_reason = update.status_reason;
+        order.filled_quantity = update.filled_quantity;
+        order.average_price = update.average_price;
+        order.exchange_order_id = update.exchange_order_id;
+        order.updated_at = now;
+        Ok(order)
+    }
+
+    /// Sends orders held for an exchange outage (or released by a reviewer) once their
+    /// exchange's breaker lets them through. Each order is claimed before it is sent, so two
+    /// servers (or two runs) never send the same order. Returns how many were sent.
+    pub async fn retry_held(&self) -> Result<usize, TradingError> {
+        let held = self
+            .store
+            .orders_in_status(OrderStatus::Held, Some(HoldKind::Exchange), 100)
+            .await?;
+        let mut sent = 0;
+        for order in held {
+            let now = self.now();
+            if let Gate::Paused(_) = self
+                .breakers
+                .gate((order.venue.exchange, order.venue.environment), now)
+            {
+                continue;
+            }
+            let venue = (order.venue.exchange, order.venue.environment);
+            let claim = claim_draft(
+                &order,
+                OrderStatus::Held,
+                Actor::system("trading"),
+                &RequestMeta::default(),
+            );
+            match self
+                .store
+                .claim_order(order.id, OrderStatus::Held, claim)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.breakers.abandon_probe(venue, now);
+                    continue;
+                }
+                Err(e) => {
+                    // Not claimed without its audit event: the order stays held.
+                    self.breakers.abandon_probe(venue, now);
+                    return Err(e.into());
+                }
+            }
+            let mut order = order;
+            order.attempts += 1;
+            order.status = OrderStatus::Submitting;
+            // Trading state and kill switches apply at send time too.
+            if let Some(reason) = self.blocked_at_send(order.owner).await? {
+                self.breakers.abandon_probe(venue, now);
+                self.settle(
+                    order,
+                    SendOutcome::Cancelled(reason),
+                    Actor::system("trading"),
+                    RequestMeta::default(),
+                )
+                .await?;
+                continue;
+            }
+            let retry = order.attempts > 1 || order.exchange_order_id.is_some();
+            // It waited: the price (and the limits) may have moved since it was screened.
+            self.send_checked(
+                order,
+                Actor::system("trading"),
+                retry,
+                true,
+                RequestMeta::default(),
+            )
+            .await?;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
+    pub(super) async fn blocked_at_send(
+        &self,
+        owner: UserId,
+    ) -> Result<Option<String>, TradingError> {
+        if self.store.global_kill_switch().await? {
+            return Ok(Some("Cancelled: the kill switch is on.".into()));
+        }
+        let controls = self.store.controls(owner).await?;
+        if controls.kill_switch {
+            return Ok(Some(
+                "Cancelled: your trading is stopped by an admin.".into(),
+            ));
+        }
+        if controls.state == TradingState::Halted {
+            return Ok(Some("Cancelled: your trading is halted.".into()));
+        }
+        Ok(None)
+    }
+
+    /// Asks the exchanges about resting orders and records fills.
+    pub async fn refresh_open(&self) -> Result<usize, TradingError> {
+        let open = self
+            .store
+            .orders_in_status(OrderStatus::Open, None, 200)
+            .await?;
+        let mut changed = 0;
+        for order in open {
+            let Some(exchange) = self.exchanges.get(order.venue.exchange).cloned() else {
+                continue;
+            };
+            let credentials = match order.venue.key {
+                None => None,
+                Some(key) => {
+                    if !self.keyed_checks.due(order.id, self.now()) {
+                        continue;
+                    }
+                    match self
+                        .vault
+                        .use_key(
+                            Actor::system("trading"),
+                            order.owner,
+                            key,
+                            KeyPurpose::Order(order.id.to_string()),
+                            RequestMeta::default(),
+                        )
+                        .await
+                    {
+                        Ok((_, credentials)) => Some(credentials),
+                        // Revoked, suspended, KMS down: the order stays as it is, checked later.
+                        Err(_) => continue,
+                    }
+                }
+            };
+            let found = exchange
+                .find_order(
+                    order.venue.environment,
+                    credentials.as_ref(),
+                    &order.symbol,
+                    &order.client_order_id,
+                )
+                .await;
+            drop(credentials);
+            let ack = match found {
+                Ok(Some(ack)) => ack,
+                // The paper book lives in memory, so a restart forgets its resting orders. Rest
+                // this one again under the same client order id (none of it had filled).
+                Ok(None) if order.venue.key.is_none() && order.filled_quantity.is_zero() => {
+                    match exchange
+                        .place_order(order.venue.environment, None, &venue_order(&order))
+                        .await
+                    {
+                        Ok(ack) => ack,
+                        Err(_) => continue,
+                    }
+                }
+                _ => continue,
+            };
+            if ack.status == VenueOrderStatus::Open && ack.filled_quantity == order.filled_quantity
+            {
+                continue;
+            }
+            let claim = claim_draft(
+                &order,
+                OrderStatus::Open,
+                Actor::system("trading"),
+                &RequestMeta::default(),
+            );
+            if !self
+                .store
+                .claim_order(order.id, OrderStatus::Open, claim)
+                .await?
+            {
+                continue;
+            }
+            self.settle(
+                order,
+                SendOutcome::Answered(ack),
+                Actor::system("trading"),
+                RequestMeta::default(),
+            )
+            .await?;
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
+    /// The owner approves an order that needed their step-up and was held instead, once a
+    /// reviewer has released it (`Held/Approval`). The approval must be bound to exactly this
+    /// order (its venue, type, symbol, side, quantity and reference price) under `nonce`; only
+    /// then is the order sent, like any released order.
+    pub async fn approve_held(
+        &self,
+        owner: UserId,
+        id: OrderId,
+        nonce: &str,
+        meta: RequestMeta,
+    ) -> Result<Order, TradingError> {
+        let mut order = self
+            .store
+            .order(owner, id)
+            .await?
+            .ok_or(TradingError::NotFound)?;
+        if order.status != OrderStatus::Held || order.hold != Some(HoldKind::Approval) {
+            return Err(Refusal::NotAwaitingApproval.into());
+        }
+        let intent = OrderIntent::with_nonce(
+            owner,
+            OrderToApprove {
+                venue: order.venue,
+                order_type: order.order_type,
+                terms: OrderTerms {
+                    symbol: order.symbol.clone(),
+                    side: order.side,
+                    quantity: order.quantity,
+                    price: order.reference_price,
+                },
+            },
+            nonce.trim().to_owned(),
+        );
+        self.spend_approval(&intent, &meta).await?;
+        let now = self.now();
+        let draft = draft(
+            Actor::user(owner),
+            AuditAction::TradeHeldOrderApproved,
+            Outcome::Success,
+            &meta,
+        )
+        .resource(order.id.resource())
+        .detail("owner", owner.to_string())
+        .detail("order_digest", intent.digest_hex());
+        if !self
+            .store
+            .approve_held_order(owner, id, now, draft)
+            .await
+            .map_err(audit_or_store)?
+        {
+            return Err(TradingError::Conflict(Conflict::OrderChanged));
+        }
+        order.hold = Some(HoldKind::Exchange);
+        order.approval = ApprovalState::Approved;
+        // Sent now unless its exchange is paused; then the retry job sends it, exactly once.
+        if let Gate::Paused(_) = self
+            .breakers
+            .gate((order.venue.exchange, order.venue.environment), now)
+        {
+            return Ok(order);
+        }
+        let venue = (order.venue.exchange, order.venue.environment);
+        let claim = claim_draft(&order, OrderStatus::Held, Actor::user(owner), &meta);
+        if !self
+            .store
+            .claim_order(id, OrderStatus::Held, claim)
+            .await
+            .map_err(audit_or_store)?
+        {
+            self.breakers.abandon_probe(venue, now);
+            return self.order(owner, id).await;
+        }
+        order.attempts += 1;
+        order.status = OrderStatus::Submitting;
+        if let Some(reason) = self.blocked_at_send(owner).await? {
+            self.breakers.abandon_probe(venue, now);
+            return self
+                .settle(
+                    order,
+                    SendOutcome::Cancelled(reason),
+                    Actor::user(owner),
+                    meta,
+                )
+                .await;
+        }
+        let retry = order.attempts > 1 || order.exchange_order_id.is_some();
+        // It waited for review: judged again at the current price before it is sent.
+        self.send_checked(order, Actor::user(owner), retry, true, meta)
+            .await
+    }
+}

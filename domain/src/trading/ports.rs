@@ -1,0 +1,288 @@
+//! The trading ports, one small trait per area: controls and limits, the IP blocklist, orders,
+//! anomaly cases, agents. [`TradingStore`] is all of them together, implemented for any type
+//! that implements each, so the service holds one handle.
+//!
+//! Writes take their audit events and commit with them or not at all. Reads by owner return
+//! `None`/nothing for other users' rows.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::agent::{AgentToken, Proposal, ProposalStatus};
+use super::{
+    AnomalyCase, BlockedRange, CaseFile, CaseId, CaseStatus, ControlsChange, Fill, HoldKind, Order,
+    OrderDecisionWrite, OrderId, OrderStatus, OrderUpdate, Usage, UserControls,
+};
+use crate::account::{User, UserId};
+use crate::audit::AuditDraft;
+use crate::exchange::ExchangeName;
+use crate::risk::{TradeSample, TradingState};
+use crate::store_error::StoreError;
+
+/// Raw limit values by field key, as stored (validated when resolved).
+pub type RawLimits = BTreeMap<String, String>;
+
+/// One user as the admin's risk page shows them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRisk {
+    pub user: User,
+    pub controls: UserControls,
+    /// The user's own limit overrides.
+    pub overrides: RawLimits,
+    pub open_cases: u64,
+}
+
+/// Every user's controls, overrides and open cases with the global limits and kill switch,
+/// read together for the admin's risk page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlsOverview {
+    pub global_kill: bool,
+    pub global_limits: RawLimits,
+    /// Every user, in sign-up order.
+    pub users: Vec<UserRisk>,
+}
+
+/// A reviewer's decision on a case, as written.
+#[derive(Debug, Clone)]
+pub struct CaseDecisionWrite {
+    pub id: CaseId,
+    pub status: CaseStatus,
+    pub reviewer: UserId,
+    pub note: String,
+    pub at: OffsetDateTime,
+    /// The subject's trading state after the decision.
+    pub new_state: TradingState,
+    pub audit: AuditDraft,
+}
+
+/// Limits, the global kill switch and each trader's controls.
+#[async_trait]
+pub trait ControlStore: Send + Sync + fmt::Debug {
+    /// Raw limit values: (global, this user's overrides), by field key.
+    async fn limits(&self, user: UserId) -> Result<(RawLimits, RawLimits), StoreError>;
+    /// Sets (`Some`) or clears (`None`) a global (`user: None`) or per-user limit.
+    async fn set_limit(
+        &self,
+        user: Option<UserId>,
+        field: &str,
+        value: Option<&str>,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+    async fn global_kill_switch(&self) -> Result<bool, StoreError>;
+    async fn set_global_kill_switch(&self, on: bool, audit: AuditDraft) -> Result<(), StoreError>;
+    /// The user's controls; defaults (active, no kill switch) for a user never changed.
+    async fn controls(&self, user: UserId) -> Result<UserControls, StoreError>;
+    /// Users whose controls differ from the defaults.
+    async fn restricted_users(&self) -> Result<Vec<UserControls>, StoreError>;
+    async fn change_controls(
+        &self,
+        user: UserId,
+        change: ControlsChange,
+        audit: AuditDraft,
+    ) -> Result<UserControls, StoreError>;
+    /// Every user with their controls, overrides and open cases, and the global settings, in
+    /// a fixed number of queries (not one per user).
+    async fn controls_overview(&self) -> Result<ControlsOverview, StoreError>;
+}
+
+/// The IP ranges no order may come from.
+#[async_trait]
+pub trait BlockedRangeStore: Send + Sync + fmt::Debug {
+    async fn blocklist(&self) -> Result<Vec<BlockedRange>, StoreError>;
+    /// `Conflict` if the same range is already listed.
+    async fn add_blocked_range(
+        &self,
+        range: &BlockedRange,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+    /// `NotFound` for an unknown id.
+    async fn remove_blocked_range(&self, id: Uuid, audit: AuditDraft) -> Result<(), StoreError>;
+}
+
+/// Orders, their decisions, claims, exchange answers and fills.
+#[async_trait]
+pub trait OrderStore: Send + Sync + fmt::Debug {
+    async fn usage(
+        &self,
+        user: UserId,
+        day_start: OffsetDateTime,
+        window_start: OffsetDateTime,
+    ) -> Result<Usage, StoreError>;
+    /// The user's last `limit` orders that traded (filled, open, or ended after a partial
+    /// fill), oldest first, each with its [`super::counted_notional`].
+    async fn trade_history(&self, user: UserId, limit: u64)
+    -> Result<Vec<TradeSample>, StoreError>;
+    /// Whether the user ever placed an order from this IP / this device that was not denied and
+    /// did not lack a step-up approval it needed (`ApprovalState::Awaiting`): an order refused
+    /// or held for want of a second factor never makes an IP or device familiar.
+    async fn seen_before(
+        &self,
+        user: UserId,
+        ip: Option<&str>,
+        device: Option<&str>,
+    ) -> Result<(bool, bool), StoreError>;
+    async fn record_decision(&self, write: OrderDecisionWrite) -> Result<(), StoreError>;
+    /// Moves an order from `from` to `Submitting` if it is still in `from`, and counts the
+    /// attempt, committing `audit` with it; `false` (and nothing written) if another sender got
+    /// there first.
+    async fn claim_order(
+        &self,
+        id: OrderId,
+        from: OrderStatus,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError>;
+    /// Stores an exchange's answer (and the fill it brought, if any) for a `Submitting` or
+    /// `Open` order. Fills are cumulative: `update.filled_quantity` is the new total.
+    async fn record_update(
+        &self,
+        id: OrderId,
+        update: OrderUpdate,
+        fill: Option<Fill>,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+    /// The owner approved an order waiting for approval (`Held/Approval`): it becomes
+    /// `Held/Exchange` with `ApprovalState::Approved`, ready to send. `false` if the order was
+    /// not (or no longer) waiting for the owner's approval.
+    async fn approve_held_order(
+        &self,
+        owner: UserId,
+        id: OrderId,
+        at: OffsetDateTime,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError>;
+    async fn order(&self, owner: UserId, id: OrderId) -> Result<Option<Order>, StoreError>;
+    /// The owner's orders, newest first.
+    async fn orders(&self, owner: UserId, limit: u64) -> Result<Vec<Order>, StoreError>;
+    /// Every user's orders in a status (and hold kind), oldest first: the retry and sweep jobs.
+    async fn orders_in_status(
+        &self,
+        status: OrderStatus,
+        hold: Option<HoldKind>,
+        limit: u64,
+    ) -> Result<Vec<Order>, StoreError>;
+    /// Resting (`Open`) orders of `owner`, or of every user, oldest first.
+    async fn resting_orders(
+        &self,
+        owner: Option<UserId>,
+        limit: u64,
+    ) -> Result<Vec<Order>, StoreError>;
+    /// The owner's fills, oldest first; only those on `exchange` when given.
+    async fn fills(
+        &self,
+        owner: UserId,
+        exchange: Option<ExchangeName>,
+    ) -> Result<Vec<Fill>, StoreError>;
+}
+
+/// Anomaly cases and reviewers' decisions.
+#[async_trait]
+pub trait CaseStore: Send + Sync + fmt::Debug {
+    async fn cases(
+        &self,
+        status: Option<CaseStatus>,
+        limit: u64,
+    ) -> Result<Vec<AnomalyCase>, StoreError>;
+    async fn case(&self, id: CaseId) -> Result<Option<AnomalyCase>, StoreError>;
+    /// Cases (newest first) with their subject's and reviewer's accounts and the subject's
+    /// state now, in a fixed number of queries.
+    async fn case_files(
+        &self,
+        status: Option<CaseStatus>,
+        limit: u64,
+    ) -> Result<Vec<CaseFile>, StoreError>;
+    async fn case_file(&self, id: CaseId) -> Result<Option<CaseFile>, StoreError>;
+    async fn open_cases_for(&self, user: UserId) -> Result<u64, StoreError>;
+    /// Decides an open case, sets the subject's state and moves the case's held orders to
+    /// `Held/Exchange` (released: they go out) or `Cancelled` (confirmed). A released order
+    /// still awaiting its owner's step-up approval goes to `Held/Approval` instead, never out.
+    /// `false` if the case was no longer open.
+    async fn decide_case(&self, write: CaseDecisionWrite) -> Result<bool, StoreError>;
+    /// Stores a case's advisory rationale with its audit event, or neither.
+    async fn set_case_rationale(
+        &self,
+        id: CaseId,
+        rationale: &str,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+}
+
+/// Agent tokens and the proposals agents make.
+#[async_trait]
+pub trait AgentStore: Send + Sync + fmt::Debug {
+    async fn insert_agent_token(
+        &self,
+        token: &AgentToken,
+        hash: &str,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+    /// A not revoked token by the SHA-256 of its secret (expired ones too, so their use can
+    /// be audited); stamps `last_used_at` unless it has expired.
+    async fn agent_token_by_hash(
+        &self,
+        hash: &str,
+        at: OffsetDateTime,
+    ) -> Result<Option<AgentToken>, StoreError>;
+    async fn agent_tokens(&self, owner: UserId) -> Result<Vec<AgentToken>, StoreError>;
+    /// `NotFound` for another owner's or an unknown token.
+    async fn revoke_agent_token(
+        &self,
+        owner: UserId,
+        id: Uuid,
+        at: OffsetDateTime,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+    async fn insert_proposal(
+        &self,
+        proposal: &Proposal,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+    async fn proposals(&self, owner: UserId, limit: u64) -> Result<Vec<Proposal>, StoreError>;
+    async fn proposal(&self, owner: UserId, id: Uuid) -> Result<Option<Proposal>, StoreError>;
+    /// Moves a proposal from `Pending` to `status` (with the order placed for it); `false` if
+    /// it was no longer pending.
+    async fn settle_proposal(
+        &self,
+        owner: UserId,
+        id: Uuid,
+        status: ProposalStatus,
+        order: Option<OrderId>,
+        at: OffsetDateTime,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError>;
+}
+
+/// Persistence for trading: every area's port, so one handle serves the service.
+pub trait TradingStore:
+    ControlStore + BlockedRangeStore + OrderStore + CaseStore + AgentStore
+{
+}
+
+impl<T> TradingStore for T where
+    T: ControlStore + BlockedRangeStore + OrderStore + CaseStore + AgentStore + ?Sized
+{
+}
+
+/// Reviewers and operators hear about new cases here (an optional webhook); in-app alerts are
+/// raised by the service itself.
+#[async_trait]
+pub trait CaseNotifier: Send + Sync + fmt::Debug {
+    /// Best effort: must not fail the order.
+    async fn case_opened(&self, case: &AnomalyCase);
+    /// Advisory text for reviewers (an optional language model); `None` when not configured.
+    async fn rationale(&self, case: &AnomalyCase) -> Option<String> {
+        let _ = case;
+        None
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct NoNotifier;
+
+#[async_trait]
+impl CaseNotifier for NoNotifier {
+    async fn case_opened(&self, _case: &AnomalyCase) {}
+}

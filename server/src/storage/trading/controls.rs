@@ -1,0 +1,331 @@
+//! Limits, the global kill switch, each trader's controls, the admin's overview of them, and
+//! the IP blocklist.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use domain::account::UserId;
+use domain::audit::{AuditDraft, canonical_time};
+use domain::ports::StoreError;
+use domain::risk::TradingState;
+use domain::trading::{
+    BlockedRange, BlockedRangeStore, CaseStatus, ControlStore, ControlsChange, ControlsOverview,
+    RawLimits, UserControls, UserRisk,
+};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+use uuid::Uuid;
+
+use super::super::accounts::to_user;
+use super::super::audit::AuditedTxn;
+use super::super::entities::{
+    anomaly_case, ip_block, risk_limit, trading_setting, user, user_trading,
+};
+use super::super::{DbResult, converted};
+use super::rows::{to_blocked, to_controls};
+use super::{GLOBAL_SCOPE, KILL_SWITCH_KEY, SqlTradingStore, all, corrupt};
+
+#[async_trait]
+impl ControlStore for SqlTradingStore {
+    async fn limits(&self, user: UserId) -> Result<(RawLimits, RawLimits), StoreError> {
+        converted(async {
+            let rows = risk_limit::Entity::find()
+                .filter(
+                    risk_limit::Column::Scope.is_in([GLOBAL_SCOPE.to_owned(), user.to_string()]),
+                )
+                .all(&self.db)
+                .await?;
+            let (mut global, mut own) = (RawLimits::new(), RawLimits::new());
+            for row in rows {
+                if row.scope == GLOBAL_SCOPE {
+                    global.insert(row.field, row.value);
+                } else {
+                    own.insert(row.field, row.value);
+                }
+            }
+            Ok((global, own))
+        })
+        .await
+    }
+
+    async fn set_limit(
+        &self,
+        user: Option<UserId>,
+        field: &str,
+        value: Option<&str>,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        converted(async {
+            let scope = user.map_or_else(|| GLOBAL_SCOPE.to_owned(), |u| u.to_string());
+            let now = self.clock.now();
+            let txn = AuditedTxn::begin(&self.db).await?;
+            match value {
+                Some(value) => {
+                    risk_limit::Entity::insert(risk_limit::ActiveModel {
+                        scope: Set(scope),
+                        field: Set(field.to_owned()),
+                        value: Set(value.to_owned()),
+                        updated_at: Set(canonical_time(now)),
+                    })
+                    .on_conflict(
+                        OnConflict::columns([risk_limit::Column::Scope, risk_limit::Column::Field])
+                            .update_columns([
+                                risk_limit::Column::Value,
+                                risk_limit::Column::UpdatedAt,
+                            ])
+                            .to_owned(),
+                    )
+                    .exec_without_returning(txn.conn())
+                    .await?;
+                }
+                None => {
+                    risk_limit::Entity::delete_many()
+                        .filter(risk_limit::Column::Scope.eq(scope))
+                        .filter(risk_limit::Column::Field.eq(field))
+                        .exec(txn.conn())
+                        .await?;
+                }
+            }
+            txn.commit_with(audit, now).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn global_kill_switch(&self) -> Result<bool, StoreError> {
+        converted(async {
+            let row = trading_setting::Entity::find_by_id(KILL_SWITCH_KEY.to_owned())
+                .one(&self.db)
+                .await?;
+            match row.as_ref().map(|r| r.value.as_str()) {
+                None | Some("false") => Ok(false),
+                Some("true") => Ok(true),
+                Some(_) => Err(corrupt("trading_settings", KILL_SWITCH_KEY, "value").into()),
+            }
+        })
+        .await
+    }
+
+    async fn set_global_kill_switch(&self, on: bool, audit: AuditDraft) -> Result<(), StoreError> {
+        converted(async {
+            let now = self.clock.now();
+            let txn = AuditedTxn::begin(&self.db).await?;
+            trading_setting::Entity::insert(trading_setting::ActiveModel {
+                key: Set(KILL_SWITCH_KEY.to_owned()),
+                value: Set(on.to_string()),
+                updated_at: Set(canonical_time(now)),
+            })
+            .on_conflict(
+                OnConflict::column(trading_setting::Column::Key)
+                    .update_columns([
+                        trading_setting::Column::Value,
+                        trading_setting::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(txn.conn())
+            .await?;
+            txn.commit_with(audit, now).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn controls(&self, user: UserId) -> Result<UserControls, StoreError> {
+        converted(async {
+            match user_trading::Entity::find_by_id(user.to_string())
+                .one(&self.db)
+                .await?
+            {
+                Some(row) => to_controls(&row),
+                None => Ok(UserControls::default_for(user)),
+            }
+        })
+        .await
+    }
+
+    async fn restricted_users(&self) -> Result<Vec<UserControls>, StoreError> {
+        converted(async {
+            let rows = user_trading::Entity::find()
+                .filter(
+                    Condition::any()
+                        .add(user_trading::Column::State.ne(TradingState::Active.as_str()))
+                        .add(user_trading::Column::KillSwitch.eq(true))
+                        .add(user_trading::Column::Autonomous.eq(true)),
+                )
+                .order_by_asc(user_trading::Column::UserId)
+                .all(&self.db)
+                .await?;
+            all(&rows, to_controls)
+        })
+        .await
+    }
+
+    async fn change_controls(
+        &self,
+        user: UserId,
+        change: ControlsChange,
+        audit: AuditDraft,
+    ) -> Result<UserControls, StoreError> {
+        converted(async {
+            let now = self.clock.now();
+            // Read and written under the chain lock, so concurrent changes cannot lose each other.
+            let txn = AuditedTxn::begin(&self.db).await?;
+            let mut controls = match user_trading::Entity::find_by_id(user.to_string())
+                .one(txn.conn())
+                .await?
+            {
+                Some(row) => to_controls(&row)?,
+                None => UserControls::default_for(user),
+            };
+            if let Some(state) = change.state {
+                controls.state = state;
+            }
+            if let Some(kill_switch) = change.kill_switch {
+                controls.kill_switch = kill_switch;
+            }
+            if let Some(autonomous) = change.autonomous {
+                controls.autonomous = autonomous;
+            }
+            user_trading::Entity::insert(user_trading::ActiveModel {
+                user_id: Set(user.to_string()),
+                state: Set(controls.state.as_str().to_owned()),
+                kill_switch: Set(controls.kill_switch),
+                autonomous: Set(controls.autonomous),
+                updated_at: Set(canonical_time(now)),
+            })
+            .on_conflict(
+                OnConflict::column(user_trading::Column::UserId)
+                    .update_columns([
+                        user_trading::Column::State,
+                        user_trading::Column::KillSwitch,
+                        user_trading::Column::Autonomous,
+                        user_trading::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(txn.conn())
+            .await?;
+            txn.commit_with(audit, now).await?;
+            Ok(controls)
+        })
+        .await
+    }
+
+    async fn controls_overview(&self) -> Result<ControlsOverview, StoreError> {
+        let global_kill = self.global_kill_switch().await?;
+        converted(async {
+            let users = user::Entity::find()
+                .order_by_asc(user::Column::CreatedAt)
+                .all(&self.db)
+                .await?;
+            let controls: HashMap<UserId, UserControls> = all(
+                &user_trading::Entity::find().all(&self.db).await?,
+                to_controls,
+            )?
+            .into_iter()
+            .map(|c| (c.user, c))
+            .collect();
+            let mut global_limits = RawLimits::new();
+            let mut overrides: HashMap<String, RawLimits> = HashMap::new();
+            for row in risk_limit::Entity::find().all(&self.db).await? {
+                if row.scope == GLOBAL_SCOPE {
+                    global_limits.insert(row.field, row.value);
+                } else {
+                    overrides
+                        .entry(row.scope)
+                        .or_default()
+                        .insert(row.field, row.value);
+                }
+            }
+            let open: Vec<(String, i64)> = anomaly_case::Entity::find()
+                .select_only()
+                .column(anomaly_case::Column::Subject)
+                .column_as(Expr::col(anomaly_case::Column::Id).count(), "open")
+                .filter(anomaly_case::Column::Status.eq(CaseStatus::Open.as_str()))
+                .group_by(anomaly_case::Column::Subject)
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            let open: HashMap<String, u64> = open
+                .into_iter()
+                .map(|(subject, n)| (subject, u64::try_from(n).unwrap_or(0)))
+                .collect();
+            let users = users
+                .iter()
+                .map(|row| {
+                    let user = to_user(row)?;
+                    Ok(UserRisk {
+                        controls: controls
+                            .get(&user.id)
+                            .cloned()
+                            .unwrap_or_else(|| UserControls::default_for(user.id)),
+                        overrides: overrides.remove(&row.id).unwrap_or_default(),
+                        open_cases: open.get(&row.id).copied().unwrap_or(0),
+                        user,
+                    })
+                })
+                .collect::<DbResult<_>>()?;
+            Ok(ControlsOverview {
+                global_kill,
+                global_limits,
+                users,
+            })
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl BlockedRangeStore for SqlTradingStore {
+    async fn blocklist(&self) -> Result<Vec<BlockedRange>, StoreError> {
+        converted(async {
+            let rows = ip_block::Entity::find().all(&self.db).await?;
+            let mut ranges = all(&rows, to_blocked)?;
+            // Canonical times do not sort as text; sort on the parsed times.
+            ranges.sort_by(|a, b| (a.created_at, &a.cidr).cmp(&(b.created_at, &b.cidr)));
+            Ok(ranges)
+        })
+        .await
+    }
+
+    async fn add_blocked_range(
+        &self,
+        range: &BlockedRange,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            // A range already listed fails the UNIQUE constraint: `Conflict`.
+            ip_block::Entity::insert(ip_block::ActiveModel {
+                id: Set(range.id.to_string()),
+                cidr: Set(range.cidr.clone()),
+                note: Set(range.note.clone()),
+                created_at: Set(canonical_time(range.created_at)),
+            })
+            .exec_without_returning(txn.conn())
+            .await?;
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_blocked_range(&self, id: Uuid, audit: AuditDraft) -> Result<(), StoreError> {
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            let deleted = ip_block::Entity::delete_many()
+                .filter(ip_block::Column::Id.eq(id.to_string()))
+                .exec(txn.conn())
+                .await?;
+            if deleted.rows_affected == 0 {
+                return Err(StoreError::NotFound.into());
+            }
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,454 @@
+//! Orders: usage and history for screening, decisions, claims, exchange answers and fills.
+
+use async_trait::async_trait;
+use domain::account::UserId;
+use domain::audit::{AuditDraft, canonical_time};
+use domain::exchange::ExchangeName;
+use domain::ports::StoreError;
+use domain::risk::TradeSample;
+use domain::trading::{
+    ApprovalState, Fill, HoldKind, Order, OrderDecisionWrite, OrderId, OrderStatus, OrderStore,
+    OrderUpdate, ProposalStatus, Usage,
+};
+use rust_decimal::Decimal;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+use time::OffsetDateTime;
+
+use super::super::audit::{AuditedTxn, append_in};
+use super::super::entities::{anomaly_case, fill, order, proposal};
+use super::super::{DbError, converted};
+use super::rows::{UsageRow, case_row, counted, hold_column, order_row, to_fill, to_order};
+use super::{Fields, SqlTradingStore, all, amount, micros, owned_by, put_state};
+
+const APPROVED_REASON: &str = "Approved by you; sending";
+
+#[async_trait]
+impl OrderStore for SqlTradingStore {
+    async fn usage(
+        &self,
+        user: UserId,
+        day_start: OffsetDateTime,
+        window_start: OffsetDateTime,
+    ) -> Result<Usage, StoreError> {
+        converted(async {
+            // Cancelled and rejected orders are read too: what they filled before they ended
+            // counts (`counted_notional`).
+            let rows: Vec<UsageRow> = order::Entity::find()
+                .select_only()
+                .column(order::Column::Id)
+                .column(order::Column::Status)
+                .column(order::Column::Notional)
+                .column(order::Column::FilledQuantity)
+                .column(order::Column::AveragePrice)
+                .filter(owned_by(user))
+                .filter(order::Column::CreatedAtUs.gte(micros(day_start)))
+                .filter(order::Column::Status.ne(OrderStatus::Denied.as_str()))
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            let mut used_today = Decimal::ZERO;
+            for (id, status, notional, filled, average) in &rows {
+                let notional = counted(id, status, notional, filled, average)?;
+                used_today = used_today.checked_add(notional).ok_or_else(|| {
+                    StoreError::Backend(format!("the notional used today by {user} overflows"))
+                })?;
+            }
+            let in_window = order::Entity::find()
+                .filter(owned_by(user))
+                .filter(order::Column::CreatedAtUs.gte(micros(window_start)))
+                .filter(order::Column::Status.ne(OrderStatus::Denied.as_str()))
+                .count(&self.db)
+                .await?;
+            Ok(Usage {
+                used_today,
+                orders_in_window: u32::try_from(in_window).unwrap_or(u32::MAX),
+            })
+        })
+        .await
+    }
+
+    async fn trade_history(
+        &self,
+        user: UserId,
+        limit: u64,
+    ) -> Result<Vec<TradeSample>, StoreError> {
+        converted(async {
+            // Orders that traded: filled, resting, and those that ended after a partial fill
+            // (amounts are stored normalised, so no fill is exactly "0").
+            let rows = order::Entity::find()
+                .filter(owned_by(user))
+                .filter(
+                    Condition::any()
+                        .add(
+                            order::Column::Status
+                                .is_in([OrderStatus::Filled.as_str(), OrderStatus::Open.as_str()]),
+                        )
+                        .add(
+                            Condition::all()
+                                .add(order::Column::Status.is_in([
+                                    OrderStatus::Cancelled.as_str(),
+                                    OrderStatus::Rejected.as_str(),
+                                ]))
+                                .add(order::Column::FilledQuantity.ne(amount(Decimal::ZERO))),
+                        ),
+                )
+                .order_by_desc(order::Column::CreatedAtUs)
+                .order_by_desc(order::Column::Id)
+                .limit(limit)
+                .all(&self.db)
+                .await?;
+            let mut samples = rows
+                .iter()
+                .map(|row| {
+                    let f = Fields {
+                        table: "orders",
+                        id: &row.id,
+                    };
+                    Ok(TradeSample {
+                        at: f.time(&row.created_at, "created_at")?,
+                        symbol: row.symbol.clone(),
+                        notional: counted(
+                            &row.id,
+                            &row.status,
+                            &row.notional,
+                            &row.filled_quantity,
+                            &row.average_price,
+                        )?,
+                        ip: row.ip.clone(),
+                        device: row.device.clone(),
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            samples.reverse();
+            Ok(samples)
+        })
+        .await
+    }
+
+    async fn seen_before(
+        &self,
+        user: UserId,
+        ip: Option<&str>,
+        device: Option<&str>,
+    ) -> Result<(bool, bool), StoreError> {
+        converted(async {
+            let seen = |column: order::Column, value: Option<&str>| {
+                let value = value.map(str::to_owned);
+                async move {
+                    let Some(value) = value else {
+                        return Ok(false);
+                    };
+                    let found = order::Entity::find()
+                        .filter(owned_by(user))
+                        .filter(order::Column::Status.ne(OrderStatus::Denied.as_str()))
+                        // Only orders that passed step-up (or did not need it) make it familiar.
+                        .filter(order::Column::ApprovalState.ne(ApprovalState::Awaiting.as_str()))
+                        .filter(column.eq(value))
+                        .count(&self.db)
+                        .await?;
+                    Ok::<_, DbError>(found > 0)
+                }
+            };
+            Ok((
+                seen(order::Column::Ip, ip).await?,
+                seen(order::Column::Device, device).await?,
+            ))
+        })
+        .await
+    }
+
+    async fn record_decision(&self, write: OrderDecisionWrite) -> Result<(), StoreError> {
+        converted(async {
+            let OrderDecisionWrite {
+                order: decided,
+                proposal: placed_proposal,
+                case,
+                new_state,
+                audit,
+            } = write;
+            let mut audit = audit.into_iter();
+            let Some(first) = audit.next() else {
+                // Fail closed: a decision without its audit record is not written.
+                return Err(StoreError::Backend(format!(
+                    "order {} was decided without an audit event",
+                    decided.id
+                ))
+                .into());
+            };
+            let row = order_row(&decided)?;
+            let case_row = case.as_ref().map(case_row).transpose()?;
+            let now = self.clock.now();
+            let txn = AuditedTxn::begin(&self.db).await?;
+            order::Entity::insert(row)
+                .exec_without_returning(txn.conn())
+                .await?;
+            if let Some(id) = placed_proposal {
+                // Claimed here, with the order: a proposal no longer pending is not placed again,
+                // and the transaction (order included) rolls back.
+                let settled = proposal::Entity::update_many()
+                    .set(proposal::ActiveModel {
+                        status: Set(ProposalStatus::Placed.as_str().to_owned()),
+                        order_id: Set(Some(decided.id.to_string())),
+                        decided_at: Set(Some(canonical_time(decided.created_at))),
+                        ..Default::default()
+                    })
+                    .filter(proposal::Column::Id.eq(id.to_string()))
+                    .filter(proposal::Column::Owner.eq(decided.owner.to_string()))
+                    .filter(proposal::Column::Status.eq(ProposalStatus::Pending.as_str()))
+                    .exec(txn.conn())
+                    .await?;
+                if settled.rows_affected != 1 {
+                    return Err(StoreError::Conflict.into());
+                }
+            }
+            if let Some(case_row) = case_row {
+                anomaly_case::Entity::insert(case_row)
+                    .exec_without_returning(txn.conn())
+                    .await?;
+            }
+            if let Some(state) = new_state {
+                put_state(txn.conn(), decided.owner, state, now).await?;
+            }
+            // Every event but the last is appended here; the last one commits. Should any append
+            // fail, the transaction is dropped and rolls back the order, the case and the state.
+            let mut pending = first;
+            for next in audit {
+                append_in(txn.conn(), pending, now).await?;
+                pending = next;
+            }
+            txn.commit_with(pending, now).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn claim_order(
+        &self,
+        id: OrderId,
+        from: OrderStatus,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            let claimed = order::Entity::update_many()
+                .col_expr(
+                    order::Column::Status,
+                    Expr::val(OrderStatus::Submitting.as_str()),
+                )
+                .col_expr(
+                    order::Column::Attempts,
+                    Expr::col(order::Column::Attempts).add(1),
+                )
+                .col_expr(
+                    order::Column::UpdatedAt,
+                    Expr::val(canonical_time(self.clock.now())),
+                )
+                .filter(order::Column::Id.eq(id.to_string()))
+                .filter(order::Column::Status.eq(from.as_str()))
+                .exec(txn.conn())
+                .await?;
+            if claimed.rows_affected != 1 {
+                // Dropping the transaction rolls it back: no event for a claim that did not happen.
+                return Ok(false);
+            }
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn record_update(
+        &self,
+        id: OrderId,
+        update: OrderUpdate,
+        fill: Option<Fill>,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        converted(async {
+            let now = self.clock.now();
+            let txn = AuditedTxn::begin(&self.db).await?;
+            // Only an order in flight takes an exchange's answer: a late answer cannot reopen a
+            // final order.
+            let updated = order::Entity::update_many()
+                .set(order::ActiveModel {
+                    status: Set(update.status.as_str().to_owned()),
+                    hold_kind: Set(hold_column(update.hold)),
+                    status_reason: Set(update.status_reason.clone()),
+                    filled_quantity: Set(amount(update.filled_quantity)),
+                    average_price: Set(update.average_price.map(amount)),
+                    exchange_order_id: Set(update.exchange_order_id.clone()),
+                    updated_at: Set(canonical_time(now)),
+                    ..Default::default()
+                })
+                .filter(order::Column::Id.eq(id.to_string()))
+                .filter(
+                    order::Column::Status
+                        .is_in([OrderStatus::Submitting.as_str(), OrderStatus::Open.as_str()]),
+                )
+                .exec(txn.conn())
+                .await?;
+            if updated.rows_affected != 1 {
+                return Err(StoreError::NotFound.into());
+            }
+            if let Some(fill) = fill {
+                fill::Entity::insert(fill::ActiveModel {
+                    order_id: Set(fill.order.to_string()),
+                    owner: Set(fill.owner.to_string()),
+                    symbol: Set(fill.symbol.clone()),
+                    side: Set(fill.side.as_str().to_owned()),
+                    quantity: Set(amount(fill.quantity)),
+                    price: Set(amount(fill.price)),
+                    at: Set(canonical_time(fill.at)),
+                    at_us: Set(micros(fill.at)),
+                    ..Default::default()
+                })
+                .exec_without_returning(txn.conn())
+                .await?;
+            }
+            txn.commit_with(audit, now).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn approve_held_order(
+        &self,
+        owner: UserId,
+        id: OrderId,
+        at: OffsetDateTime,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        converted(async {
+            let txn = AuditedTxn::begin(&self.db).await?;
+            let approved = order::Entity::update_many()
+                .set(order::ActiveModel {
+                    hold_kind: Set(hold_column(Some(HoldKind::Exchange))),
+                    approval_state: Set(ApprovalState::Approved.as_str().to_owned()),
+                    status_reason: Set(Some(APPROVED_REASON.to_owned())),
+                    updated_at: Set(canonical_time(at)),
+                    ..Default::default()
+                })
+                .filter(order::Column::Id.eq(id.to_string()))
+                .filter(owned_by(owner))
+                .filter(order::Column::Status.eq(OrderStatus::Held.as_str()))
+                .filter(order::Column::HoldKind.is_null())
+                .filter(order::Column::ApprovalState.eq(ApprovalState::Awaiting.as_str()))
+                .exec(txn.conn())
+                .await?;
+            if approved.rows_affected != 1 {
+                return Ok(false);
+            }
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn order(&self, owner: UserId, id: OrderId) -> Result<Option<Order>, StoreError> {
+        converted(async {
+            order::Entity::find()
+                .filter(owned_by(owner))
+                .filter(order::Column::Id.eq(id.to_string()))
+                .one(&self.db)
+                .await?
+                .as_ref()
+                .map(to_order)
+                .transpose()
+        })
+        .await
+    }
+
+    async fn orders(&self, owner: UserId, limit: u64) -> Result<Vec<Order>, StoreError> {
+        converted(async {
+            let rows = order::Entity::find()
+                .filter(owned_by(owner))
+                .order_by_desc(order::Column::CreatedAtUs)
+                .order_by_desc(order::Column::Id)
+                .limit(limit)
+                .all(&self.db)
+                .await?;
+            all(&rows, to_order)
+        })
+        .await
+    }
+
+    async fn orders_in_status(
+        &self,
+        status: OrderStatus,
+        hold: Option<HoldKind>,
+        limit: u64,
+    ) -> Result<Vec<Order>, StoreError> {
+        converted(async {
+            let mut query = order::Entity::find().filter(order::Column::Status.eq(status.as_str()));
+            match hold_column(hold) {
+                Some(kind) => query = query.filter(order::Column::HoldKind.eq(kind)),
+                None if hold == Some(HoldKind::Approval) => {
+                    query = query.filter(order::Column::HoldKind.is_null());
+                }
+                None => {}
+            }
+            let rows = query
+                .order_by_asc(order::Column::CreatedAtUs)
+                .order_by_asc(order::Column::Id)
+                .limit(limit)
+                .all(&self.db)
+                .await?;
+            all(&rows, to_order)
+        })
+        .await
+    }
+
+    async fn resting_orders(
+        &self,
+        owner: Option<UserId>,
+        limit: u64,
+    ) -> Result<Vec<Order>, StoreError> {
+        converted(async {
+            let mut query =
+                order::Entity::find().filter(order::Column::Status.eq(OrderStatus::Open.as_str()));
+            if let Some(owner) = owner {
+                query = query.filter(owned_by(owner));
+            }
+            let rows = query
+                .order_by_asc(order::Column::CreatedAtUs)
+                .order_by_asc(order::Column::Id)
+                .limit(limit)
+                .all(&self.db)
+                .await?;
+            all(&rows, to_order)
+        })
+        .await
+    }
+
+    async fn fills(
+        &self,
+        owner: UserId,
+        exchange: Option<ExchangeName>,
+    ) -> Result<Vec<Fill>, StoreError> {
+        converted(async {
+            let mut query = fill::Entity::find().filter(fill::Column::Owner.eq(owner.to_string()));
+            if let Some(exchange) = exchange {
+                query = query.filter(
+                    fill::Column::OrderId.in_subquery(
+                        sea_orm::sea_query::Query::select()
+                            .column(order::Column::Id)
+                            .from(order::Entity)
+                            .and_where(order::Column::Exchange.eq(exchange.as_str()))
+                            .to_owned(),
+                    ),
+                );
+            }
+            let rows = query
+                .order_by_asc(fill::Column::AtUs)
+                .order_by_asc(fill::Column::Id)
+                .all(&self.db)
+                .await?;
+            all(&rows, to_fill)
+        })
+        .await
+    }
+}
