@@ -45,7 +45,6 @@ audit_actions! {
     AgentTokenCreated = "agent.token_created",
     AgentTokenExpired = "agent.token_expired",
     AgentTokenRevoked = "agent.token_revoked",
-    ApiRateLimitExceeded = "api.rate_limit_exceeded",
     AuditVerify = "audit.verify",
     AuthLogin = "auth.login",
     AuthLogout = "auth.logout",
@@ -67,7 +66,6 @@ audit_actions! {
     SecurityAlertRaised = "security.alert_raised",
     SecurityCanaryTripped = "security.canary_tripped",
     SecurityKeyCloneSuspected = "security.key_clone_suspected",
-    SecurityViolation = "security.violation",
     StepupKeyChangeRefused = "stepup.key_change_refused",
     StepupKeyCounterRegressed = "stepup.key_counter_regressed",
     StepupKeyFailed = "stepup.key_failed",
@@ -110,7 +108,6 @@ audit_actions! {
     VaultKeyRewrapped = "vault.key_rewrapped",
     VaultKeyUseFailed = "vault.key_use_failed",
     VaultKeyUsed = "vault.key_used",
-    VaultRecheck = "vault.recheck",
     VaultRewrap = "vault.rewrap",
 }
 

@@ -1,5 +1,8 @@
-//! CryptoPulse's product rules in plain Rust: account types and policies, the hash-chained
-//! audit log, envelope encryption of secrets, and the small ports the server implements. No web framework, ORM or runtime here.
+//! CryptoPulse's product rules in plain Rust: the order's vocabulary, accounts and their
+//! proofs of authority, the hash-chained audit log, envelope encryption of secrets, the key
+//! vault, step-up, risk screening and trading, and the small ports the server implements. No web
+//! framework, ORM or runtime here. `order`, `risk` and `audit_action` build without the `full`
+//! feature, for the browser. The repository's ARCHITECTURE.md maps the modules.
 
 #[cfg(feature = "full")]
 pub mod account;

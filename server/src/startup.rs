@@ -367,7 +367,7 @@ impl Application {
             .record(
                 AuditDraft::new(
                     Actor::system("server"),
-                    "system.start",
+                    domain::audit_action::AuditAction::SystemStart,
                     Outcome::Success,
                     RequestMeta::default(),
                 )
@@ -417,7 +417,7 @@ impl Application {
         jobs.stop();
         let stop = AuditDraft::new(
             Actor::system("server"),
-            "system.stop",
+            domain::audit_action::AuditAction::SystemStop,
             Outcome::Success,
             RequestMeta::default(),
         );

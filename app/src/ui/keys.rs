@@ -1,6 +1,7 @@
 //! "Exchange keys": enter a key once, see only its mask, check, re-wrap and revoke it, and read
 //! the receipts of every time it was decrypted.
 
+use domain::audit_action::AuditAction;
 use leptos::html;
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -459,10 +460,10 @@ fn Receipts(receipts: Vec<KeyReceipt>) -> impl IntoView {
     let items = receipts
         .into_iter()
         .map(|r| {
-            let tone = match (r.action.as_str(), r.outcome.as_str()) {
+            let tone = match (AuditAction::parse(&r.action), r.outcome.as_str()) {
                 (_, "failure") | (_, "denied") => "bg-red-500",
-                ("vault.key_used", _) => "bg-indigo-500",
-                ("vault.key_revoked", _) => "bg-slate-400",
+                (Some(AuditAction::VaultKeyUsed), _) => "bg-indigo-500",
+                (Some(AuditAction::VaultKeyRevoked), _) => "bg-slate-400",
                 _ => "bg-emerald-500",
             };
             view! {
@@ -518,7 +519,7 @@ impl UseChart {
             .map(|day| {
                 let uses = receipts
                     .iter()
-                    .filter(|r| r.action == "vault.key_used" && r.at.starts_with(&day))
+                    .filter(|r| r.action == AuditAction::VaultKeyUsed && r.at.starts_with(&day))
                     .count() as u32;
                 (day, uses)
             })

@@ -192,12 +192,15 @@ pub struct AuditDraft {
 }
 
 impl AuditDraft {
-    /// `action` is an [`crate::audit_action::AuditAction`] (or, while callers move to it, its
-    /// text).
-    pub fn new(actor: Actor, action: impl AsRef<str>, outcome: Outcome, meta: RequestMeta) -> Self {
+    pub fn new(
+        actor: Actor,
+        action: crate::audit_action::AuditAction,
+        outcome: Outcome,
+        meta: RequestMeta,
+    ) -> Self {
         Self {
             actor,
-            action: action.as_ref().to_owned(),
+            action: action.as_str().to_owned(),
             resource: None,
             outcome,
             meta,
@@ -538,7 +541,7 @@ mod tests {
     fn draft(n: usize) -> AuditDraft {
         AuditDraft::new(
             Actor::system("test"),
-            "test.event",
+            crate::audit_action::AuditAction::AuthLogin,
             Outcome::Success,
             RequestMeta {
                 ip: Some("127.0.0.1".into()),
@@ -708,7 +711,7 @@ mod tests {
     fn sensitive_details_are_redacted_at_any_depth() {
         let draft = AuditDraft::new(
             Actor::anonymous(),
-            "x",
+            crate::audit_action::AuditAction::AuthLogin,
             Outcome::Success,
             RequestMeta::default(),
         )

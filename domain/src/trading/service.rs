@@ -371,7 +371,7 @@ pub(super) fn draft(
     outcome: Outcome,
     meta: &RequestMeta,
 ) -> AuditDraft {
-    AuditDraft::new(actor, action.as_str(), outcome, meta.clone())
+    AuditDraft::new(actor, action, outcome, meta.clone())
 }
 
 /// What a held order says while its exchange is paused.

@@ -191,7 +191,7 @@ impl SessionRevoker for SqlSessionStore {
                         .await?;
                     let event = AuditDraft::new(
                         audit.actor.clone(),
-                        "agent.token_revoked",
+                        domain::audit_action::AuditAction::AgentTokenRevoked,
                         Outcome::Success,
                         audit.meta.clone(),
                     )

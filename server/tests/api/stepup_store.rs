@@ -2,6 +2,7 @@
 //! requests (one winner, no replay), failure counting, ownership, and one audit event per
 //! successful write and none otherwise.
 
+use domain::audit_action::AuditAction;
 use std::sync::Arc;
 
 use domain::account::{BackoffPolicy, Email, Password, Role, UserId};
@@ -44,7 +45,7 @@ fn store(app: &TestApp) -> Arc<SqlFactorStore> {
     Arc::new(SqlFactorStore::new(app.db().clone(), app.clock.clone()))
 }
 
-fn draft(user: UserId, action: &str) -> AuditDraft {
+fn draft(user: UserId, action: AuditAction) -> AuditDraft {
     AuditDraft::new(
         Actor::user(user),
         action,
@@ -91,7 +92,7 @@ async fn enrolled(app: &TestApp, store: &SqlFactorStore, email: &str) -> UserId 
                 locked_until: None,
                 created_at: now,
             },
-            draft(user, "test.totp_pending"),
+            draft(user, AuditAction::StepupTotpEnrolmentStarted),
         )
         .await
         .expect("pending factor saved");
@@ -102,7 +103,7 @@ async fn enrolled(app: &TestApp, store: &SqlFactorStore, email: &str) -> UserId 
                 100,
                 now,
                 &hashes("codes"),
-                draft(user, "test.totp_confirmed")
+                draft(user, AuditAction::StepupTotpEnrolled)
             )
             .await
             .expect("confirm")
@@ -153,7 +154,12 @@ async fn a_totp_step_is_accepted_once_even_under_concurrent_submissions() {
         let store = store.clone();
         async move {
             store
-                .accept_totp_step(user, 101, lockout(), draft(user, "test.totp_ok"))
+                .accept_totp_step(
+                    user,
+                    101,
+                    lockout(),
+                    draft(user, AuditAction::StepupTotpSucceeded),
+                )
                 .await
         }
     })
@@ -168,7 +174,12 @@ async fn a_totp_step_is_accepted_once_even_under_concurrent_submissions() {
     for stale in [101, 100, 7] {
         assert!(
             !store
-                .accept_totp_step(user, stale, lockout(), draft(user, "test.totp_ok"))
+                .accept_totp_step(
+                    user,
+                    stale,
+                    lockout(),
+                    draft(user, AuditAction::StepupTotpSucceeded)
+                )
                 .await
                 .expect("accept"),
             "step {stale} is a replay"
@@ -177,7 +188,12 @@ async fn a_totp_step_is_accepted_once_even_under_concurrent_submissions() {
     assert_eq!(audit_events(&app).await, before + 1);
     assert!(
         store
-            .accept_totp_step(user, 102, lockout(), draft(user, "test.totp_ok"))
+            .accept_totp_step(
+                user,
+                102,
+                lockout(),
+                draft(user, AuditAction::StepupTotpSucceeded)
+            )
             .await
             .expect("accept")
     );
@@ -209,19 +225,30 @@ async fn an_unconfirmed_factor_accepts_no_step_and_confirms_once() {
         created_at: now,
     };
     store
-        .save_pending_totp(&pending, draft(user, "test.pending"))
+        .save_pending_totp(
+            &pending,
+            draft(user, AuditAction::StepupTotpEnrolmentStarted),
+        )
         .await
         .expect("save");
     // Starting over replaces the pending secret.
     store
-        .save_pending_totp(&pending, draft(user, "test.pending"))
+        .save_pending_totp(
+            &pending,
+            draft(user, AuditAction::StepupTotpEnrolmentStarted),
+        )
         .await
         .expect("replace pending");
     assert_eq!(app.count("SELECT COUNT(*) FROM totp_factors").await, 1);
     let before = audit_events(&app).await;
     assert!(
         !store
-            .accept_totp_step(user, 5, lockout(), draft(user, "test.totp_ok"))
+            .accept_totp_step(
+                user,
+                5,
+                lockout(),
+                draft(user, AuditAction::StepupTotpSucceeded)
+            )
             .await
             .expect("accept")
     );
@@ -235,7 +262,7 @@ async fn an_unconfirmed_factor_accepts_no_step_and_confirms_once() {
                     50,
                     now,
                     &hashes("codes"),
-                    draft(user, "test.confirmed"),
+                    draft(user, AuditAction::StepupTotpEnrolled),
                 )
                 .await
         }
@@ -247,7 +274,10 @@ async fn an_unconfirmed_factor_accepts_no_step_and_confirms_once() {
 
     // A confirmed factor is not replaced by a new enrolment, and nothing is audited.
     let err = store
-        .save_pending_totp(&pending, draft(user, "test.pending"))
+        .save_pending_totp(
+            &pending,
+            draft(user, AuditAction::StepupTotpEnrolmentStarted),
+        )
         .await
         .expect_err("confirmed factor exists");
     assert!(matches!(err, StoreError::Conflict), "{err:?}");
@@ -263,7 +293,7 @@ async fn an_unconfirmed_factor_accepts_no_step_and_confirms_once() {
 
     assert!(
         store
-            .remove_totp(user, draft(user, "test.removed"))
+            .remove_totp(user, draft(user, AuditAction::StepupTotpRemoved))
             .await
             .expect("remove")
     );
@@ -271,7 +301,7 @@ async fn an_unconfirmed_factor_accepts_no_step_and_confirms_once() {
     assert!(store.totp(user).await.expect("read").is_none());
     assert!(
         !store
-            .remove_totp(user, draft(user, "test.removed"))
+            .remove_totp(user, draft(user, AuditAction::StepupTotpRemoved))
             .await
             .expect("remove")
     );
@@ -332,7 +362,12 @@ async fn concurrent_attempts_are_reserved_only_until_the_lock_and_a_success_take
     // reservation set goes with it.
     assert!(
         store
-            .accept_totp_step(user, 101, lockout, draft(user, "test.totp_ok"))
+            .accept_totp_step(
+                user,
+                101,
+                lockout,
+                draft(user, AuditAction::StepupTotpSucceeded)
+            )
             .await
             .expect("accept")
     );
@@ -383,7 +418,12 @@ async fn a_recovery_code_is_used_once_even_under_concurrent_submissions() {
         let store = store.clone();
         async move {
             store
-                .use_recovery_code(user, "codes-3", now, draft(user, "test.code_used"))
+                .use_recovery_code(
+                    user,
+                    "codes-3",
+                    now,
+                    draft(user, AuditAction::StepupRecoveryCodeUsed),
+                )
                 .await
         }
     })
@@ -395,7 +435,12 @@ async fn a_recovery_code_is_used_once_even_under_concurrent_submissions() {
     assert_eq!(store.recovery_codes_left(other).await.expect("count"), 10);
     assert!(
         !store
-            .use_recovery_code(user, "no-such-code", now, draft(user, "test.code_used"))
+            .use_recovery_code(
+                user,
+                "no-such-code",
+                now,
+                draft(user, AuditAction::StepupRecoveryCodeUsed)
+            )
             .await
             .expect("use")
     );
@@ -407,20 +452,30 @@ async fn a_recovery_code_is_used_once_even_under_concurrent_submissions() {
             user,
             &hashes("fresh"),
             now,
-            draft(user, "test.codes_replaced"),
+            draft(user, AuditAction::StepupRecoveryCodesReplaced),
         )
         .await
         .expect("replace");
     assert_eq!(store.recovery_codes_left(user).await.expect("count"), 10);
     assert!(
         !store
-            .use_recovery_code(user, "codes-4", now, draft(user, "test.code_used"))
+            .use_recovery_code(
+                user,
+                "codes-4",
+                now,
+                draft(user, AuditAction::StepupRecoveryCodeUsed)
+            )
             .await
             .expect("use")
     );
     assert!(
         store
-            .use_recovery_code(user, "fresh-4", now, draft(user, "test.code_used"))
+            .use_recovery_code(
+                user,
+                "fresh-4",
+                now,
+                draft(user, AuditAction::StepupRecoveryCodeUsed)
+            )
             .await
             .expect("use")
     );
@@ -446,14 +501,14 @@ async fn an_order_approval_is_spent_once_by_its_owner_before_it_expires() {
     store
         .insert_order_approval(
             &approval("live", Duration::minutes(5)),
-            draft(user, "test.approved"),
+            draft(user, AuditAction::StepupOrderApproved),
         )
         .await
         .expect("insert");
     let err = store
         .insert_order_approval(
             &approval("live", Duration::minutes(5)),
-            draft(user, "test.approved"),
+            draft(user, AuditAction::StepupOrderApproved),
         )
         .await
         .expect_err("same digest");
@@ -463,7 +518,12 @@ async fn an_order_approval_is_spent_once_by_its_owner_before_it_expires() {
     // Someone else cannot spend it.
     assert!(
         !store
-            .consume_order_approval(other, "live", now, draft(other, "test.used"))
+            .consume_order_approval(
+                other,
+                "live",
+                now,
+                draft(other, AuditAction::StepupOrderApprovalUsed)
+            )
             .await
             .expect("consume")
     );
@@ -471,7 +531,12 @@ async fn an_order_approval_is_spent_once_by_its_owner_before_it_expires() {
         let store = store.clone();
         async move {
             store
-                .consume_order_approval(user, "live", now, draft(user, "test.used"))
+                .consume_order_approval(
+                    user,
+                    "live",
+                    now,
+                    draft(user, AuditAction::StepupOrderApprovalUsed),
+                )
                 .await
         }
     })
@@ -482,13 +547,18 @@ async fn an_order_approval_is_spent_once_by_its_owner_before_it_expires() {
     store
         .insert_order_approval(
             &approval("stale", Duration::seconds(-1)),
-            draft(user, "test.approved"),
+            draft(user, AuditAction::StepupOrderApproved),
         )
         .await
         .expect("insert");
     assert!(
         !store
-            .consume_order_approval(user, "stale", now, draft(user, "test.used"))
+            .consume_order_approval(
+                user,
+                "stale",
+                now,
+                draft(user, AuditAction::StepupOrderApprovalUsed)
+            )
             .await
             .expect("consume"),
         "expired"
@@ -497,7 +567,7 @@ async fn an_order_approval_is_spent_once_by_its_owner_before_it_expires() {
     store
         .insert_order_approval(
             &approval("edge", Duration::minutes(5)),
-            draft(user, "test.approved"),
+            draft(user, AuditAction::StepupOrderApproved),
         )
         .await
         .expect("insert");
@@ -507,7 +577,7 @@ async fn an_order_approval_is_spent_once_by_its_owner_before_it_expires() {
                 user,
                 "edge",
                 now + Duration::minutes(5),
-                draft(user, "test.used")
+                draft(user, AuditAction::StepupOrderApprovalUsed)
             )
             .await
             .expect("consume")
@@ -543,7 +613,7 @@ async fn security_keys_belong_to_one_user_and_a_flagged_key_is_not_used() {
     let before = audit_events(&app).await;
     for k in [&second, &first] {
         store
-            .insert_security_key(k, draft(alice, "test.key_added"))
+            .insert_security_key(k, draft(alice, AuditAction::StepupKeyRegistered))
             .await
             .expect("insert");
     }
@@ -562,7 +632,7 @@ async fn security_keys_belong_to_one_user_and_a_flagged_key_is_not_used() {
     let err = store
         .insert_security_key(
             &key(mallory, "cred-a", now),
-            draft(mallory, "test.key_added"),
+            draft(mallory, AuditAction::StepupKeyRegistered),
         )
         .await
         .expect_err("duplicate credential");
@@ -572,7 +642,11 @@ async fn security_keys_belong_to_one_user_and_a_flagged_key_is_not_used() {
     // Mallory can neither remove, use nor flag Alice's key.
     assert!(
         !store
-            .remove_security_key(mallory, first.id, draft(mallory, "test.key_removed"))
+            .remove_security_key(
+                mallory,
+                first.id,
+                draft(mallory, AuditAction::StepupKeyRemoved)
+            )
             .await
             .expect("remove")
     );
@@ -582,13 +656,18 @@ async fn security_keys_belong_to_one_user_and_a_flagged_key_is_not_used() {
             first.id,
             "{}",
             now,
-            draft(mallory, "test.key_used"),
+            draft(mallory, AuditAction::StepupKeySucceeded),
         )
         .await
         .expect_err("not hers");
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
     let err = store
-        .flag_security_key(mallory, first.id, now, draft(mallory, "test.key_flagged"))
+        .flag_security_key(
+            mallory,
+            first.id,
+            now,
+            draft(mallory, AuditAction::StepupKeyCounterRegressed),
+        )
         .await
         .expect_err("not hers");
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
@@ -610,7 +689,7 @@ async fn security_keys_belong_to_one_user_and_a_flagged_key_is_not_used() {
             first.id,
             "{\"counter\":7}",
             now,
-            draft(alice, "test.key_used"),
+            draft(alice, AuditAction::StepupKeySucceeded),
         )
         .await
         .expect("use");
@@ -620,7 +699,12 @@ async fn security_keys_belong_to_one_user_and_a_flagged_key_is_not_used() {
 
     // Once flagged, the key's counter is never moved on again; the first flag time stays.
     store
-        .flag_security_key(alice, first.id, now, draft(alice, "test.key_flagged"))
+        .flag_security_key(
+            alice,
+            first.id,
+            now,
+            draft(alice, AuditAction::StepupKeyCounterRegressed),
+        )
         .await
         .expect("flag");
     store
@@ -628,7 +712,7 @@ async fn security_keys_belong_to_one_user_and_a_flagged_key_is_not_used() {
             alice,
             first.id,
             now + Duration::minutes(1),
-            draft(alice, "test.key_flagged"),
+            draft(alice, AuditAction::StepupKeyCounterRegressed),
         )
         .await
         .expect("flag again");
@@ -643,7 +727,7 @@ async fn security_keys_belong_to_one_user_and_a_flagged_key_is_not_used() {
             first.id,
             "{\"counter\":8}",
             now,
-            draft(alice, "test.key_used"),
+            draft(alice, AuditAction::StepupKeySucceeded),
         )
         .await
         .expect_err("flagged");
@@ -652,7 +736,7 @@ async fn security_keys_belong_to_one_user_and_a_flagged_key_is_not_used() {
 
     assert!(
         store
-            .remove_security_key(alice, first.id, draft(alice, "test.key_removed"))
+            .remove_security_key(alice, first.id, draft(alice, AuditAction::StepupKeyRemoved))
             .await
             .expect("remove")
     );

@@ -3,6 +3,7 @@
 //! and settlements under concurrent callers (one winner), owner isolation, usage arithmetic,
 //! case decisions and agent tokens.
 
+use domain::audit_action::AuditAction;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -52,7 +53,7 @@ fn store(app: &TestApp) -> Arc<SqlTradingStore> {
     Arc::new(SqlTradingStore::new(app.db().clone(), app.clock.clone()))
 }
 
-fn draft(action: &str) -> AuditDraft {
+fn draft(action: AuditAction) -> AuditDraft {
     AuditDraft::new(
         Actor::system("test"),
         action,
@@ -200,7 +201,7 @@ fn decision(order: Order) -> OrderDecisionWrite {
         proposal: None,
         case: None,
         new_state: None,
-        audit: vec![draft("trade.order_decided")],
+        audit: vec![draft(AuditAction::TradeOrderDecided)],
     }
 }
 
@@ -211,9 +212,9 @@ fn case_decision(order: Order, case: AnomalyCase) -> OrderDecisionWrite {
         case: Some(case),
         new_state: Some(TradingState::Reducing),
         audit: vec![
-            draft("trade.order_decided"),
-            draft("risk.case_opened"),
-            draft("risk.trading_state_changed"),
+            draft(AuditAction::TradeOrderDecided),
+            draft(AuditAction::RiskCaseOpened),
+            draft(AuditAction::RiskTradingStateChanged),
         ],
     }
 }
@@ -298,7 +299,7 @@ async fn limits_are_set_and_cleared_globally_and_per_user() {
             None,
             "max_order_notional",
             Some("1000"),
-            draft("admin.limit_set"),
+            draft(AuditAction::RiskLimitChanged),
         )
         .await
         .expect("global set");
@@ -307,7 +308,7 @@ async fn limits_are_set_and_cleared_globally_and_per_user() {
             Some(user),
             "max_order_notional",
             Some("20"),
-            draft("admin.limit_set"),
+            draft(AuditAction::RiskLimitChanged),
         )
         .await
         .expect("user set");
@@ -316,7 +317,7 @@ async fn limits_are_set_and_cleared_globally_and_per_user() {
             Some(user),
             "daily_notional",
             Some("75.5"),
-            draft("admin.limit_set"),
+            draft(AuditAction::RiskLimitChanged),
         )
         .await
         .expect("user set");
@@ -326,7 +327,7 @@ async fn limits_are_set_and_cleared_globally_and_per_user() {
             Some(user),
             "max_order_notional",
             Some("25"),
-            draft("admin.limit_set"),
+            draft(AuditAction::RiskLimitChanged),
         )
         .await
         .expect("user replace");
@@ -349,7 +350,7 @@ async fn limits_are_set_and_cleared_globally_and_per_user() {
             Some(user),
             "max_order_notional",
             None,
-            draft("admin.limit_cleared"),
+            draft(AuditAction::RiskLimitChanged),
         )
         .await
         .expect("user clear");
@@ -358,7 +359,7 @@ async fn limits_are_set_and_cleared_globally_and_per_user() {
             None,
             "anomaly_threshold",
             None,
-            draft("admin.limit_cleared"),
+            draft(AuditAction::RiskLimitChanged),
         )
         .await
         .expect("global clear");
@@ -386,12 +387,12 @@ async fn controls_default_and_change() {
 
     assert!(!store.global_kill_switch().await.expect("kill switch"));
     store
-        .set_global_kill_switch(true, draft("admin.kill_switch"))
+        .set_global_kill_switch(true, draft(AuditAction::RiskKillSwitchOn))
         .await
         .expect("on");
     assert!(store.global_kill_switch().await.expect("kill switch"));
     store
-        .set_global_kill_switch(false, draft("admin.kill_switch"))
+        .set_global_kill_switch(false, draft(AuditAction::RiskKillSwitchOn))
         .await
         .expect("off");
     assert!(!store.global_kill_switch().await.expect("kill switch"));
@@ -417,7 +418,7 @@ async fn controls_default_and_change() {
                 kill_switch: Some(true),
                 autonomous: None,
             },
-            draft("admin.controls_changed"),
+            draft(AuditAction::RiskControlsChanged),
         )
         .await
         .expect("change");
@@ -437,7 +438,7 @@ async fn controls_default_and_change() {
                 kill_switch: Some(false),
                 ..Default::default()
             },
-            draft("admin.controls_changed"),
+            draft(AuditAction::RiskControlsChanged),
         )
         .await
         .expect("change");
@@ -450,7 +451,7 @@ async fn controls_default_and_change() {
                 autonomous: Some(true),
                 ..Default::default()
             },
-            draft("agent.autonomous_on"),
+            draft(AuditAction::AgentAutonomousChanged),
         )
         .await
         .expect("change");
@@ -483,7 +484,7 @@ async fn controls_default_and_change() {
                 state: Some(TradingState::Active),
                 ..Default::default()
             },
-            draft("admin.controls_changed"),
+            draft(AuditAction::RiskControlsChanged),
         )
         .await
         .expect("change");
@@ -506,7 +507,7 @@ async fn blocked_ranges_are_added_once_and_removed() {
     };
     let before = audit_events(&app).await;
     store
-        .add_blocked_range(&range, draft("admin.ip_blocked"))
+        .add_blocked_range(&range, draft(AuditAction::RiskIpBlocked))
         .await
         .expect("add");
     let err = store
@@ -515,7 +516,7 @@ async fn blocked_ranges_are_added_once_and_removed() {
                 id: Uuid::new_v4(),
                 ..range.clone()
             },
-            draft("admin.ip_blocked"),
+            draft(AuditAction::RiskIpBlocked),
         )
         .await
         .expect_err("duplicate range");
@@ -527,7 +528,7 @@ async fn blocked_ranges_are_added_once_and_removed() {
         created_at: at + Duration::seconds(1),
     };
     store
-        .add_blocked_range(&second, draft("admin.ip_blocked"))
+        .add_blocked_range(&second, draft(AuditAction::RiskIpBlocked))
         .await
         .expect("add");
     assert_eq!(
@@ -541,11 +542,11 @@ async fn blocked_ranges_are_added_once_and_removed() {
     );
 
     store
-        .remove_blocked_range(range.id, draft("admin.ip_unblocked"))
+        .remove_blocked_range(range.id, draft(AuditAction::RiskIpUnblocked))
         .await
         .expect("remove");
     let err = store
-        .remove_blocked_range(range.id, draft("admin.ip_unblocked"))
+        .remove_blocked_range(range.id, draft(AuditAction::RiskIpUnblocked))
         .await
         .expect_err("already removed");
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
@@ -622,7 +623,7 @@ async fn a_decision_writes_its_order_case_state_and_audit_events_together() {
         .set_case_rationale(
             case.id,
             "Looks like a fat finger.",
-            draft("risk.case_rationale_added"),
+            draft(AuditAction::RiskCaseRationaleAdded),
         )
         .await
         .expect("rationale");
@@ -640,7 +641,7 @@ async fn a_decision_writes_its_order_case_state_and_audit_events_together() {
         .set_case_rationale(
             CaseId::new_random(),
             "x",
-            draft("risk.case_rationale_added"),
+            draft(AuditAction::RiskCaseRationaleAdded),
         )
         .await
         .expect_err("unknown case");
@@ -719,7 +720,7 @@ async fn an_order_is_claimed_by_exactly_one_of_twenty_senders() {
         let store = store.clone();
         async move {
             store
-                .claim_order(id, OrderStatus::Held, draft("trade.order_claimed"))
+                .claim_order(id, OrderStatus::Held, draft(AuditAction::TradeOrderClaimed))
                 .await
         }
     })
@@ -730,7 +731,7 @@ async fn an_order_is_claimed_by_exactly_one_of_twenty_senders() {
     assert_eq!(claimed.attempts, held.attempts + 1, "one attempt counted");
     assert!(
         !store
-            .claim_order(id, OrderStatus::Held, draft("trade.order_claimed"))
+            .claim_order(id, OrderStatus::Held, draft(AuditAction::TradeOrderClaimed))
             .await
             .expect("claim")
     );
@@ -739,7 +740,7 @@ async fn an_order_is_claimed_by_exactly_one_of_twenty_senders() {
             .claim_order(
                 OrderId::new_random(),
                 OrderStatus::Held,
-                draft("trade.order_claimed"),
+                draft(AuditAction::TradeOrderClaimed),
             )
             .await
             .expect("claim unknown")
@@ -789,7 +790,7 @@ async fn updates_and_fills_read_back() {
             placed.id,
             open.clone(),
             Some(first_fill.clone()),
-            draft("trade.order_updated"),
+            draft(AuditAction::TradeOrderFilled),
         )
         .await
         .expect("update");
@@ -811,7 +812,7 @@ async fn updates_and_fills_read_back() {
             placed.id,
             filled.clone(),
             Some(second_fill.clone()),
-            draft("trade.order_updated"),
+            draft(AuditAction::TradeOrderFilled),
         )
         .await
         .expect("update");
@@ -848,7 +849,7 @@ async fn updates_and_fills_read_back() {
             placed.id,
             open,
             Some(second_fill),
-            draft("trade.order_updated"),
+            draft(AuditAction::TradeOrderFilled),
         )
         .await
         .expect_err("final order");
@@ -890,18 +891,18 @@ async fn reads_and_writes_are_scoped_to_the_owner() {
                 price: dec("100"),
                 at,
             }),
-            draft("trade.order_updated"),
+            draft(AuditAction::TradeOrderFilled),
         )
         .await
         .expect("update");
     let token = token(owner, at);
     store
-        .insert_agent_token(&token, "hash-owner", draft("agent.token_created"))
+        .insert_agent_token(&token, "hash-owner", draft(AuditAction::AgentTokenCreated))
         .await
         .expect("token");
     let proposal = proposal(owner, token.id, at);
     store
-        .insert_proposal(&proposal, draft("agent.proposed"))
+        .insert_proposal(&proposal, draft(AuditAction::AgentProposalReceived))
         .await
         .expect("proposal");
 
@@ -930,20 +931,30 @@ async fn reads_and_writes_are_scoped_to_the_owner() {
                 ProposalStatus::Rejected,
                 None,
                 at,
-                draft("agent.proposal_rejected"),
+                draft(AuditAction::AgentProposalRejected),
             )
             .await
             .expect("settle")
     );
     let before = audit_events(&app).await;
     let err = store
-        .revoke_agent_token(intruder, token.id, at, draft("agent.token_revoked"))
+        .revoke_agent_token(
+            intruder,
+            token.id,
+            at,
+            draft(AuditAction::AgentTokenRevoked),
+        )
         .await
         .expect_err("not theirs");
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
     assert_eq!(audit_events(&app).await, before);
     let err = store
-        .revoke_agent_token(owner, Uuid::new_v4(), at, draft("agent.token_revoked"))
+        .revoke_agent_token(
+            owner,
+            Uuid::new_v4(),
+            at,
+            draft(AuditAction::AgentTokenRevoked),
+        )
         .await
         .expect_err("unknown");
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
@@ -1163,7 +1174,7 @@ async fn deciding_a_case_releases_or_cancels_its_held_orders_once() {
                 note: "False alarm".into(),
                 at: decided_at,
                 new_state: TradingState::Active,
-                audit: draft("review.case_released"),
+                audit: draft(AuditAction::ReviewCaseReleased),
             })
             .await
             .expect("release")
@@ -1177,7 +1188,7 @@ async fn deciding_a_case_releases_or_cancels_its_held_orders_once() {
                 note: "Account takeover".into(),
                 at: decided_at,
                 new_state: TradingState::Reducing,
-                audit: draft("review.case_confirmed"),
+                audit: draft(AuditAction::ReviewCaseConfirmed),
             })
             .await
             .expect("confirm")
@@ -1268,7 +1279,7 @@ async fn deciding_a_case_releases_or_cancels_its_held_orders_once() {
                 note: "Changed my mind".into(),
                 at: decided_at,
                 new_state: TradingState::Halted,
-                audit: draft("review.case_confirmed"),
+                audit: draft(AuditAction::ReviewCaseConfirmed),
             })
             .await
             .expect("second decision")
@@ -1282,7 +1293,7 @@ async fn deciding_a_case_releases_or_cancels_its_held_orders_once() {
                 note: "Unknown".into(),
                 at: decided_at,
                 new_state: TradingState::Active,
-                audit: draft("review.case_released"),
+                audit: draft(AuditAction::ReviewCaseReleased),
             })
             .await
             .expect("unknown case")
@@ -1351,11 +1362,11 @@ async fn agent_tokens_are_found_by_hash_until_revoked() {
         ..first.clone()
     };
     store
-        .insert_agent_token(&first, "hash-1", draft("agent.token_created"))
+        .insert_agent_token(&first, "hash-1", draft(AuditAction::AgentTokenCreated))
         .await
         .expect("insert");
     store
-        .insert_agent_token(&second, "hash-2", draft("agent.token_created"))
+        .insert_agent_token(&second, "hash-2", draft(AuditAction::AgentTokenCreated))
         .await
         .expect("insert");
     let err = store
@@ -1365,7 +1376,7 @@ async fn agent_tokens_are_found_by_hash_until_revoked() {
                 ..first.clone()
             },
             "hash-1",
-            draft("agent.token_created"),
+            draft(AuditAction::AgentTokenCreated),
         )
         .await
         .expect_err("same hash");
@@ -1404,7 +1415,12 @@ async fn agent_tokens_are_found_by_hash_until_revoked() {
     let before = audit_events(&app).await;
     let revoked_at = at + Duration::minutes(2);
     store
-        .revoke_agent_token(owner, first.id, revoked_at, draft("agent.token_revoked"))
+        .revoke_agent_token(
+            owner,
+            first.id,
+            revoked_at,
+            draft(AuditAction::AgentTokenRevoked),
+        )
         .await
         .expect("revoke");
     assert_eq!(
@@ -1415,7 +1431,12 @@ async fn agent_tokens_are_found_by_hash_until_revoked() {
         None
     );
     let err = store
-        .revoke_agent_token(owner, first.id, revoked_at, draft("agent.token_revoked"))
+        .revoke_agent_token(
+            owner,
+            first.id,
+            revoked_at,
+            draft(AuditAction::AgentTokenRevoked),
+        )
         .await
         .expect_err("already revoked");
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
@@ -1441,7 +1462,7 @@ async fn a_proposal_is_settled_by_exactly_one_of_twenty_sign_offs() {
     let at = now(&app);
     let token = token(owner, at);
     store
-        .insert_agent_token(&token, "hash-p", draft("agent.token_created"))
+        .insert_agent_token(&token, "hash-p", draft(AuditAction::AgentTokenCreated))
         .await
         .expect("token");
     let older = proposal(owner, token.id, at);
@@ -1452,7 +1473,7 @@ async fn a_proposal_is_settled_by_exactly_one_of_twenty_sign_offs() {
     };
     for p in [&older, &newer] {
         store
-            .insert_proposal(p, draft("agent.proposed"))
+            .insert_proposal(p, draft(AuditAction::AgentProposalReceived))
             .await
             .expect("insert");
     }
@@ -1480,7 +1501,7 @@ async fn a_proposal_is_settled_by_exactly_one_of_twenty_sign_offs() {
                     ProposalStatus::Placed,
                     Some(placed),
                     decided_at,
-                    draft("agent.proposal_placed"),
+                    draft(AuditAction::AgentProposalPlaced),
                 )
                 .await
         }
@@ -1509,7 +1530,7 @@ async fn a_proposal_is_settled_by_exactly_one_of_twenty_sign_offs() {
                 ProposalStatus::Rejected,
                 None,
                 decided_at,
-                draft("agent.proposal_rejected"),
+                draft(AuditAction::AgentProposalRejected),
             )
             .await
             .expect("settle")
@@ -1562,7 +1583,7 @@ async fn the_controls_overview_lists_every_user_with_controls_overrides_and_open
             Some(limited),
             LimitField::MaxOrderNotional.key(),
             Some("500"),
-            draft("risk.limit_changed"),
+            draft(AuditAction::RiskLimitChanged),
         )
         .await
         .expect("override");
@@ -1573,7 +1594,7 @@ async fn the_controls_overview_lists_every_user_with_controls_overrides_and_open
                 kill_switch: Some(true),
                 ..Default::default()
             },
-            draft("risk.controls_changed"),
+            draft(AuditAction::RiskControlsChanged),
         )
         .await
         .expect("stopped");
@@ -1583,7 +1604,7 @@ async fn the_controls_overview_lists_every_user_with_controls_overrides_and_open
         .await
         .expect("case opened");
     store
-        .set_global_kill_switch(true, draft("risk.kill_switch_on"))
+        .set_global_kill_switch(true, draft(AuditAction::RiskKillSwitchOn))
         .await
         .expect("kill switch");
 
@@ -1651,7 +1672,7 @@ async fn case_files_carry_the_accounts_and_the_subjects_state_now() {
                 note: "False alarm".into(),
                 at: at + Duration::minutes(1),
                 new_state: TradingState::Active,
-                audit: draft("review.case_released"),
+                audit: draft(AuditAction::ReviewCaseReleased),
             })
             .await
             .expect("released")
