@@ -49,6 +49,49 @@ macro_rules! string_enum {
 }
 pub(crate) use string_enum;
 
+/// An id that is a random UUID, named `prefix:<uuid>` in audit events.
+macro_rules! uuid_id {
+    ($(#[$meta:meta])* $name:ident, $prefix:literal) => {
+        $(#[$meta])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+        )]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            pub fn new_random() -> Self {
+                Self(Uuid::new_v4())
+            }
+
+            pub fn parse(raw: &str) -> Option<Self> {
+                Uuid::parse_str(raw.trim()).ok().map(Self)
+            }
+
+            /// How audit events name this resource.
+            pub fn resource(&self) -> String {
+                format!(concat!($prefix, ":{}"), self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// An order, from the ticket or an agent's proposal.
+    OrderId,
+    "order"
+);
+uuid_id!(
+    /// An anomaly case a reviewer decides.
+    CaseId,
+    "case"
+);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 pub struct UserId(pub Uuid);
 

@@ -25,8 +25,6 @@ mod review;
 mod service;
 mod ticket;
 
-use std::fmt;
-
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -56,38 +54,7 @@ pub use service::{
 };
 pub use ticket::Ticket;
 
-macro_rules! uuid_id {
-    ($name:ident, $prefix:literal) => {
-        #[derive(
-            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-        )]
-        pub struct $name(pub Uuid);
-
-        impl $name {
-            pub fn new_random() -> Self {
-                Self(Uuid::new_v4())
-            }
-
-            pub fn parse(raw: &str) -> Option<Self> {
-                Uuid::parse_str(raw.trim()).ok().map(Self)
-            }
-
-            /// How audit events name this resource.
-            pub fn resource(&self) -> String {
-                format!(concat!($prefix, ":{}"), self.0)
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                self.0.fmt(f)
-            }
-        }
-    };
-}
-
-uuid_id!(OrderId, "order");
-uuid_id!(CaseId, "case");
+pub use crate::ids::{CaseId, OrderId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -7,7 +7,7 @@
 //! `StoreError` cannot be `From<DbErr>` itself (both types are foreign here). A port method
 //! wraps its body in [`converted`], which hands the error back as the port's type:
 //!
-//! ```ignore
+//! ```text
 //! async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
 //!     converted(async {
 //!         let row = user::Entity::find_by_id(id.to_string()).one(&self.db).await?;
