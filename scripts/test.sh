@@ -20,7 +20,7 @@ CRYPTOPULSE_TEST_PG_URL= cargo test --workspace --exclude cryptopulse-frontend
 if [ -n "${CRYPTOPULSE_TEST_PG_URL:-}" ]; then
   echo "==> API tests on PostgreSQL (${CRYPTOPULSE_TEST_PG_URL%%@*}@…)"
   # A test run against an unreachable database fails loudly rather than skipping.
-  cargo test -p cryptopulse-server --test api
+  cargo test -p cryptopulse-server --test api --test report_stream
   # Each test made its own database; drop them once the run has passed.
   if command -v psql >/dev/null 2>&1; then
     psql "$CRYPTOPULSE_TEST_PG_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'cryptopulse_test_%'" |

@@ -4,6 +4,7 @@
 #![recursion_limit = "256"]
 
 pub mod api;
+pub mod controls;
 pub mod error;
 pub mod ui;
 
@@ -110,6 +111,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/signup") view=ui::auth::SignupPage />
                     <Route path=path!("/account") view=ui::account::AccountPage />
                     <Route path=path!("/audit") view=ui::audit::AuditPage />
+                    <Route path=path!("/audit/event/:seq") view=ui::audit::AuditEventPage />
+                    <Route path=path!("/reports") view=ui::reports::ReportsPage />
                     <Route path=path!("/admin/users") view=ui::admin::UsersPage />
                     <Route path=path!("/keys") view=ui::keys::KeysPage />
                     <Route path=path!("/security") view=ui::stepup::SecurityPage />
@@ -119,6 +122,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/agents") view=ui::agents::AgentsPage />
                     <Route path=path!("/review") view=ui::review::ReviewPage />
                     <Route path=path!("/admin/risk") view=ui::risk_admin::RiskAdminPage />
+                    <Route path=path!("/controls") view=ui::controls::ControlsPage />
                 </Routes>
             </ui::layout::Layout>
         </Router>

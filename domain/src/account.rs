@@ -775,6 +775,28 @@ mod tests {
             ) -> Result<Vec<AuditEvent>, StoreError> {
                 Ok(vec![])
             }
+            async fn search_after(
+                &self,
+                _: &crate::audit::AuditFilter,
+                _: i64,
+                _: u64,
+            ) -> Result<Vec<AuditEvent>, StoreError> {
+                Ok(vec![])
+            }
+            async fn search_before(
+                &self,
+                _: &crate::audit::AuditFilter,
+                _: i64,
+                _: u64,
+            ) -> Result<Vec<AuditEvent>, StoreError> {
+                Ok(vec![])
+            }
+            async fn head(&self) -> Result<crate::audit::ChainHead, StoreError> {
+                Ok(crate::audit::ChainHead::EMPTY)
+            }
+            async fn event(&self, _: i64) -> Result<Option<AuditEvent>, StoreError> {
+                Ok(None)
+            }
         }
 
         /// "Hashes" by prefixing; records every hash it verifies against.

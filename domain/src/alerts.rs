@@ -57,6 +57,27 @@ impl SecurityAlert {
     }
 }
 
+/// Alert kinds the user an alert is about may see on their own overview.
+pub const SUBJECT_VISIBLE_KINDS: &[&str] = &["security_key_cloned"];
+
+/// An open alert without its message: what it is and when it was raised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAlert {
+    pub id: Uuid,
+    pub kind: String,
+    pub raised_at: OffsetDateTime,
+}
+
+impl OpenAlert {
+    fn of(alert: &SecurityAlert) -> Self {
+        Self {
+            id: alert.id,
+            kind: alert.kind.clone(),
+            raised_at: alert.raised_at,
+        }
+    }
+}
+
 /// An alert as the admin's list shows it: with the email of the user who set it off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertListing {
@@ -117,6 +138,34 @@ impl AlertService {
         )
         .resource(SecurityAlert::resource_name(id));
         self.alerts.acknowledge(id, self.clock.now(), draft).await
+    }
+
+    /// The newest alerts nobody has acknowledged, for the admin's overview: kind and time only.
+    /// The messages name decoys and the users who touched them, which stays behind the admin's
+    /// key window ([`Self::list`]).
+    pub async fn open_alerts(&self, _reader: &AdminReader) -> Result<Vec<OpenAlert>, StoreError> {
+        let alerts = self.alerts.recent(Self::LISTED).await?;
+        Ok(alerts
+            .iter()
+            .filter(|a| a.acknowledged_at.is_none())
+            .map(OpenAlert::of)
+            .collect())
+    }
+
+    /// A user's own open alerts of the kinds a user may be told about (their security key was
+    /// disabled as cloned). Decoy and anomaly alerts also name users, but telling the suspect
+    /// would give the detection away.
+    pub async fn open_alerts_about(&self, user: UserId) -> Result<Vec<OpenAlert>, StoreError> {
+        let alerts = self.alerts.recent(Self::LISTED).await?;
+        Ok(alerts
+            .iter()
+            .filter(|a| {
+                a.acknowledged_at.is_none()
+                    && a.user() == Some(user)
+                    && SUBJECT_VISIBLE_KINDS.contains(&a.kind.as_str())
+            })
+            .map(OpenAlert::of)
+            .collect())
     }
 
     /// How many of the newest alerts nobody has acknowledged (the navigation's badge).

@@ -5,6 +5,8 @@
 pub use crate::account::{AccountStore, LoginThrottle, PasswordHasher, SessionRevoker};
 pub use crate::alerts::SecurityAlerts;
 pub use crate::audit::AuditLog;
+pub use crate::audit::checkpoints::{CheckpointJournal, CheckpointStore, ReportKeyStore};
+pub use crate::audit::jobs::AuditJobRunner;
 pub use crate::clock::{Clock, SharedClock, SystemClock};
 pub use crate::exchange::Exchange;
 pub use crate::keys::{KeyStore, RewrapRunner};

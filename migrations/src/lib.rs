@@ -9,6 +9,8 @@ mod m20261123_000004_trading;
 mod m20261128_000006_order_approval;
 mod m20261128_000007_totp_attempts;
 mod m20261128_000008_agent_token_expiry;
+mod m20261128_000009_audit_reports;
+mod m20261128_000010_audit_indexes;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -24,6 +26,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000008_agent_token_expiry::Migration),
             Box::new(m20261128_000007_totp_attempts::Migration),
             Box::new(m20261128_000006_order_approval::Migration),
+            Box::new(m20261128_000009_audit_reports::Migration),
+            Box::new(m20261128_000010_audit_indexes::Migration),
         ]
     }
 }

@@ -1,4 +1,5 @@
-//! Command-line interface of the server binary: serve, init, create-admin, set-role, audit verify.
+//! Command-line interface of the server binary: serve, init, create-admin, set-role, audit verify,
+//! report verify / public-key.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -6,7 +7,8 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use domain::account::{Email, Password, Role};
-use domain::audit::{Actor, ChainHead, RequestMeta};
+use domain::audit::report::VerifiedReport;
+use domain::audit::{Actor, AuditFilter, ChainHead, ReportPublicKey, RequestMeta, verify_report};
 use domain::ports::SystemClock;
 
 use crate::config::Settings;
@@ -55,6 +57,28 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Audit report commands: verify a downloaded report offline, print the report key.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Verify a downloaded audit report (CSV, or PDF with the CSV embedded) offline — no
+    /// settings or database needed. Exits 1 and names the row at fault if it does not verify.
+    Verify {
+        /// The report file.
+        file: PathBuf,
+        /// The server's report key (`ed25519:<hex>`, as served at
+        /// /.well-known/cryptopulse-report-key or printed by `report public-key`). Without it
+        /// the signature is only checked against the key the file itself names.
+        #[arg(long, value_name = "KEY")]
+        public_key: Option<String>,
+    },
+    /// Print the server's report public key (reads it from the database).
+    PublicKey,
 }
 
 #[derive(Debug, Subcommand)]
@@ -250,6 +274,14 @@ pub async fn audit_verify(
                 verified.head.seq,
                 verified.head.hash.to_hex()
             )?;
+            match &verified.checkpoint {
+                Some(checkpoint) => writeln!(
+                    out,
+                    "checked against signed checkpoint seq {} ({}), signed at {} by {}",
+                    checkpoint.seq, checkpoint.hash, checkpoint.signed_at, checkpoint.public_key
+                )?,
+                None => writeln!(out, "no signed checkpoint yet to check against")?,
+            }
             writeln!(
                 out,
                 "record this head to detect truncation later: --expect-head {}",
@@ -263,9 +295,162 @@ pub async fn audit_verify(
                 "audit chain BROKEN at seq {}: {} ({} events before it verified)",
                 broken.error.seq, broken.error.kind, broken.checked
             )?;
+            if let Some(checkpoint) = &broken.checkpoint {
+                writeln!(
+                    out,
+                    "found by signed checkpoint seq {} ({}), signed at {}",
+                    checkpoint.seq, checkpoint.hash, checkpoint.signed_at
+                )?;
+            }
             Ok(false)
         }
     }
+}
+
+/// Prints the server's report public key, `ed25519:<hex>`.
+pub async fn report_public_key(settings: &Settings, out: &mut impl Write) -> Result<(), CliError> {
+    let backend = Backend::connect(settings, Arc::new(SystemClock)).await?;
+    writeln!(out, "{}", backend.services.audit.report_public_key())?;
+    Ok(())
+}
+
+/// Verifies a report file offline and prints a summary or the problem. Returns whether it
+/// verified; an unreadable file or a malformed `--public-key` is an error (exit 2).
+pub fn report_verify(
+    file: &Path,
+    public_key: Option<&str>,
+    out: &mut impl Write,
+) -> Result<bool, CliError> {
+    let pinned = public_key
+        .map(|raw| {
+            ReportPublicKey::parse(raw).ok_or_else(|| {
+                CliError::Usage(
+                    "--public-key takes an Ed25519 key: ed25519:<64 hex digits> (or bare hex)"
+                        .into(),
+                )
+            })
+        })
+        .transpose()?;
+    let bytes = std::fs::read(file)
+        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", file.display())))?;
+    let is_pdf = bytes.starts_with(b"%PDF");
+    let csv = if is_pdf {
+        match report_in_pdf(&bytes) {
+            Ok(csv) => csv,
+            Err(problem) => {
+                writeln!(
+                    out,
+                    "report verification FAILED: {}: {problem}",
+                    file.display()
+                )?;
+                return Ok(false);
+            }
+        }
+    } else {
+        bytes
+    };
+    match verify_report(&csv, pinned.as_ref()) {
+        Ok(verified) => {
+            let kind = if is_pdf {
+                "PDF (embedded CSV report)"
+            } else {
+                "CSV"
+            };
+            writeln!(out, "report OK: {} ({kind})", file.display())?;
+            write_report_summary(out, &verified)?;
+            Ok(true)
+        }
+        Err(problem) => {
+            writeln!(
+                out,
+                "report verification FAILED: {}: {problem}",
+                file.display()
+            )?;
+            Ok(false)
+        }
+    }
+}
+
+/// The CSV report a PDF carries as its `audit-report.csv` attachment.
+fn report_in_pdf(pdf: &[u8]) -> Result<Vec<u8>, String> {
+    crate::reports::pdf::embedded_report(pdf)
+        .map_err(|e| format!("no embedded audit report could be read from the PDF: {e}"))
+}
+
+fn write_report_summary(out: &mut impl Write, verified: &VerifiedReport) -> std::io::Result<()> {
+    let m = &verified.manifest;
+    let info = &m.info;
+    match (m.first_seq, m.last_seq) {
+        (Some(first), Some(last)) => writeln!(
+            out,
+            "rows: {} (seq {first} to {last}), each row's hash recomputed, links and digest checked",
+            verified.rows
+        )?,
+        _ => writeln!(out, "rows: 0")?,
+    }
+    writeln!(out, "filter: {}", describe_filter(&info.filter))?;
+    writeln!(
+        out,
+        "generated at {} by {} ({})",
+        info.generated_at,
+        info.generated_by_email.as_deref().unwrap_or("(no email)"),
+        info.generated_by
+    )?;
+    writeln!(
+        out,
+        "chain head when generated: seq {} hash {}",
+        info.chain_head.seq,
+        info.chain_head.hash.to_hex()
+    )?;
+    writeln!(
+        out,
+        "signed by {} (fingerprint {})",
+        m.public_key,
+        m.public_key.fingerprint()
+    )?;
+    if verified.pinned {
+        writeln!(out, "signature: valid under the pinned key")?;
+    } else {
+        writeln!(
+            out,
+            "signature: valid under the key in the file (not pinned) — compare it with the server's \
+             /.well-known/cryptopulse-report-key, or pass --public-key"
+        )?;
+    }
+    match &info.latest_checkpoint {
+        Some(cp) => writeln!(
+            out,
+            "latest signed checkpoint: seq {} hash {} signed at {} (signature valid)",
+            cp.seq, cp.hash, cp.signed_at
+        )?,
+        None => writeln!(out, "latest signed checkpoint: none when generated")?,
+    }
+    writeln!(out, "rows sha256: {}", m.rows_sha256)
+}
+
+fn describe_filter(filter: &AuditFilter) -> String {
+    let time = |t: Option<time::OffsetDateTime>| t.map(domain::audit::canonical_time);
+    let parts: Vec<String> = [
+        ("from", time(filter.from)),
+        ("to (exclusive)", time(filter.to)),
+        ("actor", filter.actor_id().map(str::to_owned)),
+        ("action prefix", filter.action_prefix().map(str::to_owned)),
+        ("outcome", filter.outcome.map(|o| o.as_str().to_owned())),
+        ("resource", filter.resource().map(str::to_owned)),
+        ("request id", filter.request_id().map(str::to_owned)),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.map(|v| format!("{name} {v}")))
+    .collect();
+    let mut text = if parts.is_empty() {
+        "every event".to_owned()
+    } else {
+        parts.join(", ")
+    };
+    if let Some(up_to) = filter.up_to_seq {
+        text.push_str(&format!(" (up to seq {up_to})"));
+    }
+    text
 }
 
 #[cfg(test)]

@@ -49,6 +49,27 @@ pub struct Settings {
     pub vault: VaultSettings,
     pub step_up: StepUpSettings,
     pub trading: TradingSettings,
+    pub audit: AuditSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// How often the chain head is signed when it moved since the latest checkpoint (minutes,
+    /// at most a day); 0 turns the periodic checkpoint off (on-demand ones still work).
+    pub checkpoint_interval_minutes: u32,
+    /// Where each new checkpoint is also POSTed as JSON (best effort); off when empty. The
+    /// append-only copy is `<data_dir>/audit-checkpoints.jsonl`.
+    pub checkpoint_webhook_url: Option<String>,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval_minutes: 10,
+            checkpoint_webhook_url: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -214,6 +235,7 @@ impl Default for Settings {
             vault: VaultSettings::default(),
             step_up: StepUpSettings::default(),
             trading: TradingSettings::default(),
+            audit: AuditSettings::default(),
         }
     }
 }
@@ -415,6 +437,22 @@ impl Settings {
                 .unwrap_or(true)
         {
             return invalid("trading.rationale_url must be an http(s) URL".into());
+        }
+        if self.audit.checkpoint_interval_minutes > 24 * 60 {
+            return invalid(
+                "audit.checkpoint_interval_minutes must be at most 1440 (a day)".into(),
+            );
+        }
+        if let Some(url) = self
+            .audit
+            .checkpoint_webhook_url
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            && url::Url::parse(url)
+                .map(|u| !matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(true)
+        {
+            return invalid("audit.checkpoint_webhook_url must be an http(s) URL".into());
         }
         if self.webauthn_rp().is_none() {
             return invalid(

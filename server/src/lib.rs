@@ -8,6 +8,7 @@ pub mod jobs;
 pub mod kms;
 pub mod metrics;
 pub mod notify;
+pub mod reports;
 pub mod security;
 pub mod startup;
 pub mod storage;

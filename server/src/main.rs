@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use server::cli::{AuditCommand, Cli, Command};
+use server::cli::{AuditCommand, Cli, Command, ReportCommand};
 use server::config::Settings;
 
 #[tokio::main]
@@ -14,6 +14,13 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let cli = Cli::parse();
+    // Verifying a report is offline: it must work without settings or a database.
+    if let Some(Command::Report {
+        command: ReportCommand::Verify { file, public_key },
+    }) = &cli.command
+    {
+        return report_verify(file, public_key.as_deref());
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(e) => {
@@ -48,9 +55,29 @@ async fn main() -> ExitCode {
             Ok(false) => return ExitCode::from(1),
             Err(e) => Err(e.into()),
         },
+        Command::Report {
+            command: ReportCommand::PublicKey,
+        } => server::cli::report_public_key(&settings, &mut std::io::stdout())
+            .await
+            .map_err(Into::into),
+        Command::Report {
+            command: ReportCommand::Verify { file, public_key },
+        } => return report_verify(&file, public_key.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Exit 0 when the report verifies, 1 when it does not, 2 when it cannot be read.
+fn report_verify(file: &std::path::Path, public_key: Option<&str>) -> ExitCode {
+    match server::cli::report_verify(file, public_key, &mut std::io::stdout()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(2)

@@ -11,7 +11,8 @@ use axum::extract::{ConnectInfo, FromRef};
 use axum::middleware::{from_fn, from_fn_with_state};
 use domain::account::{AccountService, BackoffPolicy};
 use domain::alerts::AlertService;
-use domain::audit::service::AuditService;
+use domain::audit::checkpoints::load_or_create_report_key;
+use domain::audit::service::{AuditPorts, AuditService};
 use domain::audit::{Actor, AuditDraft, AuditLog, Outcome, RequestMeta};
 use domain::exchange::{Exchange, Exchanges};
 use domain::keys::{KeyVaultPorts, KeyVaultService};
@@ -32,6 +33,8 @@ use webauthn_rs::prelude::WebauthnBuilder;
 
 use crate::config::{KmsBackend, Settings};
 use crate::exchange::{BinanceExchange, BinanceSettings, PaperExchange};
+use crate::jobs::audit_jobs::TokioAuditJobs;
+use crate::jobs::report_jobs::TokioReportJobs;
 use crate::jobs::rewrap::TokioRewrapRunner;
 use crate::jobs::{JobServices, Jobs, Schedule};
 use crate::kms::{AwsKms, AwsKmsSettings, FileKms};
@@ -41,6 +44,7 @@ use crate::security::hashing::Argon2Hasher;
 use crate::security::middleware::{self, CspNonce, HeaderPolicy};
 use crate::security::rate_limit::{self, RateLimits};
 use crate::security::throttle::MemoryLoginThrottle;
+use crate::storage::checkpoints::{FileCheckpointJournal, SqlCheckpointStore, SqlReportKeyStore};
 use crate::storage::stepup::SqlFactorStore;
 use crate::storage::trading::SqlTradingStore;
 use crate::storage::{
@@ -230,6 +234,13 @@ impl Backend {
             clock.clone(),
             dummy_hash,
         );
+        // Opened (or made and sealed on first start) before anything is served or signed.
+        let report_key = load_or_create_report_key(
+            &SqlReportKeyStore::new(db.clone(), clock.clone()),
+            kms.as_ref(),
+        )
+        .await
+        .map_err(|e| StartupError::Kms(e.to_string()))?;
         let metrics = Metrics::new();
         let kms_for_stepup = kms.clone();
         let alerts: Arc<dyn domain::alerts::SecurityAlerts> = Arc::new(SqlSecurityAlerts::new(
@@ -285,11 +296,24 @@ impl Backend {
                     }),
             )),
         });
+        let audit_service = AuditService::new(AuditPorts {
+            log: audit.clone(),
+            accounts: account_store,
+            checkpoints: Arc::new(SqlCheckpointStore::new(db.clone(), clock.clone())),
+            journal: Arc::new(FileCheckpointJournal::new(
+                &settings.data_dir,
+                settings.audit.checkpoint_webhook_url.clone(),
+            )),
+            clock: clock.clone(),
+            report_key,
+        });
         let services = Services {
             stepup,
             accounts,
             security_alerts: alert_service,
-            audit: AuditService::new(audit.clone(), account_store),
+            report_jobs: Arc::new(TokioReportJobs::new(audit_service.clone(), clock.clone())),
+            audit_jobs: Arc::new(TokioAuditJobs::new(audit_service.clone())),
+            audit: audit_service,
             clock,
             rewrap: Arc::new(TokioRewrapRunner::new(vault.clone())),
             vault,
@@ -406,6 +430,7 @@ impl Application {
                 trading: self.backend.services.trading.clone(),
                 paper: self.backend.paper.clone(),
                 vault: self.backend.services.vault.clone(),
+                audit: self.backend.services.audit.clone(),
             },
         );
         let service = self
@@ -473,6 +498,7 @@ fn router(
         .allow_credentials(true);
 
     let metrics = backend.metrics.clone();
+    let report_key = backend.services.audit.report_public_key();
     let pages = Router::new()
         .route(
             "/metrics",
@@ -483,6 +509,13 @@ fn router(
                 },
             ),
         )
+        .route(
+            "/.well-known/cryptopulse-report-key",
+            axum::routing::get(move || {
+                let key = report_key.clone();
+                async move { report_key_endpoint(&key) }
+            }),
+        )
         .leptos_routes_with_context(&state, routes, context.clone(), {
             let options = leptos_options.clone();
             move || shell(options.clone())
@@ -490,7 +523,9 @@ fn router(
         .fallback(file_and_error_handler_with_context::<AppState, _>(
             context, shell,
         ))
-        .with_state(state);
+        .with_state(state)
+        // Report downloads: plain routes behind the same session and security layers.
+        .merge(crate::reports::routes::router(backend.services.clone()));
     pages
         // Listed innermost first: each layer wraps the ones above it.
         .layer(from_fn_with_state(
@@ -518,6 +553,20 @@ fn router(
             settings.trust_forwarded_for,
             middleware::request_context,
         ))
+}
+
+/// The public half of the report key, for anyone checking a report or checkpoint: public and
+/// cacheable (it changes only if the key row is replaced).
+fn report_key_endpoint(key: &domain::audit::signing::ReportPublicKey) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        format!("{key}\n"),
+    )
+        .into_response()
 }
 
 /// Metrics are for the operator's scraper on this host: loopback peers only, and not through a

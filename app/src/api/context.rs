@@ -33,6 +33,10 @@ pub struct Services {
     /// Runs re-wrap jobs in the background (the server's runtime).
     pub rewrap: Arc<dyn RewrapRunner>,
     pub trading: domain::trading::TradingService,
+    /// Verifies the audit chain in the background (the server's runtime).
+    pub audit_jobs: Arc<dyn domain::audit::jobs::AuditJobRunner>,
+    /// Builds PDF audit reports in the background (the server's runtime).
+    pub report_jobs: Arc<dyn domain::audit::reports::ReportJobRunner>,
     pub clock: Arc<dyn Clock>,
     /// A session ends this long after sign-in, however active.
     pub absolute_session: time::Duration,
@@ -60,6 +64,17 @@ pub async fn session() -> Result<Session, AppError> {
 pub async fn current_user() -> Result<Option<(User, Session)>, AppError> {
     let services = services()?;
     let session = session().await?;
+    Ok(user_for_session(&services, &session)
+        .await?
+        .map(|user| (user, session)))
+}
+
+/// The user `session` belongs to, if it is valid; an expired session, or one whose user no
+/// longer exists, is ended here. Shared by server functions and plain routes (downloads).
+pub async fn user_for_session(
+    services: &Services,
+    session: &Session,
+) -> Result<Option<User>, AppError> {
     let Some(raw_id) = session.get::<String>(USER_ID_KEY).await? else {
         return Ok(None);
     };
@@ -72,7 +87,7 @@ pub async fn current_user() -> Result<Option<(User, Session)>, AppError> {
         _ => None,
     };
     match user {
-        Some(user) => Ok(Some((user, session))),
+        Some(user) => Ok(Some(user)),
         None => {
             session.flush().await?;
             Ok(None)

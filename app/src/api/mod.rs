@@ -6,6 +6,8 @@ pub mod auth;
 #[cfg(feature = "ssr")]
 pub mod context;
 pub mod keys;
+pub mod overview;
+pub mod reports;
 pub mod stepup;
 pub mod trading;
 

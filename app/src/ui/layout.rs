@@ -21,6 +21,7 @@ const NAV: &[(&str, &str, &[UserRole])] = &[
         "Audit log",
         &[UserRole::Reviewer, UserRole::Admin],
     ),
+    ("/reports", "Reports", &[UserRole::Reviewer, UserRole::Admin]),
     ("/admin/users", "Users", &[UserRole::Admin]),
     ("/admin/vault", "Vault & alerts", &[UserRole::Admin]),
     ("/admin/risk", "Risk", &[UserRole::Admin]),
@@ -71,7 +72,8 @@ pub fn Layout(children: Children) -> impl IntoView {
             <main id="main" class="mx-auto w-full max-w-6xl flex-1 px-4 py-8">{children()}</main>
             <footer class="border-t border-slate-200 bg-white">
                 <div class="mx-auto max-w-6xl px-4 py-4 text-xs text-slate-500">
-                    "CryptoPulse · every action is recorded in a tamper-evident audit log."
+                    "CryptoPulse · every action is recorded in a tamper-evident audit log. "
+                    <A href="/controls" attr:class="underline hover:text-slate-700">"Control map"</A>
                 </div>
             </footer>
         </div>

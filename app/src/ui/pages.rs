@@ -1,10 +1,11 @@
-//! The overview and the not-found page.
+//! The overview (the role's cards, then quick links) and the not-found page.
 
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::A;
 
 use super::PRIMARY_BUTTON;
+use super::overview::RoleCards;
 use crate::api::{SessionUser, UserRole};
 use crate::use_auth;
 
@@ -14,9 +15,15 @@ pub fn Home() -> impl IntoView {
     view! {
         <Title text="" />
         <Transition fallback=|| view! { <p class="text-sm text-slate-500">"Loading…"</p> }>
-            {move || match auth.current() {
-                Some(user) => view! { <Overview user /> }.into_any(),
-                None => view! { <Welcome /> }.into_any(),
+            {move || {
+                let session = auth.user.get();
+                // Built once, after the session is known (see `RequireRole`): the role cards
+                // start resources, which must not be started by a throwaway pass.
+                Unsuspend::new(move || match session {
+                    None => ().into_any(),
+                    Some(Ok(Some(user))) => view! { <Overview user /> }.into_any(),
+                    Some(_) => view! { <Welcome /> }.into_any(),
+                })
             }}
         </Transition>
     }
@@ -64,6 +71,12 @@ const TILES: &[Tile] = &[
         roles: &[UserRole::Reviewer, UserRole::Admin],
     },
     Tile {
+        href: "/controls",
+        title: "Control map",
+        text: "SOC 2, MiFID II and GDPR controls, the features that meet them and the tests that prove it.",
+        roles: &[],
+    },
+    Tile {
         href: "/admin/users",
         title: "Users & roles",
         text: "Grant reviewer and admin roles.",
@@ -92,7 +105,9 @@ fn Overview(user: SessionUser) -> impl IntoView {
                 "Signed in as " <span class="font-medium text-slate-900">{user.email.clone()}</span> " · " {user.role.label()}
             </p>
         </header>
-        <div class="grid gap-4 sm:grid-cols-2 lg:grid-cols-3">{tiles}</div>
+        <RoleCards role=user.role />
+        <h2 class="mb-3 mt-8 text-sm font-semibold uppercase tracking-wide text-slate-500">"Quick links"</h2>
+        <div class="grid gap-4 sm:grid-cols-2 lg:grid-cols-3" data-testid="quick-links">{tiles}</div>
     }
 }
 

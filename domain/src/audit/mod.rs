@@ -13,6 +13,22 @@ use time::format_description::well_known::Rfc3339;
 // The use cases sit above the accounts (they name users), which sit above the chain: not
 // re-exported here, so `audit` itself never depends on `account`.
 pub mod service;
+// Search, event detail and streamed reports: a second `impl AuditService` block.
+pub mod filter;
+pub mod reports;
+// What the role overviews read from the log (security events by hour, report downloads).
+pub mod overview;
+// Signed checkpoints of the head, the report key's storage, and background audit jobs.
+pub mod checkpoints;
+pub mod jobs;
+// The report key and signed checkpoints; the self-verifying CSV report format.
+pub mod report;
+pub mod signing;
+
+pub use report::{ReportManifest, ReportWriter, verify_report};
+pub use signing::{ReportKey, ReportPublicKey, SignedCheckpoint};
+
+pub use filter::AuditFilter;
 
 use async_trait::async_trait;
 
@@ -37,6 +53,25 @@ pub trait AuditLog: Send + Sync + std::fmt::Debug {
         resources: &[String],
         limit: u64,
     ) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Events matching `filter` with seq > after (ascending) — keyset paging, oldest first.
+    async fn search_after(
+        &self,
+        filter: &AuditFilter,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Events matching `filter` with seq < before (descending) — newest first; before =
+    /// i64::MAX for the newest page.
+    async fn search_before(
+        &self,
+        filter: &AuditFilter,
+        before: i64,
+        limit: u64,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+    /// The current chain head (EMPTY when no events).
+    async fn head(&self) -> Result<ChainHead, StoreError>;
+    /// One event by seq.
+    async fn event(&self, seq: i64) -> Result<Option<AuditEvent>, StoreError>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -389,6 +424,8 @@ pub enum BreakKind {
     Truncated,
     #[error("the event at this seq is not the one previously recorded")]
     AnchorMismatch,
+    #[error("a stored checkpoint of this seq is not signed by this server's report key")]
+    BadCheckpoint,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -417,6 +454,11 @@ impl ChainVerifier {
             head: ChainHead::EMPTY,
             checked: 0,
         }
+    }
+
+    /// A verifier for the events after `head`, a head already trusted (a verified checkpoint).
+    pub fn starting_at(head: ChainHead) -> Self {
+        Self { head, checked: 0 }
     }
 
     pub fn check(&mut self, event: &AuditEvent) -> Result<(), ChainBreak> {
@@ -472,6 +514,8 @@ pub fn verify_chain<'a>(
 pub struct VerifiedLog {
     pub checked: u64,
     pub head: ChainHead,
+    /// The signed checkpoint the chain was checked against (the latest), if any.
+    pub checkpoint: Option<signing::SignedCheckpoint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -479,6 +523,8 @@ pub struct BrokenLog {
     pub checked: u64,
     pub last_good: ChainHead,
     pub error: ChainBreak,
+    /// The checkpoint that showed the break (or was itself bad), when one did.
+    pub checkpoint: Option<signing::SignedCheckpoint>,
 }
 
 /// Events read per batch when verifying a stored log.
@@ -497,6 +543,7 @@ pub async fn verify_log(
             return Ok(Ok(VerifiedLog {
                 checked: verifier.checked(),
                 head: verifier.head(),
+                checkpoint: None,
             }));
         }
         for event in &batch {
@@ -505,6 +552,7 @@ pub async fn verify_log(
                     checked: verifier.checked(),
                     last_good: verifier.head(),
                     error,
+                    checkpoint: None,
                 }));
             }
         }

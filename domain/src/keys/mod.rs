@@ -138,7 +138,24 @@ pub struct KeyRecord {
     pub revoked_at: Option<OffsetDateTime>,
 }
 
+/// Exchange keys are to be replaced this often; the owner is reminded from
+/// [`KEY_ROTATION_REMINDER_DAYS`] before.
+pub const KEY_ROTATION_DAYS: i64 = 90;
+pub const KEY_ROTATION_REMINDER_DAYS: i64 = 14;
+
 impl KeyRecord {
+    /// When the key should have been replaced by (its age reaches [`KEY_ROTATION_DAYS`]).
+    pub fn rotation_due_at(&self) -> OffsetDateTime {
+        self.created_at + time::Duration::days(KEY_ROTATION_DAYS)
+    }
+
+    /// A key still in the vault (not revoked) whose rotation is due within the reminder period
+    /// or overdue.
+    pub fn rotation_reminder(&self, now: OffsetDateTime) -> bool {
+        self.status != KeyStatus::Revoked
+            && now >= self.rotation_due_at() - time::Duration::days(KEY_ROTATION_REMINDER_DAYS)
+    }
+
     pub fn binding(&self) -> SecretBinding {
         SecretBinding {
             owner: self.owner,

@@ -3,13 +3,17 @@
 //! [`Jobs::start`] spawns the loops when the server starts serving; they run until
 //! [`Jobs::stop`] (or a drop) aborts them at shutdown. A loop logs a failed round and carries on.
 
+pub mod audit_jobs;
+pub mod checkpoints;
 pub mod housekeeping;
 pub mod key_recheck;
+pub mod report_jobs;
 pub mod rewrap;
 pub mod trading;
 
 use std::time::Duration;
 
+use domain::audit::service::AuditService;
 use domain::keys::KeyVaultService;
 use domain::trading::TradingService;
 use tokio::task::JoinHandle;
@@ -26,6 +30,9 @@ pub struct Schedule {
     pub trading_every: Duration,
     /// Key permissions asked again; `None` when `vault.recheck_interval_minutes` is 0.
     pub key_recheck_every: Option<Duration>,
+    /// The audit chain head signed (when it moved); `None` when
+    /// `audit.checkpoint_interval_minutes` is 0.
+    pub checkpoint_every: Option<Duration>,
 }
 
 impl Schedule {
@@ -33,6 +40,10 @@ impl Schedule {
         Self {
             trading_every: Duration::from_secs(u64::from(settings.trading.job_interval_seconds)),
             key_recheck_every: match settings.vault.recheck_interval_minutes {
+                0 => None,
+                minutes => Some(Duration::from_secs(u64::from(minutes) * 60)),
+            },
+            checkpoint_every: match settings.audit.checkpoint_interval_minutes {
                 0 => None,
                 minutes => Some(Duration::from_secs(u64::from(minutes) * 60)),
             },
@@ -48,6 +59,7 @@ pub struct JobServices {
     pub trading: TradingService,
     pub paper: PaperExchange,
     pub vault: KeyVaultService,
+    pub audit: AuditService,
 }
 
 /// The running loops. Dropping this aborts them too, so none outlives the server.
@@ -69,6 +81,9 @@ impl Jobs {
         ];
         if let Some(every) = schedule.key_recheck_every {
             tasks.push(tokio::spawn(key_recheck::run(services.vault, every)));
+        }
+        if let Some(every) = schedule.checkpoint_every {
+            tasks.push(tokio::spawn(checkpoints::run(services.audit, every)));
         }
         Self { tasks }
     }

@@ -4,14 +4,17 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use domain::audit::filter::{bound_time, second_prefix};
 use domain::audit::{
-    Actor, ActorKind, AuditDraft, AuditEvent, ChainHash, ChainHead, Outcome, RequestMeta,
-    canonical_time, parse_canonical_time,
+    Actor, ActorKind, AuditDraft, AuditEvent, AuditFilter, ChainHash, ChainHead, Outcome,
+    RequestMeta, canonical_time, parse_canonical_time,
 };
 use domain::ports::{AuditLog, Clock, StoreError};
+use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+    TransactionTrait,
 };
 use time::OffsetDateTime;
 
@@ -117,6 +120,60 @@ pub fn from_row(row: audit_event::Model) -> AuditEvent {
     }
 }
 
+/// `occurred_at` as `YYYY-MM-DDTHH:MM:SS.ffffff` (see `fixed_width_time`): the stored canonical
+/// text drops trailing zeros of the fraction, so it does not sort by time on its own. A constant
+/// expression (no input in it), portable to SQLite and PostgreSQL.
+const FIXED_WIDTH_OCCURRED_AT: &str = "(CASE WHEN length(occurred_at) = 20 \
+     THEN substr(occurred_at, 1, 19) || '.000000' \
+     ELSE substr(replace(occurred_at, 'Z', '') || '00000', 1, 26) END)";
+
+/// The SQL form of [`AuditFilter::matches`]; every input is a bound value.
+fn filter_condition(filter: &AuditFilter) -> Condition {
+    use audit_event::Column;
+    let mut cond = Condition::all();
+    if let Some(from) = filter.from {
+        // The whole-second bound lets the occurred_at index narrow the scan; the fixed-width
+        // comparison is the exact one.
+        cond = cond
+            .add(Column::OccurredAt.gte(second_prefix(from)))
+            .add(Expr::cust(FIXED_WIDTH_OCCURRED_AT).gte(bound_time(from)));
+    }
+    if let Some(to) = filter.to {
+        cond = cond
+            .add(Column::OccurredAt.lt(second_prefix(to + time::Duration::SECOND)))
+            .add(Expr::cust(FIXED_WIDTH_OCCURRED_AT).lt(bound_time(to)));
+    }
+    if let Some(actor) = filter.actor_id() {
+        cond = cond.add(Column::ActorId.eq(actor));
+    }
+    if let Some(prefix) = filter.action_prefix() {
+        // substr, not LIKE: LIKE is case-blind in SQLite and would need `%`/`_` escaped.
+        let chars = i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX);
+        cond = cond.add(
+            Expr::expr(
+                Func::cust("substr")
+                    .arg(Expr::col(Column::Action))
+                    .arg(1i32)
+                    .arg(chars),
+            )
+            .eq(prefix),
+        );
+    }
+    if let Some(outcome) = filter.outcome {
+        cond = cond.add(Column::Outcome.eq(outcome.as_str()));
+    }
+    if let Some(resource) = filter.resource() {
+        cond = cond.add(Column::Resource.eq(resource));
+    }
+    if let Some(request_id) = filter.request_id() {
+        cond = cond.add(Column::RequestId.eq(request_id));
+    }
+    if let Some(up_to) = filter.up_to_seq {
+        cond = cond.add(Column::Seq.lte(up_to));
+    }
+    cond
+}
+
 #[derive(Debug, Clone)]
 pub struct SqlAuditLog {
     db: DatabaseConnection,
@@ -176,5 +233,44 @@ impl AuditLog for SqlAuditLog {
             .filter(audit_event::Column::Resource.is_in(resources.iter().cloned()))
             .order_by_desc(audit_event::Column::Seq);
         self.events(about, limit).await
+    }
+
+    async fn search_after(
+        &self,
+        filter: &AuditFilter,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let query = audit_event::Entity::find()
+            .filter(audit_event::Column::Seq.gt(after))
+            .filter(filter_condition(filter))
+            .order_by_asc(audit_event::Column::Seq);
+        self.events(query, limit).await
+    }
+
+    async fn search_before(
+        &self,
+        filter: &AuditFilter,
+        before: i64,
+        limit: u64,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let query = audit_event::Entity::find()
+            .filter(audit_event::Column::Seq.lt(before))
+            .filter(filter_condition(filter))
+            .order_by_desc(audit_event::Column::Seq);
+        self.events(query, limit).await
+    }
+
+    async fn head(&self) -> Result<ChainHead, StoreError> {
+        let newest = self.recent(1).await?;
+        Ok(newest.first().map_or(ChainHead::EMPTY, AuditEvent::head))
+    }
+
+    async fn event(&self, seq: i64) -> Result<Option<AuditEvent>, StoreError> {
+        converted(async {
+            let row = audit_event::Entity::find_by_id(seq).one(&self.db).await?;
+            Ok(row.map(from_row))
+        })
+        .await
     }
 }

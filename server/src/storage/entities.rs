@@ -1,5 +1,8 @@
 //! Database rows. Converted to and from domain types in the repositories; never used as input.
 
+pub mod audit_checkpoint;
+pub mod report_key;
+
 pub mod user {
     use sea_orm::entity::prelude::*;
 

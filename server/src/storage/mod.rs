@@ -23,6 +23,7 @@
 
 mod accounts;
 mod audit;
+pub mod checkpoints;
 pub mod entities;
 mod keys;
 mod sessions;

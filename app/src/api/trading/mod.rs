@@ -256,4 +256,4 @@ pub use orders::*;
 pub use review::*;
 pub use risk_admin::*;
 #[cfg(feature = "ssr")]
-pub use views::plain;
+pub use views::{order_view, plain, position_view, status_view};

@@ -1,0 +1,107 @@
+//! Chain verifications, each run on its own task while the page polls its progress. Jobs are
+//! kept in memory only while someone may still be polling them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use domain::audit::RequestMeta;
+use domain::audit::jobs::{AuditJobRunner, JobId, JobStatus, VerifyResult};
+use domain::audit::service::AuditService;
+use domain::authz::Reviewer;
+use domain::ids::UserId;
+
+/// More jobs than this and finished ones are dropped at the next start.
+const KEPT_JOBS: usize = 1000;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    requester: UserId,
+    status: JobStatus<VerifyResult>,
+}
+
+/// The server's [`AuditJobRunner`]: a Tokio task per verification.
+#[derive(Debug, Clone)]
+pub struct TokioAuditJobs {
+    audit: AuditService,
+    jobs: Arc<Mutex<HashMap<JobId, Entry>>>,
+}
+
+impl TokioAuditJobs {
+    pub fn new(audit: AuditService) -> Self {
+        Self {
+            audit,
+            jobs: Arc::default(),
+        }
+    }
+
+    /// A panic elsewhere while holding the lock leaves plain progress numbers behind: still
+    /// good to read and overwrite.
+    fn jobs(&self) -> MutexGuard<'_, HashMap<JobId, Entry>> {
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn update(&self, id: JobId, change: impl FnOnce(&mut JobStatus<VerifyResult>)) {
+        if let Some(entry) = self.jobs().get_mut(&id) {
+            change(&mut entry.status);
+        }
+    }
+}
+
+impl AuditJobRunner for TokioAuditJobs {
+    fn start_verify(&self, reviewer: &Reviewer, meta: RequestMeta) -> JobId {
+        let id = JobId::new();
+        {
+            let mut jobs = self.jobs();
+            if jobs.len() > KEPT_JOBS {
+                jobs.retain(|_, entry| !entry.status.finished);
+            }
+            jobs.insert(
+                id,
+                Entry {
+                    requester: reviewer.id(),
+                    status: JobStatus::default(),
+                },
+            );
+        }
+        let reviewer = *reviewer;
+        let runner = self.clone();
+        tokio::spawn(async move {
+            // The head's seq is the number of events to check, for the progress bar.
+            match runner.audit.chain_head().await {
+                Ok(head) => runner.update(id, |status| {
+                    status.total = u64::try_from(head.seq).unwrap_or(0)
+                }),
+                Err(e) => tracing::warn!(error = %e, "could not read the chain head"),
+            }
+            let progress_runner = runner.clone();
+            let outcome = runner
+                .audit
+                .verify(&reviewer, meta, move |checked| {
+                    progress_runner.update(id, |status| status.done = checked)
+                })
+                .await;
+            let result = match outcome {
+                Ok(checked) => VerifyResult::Checked(checked),
+                Err(e) => {
+                    tracing::error!(error = %e, "chain verification job failed");
+                    VerifyResult::Failed
+                }
+            };
+            runner.update(id, |status| {
+                if let VerifyResult::Checked(Ok(verified)) = &result {
+                    status.done = verified.checked;
+                }
+                status.finished = true;
+                status.result = Some(result);
+            });
+        });
+        id
+    }
+
+    fn status(&self, requester: UserId, id: JobId) -> Option<JobStatus<VerifyResult>> {
+        self.jobs()
+            .get(&id)
+            .filter(|entry| entry.requester == requester)
+            .map(|entry| entry.status.clone())
+    }
+}
