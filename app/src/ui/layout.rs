@@ -21,7 +21,11 @@ const NAV: &[(&str, &str, &[UserRole])] = &[
         "Audit log",
         &[UserRole::Reviewer, UserRole::Admin],
     ),
-    ("/reports", "Reports", &[UserRole::Reviewer, UserRole::Admin]),
+    (
+        "/reports",
+        "Reports",
+        &[UserRole::Reviewer, UserRole::Admin],
+    ),
     ("/admin/users", "Users", &[UserRole::Admin]),
     ("/admin/vault", "Vault & alerts", &[UserRole::Admin]),
     ("/admin/risk", "Risk", &[UserRole::Admin]),
@@ -42,31 +46,34 @@ pub fn Layout(children: Children) -> impl IntoView {
             <a href="#main" class="sr-only focus:not-sr-only focus:absolute focus:left-2 focus:top-2 focus:rounded focus:bg-white focus:px-3 focus:py-2">
                 "Skip to content"
             </a>
+            // Two rows: the brand and the user's menu, then the navigation, which wraps rather
+            // than pushing "Sign out" off screen for an admin's dozen pages.
             <header class="bg-slate-900">
                 <div class="mx-auto flex max-w-7xl items-center justify-between gap-4 px-4 py-3">
                     <A href="/" attr:class="flex items-center gap-2 text-white">
                         <span aria-hidden="true" class="grid h-8 w-8 place-items-center rounded-md bg-indigo-500 font-bold">"P"</span>
                         <span class="text-lg font-semibold tracking-tight">"CryptoPulse"</span>
                     </A>
-                    <Transition fallback=|| ()>
-                        {move || {
-                            let user = auth.current();
-                            let signed_in = user.is_some();
-                            let role = user.as_ref().map(|u| u.role);
-                            let links = NAV
-                                .iter()
-                                .filter(|(_, _, roles)| {
-                                    signed_in && (roles.is_empty() || role.is_some_and(|r| roles.contains(&r)))
-                                })
-                                .map(|(href, label, _)| view! { <A href=*href attr:class=NAV_LINK>{*label}</A> })
-                                .collect_view();
-                            view! {
-                                <nav aria-label="Main" class="flex flex-1 items-center gap-1">{links}</nav>
-                                <UserMenu user=user />
-                            }
-                        }}
-                    </Transition>
+                    <Transition fallback=|| ()>{move || view! { <UserMenu user=auth.current() /> }}</Transition>
                 </div>
+                <Transition fallback=|| ()>
+                    {move || {
+                        let user = auth.current();
+                        let role = user.as_ref().map(|u| u.role);
+                        let links = NAV
+                            .iter()
+                            .filter(|(_, _, roles)| {
+                                roles.is_empty() || role.is_some_and(|r| roles.contains(&r))
+                            })
+                            .map(|(href, label, _)| view! { <A href=*href attr:class=NAV_LINK>{*label}</A> })
+                            .collect_view();
+                        user.is_some().then(|| view! {
+                            <div class="border-t border-slate-800">
+                                <nav aria-label="Main" class="mx-auto flex max-w-7xl flex-wrap items-center gap-1 px-4 py-1.5">{links}</nav>
+                            </div>
+                        })
+                    }}
+                </Transition>
             </header>
             <super::trading::TradingBanner />
             <main id="main" class="mx-auto w-full max-w-6xl flex-1 px-4 py-8">{children()}</main>
