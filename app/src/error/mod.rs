@@ -120,6 +120,24 @@ impl FromServerFnError for AppError {
 }
 
 #[cfg(feature = "ssr")]
+impl From<domain::audit::checkpoints::CheckpointError> for AppError {
+    fn from(error: domain::audit::checkpoints::CheckpointError) -> Self {
+        use domain::audit::checkpoints::CheckpointError;
+        match error {
+            CheckpointError::EmptyChain => {
+                AppError::Conflict("The audit log has no events yet: nothing to sign.".into())
+            }
+            CheckpointError::ChainBroken(error) => AppError::Conflict(format!(
+                "No checkpoint was signed: the audit chain no longer extends the latest checkpoint \
+                 (seq {}: {}). Run \"Verify chain\" and escalate.",
+                error.seq, error.kind
+            )),
+            CheckpointError::Store(error) => error.into(),
+        }
+    }
+}
+
+#[cfg(feature = "ssr")]
 impl From<domain::ports::StoreError> for AppError {
     fn from(err: domain::ports::StoreError) -> Self {
         match err {

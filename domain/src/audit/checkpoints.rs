@@ -17,6 +17,20 @@ use crate::ids::UserId;
 use crate::store_error::StoreError;
 use crate::vault::{self, Kms, SealedSecret, SecretBinding, VaultError};
 
+/// Why no checkpoint was signed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The chain has no events: there is no head to vouch for.
+    #[error("the audit chain is empty")]
+    EmptyChain,
+    /// The stored chain no longer extends the latest checkpoint (cut or rewritten since):
+    /// signing its head would bless the tampering.
+    #[error("the audit chain no longer extends the latest checkpoint: {0}")]
+    ChainBroken(super::ChainBreak),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// What made a checkpoint: the periodic job or a reviewer's request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckpointTrigger {

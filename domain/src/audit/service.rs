@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use super::checkpoints::{
-    CheckpointJournal, CheckpointStore, CheckpointTrigger, CheckpointView, StoredCheckpoint,
+    CheckpointError, CheckpointJournal, CheckpointStore, CheckpointTrigger, CheckpointView,
+    StoredCheckpoint,
 };
 use super::signing::{ReportKey, ReportPublicKey, SignedCheckpoint};
 use super::{
@@ -264,7 +265,7 @@ impl AuditService {
         &self,
         reviewer: &Reviewer,
         meta: RequestMeta,
-    ) -> Result<SignedCheckpoint, StoreError> {
+    ) -> Result<SignedCheckpoint, CheckpointError> {
         self.checkpoint(CheckpointTrigger::Manual, Actor::user(reviewer.id()), meta)
             .await
     }
@@ -276,7 +277,7 @@ impl AuditService {
     /// only record checkpoints: after a quiet period the job signs once, records that, and then
     /// finds nothing new. A checkpoint event is still covered by the next checkpoint signed
     /// after any other event.
-    pub async fn checkpoint_if_moved(&self) -> Result<Option<SignedCheckpoint>, StoreError> {
+    pub async fn checkpoint_if_moved(&self) -> Result<Option<SignedCheckpoint>, CheckpointError> {
         let since = self.latest_checkpoint().await?.map_or(0, |c| c.seq);
         if !self.moved_since(since).await? {
             return Ok(None);
@@ -321,11 +322,11 @@ impl AuditService {
         trigger: CheckpointTrigger,
         actor: Actor,
         meta: RequestMeta,
-    ) -> Result<SignedCheckpoint, StoreError> {
+    ) -> Result<SignedCheckpoint, CheckpointError> {
         let head = self.verified_head().await?;
         if head.seq == 0 {
             // Nothing to sign: an empty chain has no event a checkpoint could anchor.
-            return Err(StoreError::NotFound);
+            return Err(CheckpointError::EmptyChain);
         }
         let checkpoint = SignedCheckpoint::sign(head, self.clock.now(), &self.report_key);
         let draft = AuditDraft::new(actor, AuditAction::AuditCheckpoint, Outcome::Success, meta)
@@ -341,12 +342,12 @@ impl AuditService {
     }
 
     /// The head reached by linking every event after the latest checkpoint onto it.
-    async fn verified_head(&self) -> Result<ChainHead, StoreError> {
+    async fn verified_head(&self) -> Result<ChainHead, CheckpointError> {
         let start = match self.latest_checkpoint().await? {
             Some(checkpoint) => {
                 let head = checkpoint.head().ok_or(StoreError::NotFound)?;
                 if let Err(error) = check_anchor(self.log.as_ref(), head).await? {
-                    return Err(refused(error));
+                    return Err(CheckpointError::ChainBroken(error));
                 }
                 head
             }
@@ -359,13 +360,10 @@ impl AuditService {
                 return Ok(verifier.head());
             }
             for event in &batch {
-                verifier.check(event).map_err(refused)?;
+                verifier
+                    .check(event)
+                    .map_err(CheckpointError::ChainBroken)?;
             }
         }
     }
-}
-
-/// A checkpoint refused because the stored chain no longer extends the last one.
-fn refused(error: ChainBreak) -> StoreError {
-    StoreError::Backend(format!("no checkpoint signed: {error}"))
 }

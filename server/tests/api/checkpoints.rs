@@ -170,6 +170,19 @@ async fn events_cut_from_the_end_are_caught_through_the_latest_checkpoint() {
             .is_err(),
         "no checkpoint is signed over a chain that no longer extends the last one"
     );
+    // A reviewer asking for one is told why, and nothing is signed.
+    let checkpoints_before = app.count("SELECT COUNT(*) FROM audit_checkpoints").await;
+    let response = app.call(&reviewer, "audit/checkpoints/sign", &[]).await;
+    assert_eq!(response.status(), 409);
+    let message = response.text().await.expect("body");
+    assert!(
+        message.contains("no longer extends the latest checkpoint"),
+        "{message}"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_checkpoints").await,
+        checkpoints_before
+    );
     app.stop().await;
 }
 
