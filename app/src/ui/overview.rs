@@ -165,7 +165,11 @@ fn TraderView(overview: TraderOverviewView) -> impl IntoView {
                 <h2 class="text-sm font-semibold uppercase tracking-wide text-slate-500">"Trading state"</h2>
                 <p class="mt-3"><span class=format!("inline-flex rounded-md px-2.5 py-1 text-sm font-bold tracking-wider {state_class}") data-testid="trading-state">{state_word}</span></p>
                 {reasons}
-                <p class="mt-3 text-xs text-slate-500">{format!("{} open case(s) about your orders", o.open_cases)}</p>
+                <p class="mt-3 text-xs text-slate-500">{match o.open_cases {
+                    0 => "No open review case about your orders.".to_owned(),
+                    1 => "1 open review case about your orders.".to_owned(),
+                    n => format!("{n} open review cases about your orders."),
+                }}</p>
             </section>
             <section class="rounded-xl border border-slate-200 bg-white p-5 shadow-sm" data-testid="card-alerts">
                 <h2 class="text-sm font-semibold uppercase tracking-wide text-slate-500">"Alerts"</h2>

@@ -16,7 +16,6 @@ use super::service::{AuditService, ReviewedEvent};
 use super::{AuditEvent, AuditFilter, Outcome};
 use crate::audit_action::AuditAction;
 use crate::authz::{AdminReader, Reviewer};
-use crate::ids::UserId;
 use crate::store_error::StoreError;
 
 /// Action areas whose every event is a security event.
@@ -188,21 +187,7 @@ impl AuditService {
             .log
             .search_before(&filter, i64::MAX, limit.clamp(1, Self::MAX_RECENT))
             .await?;
-        // Name only the users who appear here, in one query.
-        let mut ids: Vec<UserId> = events.iter().filter_map(|e| e.actor.user_id()).collect();
-        ids.sort();
-        ids.dedup();
-        let emails = self.accounts.emails(&ids).await?;
-        Ok(events
-            .into_iter()
-            .map(|event| {
-                let actor_email = event
-                    .actor
-                    .user_id()
-                    .and_then(|id| emails.get(&id).cloned());
-                ReviewedEvent { event, actor_email }
-            })
-            .collect())
+        self.with_emails(events).await
     }
 }
 

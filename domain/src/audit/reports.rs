@@ -315,24 +315,6 @@ impl AuditService {
         Ok(!self.log.search_after(filter, seq, 1).await?.is_empty())
     }
 
-    /// Names the users on a page (their current email: for reading, not evidence).
-    async fn with_emails(&self, events: Vec<AuditEvent>) -> Result<Vec<ReviewedEvent>, StoreError> {
-        let mut ids: Vec<UserId> = events.iter().filter_map(|e| e.actor.user_id()).collect();
-        ids.sort();
-        ids.dedup();
-        let emails = self.accounts.emails(&ids).await?;
-        Ok(events
-            .into_iter()
-            .map(|event| {
-                let actor_email = event
-                    .actor
-                    .user_id()
-                    .and_then(|id| emails.get(&id).cloned());
-                ReviewedEvent { event, actor_email }
-            })
-            .collect())
-    }
-
     /// One event and its neighbours' hashes, so a reader can follow the chain both ways.
     pub async fn event_detail(
         &self,

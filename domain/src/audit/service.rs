@@ -94,7 +94,15 @@ impl AuditService {
         limit: u64,
     ) -> Result<Vec<ReviewedEvent>, StoreError> {
         let events = self.log.recent(limit.clamp(1, Self::MAX_RECENT)).await?;
-        // Name only the users who appear on this page.
+        self.with_emails(events).await
+    }
+
+    /// Names the users on a page, in one query (their current email: for reading, not
+    /// evidence: the chain records the id).
+    pub(super) async fn with_emails(
+        &self,
+        events: Vec<AuditEvent>,
+    ) -> Result<Vec<ReviewedEvent>, StoreError> {
         let mut ids: Vec<UserId> = events.iter().filter_map(|e| e.actor.user_id()).collect();
         ids.sort();
         ids.dedup();

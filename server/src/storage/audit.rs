@@ -77,7 +77,8 @@ pub async fn append_in(
     Ok(event)
 }
 
-fn to_row(event: &AuditEvent) -> audit_event::ActiveModel {
+/// An event as the row that stores it (also how tests bulk-load chains).
+pub fn to_row(event: &AuditEvent) -> audit_event::ActiveModel {
     audit_event::ActiveModel {
         seq: Set(event.seq),
         occurred_at: Set(canonical_time(event.occurred_at)),

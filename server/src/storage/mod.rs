@@ -37,7 +37,7 @@ use migrations::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
 
 pub use accounts::SqlAccountStore;
-pub use audit::{SqlAuditLog, append_in};
+pub use audit::{SqlAuditLog, append_in, to_row};
 pub use keys::{SqlKeyStore, SqlSecurityAlerts};
 pub use sessions::SqlSessionStore;
 pub use stepup::SqlFactorStore;

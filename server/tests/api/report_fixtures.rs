@@ -3,11 +3,11 @@
 
 use domain::audit::{
     Actor, ActorKind, AuditDraft, AuditEvent, AuditFilter, ChainHead, Outcome, RequestMeta,
-    canonical_time,
 };
 use domain::audit_action::AuditAction;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait, TransactionTrait};
+use sea_orm::{ConnectionTrait, EntityTrait, TransactionTrait};
 use server::storage::entities::audit_event;
+use server::storage::to_row;
 use time::OffsetDateTime;
 
 use crate::helpers::TestApp;
@@ -30,7 +30,7 @@ pub async fn append_events(
     for i in 0..n {
         let event = AuditEvent::seal(head, draft(i), start + step * (i as i32));
         head = event.head();
-        batch.push(row(&event));
+        batch.push(to_row(&event));
         if batch.len() == 1000 || i + 1 == n {
             audit_event::Entity::insert_many(std::mem::take(&mut batch))
                 .exec_without_returning(&txn)
@@ -40,24 +40,6 @@ pub async fn append_events(
     }
     txn.commit().await.expect("commit");
     head
-}
-
-pub fn row(event: &AuditEvent) -> audit_event::ActiveModel {
-    audit_event::ActiveModel {
-        seq: Set(event.seq),
-        occurred_at: Set(canonical_time(event.occurred_at)),
-        actor_kind: Set(event.actor.kind.as_str().to_owned()),
-        actor_id: Set(event.actor.id.clone()),
-        action: Set(event.action.clone()),
-        resource: Set(event.resource.clone()),
-        outcome: Set(event.outcome.as_str().to_owned()),
-        ip: Set(event.meta.ip.clone()),
-        user_agent: Set(event.meta.user_agent.clone()),
-        request_id: Set(event.meta.request_id.clone()),
-        details: Set(event.details.to_string()),
-        prev_hash: Set(event.prev_hash.to_hex()),
-        hash: Set(event.hash.to_hex()),
-    }
 }
 
 pub const ACTIONS: [AuditAction; 4] = [
