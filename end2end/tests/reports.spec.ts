@@ -35,6 +35,9 @@ test("a reviewer filters the log, verifies the chain, and downloads reports that
   await page.getByTestId("filter-action").fill("auth.");
   await page.getByTestId("apply-filter").click();
   await expect(page).toHaveURL(/\/audit\?action=auth\.$/);
+  // The rows shown are those fetched for this filter (the old list stays up while it loads).
+  const results = page.getByTestId("events-results");
+  await expect(results).toHaveAttribute("data-query", "action=auth.");
   const rows = page.getByTestId("audit-row");
   await expect(rows.first()).toBeVisible();
   const actions = await rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute("data-action") ?? ""));
@@ -43,12 +46,14 @@ test("a reviewer filters the log, verifies the chain, and downloads reports that
   await page.getByTestId("filter-outcome").selectOption("failure");
   await page.getByTestId("apply-filter").click();
   await expect(page).toHaveURL(/outcome=failure/);
+  await expect(results).toHaveAttribute("data-query", /outcome=failure/);
   await expect(rows.first()).toBeVisible();
   const outcomes = await rows.evaluateAll((trs) => trs.map((tr) => tr.querySelector("td:nth-child(5)")?.textContent ?? ""));
   expect(outcomes.every((o) => o === "failure")).toBe(true);
   await page.goBack();
   await expect(page).toHaveURL(/\/audit\?action=auth\.$/);
   await expect(page.getByTestId("filter-outcome")).toHaveValue("");
+  await expect(results).toHaveAttribute("data-query", "action=auth.");
   // Back shows the earlier list again, not the failures only.
   await expect(rows).toHaveCount(actions.length);
   await expect(page.getByTestId("events-summary")).toContainText(`${actions.length} events`);

@@ -74,13 +74,18 @@ fn AuditDesk() -> impl IntoView {
     });
     // Bumped when this page adds events (a verification, a checkpoint) so the list shows them.
     let (changed, set_changed) = signal(0u32);
+    // Each page comes back with the filter it was fetched for: links and the `data-query` a
+    // reader (or a test) waits on then describe the rows shown, never a filter still loading.
     let results = Resource::new(
         move || (filter.get(), cursor.get(), changed.get()),
-        |(filter, cursor, _)| {
+        |(filter, cursor, _)| async move {
             let (before, after) = cursor.bounds();
-            search_audit(filter, before, after)
+            search_audit(filter.clone(), before, after)
+                .await
+                .map(|page| (filter, page))
         },
     );
+    let (loading, set_loading) = signal(false);
     let refresh = move || set_changed.update(|n| *n += 1);
     view! {
         <div class="space-y-6">
@@ -89,11 +94,15 @@ fn AuditDesk() -> impl IntoView {
                 <CheckpointsPanel on_signed=refresh />
             </div>
             <FilterCard filter />
-            <section class=format!("{CARD} overflow-hidden") aria-labelledby="events-heading">
-                <Transition fallback=|| view! { <p class="px-6 py-4 text-sm text-slate-500">"Loading events…"</p> }>
+            <section
+                class=move || format!("{CARD} overflow-hidden transition-opacity {}", if loading.get() { "opacity-60" } else { "" })
+                aria-labelledby="events-heading"
+                aria-busy=move || loading.get().to_string()
+            >
+                <Transition fallback=|| view! { <p class="px-6 py-4 text-sm text-slate-500">"Loading events…"</p> } set_pending=set_loading>
                     {move || Suspend::new(async move {
                         match results.await {
-                            Ok(page) => view! { <EventResults page filter=filter.get_untracked() /> }.into_any(),
+                            Ok((filter, page)) => view! { <EventResults page filter /> }.into_any(),
                             Err(e) => view! { <div class="p-6"><ErrorNotice error=Signal::stored(Some(e)) /></div> }.into_any(),
                         }
                     })}
@@ -279,8 +288,9 @@ fn EventResults(page: AuditPageView, filter: ReportFilterForm) -> impl IntoView 
     } else {
         view! { <EventTable events /> }.into_any()
     };
+    let query = filter.to_query_string();
     view! {
-        <div class="flex flex-wrap items-center justify-between gap-3 border-b border-slate-200 px-6 py-3">
+        <div class="flex flex-wrap items-center justify-between gap-3 border-b border-slate-200 px-6 py-3" data-testid="events-results" data-query=query>
             <div>
                 <h2 id="events-heading" class="font-semibold">"Events"</h2>
                 <p class="text-xs text-slate-500" data-testid="events-summary">{summary}</p>
