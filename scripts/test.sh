@@ -9,6 +9,8 @@ bash scripts/install-tools.sh
 
 # moto's KMS server for the AWS KMS adapter tests (a cached venv; sets CRYPTOPULSE_TEST_MOTO_SERVER).
 source scripts/moto.sh
+# schemathesis for the agent API test (a cached venv; sets AGENT_API_SCHEMATHESIS).
+source scripts/schemathesis.sh
 
 if [ "${CI:-}" = "true" ] && [ -z "${CRYPTOPULSE_TEST_PG_URL:-}" ]; then
   export CRYPTOPULSE_TEST_PG_URL="postgres://postgres@127.0.0.1:5432/postgres"
@@ -20,7 +22,8 @@ CRYPTOPULSE_TEST_PG_URL= cargo test --workspace --exclude cryptopulse-frontend
 if [ -n "${CRYPTOPULSE_TEST_PG_URL:-}" ]; then
   echo "==> API tests on PostgreSQL (${CRYPTOPULSE_TEST_PG_URL%%@*}@…)"
   # A test run against an unreachable database fails loudly rather than skipping.
-  cargo test -p cryptopulse-server --test api --test report_stream
+  # faults: kill -9 mid-write, database/KMS/exchange cut through a fault proxy, a full disk.
+  cargo test -p cryptopulse-server --test api --test report_stream --test faults
   # Each test made its own database; drop them once the run has passed.
   if command -v psql >/dev/null 2>&1; then
     psql "$CRYPTOPULSE_TEST_PG_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'cryptopulse_test_%'" |
@@ -29,6 +32,9 @@ if [ -n "${CRYPTOPULSE_TEST_PG_URL:-}" ]; then
 else
   echo "==> PostgreSQL API tests skipped: CRYPTOPULSE_TEST_PG_URL is not set (CI sets it)"
 fi
+
+echo "==> fuzzing every parser of outside input, ${FUZZ_SECONDS:-20} s per target (scripts/fuzz.sh)"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 
 echo "==> end-to-end tests (Playwright, chromium)"
 e2e_dir=$(mktemp -d)
@@ -56,3 +62,6 @@ if grep -F -e "$CRYPTOPULSE_ADMIN_PASSWORD" -e "correct horse battery staple" -e
   exit 1
 fi
 echo "logs clean"
+
+echo "==> the binary started on its own, as run.sh starts it: hashed /pkg files, caching, hydration"
+bash scripts/check-site.sh target/debug/cryptopulse

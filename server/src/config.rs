@@ -152,6 +152,8 @@ pub struct KmsSettings {
     pub aws_region: String,
     /// e.g. a VPC endpoint or a local stand-in; the SDK default when empty.
     pub aws_endpoint: Option<String>,
+    /// How long an unwrapped data key is kept in memory for further decrypts (0: never).
+    pub data_key_cache_seconds: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -247,6 +249,7 @@ impl Default for KmsSettings {
             aws_key_id: String::new(),
             aws_region: "us-east-1".into(),
             aws_endpoint: None,
+            data_key_cache_seconds: 60,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! CryptoPulse's server: configuration, startup, storage and security adapters, CLI commands.
 
 pub mod agent_api;
+pub mod assets;
 pub mod cli;
 pub mod config;
 pub mod exchange;

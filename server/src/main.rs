@@ -88,6 +88,11 @@ fn report_verify(file: &std::path::Path, public_key: Option<&str>) -> ExitCode {
 async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     server::cli::ensure_master_key(&settings.data_dir)?;
     server::telemetry::init(&settings);
-    let leptos_options = leptos::prelude::get_configuration(None)?.leptos_options;
+    // Baked in from Cargo.toml, so the binary started on its own (run.sh) serves the same site
+    // as under cargo-leptos; LEPTOS_* variables still override.
+    let (leptos_options, problems) = server::assets::leptos_options()?;
+    for problem in problems {
+        tracing::warn!("{problem}");
+    }
     server::startup::serve(settings, leptos_options).await
 }

@@ -37,7 +37,7 @@ use crate::jobs::audit_jobs::TokioAuditJobs;
 use crate::jobs::report_jobs::TokioReportJobs;
 use crate::jobs::rewrap::TokioRewrapRunner;
 use crate::jobs::{JobServices, Jobs, Schedule};
-use crate::kms::{AwsKms, AwsKmsSettings, FileKms};
+use crate::kms::{AwsKms, AwsKmsSettings, CachingKms, FileKms};
 use crate::metrics::Metrics;
 use crate::notify::{RationaleModel, WebhookNotifier};
 use crate::security::hashing::Argon2Hasher;
@@ -48,7 +48,7 @@ use crate::storage::checkpoints::{FileCheckpointJournal, SqlCheckpointStore, Sql
 use crate::storage::stepup::SqlFactorStore;
 use crate::storage::trading::SqlTradingStore;
 use crate::storage::{
-    self, SqlAccountStore, SqlAuditLog, SqlKeyStore, SqlSecurityAlerts, SqlSessionStore,
+    self, AuditChain, SqlAccountStore, SqlAuditLog, SqlKeyStore, SqlSecurityAlerts, SqlSessionStore,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -72,10 +72,11 @@ pub enum StartupError {
     StepUp(String),
 }
 
+/// Cloned for every request (leptos provides it as context): keep it a few refcount bumps.
 #[derive(Debug, Clone, FromRef)]
 struct AppState {
     leptos_options: LeptosOptions,
-    services: Services,
+    services: Arc<Services>,
 }
 
 /// Everything the server and the CLI build from settings: database and services.
@@ -91,7 +92,8 @@ pub struct Backend {
     pub paper: PaperExchange,
 }
 
-/// The KMS the settings ask for: the local master key (file or `master_key`) or AWS KMS.
+/// The KMS the settings ask for: the local master key (file or `master_key`) or AWS KMS,
+/// behind the data-key cache.
 pub async fn kms_from_settings(settings: &Settings) -> Result<Arc<dyn Kms>, StartupError> {
     let kms: Arc<dyn Kms> = match settings.kms.backend {
         KmsBackend::Local => match &settings.master_key {
@@ -123,7 +125,10 @@ pub async fn kms_from_settings(settings: &Settings) -> Result<Arc<dyn Kms>, Star
             Arc::new(aws)
         }
     };
-    Ok(kms)
+    Ok(Arc::new(CachingKms::new(
+        kms,
+        Duration::from_secs(u64::from(settings.kms.data_key_cache_seconds)),
+    )))
 }
 
 fn exchanges_from_settings(
@@ -150,7 +155,7 @@ fn exchanges_from_settings(
 
 fn step_up_service(
     settings: &Settings,
-    db: &DatabaseConnection,
+    chain: &AuditChain,
     kms: Arc<dyn Kms>,
     audit: Arc<dyn domain::ports::AuditLog>,
     alerts: Arc<dyn domain::alerts::SecurityAlerts>,
@@ -175,7 +180,7 @@ fn step_up_service(
         .order_threshold()
         .ok_or_else(|| invalid("step_up.order_threshold is not a decimal".into()))?;
     let ports = StepUpPorts {
-        store: Arc::new(SqlFactorStore::new(db.clone(), clock.clone())),
+        store: Arc::new(SqlFactorStore::new(chain.clone(), clock.clone())),
         kms,
         audit,
         clock,
@@ -202,14 +207,18 @@ impl Backend {
         kms: Arc<dyn Kms>,
     ) -> Result<Self, StartupError> {
         let db = storage::connect(settings.database_url.expose_secret()).await?;
-        let audit = Arc::new(SqlAuditLog::new(db.clone(), clock.clone()));
+        // One writer for the audit chain, shared by every store, so their audited writes are
+        // group-committed together.
+        let chain = AuditChain::new(db.clone());
+        let audit = Arc::new(SqlAuditLog::new(chain.clone(), clock.clone()));
         let idle_timeout =
             time::Duration::minutes(i64::from(settings.session.idle_timeout_minutes));
-        let sessions = SqlSessionStore::new(db.clone(), clock.clone(), idle_timeout);
+        let sessions = SqlSessionStore::new(chain.clone(), clock.clone(), idle_timeout);
         let hasher = Argon2Hasher::new(&settings.password_hashing)
             .map_err(|e| StartupError::Hashing(e.to_string()))?;
         let dummy_hash = hasher
             .dummy_hash()
+            .await
             .map_err(|e| StartupError::Hashing(e.to_string()))?;
         let login = &settings.login;
         let max_wait = time::Duration::seconds(i64::from(login.max_backoff_seconds));
@@ -224,7 +233,7 @@ impl Backend {
             },
         );
         let account_store: Arc<dyn domain::ports::AccountStore> =
-            Arc::new(SqlAccountStore::new(db.clone(), clock.clone()));
+            Arc::new(SqlAccountStore::new(chain.clone(), clock.clone()));
         let accounts = AccountService::new(
             account_store.clone(),
             audit.clone(),
@@ -244,7 +253,7 @@ impl Backend {
         let metrics = Metrics::new();
         let kms_for_stepup = kms.clone();
         let alerts: Arc<dyn domain::alerts::SecurityAlerts> = Arc::new(SqlSecurityAlerts::new(
-            db.clone(),
+            chain.clone(),
             clock.clone(),
             metrics.clone(),
         ));
@@ -252,7 +261,7 @@ impl Backend {
         let exchanges = exchanges_from_settings(settings, &paper, clock.clone())?;
         let vault = KeyVaultService::new(
             KeyVaultPorts {
-                keys: Arc::new(SqlKeyStore::new(db.clone(), clock.clone())),
+                keys: Arc::new(SqlKeyStore::new(chain.clone(), clock.clone())),
                 kms,
                 audit: audit.clone(),
                 alerts: alerts.clone(),
@@ -264,7 +273,7 @@ impl Backend {
         let alert_service = AlertService::new(alerts.clone(), account_store.clone(), clock.clone());
         let stepup = step_up_service(
             settings,
-            &db,
+            &chain,
             kms_for_stepup,
             audit.clone(),
             alerts.clone(),
@@ -274,7 +283,7 @@ impl Backend {
         let cool_down =
             time::Duration::seconds(i64::from(settings.trading.breaker_cool_down_seconds));
         let trading = TradingService::new(TradingDeps {
-            store: Arc::new(SqlTradingStore::new(db.clone(), clock.clone())),
+            store: Arc::new(SqlTradingStore::new(chain.clone(), clock.clone())),
             accounts: account_store.clone(),
             audit: audit.clone(),
             clock: clock.clone(),
@@ -299,7 +308,7 @@ impl Backend {
         let audit_service = AuditService::new(AuditPorts {
             log: audit.clone(),
             accounts: account_store,
-            checkpoints: Arc::new(SqlCheckpointStore::new(db.clone(), clock.clone())),
+            checkpoints: Arc::new(SqlCheckpointStore::new(chain.clone(), clock.clone())),
             journal: Arc::new(FileCheckpointJournal::new(
                 &settings.data_dir,
                 settings.audit.checkpoint_webhook_url.clone(),
@@ -460,18 +469,20 @@ fn router(
     backend: &Backend,
     rate_limits: RateLimits,
 ) -> Router {
-    let services = backend.services.clone();
+    // Shared, not copied per request: cloning `Services` bumps dozens of reference counts.
+    let services = Arc::new(backend.services.clone());
     let state = AppState {
         leptos_options: leptos_options.clone(),
         services: services.clone(),
     };
     let context = move || {
         provide_context(services.clone());
-        // Use the nonce the security-header middleware put in this response's CSP.
-        if let Some(parts) = use_context::<http::request::Parts>()
-            && let Some(nonce) = parts.extensions.get::<CspNonce>()
-        {
-            provide_context(leptos::nonce::Nonce::from_value(nonce.0.clone()));
+        // Use the nonce the security-header middleware put in this response's CSP. Read in
+        // place: `use_context` would clone the request's whole head (headers, extensions).
+        if let Some(Some(nonce)) = with_context::<http::request::Parts, _>(|parts| {
+            parts.extensions.get::<CspNonce>().map(|n| n.0.clone())
+        }) {
+            provide_context(leptos::nonce::Nonce::from_value(nonce));
         }
     };
     let routes = app::route_list();
@@ -541,6 +552,8 @@ fn router(
         // The bearer-token agent API sits outside the session and same-origin layers (agents
         // send no cookies and no Origin) and inside request context, rate limits and headers.
         .merge(crate::agent_api::router(backend.services.trading.clone()))
+        // /pkg files: also outside the session layer, with their own cache headers.
+        .merge(crate::assets::router(&leptos_options))
         .layer(from_fn_with_state(rate_limits, rate_limit::enforce))
         .layer(cors)
         .layer(from_fn_with_state(

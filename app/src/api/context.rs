@@ -21,8 +21,10 @@ pub const AUTHENTICATED_AT_KEY: &str = "auth_at";
 /// The last successful step-up (`domain::stepup::StepUpGrant`): the privilege window.
 pub const STEP_UP_KEY: &str = "step_up";
 
-/// Everything server functions need, built once at startup and provided through context: the
-/// use cases, and the clock and session lifetime the session plumbing here needs.
+/// Everything server functions need, built once at startup and provided through context (as an
+/// `Arc<Services>`: every request gets it, and a clone of the struct itself costs dozens of
+/// reference-count updates): the use cases, and the clock and session lifetime the session
+/// plumbing here needs.
 #[derive(Debug, Clone)]
 pub struct Services {
     pub accounts: AccountService,
@@ -42,14 +44,16 @@ pub struct Services {
     pub absolute_session: time::Duration,
 }
 
-pub fn services() -> Result<Services, AppError> {
-    use_context::<Services>().ok_or_else(|| AppError::internal("Services missing from context"))
+pub fn services() -> Result<Arc<Services>, AppError> {
+    use_context::<Arc<Services>>()
+        .ok_or_else(|| AppError::internal("Services missing from context"))
 }
 
 /// Who is asking, as recorded by the server's request middleware.
 pub fn request_meta() -> RequestMeta {
-    use_context::<http::request::Parts>()
-        .and_then(|parts| parts.extensions.get::<RequestMeta>().cloned())
+    // Read in place: `use_context` would clone the request's whole head.
+    with_context::<http::request::Parts, _>(|parts| parts.extensions.get::<RequestMeta>().cloned())
+        .flatten()
         .unwrap_or_default()
 }
 

@@ -356,7 +356,8 @@ pub async fn list_canaries() -> Result<Vec<KeyView>, AppError> {
     use super::context::{require_admin_proof, services};
 
     let admin = require_admin_proof().await?;
-    let vault = services()?.vault;
+    let services = services()?;
+    let vault = &services.vault;
     let canaries = vault.canaries(&admin).await?;
     Ok(canaries
         .into_iter()

@@ -19,7 +19,7 @@ impl From<AccountError> for AppError {
             AccountError::OwnRole => {
                 AppError::Invalid("You cannot change your own role; ask another admin.".into())
             }
-            AccountError::Store(e) => AppError::internal(e),
+            AccountError::Store(e) => AppError::store_failure(e),
         }
     }
 }

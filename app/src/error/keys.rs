@@ -21,7 +21,7 @@ impl From<KeyVaultError> for AppError {
             KeyVaultError::Tampered => {
                 AppError::internal("a stored exchange key failed to decrypt")
             }
-            KeyVaultError::Store(e) => AppError::internal(e),
+            KeyVaultError::Store(e) => AppError::store_failure(e),
             _ => AppError::Invalid(key_vault_message(&err)),
         }
     }

@@ -142,7 +142,34 @@ impl From<domain::ports::StoreError> for AppError {
     fn from(err: domain::ports::StoreError) -> Self {
         match err {
             domain::ports::StoreError::NotFound => AppError::NotFound,
-            other => AppError::internal(other),
+            other => AppError::store_failure(other),
+        }
+    }
+}
+
+#[cfg(feature = "ssr")]
+impl AppError {
+    /// A storage failure: the database being out of reach is a 503 the person can retry (nothing
+    /// was written); anything else is internal.
+    pub fn store_failure(err: domain::ports::StoreError) -> Self {
+        Self::store_failure_for(crate::api::context::request_meta().request_id, err)
+    }
+
+    /// [`AppError::store_failure`] for a request outside a server function (the agent API).
+    pub fn store_failure_for(request_id: Option<String>, err: domain::ports::StoreError) -> Self {
+        match err {
+            domain::ports::StoreError::Unavailable(detail) => {
+                tracing::warn!(
+                    request_id = %request_id.unwrap_or_default(),
+                    error = %detail,
+                    "database unavailable"
+                );
+                AppError::Unavailable(
+                    "The database is unavailable, so nothing was changed. Try again shortly."
+                        .into(),
+                )
+            }
+            other => AppError::internal_for(request_id, other),
         }
     }
 }

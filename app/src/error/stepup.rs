@@ -57,7 +57,7 @@ impl From<StepUpError> for AppError {
                         .into(),
                 )
             }
-            StepUpError::Store(e) => AppError::internal(e),
+            StepUpError::Store(e) => AppError::store_failure(e),
             StepUpError::Internal(e) => AppError::internal(e),
         }
     }

@@ -33,7 +33,7 @@ impl AppError {
                     .into(),
             ),
             TradingError::Unavailable(outage) => outage_error(outage, request_id),
-            TradingError::Store(e) => AppError::internal_for(request_id, e),
+            TradingError::Store(e) => AppError::store_failure_for(request_id, e),
             // Autonomous mode's internal answer: the service keeps it to itself.
             other @ TradingError::SignOffRequired => AppError::internal_for(request_id, other),
         }

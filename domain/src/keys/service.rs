@@ -417,6 +417,6 @@ pub(super) fn store_or_audit(err: StoreError) -> KeyVaultError {
     match err {
         StoreError::NotFound => KeyVaultError::NotFound,
         StoreError::Conflict => KeyVaultError::Store(StoreError::Conflict),
-        StoreError::Backend(_) => KeyVaultError::AuditUnavailable,
+        StoreError::Backend(_) | StoreError::Unavailable(_) => KeyVaultError::AuditUnavailable,
     }
 }

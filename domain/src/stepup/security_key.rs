@@ -364,7 +364,7 @@ impl StepUpService {
             audit = audit.detail("key", key.id.to_string());
         }
         self.alerts.raise(alert, audit).await.map_err(|e| match e {
-            StoreError::Backend(_) => StepUpError::AuditUnavailable,
+            StoreError::Backend(_) | StoreError::Unavailable(_) => StepUpError::AuditUnavailable,
             other => other.into(),
         })
     }

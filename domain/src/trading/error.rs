@@ -73,7 +73,7 @@ impl From<QuoteFailure> for TradingError {
 pub(super) fn audit_or_store(err: StoreError) -> TradingError {
     match err {
         StoreError::NotFound => TradingError::NotFound,
-        StoreError::Backend(_) => TradingError::AuditUnavailable,
+        StoreError::Backend(_) | StoreError::Unavailable(_) => TradingError::AuditUnavailable,
         other => TradingError::Store(other),
     }
 }

@@ -360,7 +360,9 @@ impl TradingService {
             .await
             .map_err(|e| match e {
                 // Fail closed: without its audit record, the order does not exist.
-                StoreError::Backend(_) => TradingError::AuditUnavailable,
+                StoreError::Backend(_) | StoreError::Unavailable(_) => {
+                    TradingError::AuditUnavailable
+                }
                 // The proposal was placed (or rejected) meanwhile: nothing was written.
                 StoreError::Conflict if proposal.is_some() => {
                     TradingError::Conflict(super::Conflict::ProposalSettled)

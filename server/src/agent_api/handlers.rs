@@ -5,18 +5,19 @@ use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{Query, Request, State};
 use axum::response::Response;
 use domain::audit::canonical_time;
-use domain::order::{OrderForm, OrderFormError, OrderTicket, Symbol};
 use domain::trading::{AgentScope, Venue};
 use http::StatusCode;
 use http::request::Parts;
 
+use super::AgentState;
 use super::auth::{authenticate, authorize, hold, request_meta};
+use super::request::{
+    MAX_SYMBOLS, ProposalBody, ProposalError, SymbolsError, parse_proposal, parse_symbols,
+};
 use super::responses::{failure, json, trading_failure, truncate};
 use super::wire::{
     ErrorBody, Hold, PortfolioResponse, PriceView, PricesQuery, PricesResponse, ProposalAccepted,
-    ProposalBody, ProposalSide, ProposalType,
 };
-use super::{AgentState, MAX_SYMBOLS};
 
 /// A proposal body larger than this is a HOLD (the rationale is capped at 2000 characters).
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -26,10 +27,7 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
     get,
     path = "/api/agent/v1/prices",
     tag = "agent",
-    params(
-        ("symbols" = String, Query,
-         description = "Comma-separated symbols, at most 20", example = "BTCUSDT,ETHUSDT")
-    ),
+    params(PricesQuery),
     responses(
         (status = 200, description = "The prices", body = PricesResponse),
         (status = 400, description = "No, too many or unknown symbols", body = ErrorBody),
@@ -65,24 +63,15 @@ pub(super) async fn prices(State(state): State<AgentState>, parts: Parts) -> Res
     json(StatusCode::OK, &PricesResponse { prices })
 }
 
-/// The distinct symbols of a comma-separated list: at least one, at most [`MAX_SYMBOLS`].
-fn symbols(raw: &str) -> Result<Vec<Symbol>, AppError> {
-    let mut symbols: Vec<Symbol> = Vec::new();
-    for raw in raw.split(',').filter(|s| !s.trim().is_empty()) {
-        let symbol = Symbol::parse(raw).map_err(OrderFormError::from)?;
-        if !symbols.contains(&symbol) {
-            symbols.push(symbol);
+/// The distinct symbols of a comma-separated list, worded for the agent.
+fn symbols(raw: &str) -> Result<Vec<domain::order::Symbol>, AppError> {
+    parse_symbols(raw).map_err(|err| match err {
+        SymbolsError::Empty => AppError::Invalid("Pass symbols=BTCUSDT,ETHUSDT.".into()),
+        SymbolsError::Symbol(err) => AppError::from(err),
+        SymbolsError::TooMany => {
+            AppError::Invalid(format!("At most {MAX_SYMBOLS} symbols per request."))
         }
-    }
-    if symbols.is_empty() {
-        return Err(AppError::Invalid("Pass symbols=BTCUSDT,ETHUSDT.".into()));
-    }
-    if symbols.len() > MAX_SYMBOLS {
-        return Err(AppError::Invalid(format!(
-            "At most {MAX_SYMBOLS} symbols per request."
-        )));
-    }
-    Ok(symbols)
+    })
 }
 
 /// The token owner's paper cash and open positions.
@@ -151,13 +140,15 @@ pub(super) async fn propose(State(state): State<AgentState>, request: Request) -
         Ok(body) => body,
         Err(reason) => return malformed(reason).await,
     };
-    let proposal = match serde_json::from_slice::<ProposalBody>(&body) {
-        Ok(proposal) => proposal,
-        Err(e) => return malformed(truncate(&format!("malformed proposal: {e}"))).await,
-    };
-    let ticket = match OrderTicket::try_from(order_form(&proposal)) {
-        Ok(ticket) => ticket,
-        Err(err) => return malformed(AppError::from(err).to_string()).await,
+    let (proposal, ticket) = match parse_proposal(&body) {
+        Ok(parsed) => parsed,
+        Err(ProposalError::Json(e)) => {
+            return malformed(truncate(&format!("malformed proposal: {e}"))).await;
+        }
+        Err(ProposalError::Form(err)) => return malformed(AppError::from(err).to_string()).await,
+        Err(ProposalError::RationaleNul) => {
+            return malformed("the rationale must not contain NUL characters".into()).await;
+        }
     };
     match state
         .trading
@@ -187,26 +178,6 @@ pub(super) async fn propose(State(state): State<AgentState>, request: Request) -
             }
             other => failure(other),
         },
-    }
-}
-
-/// The proposal as the order form both inbound adapters parse into a ticket.
-fn order_form(proposal: &ProposalBody) -> OrderForm {
-    OrderForm {
-        symbol: proposal.symbol.clone(),
-        side: match proposal.side {
-            ProposalSide::Buy => "buy",
-            ProposalSide::Sell => "sell",
-        }
-        .into(),
-        order_type: match proposal.order_type {
-            ProposalType::Market => "market",
-            ProposalType::Limit => "limit",
-        }
-        .into(),
-        quantity: proposal.quantity.clone(),
-        limit_price: proposal.limit_price.clone(),
-        quoted_price: None,
     }
 }
 

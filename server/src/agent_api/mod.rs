@@ -6,7 +6,8 @@
 //! reading keys, approving its own proposals, ...) is refused with a HOLD that is recorded in
 //! the audit log. A malformed proposal is a HOLD too: nothing is queued, nothing is placed.
 //!
-//! Rooms: `wire` (the JSON types and the OpenAPI document), `auth` (bearer token, scope, HOLD),
+//! Rooms: `request` (what the API reads, its parsers and their schema), `wire` (the JSON
+//! types it writes and the OpenAPI document), `auth` (bearer token, scope, HOLD),
 //! `handlers` (parse -> one use case -> map), `responses` (errors in the API's JSON shape, with
 //! the kinds and wording of `app::error`).
 //!
@@ -14,6 +15,7 @@
 
 mod auth;
 mod handlers;
+mod request;
 mod responses;
 mod wire;
 
@@ -28,8 +30,7 @@ pub const PREFIX: &str = "/api/agent/v1";
 /// Where its OpenAPI document is served (public).
 pub const OPENAPI_PATH: &str = "/api/agent/openapi.json";
 
-/// At most this many symbols in one price request.
-pub const MAX_SYMBOLS: usize = 20;
+pub use request::MAX_SYMBOLS;
 
 #[derive(Debug, Clone)]
 struct AgentState {

@@ -5,8 +5,14 @@ use axum::response::{IntoResponse, Response};
 use domain::audit::canonical_time;
 use domain::trading::{Portfolio, Proposal};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+
+use super::request::{MAX_SYMBOLS, ProposalBody, ProposalSide, ProposalType, symbols_pattern};
+use crate::exchange::paper::PaperPrices;
 
 /// The security scheme's name in the OpenAPI document.
 const SECURITY_SCHEME: &str = "agent_token";
@@ -34,6 +40,30 @@ pub struct Hold {
 #[derive(Debug, Deserialize)]
 pub(super) struct PricesQuery {
     pub(super) symbols: Option<String>,
+}
+
+/// Documented by hand: the pattern names the symbols the paper exchange prices, so every list
+/// the document allows gets prices (any other is a 400).
+impl IntoParams for PricesQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let traded: Vec<&str> = PaperPrices::SYMBOLS.iter().map(|(s, _)| *s).collect();
+        vec![
+            ParameterBuilder::new()
+                .name("symbols")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::True)
+                .description(Some(format!(
+                    "Comma-separated symbols the paper exchange trades, at most {MAX_SYMBOLS}"
+                )))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(symbols_pattern(&traded))),
+                ))
+                .example(Some(serde_json::Value::from("BTCUSDT,ETHUSDT")))
+                .build(),
+        ]
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -69,39 +99,6 @@ pub struct PortfolioResponse {
     #[schema(example = "USDT")]
     pub currency: String,
     pub positions: Vec<PositionView>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ProposalSide {
-    Buy,
-    Sell,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ProposalType {
-    Market,
-    Limit,
-}
-
-/// A trade the agent proposes; the trader signs it off (or autonomous mode places it).
-/// Decimals are strings (`"0.01"`): no numbers, exponents or signs. Unknown fields are refused.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ProposalBody {
-    #[schema(example = "BTCUSDT")]
-    pub symbol: String,
-    pub side: ProposalSide,
-    #[serde(rename = "type")]
-    pub order_type: ProposalType,
-    #[schema(example = "0.01")]
-    pub quantity: String,
-    /// Limit proposals only.
-    #[serde(default)]
-    pub limit_price: Option<String>,
-    /// Shown to the trader as quoted text (at most 2000 characters); never interpreted.
-    pub rationale: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

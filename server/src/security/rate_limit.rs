@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock as _;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{HeaderValue, StatusCode, header};
 
@@ -53,15 +53,16 @@ impl RateLimits {
     }
 
     fn check(&self, ip: IpAddr, path: &str) -> Result<(), u64> {
-        let clock = DefaultClock::default();
         let limiters: &[&DefaultKeyedRateLimiter<IpAddr>] = if AUTH_PATHS.contains(&path) {
             &[&self.all, &self.auth]
         } else {
             &[&self.all]
         };
+        let network = domain::account::client_network(ip);
         for limiter in limiters {
-            if let Err(not_until) = limiter.check_key(&domain::account::client_network(ip)) {
-                let wait = not_until.wait_time_from(clock.now());
+            if let Err(not_until) = limiter.check_key(&network) {
+                // The limiter's own clock: building a new one calibrates it, on every request.
+                let wait = not_until.wait_time_from(limiter.clock().now());
                 return Err(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
             }
         }
@@ -111,4 +112,29 @@ async fn drain(request: Request) -> bool {
         .await,
         Ok(Ok(_))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn over_the_limit_the_wait_is_whole_seconds_within_the_quota_period() {
+        let limits = RateLimits::new(1, 1);
+        let client = IpAddr::from([192, 0, 2, 7]);
+        assert_eq!(limits.check(client, "/login"), Ok(()));
+        let wait = limits.check(client, "/login").expect_err("second request refused");
+        assert!((1..=60).contains(&wait), "retry after {wait} s");
+        // Another client has its own budget.
+        assert_eq!(limits.check(IpAddr::from([192, 0, 2, 8]), "/login"), Ok(()));
+    }
+
+    #[test]
+    fn sign_in_paths_also_spend_the_tighter_auth_budget() {
+        let limits = RateLimits::new(100, 1);
+        let client = IpAddr::from([192, 0, 2, 9]);
+        assert_eq!(limits.check(client, "/api/auth/login"), Ok(()));
+        assert!(limits.check(client, "/api/auth/login").is_err());
+        assert_eq!(limits.check(client, "/trade"), Ok(()));
+    }
 }

@@ -11,19 +11,25 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::audit::AuditedTxn;
+use super::audit::AuditChain;
 use super::entities::user;
 use super::{DbResult, converted};
 
 #[derive(Debug, Clone)]
 pub struct SqlAccountStore {
     db: DatabaseConnection,
+    chain: AuditChain,
     clock: Arc<dyn Clock>,
 }
 
 impl SqlAccountStore {
-    pub fn new(db: DatabaseConnection, clock: Arc<dyn Clock>) -> Self {
-        Self { db, clock }
+    pub fn new(chain: impl Into<AuditChain>, clock: Arc<dyn Clock>) -> Self {
+        let chain = chain.into();
+        Self {
+            db: chain.db().clone(),
+            chain,
+            clock,
+        }
     }
 }
 
@@ -49,7 +55,7 @@ impl AccountStore for SqlAccountStore {
             created_at: Set(canonical_time(new_user.created_at)),
         };
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             user::Entity::insert(row)
                 .exec_without_returning(txn.conn())
                 .await?;
@@ -123,7 +129,7 @@ impl AccountStore for SqlAccountStore {
         audit: AuditDraft,
     ) -> Result<User, StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             let row = user::Entity::find_by_id(id.to_string())
                 .one(txn.conn())
                 .await?

@@ -2,6 +2,8 @@
 //! the chain lock first and appends the event as its last statement before committing.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use domain::audit::filter::{bound_time, second_prefix};
@@ -17,37 +19,339 @@ use sea_orm::{
     TransactionTrait,
 };
 use time::OffsetDateTime;
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 use super::entities::audit_event;
 use super::{DbResult, converted};
 
-/// A transaction that holds the audit chain lock and must end with an audit event.
+/// The most audited writes one commit carries; a long queue is committed in slices of this size
+/// so no writer waits behind an unbounded batch.
+const MAX_BATCH: usize = 128;
+/// How often a writer whose batch is still open checks that someone will commit it (only matters
+/// when the writer expected to continue the batch went away before joining it).
+const IDLE_BATCH_CHECK: Duration = Duration::from_millis(5);
+const SAVEPOINT: &str = "audited_write";
+
+/// The audit chain's writer for one database: every audited write goes through [`Self::begin`].
+///
+/// Writes are group-committed. Audited writes are serialised by the chain lock anyway, so
+/// instead of one transaction (and one fsync) per write, the writes waiting their turn share one
+/// database transaction: each runs inside its own savepoint (a failed or abandoned write is
+/// rolled back alone), and the transaction commits when nobody else is waiting or after
+/// [`MAX_BATCH`] writes. No writer is answered before the commit that carries its write: a
+/// writer whose batch fails gets the error, as it would have alone.
+#[derive(Debug, Clone)]
+pub struct AuditChain {
+    db: DatabaseConnection,
+    group: Arc<Group>,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    queue: Arc<Mutex<Queue>>,
+    /// Writers waiting for their turn: while there are any, the open batch is left for them.
+    waiting: AtomicUsize,
+    commits: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    open: Option<Batch>,
+    next_batch: u64,
+}
+
+#[derive(Debug)]
+struct Batch {
+    id: u64,
+    txn: DatabaseTransaction,
+    /// Writes released into this batch, waiting for its commit.
+    members: usize,
+    /// A writer's savepoint is open: it is still writing, or it went away without finishing
+    /// (then the savepoint is rolled back before anything else happens in the batch).
+    in_savepoint: bool,
+    committed: watch::Sender<Option<Result<(), StoreError>>>,
+}
+
+impl AuditChain {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self {
+            db,
+            group: Arc::default(),
+        }
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Database commits so far (each may carry many writes).
+    pub fn commits(&self) -> u64 {
+        self.group.commits.load(Ordering::Relaxed)
+    }
+
+    /// Writers waiting for their turn right now.
+    pub fn writers_waiting(&self) -> usize {
+        self.group.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Waits for this writer's turn and opens its savepoint in the current batch (starting one,
+    /// with the chain lock, if none is open).
+    pub async fn begin(&self) -> DbResult<AuditedTxn> {
+        let mut queue = {
+            let _waiting = Waiting::enter(&self.group.waiting);
+            self.group.queue.clone().lock_owned().await
+        };
+        settle_abandoned(&mut queue).await?;
+        if queue.open.is_none() {
+            let txn = self.db.begin().await?;
+            // Taking the lock row first serialises appends (across replicas too) and, on SQLite,
+            // makes this transaction a writer up front so it cannot deadlock on upgrade.
+            txn.execute_unprepared(
+                "UPDATE audit_chain_lock SET lock_count = lock_count + 1 WHERE id = 1",
+            )
+            .await?;
+            queue.next_batch += 1;
+            queue.open = Some(Batch {
+                id: queue.next_batch,
+                txn,
+                members: 0,
+                in_savepoint: false,
+                committed: watch::channel(None).0,
+            });
+        }
+        let savepoint = match queue.open.as_ref() {
+            Some(batch) => {
+                batch
+                    .txn
+                    .execute_unprepared(&format!("SAVEPOINT {SAVEPOINT}"))
+                    .await
+            }
+            None => Err(DbErr::Custom("no open audit batch".into())),
+        };
+        if let Err(e) = savepoint {
+            fail_batch(&mut queue, &e);
+            return Err(e.into());
+        }
+        if let Some(batch) = queue.open.as_mut() {
+            batch.in_savepoint = true;
+        }
+        Ok(AuditedTxn {
+            queue: Some(queue),
+            group: self.group.clone(),
+        })
+    }
+}
+
+impl From<DatabaseConnection> for AuditChain {
+    fn from(db: DatabaseConnection) -> Self {
+        Self::new(db)
+    }
+}
+
+/// Counts a writer as waiting until it gets its turn or gives up.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One writer's turn in the audit chain: its writes go through [`Self::conn`] and it must end
+/// with [`Self::commit_with`]. Dropped without it, its writes are rolled back (and only its).
 #[derive(Debug)]
 pub struct AuditedTxn {
-    txn: DatabaseTransaction,
+    queue: Option<OwnedMutexGuard<Queue>>,
+    group: Arc<Group>,
 }
 
 impl AuditedTxn {
-    pub async fn begin(db: &DatabaseConnection) -> DbResult<Self> {
-        let txn = db.begin().await?;
-        // Taking the lock row first serialises appends (across replicas too) and, on SQLite,
-        // makes this transaction a writer up front so it cannot deadlock on upgrade.
-        txn.execute_unprepared(
-            "UPDATE audit_chain_lock SET lock_count = lock_count + 1 WHERE id = 1",
-        )
-        .await?;
-        Ok(Self { txn })
-    }
-
     pub fn conn(&self) -> &DatabaseTransaction {
-        &self.txn
+        #[allow(clippy::expect_used)]
+        let batch = self
+            .queue
+            .as_ref()
+            .and_then(|queue| queue.open.as_ref())
+            .expect("a writer's turn always has an open batch until it ends");
+        &batch.txn
     }
 
-    /// Appends the event and commits; if the append fails, nothing in the transaction lands.
-    pub async fn commit_with(self, draft: AuditDraft, now: OffsetDateTime) -> DbResult<AuditEvent> {
-        let event = append_in(&self.txn, draft, now).await?;
-        self.txn.commit().await?;
+    /// Appends the event, then returns once the batch carrying it has committed; if the append
+    /// fails, nothing this writer did lands.
+    pub async fn commit_with(
+        mut self,
+        draft: AuditDraft,
+        now: OffsetDateTime,
+    ) -> DbResult<AuditEvent> {
+        let appended = append_in(self.conn(), draft, now).await;
+        let Some(mut queue) = self.queue.take() else {
+            return Err(DbErr::Custom("audited write already ended".into()).into());
+        };
+        let event = match appended {
+            Ok(event) => event,
+            Err(e) => {
+                settle_abandoned(&mut queue).await?;
+                finish_if_idle(queue, &self.group).await;
+                return Err(e);
+            }
+        };
+        let released = match queue.open.as_ref() {
+            Some(batch) => {
+                batch
+                    .txn
+                    .execute_unprepared(&format!("RELEASE SAVEPOINT {SAVEPOINT}"))
+                    .await
+            }
+            None => Err(DbErr::Custom("no open audit batch".into())),
+        };
+        if let Err(e) = released {
+            fail_batch(&mut queue, &e);
+            return Err(e.into());
+        }
+        let Some(batch) = queue.open.as_mut() else {
+            return Err(DbErr::Custom("no open audit batch".into()).into());
+        };
+        batch.in_savepoint = false;
+        batch.members += 1;
+        let (id, outcome) = (batch.id, batch.committed.subscribe());
+        if batch.members >= MAX_BATCH || self.group.waiting.load(Ordering::SeqCst) == 0 {
+            commit_batch(queue, &self.group).await?;
+            return Ok(event);
+        }
+        // Others are waiting: leave the batch open for them; one of them commits it.
+        drop(queue);
+        await_commit(outcome, &self.group, id).await?;
         Ok(event)
+    }
+}
+
+impl Drop for AuditedTxn {
+    fn drop(&mut self) {
+        // A writer that went away mid-write (an error returned early, a cancelled request):
+        // roll back its savepoint now, so the batch's lock is not held for nobody.
+        if let Some(mut queue) = self.queue.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let group = self.group.clone();
+            runtime.spawn(async move {
+                if settle_abandoned(&mut queue).await.is_ok() {
+                    finish_if_idle(queue, &group).await;
+                }
+            });
+        }
+    }
+}
+
+/// Rolls back a savepoint left open by a writer that went away; if that fails, the whole batch
+/// fails (its members get the error; none of it is committed).
+async fn settle_abandoned(queue: &mut OwnedMutexGuard<Queue>) -> DbResult<()> {
+    let Some(batch) = queue.open.as_mut().filter(|batch| batch.in_savepoint) else {
+        return Ok(());
+    };
+    let rolled_back = match batch
+        .txn
+        .execute_unprepared(&format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}"))
+        .await
+    {
+        Ok(_) => {
+            batch
+                .txn
+                .execute_unprepared(&format!("RELEASE SAVEPOINT {SAVEPOINT}"))
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match rolled_back {
+        Ok(_) => {
+            batch.in_savepoint = false;
+            Ok(())
+        }
+        Err(e) => {
+            fail_batch(queue, &e);
+            Err(e.into())
+        }
+    }
+}
+
+/// Ends a batch nobody is about to join: committed if it carries writes, else rolled back.
+async fn finish_if_idle(queue: OwnedMutexGuard<Queue>, group: &Arc<Group>) {
+    let members = queue.open.as_ref().map_or(0, |batch| batch.members);
+    if group.waiting.load(Ordering::SeqCst) > 0 {
+        return;
+    }
+    if members == 0 {
+        let mut queue = queue;
+        queue.open = None;
+    } else {
+        // Its members hear the outcome through the batch's channel.
+        let _ = commit_batch(queue, group).await;
+    }
+}
+
+/// Drops the open batch (rolling it back) and tells its members it failed.
+fn fail_batch(queue: &mut OwnedMutexGuard<Queue>, reason: &DbErr) {
+    if let Some(batch) = queue.open.take() {
+        // The kind survives (a database outage stays one), so each writer answers alike.
+        batch
+            .committed
+            .send_replace(Some(Err(super::classify(reason))));
+    }
+}
+
+/// Commits the open batch and tells its members. The commit runs as its own task, so a
+/// cancelled request cannot leave it half done; the queue stays locked until it has finished.
+async fn commit_batch(queue: OwnedMutexGuard<Queue>, group: &Arc<Group>) -> DbResult<()> {
+    let group = group.clone();
+    let committing = tokio::spawn(async move {
+        let mut queue = queue;
+        let Some(batch) = queue.open.take() else {
+            return Ok(());
+        };
+        let result = batch.txn.commit().await.map_err(|e| super::classify(&e));
+        group.commits.fetch_add(1, Ordering::Relaxed);
+        batch.committed.send_replace(Some(result.clone()));
+        result
+    });
+    match committing.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(e) => Err(DbErr::Custom(format!("audit batch commit task: {e}")).into()),
+    }
+}
+
+/// Waits for the batch `id` to commit. If the writer expected to continue it went away before
+/// its turn, nobody would: then this writer commits it.
+async fn await_commit(
+    mut outcome: watch::Receiver<Option<Result<(), StoreError>>>,
+    group: &Arc<Group>,
+    id: u64,
+) -> DbResult<()> {
+    loop {
+        if let Some(result) = outcome.borrow_and_update().clone() {
+            return result.map_err(Into::into);
+        }
+        match tokio::time::timeout(IDLE_BATCH_CHECK, outcome.changed()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) => {
+                return Err(DbErr::Custom("audit batch ended without a commit".into()).into());
+            }
+            Err(_) => {
+                if let Ok(mut queue) = group.queue.clone().try_lock_owned()
+                    && queue.open.as_ref().is_some_and(|batch| batch.id == id)
+                    && group.waiting.load(Ordering::SeqCst) == 0
+                {
+                    settle_abandoned(&mut queue).await?;
+                    commit_batch(queue, group).await?;
+                }
+            }
+        }
     }
 }
 
@@ -178,12 +482,18 @@ fn filter_condition(filter: &AuditFilter) -> Condition {
 #[derive(Debug, Clone)]
 pub struct SqlAuditLog {
     db: DatabaseConnection,
+    chain: AuditChain,
     clock: Arc<dyn Clock>,
 }
 
 impl SqlAuditLog {
-    pub fn new(db: DatabaseConnection, clock: Arc<dyn Clock>) -> Self {
-        Self { db, clock }
+    pub fn new(chain: impl Into<AuditChain>, clock: Arc<dyn Clock>) -> Self {
+        let chain = chain.into();
+        Self {
+            db: chain.db().clone(),
+            chain,
+            clock,
+        }
     }
 
     /// The first `limit` events `query` selects, in its order.
@@ -204,7 +514,7 @@ impl SqlAuditLog {
 impl AuditLog for SqlAuditLog {
     async fn record(&self, draft: AuditDraft) -> Result<AuditEvent, StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             txn.commit_with(draft, self.clock.now()).await
         })
         .await

@@ -25,7 +25,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::audit::AuditedTxn;
+use super::audit::AuditChain;
 use super::entities::{audit_checkpoint, report_key};
 use super::{DbResult, converted};
 
@@ -38,12 +38,18 @@ const REPORT_KEY_PURPOSE: &str = "audit-report";
 #[derive(Debug, Clone)]
 pub struct SqlCheckpointStore {
     db: DatabaseConnection,
+    chain: AuditChain,
     clock: Arc<dyn Clock>,
 }
 
 impl SqlCheckpointStore {
-    pub fn new(db: DatabaseConnection, clock: Arc<dyn Clock>) -> Self {
-        Self { db, clock }
+    pub fn new(chain: impl Into<AuditChain>, clock: Arc<dyn Clock>) -> Self {
+        let chain = chain.into();
+        Self {
+            db: chain.db().clone(),
+            chain,
+            clock,
+        }
     }
 }
 
@@ -72,7 +78,7 @@ impl CheckpointStore for SqlCheckpointStore {
         draft: AuditDraft,
     ) -> Result<(), StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             // The chain lock serialises writers, so max + 1 cannot collide.
             let last = audit_checkpoint::Entity::find()
                 .order_by_desc(audit_checkpoint::Column::Id)

@@ -19,7 +19,7 @@ use sea_orm::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::audit::AuditedTxn;
+use super::audit::AuditChain;
 use super::entities::{exchange_key, security_alert, vault_canary};
 use super::{DbResult, converted};
 use crate::metrics::Metrics;
@@ -27,12 +27,18 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone)]
 pub struct SqlKeyStore {
     db: DatabaseConnection,
+    chain: AuditChain,
     clock: Arc<dyn Clock>,
 }
 
 impl SqlKeyStore {
-    pub fn new(db: DatabaseConnection, clock: Arc<dyn Clock>) -> Self {
-        Self { db, clock }
+    pub fn new(chain: impl Into<AuditChain>, clock: Arc<dyn Clock>) -> Self {
+        let chain = chain.into();
+        Self {
+            db: chain.db().clone(),
+            chain,
+            clock,
+        }
     }
 }
 
@@ -125,7 +131,7 @@ impl KeyStore for SqlKeyStore {
                 last_checked_at: Set(record.last_checked_at.map(canonical_time)),
                 revoked_at: Set(None),
             };
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             exchange_key::Entity::insert(row)
                 .exec_without_returning(txn.conn())
                 .await?;
@@ -184,7 +190,7 @@ impl KeyStore for SqlKeyStore {
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             let updated = exchange_key::Entity::update_many()
                 .set(exchange_key::ActiveModel {
                     last_used_at: Set(Some(canonical_time(at))),
@@ -213,7 +219,7 @@ impl KeyStore for SqlKeyStore {
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             let updated = exchange_key::Entity::update_many()
                 .set(exchange_key::ActiveModel {
                     permissions: Set(permissions_json(&permissions)),
@@ -243,7 +249,7 @@ impl KeyStore for SqlKeyStore {
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             let updated = exchange_key::Entity::update_many()
                 .set(exchange_key::ActiveModel {
                     kms_key_id: Set(Some(new.kms_key_id.clone())),
@@ -273,7 +279,7 @@ impl KeyStore for SqlKeyStore {
         audit: AuditDraft,
     ) -> Result<KeyRecord, StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             let row = exchange_key::Entity::find_by_id(id.to_string())
                 .filter(exchange_key::Column::OwnerId.eq(owner.to_string()))
                 .one(txn.conn())
@@ -348,13 +354,20 @@ impl KeyStore for SqlKeyStore {
 #[derive(Debug, Clone)]
 pub struct SqlSecurityAlerts {
     db: DatabaseConnection,
+    chain: AuditChain,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
 }
 
 impl SqlSecurityAlerts {
-    pub fn new(db: DatabaseConnection, clock: Arc<dyn Clock>, metrics: Metrics) -> Self {
-        Self { db, clock, metrics }
+    pub fn new(chain: impl Into<AuditChain>, clock: Arc<dyn Clock>, metrics: Metrics) -> Self {
+        let chain = chain.into();
+        Self {
+            db: chain.db().clone(),
+            chain,
+            clock,
+            metrics,
+        }
     }
 }
 
@@ -381,7 +394,7 @@ impl SecurityAlerts for SqlSecurityAlerts {
             // Counted before the write: a tripwire that fires must show even if storage is down.
             self.metrics.security_event(&alert.kind);
             tracing::warn!(kind = %alert.kind, alert = %alert.id, resource = ?alert.resource, "security alert");
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             security_alert::Entity::insert(security_alert::ActiveModel {
                 id: Set(alert.id.to_string()),
                 kind: Set(alert.kind),
@@ -421,7 +434,7 @@ impl SecurityAlerts for SqlSecurityAlerts {
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             let updated = security_alert::Entity::update_many()
                 .set(security_alert::ActiveModel {
                     acknowledged_at: Set(Some(canonical_time(at))),

@@ -37,7 +37,7 @@ use migrations::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
 
 pub use accounts::SqlAccountStore;
-pub use audit::{SqlAuditLog, append_in, to_row};
+pub use audit::{AuditChain, SqlAuditLog, append_in, to_row};
 pub use keys::{SqlKeyStore, SqlSecurityAlerts};
 pub use sessions::SqlSessionStore;
 pub use stepup::SqlFactorStore;
@@ -69,15 +69,57 @@ pub type DbResult<T> = Result<T, DbError>;
 
 impl From<DbErr> for DbError {
     fn from(err: DbErr) -> Self {
-        let text = err.to_string();
-        // SQLite's and PostgreSQL's wording for a unique-constraint violation.
-        Self(
-            if text.contains("UNIQUE constraint failed") || text.contains("duplicate key value") {
-                StoreError::Conflict
+        Self(classify(&err))
+    }
+}
+
+/// `err` as the port's error kind (also what a group commit tells each of its writers).
+pub(crate) fn classify(err: &DbErr) -> StoreError {
+    let text = err.to_string();
+    // SQLite's and PostgreSQL's wording for a unique-constraint violation.
+    if text.contains("UNIQUE constraint failed") || text.contains("duplicate key value") {
+        StoreError::Conflict
+    } else if is_outage(err) {
+        StoreError::Unavailable(text)
+    } else {
+        StoreError::Backend(text)
+    }
+}
+
+/// Whether `err` is the database being out of reach (connection lost or refused, pool timed
+/// out, disk full, shutting down) rather than a fault in the statement or the data: the
+/// request fails as a whole and can be retried once the database is back.
+fn is_outage(err: &DbErr) -> bool {
+    use sea_orm::{RuntimeErr, sqlx};
+    let sqlx_error = match err {
+        DbErr::ConnectionAcquire(_) => return true,
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
+        DbErr::Conn(_) => return true,
+        _ => return false,
+    };
+    match sqlx_error.as_ref() {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                // Classes 08 (connection exception), 53 (insufficient resources: disk full,
+                // out of memory, too many connections), 57P (shutdown, crash recovery).
+                let code = pg.code();
+                code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
             } else {
-                StoreError::Backend(text)
-            },
-        )
+                // SQLite's primary result codes: BUSY, LOCKED, NOMEM, IOERR, FULL, CANTOPEN.
+                db.code()
+                    .and_then(|code| code.parse::<i64>().ok())
+                    .is_some_and(|code| matches!(code & 0xff, 5 | 6 | 7 | 10 | 13 | 14))
+            }
+        }
+        _ => false,
     }
 }
 

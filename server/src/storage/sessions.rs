@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
-use super::audit::{AuditedTxn, append_in};
+use super::audit::{AuditChain, append_in};
 use super::entities::{agent_token, session};
 use super::{DbError, DbResult, converted};
 
@@ -22,6 +22,7 @@ pub const USER_ID_KEY: &str = "uid";
 #[derive(Debug, Clone)]
 pub struct SqlSessionStore {
     db: DatabaseConnection,
+    chain: AuditChain,
     clock: Arc<dyn Clock>,
     /// Each save pushes the row's expiry to now + this, measured on our clock (so it is
     /// testable); the session layer saves on every request.
@@ -30,12 +31,14 @@ pub struct SqlSessionStore {
 
 impl SqlSessionStore {
     pub fn new(
-        db: DatabaseConnection,
+        chain: impl Into<AuditChain>,
         clock: Arc<dyn Clock>,
         idle_timeout: time::Duration,
     ) -> Self {
+        let chain = chain.into();
         Self {
-            db,
+            db: chain.db().clone(),
+            chain,
             clock,
             idle_timeout,
         }
@@ -166,7 +169,7 @@ impl SessionRevoker for SqlSessionStore {
     ) -> Result<(u64, u64), StoreError> {
         let now = self.clock.now();
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             let deleted = session::Entity::delete_many()
                 .filter(session::Column::UserId.eq(user.to_string()))
                 .exec(txn.conn())

@@ -26,19 +26,25 @@ use sea_orm::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::audit::AuditedTxn;
+use super::audit::AuditChain;
 use super::entities::{order_approval, recovery_code, security_key, totp_factor};
 use super::{DbResult, converted};
 
 #[derive(Debug, Clone)]
 pub struct SqlFactorStore {
     db: DatabaseConnection,
+    chain: AuditChain,
     clock: Arc<dyn Clock>,
 }
 
 impl SqlFactorStore {
-    pub fn new(db: DatabaseConnection, clock: Arc<dyn Clock>) -> Self {
-        Self { db, clock }
+    pub fn new(chain: impl Into<AuditChain>, clock: Arc<dyn Clock>) -> Self {
+        let chain = chain.into();
+        Self {
+            db: chain.db().clone(),
+            chain,
+            clock,
+        }
     }
 }
 
@@ -166,7 +172,7 @@ impl FactorStore for SqlFactorStore {
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             // Only an unconfirmed row is replaced. A confirmed one survives the delete, so the
             // insert hits the primary key and fails as `Conflict`, rolling everything back.
             totp_factor::Entity::delete_many()
@@ -207,7 +213,7 @@ impl FactorStore for SqlFactorStore {
     ) -> Result<bool, StoreError> {
         converted(async {
             let step = step_column(step)?;
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             let updated = totp_factor::Entity::update_many()
                 .set(totp_factor::ActiveModel {
                     confirmed_at: Set(Some(canonical_time(at))),
@@ -315,7 +321,7 @@ impl FactorStore for SqlFactorStore {
     ) -> Result<bool, StoreError> {
         converted(async {
             let step = step_column(step)?;
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             // The replay check is this WHERE clause, not a read in Rust: a step is accepted once.
             let updated = totp_factor::Entity::update_many()
                 .set(totp_factor::ActiveModel {
@@ -365,7 +371,7 @@ impl FactorStore for SqlFactorStore {
 
     async fn remove_totp(&self, user: UserId, audit: AuditDraft) -> Result<bool, StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             let deleted = totp_factor::Entity::delete_many()
                 .filter(totp_factor::Column::UserId.eq(user.to_string()))
                 .exec(txn.conn())
@@ -401,7 +407,7 @@ impl FactorStore for SqlFactorStore {
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             put_recovery_codes(txn.conn(), user, hashes, at).await?;
             txn.commit_with(audit, self.clock.now()).await?;
             Ok(())
@@ -417,7 +423,7 @@ impl FactorStore for SqlFactorStore {
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             let updated = recovery_code::Entity::update_many()
                 .set(recovery_code::ActiveModel {
                     used_at: Set(Some(canonical_time(at))),
@@ -473,7 +479,7 @@ impl FactorStore for SqlFactorStore {
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             // A credential id registered anywhere already fails the UNIQUE constraint: `Conflict`.
             security_key::Entity::insert(security_key::ActiveModel {
                 id: Set(key.id.to_string()),
@@ -502,7 +508,7 @@ impl FactorStore for SqlFactorStore {
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             // A key flagged meanwhile (counter regression) must not have its counter moved on.
             let updated = security_key::Entity::update_many()
                 .set(security_key::ActiveModel {
@@ -532,7 +538,7 @@ impl FactorStore for SqlFactorStore {
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             // COALESCE keeps the first flag time; every detected regression is still audited.
             let updated = security_key::Entity::update_many()
                 .col_expr(
@@ -563,7 +569,7 @@ impl FactorStore for SqlFactorStore {
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             let deleted = security_key::Entity::delete_many()
                 .filter(security_key::Column::Id.eq(id.to_string()))
                 .filter(security_key::Column::UserId.eq(user.to_string()))
@@ -584,7 +590,7 @@ impl FactorStore for SqlFactorStore {
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             order_approval::Entity::insert(order_approval::ActiveModel {
                 digest: Set(approval.digest.clone()),
                 user_id: Set(approval.user.to_string()),
@@ -610,7 +616,7 @@ impl FactorStore for SqlFactorStore {
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             // Spent once, by its own user, before it expires: all in the one conditional UPDATE.
             let updated = order_approval::Entity::update_many()
                 .set(order_approval::ActiveModel {

@@ -4,11 +4,13 @@
 mod admin_controls;
 mod agent;
 mod approvals;
+mod assets;
 mod audit;
 mod audit_view;
 mod auth;
 mod binance;
 mod checkpoints;
+mod group_commit;
 mod helpers;
 mod keys;
 mod kms;

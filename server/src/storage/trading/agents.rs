@@ -9,7 +9,6 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::super::audit::AuditedTxn;
 use super::super::converted;
 use super::super::entities::{agent_token, proposal};
 use super::rows::{to_proposal, to_token};
@@ -24,7 +23,7 @@ impl AgentStore for SqlTradingStore {
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             agent_token::Entity::insert(agent_token::ActiveModel {
                 id: Set(token.id.to_string()),
                 owner: Set(token.owner.to_string()),
@@ -113,7 +112,7 @@ impl AgentStore for SqlTradingStore {
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             let revoked = agent_token::Entity::update_many()
                 .set(agent_token::ActiveModel {
                     revoked_at: Set(Some(canonical_time(at))),
@@ -139,7 +138,7 @@ impl AgentStore for SqlTradingStore {
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             proposal::Entity::insert(proposal::ActiveModel {
                 id: Set(proposal.id.to_string()),
                 owner: Set(proposal.owner.to_string()),
@@ -208,7 +207,7 @@ impl AgentStore for SqlTradingStore {
                 ))
                 .into());
             }
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             let settled = proposal::Entity::update_many()
                 .set(proposal::ActiveModel {
                     status: Set(status.as_str().to_owned()),

@@ -17,7 +17,6 @@ use sea_orm::{
 };
 
 use super::super::accounts::to_user;
-use super::super::audit::AuditedTxn;
 use super::super::entities::{anomaly_case, order, user, user_trading};
 use super::super::{DbResult, converted};
 use super::rows::{hold_column, to_case, to_controls};
@@ -134,7 +133,7 @@ impl CaseStore for SqlTradingStore {
                 ))
                 .into());
             }
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             let decided = anomaly_case::Entity::update_many()
                 .set(anomaly_case::ActiveModel {
                     status: Set(status.as_str().to_owned()),
@@ -233,7 +232,7 @@ impl CaseStore for SqlTradingStore {
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             let updated = anomaly_case::Entity::update_many()
                 .set(anomaly_case::ActiveModel {
                     rationale: Set(Some(rationale.to_owned())),

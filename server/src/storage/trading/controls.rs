@@ -19,7 +19,6 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::super::accounts::to_user;
-use super::super::audit::AuditedTxn;
 use super::super::entities::{
     anomaly_case, ip_block, risk_limit, trading_setting, user, user_trading,
 };
@@ -60,7 +59,7 @@ impl ControlStore for SqlTradingStore {
         converted(async {
             let scope = user.map_or_else(|| GLOBAL_SCOPE.to_owned(), |u| u.to_string());
             let now = self.clock.now();
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             match value {
                 Some(value) => {
                     risk_limit::Entity::insert(risk_limit::ActiveModel {
@@ -111,7 +110,7 @@ impl ControlStore for SqlTradingStore {
     async fn set_global_kill_switch(&self, on: bool, audit: AuditDraft) -> Result<(), StoreError> {
         converted(async {
             let now = self.clock.now();
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             trading_setting::Entity::insert(trading_setting::ActiveModel {
                 key: Set(KILL_SWITCH_KEY.to_owned()),
                 value: Set(on.to_string()),
@@ -172,7 +171,7 @@ impl ControlStore for SqlTradingStore {
         converted(async {
             let now = self.clock.now();
             // Read and written under the chain lock, so concurrent changes cannot lose each other.
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             let mut controls = match user_trading::Entity::find_by_id(user.to_string())
                 .one(txn.conn())
                 .await?
@@ -297,7 +296,7 @@ impl BlockedRangeStore for SqlTradingStore {
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             // A range already listed fails the UNIQUE constraint: `Conflict`.
             ip_block::Entity::insert(ip_block::ActiveModel {
                 id: Set(range.id.to_string()),
@@ -315,7 +314,7 @@ impl BlockedRangeStore for SqlTradingStore {
 
     async fn remove_blocked_range(&self, id: Uuid, audit: AuditDraft) -> Result<(), StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             let deleted = ip_block::Entity::delete_many()
                 .filter(ip_block::Column::Id.eq(id.to_string()))
                 .exec(txn.conn())

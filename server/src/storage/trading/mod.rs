@@ -36,6 +36,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::DbResult;
+use super::audit::AuditChain;
 use super::entities::{order, user_trading};
 
 /// The `risk_limits.scope` of the global limits; per-user limits use the user's id.
@@ -45,12 +46,18 @@ const KILL_SWITCH_KEY: &str = "kill_switch";
 #[derive(Debug, Clone)]
 pub struct SqlTradingStore {
     db: DatabaseConnection,
+    chain: AuditChain,
     clock: Arc<dyn Clock>,
 }
 
 impl SqlTradingStore {
-    pub fn new(db: DatabaseConnection, clock: Arc<dyn Clock>) -> Self {
-        Self { db, clock }
+    pub fn new(chain: impl Into<AuditChain>, clock: Arc<dyn Clock>) -> Self {
+        let chain = chain.into();
+        Self {
+            db: chain.db().clone(),
+            chain,
+            clock,
+        }
     }
 }
 

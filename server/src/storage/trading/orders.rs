@@ -18,7 +18,7 @@ use sea_orm::{
 };
 use time::OffsetDateTime;
 
-use super::super::audit::{AuditedTxn, append_in};
+use super::super::audit::append_in;
 use super::super::entities::{anomaly_case, fill, order, proposal};
 use super::super::{DbError, converted};
 use super::rows::{UsageRow, case_row, counted, hold_column, order_row, to_fill, to_order};
@@ -182,7 +182,7 @@ impl OrderStore for SqlTradingStore {
             let row = order_row(&decided)?;
             let case_row = case.as_ref().map(case_row).transpose()?;
             let now = self.clock.now();
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             order::Entity::insert(row)
                 .exec_without_returning(txn.conn())
                 .await?;
@@ -233,7 +233,7 @@ impl OrderStore for SqlTradingStore {
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             let claimed = order::Entity::update_many()
                 .col_expr(
                     order::Column::Status,
@@ -270,7 +270,7 @@ impl OrderStore for SqlTradingStore {
     ) -> Result<(), StoreError> {
         converted(async {
             let now = self.clock.now();
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             // Only an order in flight takes an exchange's answer: a late answer cannot reopen a
             // final order.
             let updated = order::Entity::update_many()
@@ -323,7 +323,7 @@ impl OrderStore for SqlTradingStore {
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
         converted(async {
-            let txn = AuditedTxn::begin(&self.db).await?;
+            let txn = self.chain.begin().await?;
             let approved = order::Entity::update_many()
                 .set(order::ActiveModel {
                     hold_kind: Set(hold_column(Some(HoldKind::Exchange))),
