@@ -62,6 +62,12 @@ server_bin=$bin/cryptopulse
 pids=()
 pg_dbs=()
 cleanup() {
+  local rc=$?
+  if [ "$rc" -ne 0 ]; then
+    rm -rf "$root/target/bench/failed" && mkdir -p "$root/target/bench/failed"
+    cp "$work"/*.log "$work"/*.wrk "$work"/*.out "$root/target/bench/failed/" 2>/dev/null || true
+    echo "bench: failed; logs kept in target/bench/failed/" >&2
+  fi
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   for db in "${pg_dbs[@]}"; do psql -q "$pg_admin" -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true; done
@@ -181,7 +187,10 @@ cli_maxrss=$(cat "$work/cli.maxrss")
 
 # --- 4. the real server -----------------------------------------------------------------
 port=$(free_port)
-origin="http://127.0.0.1:$port"
+# Requests go to 127.0.0.1; the public URL (and so the Origin a browser sends) names localhost,
+# since WebAuthn refuses a bare IP address as the relying party.
+base="http://127.0.0.1:$port"
+origin="http://localhost:$port"
 export CRYPTOPULSE_BIND="127.0.0.1:$port" CRYPTOPULSE_PUBLIC_URL="$origin" \
   CRYPTOPULSE_LOG_LEVEL=info \
   CRYPTOPULSE_RATE_LIMIT__REQUESTS_PER_MINUTE=100000000 CRYPTOPULSE_RATE_LIMIT__AUTH_PER_MINUTE=1000000 \
@@ -190,7 +199,7 @@ export CRYPTOPULSE_BIND="127.0.0.1:$port" CRYPTOPULSE_PUBLIC_URL="$origin" \
 step "starting the server on $origin (SQLite, $chain_n events in the chain)"
 "$server_bin" serve >"$work/server.log" 2>&1 &
 server_pid=$!; pids+=("$server_pid")
-wait_http "$origin/login" "$server_pid" || die "server did not start: $(tail -20 "$work/server.log")"
+wait_http "$base/login" "$server_pid" || die "server did not start: $(tail -20 "$work/server.log")"
 sleep 1
 idle_rss=$(kib_of "$server_pid" VmRSS)
 
@@ -198,14 +207,15 @@ idle_rss=$(kib_of "$server_pid" VmRSS)
 sqlite3 "$work/app.db" "PRAGMA busy_timeout=5000;
   UPDATE risk_limits SET value='1000000000' WHERE scope='global' AND field IN ('max_order_notional','daily_notional');
   UPDATE risk_limits SET value='10000' WHERE scope='global' AND field='velocity_max_orders';
-  UPDATE risk_limits SET value='1' WHERE scope='global' AND field IN ('velocity_window_secs','anomaly_threshold');" \
+  UPDATE risk_limits SET value='1' WHERE scope='global' AND field IN ('velocity_window_secs','anomaly_threshold');" >/dev/null \
   || die "could not raise the risk limits"
 
 password="bench horse battery staple"
 post() { # jar endpoint form...
   local jar=$1 endpoint=$2; shift 2
   local args=(); for f in "$@"; do args+=(--data-urlencode "$f"); done
-  curl -sS -b "$jar" -c "$jar" -H "Origin: $origin" -X POST "${args[@]}" "$origin/api/$endpoint"
+  curl -sS --fail-with-body -b "$jar" -c "$jar" -H "Origin: $origin" -X POST "${args[@]}" "$base/api/$endpoint" \
+    || die "POST $endpoint failed"
 }
 step "signing up $users traders and a reviewer"
 for i in $(seq 1 "$users"); do
@@ -219,12 +229,12 @@ step "memory: $users concurrent logins (argon2) from idle"
 rss_before_logins=$(kib_of "$server_pid" VmRSS)
 seq 1 "$users" | xargs -P "$users" -I{} curl -sS -o /dev/null -w '%{http_code}\n' -c "$work/u{}.jar" \
   -H "Origin: $origin" --data-urlencode "email=trader{}@bench.example" --data-urlencode "password=$password" \
-  "$origin/api/auth/login" >"$work/logins.codes"
+  "$base/api/auth/login" >"$work/logins.codes"
 [ "$(grep -c '^200$' "$work/logins.codes")" -eq "$users" ] || die "not every login succeeded: $(sort "$work/logins.codes" | uniq -c)"
 sleep 2
 login_hwm=$(kib_of "$server_pid" VmHWM); login_rss_after=$(kib_of "$server_pid" VmRSS)
 curl -sS -o /dev/null -c "$work/reviewer.jar" -H "Origin: $origin" --data-urlencode "email=reviewer@bench.example" \
-  --data-urlencode "password=$password" "$origin/api/auth/login"
+  --data-urlencode "password=$password" "$base/api/auth/login"
 : >"$work/cookies"
 for i in $(seq 1 "$users"); do
   awk -F'\t' 'NF>=7 {printf "%s=%s; ", $6, $7} END {print ""}' "$work/u$i.jar" | sed 's/; $//' >>"$work/cookies"
@@ -237,23 +247,23 @@ for q in json.load(sys.stdin):
     if q.get("symbol") == "BTCUSDT": print(q["price"]); break')
 [ -n "$quote" ] || die "no BTCUSDT quote from the paper exchange"
 order_body="venue=paper&symbol=BTCUSDT&side=buy&order_type=market&quantity=0.0001&price=$quote"
-probe=$(curl -sS -b "$work/u1.jar" -H "Origin: $origin" -d "$order_body" -w ' %{http_code}' "$origin/api/trading/place")
+probe=$(curl -sS -b "$work/u1.jar" -H "Origin: $origin" -d "$order_body" -w ' %{http_code}' "$base/api/trading/place")
 [ "${probe##* }" = 200 ] || die "a probe order was refused: $probe"
 grep -q '"filled"\|"open"\|"sent"' <<<"$probe" || echo "    note: probe order answered: ${probe:0:200}" >&2
 step "order screening: POST /api/trading/place from $users traders (c=$conns, $duration)"
 events_before=$(sqlite3 "$work/app.db" "SELECT max(seq) FROM audit_events")
-run_wrk orders "$origin/api/trading/place" POST "$order_body" "$work/cookies" "$origin"
+run_wrk orders "$base/api/trading/place" POST "$order_body" "$work/cookies" "$origin"
 order_rate=$w_rate; order_p50=$w_p50; order_p99=$w_p99
 events_after=$(sqlite3 "$work/app.db" "SELECT max(seq) FROM audit_events")
 held=$(sqlite3 "$work/app.db" "SELECT count(*) FROM orders WHERE status IN ('denied','held')")
 
 # --- 4b. SSR pages ----------------------------------------------------------------------
 step "SSR pages: /login and the signed-in /trade"
-login_bytes=$(curl -sS -o /dev/null -w '%{size_download}' "$origin/login")
-trade_bytes=$(curl -sS -o /dev/null -w '%{size_download}' -b "$work/u1.jar" "$origin/trade")
-run_wrk login "$origin/login"
+login_bytes=$(curl -sS -o /dev/null -w '%{size_download}' "$base/login")
+trade_bytes=$(curl -sS -o /dev/null -w '%{size_download}' -b "$work/u1.jar" "$base/trade")
+run_wrk login "$base/login"
 login_rate=$w_rate; login_p99=$w_p99
-run_wrk trade "$origin/trade" GET "" "$work/cookies"
+run_wrk trade "$base/trade" GET "" "$work/cookies"
 trade_rate=$w_rate; trade_p99=$w_p99
 start_bare static-login static --bytes "$login_bytes"
 run_wrk static_login "$bare_url/"
@@ -268,7 +278,7 @@ stop_pid "$bare_pid"
 step "CSV report of the whole chain (reviewer session)"
 rss_before_csv=$(kib_of "$server_pid" VmRSS)
 csv_stats=$(curl -sS -b "$work/reviewer.jar" -o "$work/report.csv" \
-  -w '%{http_code} %{time_starttransfer} %{time_total} %{size_download}' "$origin/reports/audit.csv")
+  -w '%{http_code} %{time_starttransfer} %{time_total} %{size_download}' "$base/reports/audit.csv")
 read -r csv_code csv_ttfb csv_total csv_size <<<"$csv_stats"
 [ "$csv_code" = 200 ] || die "CSV report answered $csv_code"
 csv_hwm=$(kib_of "$server_pid" VmHWM)

@@ -47,15 +47,37 @@ impl Amount {
     }
 }
 
+/// A symbol-looking string: letters and digits, sometimes junk.
+#[derive(Debug, Arbitrary)]
+struct SymbolText {
+    chars: Vec<u8>,
+    junk: Option<String>,
+}
+
+impl SymbolText {
+    fn text(&self) -> String {
+        const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        match &self.junk {
+            Some(junk) => junk.clone(),
+            None => self
+                .chars
+                .iter()
+                .take(24)
+                .map(|b| char::from(ALNUM[usize::from(*b) % ALNUM.len()]))
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Arbitrary)]
 struct Structured {
-    symbol: String,
+    symbol: SymbolText,
     side: bool,
     limit: bool,
     quantity: Amount,
     limit_price: Option<Amount>,
     rationale: String,
-    symbols: Vec<String>,
+    symbols: Vec<SymbolText>,
     list: Vec<u8>,
 }
 
@@ -118,6 +140,7 @@ fn raw(bytes: &[u8]) {
 
 fn structured(input: Structured) {
     let (symbol_re, amount_re, rationale_re) = patterns();
+    let symbol = input.symbol.text();
     let quantity = input.quantity.text();
     let limit_price = input.limit_price.as_ref().map(Amount::text);
     allowed_amounts_parse(&quantity);
@@ -125,7 +148,7 @@ fn structured(input: Structured) {
         allowed_amounts_parse(limit);
     }
     let mut body = serde_json::json!({
-        "symbol": input.symbol,
+        "symbol": symbol,
         "side": if input.side { "buy" } else { "sell" },
         "type": if input.limit { "limit" } else { "market" },
         "quantity": quantity,
@@ -135,7 +158,7 @@ fn structured(input: Structured) {
         body["limit_price"] = limit.clone().into();
     }
     let bytes = serde_json::to_vec(&body).expect("json");
-    let valid_by_document = symbol_re.is_match(&input.symbol)
+    let valid_by_document = symbol_re.is_match(&symbol)
         && rationale_re.is_match(&input.rationale)
         && amount_re.is_match(&quantity)
         && match (input.limit, &limit_price) {
@@ -153,11 +176,11 @@ fn structured(input: Structured) {
     raw(&bytes);
 
     // The symbols list: any list the document allows for some set of symbols parses.
-    let traded: Vec<&str> = input
-        .symbols
+    let texts: Vec<String> = input.symbols.iter().map(SymbolText::text).collect();
+    let traded: Vec<&str> = texts
         .iter()
         .map(String::as_str)
-        .filter(|s| symbol_re.is_match(s) && !s.contains('|'))
+        .filter(|s| symbol_re.is_match(s))
         .take(8)
         .collect();
     if !traded.is_empty() {

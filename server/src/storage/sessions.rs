@@ -1,6 +1,7 @@
 //! tower-sessions store over sea-orm. Rows are keyed by a SHA-256 of the session id and carry
 //! the signed-in user's id, so "log out everywhere" can find and delete a user's sessions.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -19,6 +20,53 @@ use super::{DbError, DbResult, converted};
 /// The session data key that holds the signed-in user's id.
 pub const USER_ID_KEY: &str = "uid";
 
+/// A save that changes nothing but moves the expiry by less than this is skipped: the session
+/// layer saves on every request, and a durable write per request (an fsync on SQLite) would
+/// cost more than the request. The idle timeout is thereby kept to within this much.
+const EXPIRY_SLACK_SECONDS: i64 = 60;
+/// Bound on the remembered rows; past it the memory is simply cleared.
+const MAX_REMEMBERED: usize = 100_000;
+
+/// What this process last read or wrote for a session row: the digest of its data and its
+/// expiry, so an unchanged save can be recognised without asking the database.
+#[derive(Debug, Default)]
+struct StoredRows(std::sync::Mutex<HashMap<String, ([u8; 32], i64)>>);
+
+impl StoredRows {
+    fn remember(&self, id_hash: &str, data: &str, expires_at: i64) {
+        let mut rows = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if rows.len() >= MAX_REMEMBERED {
+            rows.clear();
+        }
+        rows.insert(
+            id_hash.to_owned(),
+            (Sha256::digest(data).into(), expires_at),
+        );
+    }
+
+    fn forget(&self, id_hash: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(id_hash);
+    }
+
+    /// Whether the row already holds `data` and an expiry close enough to `expires_at`.
+    fn is_current(&self, id_hash: &str, data: &str, expires_at: i64) -> bool {
+        let rows = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        rows.get(id_hash).is_some_and(|(digest, stored_expiry)| {
+            *stored_expiry >= expires_at - EXPIRY_SLACK_SECONDS
+                && *digest == <[u8; 32]>::from(Sha256::digest(data))
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SqlSessionStore {
     db: DatabaseConnection,
@@ -27,6 +75,7 @@ pub struct SqlSessionStore {
     /// Each save pushes the row's expiry to now + this, measured on our clock (so it is
     /// testable); the session layer saves on every request.
     idle_timeout: time::Duration,
+    stored: Arc<StoredRows>,
 }
 
 impl SqlSessionStore {
@@ -41,6 +90,7 @@ impl SqlSessionStore {
             chain,
             clock,
             idle_timeout,
+            stored: Arc::default(),
         }
     }
 
@@ -72,20 +122,22 @@ fn id_hash(id: &Id) -> String {
     hex::encode(Sha256::digest(id.to_string().as_bytes()))
 }
 
-fn to_row(record: &Record, expires_at: i64) -> session_store::Result<session::ActiveModel> {
-    let data = serde_json::to_string(&record.data)
-        .map_err(|e| session_store::Error::Encode(e.to_string()))?;
+fn encode_data(record: &Record) -> session_store::Result<String> {
+    serde_json::to_string(&record.data).map_err(|e| session_store::Error::Encode(e.to_string()))
+}
+
+fn to_row(record: &Record, data: String, expires_at: i64) -> session::ActiveModel {
     let user_id = record
         .data
         .get(USER_ID_KEY)
         .and_then(|v| v.as_str())
         .map(str::to_owned);
-    Ok(session::ActiveModel {
+    session::ActiveModel {
         id_hash: Set(id_hash(&record.id)),
         user_id: Set(user_id),
         data: Set(data),
         expires_at: Set(expires_at),
-    })
+    }
 }
 
 impl From<DbError> for session_store::Error {
@@ -99,12 +151,17 @@ impl SessionStore for SqlSessionStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         // A fresh id on the (astronomically unlikely) collision, never an overwrite.
         loop {
-            let row = to_row(record, self.expires_at())?;
+            let (data, expires_at) = (encode_data(record)?, self.expires_at());
+            let row = to_row(record, data.clone(), expires_at);
             let inserted = session::Entity::insert(row)
                 .exec_without_returning(&self.db)
                 .await;
             match inserted.map_err(DbError::from) {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    self.stored
+                        .remember(&id_hash(&record.id), &data, expires_at);
+                    return Ok(());
+                }
                 Err(err) if err.is_conflict() => record.id = Id::default(),
                 Err(err) => return Err(err.into()),
             }
@@ -114,20 +171,30 @@ impl SessionStore for SqlSessionStore {
     /// Updates an existing, unexpired row only. An insert here would let a request that was in
     /// flight during a logout (or "log out everywhere") write the deleted session back.
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        let row = to_row(record, self.expires_at())?;
+        let (data, expires_at) = (encode_data(record)?, self.expires_at());
+        let hash = id_hash(&record.id);
+        if self.stored.is_current(&hash, &data, expires_at) {
+            return Ok(());
+        }
+        let row = to_row(record, data.clone(), expires_at);
         let now = self.clock.now().unix_timestamp();
         converted(async {
-            session::Entity::update_many()
+            let updated = session::Entity::update_many()
                 .set(session::ActiveModel {
                     user_id: row.user_id,
                     data: row.data,
                     expires_at: row.expires_at,
                     ..Default::default()
                 })
-                .filter(session::Column::IdHash.eq(id_hash(&record.id)))
+                .filter(session::Column::IdHash.eq(hash.clone()))
                 .filter(session::Column::ExpiresAt.gt(now))
                 .exec(&self.db)
                 .await?;
+            if updated.rows_affected == 1 {
+                self.stored.remember(&hash, &data, expires_at);
+            } else {
+                self.stored.forget(&hash);
+            }
             Ok(())
         })
         .await
@@ -135,8 +202,11 @@ impl SessionStore for SqlSessionStore {
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
         let Some(row) = self.unexpired(id).await? else {
+            self.stored.forget(&id_hash(id));
             return Ok(None);
         };
+        self.stored
+            .remember(&row.id_hash, &row.data, row.expires_at);
         let data = serde_json::from_str(&row.data)
             .map_err(|e| session_store::Error::Decode(e.to_string()))?;
         let expiry_date = time::OffsetDateTime::from_unix_timestamp(row.expires_at)
@@ -149,6 +219,7 @@ impl SessionStore for SqlSessionStore {
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        self.stored.forget(&id_hash(id));
         converted(async {
             session::Entity::delete_by_id(id_hash(id))
                 .exec(&self.db)

@@ -1,6 +1,7 @@
-//! The database's disk filling up: a throwaway PostgreSQL cluster (or, in the SQLite pass, the
-//! SQLite file) on a small tmpfs that a filler file then fills. Writes are answered with a clear
-//! 503, nothing acknowledged is lost, and once space is freed writes work again within 10 s.
+//! The database's disk filling up: a throwaway PostgreSQL cluster (or, opted in with
+//! `FAULTS_SQLITE_DISK_FULL=1`, the SQLite file) on a small tmpfs that a filler file then fills.
+//! Writes are answered with a clear 503, nothing acknowledged is lost, and once space is freed
+//! writes work again within 10 s.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
