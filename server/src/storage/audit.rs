@@ -129,7 +129,7 @@ impl AuditChain {
             None => Err(DbErr::Custom("no open audit batch".into())),
         };
         if let Err(e) = savepoint {
-            fail_batch(&mut queue, &e);
+            fail_batch(&mut queue, &e).await;
             return Err(e.into());
         }
         if let Some(batch) = queue.open.as_mut() {
@@ -212,7 +212,7 @@ impl AuditedTxn {
             None => Err(DbErr::Custom("no open audit batch".into())),
         };
         if let Err(e) = released {
-            fail_batch(&mut queue, &e);
+            fail_batch(&mut queue, &e).await;
             return Err(e.into());
         }
         let Some(batch) = queue.open.as_mut() else {
@@ -274,7 +274,7 @@ async fn settle_abandoned(queue: &mut OwnedMutexGuard<Queue>) -> DbResult<()> {
             Ok(())
         }
         Err(e) => {
-            fail_batch(queue, &e);
+            fail_batch(queue, &e).await;
             Err(e.into())
         }
     }
@@ -288,16 +288,28 @@ async fn finish_if_idle(queue: OwnedMutexGuard<Queue>, group: &Arc<Group>) {
     }
     if members == 0 {
         let mut queue = queue;
-        queue.open = None;
+        if let Some(batch) = queue.open.take() {
+            roll_back(batch.txn).await;
+        }
     } else {
         // Its members hear the outcome through the batch's channel.
         let _ = commit_batch(queue, group).await;
     }
 }
 
-/// Drops the open batch (rolling it back) and tells its members it failed.
-fn fail_batch(queue: &mut OwnedMutexGuard<Queue>, reason: &DbErr) {
+/// Rolls a batch back and waits for it: the connection must not go back to the pool still
+/// holding the write lock (SQLite) or the chain lock row (PostgreSQL).
+async fn roll_back(txn: DatabaseTransaction) {
+    if let Err(e) = txn.rollback().await {
+        // After some errors (a full disk) the database has already rolled the transaction back.
+        tracing::warn!(error = %e, "audit batch rollback");
+    }
+}
+
+/// Rolls the open batch back and tells its members it failed.
+async fn fail_batch(queue: &mut OwnedMutexGuard<Queue>, reason: &DbErr) {
     if let Some(batch) = queue.open.take() {
+        roll_back(batch.txn).await;
         // The kind survives (a database outage stays one), so each writer answers alike.
         batch
             .committed
