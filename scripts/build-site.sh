@@ -29,7 +29,7 @@ step() { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
 
 mkdir -p "target/$profile"
 work=$(mktemp -d target/site.new.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work" "$work.hash.txt"' EXIT
 chmod 755 "$work" # mktemp makes it private; the site is public
 mkdir -p "$work/pkg"
 
@@ -49,13 +49,13 @@ tailwindcss --input style/tailwind.css --output "$work/pkg/$name.css" --minify
 find public -mindepth 1 -maxdepth 1 ! -name .gitkeep -exec cp -r {} "$work/" \;
 
 step "hashed names and precompressed files"
-node scripts/site-files.mjs "$work" $name "$work/hash.txt"
+node scripts/site-files.mjs "$work" $name "$work.hash.txt"
 
 step "server (profile $profile)"
 cargo build --profile "$profile" -p cryptopulse-server --bin cryptopulse --no-default-features
 
 # The binary, its hash list and the site change together.
-mv "$work/hash.txt" "target/$profile/hash.txt"
+mv "$work.hash.txt" "target/$profile/hash.txt"
 rm -rf "$site"
 mv "$work" "$site"
 trap - EXIT

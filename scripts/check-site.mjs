@@ -21,8 +21,8 @@ for (const ext of ["js", "wasm", "css"]) {
   }
 }
 for (const name of names) {
-  // Node's fetch asks for br/gzip and decodes; the headers still tell what was sent.
-  const r = await fetch(`${base}${name}`);
+  // What browsers ask for; fetch decodes, and the headers still tell what was sent.
+  const r = await fetch(`${base}${name}`, { headers: { "accept-encoding": "gzip, deflate, br" } });
   const body = Buffer.from(await r.arrayBuffer());
   const encoding = r.headers.get("content-encoding") ?? "identity";
   console.log(`${name}: ${r.status}, ${body.length} bytes, sent as ${encoding}, ${r.headers.get("cache-control")}`);
@@ -49,6 +49,12 @@ try {
   tab.on("console", (m) => {
     if (m.type() === "error" && /panicked|hydrat|RuntimeError|unreachable/i.test(m.text())) errors.push(m.text());
   });
+  const sent = new Map();
+  tab.on("response", async (r) => {
+    if (new URL(r.url()).pathname.startsWith("/pkg/")) {
+      sent.set(new URL(r.url()).pathname, (await r.allHeaders())["content-encoding"] ?? "identity");
+    }
+  });
   const started = Date.now();
   await tab.goto(`${base}/login`);
   try {
@@ -58,6 +64,13 @@ try {
     fail("/login did not hydrate within 20 s");
   }
   if (errors.length) fail(`browser errors: ${errors.join(" | ")}`);
+  for (const [name, encoding] of sent) {
+    console.log(`chromium got ${name} as ${encoding}`);
+    if (expectPrecompressed && encoding !== "br") fail(`chromium got ${name} as ${encoding}, not br`);
+  }
+  if (!["js", "wasm"].every((ext) => [...sent.keys()].some((n) => n.endsWith(`.${ext}`)))) {
+    fail(`chromium did not load the bundle: ${[...sent.keys()].join(", ")}`);
+  }
 } finally {
   await browser.close();
 }

@@ -568,6 +568,13 @@ fn read_trailer(trailer: &str) -> Result<(String, String), ReportProblem> {
     };
     let json = next(MANIFEST_TAG)?;
     let signature = next(SIGNATURE_TAG)?;
+    // Exactly the hex the writer wrote: padding would still verify (the key trims) and come
+    // back in the verified manifest as a signature that was never signed for.
+    if !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ReportProblem::BadTrailer(
+            "the signature is not plain hex".into(),
+        ));
+    }
     if records.next().is_some() {
         return Err(ReportProblem::BadTrailer(
             "there are lines after the signature".into(),
@@ -1394,10 +1401,18 @@ mod tests {
         let err = verify(&join(&forged)).expect_err("forged");
         assert!(matches!(err, ReportProblem::BadSignature { .. }), "{err}");
         let mut garbage = l.clone();
-        garbage[5] = format!("{SIGNATURE_TAG},not-hex");
+        garbage[5] = format!("{SIGNATURE_TAG},abc");
         assert!(matches!(
             verify(&join(&garbage)),
             Err(ReportProblem::BadSignature { .. })
+        ));
+        // The right signature padded inside its cell (found by fuzz/report_verify).
+        let signature = l[5].split_once(',').expect("signature cell").1;
+        let mut padded = l.clone();
+        padded[5] = format!("{SIGNATURE_TAG},\"{signature}\n\"");
+        assert!(matches!(
+            verify(&join(&padded)),
+            Err(ReportProblem::BadTrailer(_))
         ));
 
         // A whole report re-signed by an attacker's key: valid on its own, refused when pinned.
