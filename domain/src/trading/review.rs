@@ -17,13 +17,14 @@ use crate::risk::StateEvent;
 /// How many cases a reviewer's list shows.
 const CASE_LIST_LIMIT: u64 = 200;
 
-/// A reviewer's note on a decision: 3 to 1000 characters once trimmed.
+/// A reviewer's note on a decision: 3 to 1000 characters once trimmed, lines of text (no
+/// control characters but line breaks and tabs; PostgreSQL cannot even store a NUL).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReviewNote(String);
 
-/// A note too short or too long.
+/// A note too short, too long, or not plain text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("a review note is {min} to {max} characters", min = ReviewNote::MIN_CHARS, max = ReviewNote::MAX_CHARS)]
+#[error("a review note is {min} to {max} characters of plain text", min = ReviewNote::MIN_CHARS, max = ReviewNote::MAX_CHARS)]
 pub struct InvalidReviewNote;
 
 impl ReviewNote {
@@ -33,7 +34,8 @@ impl ReviewNote {
     pub fn parse(raw: &str) -> Result<Self, InvalidReviewNote> {
         let note = raw.trim();
         let chars = note.chars().count();
-        if !(Self::MIN_CHARS..=Self::MAX_CHARS).contains(&chars) {
+        let plain = |c: char| !c.is_control() || matches!(c, '\n' | '\r' | '\t');
+        if !(Self::MIN_CHARS..=Self::MAX_CHARS).contains(&chars) || !note.chars().all(plain) {
             return Err(InvalidReviewNote);
         }
         Ok(Self(note.to_owned()))
@@ -202,6 +204,10 @@ mod tests {
         assert_eq!(ReviewNote::parse(" no "), Err(InvalidReviewNote));
         assert!(ReviewNote::parse(&"x".repeat(1000)).is_ok());
         assert_eq!(ReviewNote::parse(&"x".repeat(1001)), Err(InvalidReviewNote));
+        assert!(ReviewNote::parse("line one\nline two\tend").is_ok());
+        for control in ["a\0bc", "abc\u{1b}[2J", "ab\u{7f}c"] {
+            assert_eq!(ReviewNote::parse(control), Err(InvalidReviewNote), "{control:?}");
+        }
     }
 
     #[test]
