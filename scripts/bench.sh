@@ -300,8 +300,9 @@ if [ "$csv_code" = 200 ] && ! "$server_bin" report verify "$work/report.csv" >"$
 fi
 rm -f "$work/report.csv"
 
-step "PDF report (the product caps it at 100,000 rows)"
-job=$(post "$work/reviewer.jar" reports/pdf/start "filter[action]=trade." | python3 -c 'import json,sys; print(json.load(sys.stdin))')
+step "PDF report of the filled trades (the product caps a PDF at 100,000 rows)"
+# Filled trades that succeeded: one event in 12 of the loaded chain, under the PDF's row cap.
+job=$(post "$work/reviewer.jar" reports/pdf/start "filter[action]=trade.order_filled" "filter[outcome]=success" | python3 -c 'import json,sys; print(json.load(sys.stdin))')
 pdf_start=$(date +%s.%N)
 pdf_total=0
 for _ in $(seq 1 1200); do

@@ -48,8 +48,8 @@ pub fn site_problems(options: &LeptosOptions) -> Vec<String> {
     let pkg = pkg_dir(options);
     if !pkg.is_dir() {
         return vec![format!(
-            "{} does not exist: pages will not hydrate. Build the site (`cargo leptos build \
-             --release`) or point LEPTOS_SITE_ROOT at it",
+            "{} does not exist: pages will not hydrate. Build the site \
+             (scripts/build-site.sh) or point LEPTOS_SITE_ROOT at it",
             pkg.display()
         )];
     }
@@ -59,8 +59,8 @@ pub fn site_problems(options: &LeptosOptions) -> Vec<String> {
     let hash_file = hash_file_path(options);
     let Ok(hashes) = std::fs::read_to_string(&hash_file) else {
         return vec![format!(
-            "{} is missing: pages will name unhashed files. Build with cargo-leptos, or copy the \
-             hash.txt it wrote next to this binary",
+            "{} is missing: pages will name unhashed files. Build with scripts/build-site.sh \
+             (or cargo-leptos), or copy the hash.txt it wrote next to this binary",
             hash_file.display()
         )];
     };

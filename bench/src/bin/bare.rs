@@ -108,10 +108,7 @@ async fn open_sqlite(path: &std::path::Path) -> Result<SqlitePool, sqlx::Error> 
         .await
 }
 
-async fn insert(
-    State(tx): State<mpsc::Sender<(Bytes, Reply)>>,
-    body: Bytes,
-) -> impl IntoResponse {
+async fn insert(State(tx): State<mpsc::Sender<(Bytes, Reply)>>, body: Bytes) -> impl IntoResponse {
     let (reply, answer) = oneshot::channel();
     if tx.send((body, reply)).await.is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "writer stopped").into_response();
@@ -135,9 +132,7 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<(Bytes, Reply)>, max_ba
                 Err(_) => break,
             }
         }
-        let outcome = commit_batch(&pool, &batch)
-            .await
-            .map_err(|e| e.to_string());
+        let outcome = commit_batch(&pool, &batch).await.map_err(|e| e.to_string());
         for (_, reply) in batch.drain(..) {
             // A client that went away no longer needs its answer.
             let _ = reply.send(outcome.clone());

@@ -145,12 +145,15 @@ fn report(kind: &str, n: usize, elapsed: Duration, mut latencies: Vec<Duration>,
 /// One-row INSERT + COMMIT in a loop, on one connection: what the database can make durable
 /// one transaction at a time.
 async fn raw_commit(url: &str, n: usize) -> BenchResult<()> {
-    const CREATE: &str = "CREATE TABLE IF NOT EXISTS bench_commit (id BIGINT PRIMARY KEY, payload TEXT NOT NULL)";
+    const CREATE: &str =
+        "CREATE TABLE IF NOT EXISTS bench_commit (id BIGINT PRIMARY KEY, payload TEXT NOT NULL)";
     let mut latencies = Vec::with_capacity(n);
     if is_sqlite(url) {
         let pool = sqlite_pool(url, 1).await?;
         sqlx::query(CREATE).execute(&pool).await?;
-        sqlx::query("DELETE FROM bench_commit").execute(&pool).await?;
+        sqlx::query("DELETE FROM bench_commit")
+            .execute(&pool)
+            .await?;
         let started_loop = Instant::now();
         for i in 0..n {
             let t = Instant::now();
@@ -165,7 +168,9 @@ async fn raw_commit(url: &str, n: usize) -> BenchResult<()> {
     } else {
         let pool = pg_pool(url, 1).await?;
         sqlx::query(CREATE).execute(&pool).await?;
-        sqlx::query("DELETE FROM bench_commit").execute(&pool).await?;
+        sqlx::query("DELETE FROM bench_commit")
+            .execute(&pool)
+            .await?;
         let started_loop = Instant::now();
         for i in 0..n {
             let t = Instant::now();
@@ -274,7 +279,10 @@ async fn kms_calls(keys: usize, run_for: Duration) -> BenchResult<()> {
 
     let ttl = Duration::from_secs(u64::from(Settings::default().kms.data_key_cache_seconds));
     let master = hex::encode(Sha256::digest(b"cryptopulse-bench master key"));
-    let kms = Arc::new(CachingKms::new(Arc::new(FileKms::from_env_value(&master)?), ttl));
+    let kms = Arc::new(CachingKms::new(
+        Arc::new(FileKms::from_env_value(&master)?),
+        ttl,
+    ));
     let mut wrapped = Vec::with_capacity(keys.max(1));
     for i in 0..keys.max(1) {
         let context = EncryptionContext::from([("key".to_owned(), format!("bench-{i}"))]);

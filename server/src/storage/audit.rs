@@ -185,17 +185,26 @@ impl AuditedTxn {
 
     /// Appends the event, then returns once the batch carrying it has committed; if the append
     /// fails, nothing this writer did lands.
-    pub async fn commit_with(
-        mut self,
-        draft: AuditDraft,
-        now: OffsetDateTime,
-    ) -> DbResult<AuditEvent> {
+    pub async fn commit_with(self, draft: AuditDraft, now: OffsetDateTime) -> DbResult<AuditEvent> {
         let appended = append_in(self.conn(), draft, now).await;
+        self.join_commit(appended).await
+    }
+
+    /// Commits writes that are not audit events with the batch: the session rows, written on
+    /// many requests. On SQLite every write needs the one write lock; outside the batch they
+    /// would wait for it (and time out under load) while the batch keeps it busy.
+    pub async fn commit_unaudited(self) -> DbResult<()> {
+        self.join_commit(Ok(())).await
+    }
+
+    /// Releases this writer's savepoint into the batch (or rolls it back if `written` failed)
+    /// and returns once the batch has committed.
+    async fn join_commit<T>(mut self, written: DbResult<T>) -> DbResult<T> {
         let Some(mut queue) = self.queue.take() else {
             return Err(DbErr::Custom("audited write already ended".into()).into());
         };
-        let event = match appended {
-            Ok(event) => event,
+        let written = match written {
+            Ok(written) => written,
             Err(e) => {
                 settle_abandoned(&mut queue).await?;
                 finish_if_idle(queue, &self.group).await;
@@ -223,12 +232,12 @@ impl AuditedTxn {
         let (id, outcome) = (batch.id, batch.committed.subscribe());
         if batch.members >= MAX_BATCH || self.group.waiting.load(Ordering::SeqCst) == 0 {
             commit_batch(queue, &self.group).await?;
-            return Ok(event);
+            return Ok(written);
         }
         // Others are waiting: leave the batch open for them; one of them commits it.
         drop(queue);
         await_commit(outcome, &self.group, id).await?;
-        Ok(event)
+        Ok(written)
     }
 }
 

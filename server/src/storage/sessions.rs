@@ -101,10 +101,12 @@ impl SqlSessionStore {
     /// Removes expired rows; run periodically.
     pub async fn delete_expired(&self) -> DbResult<u64> {
         let now = self.clock.now().unix_timestamp();
+        let txn = self.chain.begin().await?;
         let result = session::Entity::delete_many()
             .filter(session::Column::ExpiresAt.lt(now))
-            .exec(&self.db)
+            .exec(txn.conn())
             .await?;
+        txn.commit_unaudited().await?;
         Ok(result.rows_affected)
     }
 
@@ -153,11 +155,14 @@ impl SessionStore for SqlSessionStore {
         loop {
             let (data, expires_at) = (encode_data(record)?, self.expires_at());
             let row = to_row(record, data.clone(), expires_at);
+            // Session writes join the audit chain's write batch (see `commit_unaudited`).
+            let txn = self.chain.begin().await?;
             let inserted = session::Entity::insert(row)
-                .exec_without_returning(&self.db)
+                .exec_without_returning(txn.conn())
                 .await;
             match inserted.map_err(DbError::from) {
                 Ok(_) => {
+                    txn.commit_unaudited().await?;
                     self.stored
                         .remember(&id_hash(&record.id), &data, expires_at);
                     return Ok(());
@@ -179,6 +184,7 @@ impl SessionStore for SqlSessionStore {
         let row = to_row(record, data.clone(), expires_at);
         let now = self.clock.now().unix_timestamp();
         converted(async {
+            let txn = self.chain.begin().await?;
             let updated = session::Entity::update_many()
                 .set(session::ActiveModel {
                     user_id: row.user_id,
@@ -188,8 +194,9 @@ impl SessionStore for SqlSessionStore {
                 })
                 .filter(session::Column::IdHash.eq(hash.clone()))
                 .filter(session::Column::ExpiresAt.gt(now))
-                .exec(&self.db)
+                .exec(txn.conn())
                 .await?;
+            txn.commit_unaudited().await?;
             if updated.rows_affected == 1 {
                 self.stored.remember(&hash, &data, expires_at);
             } else {
@@ -221,9 +228,11 @@ impl SessionStore for SqlSessionStore {
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
         self.stored.forget(&id_hash(id));
         converted(async {
+            let txn = self.chain.begin().await?;
             session::Entity::delete_by_id(id_hash(id))
-                .exec(&self.db)
+                .exec(txn.conn())
                 .await?;
+            txn.commit_unaudited().await?;
             Ok(())
         })
         .await

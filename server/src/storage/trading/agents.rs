@@ -69,16 +69,22 @@ impl AgentStore for SqlTradingStore {
                 // Refused by the caller: an expired token's use is not a use.
                 return Ok(Some(token));
             }
-            // Best effort: a missed stamp must not turn a valid token away.
-            let stamped = agent_token::Entity::update_many()
-                .set(agent_token::ActiveModel {
-                    last_used_at: Set(Some(canonical_time(at))),
-                    ..Default::default()
-                })
-                .filter(agent_token::Column::Id.eq(row.id.clone()))
-                .filter(agent_token::Column::RevokedAt.is_null())
-                .exec(&self.db)
-                .await;
+            // Best effort: a missed stamp must not turn a valid token away. It joins the audit
+            // chain's write batch, as every frequent write does (see `commit_unaudited`).
+            let stamped = async {
+                let txn = self.chain.begin().await?;
+                agent_token::Entity::update_many()
+                    .set(agent_token::ActiveModel {
+                        last_used_at: Set(Some(canonical_time(at))),
+                        ..Default::default()
+                    })
+                    .filter(agent_token::Column::Id.eq(row.id.clone()))
+                    .filter(agent_token::Column::RevokedAt.is_null())
+                    .exec(txn.conn())
+                    .await?;
+                txn.commit_unaudited().await
+            }
+            .await;
             match stamped {
                 Ok(_) => token.last_used_at = Some(at),
                 Err(err) => {
