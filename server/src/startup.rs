@@ -9,6 +9,7 @@ use app::shell;
 use axum::Router;
 use axum::extract::{ConnectInfo, FromRef};
 use axum::middleware::{from_fn, from_fn_with_state};
+use axum::serve::ListenerExt;
 use domain::account::{AccountService, BackoffPolicy};
 use domain::alerts::AlertService;
 use domain::audit::checkpoints::load_or_create_report_key;
@@ -445,7 +446,14 @@ impl Application {
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(self.listener, service)
+        // Pages stream in several writes: without TCP_NODELAY, Nagle's algorithm holds the last
+        // one back until the client's delayed ACK (~40 ms per response).
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
+        let result = axum::serve(listener, service)
             .with_graceful_shutdown(shutdown)
             .await;
         jobs.stop();

@@ -206,7 +206,11 @@ mod tests {
         assert_eq!(ReviewNote::parse(&"x".repeat(1001)), Err(InvalidReviewNote));
         assert!(ReviewNote::parse("line one\nline two\tend").is_ok());
         for control in ["a\0bc", "abc\u{1b}[2J", "ab\u{7f}c"] {
-            assert_eq!(ReviewNote::parse(control), Err(InvalidReviewNote), "{control:?}");
+            assert_eq!(
+                ReviewNote::parse(control),
+                Err(InvalidReviewNote),
+                "{control:?}"
+            );
         }
     }
 

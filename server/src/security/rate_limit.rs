@@ -123,7 +123,9 @@ mod tests {
         let limits = RateLimits::new(1, 1);
         let client = IpAddr::from([192, 0, 2, 7]);
         assert_eq!(limits.check(client, "/login"), Ok(()));
-        let wait = limits.check(client, "/login").expect_err("second request refused");
+        let wait = limits
+            .check(client, "/login")
+            .expect_err("second request refused");
         assert!((1..=60).contains(&wait), "retry after {wait} s");
         // Another client has its own budget.
         assert_eq!(limits.check(IpAddr::from([192, 0, 2, 8]), "/login"), Ok(()));
