@@ -119,26 +119,27 @@ impl AuditChain {
                 committed: watch::channel(None).0,
             });
         }
-        let savepoint = match queue.open.as_ref() {
-            Some(batch) => {
-                batch
-                    .txn
-                    .execute_unprepared(&format!("SAVEPOINT {SAVEPOINT}"))
-                    .await
-            }
-            None => Err(DbErr::Custom("no open audit batch".into())),
-        };
-        if let Err(e) = savepoint {
-            fail_batch(&mut queue, &e).await;
-            return Err(e.into());
-        }
+        // Marked first and opened through the turn: a writer cancelled right here is cleaned
+        // up by the turn's Drop (a savepoint that was never made fails the rollback, and then
+        // the whole batch is rolled back rather than left holding the lock for nobody).
         if let Some(batch) = queue.open.as_mut() {
             batch.in_savepoint = true;
         }
-        Ok(AuditedTxn {
+        let mut turn = AuditedTxn {
             queue: Some(queue),
             group: self.group.clone(),
-        })
+        };
+        if let Err(e) = turn
+            .conn()
+            .execute_unprepared(&format!("SAVEPOINT {SAVEPOINT}"))
+            .await
+        {
+            if let Some(queue) = turn.queue.as_mut() {
+                fail_batch(queue, &e).await;
+            }
+            return Err(e.into());
+        }
+        Ok(turn)
     }
 }
 
@@ -200,14 +201,18 @@ impl AuditedTxn {
     /// Releases this writer's savepoint into the batch (or rolls it back if `written` failed)
     /// and returns once the batch has committed.
     async fn join_commit<T>(mut self, written: DbResult<T>) -> DbResult<T> {
-        let Some(mut queue) = self.queue.take() else {
+        // The turn stays in `self` until it is handed on, so a writer cancelled in between is
+        // cleaned up by Drop.
+        let Some(queue) = self.queue.as_mut() else {
             return Err(DbErr::Custom("audited write already ended".into()).into());
         };
         let written = match written {
             Ok(written) => written,
             Err(e) => {
-                settle_abandoned(&mut queue).await?;
-                finish_if_idle(queue, &self.group).await;
+                settle_abandoned(queue).await?;
+                if let Some(queue) = self.queue.take() {
+                    finish_if_idle(queue, &self.group).await;
+                }
                 return Err(e);
             }
         };
@@ -221,7 +226,7 @@ impl AuditedTxn {
             None => Err(DbErr::Custom("no open audit batch".into())),
         };
         if let Err(e) = released {
-            fail_batch(&mut queue, &e).await;
+            fail_batch(queue, &e).await;
             return Err(e.into());
         }
         let Some(batch) = queue.open.as_mut() else {
@@ -230,7 +235,12 @@ impl AuditedTxn {
         batch.in_savepoint = false;
         batch.members += 1;
         let (id, outcome) = (batch.id, batch.committed.subscribe());
-        if batch.members >= MAX_BATCH || self.group.waiting.load(Ordering::SeqCst) == 0 {
+        let commit_now =
+            batch.members >= MAX_BATCH || self.group.waiting.load(Ordering::SeqCst) == 0;
+        let Some(queue) = self.queue.take() else {
+            return Err(DbErr::Custom("audited write already ended".into()).into());
+        };
+        if commit_now {
             commit_batch(queue, &self.group).await?;
             return Ok(written);
         }
