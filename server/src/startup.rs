@@ -553,6 +553,7 @@ fn router(
         ))
         .layer(from_fn(middleware::server_fn_status))
         .layer(session_layer)
+        .layer(from_fn(middleware::session_store_outage))
         .layer(from_fn_with_state(
             Arc::new(origins),
             middleware::require_same_origin,

@@ -174,9 +174,44 @@ impl AppError {
     }
 }
 
+/// tower-sessions carries a store's errors as text only: this prefix marks the database being
+/// unavailable, so a session load or save that meets an outage answers as one (503).
+#[cfg(feature = "ssr")]
+const SESSION_STORE_UNAVAILABLE: &str = "database unavailable: ";
+
+/// A storage failure as the session store's error (what a `SessionStore` returns).
+#[cfg(feature = "ssr")]
+pub fn session_store_error(err: domain::ports::StoreError) -> tower_sessions::session_store::Error {
+    use tower_sessions::session_store::Error;
+    match err {
+        domain::ports::StoreError::Unavailable(detail) => {
+            Error::Backend(format!("{SESSION_STORE_UNAVAILABLE}{detail}"))
+        }
+        other => Error::Backend(other.to_string()),
+    }
+}
+
+/// The outage behind a session store's error made by [`session_store_error`], if it was one.
+#[cfg(feature = "ssr")]
+pub fn session_store_outage(
+    err: &tower_sessions::session_store::Error,
+) -> Option<domain::ports::StoreError> {
+    match err {
+        tower_sessions::session_store::Error::Backend(text) => text
+            .strip_prefix(SESSION_STORE_UNAVAILABLE)
+            .map(|detail| domain::ports::StoreError::Unavailable(detail.to_owned())),
+        _ => None,
+    }
+}
+
 #[cfg(feature = "ssr")]
 impl From<tower_sessions::session::Error> for AppError {
     fn from(err: tower_sessions::session::Error) -> Self {
+        if let tower_sessions::session::Error::Store(store) = &err
+            && let Some(outage) = session_store_outage(store)
+        {
+            return AppError::store_failure(outage);
+        }
         AppError::internal(format!("session: {err}"))
     }
 }

@@ -239,6 +239,30 @@ pub async fn server_fn_status(request: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::from(bytes))
 }
 
+/// Wraps the session layer. A session load or save that meets a database outage after the
+/// handler has answered (tower-sessions then replaces the answer with an empty 500) is answered
+/// like every other outage: a 503 saying so, as JSON for a server function, as text otherwise.
+pub async fn session_store_outage(request: Request, next: Next) -> Response {
+    let is_server_fn = request.uri().path().starts_with("/api/");
+    let request_id = request
+        .extensions()
+        .get::<RequestMeta>()
+        .and_then(|meta| meta.request_id.clone());
+    let (response, outage) = crate::storage::watching_session_outages(next.run(request)).await;
+    let Some(outage) = outage.filter(|_| response.status() == StatusCode::INTERNAL_SERVER_ERROR)
+    else {
+        return response;
+    };
+    let error = app::error::AppError::store_failure_for(request_id, outage);
+    let status =
+        StatusCode::from_u16(error.status_code()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    if is_server_fn {
+        (status, axum::Json(error)).into_response()
+    } else {
+        (status, format!("{error}\n")).into_response()
+    }
+}
+
 /// How long a page may take on the server, from the request to the end of its streamed body (a
 /// normal render takes milliseconds).
 pub const PAGE_RENDER_BUDGET: std::time::Duration = std::time::Duration::from_secs(8);

@@ -320,7 +320,9 @@ async fn finish_if_idle(queue: OwnedMutexGuard<Queue>, group: &Arc<Group>) {
 /// holding the write lock (SQLite) or the chain lock row (PostgreSQL).
 async fn roll_back(txn: DatabaseTransaction) {
     if let Err(e) = txn.rollback().await {
-        // After some errors (a full disk) the database has already rolled the transaction back.
+        // After some errors (a full disk) the database has already rolled the transaction back;
+        // sqlx still counts it open, so the pool closes that connection (see
+        // `close_if_in_transaction` in storage/mod.rs).
         tracing::warn!(error = %e, "audit batch rollback");
     }
 }
@@ -345,6 +347,8 @@ async fn commit_batch(queue: OwnedMutexGuard<Queue>, group: &Arc<Group>) -> DbRe
         let Some(batch) = queue.open.take() else {
             return Ok(());
         };
+        // A failed commit leaves the connection's transaction state in doubt: the pool closes
+        // it rather than reuse it (`close_if_in_transaction` in storage/mod.rs).
         let result = batch.txn.commit().await.map_err(|e| super::classify(&e));
         group.commits.fetch_add(1, Ordering::Relaxed);
         batch.committed.send_replace(Some(result.clone()));

@@ -39,7 +39,7 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbE
 pub use accounts::SqlAccountStore;
 pub use audit::{AuditChain, SqlAuditLog, append_in, to_row};
 pub use keys::{SqlKeyStore, SqlSecurityAlerts};
-pub use sessions::SqlSessionStore;
+pub use sessions::{SqlSessionStore, watching_session_outages};
 pub use stepup::SqlFactorStore;
 pub use trading::SqlTradingStore;
 
@@ -49,7 +49,8 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     options
         .max_connections(if url.starts_with("sqlite") { 4 } else { 16 })
         .connect_timeout(Duration::from_secs(10))
-        .sqlx_logging(false);
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_pool_opts(|pool| pool.after_release(close_if_in_transaction));
     let db = Database::connect(options).await?;
     if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
         // WAL lets readers proceed during a write and is stored in the file, so once is enough.
@@ -58,6 +59,33 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     }
     Migrator::up(&db, None).await?;
     Ok(db)
+}
+
+/// Keeps a SQLite connection out of the pool (it is closed, and the pool opens a fresh one)
+/// when a transaction on it did not end cleanly.
+///
+/// When a COMMIT fails with SQLITE_FULL (a full disk), SQLite has already rolled the
+/// transaction back, but sqlx still counts it open: the ROLLBACK it sends when the transaction
+/// is dropped fails ("no transaction is active") and the count stays. Back in the pool, the
+/// next `begin` on that connection opens only a SAVEPOINT; when its RELEASE fails to commit,
+/// SQLite stays in a transaction, and every later RELEASE on that connection commits nothing:
+/// it kept the write lock for good (all other writes: "database is locked") while its writers
+/// were told their writes had committed.
+fn close_if_in_transaction(
+    conn: &mut sea_orm::sqlx::SqliteConnection,
+    _: sea_orm::sqlx::pool::PoolConnectionMetadata,
+) -> futures::future::BoxFuture<'_, Result<bool, sea_orm::sqlx::Error>> {
+    use sea_orm::sqlx::Connection as _;
+    Box::pin(async move {
+        // The rollback of a dropped transaction is queued on the connection's worker; a ping
+        // behind it returns once it has run.
+        conn.ping().await?;
+        let clean = !conn.is_in_transaction();
+        if !clean {
+            tracing::warn!("a database connection still in a transaction was closed");
+        }
+        Ok(clean)
+    })
 }
 
 /// A database failure inside an adapter, already classified as the port's [`StoreError`].

@@ -1,6 +1,7 @@
 //! tower-sessions store over sea-orm. Rows are keyed by a SHA-256 of the session id and carry
 //! the signed-in user's id, so "log out everywhere" can find and delete a user's sessions.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -142,9 +143,34 @@ fn to_row(record: &Record, data: String, expires_at: i64) -> session::ActiveMode
     }
 }
 
+tokio::task_local! {
+    /// The database outage a session-store call met while serving the current request.
+    static OUTAGE: RefCell<Option<StoreError>>;
+}
+
+/// Runs `request` (the session layer and what it wraps) and returns its response with the
+/// database outage a session load or save met meanwhile, if any. tower-sessions answers a
+/// failed save with a bare 500 and keeps the error to itself; this is how the layer around it
+/// learns that the cause was an outage. (The save runs in the request's own task.)
+pub async fn watching_session_outages<R>(
+    request: impl Future<Output = R>,
+) -> (R, Option<StoreError>) {
+    OUTAGE
+        .scope(RefCell::new(None), async {
+            let response = request.await;
+            (response, OUTAGE.with(RefCell::take))
+        })
+        .await
+}
+
 impl From<DbError> for session_store::Error {
     fn from(err: DbError) -> Self {
-        session_store::Error::Backend(err.to_string())
+        let err = StoreError::from(err);
+        if matches!(err, StoreError::Unavailable(_)) {
+            // Outside `watching_session_outages` (a background job) there is nobody to tell.
+            let _ = OUTAGE.try_with(|outage| outage.replace(Some(err.clone())));
+        }
+        app::error::session_store_error(err)
     }
 }
 

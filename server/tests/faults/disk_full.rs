@@ -1,7 +1,7 @@
-//! The database's disk filling up: a throwaway PostgreSQL cluster (or, opted in with
-//! `FAULTS_SQLITE_DISK_FULL=1`, the SQLite file) on a small tmpfs that a filler file then fills.
-//! Writes are answered with a clear 503, nothing acknowledged is lost, and once space is freed
-//! writes work again within 10 s.
+//! The database's disk filling up: a throwaway PostgreSQL cluster (in the PostgreSQL pass) or
+//! the SQLite file on a small tmpfs that a filler file then fills. Writes are answered with a
+//! clear 503, nothing acknowledged is lost, and once space is freed writes work again within
+//! 10 s.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -178,16 +178,6 @@ impl Drop for Cluster {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_a_clear_503_and_loses_nothing_acknowledged() {
     let postgres = pg_admin_url().is_some();
-    // SQLite on a full disk is opt-in for now: it still answers some writes with a 500 after
-    // SQLITE_FULL (a connection keeps the write lock; see the issue-14 notes).
-    let sqlite_opt_in = std::env::var("FAULTS_SQLITE_DISK_FULL").as_deref() == Ok("1");
-    if !postgres && !sqlite_opt_in {
-        println!(
-            "note: the full-disk test runs against PostgreSQL (CRYPTOPULSE_TEST_PG_URL); \
-             FAULTS_SQLITE_DISK_FULL=1 runs it on SQLite"
-        );
-        return;
-    }
     let root = tempfile::tempdir().expect("temp dir");
     // The cluster runs as `postgres`, which must reach into this directory.
     let _ = Command::new("chmod").arg("755").arg(root.path()).status();

@@ -40,6 +40,34 @@ where
     );
 }
 
+/// The signed-in user, as the server function `auth/me` answers for `client`'s session.
+async fn who_am_i(client: &reqwest::Client, address: &str) -> Answer {
+    call(client, address, "auth/me", &[])
+        .await
+        .expect("the server answers")
+}
+
+/// GETs the page `path` as `client`.
+async fn get(client: &reqwest::Client, address: &str, path: &str) -> Answer {
+    let response = client
+        .get(format!("{address}{path}"))
+        .send()
+        .await
+        .expect("the server answers");
+    let status = response.status().as_u16();
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response.text().await.unwrap_or_default();
+    Answer {
+        status,
+        request_id,
+        body,
+    }
+}
+
 fn socket_of(url: &str) -> SocketAddr {
     let parsed = url::Url::parse(url).expect("a URL");
     let host = parsed.host_str().expect("a host");
@@ -87,15 +115,42 @@ async fn database_cut_mid_request_is_a_clear_503_and_recovers() {
         }
     };
     assert!(acknowledged(&signup(&server).await), "baseline sign-up");
+    // A signed-in visitor: each of its requests loads (and saves) its session in the database.
+    let member = server.client();
+    let answer = sign_up(&member, &server.address, "member@faults.example")
+        .await
+        .expect("the server answers");
+    assert!(acknowledged(&answer), "member sign-up: {answer:?}");
+    let signed_in = |answer: &Answer| answer.status == 200 && answer.body.contains("member@");
+    assert!(signed_in(&who_am_i(&member, &server.address).await));
 
     // Dropped connections: every pooled connection dies and new ones are refused.
     proxy.set(Fault::Drop);
     let answer = signup(&server).await;
     assert_clear_unavailable("database dropped", &answer);
+    // The session store meets the outage too: in a server function, and around a page (where
+    // the session layer saves after the page has answered).
+    let answer = who_am_i(&member, &server.address).await;
+    assert_clear_unavailable("session load while the database is dropped", &answer);
+    let page = get(&member, &server.address, "/account").await;
+    assert_eq!(
+        page.status, 503,
+        "a page while the database is dropped: {page:?}"
+    );
+    assert!(
+        page.body.contains("The database is unavailable"),
+        "the page's answer should say the database is unavailable: {}",
+        page.body
+    );
     proxy.set(Fault::Pass);
     assert_recovers("database after a drop", || {
         let answer = signup(&server);
         async move { acknowledged(&answer.await) }
+    })
+    .await;
+    assert_recovers("the session after a drop", || {
+        let (member, address) = (member.clone(), server.address.clone());
+        async move { signed_in(&who_am_i(&member, &address).await) }
     })
     .await;
 
