@@ -104,10 +104,21 @@ field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
 
 # Runs wrk at c=64; sets `w_rate w_p50 w_p99` (ms) and fails on refused requests.
 run_wrk() { # name url [method body cookies origin]
-  local name=$1 url=$2
+  local name=$1 url=$2 perf_pid=""
+  # BENCH_PROFILE=orders (or any run's name): a CPU profile of the server during that run.
+  if [ "${BENCH_PROFILE:-}" = "$name" ] && [ -n "${server_pid:-}" ]; then
+    mkdir -p "$root/target/bench"
+    perf record -q -e cpu-clock -g -p "$server_pid" -o "$root/target/bench/$name.perf.data" \
+      -- sleep "${duration%s}" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   BENCH_METHOD=${3:-GET} BENCH_BODY=${4:-} BENCH_COOKIES=${5:-} BENCH_ORIGIN=${6:-} \
     wrk -t2 -c"$conns" -d"$duration" --timeout 10s -s bench/wrk/bench.lua "$url" >"$work/$name.wrk" 2>&1 \
     || die "wrk $name failed: $(cat "$work/$name.wrk")"
+  if [ -n "$perf_pid" ]; then
+    wait "$perf_pid" || true
+    echo "    profile: perf report -i target/bench/$name.perf.data --no-children --sort symbol --stdio -g none" >&2
+  fi
   local line; line=$(grep '^BENCH ' "$work/$name.wrk") || die "wrk $name printed no figures"
   w_rate=$(field "$line" rate)
   w_p50=$(awk -v u="$(field "$line" p50_us)" 'BEGIN{printf "%.2f", u/1000}')

@@ -670,6 +670,7 @@ async fn the_agent_token_does_not_work_on_server_functions() {
             ],
         ),
         ("trading/orders", vec![]),
+        ("trading/recent-orders", vec![]),
         ("trading/portfolio", vec![]),
         ("keys/list", vec![]),
         ("agent/overview", vec![]),

@@ -783,6 +783,46 @@ async fn another_users_orders_cases_proposals_and_tokens_are_not_found() {
     );
     let mallory_orders = json(app.call(&mallory, "trading/orders", &[]).await).await;
     assert!(mallory_orders.as_array().expect("list").is_empty());
+    let mallory_recent = json(app.call(&mallory, "trading/recent-orders", &[]).await).await;
+    assert!(mallory_recent.as_array().expect("list").is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_trade_page_gets_only_the_newest_few_orders() {
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let mut placed_ids = Vec::new();
+    // Nine: one more than the page shows, within the default velocity limit of ten.
+    for _ in 0..9 {
+        let order = placed(market(&app, &trader, "BTCUSDT", "buy", "0.001", None).await).await;
+        placed_ids.push(order["id"].as_str().expect("id").to_owned());
+    }
+    let all = json(app.call(&trader, "trading/orders", &[]).await).await;
+    assert_eq!(all.as_array().expect("orders").len(), 9);
+    let recent = json(app.call(&trader, "trading/recent-orders", &[]).await).await;
+    let recent: Vec<&str> = recent
+        .as_array()
+        .expect("orders")
+        .iter()
+        .map(|o| o["id"].as_str().expect("id"))
+        .collect();
+    // The newest 8, newest first: the same as the head of the full list.
+    let newest: Vec<&str> = placed_ids
+        .iter()
+        .rev()
+        .take(8)
+        .map(String::as_str)
+        .collect();
+    assert_eq!(recent, newest);
+    // Signed out: refused, like every trading endpoint.
+    let anonymous = app.new_client();
+    assert_eq!(
+        app.call(&anonymous, "trading/recent-orders", &[])
+            .await
+            .status(),
+        401
+    );
     app.stop().await;
 }
 

@@ -75,6 +75,23 @@ pub async fn list_orders() -> Result<Vec<OrderView>, AppError> {
     Ok(orders.iter().map(views::order_view).collect())
 }
 
+/// How many orders the trade page lists; the orders page has them all.
+pub const RECENT_ORDERS: usize = 8;
+
+/// The trade page's few newest orders: only these are sent (and embedded in the page for
+/// hydration), not the orders page's 200.
+#[server(endpoint = "trading/recent-orders")]
+pub async fn recent_orders() -> Result<Vec<OrderView>, AppError> {
+    use crate::api::context::{require_user, services};
+
+    let (user, _) = require_user().await?;
+    let orders = services()?
+        .trading
+        .orders(user.id, RECENT_ORDERS as u64)
+        .await?;
+    Ok(orders.iter().map(views::order_view).collect())
+}
+
 #[server(endpoint = "trading/order")]
 pub async fn get_order(id: String) -> Result<OrderView, AppError> {
     use crate::api::context::{require_user, services};

@@ -11,7 +11,9 @@ use super::orders::OrderTable;
 use super::portfolio::Positions;
 use super::{CARD, dec, money};
 use crate::api::stepup::{approve_order, order_approval_options};
-use crate::api::trading::{OrderView, TicketView, list_orders, place_order, ticket, venue_quotes};
+use crate::api::trading::{
+    OrderView, TicketView, place_order, recent_orders, ticket, venue_quotes,
+};
 use crate::error::AppError;
 use crate::ui::webauthn::get_assertion;
 use crate::ui::{
@@ -25,7 +27,7 @@ pub fn TradePage() -> impl IntoView {
     // rather than after it (the server functions check the caller themselves).
     let (refresh, set_refresh) = signal(0u32);
     let ticket_data = Resource::new(move || refresh.get(), |_| ticket());
-    let orders = Resource::new(move || refresh.get(), |_| list_orders());
+    let orders = Resource::new(move || refresh.get(), |_| recent_orders());
     view! {
         <Title text="Trade" />
         <PageHeader title="Trade" description="Every order is screened by your limits and an anomaly score before it reaches the exchange. Large orders are approved one by one with your security key or app code." />
@@ -100,7 +102,7 @@ fn TradeDesk(
                     </div>
                     <Transition fallback=|| ()>
                         {move || orders.get().map(|o| match o {
-                            Ok(o) => view! { <OrderTable orders=o.into_iter().take(8).collect() on_change=move || set_refresh.update(|n| *n += 1) /> }.into_any(),
+                            Ok(o) => view! { <OrderTable orders=o on_change=move || set_refresh.update(|n| *n += 1) /> }.into_any(),
                             Err(e) => view! { <div class="p-4"><ErrorNotice error=Signal::stored(Some(e)) /></div> }.into_any(),
                         })}
                     </Transition>
