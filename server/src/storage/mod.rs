@@ -77,6 +77,12 @@ fn close_if_in_transaction(
 ) -> futures::future::BoxFuture<'_, Result<bool, sea_orm::sqlx::Error>> {
     use sea_orm::sqlx::Connection as _;
     Box::pin(async move {
+        // Depth 0 is final: a dropped transaction's rollback is only ever queued while the
+        // depth is above 0. This is the case of every statement run outside a transaction, so
+        // it costs no round trip to the connection's worker thread.
+        if !conn.is_in_transaction() {
+            return Ok(true);
+        }
         // The rollback of a dropped transaction is queued on the connection's worker; a ping
         // behind it returns once it has run.
         conn.ping().await?;

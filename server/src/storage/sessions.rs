@@ -2,7 +2,7 @@
 //! the signed-in user's id, so "log out everywhere" can find and delete a user's sessions.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -125,8 +125,12 @@ fn id_hash(id: &Id) -> String {
     hex::encode(Sha256::digest(id.to_string().as_bytes()))
 }
 
+/// The session data as JSON with its keys in order: the same data always gives the same text,
+/// so an unchanged session is recognised (a `HashMap` iterates in a random order per map, and
+/// half the saves of a two-key session were written again).
 fn encode_data(record: &Record) -> session_store::Result<String> {
-    serde_json::to_string(&record.data).map_err(|e| session_store::Error::Encode(e.to_string()))
+    let sorted: BTreeMap<&String, &serde_json::Value> = record.data.iter().collect();
+    serde_json::to_string(&sorted).map_err(|e| session_store::Error::Encode(e.to_string()))
 }
 
 fn to_row(record: &Record, data: String, expires_at: i64) -> session::ActiveModel {
@@ -320,5 +324,33 @@ impl SessionRevoker for SqlSessionStore {
             Ok((deleted, revoked))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(keys: impl Iterator<Item = usize>) -> Record {
+        Record {
+            id: Id(7),
+            data: keys
+                .map(|k| (format!("key-{k}"), serde_json::json!({ "n": k })))
+                .collect(),
+            expiry_date: time::OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn the_same_session_data_encodes_to_the_same_text_whatever_its_map_order() {
+        let forward = record(0..16);
+        let backward = record((0..16).rev());
+        assert_eq!(forward.data, backward.data);
+        let text = encode_data(&forward).expect("encode");
+        assert_eq!(text, encode_data(&backward).expect("encode"));
+        assert!(
+            text.starts_with(r#"{"key-0":{"n":0},"key-1":{"n":1},"key-10""#),
+            "{text}"
+        );
     }
 }

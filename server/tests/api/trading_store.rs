@@ -859,6 +859,90 @@ async fn updates_and_fills_read_back() {
     app.stop().await;
 }
 
+/// Records `order` as sent and filled in full at 100, with its fill.
+async fn filled(store: &SqlTradingStore, order: Order) -> Fill {
+    let placed = record(store, with_status(order, OrderStatus::Submitting, None)).await;
+    let fill = Fill {
+        order: placed.id,
+        owner: placed.owner,
+        symbol: placed.symbol.clone(),
+        side: placed.side,
+        quantity: placed.quantity,
+        price: dec("100"),
+        at: placed.created_at,
+    };
+    store
+        .record_update(
+            placed.id,
+            OrderUpdate {
+                status: OrderStatus::Filled,
+                hold: None,
+                status_reason: None,
+                filled_quantity: placed.quantity,
+                average_price: Some(dec("100")),
+                exchange_order_id: None,
+            },
+            Some(fill.clone()),
+            draft(AuditAction::TradeOrderFilled),
+        )
+        .await
+        .expect("fill");
+    fill
+}
+
+#[tokio::test]
+async fn fills_are_read_per_owner_and_exchange() {
+    let app = spawn_app().await;
+    let store = store(&app);
+    let owner = new_user(&app, "venues@example.com", Role::Trader).await;
+    let other = new_user(&app, "other-venues@example.com", Role::Trader).await;
+    let at = now(&app);
+    let binance = Venue {
+        exchange: ExchangeName::Binance,
+        environment: KeyEnvironment::Testnet,
+        key: Some(KeyId::new_random()),
+    };
+    let paper_fill = filled(&store, order(owner, at, "10")).await;
+    let mut keyed = order(owner, at + Duration::seconds(1), "20");
+    keyed.venue = binance;
+    let binance_fill = filled(&store, keyed).await;
+    let others_fill = filled(&store, order(other, at, "30")).await;
+
+    assert_eq!(
+        store
+            .fills(owner, Some(ExchangeName::Paper))
+            .await
+            .expect("fills"),
+        vec![paper_fill.clone()]
+    );
+    assert_eq!(
+        store
+            .fills(owner, Some(ExchangeName::Binance))
+            .await
+            .expect("fills"),
+        vec![binance_fill.clone()]
+    );
+    assert_eq!(
+        store.fills(owner, None).await.expect("fills"),
+        vec![paper_fill, binance_fill]
+    );
+    assert_eq!(
+        store
+            .fills(other, Some(ExchangeName::Paper))
+            .await
+            .expect("fills"),
+        vec![others_fill]
+    );
+    assert!(
+        store
+            .fills(other, Some(ExchangeName::Binance))
+            .await
+            .expect("fills")
+            .is_empty()
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn reads_and_writes_are_scoped_to_the_owner() {
     let app = spawn_app().await;

@@ -11,17 +11,19 @@ use domain::trading::{
     OrderUpdate, ProposalStatus, Usage,
 };
 use rust_decimal::Decimal;
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, JoinType, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use time::OffsetDateTime;
 
 use super::super::audit::append_in;
+use super::super::converted;
 use super::super::entities::{anomaly_case, fill, order, proposal};
-use super::super::{DbError, converted};
-use super::rows::{UsageRow, case_row, counted, hold_column, order_row, to_fill, to_order};
+use super::rows::{
+    HistoryRow, UsageRow, case_row, counted, hold_column, order_row, to_fill, to_order,
+};
 use super::{Fields, SqlTradingStore, all, amount, micros, owned_by, put_state};
 
 const APPROVED_REASON: &str = "Approved by you; sending";
@@ -35,8 +37,10 @@ impl OrderStore for SqlTradingStore {
         window_start: OffsetDateTime,
     ) -> Result<Usage, StoreError> {
         converted(async {
+            // One read for both figures: the orders since the earlier of the two starts.
             // Cancelled and rejected orders are read too: what they filled before they ended
             // counts (`counted_notional`).
+            let (day_start, window_start) = (micros(day_start), micros(window_start));
             let rows: Vec<UsageRow> = order::Entity::find()
                 .select_only()
                 .column(order::Column::Id)
@@ -44,29 +48,26 @@ impl OrderStore for SqlTradingStore {
                 .column(order::Column::Notional)
                 .column(order::Column::FilledQuantity)
                 .column(order::Column::AveragePrice)
+                .column(order::Column::CreatedAtUs)
                 .filter(owned_by(user))
-                .filter(order::Column::CreatedAtUs.gte(micros(day_start)))
+                .filter(order::Column::CreatedAtUs.gte(Ord::min(day_start, window_start)))
                 .filter(order::Column::Status.ne(OrderStatus::Denied.as_str()))
                 .into_tuple()
                 .all(&self.db)
                 .await?;
-            let mut used_today = Decimal::ZERO;
-            for (id, status, notional, filled, average) in &rows {
-                let notional = counted(id, status, notional, filled, average)?;
-                used_today = used_today.checked_add(notional).ok_or_else(|| {
-                    StoreError::Backend(format!("the notional used today by {user} overflows"))
-                })?;
+            let mut usage = Usage::default();
+            for (id, status, notional, filled, average, created_at_us) in &rows {
+                if *created_at_us >= window_start {
+                    usage.orders_in_window = usage.orders_in_window.saturating_add(1);
+                }
+                if *created_at_us >= day_start {
+                    let notional = counted(id, status, notional, filled, average)?;
+                    usage.used_today = usage.used_today.checked_add(notional).ok_or_else(|| {
+                        StoreError::Backend(format!("the notional used today by {user} overflows"))
+                    })?;
+                }
             }
-            let in_window = order::Entity::find()
-                .filter(owned_by(user))
-                .filter(order::Column::CreatedAtUs.gte(micros(window_start)))
-                .filter(order::Column::Status.ne(OrderStatus::Denied.as_str()))
-                .count(&self.db)
-                .await?;
-            Ok(Usage {
-                used_today,
-                orders_in_window: u32::try_from(in_window).unwrap_or(u32::MAX),
-            })
+            Ok(usage)
         })
         .await
     }
@@ -79,7 +80,19 @@ impl OrderStore for SqlTradingStore {
         converted(async {
             // Orders that traded: filled, resting, and those that ended after a partial fill
             // (amounts are stored normalised, so no fill is exactly "0").
-            let rows = order::Entity::find()
+            // Only the columns a sample needs: a full row carries the rule hits and anomaly
+            // evidence as JSON, and this reads up to `limit` rows on every order.
+            let rows: Vec<HistoryRow> = order::Entity::find()
+                .select_only()
+                .column(order::Column::Id)
+                .column(order::Column::CreatedAt)
+                .column(order::Column::Symbol)
+                .column(order::Column::Status)
+                .column(order::Column::Notional)
+                .column(order::Column::FilledQuantity)
+                .column(order::Column::AveragePrice)
+                .column(order::Column::Ip)
+                .column(order::Column::Device)
                 .filter(owned_by(user))
                 .filter(
                     Condition::any()
@@ -99,29 +112,26 @@ impl OrderStore for SqlTradingStore {
                 .order_by_desc(order::Column::CreatedAtUs)
                 .order_by_desc(order::Column::Id)
                 .limit(limit)
+                .into_tuple()
                 .all(&self.db)
                 .await?;
             let mut samples = rows
-                .iter()
-                .map(|row| {
-                    let f = Fields {
-                        table: "orders",
-                        id: &row.id,
-                    };
-                    Ok(TradeSample {
-                        at: f.time(&row.created_at, "created_at")?,
-                        symbol: row.symbol.clone(),
-                        notional: counted(
-                            &row.id,
-                            &row.status,
-                            &row.notional,
-                            &row.filled_quantity,
-                            &row.average_price,
-                        )?,
-                        ip: row.ip.clone(),
-                        device: row.device.clone(),
-                    })
-                })
+                .into_iter()
+                .map(
+                    |(id, created_at, symbol, status, notional, filled, average, ip, device)| {
+                        let f = Fields {
+                            table: "orders",
+                            id: &id,
+                        };
+                        Ok(TradeSample {
+                            at: f.time(&created_at, "created_at")?,
+                            notional: counted(&id, &status, &notional, &filled, &average)?,
+                            symbol,
+                            ip,
+                            device,
+                        })
+                    },
+                )
                 .collect::<Result<Vec<_>, StoreError>>()?;
             samples.reverse();
             Ok(samples)
@@ -135,28 +145,38 @@ impl OrderStore for SqlTradingStore {
         ip: Option<&str>,
         device: Option<&str>,
     ) -> Result<(bool, bool), StoreError> {
+        // Both answers in one statement (each statement is a round trip to the database), and
+        // each stops at the first match.
+        let familiar = |column: order::Column, value: &str| {
+            Expr::exists(
+                Query::select()
+                    .expr(Expr::val(1))
+                    .from(order::Entity)
+                    .and_where(order::Column::Owner.eq(user.to_string()))
+                    .and_where(order::Column::Status.ne(OrderStatus::Denied.as_str()))
+                    // Only orders that passed step-up (or did not need it) make it familiar.
+                    .and_where(order::Column::ApprovalState.ne(ApprovalState::Awaiting.as_str()))
+                    .and_where(column.eq(value))
+                    .to_owned(),
+            )
+        };
+        let (ip_seen, device_seen) = ("ip_seen", "device_seen");
+        let mut query = Query::select();
+        match ip {
+            Some(ip) => query.expr_as(familiar(order::Column::Ip, ip), ip_seen),
+            None => query.expr_as(Expr::val(false), ip_seen),
+        };
+        match device {
+            Some(device) => query.expr_as(familiar(order::Column::Device, device), device_seen),
+            None => query.expr_as(Expr::val(false), device_seen),
+        };
         converted(async {
-            let seen = |column: order::Column, value: Option<&str>| {
-                let value = value.map(str::to_owned);
-                async move {
-                    let Some(value) = value else {
-                        return Ok(false);
-                    };
-                    let found = order::Entity::find()
-                        .filter(owned_by(user))
-                        .filter(order::Column::Status.ne(OrderStatus::Denied.as_str()))
-                        // Only orders that passed step-up (or did not need it) make it familiar.
-                        .filter(order::Column::ApprovalState.ne(ApprovalState::Awaiting.as_str()))
-                        .filter(column.eq(value))
-                        .count(&self.db)
-                        .await?;
-                    Ok::<_, DbError>(found > 0)
-                }
-            };
-            Ok((
-                seen(order::Column::Ip, ip).await?,
-                seen(order::Column::Device, device).await?,
-            ))
+            let row = self
+                .db
+                .query_one(&query)
+                .await?
+                .ok_or_else(|| StoreError::Backend("SELECT EXISTS returned no row".into()))?;
+            Ok((row.try_get("", ip_seen)?, row.try_get("", device_seen)?))
         })
         .await
     }
@@ -432,15 +452,15 @@ impl OrderStore for SqlTradingStore {
         converted(async {
             let mut query = fill::Entity::find().filter(fill::Column::Owner.eq(owner.to_string()));
             if let Some(exchange) = exchange {
-                query = query.filter(
-                    fill::Column::OrderId.in_subquery(
-                        sea_orm::sea_query::Query::select()
-                            .column(order::Column::Id)
-                            .from(order::Entity)
-                            .and_where(order::Column::Exchange.eq(exchange.as_str()))
-                            .to_owned(),
-                    ),
-                );
+                // A join looks up each of the owner's fills' order by its key. (An `IN` over
+                // the exchange's orders scanned every user's orders, on every order placed.)
+                let fill_order = fill::Entity::belongs_to(order::Entity)
+                    .from(fill::Column::OrderId)
+                    .to(order::Column::Id)
+                    .into();
+                query = query
+                    .join(JoinType::InnerJoin, fill_order)
+                    .filter(order::Column::Exchange.eq(exchange.as_str()));
             }
             let rows = query
                 .order_by_asc(fill::Column::AtUs)

@@ -280,8 +280,23 @@ pub(super) fn to_proposal(row: &proposal::Model) -> DbResult<Proposal> {
     })
 }
 
-/// (id, status, notional, filled quantity, average price) of an order, as stored.
-pub(super) type UsageRow = (String, String, String, String, Option<String>);
+/// (id, status, notional, filled quantity, average price, created at in µs) of an order, as
+/// stored.
+pub(super) type UsageRow = (String, String, String, String, Option<String>, i64);
+
+/// (id, created at, symbol, status, notional, filled quantity, average price, IP, device) of
+/// an order, as stored: what the anomaly history reads.
+pub(super) type HistoryRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 /// What a stored order counts for in usage and the anomaly history (see `counted_notional`).
 pub(super) fn counted(
