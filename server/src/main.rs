@@ -4,6 +4,9 @@ use clap::Parser;
 use server::cli::{AuditCommand, Cli, Command, ReportCommand};
 use server::config::Settings;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // A missing .env is fine; a malformed one is not.
