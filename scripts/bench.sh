@@ -368,7 +368,7 @@ row "memory: $users concurrent logins" "peak $(kb "$login_hwm"), after $(kb "$lo
 if [ -n "${wasm:-}" ]; then
   row "WASM ($wasm_build) raw / gzip / brotli" "$((wasm_raw/1024)) / $((wasm_gz/1024)) / $((wasm_br/1024)) kB" "–" "–" "≤ 300 kB brotli"
 else
-  row "WASM bundle" "not built (run cargo leptos build --release)" "–" "–" "≤ 300 kB brotli"
+  row "WASM bundle" "not built (run scripts/build-site.sh)" "–" "–" "≤ 300 kB brotli"
 fi
 row "KMS: remote calls per decrypt (cache TTL ${kms_ttl} s)" "$kms_remote of $kms_decrypts ($kms_pct %)" "–" "–" "≤ 1 %"
 

@@ -66,9 +66,17 @@ pub struct Auth {
 }
 
 impl Auth {
+    /// The session as loaded so far: `None` while loading, and also once the app's root has
+    /// been disposed. On the server that happens when a response is dropped mid-render (a
+    /// failed session save replaces it with a 503) while a page's resource still completes
+    /// and wakes the closures that read this one: `get` would panic there.
+    pub fn session(&self) -> Option<Result<Option<SessionUser>, AppError>> {
+        self.user.try_get().flatten()
+    }
+
     /// The signed-in user once known (`None` while loading or when signed out).
     pub fn current(&self) -> Option<SessionUser> {
-        self.user.get().and_then(Result::ok).flatten()
+        self.session().and_then(Result::ok).flatten()
     }
 }
 

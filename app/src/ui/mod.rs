@@ -76,7 +76,7 @@ pub fn RequireRole(
             {
                 let children = children.clone();
                 move || {
-                    let session = auth.user.get();
+                    let session = auth.session();
                     let children = children.clone();
                     Unsuspend::new(move || match session {
                         // Still loading: the transition shows its fallback meanwhile.

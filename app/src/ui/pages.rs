@@ -16,7 +16,7 @@ pub fn Home() -> impl IntoView {
         <Title text="" />
         <Transition fallback=|| view! { <p class="text-sm text-slate-500">"Loading…"</p> }>
             {move || {
-                let session = auth.user.get();
+                let session = auth.session();
                 // Built once, after the session is known (see `RequireRole`): the role cards
                 // start resources, which must not be started by a throwaway pass.
                 Unsuspend::new(move || match session {

@@ -306,7 +306,47 @@ pub async fn page_render_deadline(
         return response;
     }
     let (parts, body) = response.into_parts();
-    Response::from_parts(parts, Body::from_stream(body_until(deadline, body, uri)))
+    let chunks = FinishedOnDrop(Some(Box::pin(body_until(deadline, body, uri))));
+    Response::from_parts(parts, Body::from_stream(chunks))
+}
+
+type PageChunks = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<axum::body::Bytes, axum::BoxError>> + Send>,
+>;
+
+/// A page body that, dropped before its end, is read to its end in the background (which
+/// `body_until` bounds by the page's deadline). Leptos renders a page on tasks of its own:
+/// cut off mid-render (a failed session save makes the session layer drop the page for a 503,
+/// or the browser goes away), they outlived the page's reactive owner and panicked reading it
+/// (the trading banner's session, `<A/>` outside a router).
+struct FinishedOnDrop(Option<PageChunks>);
+
+impl futures::Stream for FinishedOnDrop {
+    type Item = Result<axum::body::Bytes, axum::BoxError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let Some(chunks) = self.0.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let next = chunks.as_mut().poll_next(cx);
+        if let std::task::Poll::Ready(None) = next {
+            self.0 = None;
+        }
+        next
+    }
+}
+
+impl Drop for FinishedOnDrop {
+    fn drop(&mut self) {
+        use futures::StreamExt as _;
+        if let (Some(chunks), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(chunks.for_each(|_| async {}));
+        }
+    }
 }
 
 /// The page's render did not finish within its budget.
@@ -421,5 +461,55 @@ mod page_render_tests {
             .expect("the body ends at the deadline");
         assert!(whole.is_err(), "a cut-off body ends in an error");
         assert_eq!(renders.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_page_dropped_mid_body_is_still_rendered_to_its_end() {
+        const CHUNKS: usize = 3;
+        let produced = Arc::new(AtomicUsize::new(0));
+        let counter = produced.clone();
+        let app = Router::new()
+            .route(
+                "/page",
+                get(move || {
+                    let counter = counter.clone();
+                    async move {
+                        let chunks = futures::stream::unfold(0, move |n| {
+                            let counter = counter.clone();
+                            async move {
+                                if n == CHUNKS {
+                                    return None;
+                                }
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                                counter.fetch_add(1, Ordering::SeqCst);
+                                Some((
+                                    Ok::<_, std::io::Error>(axum::body::Bytes::from("<p>")),
+                                    n + 1,
+                                ))
+                            }
+                        });
+                        (
+                            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                            Body::from_stream(chunks),
+                        )
+                    }
+                }),
+            )
+            .layer(from_fn_with_state(BUDGET, page_render_deadline));
+        let response = app
+            .oneshot(Request::get("/page").body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible");
+        let mut body = response.into_body().into_data_stream();
+        assert!(body.next().await.is_some(), "the first chunk");
+        drop(body);
+        assert_eq!(produced.load(Ordering::SeqCst), 1);
+        tokio::time::timeout(BUDGET, async {
+            while produced.load(Ordering::SeqCst) < CHUNKS {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the rest of the page is rendered after its body was dropped");
     }
 }

@@ -396,16 +396,20 @@ pub async fn append_in(
     draft: AuditDraft,
     now: OffsetDateTime,
 ) -> DbResult<AuditEvent> {
-    let head = match audit_event::Entity::find()
+    // Only the two columns the seal needs (a whole row carries the event's details).
+    let newest: Option<(i64, String)> = audit_event::Entity::find()
+        .select_only()
+        .column(audit_event::Column::Seq)
+        .column(audit_event::Column::Hash)
         .order_by_desc(audit_event::Column::Seq)
+        .into_tuple()
         .one(txn)
-        .await?
-    {
-        Some(row) => ChainHead {
-            seq: row.seq,
-            hash: ChainHash::from_hex(&row.hash).ok_or_else(|| {
-                DbErr::Custom(format!("audit event {} has a malformed hash", row.seq))
-            })?,
+        .await?;
+    let head = match newest {
+        Some((seq, hash)) => ChainHead {
+            seq,
+            hash: ChainHash::from_hex(&hash)
+                .ok_or_else(|| DbErr::Custom(format!("audit event {seq} has a malformed hash")))?,
         },
         None => ChainHead::EMPTY,
     };

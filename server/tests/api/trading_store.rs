@@ -908,38 +908,24 @@ async fn fills_are_read_per_owner_and_exchange() {
     let binance_fill = filled(&store, keyed).await;
     let others_fill = filled(&store, order(other, at, "30")).await;
 
+    let fills = |user: UserId, exchange: Option<ExchangeName>| {
+        let store = store.clone();
+        async move { store.fills(user, exchange).await.expect("fills") }
+    };
     assert_eq!(
-        store
-            .fills(owner, Some(ExchangeName::Paper))
-            .await
-            .expect("fills"),
+        fills(owner, Some(ExchangeName::Paper)).await,
         vec![paper_fill.clone()]
     );
     assert_eq!(
-        store
-            .fills(owner, Some(ExchangeName::Binance))
-            .await
-            .expect("fills"),
+        fills(owner, Some(ExchangeName::Binance)).await,
         vec![binance_fill.clone()]
     );
+    assert_eq!(fills(owner, None).await, vec![paper_fill, binance_fill]);
     assert_eq!(
-        store.fills(owner, None).await.expect("fills"),
-        vec![paper_fill, binance_fill]
-    );
-    assert_eq!(
-        store
-            .fills(other, Some(ExchangeName::Paper))
-            .await
-            .expect("fills"),
+        fills(other, Some(ExchangeName::Paper)).await,
         vec![others_fill]
     );
-    assert!(
-        store
-            .fills(other, Some(ExchangeName::Binance))
-            .await
-            .expect("fills")
-            .is_empty()
-    );
+    assert!(fills(other, Some(ExchangeName::Binance)).await.is_empty());
     app.stop().await;
 }
 

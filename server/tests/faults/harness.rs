@@ -189,10 +189,13 @@ impl Server {
     /// Fails if the server log shows a panic or an answer of 500.
     pub fn assert_log_clean(&self) {
         let text = self.log_text();
-        for line in text.lines() {
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            // With the lines around it: a panic's message is on the line after.
+            let context = lines[i.saturating_sub(3)..lines.len().min(i + 4)].join("\n");
             assert!(
                 !line.contains("panicked") && !line.contains("\"status\":500"),
-                "server log {}: {line}",
+                "server log {}:\n{context}",
                 self.log.display()
             );
         }

@@ -10,7 +10,7 @@ use crate::api::trading::{TradingStatusView, trading_status};
 pub fn TradingBanner() -> impl IntoView {
     let auth = crate::use_auth();
     let status = Resource::new(
-        move || auth.user.get().map(|u| u.ok().flatten().map(|u| u.id)),
+        move || auth.session().map(|u| u.ok().flatten().map(|u| u.id)),
         |_| trading_status(),
     );
     view! {
