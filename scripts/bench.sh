@@ -293,6 +293,9 @@ stop_pid "$bare_pid"
 
 # --- 4c. CSV and PDF reports -------------------------------------------------------------
 step "CSV report of the whole chain (reviewer session)"
+# The peak (VmHWM) is reset first, so the growth is the report's own and not an earlier
+# phase's peak (the page runs leave one above the RSS the allocator has since given back).
+echo 5 >"/proc/$server_pid/clear_refs" 2>/dev/null || echo "    note: cannot reset VmHWM; the CSV growth may include earlier peaks" >&2
 rss_before_csv=$(kib_of "$server_pid" VmRSS)
 csv_stats=$(curl -sS -b "$work/reviewer.jar" -o "$work/report.csv" \
   -w '%{http_code} %{time_starttransfer} %{time_total} %{size_download}' "$base/reports/audit.csv")
