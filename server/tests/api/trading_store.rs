@@ -936,35 +936,7 @@ async fn reads_and_writes_are_scoped_to_the_owner() {
     let owner = new_user(&app, "owner@example.com", Role::Trader).await;
     let intruder = new_user(&app, "intruder@example.com", Role::Trader).await;
     let at = now(&app);
-    let placed = record(
-        &store,
-        with_status(order(owner, at, "10"), OrderStatus::Submitting, None),
-    )
-    .await;
-    store
-        .record_update(
-            placed.id,
-            OrderUpdate {
-                status: OrderStatus::Filled,
-                hold: None,
-                status_reason: None,
-                filled_quantity: dec("0.5"),
-                average_price: Some(dec("100")),
-                exchange_order_id: None,
-            },
-            Some(Fill {
-                order: placed.id,
-                owner,
-                symbol: "BTCUSDT".into(),
-                side: OrderSide::Buy,
-                quantity: dec("0.5"),
-                price: dec("100"),
-                at,
-            }),
-            draft(AuditAction::TradeOrderFilled),
-        )
-        .await
-        .expect("update");
+    let placed = filled(&store, order(owner, at, "10")).await.order;
     let token = token(owner, at);
     store
         .insert_agent_token(&token, "hash-owner", draft(AuditAction::AgentTokenCreated))
@@ -976,8 +948,8 @@ async fn reads_and_writes_are_scoped_to_the_owner() {
         .await
         .expect("proposal");
 
-    assert!(store.order(owner, placed.id).await.expect("read").is_some());
-    assert_eq!(store.order(intruder, placed.id).await.expect("read"), None);
+    assert!(store.order(owner, placed).await.expect("read").is_some());
+    assert_eq!(store.order(intruder, placed).await.expect("read"), None);
     assert!(store.orders(intruder, 10).await.expect("orders").is_empty());
     assert!(store.fills(intruder, None).await.expect("fills").is_empty());
     assert_eq!(store.fills(owner, None).await.expect("fills").len(), 1);
