@@ -16,7 +16,7 @@ use super::execution::SendOutcome;
 use super::service::{VenueChoice, device_id, draft, paused_reason, plain, start_of_day};
 use super::{
     AnomalyCase, ApprovalState, CaseId, CaseStatus, HoldKind, Order, OrderDecisionWrite, OrderId,
-    OrderSource, OrderStatus, TradingService, UserControls, Venue,
+    OrderSource, OrderStatus, ScreeningSettings, TradingService, UserControls, Venue,
 };
 use crate::account::UserId;
 use crate::audit::{Actor, Outcome, RequestMeta};
@@ -189,19 +189,20 @@ impl TradingService {
         {
             return Err(refusal.into());
         }
-        let limits = self.limits_for(owner, &meta).await?;
-        let controls = self.store.controls(owner).await?;
-        let global_kill = self.store.global_kill_switch().await?;
+        let ScreeningSettings {
+            global_limits,
+            own_limits,
+            global_kill,
+            controls,
+            blocked_cidrs,
+            open_cases,
+        } = self.store.screening_settings(owner).await?;
+        let limits = self
+            .resolve_limits(owner, &global_limits, &own_limits, &meta)
+            .await?;
         let usage = self.usage(owner, &limits, now).await?;
         let device = device_id(meta.user_agent.as_deref());
-        let ranges: Vec<String> = self
-            .store
-            .blocklist()
-            .await?
-            .into_iter()
-            .map(|r| r.cidr)
-            .collect();
-        let (blocklist, _) = IpBlocklist::from_entries(&ranges);
+        let (blocklist, _) = IpBlocklist::from_entries(&blocked_cidrs);
         let history = self
             .store
             .trade_history(owner, risk::HISTORY_LEN as u64)
@@ -210,7 +211,6 @@ impl TradingService {
             .store
             .seen_before(owner, meta.ip.as_deref(), device.as_deref())
             .await?;
-        let open_cases = self.store.open_cases_for(owner).await?;
         let decision = decide_order(&OrderFacts {
             now,
             symbol: &terms.symbol,
@@ -446,9 +446,16 @@ impl TradingService {
         let _placing = self.placements.lock(owner).await;
         let now = self.now();
         let meta = RequestMeta::default();
-        let limits = self.limits_for(owner, &meta).await?;
-        let controls = self.store.controls(owner).await?;
-        let global_kill = self.store.global_kill_switch().await?;
+        let ScreeningSettings {
+            global_limits,
+            own_limits,
+            global_kill,
+            controls,
+            ..
+        } = self.store.screening_settings(owner).await?;
+        let limits = self
+            .resolve_limits(owner, &global_limits, &own_limits, &meta)
+            .await?;
         let portfolio = self.portfolio(owner).await?;
         let held = portfolio.quantity(&order.symbol);
         let day_start = start_of_day(now);

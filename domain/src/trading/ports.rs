@@ -255,14 +255,57 @@ pub trait AgentStore: Send + Sync + fmt::Debug {
     ) -> Result<bool, StoreError>;
 }
 
+/// The settings an order is screened and sent under, besides its owner's order history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScreeningSettings {
+    pub global_limits: RawLimits,
+    /// The trader's own limit overrides.
+    pub own_limits: RawLimits,
+    pub global_kill: bool,
+    pub controls: UserControls,
+    /// Every blocked range's CIDR, in no particular order.
+    pub blocked_cidrs: Vec<String>,
+    /// The trader's open anomaly cases.
+    pub open_cases: u64,
+}
+
+/// The reads of screening, together.
+#[async_trait]
+pub trait ScreeningStore: ControlStore + BlockedRangeStore + CaseStore {
+    /// One read per area here; a store that can read them in one round trip should (the SQL
+    /// store does: each statement costs a hand-off to the database's connection).
+    async fn screening_settings(&self, user: UserId) -> Result<ScreeningSettings, StoreError> {
+        let (global_limits, own_limits) = self.limits(user).await?;
+        Ok(ScreeningSettings {
+            global_limits,
+            own_limits,
+            global_kill: self.global_kill_switch().await?,
+            controls: self.controls(user).await?,
+            blocked_cidrs: self
+                .blocklist()
+                .await?
+                .into_iter()
+                .map(|range| range.cidr)
+                .collect(),
+            open_cases: self.open_cases_for(user).await?,
+        })
+    }
+}
+
 /// Persistence for trading: every area's port, so one handle serves the service.
 pub trait TradingStore:
-    ControlStore + BlockedRangeStore + OrderStore + CaseStore + AgentStore
+    ControlStore + BlockedRangeStore + OrderStore + CaseStore + AgentStore + ScreeningStore
 {
 }
 
 impl<T> TradingStore for T where
-    T: ControlStore + BlockedRangeStore + OrderStore + CaseStore + AgentStore + ?Sized
+    T: ControlStore
+        + BlockedRangeStore
+        + OrderStore
+        + CaseStore
+        + AgentStore
+        + ScreeningStore
+        + ?Sized
 {
 }
 

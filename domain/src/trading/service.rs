@@ -12,7 +12,7 @@ use time::{Duration, OffsetDateTime};
 use super::breaker::CircuitBreakers;
 use super::error::{Outage, QuoteFailure, Refusal, TradingError};
 use super::portfolio::{Portfolio, ValuedPosition};
-use super::ports::{CaseNotifier, TradingStore};
+use super::ports::{CaseNotifier, RawLimits, TradingStore};
 use super::{Fill, Order, OrderId, Usage, Venue};
 use crate::account::AccountStore;
 use crate::account::UserId;
@@ -190,7 +190,18 @@ impl TradingService {
         meta: &RequestMeta,
     ) -> Result<RiskLimits, TradingError> {
         let (global, own) = self.store.limits(user).await?;
-        let (limits, fail_safes) = risk::resolve_limits(&global, &own);
+        self.resolve_limits(user, &global, &own, meta).await
+    }
+
+    /// [`Self::limits_for`] on limits already read.
+    pub(super) async fn resolve_limits(
+        &self,
+        user: UserId,
+        global: &RawLimits,
+        own: &RawLimits,
+        meta: &RequestMeta,
+    ) -> Result<RiskLimits, TradingError> {
+        let (limits, fail_safes) = risk::resolve_limits(global, own);
         for FailSafe {
             field,
             scope,

@@ -7,7 +7,7 @@ use super::error::{Outage, QuoteFailure, TradingError};
 
 use super::portfolio::ValuedPosition;
 use super::service::{VenueChoice, vault_error};
-use super::{TradingService, UserControls};
+use super::{ScreeningSettings, TradingService, UserControls};
 use crate::account::UserId;
 use crate::audit::RequestMeta;
 use crate::exchange::ExchangeName;
@@ -38,7 +38,17 @@ impl TradingService {
     /// Everything the order ticket shows and previews with the server's own rules.
     pub async fn ticket(&self, owner: UserId, meta: &RequestMeta) -> Result<Ticket, TradingError> {
         let now = self.now();
-        let limits = self.limits_for(owner, meta).await?;
+        let ScreeningSettings {
+            global_limits,
+            own_limits,
+            global_kill,
+            controls,
+            open_cases,
+            ..
+        } = self.store.screening_settings(owner).await?;
+        let limits = self
+            .resolve_limits(owner, &global_limits, &own_limits, meta)
+            .await?;
         let usage = self.usage(owner, &limits, now).await?;
         let portfolio = self.portfolio(owner).await?;
         // A paper feed that is down leaves the ticket without prices, not broken.
@@ -69,15 +79,15 @@ impl TradingService {
             .map_err(|e| TradingError::Unavailable(Outage::Factors(e)))?;
         Ok(Ticket {
             step_up_threshold: self.step_up_threshold(),
-            controls: self.store.controls(owner).await?,
-            global_kill: self.store.global_kill_switch().await?,
+            controls,
+            global_kill,
             used_today: usage.used_today,
             orders_in_window: usage.orders_in_window,
             cash: portfolio.cash,
             positions: self.valued(&portfolio).await,
             prices,
             trade_keys,
-            open_cases: self.store.open_cases_for(owner).await?,
+            open_cases,
             has_security_key: factors.security_keys.iter().any(|k| k.flagged_at.is_none()),
             has_totp: factors.totp_enabled,
             limits,

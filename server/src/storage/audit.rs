@@ -69,6 +69,10 @@ struct Batch {
     /// A writer's savepoint is open: it is still writing, or it went away without finishing
     /// (then the savepoint is rolled back before anything else happens in the batch).
     in_savepoint: bool,
+    /// The chain head after the writes released into this batch, once one has appended: the
+    /// batch holds the chain lock, so nobody else moves the head until it commits. `None`: read
+    /// it from the database.
+    head: Option<ChainHead>,
     committed: watch::Sender<Option<Result<(), StoreError>>>,
 }
 
@@ -116,18 +120,22 @@ impl AuditChain {
                 txn,
                 members: 0,
                 in_savepoint: false,
+                head: None,
                 committed: watch::channel(None).0,
             });
         }
         // Marked first and opened through the turn: a writer cancelled right here is cleaned
         // up by the turn's Drop (a savepoint that was never made fails the rollback, and then
         // the whole batch is rolled back rather than left holding the lock for nobody).
+        let mut head = None;
         if let Some(batch) = queue.open.as_mut() {
             batch.in_savepoint = true;
+            head = batch.head;
         }
         let mut turn = AuditedTxn {
             queue: Some(queue),
             group: self.group.clone(),
+            head,
         };
         if let Err(e) = turn
             .conn()
@@ -171,6 +179,10 @@ impl Drop for Waiting<'_> {
 pub struct AuditedTxn {
     queue: Option<OwnedMutexGuard<Queue>>,
     group: Arc<Group>,
+    /// The chain head after this writer's appends so far (`None`: not known yet). It becomes
+    /// the batch's head only when the writer's savepoint is released: a rolled-back write's
+    /// events are gone, and so is the head they made.
+    head: Option<ChainHead>,
 }
 
 impl AuditedTxn {
@@ -184,10 +196,29 @@ impl AuditedTxn {
         &batch.txn
     }
 
+    /// Seals `draft` onto the chain head and stores it in this writer's savepoint. For a write
+    /// with several events: all but the last; the last goes through [`Self::commit_with`].
+    pub async fn append(&mut self, draft: AuditDraft, now: OffsetDateTime) -> DbResult<AuditEvent> {
+        let head = match self.head {
+            Some(head) => head,
+            None => read_head(self.conn()).await?,
+        };
+        let event = AuditEvent::seal(head, draft, now);
+        audit_event::Entity::insert(to_row(&event))
+            .exec_without_returning(self.conn())
+            .await?;
+        self.head = Some(event.head());
+        Ok(event)
+    }
+
     /// Appends the event, then returns once the batch carrying it has committed; if the append
     /// fails, nothing this writer did lands.
-    pub async fn commit_with(self, draft: AuditDraft, now: OffsetDateTime) -> DbResult<AuditEvent> {
-        let appended = append_in(self.conn(), draft, now).await;
+    pub async fn commit_with(
+        mut self,
+        draft: AuditDraft,
+        now: OffsetDateTime,
+    ) -> DbResult<AuditEvent> {
+        let appended = self.append(draft, now).await;
         self.join_commit(appended).await
     }
 
@@ -234,6 +265,9 @@ impl AuditedTxn {
         };
         batch.in_savepoint = false;
         batch.members += 1;
+        if self.head.is_some() {
+            batch.head = self.head;
+        }
         let (id, outcome) = (batch.id, batch.committed.subscribe());
         let commit_now =
             batch.members >= MAX_BATCH || self.group.waiting.load(Ordering::SeqCst) == 0;
@@ -390,12 +424,8 @@ async fn await_commit(
     }
 }
 
-/// Seals `draft` onto the current chain head inside `txn` (which must hold the chain lock).
-pub async fn append_in(
-    txn: &DatabaseTransaction,
-    draft: AuditDraft,
-    now: OffsetDateTime,
-) -> DbResult<AuditEvent> {
+/// The chain head as stored, read inside `txn` (which must hold the chain lock).
+async fn read_head(txn: &DatabaseTransaction) -> DbResult<ChainHead> {
     // Only the two columns the seal needs (a whole row carries the event's details).
     let newest: Option<(i64, String)> = audit_event::Entity::find()
         .select_only()
@@ -405,19 +435,14 @@ pub async fn append_in(
         .into_tuple()
         .one(txn)
         .await?;
-    let head = match newest {
+    Ok(match newest {
         Some((seq, hash)) => ChainHead {
             seq,
             hash: ChainHash::from_hex(&hash)
                 .ok_or_else(|| DbErr::Custom(format!("audit event {seq} has a malformed hash")))?,
         },
         None => ChainHead::EMPTY,
-    };
-    let event = AuditEvent::seal(head, draft, now);
-    audit_event::Entity::insert(to_row(&event))
-        .exec_without_returning(txn)
-        .await?;
-    Ok(event)
+    })
 }
 
 /// An event as the row that stores it (also how tests bulk-load chains).

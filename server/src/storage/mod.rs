@@ -37,7 +37,7 @@ use migrations::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
 
 pub use accounts::SqlAccountStore;
-pub use audit::{AuditChain, SqlAuditLog, append_in, to_row};
+pub use audit::{AuditChain, SqlAuditLog, to_row};
 pub use keys::{SqlKeyStore, SqlSecurityAlerts};
 pub use sessions::{SqlSessionStore, watching_session_outages};
 pub use stepup::SqlFactorStore;

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
-use super::audit::{AuditChain, append_in};
+use super::audit::AuditChain;
 use super::entities::{agent_token, session};
 use super::{DbError, DbResult, converted};
 
@@ -279,7 +279,7 @@ impl SessionRevoker for SqlSessionStore {
     ) -> Result<(u64, u64), StoreError> {
         let now = self.clock.now();
         converted(async {
-            let txn = self.chain.begin().await?;
+            let mut txn = self.chain.begin().await?;
             let deleted = session::Entity::delete_many()
                 .filter(session::Column::UserId.eq(user.to_string()))
                 .exec(txn.conn())
@@ -310,7 +310,7 @@ impl SessionRevoker for SqlSessionStore {
                     )
                     .resource(format!("agent_token:{}", row.id))
                     .detail("reason", "signed out everywhere");
-                    append_in(txn.conn(), event, now).await?;
+                    txn.append(event, now).await?;
                     revoked += 1;
                 }
             }

@@ -185,3 +185,49 @@ async fn a_batch_whose_next_writer_goes_away_still_commits_the_earlier_write() {
     assert!(event.seq > 0);
     assert_eq!(events_about(&app, "gc:left-waiting").await, 1);
 }
+
+/// The chain head is kept in memory within a batch. Writers that append an event and then go
+/// away (rolled back) sit between ones that commit in the same batches: the head their events
+/// made must be forgotten with them, or the next event would be sealed onto a missing one.
+#[tokio::test]
+async fn events_rolled_back_mid_batch_leave_the_chain_whole() {
+    let app = spawn_app().await;
+    let chain = AuditChain::new(app.db().clone());
+    let log = Arc::new(SqlAuditLog::new(chain.clone(), Arc::new(SystemClock)));
+    let before = app.count("SELECT COUNT(*) FROM audit_events").await;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (chain, log) = (chain.clone(), log.clone());
+            tokio::spawn(async move {
+                for i in 0..WRITES_EACH {
+                    if (w + i) % 2 == 0 {
+                        log.record(draft("gc:kept")).await.expect("acknowledged");
+                    } else {
+                        let mut turn = chain.begin().await.expect("turn");
+                        turn.append(draft("gc:abandoned"), time::OffsetDateTime::now_utc())
+                            .await
+                            .expect("appended in the savepoint");
+                        // An error after the append: the writer's turn ends without committing.
+                        drop(turn);
+                    }
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let kept = (WRITERS * WRITES_EACH / 2) as i64;
+    assert_eq!(events_about(&app, "gc:kept").await, kept);
+    assert_eq!(events_about(&app, "gc:abandoned").await, 0);
+    let verified = verify_log(app.backend.audit_log.as_ref(), |_| {})
+        .await
+        .expect("read")
+        .expect("the chain verifies");
+    assert_eq!(verified.head.seq, before + kept);
+    assert!(
+        chain.commits() < kept as u64,
+        "{kept} writes took {} commits: no batch carried two, so nothing here was tested",
+        chain.commits()
+    );
+}

@@ -21,8 +21,8 @@ use domain::trading::{
     AgentScope, AgentStore, AgentToken, AnomalyCase, ApprovalState, BlockedRange,
     BlockedRangeStore, CaseDecisionWrite, CaseEvidence, CaseId, CaseStatus, CaseStore,
     ControlStore, ControlsChange, Fill, HoldKind, Order, OrderDecisionWrite, OrderId, OrderSource,
-    OrderStatus, OrderStore, OrderUpdate, Proposal, ProposalStatus, UserControls, Venue,
-    counted_notional,
+    OrderStatus, OrderStore, OrderUpdate, Proposal, ProposalStatus, ScreeningSettings,
+    ScreeningStore, UserControls, Venue, counted_notional,
 };
 use rust_decimal::Decimal;
 use server::storage::SqlTradingStore;
@@ -1676,6 +1676,131 @@ async fn the_controls_overview_lists_every_user_with_controls_overrides_and_open
     assert!(stopped_row.controls.kill_switch);
     assert!(stopped_row.overrides.is_empty());
     assert_eq!(stopped_row.open_cases, 0);
+    app.stop().await;
+}
+
+/// The screening settings come from one statement; they must be what the per-area reads say,
+/// for the trader and for nobody else (another user's overrides, controls and cases).
+#[tokio::test]
+async fn screening_settings_match_the_per_area_reads() {
+    let app = spawn_app().await;
+    let store = store(&app);
+    let trader = new_user(&app, "screened@example.com", Role::Trader).await;
+    let other = new_user(&app, "bystander@example.com", Role::Trader).await;
+    let at = now(&app);
+    let per_area = |user: UserId| {
+        let store = store.clone();
+        async move {
+            let (global_limits, own_limits) = store.limits(user).await.expect("limits");
+            let mut blocked_cidrs: Vec<String> = store
+                .blocklist()
+                .await
+                .expect("blocklist")
+                .into_iter()
+                .map(|range| range.cidr)
+                .collect();
+            blocked_cidrs.sort();
+            ScreeningSettings {
+                global_limits,
+                own_limits,
+                global_kill: store.global_kill_switch().await.expect("kill switch"),
+                controls: store.controls(user).await.expect("controls"),
+                blocked_cidrs,
+                open_cases: store.open_cases_for(user).await.expect("open cases"),
+            }
+        }
+    };
+    let together = |user: UserId| {
+        let store = store.clone();
+        async move {
+            let mut settings = store.screening_settings(user).await.expect("settings");
+            settings.blocked_cidrs.sort();
+            settings
+        }
+    };
+
+    // Nothing set: seeded global limits, default controls, nothing blocked or open.
+    let fresh = together(trader).await;
+    assert_eq!(fresh, per_area(trader).await);
+    assert!(!fresh.global_limits.is_empty());
+    assert!(fresh.own_limits.is_empty() && fresh.blocked_cidrs.is_empty());
+    assert_eq!(fresh.controls, UserControls::default_for(trader));
+    assert!(!fresh.global_kill);
+
+    store
+        .set_limit(
+            Some(other),
+            LimitField::MaxOrderNotional.key(),
+            Some("5"),
+            draft(AuditAction::RiskLimitChanged),
+        )
+        .await
+        .expect("other's override");
+    store
+        .set_limit(
+            Some(trader),
+            LimitField::DailyNotional.key(),
+            Some("750"),
+            draft(AuditAction::RiskLimitChanged),
+        )
+        .await
+        .expect("trader's override");
+    store
+        .change_controls(
+            trader,
+            ControlsChange {
+                kill_switch: Some(true),
+                autonomous: Some(true),
+                ..Default::default()
+            },
+            draft(AuditAction::RiskControlsChanged),
+        )
+        .await
+        .expect("trader's controls");
+    for (n, cidr) in ["198.51.100.0/24", "2001:db8::/32"].into_iter().enumerate() {
+        store
+            .add_blocked_range(
+                &BlockedRange {
+                    id: Uuid::new_v4(),
+                    cidr: cidr.into(),
+                    note: String::new(),
+                    created_at: at + Duration::seconds(n as i64),
+                },
+                draft(AuditAction::RiskIpBlocked),
+            )
+            .await
+            .expect("blocked range");
+    }
+    let (held, case) = held_with_case(other, at);
+    store
+        .record_decision(case_decision(held, case))
+        .await
+        .expect("other's case");
+    store
+        .set_global_kill_switch(true, draft(AuditAction::RiskKillSwitchOn))
+        .await
+        .expect("kill switch");
+
+    let trader_settings = together(trader).await;
+    assert_eq!(trader_settings, per_area(trader).await);
+    assert_eq!(
+        trader_settings.own_limits,
+        BTreeMap::from([(LimitField::DailyNotional.key().to_owned(), "750".to_owned())])
+    );
+    assert!(trader_settings.global_kill);
+    assert!(trader_settings.controls.kill_switch && trader_settings.controls.autonomous);
+    assert_eq!(trader_settings.controls.state, TradingState::Active);
+    assert_eq!(
+        trader_settings.blocked_cidrs,
+        ["198.51.100.0/24", "2001:db8::/32"]
+    );
+    assert_eq!(trader_settings.open_cases, 0);
+
+    let other_settings = together(other).await;
+    assert_eq!(other_settings, per_area(other).await);
+    assert_eq!(other_settings.open_cases, 1);
+    assert_eq!(other_settings.controls.state, TradingState::Reducing);
+    assert!(!other_settings.controls.kill_switch);
     app.stop().await;
 }
 

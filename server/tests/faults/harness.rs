@@ -267,6 +267,23 @@ pub struct Answer {
     pub body: String,
 }
 
+impl Answer {
+    /// Reads a response to its end.
+    pub async fn read(response: reqwest::Response) -> Result<Self, reqwest::Error> {
+        let status = response.status().as_u16();
+        let request_id = response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(Self {
+            status,
+            request_id,
+            body: response.text().await?,
+        })
+    }
+}
+
 /// POSTs form fields to the server function `endpoint`.
 pub async fn call(
     client: &reqwest::Client,
@@ -280,18 +297,7 @@ pub async fn call(
         .form(form)
         .send()
         .await?;
-    let status = response.status().as_u16();
-    let request_id = response
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let body = response.text().await?;
-    Ok(Answer {
-        status,
-        request_id,
-        body,
-    })
+    Answer::read(response).await
 }
 
 pub async fn sign_up(

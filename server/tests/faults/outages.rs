@@ -54,18 +54,9 @@ async fn get(client: &reqwest::Client, address: &str, path: &str) -> Answer {
         .send()
         .await
         .expect("the server answers");
-    let status = response.status().as_u16();
-    let request_id = response
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let body = response.text().await.unwrap_or_default();
-    Answer {
-        status,
-        request_id,
-        body,
-    }
+    Answer::read(response)
+        .await
+        .expect("the answer is read to its end")
 }
 
 fn socket_of(url: &str) -> SocketAddr {

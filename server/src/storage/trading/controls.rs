@@ -10,11 +10,12 @@ use domain::ports::StoreError;
 use domain::risk::TradingState;
 use domain::trading::{
     BlockedRange, BlockedRangeStore, CaseStatus, ControlStore, ControlsChange, ControlsOverview,
-    RawLimits, UserControls, UserRisk,
+    RawLimits, ScreeningSettings, ScreeningStore, UserControls, UserRisk,
 };
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query, UnionType};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
@@ -98,11 +99,7 @@ impl ControlStore for SqlTradingStore {
             let row = trading_setting::Entity::find_by_id(KILL_SWITCH_KEY.to_owned())
                 .one(&self.db)
                 .await?;
-            match row.as_ref().map(|r| r.value.as_str()) {
-                None | Some("false") => Ok(false),
-                Some("true") => Ok(true),
-                Some(_) => Err(corrupt("trading_settings", KILL_SWITCH_KEY, "value").into()),
-            }
+            Ok(kill_switch_value(row.as_ref().map(|r| r.value.as_str()))?)
         })
         .await
     }
@@ -272,6 +269,149 @@ impl ControlStore for SqlTradingStore {
                 global_limits,
                 users,
             })
+        })
+        .await
+    }
+}
+
+/// The stored global kill switch; never set reads as off.
+fn kill_switch_value(value: Option<&str>) -> Result<bool, StoreError> {
+    match value {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(corrupt("trading_settings", KILL_SWITCH_KEY, "value")),
+    }
+}
+
+#[async_trait]
+impl ScreeningStore for SqlTradingStore {
+    /// One statement: each branch of a `UNION ALL` reads one area as `(kind, a, b, c)` text rows,
+    /// where five statements cost five hand-offs to the connection's thread per order.
+    async fn screening_settings(&self, user: UserId) -> Result<ScreeningSettings, StoreError> {
+        const LIMIT: &str = "limit";
+        const KILL: &str = "kill";
+        const CONTROLS: &str = "controls";
+        const BLOCK: &str = "block";
+        const OPEN_CASES: &str = "open_cases";
+        let user_id = user.to_string();
+        let flag =
+            |column: user_trading::Column| Expr::case(Expr::col(column), "true").finally("false");
+        let branch = |kind: &str, a: Expr, b: Expr, c: Expr| {
+            Query::select()
+                .expr_as(Expr::val(kind), "kind")
+                .expr_as(a, "a")
+                .expr_as(b, "b")
+                .expr_as(c, "c")
+                .to_owned()
+        };
+        let mut query = branch(
+            LIMIT,
+            Expr::col(risk_limit::Column::Scope),
+            Expr::col(risk_limit::Column::Field),
+            Expr::col(risk_limit::Column::Value),
+        )
+        .from(risk_limit::Entity)
+        .and_where(risk_limit::Column::Scope.is_in([GLOBAL_SCOPE, user_id.as_str()]))
+        .to_owned();
+        query
+            .union(
+                UnionType::All,
+                branch(
+                    KILL,
+                    Expr::col(trading_setting::Column::Value),
+                    Expr::val(""),
+                    Expr::val(""),
+                )
+                .from(trading_setting::Entity)
+                .and_where(trading_setting::Column::Key.eq(KILL_SWITCH_KEY))
+                .to_owned(),
+            )
+            .union(
+                UnionType::All,
+                branch(
+                    CONTROLS,
+                    Expr::col(user_trading::Column::State),
+                    flag(user_trading::Column::KillSwitch).into(),
+                    flag(user_trading::Column::Autonomous).into(),
+                )
+                .from(user_trading::Entity)
+                .and_where(user_trading::Column::UserId.eq(user_id.as_str()))
+                .to_owned(),
+            )
+            .union(
+                UnionType::All,
+                branch(
+                    BLOCK,
+                    Expr::col(ip_block::Column::Cidr),
+                    Expr::val(""),
+                    Expr::val(""),
+                )
+                .from(ip_block::Entity)
+                .to_owned(),
+            )
+            .union(
+                UnionType::All,
+                branch(
+                    OPEN_CASES,
+                    Expr::col(anomaly_case::Column::Id).count().cast_as("TEXT"),
+                    Expr::val(""),
+                    Expr::val(""),
+                )
+                .from(anomaly_case::Entity)
+                .and_where(anomaly_case::Column::Subject.eq(user_id.as_str()))
+                .and_where(anomaly_case::Column::Status.eq(CaseStatus::Open.as_str()))
+                .to_owned(),
+            );
+        converted(async {
+            let rows = self.db.query_all(&query).await?;
+            let mut settings = ScreeningSettings {
+                global_limits: RawLimits::new(),
+                own_limits: RawLimits::new(),
+                global_kill: false,
+                controls: UserControls::default_for(user),
+                blocked_cidrs: Vec::new(),
+                open_cases: 0,
+            };
+            for row in rows {
+                let text = |column: &str| row.try_get::<String>("", column);
+                let (kind, a, b, c) = (text("kind")?, text("a")?, text("b")?, text("c")?);
+                match kind.as_str() {
+                    LIMIT if a == GLOBAL_SCOPE => {
+                        settings.global_limits.insert(b, c);
+                    }
+                    LIMIT => {
+                        settings.own_limits.insert(b, c);
+                    }
+                    KILL => settings.global_kill = kill_switch_value(Some(&a))?,
+                    CONTROLS => {
+                        let bad = |what| corrupt("user_trading", &user_id, what);
+                        let flag = |value: &str, what| match value {
+                            "true" => Ok(true),
+                            "false" => Ok(false),
+                            _ => Err(bad(what)),
+                        };
+                        settings.controls = UserControls {
+                            user,
+                            state: TradingState::parse(&a).ok_or_else(|| bad("state"))?,
+                            kill_switch: flag(&b, "kill_switch")?,
+                            autonomous: flag(&c, "autonomous")?,
+                        };
+                    }
+                    BLOCK => settings.blocked_cidrs.push(a),
+                    OPEN_CASES => {
+                        settings.open_cases = a
+                            .parse()
+                            .map_err(|_| StoreError::Backend(format!("open case count {a:?}")))?;
+                    }
+                    other => {
+                        return Err(StoreError::Backend(format!(
+                            "unexpected screening row {other:?}"
+                        ))
+                        .into());
+                    }
+                }
+            }
+            Ok(settings)
         })
         .await
     }

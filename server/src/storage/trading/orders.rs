@@ -18,7 +18,6 @@ use sea_orm::{
 };
 use time::OffsetDateTime;
 
-use super::super::audit::append_in;
 use super::super::converted;
 use super::super::entities::{anomaly_case, fill, order, proposal};
 use super::rows::{
@@ -202,7 +201,7 @@ impl OrderStore for SqlTradingStore {
             let row = order_row(&decided)?;
             let case_row = case.as_ref().map(case_row).transpose()?;
             let now = self.clock.now();
-            let txn = self.chain.begin().await?;
+            let mut txn = self.chain.begin().await?;
             order::Entity::insert(row)
                 .exec_without_returning(txn.conn())
                 .await?;
@@ -237,7 +236,7 @@ impl OrderStore for SqlTradingStore {
             // fail, the transaction is dropped and rolls back the order, the case and the state.
             let mut pending = first;
             for next in audit {
-                append_in(txn.conn(), pending, now).await?;
+                txn.append(pending, now).await?;
                 pending = next;
             }
             txn.commit_with(pending, now).await?;
