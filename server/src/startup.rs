@@ -485,6 +485,7 @@ fn router(
     };
     let context = move || {
         provide_context(services.clone());
+        provide_context(app::api::context::RequestUser::default());
         // Use the nonce the security-header middleware put in this response's CSP. Read in
         // place: `use_context` would clone the request's whole head (headers, extensions).
         if let Some(Some(nonce)) = with_context::<http::request::Parts, _>(|parts| {

@@ -86,7 +86,18 @@ pub async fn user_for_session(
     let age = services.clock.now().unix_timestamp() - authenticated_at;
     let user = match uuid::Uuid::parse_str(&raw_id) {
         Ok(id) if age >= 0 && age <= services.absolute_session.whole_seconds() => {
-            services.accounts.user(UserId(id)).await?
+            let signed_in = (UserId(id), authenticated_at);
+            let earlier = use_context::<RequestUser>();
+            match earlier.as_ref().and_then(|earlier| earlier.get(signed_in)) {
+                Some(user) => Some(user),
+                None => {
+                    let user = services.accounts.user(UserId(id)).await?;
+                    if let (Some(earlier), Some(user)) = (earlier, user.as_ref()) {
+                        earlier.set(signed_in, user);
+                    }
+                    user
+                }
+            }
         }
         _ => None,
     };
@@ -95,6 +106,29 @@ pub async fn user_for_session(
         None => {
             session.flush().await?;
             Ok(None)
+        }
+    }
+}
+
+/// The signed-in user as read earlier in this request: a page runs several server functions
+/// that each need them (5 reads of the same row for `/trade`). Provided per request, so nothing
+/// outlives it; keyed by the session's user and sign-in time, so a sign-in or sign-out within
+/// the request reads again.
+#[derive(Debug, Clone, Default)]
+pub struct RequestUser(Arc<std::sync::Mutex<Option<((UserId, i64), User)>>>);
+
+impl RequestUser {
+    fn get(&self, signed_in: (UserId, i64)) -> Option<User> {
+        let earlier = self.0.lock().ok()?;
+        earlier
+            .as_ref()
+            .filter(|(key, _)| *key == signed_in)
+            .map(|(_, user)| user.clone())
+    }
+
+    fn set(&self, signed_in: (UserId, i64), user: &User) {
+        if let Ok(mut earlier) = self.0.lock() {
+            *earlier = Some((signed_in, user.clone()));
         }
     }
 }

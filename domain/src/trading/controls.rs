@@ -56,10 +56,12 @@ impl TradingService {
             .flat_map(|e| e.environments().iter().map(move |env| (*e, *env)))
             .filter(|venue| self.breakers.paused_until(*venue, now).is_some())
             .collect();
+        // One read (the settings screening reads) rather than one per field.
+        let settings = self.store.screening_settings(user).await?;
         Ok(TradingStatus {
-            controls: self.store.controls(user).await?,
-            global_kill: self.store.global_kill_switch().await?,
-            open_cases: self.store.open_cases_for(user).await?,
+            controls: settings.controls,
+            global_kill: settings.global_kill,
+            open_cases: settings.open_cases,
             paused,
         })
     }

@@ -216,3 +216,34 @@ async fn a_request_in_flight_during_logout_cannot_write_the_session_back() {
     assert!(store.load(&record.id).await.expect("load").is_none());
     app.stop().await;
 }
+
+/// A page reads the signed-in user once and reuses them for the rest of that request (its
+/// server functions each need them); nothing of one request's user may reach another's page,
+/// however many load at once.
+#[tokio::test]
+async fn pages_loaded_at_once_each_show_only_their_own_account() {
+    let app = spawn_app().await;
+    let alice = app
+        .signed_in_as("alice-pages@example.com", domain::account::Role::Trader)
+        .await;
+    let bob = app
+        .signed_in_as("bob-pages@example.com", domain::account::Role::Trader)
+        .await;
+    let loads = (0..40).map(|i| {
+        let (client, mine, theirs) = if i % 2 == 0 {
+            (alice.clone(), "alice-pages@", "bob-pages@")
+        } else {
+            (bob.clone(), "bob-pages@", "alice-pages@")
+        };
+        let page = if i % 4 < 2 { "/trade" } else { "/account" };
+        let url = format!("{}{page}", app.address);
+        async move {
+            let response = client.get(&url).send().await.expect("page");
+            assert_eq!(response.status(), 200, "{url}");
+            let body = response.text().await.expect("body");
+            assert!(body.contains(mine), "{url} does not name its own user");
+            assert!(!body.contains(theirs), "{url} shows another user's account");
+        }
+    });
+    futures::future::join_all(loads).await;
+}
