@@ -115,10 +115,13 @@ pub async fn user_for_session(
 /// outlives it; keyed by the session's user and sign-in time, so a sign-in or sign-out within
 /// the request reads again.
 #[derive(Debug, Clone, Default)]
-pub struct RequestUser(Arc<std::sync::Mutex<Option<((UserId, i64), User)>>>);
+pub struct RequestUser(Arc<std::sync::Mutex<Option<(SignedIn, User)>>>);
+
+/// A session's user and the time they signed in (unix seconds).
+type SignedIn = (UserId, i64);
 
 impl RequestUser {
-    fn get(&self, signed_in: (UserId, i64)) -> Option<User> {
+    fn get(&self, signed_in: SignedIn) -> Option<User> {
         let earlier = self.0.lock().ok()?;
         earlier
             .as_ref()
@@ -126,7 +129,7 @@ impl RequestUser {
             .map(|(_, user)| user.clone())
     }
 
-    fn set(&self, signed_in: (UserId, i64), user: &User) {
+    fn set(&self, signed_in: SignedIn, user: &User) {
         if let Ok(mut earlier) = self.0.lock() {
             *earlier = Some((signed_in, user.clone()));
         }
