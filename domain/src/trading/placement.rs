@@ -189,17 +189,16 @@ impl TradingService {
         {
             return Err(refusal.into());
         }
-        let ScreeningSettings {
-            global_limits,
-            own_limits,
-            global_kill,
-            controls,
-            blocked_cidrs,
-            open_cases,
-        } = self.store.screening_settings(owner).await?;
-        let limits = self
-            .resolve_limits(owner, &global_limits, &own_limits, &meta)
-            .await?;
+        let (
+            limits,
+            ScreeningSettings {
+                global_kill,
+                controls,
+                blocked_cidrs,
+                open_cases,
+                ..
+            },
+        ) = self.screening_for(owner, &meta).await?;
         let usage = self.usage(owner, &limits, now).await?;
         let device = device_id(meta.user_agent.as_deref());
         let (blocklist, _) = IpBlocklist::from_entries(&blocked_cidrs);
@@ -446,16 +445,14 @@ impl TradingService {
         let _placing = self.placements.lock(owner).await;
         let now = self.now();
         let meta = RequestMeta::default();
-        let ScreeningSettings {
-            global_limits,
-            own_limits,
-            global_kill,
-            controls,
-            ..
-        } = self.store.screening_settings(owner).await?;
-        let limits = self
-            .resolve_limits(owner, &global_limits, &own_limits, &meta)
-            .await?;
+        let (
+            limits,
+            ScreeningSettings {
+                global_kill,
+                controls,
+                ..
+            },
+        ) = self.screening_for(owner, &meta).await?;
         let portfolio = self.portfolio(owner).await?;
         let held = portfolio.quantity(&order.symbol);
         let day_start = start_of_day(now);

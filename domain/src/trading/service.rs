@@ -12,7 +12,7 @@ use time::{Duration, OffsetDateTime};
 use super::breaker::CircuitBreakers;
 use super::error::{Outage, QuoteFailure, Refusal, TradingError};
 use super::portfolio::{Portfolio, ValuedPosition};
-use super::ports::{CaseNotifier, RawLimits, TradingStore};
+use super::ports::{CaseNotifier, RawLimits, ScreeningSettings, TradingStore};
 use super::{Fill, Order, OrderId, Usage, Venue};
 use crate::account::AccountStore;
 use crate::account::UserId;
@@ -193,8 +193,22 @@ impl TradingService {
         self.resolve_limits(user, &global, &own, meta).await
     }
 
+    /// The settings an order is screened under, with the limits resolved as
+    /// [`Self::limits_for`] resolves them: one read for all of them.
+    pub(super) async fn screening_for(
+        &self,
+        user: UserId,
+        meta: &RequestMeta,
+    ) -> Result<(RiskLimits, ScreeningSettings), TradingError> {
+        let settings = self.store.screening_settings(user).await?;
+        let limits = self
+            .resolve_limits(user, &settings.global_limits, &settings.own_limits, meta)
+            .await?;
+        Ok((limits, settings))
+    }
+
     /// [`Self::limits_for`] on limits already read.
-    pub(super) async fn resolve_limits(
+    async fn resolve_limits(
         &self,
         user: UserId,
         global: &RawLimits,

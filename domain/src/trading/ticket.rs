@@ -38,17 +38,15 @@ impl TradingService {
     /// Everything the order ticket shows and previews with the server's own rules.
     pub async fn ticket(&self, owner: UserId, meta: &RequestMeta) -> Result<Ticket, TradingError> {
         let now = self.now();
-        let ScreeningSettings {
-            global_limits,
-            own_limits,
-            global_kill,
-            controls,
-            open_cases,
-            ..
-        } = self.store.screening_settings(owner).await?;
-        let limits = self
-            .resolve_limits(owner, &global_limits, &own_limits, meta)
-            .await?;
+        let (
+            limits,
+            ScreeningSettings {
+                global_kill,
+                controls,
+                open_cases,
+                ..
+            },
+        ) = self.screening_for(owner, meta).await?;
         let usage = self.usage(owner, &limits, now).await?;
         let portfolio = self.portfolio(owner).await?;
         // A paper feed that is down leaves the ticket without prices, not broken.
