@@ -568,11 +568,15 @@ fn read_trailer(trailer: &str) -> Result<(String, String), ReportProblem> {
     };
     let json = next(MANIFEST_TAG)?;
     let signature = next(SIGNATURE_TAG)?;
-    // Exactly the hex the writer wrote: padding would still verify (the key trims) and come
-    // back in the verified manifest as a signature that was never signed for.
-    if !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
+    // Exactly the lowercase hex the writer wrote: padding or upper case would still verify
+    // (the key trims and decodes either case) and come back in the verified manifest as a
+    // signature that was never signed for.
+    if !signature
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err(ReportProblem::BadTrailer(
-            "the signature is not plain hex".into(),
+            "the signature is not plain lowercase hex".into(),
         ));
     }
     if records.next().is_some() {
@@ -1412,6 +1416,20 @@ mod tests {
         padded[5] = format!("{SIGNATURE_TAG},\"{signature}\n\"");
         assert!(matches!(
             verify(&join(&padded)),
+            Err(ReportProblem::BadTrailer(_))
+        ));
+        // The right signature with one digit in upper case (also found by fuzz/report_verify).
+        let at = signature
+            .find(|c: char| c.is_ascii_lowercase())
+            .expect("a hex letter");
+        let mut upper = l.clone();
+        upper[5] = format!(
+            "{SIGNATURE_TAG},{}{}",
+            &signature[..at],
+            signature[at..].to_ascii_uppercase()
+        );
+        assert!(matches!(
+            verify(&join(&upper)),
             Err(ReportProblem::BadTrailer(_))
         ));
 

@@ -96,13 +96,15 @@ impl ReportPublicKey {
     }
 
     /// Whether `signature_hex` is this key's signature of `message`. Strict verification:
-    /// rejects weak keys and malleable signatures.
+    /// rejects weak keys and malleable signatures, and any spelling of the hex but the one
+    /// `sign` writes (lowercase, nothing around it), so a verified signature is the signed one.
     pub fn verify(&self, message: &[u8], signature_hex: &str) -> bool {
         let Some(key) = self.key() else {
             return false;
         };
-        let Some(bytes) = hex::decode(signature_hex.trim())
+        let Some(bytes) = hex::decode(signature_hex)
             .ok()
+            .filter(|bytes| hex::encode(bytes) == signature_hex)
             .and_then(|b| <[u8; 64]>::try_from(b).ok())
         else {
             return false;
@@ -221,6 +223,9 @@ mod tests {
         assert!(!other.public_key().verify(b"hello", &sig));
         assert!(!key.public_key().verify(b"hello", "zz"));
         assert!(!key.public_key().verify(b"hello", &sig[..126]));
+        // The same signature spelt otherwise is not the signed text.
+        assert!(!key.public_key().verify(b"hello", &sig.to_ascii_uppercase()));
+        assert!(!key.public_key().verify(b"hello", &format!(" {sig}\n")));
     }
 
     #[test]
