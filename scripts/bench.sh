@@ -28,10 +28,10 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$short" = 1 ]; then
-  duration=3s; kms_secs=3; chain_n=50000; appends=2000; raw_commits=500; users=16
+  duration=3s; kms_secs=3; chain_n=50000; appends=2000; raw_commits=500; users=16; paper_fills=2000
   out=${out:-target/bench/results-short.md}
 else
-  duration=15s; kms_secs=10; chain_n=1000000; appends=20000; raw_commits=3000; users=64
+  duration=15s; kms_secs=10; chain_n=1000000; appends=20000; raw_commits=3000; users=64; paper_fills=10000
   out=${out:-docs/bench-results.md}
 fi
 conns=64
@@ -179,6 +179,13 @@ fi
 step "KMS: remote calls per decrypt through the product's data-key cache (64 keys, 64 tasks)"
 line=$("$bin/bench-db" --url "sqlite://$work/raw.db?mode=rwc" kms --keys 64 --secs "$kms_secs")
 kms_decrypts=$(field "$line" decrypts); kms_remote=$(field "$line" remote); kms_pct=$(field "$line" ratio_pct); kms_ttl=$(field "$line" ttl_secs)
+
+step "paper account: a trader with $paper_fills paper fills, from the stored book vs a replay of every fill"
+lines=$("$bin/bench-db" --url "sqlite://$work/paper.db?mode=rwc" --data-dir "$work/data-paper" paper-account --fills "$paper_fills")
+line=$(grep 'kind=paper_account_replay ' <<<"$lines")
+paper_replay_p50=$(field "$line" p50_us)
+line=$(grep 'kind=paper_account ' <<<"$lines")
+paper_p50=$(field "$line" p50_us); paper_first=$(field "$line" first_read_us)
 
 # --- 3. chain verification --------------------------------------------------------------
 db_url="sqlite://$work/app.db?mode=rwc"
@@ -373,6 +380,7 @@ if [ -n "${wasm:-}" ]; then
 else
   row "WASM bundle" "not built (run scripts/build-site.sh)" "–" "–" "≤ 300 kB brotli"
 fi
+row "paper account read, $paper_fills fills, p50 µs" "$paper_p50 (first read $paper_first)" "replay of every fill $paper_replay_p50" "$(ratio "$paper_p50" "$paper_replay_p50")" "reported"
 row "KMS: remote calls per decrypt (cache TTL ${kms_ttl} s)" "$kms_remote of $kms_decrypts ($kms_pct %)" "–" "–" "≤ 1 %"
 
 mkdir -p "$(dirname "$out")"

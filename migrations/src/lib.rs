@@ -11,6 +11,7 @@ mod m20261128_000007_totp_attempts;
 mod m20261128_000008_agent_token_expiry;
 mod m20261128_000009_audit_reports;
 mod m20261128_000010_audit_indexes;
+mod m20261129_000011_paper_books;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000006_order_approval::Migration),
             Box::new(m20261128_000009_audit_reports::Migration),
             Box::new(m20261128_000010_audit_indexes::Migration),
+            Box::new(m20261129_000011_paper_books::Migration),
         ]
     }
 }

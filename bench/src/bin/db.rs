@@ -8,7 +8,9 @@
 //! - `verify`: the in-app chain verification (`AuditService::verify_as_operator`, what
 //!   `cryptopulse audit verify` and the verify job run), with this process's memory growth;
 //! - `raw-scan`: the ceiling for verification, one streaming SELECT of the same rows and a
-//!   SHA-256 over each row's fields chained to the previous digest.
+//!   SHA-256 over each row's fields chained to the previous digest;
+//! - `paper-account`: reading a trader's paper account (what every order and ticket does) after
+//!   `--fills` paper fills, through the product (its stored book) and as a replay of every fill.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -63,6 +65,14 @@ enum Command {
     },
     Verify,
     RawScan,
+    /// Paper-account reads for a trader with `--fills` paper fills (one order filled in that
+    /// many pieces, bulk-inserted).
+    PaperAccount {
+        #[arg(long, default_value_t = 10_000)]
+        fills: usize,
+        #[arg(long, default_value_t = 200)]
+        reads: usize,
+    },
     /// Remote KMS calls per decrypt: 64 tasks decrypting `--keys` data keys in turn for
     /// `--secs` through the product's data-key cache (its default TTL) over the local KMS.
     Kms {
@@ -87,6 +97,9 @@ async fn main() -> BenchResult<()> {
         Command::Verify => verify(&cli.url, &cli.data_dir).await,
         Command::RawScan => raw_scan(&cli.url).await,
         Command::Kms { keys, secs } => kms_calls(keys, Duration::from_secs(secs)).await,
+        Command::PaperAccount { fills, reads } => {
+            paper_account(&backend(&cli.url, &cli.data_dir).await?, fills, reads).await
+        }
     }
 }
 
@@ -268,6 +281,152 @@ async fn chain_load(backend: &Backend, n: usize) -> BenchResult<()> {
     }
     txn.commit().await?;
     report("chain_load", n, started.elapsed(), Vec::new(), "");
+    Ok(())
+}
+
+/// A trader whose one paper order was filled in `fills` pieces (bulk-inserted, as `chain_load`
+/// does), then `reads` reads of their paper account: the product's (from its stored book, after
+/// a first read that replays and stores it) against a replay of every fill, the way every order
+/// read it before the book was stored.
+async fn paper_account(backend: &Backend, fills: usize, reads: usize) -> BenchResult<()> {
+    use domain::account::{Email, Password, Role};
+    use domain::keys::OrderType;
+    use domain::risk::{OrderSide, Verdict};
+    use domain::trading::{
+        ApprovalState, Order, OrderDecisionWrite, OrderId, OrderSource, OrderStatus, OrderStore,
+        Portfolio, Venue,
+    };
+    use rust_decimal::Decimal;
+    use sea_orm::ActiveValue::Set;
+    use server::storage::SqlTradingStore;
+    use server::storage::entities::fill;
+
+    let suffix = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    let owner = backend
+        .services
+        .accounts
+        .sign_up(
+            Email::parse(&format!("paper-{suffix}@bench.example"))?,
+            Password::parse("correct horse battery staple 42".into())?,
+            Role::Trader,
+            Actor::system("bench"),
+            RequestMeta::default(),
+        )
+        .await?
+        .id;
+    let now = time::OffsetDateTime::now_utc();
+    let id = OrderId::new_random();
+    let quantity = Decimal::new(1, 3);
+    let order = Order {
+        id,
+        owner,
+        venue: Venue::PAPER,
+        client_order_id: format!("cp-{}", id.0.simple()),
+        symbol: "BTCUSDT".into(),
+        side: OrderSide::Buy,
+        order_type: OrderType::Market,
+        quantity: quantity * Decimal::from(fills),
+        limit_price: None,
+        reference_price: Decimal::from(60_000),
+        notional: Decimal::from(60) * Decimal::from(fills),
+        status: OrderStatus::Open,
+        hold: None,
+        approval: ApprovalState::NotNeeded,
+        status_reason: None,
+        verdict: Verdict::Allow,
+        hits: Vec::new(),
+        anomaly: None,
+        filled_quantity: Decimal::ZERO,
+        average_price: None,
+        exchange_order_id: Some(format!("paper-{}", id.0.simple())),
+        source: OrderSource::Ticket,
+        case: None,
+        ip: None,
+        device: None,
+        attempts: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    let store = SqlTradingStore::new(backend.db.clone(), Arc::new(SystemClock));
+    store
+        .record_decision(OrderDecisionWrite {
+            order,
+            proposal: None,
+            case: None,
+            new_state: None,
+            audit: vec![AuditDraft::new(
+                Actor::system("bench"),
+                AuditAction::TradeOrderDecided,
+                Outcome::Success,
+                RequestMeta::default(),
+            )],
+        })
+        .await?;
+    let txn = backend.db.begin().await?;
+    let mut batch = Vec::with_capacity(1000);
+    for i in 0..fills {
+        let at = now + time::Duration::milliseconds(i as i64);
+        batch.push(fill::ActiveModel {
+            order_id: Set(id.to_string()),
+            owner: Set(owner.to_string()),
+            symbol: Set("BTCUSDT".into()),
+            side: Set("buy".into()),
+            quantity: Set(quantity.to_string()),
+            price: Set((Decimal::from(60_000) + Decimal::from(i % 97)).to_string()),
+            at: Set(domain::audit::canonical_time(at)),
+            at_us: Set((at.unix_timestamp_nanos() / 1000) as i64),
+            ..Default::default()
+        });
+        if batch.len() == 1000 || i + 1 == fills {
+            fill::Entity::insert_many(std::mem::take(&mut batch))
+                .exec_without_returning(&txn)
+                .await?;
+        }
+    }
+    txn.commit().await?;
+
+    let replayed = async || -> BenchResult<Portfolio> {
+        let fills = store
+            .fills(owner, Some(domain::exchange::ExchangeName::Paper))
+            .await?;
+        Ok(Portfolio::from_fills(&fills))
+    };
+    let mut replay_latencies = Vec::with_capacity(reads);
+    let started = Instant::now();
+    let mut expected = None;
+    for _ in 0..reads {
+        let t = Instant::now();
+        expected = Some(replayed().await?);
+        replay_latencies.push(t.elapsed());
+    }
+    report(
+        "paper_account_replay",
+        reads,
+        started.elapsed(),
+        replay_latencies,
+        &format!(" fills={fills}"),
+    );
+
+    let t = Instant::now();
+    let first = backend.services.trading.portfolio(owner).await?;
+    let first_us = t.elapsed().as_micros();
+    let mut latencies = Vec::with_capacity(reads);
+    let started = Instant::now();
+    for _ in 0..reads {
+        let t = Instant::now();
+        let read = backend.services.trading.portfolio(owner).await?;
+        latencies.push(t.elapsed());
+        if Some(&read) != expected.as_ref() || read != first {
+            return Err("the paper account read differs from a replay of its fills".into());
+        }
+    }
+    report(
+        "paper_account",
+        reads,
+        started.elapsed(),
+        latencies,
+        &format!(" fills={fills} first_read_us={first_us}"),
+    );
     Ok(())
 }
 

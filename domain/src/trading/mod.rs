@@ -42,7 +42,7 @@ pub use controls::{ControlsChanged, MAX_RANGE_NOTE_CHARS, RiskOverview, TradingS
 pub use decision::{OrderDecision, OrderFacts, decide_order};
 pub use error::{Conflict, Forbidden, Outage, QuoteFailure, Refusal, TradingError};
 pub use placement::refusal_sentence;
-pub use portfolio::{Portfolio, Position, ValuedPosition};
+pub use portfolio::{PaperBook, Portfolio, Position, ValuedPosition};
 pub use ports::{
     AgentStore, BlockedRangeStore, CaseDecisionWrite, CaseNotifier, CaseStore, ControlStore,
     ControlsOverview, NoNotifier, OrderStore, RawLimits, ScreeningSettings, ScreeningStore,

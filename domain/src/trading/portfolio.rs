@@ -1,5 +1,6 @@
-//! Positions and the paper cash balance, derived from fills (the fills are the record; a
-//! position is never stored, so it can never disagree with them).
+//! Positions and the paper cash balance, derived from fills (the fills are the record). A stored
+//! [`PaperBook`] is only a replay of the fills up to one of them, so it cannot disagree with them
+//! either; reading the account replays the fills recorded after it.
 
 use std::collections::BTreeMap;
 
@@ -30,53 +31,84 @@ pub struct Portfolio {
     pub positions: Vec<Position>,
 }
 
-impl Portfolio {
-    pub fn from_fills(fills: &[Fill]) -> Self {
-        let mut cash = PAPER_STARTING_CASH;
-        let mut book: BTreeMap<&str, Position> = BTreeMap::new();
-        for fill in fills {
-            let notional = fill.quantity * fill.price;
-            let position = book
-                .entry(fill.symbol.as_str())
-                .or_insert_with(|| Position {
-                    symbol: fill.symbol.clone(),
-                    quantity: Decimal::ZERO,
-                    average_cost: Decimal::ZERO,
-                    realized_pnl: Decimal::ZERO,
-                });
-            match fill.side {
-                OrderSide::Buy => {
-                    cash -= notional;
-                    let held = position.quantity * position.average_cost;
-                    position.quantity += fill.quantity;
-                    if !position.quantity.is_zero() {
-                        position.average_cost = ((held + notional) / position.quantity)
-                            .round_dp(8)
-                            .normalize();
-                    }
+/// The paper account after some fills, closed positions included: a symbol bought again keeps
+/// the profit its earlier sales took. A snapshot of it lets a read replay only the fills since.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaperBook {
+    pub cash: Decimal,
+    pub positions: BTreeMap<String, Position>,
+}
+
+impl Default for PaperBook {
+    fn default() -> Self {
+        Self {
+            cash: PAPER_STARTING_CASH,
+            positions: BTreeMap::new(),
+        }
+    }
+}
+
+impl PaperBook {
+    /// One fill, applied in the order fills were recorded.
+    pub fn apply(&mut self, symbol: &str, side: OrderSide, quantity: Decimal, price: Decimal) {
+        let notional = quantity * price;
+        let position = self
+            .positions
+            .entry(symbol.to_owned())
+            .or_insert_with(|| Position {
+                symbol: symbol.to_owned(),
+                quantity: Decimal::ZERO,
+                average_cost: Decimal::ZERO,
+                realized_pnl: Decimal::ZERO,
+            });
+        match side {
+            OrderSide::Buy => {
+                self.cash -= notional;
+                let held = position.quantity * position.average_cost;
+                position.quantity += quantity;
+                if !position.quantity.is_zero() {
+                    position.average_cost = ((held + notional) / position.quantity)
+                        .round_dp(8)
+                        .normalize();
                 }
-                OrderSide::Sell => {
-                    cash += notional;
-                    position.realized_pnl += (fill.price - position.average_cost) * fill.quantity;
-                    position.quantity -= fill.quantity;
-                    if position.quantity.is_zero() {
-                        position.average_cost = Decimal::ZERO;
-                    }
+            }
+            OrderSide::Sell => {
+                self.cash += notional;
+                position.realized_pnl += (price - position.average_cost) * quantity;
+                position.quantity -= quantity;
+                if position.quantity.is_zero() {
+                    position.average_cost = Decimal::ZERO;
                 }
             }
         }
-        Self {
-            cash: cash.normalize(),
-            positions: book
-                .into_values()
+    }
+
+    /// The account as shown: cash and the positions still open.
+    pub fn portfolio(&self) -> Portfolio {
+        Portfolio {
+            cash: self.cash.normalize(),
+            positions: self
+                .positions
+                .values()
                 .filter(|p| !p.quantity.is_zero())
-                .map(|mut p| {
-                    p.quantity = p.quantity.normalize();
-                    p.realized_pnl = p.realized_pnl.normalize();
-                    p
+                .map(|p| Position {
+                    quantity: p.quantity.normalize(),
+                    realized_pnl: p.realized_pnl.normalize(),
+                    ..p.clone()
                 })
                 .collect(),
         }
+    }
+}
+
+impl Portfolio {
+    /// Replays `fills` (in the order they were recorded) from the starting cash.
+    pub fn from_fills(fills: &[Fill]) -> Self {
+        let mut book = PaperBook::default();
+        for fill in fills {
+            book.apply(&fill.symbol, fill.side, fill.quantity, fill.price);
+        }
+        book.portfolio()
     }
 
     pub fn quantity(&self, symbol: &str) -> Decimal {
@@ -147,5 +179,38 @@ mod tests {
         ]);
         assert!(p.positions.is_empty());
         assert_eq!(p.cash, Decimal::from(100_004));
+    }
+
+    #[test]
+    fn a_book_resumed_from_its_stored_form_at_any_fill_ends_as_a_full_replay() {
+        // Closed and bought again (realized profit carries over), partial sales, a second
+        // symbol, and amounts whose scale must survive storage.
+        let fills = [
+            fill(OrderSide::Buy, "2", "10"),
+            fill(OrderSide::Sell, "2", "12.50"),
+            fill(OrderSide::Buy, "1.000", "11"),
+            fill(OrderSide::Buy, "3", "13.3"),
+            fill(OrderSide::Sell, "0.5", "14"),
+        ];
+        let mut other = fill(OrderSide::Buy, "0.25", "2000");
+        other.symbol = "ETHUSDT".into();
+        let mut fills = fills.to_vec();
+        fills.insert(2, other);
+        let whole = Portfolio::from_fills(&fills);
+        for split in 0..=fills.len() {
+            let mut book = PaperBook::default();
+            for f in &fills[..split] {
+                book.apply(&f.symbol, f.side, f.quantity, f.price);
+            }
+            let stored = serde_json::to_string(&book).expect("stored");
+            let mut resumed: PaperBook = serde_json::from_str(&stored).expect("read back");
+            assert_eq!(resumed, book, "split {split}");
+            for f in &fills[split..] {
+                resumed.apply(&f.symbol, f.side, f.quantity, f.price);
+            }
+            assert_eq!(resumed.portfolio(), whole, "split {split}");
+        }
+        let btc = whole.positions.iter().find(|p| p.symbol == "BTCUSDT");
+        assert_eq!(btc.map(|p| p.realized_pnl), Some(Decimal::new(56375, 4)));
     }
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::agent::{AgentToken, Proposal, ProposalStatus};
 use super::{
     AnomalyCase, BlockedRange, CaseFile, CaseId, CaseStatus, ControlsChange, Fill, HoldKind, Order,
-    OrderDecisionWrite, OrderId, OrderStatus, OrderUpdate, Usage, UserControls,
+    OrderDecisionWrite, OrderId, OrderStatus, OrderUpdate, Portfolio, Usage, UserControls,
 };
 use crate::account::{User, UserId};
 use crate::audit::AuditDraft;
@@ -170,12 +170,17 @@ pub trait OrderStore: Send + Sync + fmt::Debug {
         owner: Option<UserId>,
         limit: u64,
     ) -> Result<Vec<Order>, StoreError>;
-    /// The owner's fills, oldest first; only those on `exchange` when given.
+    /// The owner's fills in the order they were recorded; only those on `exchange` when given.
     async fn fills(
         &self,
         owner: UserId,
         exchange: Option<ExchangeName>,
     ) -> Result<Vec<Fill>, StoreError>;
+    /// The owner's newest fills on every venue, newest first.
+    async fn recent_fills(&self, owner: UserId, limit: u64) -> Result<Vec<Fill>, StoreError>;
+    /// The paper account: `Portfolio::from_fills` of the owner's paper fills, without reading
+    /// all of them on every order.
+    async fn paper_portfolio(&self, owner: UserId) -> Result<Portfolio, StoreError>;
 }
 
 /// Anomaly cases and reviewers' decisions.

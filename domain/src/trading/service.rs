@@ -259,18 +259,17 @@ impl TradingService {
 
     /// The paper account: fills on a keyed exchange are that exchange's balance, not ours.
     pub async fn portfolio(&self, owner: UserId) -> Result<Portfolio, TradingError> {
-        Ok(Portfolio::from_fills(
-            &self.store.fills(owner, Some(ExchangeName::Paper)).await?,
-        ))
+        Ok(self.store.paper_portfolio(owner).await?)
     }
 
     /// The paper account with its positions valued at the current paper price, and every fill
     /// (newest first) on any venue.
     pub async fn portfolio_report(&self, owner: UserId) -> Result<PortfolioReport, TradingError> {
         let portfolio = self.portfolio(owner).await?;
-        let mut fills = self.store.fills(owner, None).await?;
-        fills.reverse();
-        fills.truncate(PortfolioReport::MAX_FILLS);
+        let fills = self
+            .store
+            .recent_fills(owner, PortfolioReport::MAX_FILLS as u64)
+            .await?;
         Ok(PortfolioReport {
             cash: portfolio.cash,
             positions: self.valued(&portfolio).await,
@@ -366,11 +365,6 @@ impl TradingService {
             .order(owner, id)
             .await?
             .ok_or(TradingError::NotFound)
-    }
-
-    /// The owner's fills on every venue, oldest first.
-    pub async fn fills(&self, owner: UserId) -> Result<Vec<Fill>, TradingError> {
-        Ok(self.store.fills(owner, None).await?)
     }
 }
 

@@ -428,6 +428,27 @@ pub mod fill {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub mod paper_book {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "paper_books")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub owner: String,
+        /// The last fill (by id) the book includes.
+        pub through_fill_id: i64,
+        /// `domain::trading::PaperBook` as JSON.
+        pub book: String,
+        pub updated_at: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod anomaly_case {
     use sea_orm::entity::prelude::*;
 

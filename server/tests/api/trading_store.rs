@@ -21,7 +21,7 @@ use domain::trading::{
     AgentScope, AgentStore, AgentToken, AnomalyCase, ApprovalState, BlockedRange,
     BlockedRangeStore, CaseDecisionWrite, CaseEvidence, CaseId, CaseStatus, CaseStore,
     ControlStore, ControlsChange, Fill, HoldKind, Order, OrderDecisionWrite, OrderId, OrderSource,
-    OrderStatus, OrderStore, OrderUpdate, Proposal, ProposalStatus, ScreeningSettings,
+    OrderStatus, OrderStore, OrderUpdate, Portfolio, Proposal, ProposalStatus, ScreeningSettings,
     ScreeningStore, UserControls, Venue, counted_notional,
 };
 use rust_decimal::Decimal;
@@ -861,6 +861,11 @@ async fn updates_and_fills_read_back() {
 
 /// Records `order` as sent and filled in full at 100, with its fill.
 async fn filled(store: &SqlTradingStore, order: Order) -> Fill {
+    filled_at(store, order, dec("100")).await
+}
+
+/// Records `order` as sent and filled in full at `price`, with its fill.
+async fn filled_at(store: &SqlTradingStore, order: Order, price: Decimal) -> Fill {
     let placed = record(store, with_status(order, OrderStatus::Submitting, None)).await;
     let fill = Fill {
         order: placed.id,
@@ -868,7 +873,7 @@ async fn filled(store: &SqlTradingStore, order: Order) -> Fill {
         symbol: placed.symbol.clone(),
         side: placed.side,
         quantity: placed.quantity,
-        price: dec("100"),
+        price,
         at: placed.created_at,
     };
     store
@@ -879,7 +884,7 @@ async fn filled(store: &SqlTradingStore, order: Order) -> Fill {
                 hold: None,
                 status_reason: None,
                 filled_quantity: placed.quantity,
-                average_price: Some(dec("100")),
+                average_price: Some(price),
                 exchange_order_id: None,
             },
             Some(fill.clone()),
@@ -926,6 +931,115 @@ async fn fills_are_read_per_owner_and_exchange() {
         vec![others_fill]
     );
     assert!(fills(other, Some(ExchangeName::Binance)).await.is_empty());
+    app.stop().await;
+}
+
+/// The paper account read through its stored book equals a replay of every paper fill: as
+/// fills accrue past the point where a read stores the book, with reads racing each other, and
+/// with another venue's and another trader's fills beside them.
+#[tokio::test]
+async fn the_paper_account_from_its_stored_book_equals_a_replay_of_every_paper_fill() {
+    let app = spawn_app().await;
+    let store = store(&app);
+    let owner = new_user(&app, "book@example.com", Role::Trader).await;
+    let other = new_user(&app, "other-book@example.com", Role::Trader).await;
+    let at = now(&app);
+    let replay = |user: UserId| {
+        let store = store.clone();
+        async move {
+            let fills = store.fills(user, Some(ExchangeName::Paper)).await;
+            Portfolio::from_fills(&fills.expect("fills"))
+        }
+    };
+    let read = |user: UserId| {
+        let store = store.clone();
+        async move { store.paper_portfolio(user).await.expect("paper account") }
+    };
+    let stored_through = |user: UserId| {
+        let app = &app;
+        async move {
+            app.count(&format!(
+                "SELECT COALESCE(MAX(through_fill_id), 0) FROM paper_books WHERE owner = '{user}'"
+            ))
+            .await
+        }
+    };
+    let last_paper_fill = |user: UserId| {
+        let app = &app;
+        async move {
+            app.count(&format!(
+                "SELECT MAX(f.id) FROM fills f JOIN orders o ON o.id = f.order_id \
+                 WHERE f.owner = '{user}' AND o.exchange = 'paper'"
+            ))
+            .await
+        }
+    };
+    let binance = Venue {
+        exchange: ExchangeName::Binance,
+        environment: KeyEnvironment::Testnet,
+        key: Some(KeyId::new_random()),
+    };
+
+    for n in 1..=150_i64 {
+        let mut paper = order(owner, at + Duration::seconds(n), "50");
+        // Two buys, then a sale, at moving prices: the average cost and the profit taken
+        // depend on every fill before.
+        paper.side = if n % 3 == 0 {
+            OrderSide::Sell
+        } else {
+            OrderSide::Buy
+        };
+        paper.symbol = if n % 5 == 0 { "ETHUSDT" } else { "BTCUSDT" }.into();
+        filled_at(&store, paper, Decimal::from(90 + (n * 7) % 23)).await;
+        if n % 10 == 0 {
+            let mut keyed = order(owner, at + Duration::seconds(n), "50");
+            keyed.venue = binance.clone();
+            filled_at(&store, keyed, dec("1")).await;
+            filled_at(&store, order(other, at, "50"), dec("7")).await;
+        }
+        if n % 20 == 0 {
+            let reads = race(|| read(owner)).await;
+            let expected = replay(owner).await;
+            assert!(reads.iter().all(|r| *r == expected), "after {n} fills");
+        }
+    }
+    // Reads that replayed many fills (70 since the book stored at the 80th) store the book
+    // through the last of them.
+    let stored_before = stored_through(owner).await;
+    assert!(stored_before > 0);
+    let reads = race(|| read(owner)).await;
+    let expected = replay(owner).await;
+    assert!(reads.iter().all(|r| *r == expected));
+    assert!(stored_through(owner).await > stored_before);
+    assert_eq!(stored_through(owner).await, last_paper_fill(owner).await);
+    assert_eq!(read(other).await, replay(other).await);
+    assert_eq!(read(other).await.quantity("BTCUSDT"), dec("7.5"));
+    assert_eq!(
+        stored_through(other).await,
+        0,
+        "15 fills are replayed, not stored"
+    );
+
+    // A later read starts from the stored book (edited here to show it), plus the fills since.
+    app.exec(&format!(
+        "UPDATE paper_books SET book = '{{\"cash\":\"5\",\"positions\":{{}}}}' \
+         WHERE owner = '{owner}'"
+    ))
+    .await;
+    filled_at(&store, order(owner, at, "50"), dec("4")).await;
+    let from_book = read(owner).await;
+    assert_eq!(from_book.cash, dec("3"));
+    assert_eq!(from_book.quantity("BTCUSDT"), dec("0.5"));
+    // A book that is not one is a corrupt row, never a silently wrong balance.
+    app.exec(&format!(
+        "UPDATE paper_books SET book = 'not json' WHERE owner = '{owner}'"
+    ))
+    .await;
+    let err = store.paper_portfolio(owner).await.expect_err("corrupt");
+    assert!(
+        matches!(&err, StoreError::Backend(text) if text.contains("paper_books")),
+        "{err:?}"
+    );
     app.stop().await;
 }
 

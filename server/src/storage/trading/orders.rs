@@ -8,22 +8,24 @@ use domain::ports::StoreError;
 use domain::risk::TradeSample;
 use domain::trading::{
     ApprovalState, Fill, HoldKind, Order, OrderDecisionWrite, OrderId, OrderStatus, OrderStore,
-    OrderUpdate, ProposalStatus, Usage,
+    OrderUpdate, PaperBook, Portfolio, ProposalStatus, Usage,
 };
 use rust_decimal::Decimal;
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::{
+    Alias, Expr, ExprTrait, Func, OnConflict, Query, SelectStatement, UnionType,
+};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, JoinType, QueryFilter,
     QueryOrder, QuerySelect,
 };
 use time::OffsetDateTime;
 
-use super::super::converted;
-use super::super::entities::{anomaly_case, fill, order, proposal};
+use super::super::entities::{anomaly_case, fill, order, paper_book, proposal};
+use super::super::{DbResult, converted};
 use super::rows::{
     HistoryRow, UsageRow, case_row, counted, hold_column, order_row, to_fill, to_order,
 };
-use super::{Fields, SqlTradingStore, all, amount, micros, owned_by, put_state};
+use super::{Fields, SqlTradingStore, all, amount, json, micros, owned_by, put_state};
 
 const APPROVED_REASON: &str = "Approved by you; sending";
 
@@ -461,13 +463,165 @@ impl OrderStore for SqlTradingStore {
                     .join(JoinType::InnerJoin, fill_order)
                     .filter(order::Column::Exchange.eq(exchange.as_str()));
             }
-            let rows = query
-                .order_by_asc(fill::Column::AtUs)
-                .order_by_asc(fill::Column::Id)
+            let rows = query.order_by_asc(fill::Column::Id).all(&self.db).await?;
+            all(&rows, to_fill)
+        })
+        .await
+    }
+
+    async fn recent_fills(&self, owner: UserId, limit: u64) -> Result<Vec<Fill>, StoreError> {
+        converted(async {
+            let rows = fill::Entity::find()
+                .filter(fill::Column::Owner.eq(owner.to_string()))
+                .order_by_desc(fill::Column::Id)
+                .limit(limit)
                 .all(&self.db)
                 .await?;
             all(&rows, to_fill)
         })
         .await
+    }
+
+    /// One statement reads the stored book and the paper fills recorded after it. A read that
+    /// replayed many stores the book it ended with, so the next one starts there.
+    async fn paper_portfolio(&self, owner: UserId) -> Result<Portfolio, StoreError> {
+        converted(async {
+            let owner_id = owner.to_string();
+            let rows = self
+                .db
+                .query_all(&paper_book_and_later_fills(&owner_id))
+                .await?;
+            let mut stored: Option<(i64, PaperBook)> = None;
+            let mut later = Vec::with_capacity(rows.len());
+            for row in rows {
+                let text = |column: &str| row.try_get::<String>("", column);
+                let id: i64 = row.try_get("", "id")?;
+                let f = Fields {
+                    table: "paper_books",
+                    id: &owner_id,
+                };
+                if text("kind")? == STORED_BOOK {
+                    stored = Some((id, f.json(&text("symbol")?, "book")?));
+                } else {
+                    let side = f.side(&text("side")?)?;
+                    let quantity = f.decimal(&text("quantity")?, "quantity")?;
+                    let price = f.decimal(&text("price")?, "price")?;
+                    later.push((id, text("symbol")?, side, quantity, price));
+                }
+            }
+            later.sort_by_key(|fill| fill.0);
+            let (stored_through, mut book) = stored.unwrap_or_default();
+            for (_, symbol, side, quantity, price) in &later {
+                book.apply(symbol, *side, *quantity, *price);
+            }
+            if let Some((through, ..)) = later.last()
+                && later.len() >= PAPER_BOOK_REPLAY_LIMIT
+            {
+                // Best effort: without it the next read only replays more.
+                if let Err(err) = self.store_paper_book(&owner_id, *through, &book).await {
+                    tracing::warn!(
+                        owner = %owner_id,
+                        from = stored_through,
+                        through,
+                        error = %err,
+                        "could not store the paper book"
+                    );
+                }
+            }
+            Ok(book.portfolio())
+        })
+        .await
+    }
+}
+
+/// A read that replays at least this many fills stores the book it ended with: one small write
+/// per that many paper fills, and no read replays many more.
+const PAPER_BOOK_REPLAY_LIMIT: usize = 64;
+const STORED_BOOK: &str = "book";
+const LATER_FILL: &str = "fill";
+
+/// `(kind, id, symbol, side, quantity, price)` rows: the owner's stored book (its JSON in
+/// `symbol`, its last fill in `id`), then their paper fills after that fill.
+fn paper_book_and_later_fills(owner_id: &str) -> SelectStatement {
+    let stored_through = Query::select()
+        .column(paper_book::Column::ThroughFillId)
+        .from(paper_book::Entity)
+        .and_where(paper_book::Column::Owner.eq(owner_id))
+        .to_owned();
+    let fill_col = |column: fill::Column| Expr::col((fill::Entity, column));
+    let mut query = Query::select()
+        .expr_as(Expr::val(STORED_BOOK), "kind")
+        .expr_as(Expr::col(paper_book::Column::ThroughFillId), "id")
+        .expr_as(Expr::col(paper_book::Column::Book), "symbol")
+        .expr_as(Expr::val(""), "side")
+        .expr_as(Expr::val(""), "quantity")
+        .expr_as(Expr::val(""), "price")
+        .from(paper_book::Entity)
+        .and_where(paper_book::Column::Owner.eq(owner_id))
+        .to_owned();
+    query.union(
+        UnionType::All,
+        Query::select()
+            .expr_as(Expr::val(LATER_FILL), "kind")
+            .expr_as(fill_col(fill::Column::Id), "id")
+            .expr_as(fill_col(fill::Column::Symbol), "symbol")
+            .expr_as(fill_col(fill::Column::Side), "side")
+            .expr_as(fill_col(fill::Column::Quantity), "quantity")
+            .expr_as(fill_col(fill::Column::Price), "price")
+            .from(fill::Entity)
+            .inner_join(
+                order::Entity,
+                Expr::col((order::Entity, order::Column::Id))
+                    .equals((fill::Entity, fill::Column::OrderId)),
+            )
+            .and_where(fill_col(fill::Column::Owner).eq(owner_id))
+            .and_where(
+                Expr::col((order::Entity, order::Column::Exchange))
+                    .eq(ExchangeName::Paper.as_str()),
+            )
+            .and_where(
+                fill_col(fill::Column::Id)
+                    .gt(Func::coalesce([Expr::from(stored_through), Expr::val(0)])),
+            )
+            .to_owned(),
+    );
+    query
+}
+
+impl SqlTradingStore {
+    /// Stores `book` as the replay through fill `through`, unless a book through a later fill
+    /// is already stored. It joins the audit chain's write batch, as every frequent write does
+    /// (see `commit_unaudited`).
+    async fn store_paper_book(
+        &self,
+        owner_id: &str,
+        through: i64,
+        book: &PaperBook,
+    ) -> DbResult<()> {
+        let book = json(book, "paper book")?;
+        let txn = self.chain.begin().await?;
+        paper_book::Entity::insert(paper_book::ActiveModel {
+            owner: Set(owner_id.to_owned()),
+            through_fill_id: Set(through),
+            book: Set(book),
+            updated_at: Set(canonical_time(self.clock.now())),
+        })
+        .on_conflict(
+            OnConflict::column(paper_book::Column::Owner)
+                .update_columns([
+                    paper_book::Column::ThroughFillId,
+                    paper_book::Column::Book,
+                    paper_book::Column::UpdatedAt,
+                ])
+                .action_and_where(
+                    Expr::col((paper_book::Entity, paper_book::Column::ThroughFillId)).lt(
+                        Expr::col((Alias::new("excluded"), paper_book::Column::ThroughFillId)),
+                    ),
+                )
+                .to_owned(),
+        )
+        .exec_without_returning(txn.conn())
+        .await?;
+        txn.commit_unaudited().await
     }
 }
