@@ -484,6 +484,10 @@ impl OrderStore for SqlTradingStore {
 
     /// One statement reads the stored book and the paper fills recorded after it. A read that
     /// replayed many stores the book it ended with, so the next one starts there.
+    ///
+    /// Sound because fills become visible in id order: they are written only by audited
+    /// writes, which the chain lock serialises (across replicas too), so a reader that sees
+    /// fill N has seen every fill before it, and a book through N covers exactly those.
     async fn paper_portfolio(&self, owner: UserId) -> Result<Portfolio, StoreError> {
         converted(async {
             let owner_id = owner.to_string();
