@@ -993,7 +993,7 @@ async fn the_paper_account_from_its_stored_book_equals_a_replay_of_every_paper_f
         filled_at(&store, paper, Decimal::from(90 + (n * 7) % 23)).await;
         if n % 10 == 0 {
             let mut keyed = order(owner, at + Duration::seconds(n), "50");
-            keyed.venue = binance.clone();
+            keyed.venue = binance;
             filled_at(&store, keyed, dec("1")).await;
             filled_at(&store, order(other, at, "50"), dec("7")).await;
         }
