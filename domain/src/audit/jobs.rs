@@ -40,7 +40,8 @@ impl fmt::Display for JobId {
 pub struct JobStatus<R> {
     /// Units done so far (events checked, rows laid out).
     pub done: u64,
-    /// Units expected (the chain head's seq when the job started): progress bars only.
+    /// Units expected (the chain head's seq when the job started, raised to `done` if the chain
+    /// grew since): progress bars only.
     pub total: u64,
     pub finished: bool,
     /// Set once finished.
@@ -55,6 +56,15 @@ impl<R> Default for JobStatus<R> {
             finished: false,
             result: None,
         }
+    }
+}
+
+impl<R> JobStatus<R> {
+    /// Records `done` units. Events appended after a verification read its head are checked
+    /// too, so the expected total grows with them rather than showing "12 of 10".
+    pub fn advance_to(&mut self, done: u64) {
+        self.done = done;
+        self.total = self.total.max(done);
     }
 }
 
@@ -74,4 +84,21 @@ pub trait AuditJobRunner: Send + Sync + fmt::Debug {
     fn start_verify(&self, reviewer: &Reviewer, meta: RequestMeta) -> JobId;
     /// The verification's progress, if `requester` started it (nobody else may see it).
     fn status(&self, requester: UserId, id: JobId) -> Option<JobStatus<VerifyResult>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_past_the_expected_total_raises_the_total() {
+        let mut status = JobStatus::<VerifyResult> {
+            total: 10,
+            ..JobStatus::default()
+        };
+        status.advance_to(4);
+        assert_eq!((status.done, status.total), (4, 10));
+        status.advance_to(12);
+        assert_eq!((status.done, status.total), (12, 12));
+    }
 }

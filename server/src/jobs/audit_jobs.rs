@@ -77,7 +77,7 @@ impl AuditJobRunner for TokioAuditJobs {
             let outcome = runner
                 .audit
                 .verify(&reviewer, meta, move |checked| {
-                    progress_runner.update(id, |status| status.done = checked)
+                    progress_runner.update(id, |status| status.advance_to(checked))
                 })
                 .await;
             let result = match outcome {
@@ -89,7 +89,7 @@ impl AuditJobRunner for TokioAuditJobs {
             };
             runner.update(id, |status| {
                 if let VerifyResult::Checked(Ok(verified)) = &result {
-                    status.done = verified.checked;
+                    status.advance_to(verified.checked);
                 }
                 status.finished = true;
                 status.result = Some(result);
