@@ -13,10 +13,12 @@ use super::decision::{
 };
 use super::error::{QuoteFailure, Refusal, TradingError};
 use super::execution::SendOutcome;
-use super::service::{VenueChoice, device_id, draft, paused_reason, plain, start_of_day};
+use super::service::{
+    VenueChoice, device_id, draft, paused_reason, plain, start_of_day, velocity_window_start,
+};
 use super::{
     AnomalyCase, ApprovalState, CaseId, CaseStatus, HoldKind, Order, OrderDecisionWrite, OrderId,
-    OrderSource, OrderStatus, ScreeningSettings, TradingService, UserControls, Venue,
+    OrderRecord, OrderSource, OrderStatus, ScreeningSettings, TradingService, UserControls, Venue,
 };
 use crate::account::UserId;
 use crate::audit::{Actor, Outcome, RequestMeta};
@@ -177,7 +179,7 @@ impl TradingService {
             })?;
         let placing = self.placements.lock(owner).await;
         let now = self.now();
-        let portfolio = self.portfolio(owner).await?;
+        let (portfolio, settings) = self.store.account_and_settings(owner).await?;
         if venue == Venue::PAPER
             && let Some(refusal) = paper_funds_refusal(
                 terms.side,
@@ -189,26 +191,31 @@ impl TradingService {
         {
             return Err(refusal.into());
         }
-        let (
-            limits,
-            ScreeningSettings {
-                global_kill,
-                controls,
-                blocked_cidrs,
-                open_cases,
-                ..
-            },
-        ) = self.screening_for(owner, &meta).await?;
-        let usage = self.usage(owner, &limits, now).await?;
+        let limits = self.settings_limits(owner, &settings, &meta).await?;
+        let ScreeningSettings {
+            global_kill,
+            controls,
+            blocked_cidrs,
+            open_cases,
+            ..
+        } = settings;
         let device = device_id(meta.user_agent.as_deref());
         let (blocklist, _) = IpBlocklist::from_entries(&blocked_cidrs);
-        let history = self
+        let OrderRecord {
+            usage,
+            history,
+            seen_ip,
+            seen_device,
+        } = self
             .store
-            .trade_history(owner, risk::HISTORY_LEN as u64)
-            .await?;
-        let (seen_ip, seen_device) = self
-            .store
-            .seen_before(owner, meta.ip.as_deref(), device.as_deref())
+            .order_record(
+                owner,
+                start_of_day(now),
+                velocity_window_start(&limits, now),
+                risk::HISTORY_LEN as u64,
+                meta.ip.as_deref(),
+                device.as_deref(),
+            )
             .await?;
         let decision = decide_order(&OrderFacts {
             now,
@@ -446,6 +453,7 @@ impl TradingService {
         let now = self.now();
         let meta = RequestMeta::default();
         let (
+            portfolio,
             limits,
             ScreeningSettings {
                 global_kill,
@@ -453,7 +461,6 @@ impl TradingService {
                 ..
             },
         ) = self.screening_for(owner, &meta).await?;
-        let portfolio = self.portfolio(owner).await?;
         let held = portfolio.quantity(&order.symbol);
         let day_start = start_of_day(now);
         let usage = self.store.usage(owner, day_start, now).await?;

@@ -274,9 +274,20 @@ pub struct ScreeningSettings {
     pub open_cases: u64,
 }
 
+/// What screening reads of the trader's own orders once their limits are known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderRecord {
+    pub usage: Usage,
+    /// [`OrderStore::trade_history`], oldest first.
+    pub history: Vec<TradeSample>,
+    /// [`OrderStore::seen_before`] of the order's IP and device.
+    pub seen_ip: bool,
+    pub seen_device: bool,
+}
+
 /// The reads of screening, together.
 #[async_trait]
-pub trait ScreeningStore: ControlStore + BlockedRangeStore + CaseStore {
+pub trait ScreeningStore: ControlStore + BlockedRangeStore + CaseStore + OrderStore {
     /// One read per area here; a store that can read them in one round trip should (the SQL
     /// store does: each statement costs a hand-off to the database's connection).
     async fn screening_settings(&self, user: UserId) -> Result<ScreeningSettings, StoreError> {
@@ -293,6 +304,40 @@ pub trait ScreeningStore: ControlStore + BlockedRangeStore + CaseStore {
                 .map(|range| range.cidr)
                 .collect(),
             open_cases: self.open_cases_for(user).await?,
+        })
+    }
+
+    /// The paper account and the screening settings: what an order is checked against before
+    /// its limits are known.
+    async fn account_and_settings(
+        &self,
+        owner: UserId,
+    ) -> Result<(Portfolio, ScreeningSettings), StoreError> {
+        Ok((
+            self.paper_portfolio(owner).await?,
+            self.screening_settings(owner).await?,
+        ))
+    }
+
+    /// The owner's usage since `day_start` and `window_start`, their last `history_len`
+    /// trades, and whether `ip` and `device` are familiar.
+    async fn order_record(
+        &self,
+        owner: UserId,
+        day_start: OffsetDateTime,
+        window_start: OffsetDateTime,
+        history_len: u64,
+        ip: Option<&str>,
+        device: Option<&str>,
+    ) -> Result<OrderRecord, StoreError> {
+        let usage = self.usage(owner, day_start, window_start).await?;
+        let history = self.trade_history(owner, history_len).await?;
+        let (seen_ip, seen_device) = self.seen_before(owner, ip, device).await?;
+        Ok(OrderRecord {
+            usage,
+            history,
+            seen_ip,
+            seen_device,
         })
     }
 }

@@ -193,18 +193,27 @@ impl TradingService {
         self.resolve_limits(user, &global, &own, meta).await
     }
 
-    /// The settings an order is screened under, with the limits resolved as
-    /// [`Self::limits_for`] resolves them: one read for all of them.
+    /// The paper account and the settings an order is screened under, with the limits
+    /// resolved as [`Self::limits_for`] resolves them: one read for all of them.
     pub(super) async fn screening_for(
         &self,
-        user: UserId,
+        owner: UserId,
         meta: &RequestMeta,
-    ) -> Result<(RiskLimits, ScreeningSettings), TradingError> {
-        let settings = self.store.screening_settings(user).await?;
-        let limits = self
-            .resolve_limits(user, &settings.global_limits, &settings.own_limits, meta)
-            .await?;
-        Ok((limits, settings))
+    ) -> Result<(Portfolio, RiskLimits, ScreeningSettings), TradingError> {
+        let (portfolio, settings) = self.store.account_and_settings(owner).await?;
+        let limits = self.settings_limits(owner, &settings, meta).await?;
+        Ok((portfolio, limits, settings))
+    }
+
+    /// The limits in `settings`, resolved as [`Self::limits_for`] resolves them.
+    pub(super) async fn settings_limits(
+        &self,
+        user: UserId,
+        settings: &ScreeningSettings,
+        meta: &RequestMeta,
+    ) -> Result<RiskLimits, TradingError> {
+        self.resolve_limits(user, &settings.global_limits, &settings.own_limits, meta)
+            .await
     }
 
     /// [`Self::limits_for`] on limits already read.
@@ -250,10 +259,9 @@ impl TradingService {
         limits: &RiskLimits,
         now: OffsetDateTime,
     ) -> Result<Usage, TradingError> {
-        let window = Duration::seconds(i64::from(limits.velocity_window_secs));
         Ok(self
             .store
-            .usage(owner, start_of_day(now), now - window)
+            .usage(owner, start_of_day(now), velocity_window_start(limits, now))
             .await?)
     }
 
@@ -418,4 +426,9 @@ pub(super) fn agent_actor(id: impl ToString) -> Actor {
         kind: ActorKind::Agent,
         id: Some(id.to_string()),
     }
+}
+
+/// Where the velocity window that ends `now` starts.
+pub(super) fn velocity_window_start(limits: &RiskLimits, now: OffsetDateTime) -> OffsetDateTime {
+    now - Duration::seconds(i64::from(limits.velocity_window_secs))
 }

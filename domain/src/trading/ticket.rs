@@ -39,6 +39,7 @@ impl TradingService {
     pub async fn ticket(&self, owner: UserId, meta: &RequestMeta) -> Result<Ticket, TradingError> {
         let now = self.now();
         let (
+            portfolio,
             limits,
             ScreeningSettings {
                 global_kill,
@@ -48,7 +49,6 @@ impl TradingService {
             },
         ) = self.screening_for(owner, meta).await?;
         let usage = self.usage(owner, &limits, now).await?;
-        let portfolio = self.portfolio(owner).await?;
         // A paper feed that is down leaves the ticket without prices, not broken.
         let prices = match self
             .quotes(owner, VenueChoice::Paper, &limits.symbol_allowlist)

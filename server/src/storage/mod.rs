@@ -27,6 +27,7 @@ pub mod checkpoints;
 pub mod entities;
 mod keys;
 mod sessions;
+mod sqlite_reader;
 pub mod stepup;
 pub mod trading;
 
@@ -34,7 +35,10 @@ use std::time::Duration;
 
 use domain::ports::StoreError;
 use migrations::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
+use sea_orm::sea_query::SelectStatement;
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, TryGetableMany,
+};
 
 pub use accounts::SqlAccountStore;
 pub use audit::{AuditChain, SqlAuditLog, to_row};
@@ -171,6 +175,18 @@ impl DbError {
 
 /// Runs a port method's body, written with plain `?`, and returns its error as the port's
 /// error type (`StoreError`, or any other type that is `From<DbError>`).
+/// The rows of `query`, each read as a tuple of its columns in order.
+pub(crate) async fn tuples<T: TryGetableMany>(
+    db: &impl ConnectionTrait,
+    query: &SelectStatement,
+) -> DbResult<Vec<T>> {
+    db.query_all(query)
+        .await?
+        .iter()
+        .map(|row| Ok(row.try_get_many_by_index()?))
+        .collect()
+}
+
 pub(crate) async fn converted<T, E: From<DbError>>(
     body: impl Future<Output = DbResult<T>>,
 ) -> Result<T, E> {

@@ -20,9 +20,9 @@ use domain::risk::{
 use domain::trading::{
     AgentScope, AgentStore, AgentToken, AnomalyCase, ApprovalState, BlockedRange,
     BlockedRangeStore, CaseDecisionWrite, CaseEvidence, CaseId, CaseStatus, CaseStore,
-    ControlStore, ControlsChange, Fill, HoldKind, Order, OrderDecisionWrite, OrderId, OrderSource,
-    OrderStatus, OrderStore, OrderUpdate, Portfolio, Proposal, ProposalStatus, ScreeningSettings,
-    ScreeningStore, UserControls, Venue, counted_notional,
+    ControlStore, ControlsChange, Fill, HoldKind, Order, OrderDecisionWrite, OrderId, OrderRecord,
+    OrderSource, OrderStatus, OrderStore, OrderUpdate, Portfolio, Proposal, ProposalStatus,
+    ScreeningSettings, ScreeningStore, UserControls, Venue, counted_notional,
 };
 use rust_decimal::Decimal;
 use server::storage::SqlTradingStore;
@@ -1040,6 +1040,14 @@ async fn the_paper_account_from_its_stored_book_equals_a_replay_of_every_paper_f
         matches!(&err, StoreError::Backend(text) if text.contains("paper_books")),
         "{err:?}"
     );
+    let err = store
+        .account_and_settings(owner)
+        .await
+        .expect_err("corrupt, read with the settings");
+    assert!(
+        matches!(&err, StoreError::Backend(text) if text.contains("paper_books")),
+        "{err:?}"
+    );
     app.stop().await;
 }
 
@@ -1258,6 +1266,36 @@ async fn usage_and_trade_history_add_up_the_right_orders() {
         store.seen_before(user, None, None).await.expect("seen"),
         (false, false)
     );
+    // Screening reads the three together (on SQLite in one read transaction): the same.
+    assert_eq!(
+        store
+            .order_record(
+                user,
+                day_start,
+                window_start,
+                50,
+                Some("192.0.2.9"),
+                Some("device-denied")
+            )
+            .await
+            .expect("order record"),
+        OrderRecord {
+            usage: store
+                .usage(user, day_start, window_start)
+                .await
+                .expect("usage"),
+            history: store.trade_history(user, 50).await.expect("history"),
+            seen_ip: true,
+            seen_device: false,
+        }
+    );
+    let fresh_record = store
+        .order_record(fresh, day_start, window_start, 50, None, None)
+        .await
+        .expect("order record");
+    assert_eq!(fresh_record.usage, Default::default());
+    assert!(fresh_record.history.is_empty());
+    assert!(!fresh_record.seen_ip && !fresh_record.seen_device);
     assert_eq!(
         store
             .seen_before(fresh, Some("198.51.100.1"), Some("device-a"))
@@ -1909,6 +1947,18 @@ async fn screening_settings_match_the_per_area_reads() {
         ["198.51.100.0/24", "2001:db8::/32"]
     );
     assert_eq!(trader_settings.open_cases, 0);
+
+    // With the paper account, as screening reads them (on SQLite in one read transaction).
+    let (portfolio, mut settings) = store
+        .account_and_settings(trader)
+        .await
+        .expect("account and settings");
+    settings.blocked_cidrs.sort();
+    assert_eq!(settings, trader_settings);
+    assert_eq!(
+        portfolio,
+        store.paper_portfolio(trader).await.expect("portfolio")
+    );
 
     let other_settings = together(other).await;
     assert_eq!(other_settings, per_area(other).await);

@@ -10,22 +10,28 @@ use domain::ports::StoreError;
 use domain::risk::TradingState;
 use domain::trading::{
     BlockedRange, BlockedRangeStore, CaseStatus, ControlStore, ControlsChange, ControlsOverview,
-    RawLimits, ScreeningSettings, ScreeningStore, UserControls, UserRisk,
+    OrderRecord, OrderStore, Portfolio, RawLimits, ScreeningSettings, ScreeningStore, UserControls,
+    UserRisk,
 };
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query, UnionType};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query, SelectStatement, UnionType};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::super::accounts::to_user;
 use super::super::entities::{
     anomaly_case, ip_block, risk_limit, trading_setting, user, user_trading,
 };
-use super::super::{DbResult, converted};
-use super::rows::{to_blocked, to_controls};
-use super::{GLOBAL_SCOPE, KILL_SWITCH_KEY, SqlTradingStore, all, corrupt};
+use super::super::sqlite_reader::rows;
+use super::super::{DbResult, converted, tuples};
+use super::orders::{
+    PaperRow, familiarity_query, history_of, history_query, paper_book_and_later_fills, usage_of,
+    usage_query,
+};
+use super::rows::{HistoryRow, UsageRow, to_blocked, to_controls};
+use super::{GLOBAL_SCOPE, KILL_SWITCH_KEY, SqlTradingStore, all, corrupt, micros};
 
 #[async_trait]
 impl ControlStore for SqlTradingStore {
@@ -288,134 +294,217 @@ impl ScreeningStore for SqlTradingStore {
     /// One statement: each branch of a `UNION ALL` reads one area as `(kind, a, b, c)` text rows,
     /// where five statements cost five hand-offs to the connection's thread per order.
     async fn screening_settings(&self, user: UserId) -> Result<ScreeningSettings, StoreError> {
-        const LIMIT: &str = "limit";
-        const KILL: &str = "kill";
-        const CONTROLS: &str = "controls";
-        const BLOCK: &str = "block";
-        const OPEN_CASES: &str = "open_cases";
-        let user_id = user.to_string();
-        let flag =
-            |column: user_trading::Column| Expr::case(Expr::col(column), "true").finally("false");
-        let branch = |kind: &str, a: Expr, b: Expr, c: Expr| {
-            Query::select()
-                .expr_as(Expr::val(kind), "kind")
-                .expr_as(a, "a")
-                .expr_as(b, "b")
-                .expr_as(c, "c")
-                .to_owned()
-        };
-        let mut query = branch(
-            LIMIT,
-            Expr::col(risk_limit::Column::Scope),
-            Expr::col(risk_limit::Column::Field),
-            Expr::col(risk_limit::Column::Value),
-        )
-        .from(risk_limit::Entity)
-        .and_where(risk_limit::Column::Scope.is_in([GLOBAL_SCOPE, user_id.as_str()]))
-        .to_owned();
-        query
-            .union(
-                UnionType::All,
-                branch(
-                    KILL,
-                    Expr::col(trading_setting::Column::Value),
-                    Expr::val(""),
-                    Expr::val(""),
-                )
-                .from(trading_setting::Entity)
-                .and_where(trading_setting::Column::Key.eq(KILL_SWITCH_KEY))
-                .to_owned(),
-            )
-            .union(
-                UnionType::All,
-                branch(
-                    CONTROLS,
-                    Expr::col(user_trading::Column::State),
-                    flag(user_trading::Column::KillSwitch).into(),
-                    flag(user_trading::Column::Autonomous).into(),
-                )
-                .from(user_trading::Entity)
-                .and_where(user_trading::Column::UserId.eq(user_id.as_str()))
-                .to_owned(),
-            )
-            .union(
-                UnionType::All,
-                branch(
-                    BLOCK,
-                    Expr::col(ip_block::Column::Cidr),
-                    Expr::val(""),
-                    Expr::val(""),
-                )
-                .from(ip_block::Entity)
-                .to_owned(),
-            )
-            .union(
-                UnionType::All,
-                branch(
-                    OPEN_CASES,
-                    Expr::col(anomaly_case::Column::Id).count().cast_as("TEXT"),
-                    Expr::val(""),
-                    Expr::val(""),
-                )
-                .from(anomaly_case::Entity)
-                .and_where(anomaly_case::Column::Subject.eq(user_id.as_str()))
-                .and_where(anomaly_case::Column::Status.eq(CaseStatus::Open.as_str()))
-                .to_owned(),
-            );
         converted(async {
-            let rows = self.db.query_all(&query).await?;
-            let mut settings = ScreeningSettings {
-                global_limits: RawLimits::new(),
-                own_limits: RawLimits::new(),
-                global_kill: false,
-                controls: UserControls::default_for(user),
-                blocked_cidrs: Vec::new(),
-                open_cases: 0,
-            };
-            for row in rows {
-                let text = |column: &str| row.try_get::<String>("", column);
-                let (kind, a, b, c) = (text("kind")?, text("a")?, text("b")?, text("c")?);
-                match kind.as_str() {
-                    LIMIT if a == GLOBAL_SCOPE => {
-                        settings.global_limits.insert(b, c);
-                    }
-                    LIMIT => {
-                        settings.own_limits.insert(b, c);
-                    }
-                    KILL => settings.global_kill = kill_switch_value(Some(&a))?,
-                    CONTROLS => {
-                        let bad = |what| corrupt("user_trading", &user_id, what);
-                        let flag = |value: &str, what| match value {
-                            "true" => Ok(true),
-                            "false" => Ok(false),
-                            _ => Err(bad(what)),
-                        };
-                        settings.controls = UserControls {
-                            user,
-                            state: TradingState::parse(&a).ok_or_else(|| bad("state"))?,
-                            kill_switch: flag(&b, "kill_switch")?,
-                            autonomous: flag(&c, "autonomous")?,
-                        };
-                    }
-                    BLOCK => settings.blocked_cidrs.push(a),
-                    OPEN_CASES => {
-                        settings.open_cases = a
-                            .parse()
-                            .map_err(|_| StoreError::Backend(format!("open case count {a:?}")))?;
-                    }
-                    other => {
-                        return Err(StoreError::Backend(format!(
-                            "unexpected screening row {other:?}"
-                        ))
-                        .into());
-                    }
-                }
-            }
-            Ok(settings)
+            let rows = tuples(&self.db, &screening_settings_query(user)).await?;
+            screening_settings_of(user, rows)
         })
         .await
     }
+
+    /// On SQLite, with the paper account in one read transaction on the reader.
+    async fn account_and_settings(
+        &self,
+        owner: UserId,
+    ) -> Result<(Portfolio, ScreeningSettings), StoreError> {
+        let Some(reader) = &self.reader else {
+            return Ok((
+                self.paper_portfolio(owner).await?,
+                self.screening_settings(owner).await?,
+            ));
+        };
+        let owner_id = owner.to_string();
+        let paper_query = paper_book_and_later_fills(&owner_id);
+        let (paper_rows, settings) = reader
+            .read(move |txn| {
+                let paper_rows = rows(txn, &paper_query, |row| PaperRow::try_from(row))?;
+                let settings_rows = rows(txn, &screening_settings_query(owner), |row| {
+                    SettingsRow::try_from(row)
+                })?;
+                Ok((paper_rows, screening_settings_of(owner, settings_rows)?))
+            })
+            .await?;
+        let portfolio =
+            converted::<_, StoreError>(self.paper_account(&owner_id, paper_rows)).await?;
+        Ok((portfolio, settings))
+    }
+
+    /// On SQLite, the three reads in one read transaction on the reader.
+    async fn order_record(
+        &self,
+        owner: UserId,
+        day_start: OffsetDateTime,
+        window_start: OffsetDateTime,
+        history_len: u64,
+        ip: Option<&str>,
+        device: Option<&str>,
+    ) -> Result<OrderRecord, StoreError> {
+        let Some(reader) = &self.reader else {
+            let usage = self.usage(owner, day_start, window_start).await?;
+            let history = self.trade_history(owner, history_len).await?;
+            let (seen_ip, seen_device) = self.seen_before(owner, ip, device).await?;
+            return Ok(OrderRecord {
+                usage,
+                history,
+                seen_ip,
+                seen_device,
+            });
+        };
+        let (day_start, window_start) = (micros(day_start), micros(window_start));
+        let usage_query = usage_query(owner, Ord::min(day_start, window_start));
+        let history_query = history_query(owner, history_len);
+        let familiarity_query = familiarity_query(owner, ip, device);
+        reader
+            .read(move |txn| {
+                let usage_rows = rows(txn, &usage_query, |row| UsageRow::try_from(row))?;
+                let history_rows = rows(txn, &history_query, |row| HistoryRow::try_from(row))?;
+                let familiar = rows(txn, &familiarity_query, |row| <(bool, bool)>::try_from(row))?;
+                let (seen_ip, seen_device) = familiar
+                    .first()
+                    .copied()
+                    .ok_or_else(|| StoreError::Backend("SELECT EXISTS returned no row".into()))?;
+                Ok(OrderRecord {
+                    usage: usage_of(owner, &usage_rows, day_start, window_start)?,
+                    history: history_of(history_rows)?,
+                    seen_ip,
+                    seen_device,
+                })
+            })
+            .await
+    }
 }
+
+/// `(kind, a, b, c)` rows: every limit (scope, field, value), the global kill switch, the
+/// user's controls (state, kill switch, autonomous), every blocked range, and the count of the
+/// user's open cases.
+fn screening_settings_query(user: UserId) -> SelectStatement {
+    let user_id = user.to_string();
+    let flag =
+        |column: user_trading::Column| Expr::case(Expr::col(column), "true").finally("false");
+    let branch = |kind: &str, a: Expr, b: Expr, c: Expr| {
+        Query::select()
+            .expr_as(Expr::val(kind), "kind")
+            .expr_as(a, "a")
+            .expr_as(b, "b")
+            .expr_as(c, "c")
+            .to_owned()
+    };
+    let mut query = branch(
+        LIMIT,
+        Expr::col(risk_limit::Column::Scope),
+        Expr::col(risk_limit::Column::Field),
+        Expr::col(risk_limit::Column::Value),
+    )
+    .from(risk_limit::Entity)
+    .and_where(risk_limit::Column::Scope.is_in([GLOBAL_SCOPE, user_id.as_str()]))
+    .to_owned();
+    query
+        .union(
+            UnionType::All,
+            branch(
+                KILL,
+                Expr::col(trading_setting::Column::Value),
+                Expr::val(""),
+                Expr::val(""),
+            )
+            .from(trading_setting::Entity)
+            .and_where(trading_setting::Column::Key.eq(KILL_SWITCH_KEY))
+            .to_owned(),
+        )
+        .union(
+            UnionType::All,
+            branch(
+                CONTROLS,
+                Expr::col(user_trading::Column::State),
+                flag(user_trading::Column::KillSwitch).into(),
+                flag(user_trading::Column::Autonomous).into(),
+            )
+            .from(user_trading::Entity)
+            .and_where(user_trading::Column::UserId.eq(user_id.as_str()))
+            .to_owned(),
+        )
+        .union(
+            UnionType::All,
+            branch(
+                BLOCK,
+                Expr::col(ip_block::Column::Cidr),
+                Expr::val(""),
+                Expr::val(""),
+            )
+            .from(ip_block::Entity)
+            .to_owned(),
+        )
+        .union(
+            UnionType::All,
+            branch(
+                OPEN_CASES,
+                Expr::col(anomaly_case::Column::Id).count().cast_as("TEXT"),
+                Expr::val(""),
+                Expr::val(""),
+            )
+            .from(anomaly_case::Entity)
+            .and_where(anomaly_case::Column::Subject.eq(user_id.as_str()))
+            .and_where(anomaly_case::Column::Status.eq(CaseStatus::Open.as_str()))
+            .to_owned(),
+        );
+    query
+}
+
+fn screening_settings_of(user: UserId, rows: Vec<SettingsRow>) -> DbResult<ScreeningSettings> {
+    let user_id = user.to_string();
+    let mut settings = ScreeningSettings {
+        global_limits: RawLimits::new(),
+        own_limits: RawLimits::new(),
+        global_kill: false,
+        controls: UserControls::default_for(user),
+        blocked_cidrs: Vec::new(),
+        open_cases: 0,
+    };
+    for (kind, a, b, c) in rows {
+        match kind.as_str() {
+            LIMIT if a == GLOBAL_SCOPE => {
+                settings.global_limits.insert(b, c);
+            }
+            LIMIT => {
+                settings.own_limits.insert(b, c);
+            }
+            KILL => settings.global_kill = kill_switch_value(Some(&a))?,
+            CONTROLS => {
+                let bad = |what| corrupt("user_trading", &user_id, what);
+                let flag = |value: &str, what| match value {
+                    "true" => Ok(true),
+                    "false" => Ok(false),
+                    _ => Err(bad(what)),
+                };
+                settings.controls = UserControls {
+                    user,
+                    state: TradingState::parse(&a).ok_or_else(|| bad("state"))?,
+                    kill_switch: flag(&b, "kill_switch")?,
+                    autonomous: flag(&c, "autonomous")?,
+                };
+            }
+            BLOCK => settings.blocked_cidrs.push(a),
+            OPEN_CASES => {
+                settings.open_cases = a
+                    .parse()
+                    .map_err(|_| StoreError::Backend(format!("open case count {a:?}")))?;
+            }
+            other => {
+                return Err(
+                    StoreError::Backend(format!("unexpected screening row {other:?}")).into(),
+                );
+            }
+        }
+    }
+    Ok(settings)
+}
+
+/// `(kind, a, b, c)`, as [`screening_settings_query`] reads it.
+type SettingsRow = (String, String, String, String);
+const LIMIT: &str = "limit";
+const KILL: &str = "kill";
+const CONTROLS: &str = "controls";
+const BLOCK: &str = "block";
+const OPEN_CASES: &str = "open_cases";
 
 #[async_trait]
 impl BlockedRangeStore for SqlTradingStore {

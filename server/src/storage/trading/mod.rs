@@ -38,6 +38,7 @@ use uuid::Uuid;
 use super::DbResult;
 use super::audit::AuditChain;
 use super::entities::{order, user_trading};
+use super::sqlite_reader::SqliteReader;
 
 /// The `risk_limits.scope` of the global limits; per-user limits use the user's id.
 const GLOBAL_SCOPE: &str = "global";
@@ -48,6 +49,8 @@ pub struct SqlTradingStore {
     db: DatabaseConnection,
     chain: AuditChain,
     clock: Arc<dyn Clock>,
+    /// SQLite only: the screening reads, in one hand-off (see [`SqliteReader`]).
+    reader: Option<Arc<SqliteReader>>,
 }
 
 impl SqlTradingStore {
@@ -55,6 +58,7 @@ impl SqlTradingStore {
         let chain = chain.into();
         Self {
             db: chain.db().clone(),
+            reader: SqliteReader::of(chain.db()),
             chain,
             clock,
         }

@@ -16,12 +16,12 @@ use sea_orm::sea_query::{
 };
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, JoinType, QueryFilter,
-    QueryOrder, QuerySelect,
+    QueryOrder, QuerySelect, QueryTrait,
 };
 use time::OffsetDateTime;
 
 use super::super::entities::{anomaly_case, fill, order, paper_book, proposal};
-use super::super::{DbResult, converted};
+use super::super::{DbResult, converted, tuples};
 use super::rows::{
     HistoryRow, UsageRow, case_row, counted, hold_column, order_row, to_fill, to_order,
 };
@@ -38,37 +38,10 @@ impl OrderStore for SqlTradingStore {
         window_start: OffsetDateTime,
     ) -> Result<Usage, StoreError> {
         converted(async {
-            // One read for both figures: the orders since the earlier of the two starts.
-            // Cancelled and rejected orders are read too: what they filled before they ended
-            // counts (`counted_notional`).
             let (day_start, window_start) = (micros(day_start), micros(window_start));
-            let rows: Vec<UsageRow> = order::Entity::find()
-                .select_only()
-                .column(order::Column::Id)
-                .column(order::Column::Status)
-                .column(order::Column::Notional)
-                .column(order::Column::FilledQuantity)
-                .column(order::Column::AveragePrice)
-                .column(order::Column::CreatedAtUs)
-                .filter(owned_by(user))
-                .filter(order::Column::CreatedAtUs.gte(Ord::min(day_start, window_start)))
-                .filter(order::Column::Status.ne(OrderStatus::Denied.as_str()))
-                .into_tuple()
-                .all(&self.db)
-                .await?;
-            let mut usage = Usage::default();
-            for (id, status, notional, filled, average, created_at_us) in &rows {
-                if *created_at_us >= window_start {
-                    usage.orders_in_window = usage.orders_in_window.saturating_add(1);
-                }
-                if *created_at_us >= day_start {
-                    let notional = counted(id, status, notional, filled, average)?;
-                    usage.used_today = usage.used_today.checked_add(notional).ok_or_else(|| {
-                        StoreError::Backend(format!("the notional used today by {user} overflows"))
-                    })?;
-                }
-            }
-            Ok(usage)
+            let query = usage_query(user, Ord::min(day_start, window_start));
+            let rows = tuples(&self.db, &query).await?;
+            usage_of(user, &rows, day_start, window_start)
         })
         .await
     }
@@ -79,63 +52,8 @@ impl OrderStore for SqlTradingStore {
         limit: u64,
     ) -> Result<Vec<TradeSample>, StoreError> {
         converted(async {
-            // Orders that traded: filled, resting, and those that ended after a partial fill
-            // (amounts are stored normalised, so no fill is exactly "0").
-            // Only the columns a sample needs: a full row carries the rule hits and anomaly
-            // evidence as JSON, and this reads up to `limit` rows on every order.
-            let rows: Vec<HistoryRow> = order::Entity::find()
-                .select_only()
-                .column(order::Column::Id)
-                .column(order::Column::CreatedAt)
-                .column(order::Column::Symbol)
-                .column(order::Column::Status)
-                .column(order::Column::Notional)
-                .column(order::Column::FilledQuantity)
-                .column(order::Column::AveragePrice)
-                .column(order::Column::Ip)
-                .column(order::Column::Device)
-                .filter(owned_by(user))
-                .filter(
-                    Condition::any()
-                        .add(
-                            order::Column::Status
-                                .is_in([OrderStatus::Filled.as_str(), OrderStatus::Open.as_str()]),
-                        )
-                        .add(
-                            Condition::all()
-                                .add(order::Column::Status.is_in([
-                                    OrderStatus::Cancelled.as_str(),
-                                    OrderStatus::Rejected.as_str(),
-                                ]))
-                                .add(order::Column::FilledQuantity.ne(amount(Decimal::ZERO))),
-                        ),
-                )
-                .order_by_desc(order::Column::CreatedAtUs)
-                .order_by_desc(order::Column::Id)
-                .limit(limit)
-                .into_tuple()
-                .all(&self.db)
-                .await?;
-            let mut samples = rows
-                .into_iter()
-                .map(
-                    |(id, created_at, symbol, status, notional, filled, average, ip, device)| {
-                        let f = Fields {
-                            table: "orders",
-                            id: &id,
-                        };
-                        Ok(TradeSample {
-                            at: f.time(&created_at, "created_at")?,
-                            notional: counted(&id, &status, &notional, &filled, &average)?,
-                            symbol,
-                            ip,
-                            device,
-                        })
-                    },
-                )
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            samples.reverse();
-            Ok(samples)
+            let rows = tuples(&self.db, &history_query(user, limit)).await?;
+            history_of(rows)
         })
         .await
     }
@@ -146,38 +64,13 @@ impl OrderStore for SqlTradingStore {
         ip: Option<&str>,
         device: Option<&str>,
     ) -> Result<(bool, bool), StoreError> {
-        // Both answers in one statement (each statement is a round trip to the database), and
-        // each stops at the first match.
-        let familiar = |column: order::Column, value: &str| {
-            Expr::exists(
-                Query::select()
-                    .expr(Expr::val(1))
-                    .from(order::Entity)
-                    .and_where(order::Column::Owner.eq(user.to_string()))
-                    .and_where(order::Column::Status.ne(OrderStatus::Denied.as_str()))
-                    // Only orders that passed step-up (or did not need it) make it familiar.
-                    .and_where(order::Column::ApprovalState.ne(ApprovalState::Awaiting.as_str()))
-                    .and_where(column.eq(value))
-                    .to_owned(),
-            )
-        };
-        let (ip_seen, device_seen) = ("ip_seen", "device_seen");
-        let mut query = Query::select();
-        match ip {
-            Some(ip) => query.expr_as(familiar(order::Column::Ip, ip), ip_seen),
-            None => query.expr_as(Expr::val(false), ip_seen),
-        };
-        match device {
-            Some(device) => query.expr_as(familiar(order::Column::Device, device), device_seen),
-            None => query.expr_as(Expr::val(false), device_seen),
-        };
         converted(async {
             let row = self
                 .db
-                .query_one(&query)
+                .query_one(&familiarity_query(user, ip, device))
                 .await?
                 .ok_or_else(|| StoreError::Backend("SELECT EXISTS returned no row".into()))?;
-            Ok((row.try_get("", ip_seen)?, row.try_get("", device_seen)?))
+            Ok(row.try_get_many_by_index()?)
         })
         .await
     }
@@ -491,51 +384,146 @@ impl OrderStore for SqlTradingStore {
     async fn paper_portfolio(&self, owner: UserId) -> Result<Portfolio, StoreError> {
         converted(async {
             let owner_id = owner.to_string();
-            let rows = self
-                .db
-                .query_all(&paper_book_and_later_fills(&owner_id))
-                .await?;
-            let mut stored: Option<(i64, PaperBook)> = None;
-            let mut later = Vec::with_capacity(rows.len());
-            for row in rows {
-                let text = |column: &str| row.try_get::<String>("", column);
-                let id: i64 = row.try_get("", "id")?;
-                let f = Fields {
-                    table: "paper_books",
-                    id: &owner_id,
-                };
-                if text("kind")? == STORED_BOOK {
-                    stored = Some((id, f.json(&text("symbol")?, "book")?));
-                } else {
-                    let side = f.side(&text("side")?)?;
-                    let quantity = f.decimal(&text("quantity")?, "quantity")?;
-                    let price = f.decimal(&text("price")?, "price")?;
-                    later.push((id, text("symbol")?, side, quantity, price));
-                }
-            }
-            later.sort_by_key(|fill| fill.0);
-            let (stored_through, mut book) = stored.unwrap_or_default();
-            for (_, symbol, side, quantity, price) in &later {
-                book.apply(symbol, *side, *quantity, *price);
-            }
-            if let Some((through, ..)) = later.last()
-                && later.len() >= PAPER_BOOK_REPLAY_LIMIT
-            {
-                // Best effort: without it the next read only replays more.
-                if let Err(err) = self.store_paper_book(&owner_id, *through, &book).await {
-                    tracing::warn!(
-                        owner = %owner_id,
-                        from = stored_through,
-                        through,
-                        error = %err,
-                        "could not store the paper book"
-                    );
-                }
-            }
-            Ok(book.portfolio())
+            let rows = tuples(&self.db, &paper_book_and_later_fills(&owner_id)).await?;
+            self.paper_account(&owner_id, rows).await
         })
         .await
     }
+}
+
+/// The owner's orders since `since` (µs) that were not denied, as [`UsageRow`]s. Cancelled and
+/// rejected orders are read too: what they filled before they ended counts
+/// (`counted_notional`).
+pub(super) fn usage_query(user: UserId, since: i64) -> SelectStatement {
+    order::Entity::find()
+        .select_only()
+        .column(order::Column::Id)
+        .column(order::Column::Status)
+        .column(order::Column::Notional)
+        .column(order::Column::FilledQuantity)
+        .column(order::Column::AveragePrice)
+        .column(order::Column::CreatedAtUs)
+        .filter(owned_by(user))
+        .filter(order::Column::CreatedAtUs.gte(since))
+        .filter(order::Column::Status.ne(OrderStatus::Denied.as_str()))
+        .into_query()
+}
+
+/// Both figures from one read: the rows of [`usage_query`] since the earlier of the two starts
+/// (µs).
+pub(super) fn usage_of(
+    user: UserId,
+    rows: &[UsageRow],
+    day_start: i64,
+    window_start: i64,
+) -> DbResult<Usage> {
+    let mut usage = Usage::default();
+    for (id, status, notional, filled, average, created_at_us) in rows {
+        if *created_at_us >= window_start {
+            usage.orders_in_window = usage.orders_in_window.saturating_add(1);
+        }
+        if *created_at_us >= day_start {
+            let notional = counted(id, status, notional, filled, average)?;
+            usage.used_today = usage.used_today.checked_add(notional).ok_or_else(|| {
+                StoreError::Backend(format!("the notional used today by {user} overflows"))
+            })?;
+        }
+    }
+    Ok(usage)
+}
+
+/// The owner's last `limit` orders that traded, newest first, as [`HistoryRow`]s: filled,
+/// resting, and those that ended after a partial fill (amounts are stored normalised, so no
+/// fill is exactly "0"). Only the columns a sample needs: a full row carries the rule hits and
+/// anomaly evidence as JSON, and this reads up to `limit` rows on every order.
+pub(super) fn history_query(user: UserId, limit: u64) -> SelectStatement {
+    order::Entity::find()
+        .select_only()
+        .column(order::Column::Id)
+        .column(order::Column::CreatedAt)
+        .column(order::Column::Symbol)
+        .column(order::Column::Status)
+        .column(order::Column::Notional)
+        .column(order::Column::FilledQuantity)
+        .column(order::Column::AveragePrice)
+        .column(order::Column::Ip)
+        .column(order::Column::Device)
+        .filter(owned_by(user))
+        .filter(
+            Condition::any()
+                .add(
+                    order::Column::Status
+                        .is_in([OrderStatus::Filled.as_str(), OrderStatus::Open.as_str()]),
+                )
+                .add(
+                    Condition::all()
+                        .add(order::Column::Status.is_in([
+                            OrderStatus::Cancelled.as_str(),
+                            OrderStatus::Rejected.as_str(),
+                        ]))
+                        .add(order::Column::FilledQuantity.ne(amount(Decimal::ZERO))),
+                ),
+        )
+        .order_by_desc(order::Column::CreatedAtUs)
+        .order_by_desc(order::Column::Id)
+        .limit(limit)
+        .into_query()
+}
+
+/// The samples of [`history_query`]'s rows, oldest first.
+pub(super) fn history_of(rows: Vec<HistoryRow>) -> DbResult<Vec<TradeSample>> {
+    let mut samples = rows
+        .into_iter()
+        .map(
+            |(id, created_at, symbol, status, notional, filled, average, ip, device)| {
+                let f = Fields {
+                    table: "orders",
+                    id: &id,
+                };
+                Ok(TradeSample {
+                    at: f.time(&created_at, "created_at")?,
+                    notional: counted(&id, &status, &notional, &filled, &average)?,
+                    symbol,
+                    ip,
+                    device,
+                })
+            },
+        )
+        .collect::<DbResult<Vec<_>>>()?;
+    samples.reverse();
+    Ok(samples)
+}
+
+/// One row `(ip seen, device seen)`: both answers in one statement, each stopping at the first
+/// match.
+pub(super) fn familiarity_query(
+    user: UserId,
+    ip: Option<&str>,
+    device: Option<&str>,
+) -> SelectStatement {
+    let familiar = |column: order::Column, value: &str| {
+        Expr::exists(
+            Query::select()
+                .expr(Expr::val(1))
+                .from(order::Entity)
+                .and_where(order::Column::Owner.eq(user.to_string()))
+                .and_where(order::Column::Status.ne(OrderStatus::Denied.as_str()))
+                // Only orders that passed step-up (or did not need it) make it familiar.
+                .and_where(order::Column::ApprovalState.ne(ApprovalState::Awaiting.as_str()))
+                .and_where(column.eq(value))
+                .to_owned(),
+        )
+    };
+    let mut query = Query::select();
+    match ip {
+        Some(ip) => query.expr_as(familiar(order::Column::Ip, ip), "ip_seen"),
+        None => query.expr_as(Expr::val(false), "ip_seen"),
+    };
+    match device {
+        Some(device) => query.expr_as(familiar(order::Column::Device, device), "device_seen"),
+        None => query.expr_as(Expr::val(false), "device_seen"),
+    };
+    query
 }
 
 /// A read that replays at least this many fills stores the book it ended with: one small write
@@ -544,9 +532,12 @@ const PAPER_BOOK_REPLAY_LIMIT: usize = 64;
 const STORED_BOOK: &str = "book";
 const LATER_FILL: &str = "fill";
 
+/// `(kind, id, symbol, side, quantity, price)` of [`paper_book_and_later_fills`].
+pub(super) type PaperRow = (String, i64, String, String, String, String);
+
 /// `(kind, id, symbol, side, quantity, price)` rows: the owner's stored book (its JSON in
 /// `symbol`, its last fill in `id`), then their paper fills after that fill.
-fn paper_book_and_later_fills(owner_id: &str) -> SelectStatement {
+pub(super) fn paper_book_and_later_fills(owner_id: &str) -> SelectStatement {
     let stored_through = Query::select()
         .column(paper_book::Column::ThroughFillId)
         .from(paper_book::Entity)
@@ -593,6 +584,56 @@ fn paper_book_and_later_fills(owner_id: &str) -> SelectStatement {
 }
 
 impl SqlTradingStore {
+    /// The paper account from [`paper_book_and_later_fills`]'s rows: the stored book with the
+    /// later fills applied. A read that replayed many stores the book it ended with.
+    pub(super) async fn paper_account(
+        &self,
+        owner_id: &str,
+        rows: Vec<PaperRow>,
+    ) -> DbResult<Portfolio> {
+        let mut stored: Option<(i64, PaperBook)> = None;
+        let mut later = Vec::with_capacity(rows.len());
+        for (kind, id, symbol, side, quantity, price) in rows {
+            if kind == STORED_BOOK {
+                let f = Fields {
+                    table: "paper_books",
+                    id: owner_id,
+                };
+                stored = Some((id, f.json(&symbol, "book")?));
+            } else {
+                let fill_id = id.to_string();
+                let f = Fields {
+                    table: "fills",
+                    id: &fill_id,
+                };
+                let side = f.side(&side)?;
+                let quantity = f.decimal(&quantity, "quantity")?;
+                let price = f.decimal(&price, "price")?;
+                later.push((id, symbol, side, quantity, price));
+            }
+        }
+        later.sort_by_key(|fill| fill.0);
+        let (stored_through, mut book) = stored.unwrap_or_default();
+        for (_, symbol, side, quantity, price) in &later {
+            book.apply(symbol, *side, *quantity, *price);
+        }
+        if let Some((through, ..)) = later.last()
+            && later.len() >= PAPER_BOOK_REPLAY_LIMIT
+        {
+            // Best effort: without it the next read only replays more.
+            if let Err(err) = self.store_paper_book(owner_id, *through, &book).await {
+                tracing::warn!(
+                    owner = %owner_id,
+                    from = stored_through,
+                    through,
+                    error = %err,
+                    "could not store the paper book"
+                );
+            }
+        }
+        Ok(book.portfolio())
+    }
+
     /// Stores `book` as the replay through fill `through`, unless a book through a later fill
     /// is already stored. It joins the audit chain's write batch, as every frequent write does
     /// (see `commit_unaudited`).

@@ -1,0 +1,230 @@
+//! Read-only SQLite connections for the reads an order is screened on. sqlx runs each SQLite
+//! connection on a thread of its own, so every statement is a hand-off to that thread and back
+//! and every row a message: an order's five screening reads cost about as much CPU as the
+//! rest of the order put together (see `docs/benchmarks.md`). Here a batch of statements runs
+//! in one read transaction on one blocking thread: one hand-off, one consistent snapshot.
+//!
+//! The statements are the same sea-query statements the sea-orm path runs (PostgreSQL keeps
+//! that path), rendered for SQLite. The connections are opened read-only and `query_only`, so
+//! nothing written can go around the audited writes.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use domain::ports::StoreError;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior};
+use sea_orm::sea_query::{SelectStatement, SqliteQueryBuilder, Value};
+use sea_orm::{DatabaseBackend, DatabaseConnection};
+
+/// Idle connections kept; a burst beyond this opens more and closes them afterwards.
+const KEPT_CONNECTIONS: usize = 4;
+/// As long as sqlx waits for a lock on its own connections.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Read-only connections to one SQLite file, taken by one batch of reads at a time.
+#[derive(Debug)]
+pub(crate) struct SqliteReader {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl SqliteReader {
+    /// A reader of the file behind `db`: `None` for PostgreSQL and for an in-memory SQLite
+    /// database (another connection would not see it).
+    pub(crate) fn of(db: &DatabaseConnection) -> Option<Arc<Self>> {
+        if db.get_database_backend() != DatabaseBackend::Sqlite {
+            return None;
+        }
+        let options = db.get_sqlite_connection_pool().connect_options();
+        let path = options.get_filename();
+        let name = path.to_string_lossy();
+        // sqlx names an in-memory database `file:sqlx-in-memory-N`; `?mode=memory` keeps the
+        // name but no file.
+        if name.starts_with(':') || name.starts_with("file:") || !path.is_file() {
+            return None;
+        }
+        Some(Arc::new(Self {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Runs `reads` in one read transaction on a blocking thread.
+    pub(crate) async fn read<T, F>(self: &Arc<Self>, reads: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let reader = Arc::clone(self);
+        tokio::task::spawn_blocking(move || reader.read_blocking(reads))
+            .await
+            .map_err(|e| StoreError::Backend(format!("screening read task: {e}")))?
+    }
+
+    fn read_blocking<T>(
+        &self,
+        reads: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let taken = self.idle().pop();
+        let mut connection = match taken {
+            Some(connection) => connection,
+            None => open(&self.path).map_err(store_error)?,
+        };
+        let outcome = (|| {
+            // Deferred: the snapshot starts at the first read and ends with the transaction.
+            let txn = connection
+                .transaction_with_behavior(TransactionBehavior::Deferred)
+                .map_err(store_error)?;
+            let value = reads(&txn)?;
+            txn.finish().map_err(store_error)?;
+            Ok(value)
+        })();
+        // A connection whose transaction could not end is not reused.
+        if connection.is_autocommit() {
+            let mut idle = self.idle();
+            if idle.len() < KEPT_CONNECTIONS {
+                idle.push(connection);
+            }
+        }
+        outcome
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    connection.busy_timeout(BUSY_TIMEOUT)?;
+    connection.pragma_update(None, "query_only", true)?;
+    Ok(connection)
+}
+
+/// The rows of `query`, each read by `row` (a tuple's `TryFrom<&Row>` reads its columns in
+/// order, as `try_get_many_by_index` does on the sea-orm path).
+pub(crate) fn rows<T>(
+    txn: &Transaction<'_>,
+    query: &SelectStatement,
+    row: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    let (sql, values) = query.build(SqliteQueryBuilder);
+    let params = values
+        .into_iter()
+        .map(sql_value)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut statement = txn.prepare_cached(&sql).map_err(store_error)?;
+    let rows = statement
+        .query_map(rusqlite::params_from_iter(params), row)
+        .map_err(store_error)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(store_error)
+}
+
+/// A bound value as SQLite stores it (as sqlx binds it: booleans as integers).
+fn sql_value(value: Value) -> Result<SqlValue, StoreError> {
+    fn int(value: Option<impl Into<i64>>) -> SqlValue {
+        value.map_or(SqlValue::Null, |v| SqlValue::Integer(v.into()))
+    }
+    Ok(match value {
+        Value::Bool(v) => int(v),
+        Value::TinyInt(v) => int(v),
+        Value::SmallInt(v) => int(v),
+        Value::Int(v) => int(v),
+        Value::BigInt(v) => int(v),
+        Value::TinyUnsigned(v) => int(v),
+        Value::SmallUnsigned(v) => int(v),
+        Value::Unsigned(v) => int(v),
+        Value::BigUnsigned(v) => match v.map(i64::try_from).transpose() {
+            Ok(v) => int(v),
+            Err(_) => return Err(StoreError::Backend("a bound value exceeds i64".into())),
+        },
+        Value::Double(v) => v.map_or(SqlValue::Null, SqlValue::Real),
+        Value::String(v) => v.map_or(SqlValue::Null, SqlValue::Text),
+        other => {
+            return Err(StoreError::Backend(format!(
+                "a screening read binds an unsupported value: {other:?}"
+            )));
+        }
+    })
+}
+
+/// As `storage::classify` sorts SQLite's codes: busy, locked, out of memory, I/O, full and
+/// cannot-open are the database being out of reach.
+fn store_error(err: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::{
+        CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, OutOfMemory, SystemIoFailure,
+    };
+    match err.sqlite_error_code() {
+        Some(
+            CannotOpen | DatabaseBusy | DatabaseLocked | DiskFull | OutOfMemory | SystemIoFailure,
+        ) => StoreError::Unavailable(err.to_string()),
+        _ => StoreError::Backend(err.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader_of_new_file(dir: &tempfile::TempDir) -> Arc<SqliteReader> {
+        let path = dir.path().join("app.db");
+        let writer = Connection::open(&path).expect("create");
+        writer
+            .execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1);")
+            .expect("seed");
+        Arc::new(SqliteReader {
+            path,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    #[tokio::test]
+    async fn reads_see_committed_rows_and_cannot_write() {
+        let dir = tempfile::tempdir().expect("dir");
+        let reader = reader_of_new_file(&dir);
+        let count = |reader: Arc<SqliteReader>| async move {
+            reader
+                .read(|txn| {
+                    txn.query_row("SELECT COUNT(*) FROM t", [], |row| row.get::<_, i64>(0))
+                        .map_err(store_error)
+                })
+                .await
+        };
+        assert_eq!(count(reader.clone()).await.ok(), Some(1));
+        let write = reader
+            .read(|txn| {
+                txn.execute("INSERT INTO t VALUES (2)", [])
+                    .map_err(store_error)
+            })
+            .await;
+        assert!(write.is_err(), "{write:?}");
+        // The connection went back to the pool and reads on, and saw nothing written.
+        assert_eq!(count(reader.clone()).await.ok(), Some(1));
+        assert_eq!(reader.idle().len(), 1);
+    }
+
+    #[test]
+    fn values_bind_as_sqlite_stores_them() {
+        assert_eq!(
+            sql_value(Value::Bool(Some(true))).ok(),
+            Some(SqlValue::Integer(1))
+        );
+        assert_eq!(sql_value(Value::BigInt(None)).ok(), Some(SqlValue::Null));
+        assert_eq!(
+            sql_value(Value::String(Some("x".into()))).ok(),
+            Some(SqlValue::Text("x".into()))
+        );
+        assert_eq!(
+            sql_value(Value::BigUnsigned(Some(50))).ok(),
+            Some(SqlValue::Integer(50))
+        );
+        assert!(sql_value(Value::BigUnsigned(Some(u64::MAX))).is_err());
+        assert!(sql_value(Value::Bytes(Some(vec![1]))).is_err());
+    }
+}
