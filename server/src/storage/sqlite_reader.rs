@@ -17,9 +17,11 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior};
 use sea_orm::sea_query::{SelectStatement, SqliteQueryBuilder, Value};
 use sea_orm::{DatabaseBackend, DatabaseConnection};
+use tokio::sync::Semaphore;
 
-/// Idle connections kept; a burst beyond this opens more and closes them afterwards.
-const KEPT_CONNECTIONS: usize = 4;
+/// Connections, and so batches read at once: more would only queue for the two cores here,
+/// and each new connection parses the schema again.
+const CONNECTIONS: usize = 4;
 /// As long as sqlx waits for a lock on its own connections.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -28,6 +30,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct SqliteReader {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// One per connection, held until the blocking read ends (even if its caller went away):
+    /// a batch waits here, not on a blocking thread.
+    permits: Arc<Semaphore>,
 }
 
 impl SqliteReader {
@@ -45,10 +50,15 @@ impl SqliteReader {
         if name.starts_with(':') || name.starts_with("file:") || !path.is_file() {
             return None;
         }
-        Some(Arc::new(Self {
-            path: path.to_path_buf(),
-            idle: Mutex::new(Vec::new()),
-        }))
+        Some(Arc::new(Self::new(path.to_path_buf())))
+    }
+
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            idle: Mutex::new(Vec::with_capacity(CONNECTIONS)),
+            permits: Arc::new(Semaphore::new(CONNECTIONS)),
+        }
     }
 
     /// Runs `reads` in one read transaction on a blocking thread.
@@ -57,10 +67,18 @@ impl SqliteReader {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let reader = Arc::clone(self);
-        tokio::task::spawn_blocking(move || reader.read_blocking(reads))
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
             .await
-            .map_err(|e| StoreError::Backend(format!("screening read task: {e}")))?
+            .map_err(|e| StoreError::Backend(format!("screening reader closed: {e}")))?;
+        let reader = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let outcome = reader.read_blocking(reads);
+            drop(permit);
+            outcome
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("screening read task: {e}")))?
     }
 
     fn read_blocking<T>(
@@ -83,10 +101,7 @@ impl SqliteReader {
         })();
         // A connection whose transaction could not end is not reused.
         if connection.is_autocommit() {
-            let mut idle = self.idle();
-            if idle.len() < KEPT_CONNECTIONS {
-                idle.push(connection);
-            }
+            self.idle().push(connection);
         }
         outcome
     }
@@ -178,10 +193,7 @@ mod tests {
         writer
             .execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1);")
             .expect("seed");
-        Arc::new(SqliteReader {
-            path,
-            idle: Mutex::new(Vec::new()),
-        })
+        Arc::new(SqliteReader::new(path))
     }
 
     #[tokio::test]
@@ -207,6 +219,36 @@ mod tests {
         // The connection went back to the pool and reads on, and saw nothing written.
         assert_eq!(count(reader.clone()).await.ok(), Some(1));
         assert_eq!(reader.idle().len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_reads_shares_the_few_connections() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().expect("dir");
+        let reader = reader_of_new_file(&dir);
+        let (inside, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let reads = (0..16).map(|_| {
+            let (reader, inside, most) = (reader.clone(), inside.clone(), most.clone());
+            tokio::spawn(async move {
+                reader
+                    .read(move |txn| {
+                        let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        // Long enough for the burst to pile up behind the first reads.
+                        std::thread::sleep(Duration::from_millis(20));
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        txn.query_row("SELECT v FROM t", [], |row| row.get::<_, i64>(0))
+                            .map_err(store_error)
+                    })
+                    .await
+            })
+        });
+        for read in reads.collect::<Vec<_>>() {
+            assert_eq!(read.await.expect("task").ok(), Some(1));
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!((1..=CONNECTIONS).contains(&most), "{most} reads at once");
+        assert!(reader.idle().len() <= CONNECTIONS);
     }
 
     #[test]
