@@ -45,8 +45,8 @@ pub use placement::refusal_sentence;
 pub use portfolio::{PaperBook, Portfolio, Position, ValuedPosition};
 pub use ports::{
     AgentStore, BlockedRangeStore, CaseDecisionWrite, CaseNotifier, CaseStore, ControlStore,
-    ControlsOverview, NoNotifier, OrderRecord, OrderStore, RawLimits, ScreeningSettings,
-    ScreeningStore, TradingStore, UserRisk,
+    ControlsOverview, NoNotifier, OrderRecord, OrderRecordQuery, OrderStore, RawLimits,
+    ScreeningSettings, ScreeningStore, TradingStore, UserRisk,
 };
 pub use review::{CaseDecision, InvalidReviewNote, ReviewNote};
 pub use service::{

@@ -18,7 +18,8 @@ use super::service::{
 };
 use super::{
     AnomalyCase, ApprovalState, CaseId, CaseStatus, HoldKind, Order, OrderDecisionWrite, OrderId,
-    OrderRecord, OrderSource, OrderStatus, ScreeningSettings, TradingService, UserControls, Venue,
+    OrderRecord, OrderRecordQuery, OrderSource, OrderStatus, ScreeningSettings, TradingService,
+    UserControls, Venue,
 };
 use crate::account::UserId;
 use crate::audit::{Actor, Outcome, RequestMeta};
@@ -208,14 +209,14 @@ impl TradingService {
             seen_device,
         } = self
             .store
-            .order_record(
+            .order_record(OrderRecordQuery {
                 owner,
-                start_of_day(now),
-                velocity_window_start(&limits, now),
-                risk::HISTORY_LEN as u64,
-                meta.ip.as_deref(),
-                device.as_deref(),
-            )
+                day_start: start_of_day(now),
+                window_start: velocity_window_start(&limits, now),
+                history_len: risk::HISTORY_LEN as u64,
+                ip: meta.ip.as_deref(),
+                device: device.as_deref(),
+            })
             .await?;
         let decision = decide_order(&OrderFacts {
             now,

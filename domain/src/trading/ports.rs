@@ -274,6 +274,19 @@ pub struct ScreeningSettings {
     pub open_cases: u64,
 }
 
+/// Which of the owner's orders screening reads once their limits are known: their usage since
+/// `day_start` and `window_start`, their last `history_len` trades, and whether `ip` and
+/// `device` are familiar.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderRecordQuery<'a> {
+    pub owner: UserId,
+    pub day_start: OffsetDateTime,
+    pub window_start: OffsetDateTime,
+    pub history_len: u64,
+    pub ip: Option<&'a str>,
+    pub device: Option<&'a str>,
+}
+
 /// What screening reads of the trader's own orders once their limits are known.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderRecord {
@@ -319,21 +332,30 @@ pub trait ScreeningStore: ControlStore + BlockedRangeStore + CaseStore + OrderSt
         ))
     }
 
-    /// The owner's usage since `day_start` and `window_start`, their last `history_len`
-    /// trades, and whether `ip` and `device` are familiar.
-    async fn order_record(
-        &self,
-        owner: UserId,
-        day_start: OffsetDateTime,
-        window_start: OffsetDateTime,
-        history_len: u64,
-        ip: Option<&str>,
-        device: Option<&str>,
-    ) -> Result<OrderRecord, StoreError> {
-        let usage = self.usage(owner, day_start, window_start).await?;
-        let history = self.trade_history(owner, history_len).await?;
-        let (seen_ip, seen_device) = self.seen_before(owner, ip, device).await?;
-        Ok(OrderRecord {
+    async fn order_record(&self, query: OrderRecordQuery<'_>) -> Result<OrderRecord, StoreError> {
+        OrderRecord::read_one_by_one(self, query).await
+    }
+}
+
+impl OrderRecord {
+    /// The record in three [`OrderStore`] reads: [`ScreeningStore::order_record`] of a store
+    /// that does not batch them (or not on every database).
+    pub async fn read_one_by_one<S: OrderStore + ?Sized>(
+        store: &S,
+        query: OrderRecordQuery<'_>,
+    ) -> Result<Self, StoreError> {
+        let OrderRecordQuery {
+            owner,
+            day_start,
+            window_start,
+            history_len,
+            ip,
+            device,
+        } = query;
+        let usage = store.usage(owner, day_start, window_start).await?;
+        let history = store.trade_history(owner, history_len).await?;
+        let (seen_ip, seen_device) = store.seen_before(owner, ip, device).await?;
+        Ok(Self {
             usage,
             history,
             seen_ip,

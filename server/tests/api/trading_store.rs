@@ -21,8 +21,8 @@ use domain::trading::{
     AgentScope, AgentStore, AgentToken, AnomalyCase, ApprovalState, BlockedRange,
     BlockedRangeStore, CaseDecisionWrite, CaseEvidence, CaseId, CaseStatus, CaseStore,
     ControlStore, ControlsChange, Fill, HoldKind, Order, OrderDecisionWrite, OrderId, OrderRecord,
-    OrderSource, OrderStatus, OrderStore, OrderUpdate, Portfolio, Proposal, ProposalStatus,
-    ScreeningSettings, ScreeningStore, UserControls, Venue, counted_notional,
+    OrderRecordQuery, OrderSource, OrderStatus, OrderStore, OrderUpdate, Portfolio, Proposal,
+    ProposalStatus, ScreeningSettings, ScreeningStore, UserControls, Venue, counted_notional,
 };
 use rust_decimal::Decimal;
 use server::storage::SqlTradingStore;
@@ -1269,14 +1269,14 @@ async fn usage_and_trade_history_add_up_the_right_orders() {
     // Screening reads the three together (on SQLite in one read transaction): the same.
     assert_eq!(
         store
-            .order_record(
-                user,
+            .order_record(OrderRecordQuery {
+                owner: user,
                 day_start,
                 window_start,
-                50,
-                Some("192.0.2.9"),
-                Some("device-denied")
-            )
+                history_len: 50,
+                ip: Some("192.0.2.9"),
+                device: Some("device-denied"),
+            })
             .await
             .expect("order record"),
         OrderRecord {
@@ -1290,7 +1290,14 @@ async fn usage_and_trade_history_add_up_the_right_orders() {
         }
     );
     let fresh_record = store
-        .order_record(fresh, day_start, window_start, 50, None, None)
+        .order_record(OrderRecordQuery {
+            owner: fresh,
+            day_start,
+            window_start,
+            history_len: 50,
+            ip: None,
+            device: None,
+        })
         .await
         .expect("order record");
     assert_eq!(fresh_record.usage, Default::default());

@@ -10,14 +10,13 @@ use domain::ports::StoreError;
 use domain::risk::TradingState;
 use domain::trading::{
     BlockedRange, BlockedRangeStore, CaseStatus, ControlStore, ControlsChange, ControlsOverview,
-    OrderRecord, OrderStore, Portfolio, RawLimits, ScreeningSettings, ScreeningStore, UserControls,
-    UserRisk,
+    OrderRecord, OrderRecordQuery, OrderStore, Portfolio, RawLimits, ScreeningSettings,
+    ScreeningStore, UserControls, UserRisk,
 };
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query, SelectStatement, UnionType};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::super::accounts::to_user;
@@ -329,26 +328,18 @@ impl ScreeningStore for SqlTradingStore {
     }
 
     /// On SQLite, the three reads in one read transaction on the reader.
-    async fn order_record(
-        &self,
-        owner: UserId,
-        day_start: OffsetDateTime,
-        window_start: OffsetDateTime,
-        history_len: u64,
-        ip: Option<&str>,
-        device: Option<&str>,
-    ) -> Result<OrderRecord, StoreError> {
+    async fn order_record(&self, query: OrderRecordQuery<'_>) -> Result<OrderRecord, StoreError> {
         let Some(reader) = &self.reader else {
-            let usage = self.usage(owner, day_start, window_start).await?;
-            let history = self.trade_history(owner, history_len).await?;
-            let (seen_ip, seen_device) = self.seen_before(owner, ip, device).await?;
-            return Ok(OrderRecord {
-                usage,
-                history,
-                seen_ip,
-                seen_device,
-            });
+            return OrderRecord::read_one_by_one(self, query).await;
         };
+        let OrderRecordQuery {
+            owner,
+            day_start,
+            window_start,
+            history_len,
+            ip,
+            device,
+        } = query;
         let (day_start, window_start) = (micros(day_start), micros(window_start));
         let usage_query = usage_query(owner, Ord::min(day_start, window_start));
         let history_query = history_query(owner, history_len);
