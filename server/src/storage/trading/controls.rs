@@ -332,18 +332,11 @@ impl ScreeningStore for SqlTradingStore {
         let Some(reader) = &self.reader else {
             return OrderRecord::read_one_by_one(self, query).await;
         };
-        let OrderRecordQuery {
-            owner,
-            day_start,
-            window_start,
-            history_len,
-            ip,
-            device,
-        } = query;
-        let (day_start, window_start) = (micros(day_start), micros(window_start));
+        let owner = query.owner;
+        let (day_start, window_start) = (micros(query.day_start), micros(query.window_start));
         let usage_query = usage_query(owner, Ord::min(day_start, window_start));
-        let history_query = history_query(owner, history_len);
-        let familiarity_query = familiarity_query(owner, ip, device);
+        let history_query = history_query(owner, query.history_len);
+        let familiarity_query = familiarity_query(owner, query.ip, query.device);
         reader
             .read(move |txn| {
                 let usage_rows = rows(txn, &usage_query, |row| UsageRow::try_from(row))?;
