@@ -86,17 +86,10 @@ pub async fn user_for_session(
     let age = services.clock.now().unix_timestamp() - authenticated_at;
     let user = match uuid::Uuid::parse_str(&raw_id) {
         Ok(id) if age >= 0 && age <= services.absolute_session.whole_seconds() => {
-            let signed_in = (UserId(id), authenticated_at);
-            let earlier = use_context::<RequestUser>();
-            match earlier.as_ref().and_then(|earlier| earlier.get(signed_in)) {
-                Some(user) => Some(user),
-                None => {
-                    let user = services.accounts.user(UserId(id)).await?;
-                    if let (Some(earlier), Some(user)) = (earlier, user.as_ref()) {
-                        earlier.set(signed_in, user);
-                    }
-                    user
-                }
+            let read = || services.accounts.user(UserId(id));
+            match use_context::<RequestUser>() {
+                Some(request) => request.user((UserId(id), authenticated_at), read).await?,
+                None => read().await?,
             }
         }
         _ => None,
@@ -110,29 +103,40 @@ pub async fn user_for_session(
     }
 }
 
-/// The signed-in user as read earlier in this request: a page runs several server functions
-/// that each need them (5 reads of the same row for `/trade`). Provided per request, so nothing
-/// outlives it; keyed by the session's user and sign-in time, so a sign-in or sign-out within
-/// the request reads again.
+/// The signed-in user as read once for this request: a page runs several server functions that
+/// each need them (4 reads of the same row for `/trade`), and runs them at once, so the first
+/// caller reads and the others wait for its answer. Provided per request, so nothing outlives
+/// it; keyed by the session's user and sign-in time, so a sign-in or sign-out within the
+/// request reads again.
 #[derive(Debug, Clone, Default)]
-pub struct RequestUser(Arc<std::sync::Mutex<Option<(SignedIn, User)>>>);
+pub struct RequestUser(Arc<std::sync::Mutex<Option<(SignedIn, UserRead)>>>);
 
 /// A session's user and the time they signed in (unix seconds).
 type SignedIn = (UserId, i64);
+/// The user's row, once read (`None`: no such user). A failed read leaves it empty, and the
+/// next caller reads again.
+type UserRead = Arc<tokio::sync::OnceCell<Option<User>>>;
 
 impl RequestUser {
-    fn get(&self, signed_in: SignedIn) -> Option<User> {
-        let earlier = self.0.lock().ok()?;
-        earlier
-            .as_ref()
-            .filter(|(key, _)| *key == signed_in)
-            .map(|(_, user)| user.clone())
-    }
-
-    fn set(&self, signed_in: SignedIn, user: &User) {
-        if let Ok(mut earlier) = self.0.lock() {
-            *earlier = Some((signed_in, user.clone()));
-        }
+    async fn user<E, Read>(
+        &self,
+        signed_in: SignedIn,
+        read: impl FnOnce() -> Read,
+    ) -> Result<Option<User>, E>
+    where
+        Read: Future<Output = Result<Option<User>, E>>,
+    {
+        let once = {
+            let mut slot = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match slot.as_ref() {
+                Some((key, once)) if *key == signed_in => once.clone(),
+                _ => slot.insert((signed_in, UserRead::default())).1.clone(),
+            }
+        };
+        once.get_or_try_init(read).await.cloned()
     }
 }
 
@@ -197,4 +201,65 @@ pub async fn grant_step_up(session: &Session, grant: StepUpGrant) -> Result<(), 
     session.cycle_id().await?;
     session.insert(STEP_UP_KEY, grant).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use domain::account::{Email, Role};
+
+    use super::*;
+
+    fn trader() -> User {
+        User {
+            id: UserId(uuid::Uuid::from_u128(7)),
+            email: Email::parse("trader@example.com").expect("email"),
+            role: Role::Trader,
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_reads_its_user_once_however_many_ask_at_once() {
+        let request = RequestUser::default();
+        let user = trader();
+        let reads = AtomicUsize::new(0);
+        let read = || async {
+            reads.fetch_add(1, Ordering::SeqCst);
+            // Long enough for every caller to be waiting on this read.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            Ok::<_, ()>(Some(user.clone()))
+        };
+        let signed_in = (user.id, 1_000);
+        let answers = tokio::join!(
+            request.user(signed_in, read),
+            request.user(signed_in, read),
+            request.user(signed_in, read),
+            request.user(signed_in, read),
+        );
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        for answer in [answers.0, answers.1, answers.2, answers.3] {
+            assert_eq!(answer.expect("read").map(|u| u.id), Some(user.id));
+        }
+        // Signed in again (or as someone else) within the request: read afresh.
+        let again = request.user((user.id, 2_000), read).await;
+        assert_eq!(again.expect("read").map(|u| u.id), Some(user.id));
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_is_not_remembered() {
+        let request = RequestUser::default();
+        let user = trader();
+        let signed_in = (user.id, 1_000);
+        let failed = request
+            .user(signed_in, || async { Err::<Option<User>, _>("down") })
+            .await;
+        assert_eq!(failed.map(|u| u.map(|u| u.id)), Err("down"));
+        let read = request
+            .user(signed_in, || async { Ok::<_, &str>(Some(user.clone())) })
+            .await;
+        assert_eq!(read.map(|u| u.map(|u| u.id)), Ok(Some(user.id)));
+    }
 }

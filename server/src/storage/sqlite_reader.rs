@@ -221,6 +221,30 @@ mod tests {
         assert_eq!(reader.idle().len(), 1);
     }
 
+    /// The SQLite every connection here links (sqlx's and this reader's) is built with the
+    /// query planner stability guarantee (`.cargo/config.toml`): without it, binding a `LIMIT ?`
+    /// expires the statement and each execution parses and plans it again.
+    #[test]
+    fn a_cached_statement_with_a_bound_limit_is_not_prepared_again() {
+        use rusqlite::StatementStatus;
+        let dir = tempfile::tempdir().expect("dir");
+        let connection = Connection::open(dir.path().join("app.db")).expect("open");
+        connection
+            .execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1), (2), (3);")
+            .expect("seed");
+        for limit in [1_i64, 2, 1, 3] {
+            let mut statement = connection
+                .prepare_cached("SELECT v FROM t ORDER BY v LIMIT ?")
+                .expect("prepare");
+            let rows = statement
+                .query_map([limit], |row| row.get::<_, i64>(0))
+                .expect("query")
+                .count();
+            assert_eq!(rows as i64, limit);
+            assert_eq!(statement.get_status(StatementStatus::RePrepare), 0);
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_burst_of_reads_shares_the_few_connections() {
         use std::sync::atomic::{AtomicUsize, Ordering};
