@@ -292,7 +292,19 @@ fn kill_switch_value(value: Option<&str>) -> Result<bool, StoreError> {
 impl ScreeningStore for SqlTradingStore {
     /// One statement: each branch of a `UNION ALL` reads one area as `(kind, a, b, c)` text rows,
     /// where five statements cost five hand-offs to the connection's thread per order.
+    /// On SQLite, on the reader: every signed-in page's trading banner reads this, and a
+    /// dozen rows through sqlx are a dozen hand-offs from its worker thread.
     async fn screening_settings(&self, user: UserId) -> Result<ScreeningSettings, StoreError> {
+        if let Some(reader) = &self.reader {
+            return reader
+                .read(move |txn| {
+                    let rows = rows(txn, &screening_settings_query(user), |row| {
+                        SettingsRow::try_from(row)
+                    })?;
+                    Ok(screening_settings_of(user, rows)?)
+                })
+                .await;
+        }
         converted(async {
             let rows = tuples(&self.db, &screening_settings_query(user)).await?;
             screening_settings_of(user, rows)

@@ -21,6 +21,7 @@ use sea_orm::{
 use time::OffsetDateTime;
 
 use super::super::entities::{anomaly_case, fill, order, paper_book, proposal};
+use super::super::sqlite_reader::rows;
 use super::super::{DbResult, converted, tuples};
 use super::rows::{
     HistoryRow, UsageRow, case_row, counted, hold_column, order_row, to_fill, to_order,
@@ -37,9 +38,18 @@ impl OrderStore for SqlTradingStore {
         day_start: OffsetDateTime,
         window_start: OffsetDateTime,
     ) -> Result<Usage, StoreError> {
+        let (day_start, window_start) = (micros(day_start), micros(window_start));
+        let query = usage_query(user, Ord::min(day_start, window_start));
+        // On SQLite, on the reader: a row per order today, each a hand-off through sqlx.
+        if let Some(reader) = &self.reader {
+            return reader
+                .read(move |txn| {
+                    let rows = rows(txn, &query, |row| UsageRow::try_from(row))?;
+                    Ok(usage_of(user, &rows, day_start, window_start)?)
+                })
+                .await;
+        }
         converted(async {
-            let (day_start, window_start) = (micros(day_start), micros(window_start));
-            let query = usage_query(user, Ord::min(day_start, window_start));
             let rows = tuples(&self.db, &query).await?;
             usage_of(user, &rows, day_start, window_start)
         })
