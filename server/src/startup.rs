@@ -427,7 +427,8 @@ impl Application {
         &self.backend
     }
 
-    /// Serves until `shutdown` resolves, then records `system.stop`.
+    /// Serves until `shutdown` resolves, then lets open requests finish for up to
+    /// [`SHUTDOWN_GRACE`], then records `system.stop`.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -453,9 +454,27 @@ impl Application {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
         });
-        let result = axum::serve(listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let (stopping, stop_asked) = tokio::sync::oneshot::channel::<()>();
+        let serving = axum::serve(listener, service).with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stopping.send(());
+        });
+        let result = tokio::select! {
+            result = std::future::IntoFuture::into_future(serving) => result,
+            () = async {
+                match stop_asked.await {
+                    Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
+                    // Serving ended without being asked to: its own branch has the result.
+                    Err(_) => std::future::pending().await,
+                }
+            } => {
+                tracing::warn!(
+                    grace_seconds = SHUTDOWN_GRACE.as_secs(),
+                    "requests still open after the shutdown grace period; stopping without them"
+                );
+                Ok(())
+            }
+        };
         jobs.stop();
         let stop = AuditDraft::new(
             Actor::system("server"),
@@ -469,6 +488,11 @@ impl Application {
         result
     }
 }
+
+/// How long a stopping server waits for open requests (a page being rendered, a report being
+/// downloaded) before it stops anyway: a client that never finishes its request, or never
+/// reads its response, must not keep the server from stopping.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 fn router(
     settings: &Settings,

@@ -22,6 +22,7 @@ mod reports;
 mod screening;
 mod security;
 mod sessions;
+mod shutdown;
 mod stepup;
 mod stepup_controls;
 mod stepup_store;
