@@ -12,6 +12,7 @@ use leptos::prelude::*;
 use leptos_meta::{HashedStylesheet, MetaTags, Title, provide_meta_context};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
+use ui::server_data::{ServerData, server_data};
 
 use api::SessionUser;
 use api::auth::{LogIn, LogOut, LogOutEverywhere, SignUp, who_am_i};
@@ -58,7 +59,7 @@ pub fn route_list() -> Vec<leptos_axum::AxumRouteListing> {
 /// The session as the UI knows it, plus the actions that change it.
 #[derive(Clone, Copy)]
 pub struct Auth {
-    pub user: Resource<Result<Option<SessionUser>, AppError>>,
+    pub user: ServerData<Result<Option<SessionUser>, AppError>>,
     pub sign_up: ServerAction<SignUp>,
     pub log_in: ServerAction<LogIn>,
     pub log_out: ServerAction<LogOut>,
@@ -91,7 +92,7 @@ pub fn App() -> impl IntoView {
     let log_in = ServerAction::<LogIn>::new();
     let log_out = ServerAction::<LogOut>::new();
     let log_out_everywhere = ServerAction::<LogOutEverywhere>::new();
-    let user = Resource::new(
+    let user = server_data(
         move || {
             (
                 sign_up.version().get(),

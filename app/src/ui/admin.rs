@@ -1,5 +1,6 @@
 //! User and role administration.
 
+use crate::ui::server_data::server_data;
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -22,7 +23,7 @@ pub fn UsersPage() -> impl IntoView {
 #[component]
 fn UserTable() -> impl IntoView {
     let set_role = ServerAction::<SetUserRole>::new();
-    let users = Resource::new(move || set_role.version().get(), |_| list_users());
+    let users = server_data(move || set_role.version().get(), |_| list_users());
     let error = Signal::derive(move || set_role.value().get().and_then(Result::err));
     let me = use_auth().current().map(|u| u.id);
     view! {

@@ -1,6 +1,7 @@
 //! "Agents": the trader's bearer tokens for bots (shown once, revocable, scoped), autonomous
 //! mode, and the queue of proposals bots made, each waiting for the trader's sign-off.
 
+use crate::ui::server_data::{ServerData, server_data};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::A;
@@ -29,7 +30,7 @@ const SCOPES: [(&str, &str); 3] = [
 pub fn AgentsPage() -> impl IntoView {
     // Created before the role check, as on the Trade page.
     let (version, set_version) = signal(0u32);
-    let overview = Resource::new(move || version.get(), |_| agent_overview());
+    let overview = server_data(move || version.get(), |_| agent_overview());
     view! {
         <Title text="Agents" />
         <PageHeader title="Agents" description="Bots can read prices and your portfolio and propose trades with a rationale. They can never place, cancel or withdraw: every proposal waits here for your sign-off." />
@@ -41,7 +42,7 @@ pub fn AgentsPage() -> impl IntoView {
 
 #[component]
 fn AgentDesk(
-    overview: Resource<Result<AgentOverviewView, AppError>>,
+    overview: ServerData<Result<AgentOverviewView, AppError>>,
     set_version: WriteSignal<u32>,
 ) -> impl IntoView {
     let reload = move || set_version.update(|n| *n += 1);

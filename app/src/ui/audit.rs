@@ -2,6 +2,7 @@
 //! paging, one event with its hash links, chain verification as a background job, and the
 //! signed checkpoints the verification checks against.
 
+use crate::ui::server_data::server_data;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::NavigateOptions;
@@ -76,7 +77,7 @@ fn AuditDesk() -> impl IntoView {
     let (changed, set_changed) = signal(0u32);
     // Each page comes back with the filter it was fetched for: links and the `data-query` a
     // reader (or a test) waits on then describe the rows shown, never a filter still loading.
-    let results = Resource::new(
+    let results = server_data(
         move || (filter.get(), cursor.get(), changed.get()),
         |(filter, cursor, _)| async move {
             let (before, after) = cursor.bounds();
@@ -492,7 +493,7 @@ fn ChainStatus(report: ChainReport) -> impl IntoView {
 #[component]
 fn CheckpointsPanel(on_signed: impl Fn() + Copy + Send + Sync + 'static) -> impl IntoView {
     let sign = ServerAction::<SignCheckpointNow>::new();
-    let list = Resource::new(move || sign.version().get(), |_| list_checkpoints());
+    let list = server_data(move || sign.version().get(), |_| list_checkpoints());
     let sign_error = Signal::derive(move || sign.value().get().and_then(Result::err));
     Effect::watch(
         move || sign.value().get(),
@@ -595,7 +596,7 @@ pub fn AuditEventPage() -> impl IntoView {
 
 #[component]
 fn EventDetailLoader(seq: Memo<Option<i64>>) -> impl IntoView {
-    let detail = Resource::new(
+    let detail = server_data(
         move || seq.get(),
         |seq| async move {
             match seq {

@@ -1,6 +1,7 @@
 //! "Exchange keys": enter a key once, see only its mask, check, re-wrap and revoke it, and read
 //! the receipts of every time it was decrypted.
 
+use crate::ui::server_data::server_data;
 use domain::audit_action::AuditAction;
 use leptos::html;
 use leptos::prelude::*;
@@ -54,8 +55,8 @@ fn KeyVault() -> impl IntoView {
             rewrap_done.get(),
         )
     };
-    let keys = Resource::new(changes, |_| list_keys());
-    let receipts = Resource::new(changes, |_| key_receipts());
+    let keys = server_data(changes, |_| list_keys());
+    let receipts = server_data(changes, |_| key_receipts());
     let row_error = Signal::derive(move || {
         check
             .value()

@@ -13,6 +13,7 @@ pub mod pages;
 pub mod reports;
 pub mod review;
 pub mod risk_admin;
+pub mod server_data;
 pub mod stepup;
 pub mod trading;
 pub mod vault_admin;

@@ -3,6 +3,7 @@
 //! admin's kill switch, open alerts and the security-events chart (SVG drawn by
 //! [`security_chart_svg`], on the server for the first page).
 
+use crate::ui::server_data::server_data;
 use leptos::prelude::*;
 use leptos_router::components::A;
 
@@ -39,7 +40,7 @@ fn loading() -> impl IntoView {
 
 #[component]
 fn TraderCards() -> impl IntoView {
-    let data = Resource::new(|| (), |_| trader_overview());
+    let data = server_data(|| (), |_| trader_overview());
     view! {
         <Transition fallback=loading>
             {move || Suspend::new(async move {
@@ -211,7 +212,7 @@ fn status_words(status: &str, awaiting_approval: bool) -> &'static str {
 
 #[component]
 fn ReviewerCards() -> impl IntoView {
-    let data = Resource::new(|| (), |_| reviewer_overview());
+    let data = server_data(|| (), |_| reviewer_overview());
     view! {
         <Transition fallback=loading>
             {move || Suspend::new(async move {
@@ -319,7 +320,7 @@ fn ReviewerView(overview: ReviewerOverviewView) -> impl IntoView {
 
 #[component]
 fn AdminCards() -> impl IntoView {
-    let data = Resource::new(|| (), |_| admin_overview());
+    let data = server_data(|| (), |_| admin_overview());
     view! {
         <Transition fallback=loading>
             {move || Suspend::new(async move {

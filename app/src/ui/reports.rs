@@ -1,6 +1,7 @@
 //! The reports page: choose the events, then download a signed CSV (streamed) or have a PDF
 //! built in the background. Each report verifies offline with `cryptopulse report verify`.
 
+use crate::ui::server_data::server_data;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
@@ -65,7 +66,7 @@ fn ReportDesk() -> impl IntoView {
 
 #[component]
 fn HowToVerify() -> impl IntoView {
-    let key = Resource::new(|| (), |_| report_public_key());
+    let key = server_data(|| (), |_| report_public_key());
     view! {
         <section class=format!("{CARD} p-6 text-sm text-slate-700") aria-labelledby="verify-report-heading">
             <h2 id="verify-report-heading" class="mb-2 font-semibold text-slate-900">"What a report contains"</h2>

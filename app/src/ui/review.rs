@@ -1,6 +1,7 @@
 //! "Review": anomaly cases for compliance reviewers — the queue, each case's evidence drawn
 //! (recent trades over time, the score's contributions), and the decision with a required note.
 
+use crate::ui::server_data::{ServerData, server_data};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -16,7 +17,7 @@ pub fn ReviewPage() -> impl IntoView {
     // Created before the role check, as on the Trade page.
     let (filter, set_filter) = signal("open".to_string());
     let (refresh, set_refresh) = signal(0u32);
-    let cases = Resource::new(
+    let cases = server_data(
         move || (filter.get(), refresh.get()),
         |(f, _)| list_cases(Some(f)),
     );
@@ -41,7 +42,7 @@ fn score_badge(score: f64) -> &'static str {
 
 #[component]
 fn ReviewDesk(
-    cases: Resource<Result<Vec<CaseView>, AppError>>,
+    cases: ServerData<Result<Vec<CaseView>, AppError>>,
     filter: ReadSignal<String>,
     set_filter: WriteSignal<String>,
     set_refresh: WriteSignal<u32>,
@@ -98,7 +99,7 @@ fn ReviewDesk(
 fn CaseDetail(id: String, on_decided: impl Fn() + Copy + Send + Sync + 'static) -> impl IntoView {
     let (version, set_version) = signal(0u32);
     let case_id = id.clone();
-    let case = Resource::new(move || version.get(), move |_| get_case(case_id.clone()));
+    let case = server_data(move || version.get(), move |_| get_case(case_id.clone()));
     let (note, set_note) = signal(String::new());
     let (error, set_error) = signal(None::<AppError>);
     let (busy, set_busy) = signal(false);

@@ -2,6 +2,7 @@
 //! and the IP blocklist. Every change needs a fresh security-key step-up (the server asks for it
 //! and the error notice shows the step-up panel) and is audited.
 
+use crate::ui::server_data::{ServerData, server_data};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -22,7 +23,7 @@ use crate::error::AppError;
 pub fn RiskAdminPage() -> impl IntoView {
     // Created before the role check, as on the Trade page.
     let (version, set_version) = signal(0u32);
-    let overview = Resource::new(move || version.get(), |_| risk_overview());
+    let overview = server_data(move || version.get(), |_| risk_overview());
     view! {
         <Title text="Risk controls" />
         <PageHeader title="Risk controls" description="The kill switch, limits, each trader's state and blocked addresses. Changes need your security key and are recorded in the audit log." />
@@ -92,7 +93,7 @@ struct Ctx {
 
 #[component]
 fn RiskDesk(
-    overview: Resource<Result<RiskOverviewView, AppError>>,
+    overview: ServerData<Result<RiskOverviewView, AppError>>,
     set_version: WriteSignal<u32>,
 ) -> impl IntoView {
     let (error, set_error) = signal(None::<AppError>);

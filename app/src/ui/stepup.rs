@@ -1,6 +1,7 @@
 //! Step-up in the browser: the panel that appears wherever the server asks for a fresh second
 //! factor, and the Security page where people manage their keys, app and recovery codes.
 
+use crate::ui::server_data::server_data;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::A;
@@ -182,7 +183,7 @@ fn Security() -> impl IntoView {
     // Bumped after every change; reloads the factor list.
     let (changes, set_changes) = signal(0u32);
     let changed = move || set_changes.update(|n| *n += 1);
-    let view_state = Resource::new(move || changes.get(), |_| factors());
+    let view_state = server_data(move || changes.get(), |_| factors());
     view! {
         <Transition fallback=|| view! { <p class="text-sm text-slate-500">"Loading…"</p> }>
             {move || Suspend::new(async move {

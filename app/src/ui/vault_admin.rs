@@ -1,6 +1,7 @@
 //! The admin's vault controls: master key rotation, re-wrapping everyone's keys, decoy keys and
 //! the security alerts they raise.
 
+use crate::ui::server_data::server_data;
 use leptos::html;
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -32,14 +33,14 @@ fn VaultAdmin() -> impl IntoView {
     let rotate = ServerAction::<RotateMasterKey>::new();
     let plant = ServerAction::<PlantCanary>::new();
     let acknowledge = ServerAction::<AcknowledgeAlert>::new();
-    let kms = Resource::new(move || rotate.version().get(), |_| kms_status());
+    let kms = server_data(move || rotate.version().get(), |_| kms_status());
     // Reading alerts and decoys needs the admin's key window too: reload them after any
     // admin action here (which opens it).
-    let canaries = Resource::new(
+    let canaries = server_data(
         move || (plant.version().get(), rotate.version().get()),
         |_| list_canaries(),
     );
-    let alerts = Resource::new(
+    let alerts = server_data(
         move || {
             (
                 acknowledge.version().get(),

@@ -108,7 +108,10 @@ mod imp {
     }
 
     fn options<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, KeyCeremonyError> {
-        serde_json::from_str(json).map_err(|e| KeyCeremonyError::Other(format!("bad options: {e}")))
+        // The slice reader, as every other JSON the bundle reads (see `ui::server_data`): a
+        // second reader type would compile serde_json's parser into the bundle twice.
+        serde_json::from_slice(json.as_bytes())
+            .map_err(|e| KeyCeremonyError::Other(format!("bad options: {e}")))
     }
 
     fn to_json(value: &impl serde::Serialize) -> Result<String, KeyCeremonyError> {

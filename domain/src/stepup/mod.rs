@@ -23,7 +23,9 @@ pub use approval::{
 pub use policy::{Assurance, SensitiveAction, StepUpGrant, StepUpMethod, StepUpPolicy};
 pub use recovery::{RECOVERY_CODE_COUNT, generate_recovery_codes, recovery_code_hash};
 pub use security_key::{CEREMONY_LIFETIME, Ceremony, KeyChange, KeyName, SecurityKey};
-pub use service::{FactorProof, FactorSummary, PrivilegeWindow, StepUpPorts, StepUpService};
+pub use service::{
+    FactorProof, FactorSummary, PrivilegeWindow, StepUpPorts, StepUpService, UsableFactors,
+};
 pub use store::FactorStore;
 pub use totp::{
     TotpAttempt, TotpCode, TotpEnrolment, TotpFactor, TotpLockout, code_at, matching_step,

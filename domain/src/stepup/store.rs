@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{OrderApproval, SecurityKey, TotpAttempt, TotpFactor, TotpLockout};
+use super::{OrderApproval, SecurityKey, TotpAttempt, TotpFactor, TotpLockout, UsableFactors};
 use crate::account::UserId;
 use crate::audit::AuditDraft;
 use crate::store_error::StoreError;
@@ -73,6 +73,9 @@ pub trait FactorStore: Send + Sync + fmt::Debug {
         audit: AuditDraft,
     ) -> Result<bool, StoreError>;
 
+    /// A confirmed authenticator app, and a key that is not disabled: what `totp` and
+    /// `security_keys` would tell, in one read.
+    async fn usable_factors(&self, user: UserId) -> Result<UsableFactors, StoreError>;
     /// The user's keys, oldest first.
     async fn security_keys(&self, user: UserId) -> Result<Vec<SecurityKey>, StoreError>;
     /// Whether any account already registered this credential id.

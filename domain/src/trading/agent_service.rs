@@ -64,10 +64,10 @@ impl TradingService {
     ) -> Result<NewAgentToken, TradingError> {
         let factors = self
             .stepup
-            .summary(owner)
+            .usable_factors(owner)
             .await
             .map_err(|e| TradingError::Unavailable(Outage::Factors(e)))?;
-        if !factors.has_any() {
+        if !factors.any() {
             return Err(Refusal::FactorRequired.into());
         }
         self.stepup

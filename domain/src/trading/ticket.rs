@@ -72,7 +72,7 @@ impl TradingService {
             .collect();
         let factors = self
             .stepup
-            .summary(owner)
+            .usable_factors(owner)
             .await
             .map_err(|e| TradingError::Unavailable(Outage::Factors(e)))?;
         Ok(Ticket {
@@ -86,8 +86,8 @@ impl TradingService {
             prices,
             trade_keys,
             open_cases,
-            has_security_key: factors.security_keys.iter().any(|k| k.flagged_at.is_none()),
-            has_totp: factors.totp_enabled,
+            has_security_key: factors.security_key,
+            has_totp: factors.totp,
             limits,
         })
     }

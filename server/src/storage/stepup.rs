@@ -15,13 +15,13 @@ use domain::account::UserId;
 use domain::audit::{AuditDraft, canonical_time, parse_canonical_time};
 use domain::ports::{Clock, StoreError};
 use domain::stepup::{
-    FactorStore, OrderApproval, SecurityKey, TotpAttempt, TotpFactor, TotpLockout,
+    FactorStore, OrderApproval, SecurityKey, TotpAttempt, TotpFactor, TotpLockout, UsableFactors,
 };
 use domain::vault::{SealedSecret, WrappedKey};
-use sea_orm::sea_query::{Expr, ExprTrait, Func};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, Query, SelectStatement};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -439,6 +439,42 @@ impl FactorStore for SqlFactorStore {
             }
             txn.commit_with(audit, self.clock.now()).await?;
             Ok(true)
+        })
+        .await
+    }
+
+    async fn usable_factors(&self, user: UserId) -> Result<UsableFactors, StoreError> {
+        converted(async {
+            let user = user.to_string();
+            let exists =
+                |query: &mut SelectStatement| Expr::exists(query.expr(Expr::val(1)).take());
+            let query = Query::select()
+                .expr_as(
+                    exists(
+                        Query::select()
+                            .from(totp_factor::Entity)
+                            .and_where(totp_factor::Column::UserId.eq(user.as_str()))
+                            .and_where(totp_factor::Column::ConfirmedAt.is_not_null()),
+                    ),
+                    "totp",
+                )
+                .expr_as(
+                    exists(
+                        Query::select()
+                            .from(security_key::Entity)
+                            .and_where(security_key::Column::UserId.eq(user.as_str()))
+                            .and_where(security_key::Column::FlaggedAt.is_null()),
+                    ),
+                    "security_key",
+                )
+                .take();
+            let row = self
+                .db
+                .query_one(&query)
+                .await?
+                .ok_or_else(|| StoreError::Backend("SELECT EXISTS returned no row".into()))?;
+            let (totp, security_key) = row.try_get_many_by_index()?;
+            Ok(UsableFactors { totp, security_key })
         })
         .await
     }

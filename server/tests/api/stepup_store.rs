@@ -10,7 +10,7 @@ use domain::audit::{Actor, AuditDraft, Outcome, RequestMeta};
 use domain::ports::{Clock, StoreError};
 use domain::stepup::{
     FactorStore, OrderApproval, SecurityKey, StepUpMethod, StepUpPolicy, TotpAttempt, TotpFactor,
-    TotpLockout,
+    TotpLockout, UsableFactors,
 };
 use domain::vault::{SealedSecret, WrappedKey};
 use server::storage::SqlFactorStore;
@@ -742,5 +742,101 @@ async fn security_keys_belong_to_one_user_and_a_flagged_key_is_not_used() {
     );
     assert_eq!(store.security_keys(alice).await.expect("list").len(), 1);
     assert_eq!(audit_events(&app).await, before + 6);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn usable_factors_are_a_confirmed_app_and_a_key_that_is_not_disabled_of_that_user_only() {
+    let app = spawn_app().await;
+    let store = store(&app);
+    let alice = new_user(&app, "alice@example.com").await;
+    let bob = new_user(&app, "bob@example.com").await;
+    let now = clock_now(&app);
+    let usable = |totp, security_key| UsableFactors { totp, security_key };
+    let factors_of = |user| {
+        let store = store.clone();
+        async move {
+            let usable = store.usable_factors(user).await.expect("usable factors");
+            // The one-statement read answers as the full reads do.
+            let totp = store.totp(user).await.expect("totp");
+            let keys = store.security_keys(user).await.expect("keys");
+            assert_eq!(
+                usable,
+                UsableFactors {
+                    totp: totp.is_some_and(|t| t.confirmed),
+                    security_key: keys.iter().any(|k| k.flagged_at.is_none()),
+                }
+            );
+            usable
+        }
+    };
+    assert_eq!(factors_of(alice).await, usable(false, false));
+
+    // An app being set up is not usable yet.
+    let pending = TotpFactor {
+        user: alice,
+        sealed: sealed(),
+        confirmed: false,
+        last_step: None,
+        failures: 0,
+        locked_until: None,
+        created_at: now,
+    };
+    store
+        .save_pending_totp(
+            &pending,
+            draft(alice, AuditAction::StepupTotpEnrolmentStarted),
+        )
+        .await
+        .expect("save");
+    assert_eq!(factors_of(alice).await, usable(false, false));
+    assert!(
+        store
+            .confirm_totp(
+                alice,
+                50,
+                now,
+                &hashes("codes"),
+                draft(alice, AuditAction::StepupTotpEnrolled)
+            )
+            .await
+            .expect("confirm")
+    );
+    assert_eq!(factors_of(alice).await, usable(true, false));
+
+    // Alice's key is hers; once disabled it is not usable, and another key of hers is.
+    let first = key(alice, "cred-usable-1", now);
+    store
+        .insert_security_key(&first, draft(alice, AuditAction::StepupKeyRegistered))
+        .await
+        .expect("insert");
+    assert_eq!(factors_of(alice).await, usable(true, true));
+    assert_eq!(factors_of(bob).await, usable(false, false));
+    store
+        .flag_security_key(
+            alice,
+            first.id,
+            now,
+            draft(alice, AuditAction::StepupKeyCounterRegressed),
+        )
+        .await
+        .expect("flag");
+    assert_eq!(factors_of(alice).await, usable(true, false));
+    let second = key(alice, "cred-usable-2", now);
+    store
+        .insert_security_key(&second, draft(alice, AuditAction::StepupKeyRegistered))
+        .await
+        .expect("insert");
+    assert_eq!(factors_of(alice).await, usable(true, true));
+
+    // Bob's key alone, without an app.
+    store
+        .insert_security_key(
+            &key(bob, "cred-usable-3", now),
+            draft(bob, AuditAction::StepupKeyRegistered),
+        )
+        .await
+        .expect("insert");
+    assert_eq!(factors_of(bob).await, usable(false, true));
     app.stop().await;
 }

@@ -1,5 +1,6 @@
 //! The trading banner.
 
+use crate::ui::server_data::server_data;
 use domain::risk::TradingState;
 use leptos::prelude::*;
 
@@ -9,7 +10,7 @@ use crate::api::trading::{TradingStatusView, trading_status};
 #[component]
 pub fn TradingBanner() -> impl IntoView {
     let auth = crate::use_auth();
-    let status = Resource::new(
+    let status = server_data(
         move || auth.session().map(|u| u.ok().flatten().map(|u| u.id)),
         |_| trading_status(),
     );

@@ -1,5 +1,6 @@
 //! The order table (cancel, approve a released order with a security key) and the Orders page.
 
+use crate::ui::server_data::{ServerData, server_data};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -133,8 +134,8 @@ pub(crate) fn OrderTable(
 pub fn OrdersPage() -> impl IntoView {
     // Before the role check, as on the Trade page.
     let (refresh, set_refresh) = signal(0u32);
-    let orders = Resource::new(move || refresh.get(), |_| list_orders());
-    let book = Resource::new(move || refresh.get(), |_| portfolio());
+    let orders = server_data(move || refresh.get(), |_| list_orders());
+    let book = server_data(move || refresh.get(), |_| portfolio());
     view! {
         <Title text="Orders" />
         <PageHeader title="Orders and fills" description="Each order keeps the decision taken on it and why. Held orders are sent automatically once their exchange is back, exactly once." />
@@ -146,8 +147,8 @@ pub fn OrdersPage() -> impl IntoView {
 
 #[component]
 fn OrdersAndFills(
-    orders: Resource<Result<Vec<OrderView>, AppError>>,
-    book: Resource<Result<PortfolioView, AppError>>,
+    orders: ServerData<Result<Vec<OrderView>, AppError>>,
+    book: ServerData<Result<PortfolioView, AppError>>,
     set_refresh: WriteSignal<u32>,
 ) -> impl IntoView {
     view! {

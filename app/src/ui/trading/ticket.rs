@@ -1,6 +1,7 @@
 //! The Trade page: the order ticket, its live preview of the server's screening rules, and
 //! the approval of large orders with a security key or code.
 
+use crate::ui::server_data::{ServerData, server_data};
 use domain::risk::{self, OrderSide, PriceRefusal, Screening, Verdict};
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -26,8 +27,8 @@ pub fn TradePage() -> impl IntoView {
     // Created before the role check, so the page's data loads alongside the session lookup
     // rather than after it (the server functions check the caller themselves).
     let (refresh, set_refresh) = signal(0u32);
-    let ticket_data = Resource::new(move || refresh.get(), |_| ticket());
-    let orders = Resource::new(move || refresh.get(), |_| recent_orders());
+    let ticket_data = server_data(move || refresh.get(), |_| ticket());
+    let orders = server_data(move || refresh.get(), |_| recent_orders());
     view! {
         <Title text="Trade" />
         <PageHeader title="Trade" description="Every order is screened by your limits and an anomaly score before it reaches the exchange. Large orders are approved one by one with your security key or app code." />
@@ -76,8 +77,8 @@ impl TicketForm {
 
 #[component]
 fn TradeDesk(
-    ticket_data: Resource<Result<TicketView, AppError>>,
-    orders: Resource<Result<Vec<OrderView>, AppError>>,
+    ticket_data: ServerData<Result<TicketView, AppError>>,
+    orders: ServerData<Result<Vec<OrderView>, AppError>>,
     set_refresh: WriteSignal<u32>,
 ) -> impl IntoView {
     let form = TicketForm::new();
