@@ -77,21 +77,26 @@ fn hashes(prefix: &str) -> Vec<String> {
     (0..10).map(|n| format!("{prefix}-{n}")).collect()
 }
 
+/// An authenticator app being set up: not confirmed, no step used.
+fn pending_totp(user: UserId, created_at: OffsetDateTime) -> TotpFactor {
+    TotpFactor {
+        user,
+        sealed: sealed(),
+        confirmed: false,
+        last_step: None,
+        failures: 0,
+        locked_until: None,
+        created_at,
+    }
+}
+
 /// A user with a confirmed TOTP factor (last step 100) and recovery codes `codes-0..9`.
 async fn enrolled(app: &TestApp, store: &SqlFactorStore, email: &str) -> UserId {
     let user = new_user(app, email).await;
     let now = clock_now(app);
     store
         .save_pending_totp(
-            &TotpFactor {
-                user,
-                sealed: sealed(),
-                confirmed: false,
-                last_step: None,
-                failures: 0,
-                locked_until: None,
-                created_at: now,
-            },
+            &pending_totp(user, now),
             draft(user, AuditAction::StepupTotpEnrolmentStarted),
         )
         .await
@@ -215,15 +220,7 @@ async fn an_unconfirmed_factor_accepts_no_step_and_confirms_once() {
     let store = store(&app);
     let user = new_user(&app, "pending@example.com").await;
     let now = clock_now(&app);
-    let pending = TotpFactor {
-        user,
-        sealed: sealed(),
-        confirmed: false,
-        last_step: None,
-        failures: 0,
-        locked_until: None,
-        created_at: now,
-    };
+    let pending = pending_totp(user, now);
     store
         .save_pending_totp(
             &pending,
@@ -773,15 +770,7 @@ async fn usable_factors_are_a_confirmed_app_and_a_key_that_is_not_disabled_of_th
     assert_eq!(factors_of(alice).await, usable(false, false));
 
     // An app being set up is not usable yet.
-    let pending = TotpFactor {
-        user: alice,
-        sealed: sealed(),
-        confirmed: false,
-        last_step: None,
-        failures: 0,
-        locked_until: None,
-        created_at: now,
-    };
+    let pending = pending_totp(alice, now);
     store
         .save_pending_totp(
             &pending,
@@ -804,12 +793,19 @@ async fn usable_factors_are_a_confirmed_app_and_a_key_that_is_not_disabled_of_th
     );
     assert_eq!(factors_of(alice).await, usable(true, false));
 
+    let register = |user, credential_id: &'static str| {
+        let store = store.clone();
+        async move {
+            let key = key(user, credential_id, now);
+            store
+                .insert_security_key(&key, draft(user, AuditAction::StepupKeyRegistered))
+                .await
+                .expect("insert");
+            key
+        }
+    };
     // Alice's key is hers; once disabled it is not usable, and another key of hers is.
-    let first = key(alice, "cred-usable-1", now);
-    store
-        .insert_security_key(&first, draft(alice, AuditAction::StepupKeyRegistered))
-        .await
-        .expect("insert");
+    let first = register(alice, "cred-usable-1").await;
     assert_eq!(factors_of(alice).await, usable(true, true));
     assert_eq!(factors_of(bob).await, usable(false, false));
     store
@@ -822,21 +818,11 @@ async fn usable_factors_are_a_confirmed_app_and_a_key_that_is_not_disabled_of_th
         .await
         .expect("flag");
     assert_eq!(factors_of(alice).await, usable(true, false));
-    let second = key(alice, "cred-usable-2", now);
-    store
-        .insert_security_key(&second, draft(alice, AuditAction::StepupKeyRegistered))
-        .await
-        .expect("insert");
+    register(alice, "cred-usable-2").await;
     assert_eq!(factors_of(alice).await, usable(true, true));
 
     // Bob's key alone, without an app.
-    store
-        .insert_security_key(
-            &key(bob, "cred-usable-3", now),
-            draft(bob, AuditAction::StepupKeyRegistered),
-        )
-        .await
-        .expect("insert");
+    register(bob, "cred-usable-3").await;
     assert_eq!(factors_of(bob).await, usable(false, true));
     app.stop().await;
 }
