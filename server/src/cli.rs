@@ -1,14 +1,16 @@
 //! Command-line interface of the server binary: serve, init, create-admin, set-role, audit verify,
 //! report verify / public-key.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use domain::account::{Email, Password, Role};
 use domain::audit::report::VerifiedReport;
-use domain::audit::{Actor, AuditFilter, ChainHead, ReportPublicKey, RequestMeta, verify_report};
+use domain::audit::{
+    Actor, AuditFilter, ChainHead, ReportPublicKey, RequestMeta, verify_report, verify_report_from,
+};
 use domain::ports::SystemClock;
 
 use crate::config::Settings;
@@ -331,12 +333,21 @@ pub fn report_verify(
             })
         })
         .transpose()?;
-    let bytes = std::fs::read(file)
-        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", file.display())))?;
-    let is_pdf = bytes.starts_with(b"%PDF");
-    let csv = if is_pdf {
-        match report_in_pdf(&bytes) {
-            Ok(csv) => csv,
+    let cannot_read =
+        |e: std::io::Error| CliError::Usage(format!("cannot read {}: {e}", file.display()));
+    let mut opened = std::fs::File::open(file).map_err(cannot_read)?;
+    let mut magic = Vec::with_capacity(4);
+    (&mut opened)
+        .take(4)
+        .read_to_end(&mut magic)
+        .map_err(cannot_read)?;
+    let is_pdf = magic == b"%PDF";
+    // A CSV report is read as it is checked (memory does not grow with it); a PDF is read
+    // whole to find the CSV report it carries.
+    let verified = if is_pdf {
+        let pdf = std::fs::read(file).map_err(cannot_read)?;
+        match report_in_pdf(&pdf) {
+            Ok(csv) => verify_report(&csv, pinned.as_ref()),
             Err(problem) => {
                 writeln!(
                     out,
@@ -347,9 +358,9 @@ pub fn report_verify(
             }
         }
     } else {
-        bytes
+        verify_report_from(opened, pinned.as_ref())
     };
-    match verify_report(&csv, pinned.as_ref()) {
+    match verified {
         Ok(verified) => {
             let kind = if is_pdf {
                 "PDF (embedded CSV report)"

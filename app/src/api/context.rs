@@ -45,8 +45,20 @@ pub struct Services {
 }
 
 pub fn services() -> Result<Arc<Services>, AppError> {
-    use_context::<Arc<Services>>()
-        .ok_or_else(|| AppError::internal("Services missing from context"))
+    use_context::<Arc<Services>>().ok_or_else(|| context_error("Services missing from context"))
+}
+
+/// The error for a request context that could not be read. Every request's context holds its
+/// head (leptos_axum provides it beside `Services`), so when that is gone too, the caller is
+/// work a request left behind: its client hung up mid-render, the request's reactive owner was
+/// dropped with its handler, and a page resource ran on in a task of its own. Nobody waits for
+/// that answer, so it is not an internal error for an operator to chase.
+fn context_error(detail: impl std::fmt::Display) -> AppError {
+    if with_context::<http::request::Parts, _>(|_| ()).is_none() {
+        tracing::debug!(%detail, "a page resource ran on after its client hung up");
+        return AppError::Unavailable("The request was abandoned before it was answered.".into());
+    }
+    AppError::internal(detail)
 }
 
 /// Who is asking, as recorded by the server's request middleware.
@@ -60,7 +72,7 @@ pub fn request_meta() -> RequestMeta {
 pub async fn session() -> Result<Session, AppError> {
     leptos_axum::extract::<Session>()
         .await
-        .map_err(|e| AppError::internal(format!("session extractor: {e}")))
+        .map_err(|e| context_error(format!("session extractor: {e}")))
 }
 
 /// The signed-in user, if the session is valid. A session past its absolute lifetime, or whose

@@ -25,7 +25,7 @@ pub mod jobs;
 pub mod report;
 pub mod signing;
 
-pub use report::{ReportManifest, ReportWriter, verify_report};
+pub use report::{ReportManifest, ReportWriter, verify_report, verify_report_from};
 pub use signing::{ReportKey, ReportPublicKey, SignedCheckpoint};
 
 pub use filter::AuditFilter;

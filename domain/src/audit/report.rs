@@ -9,6 +9,7 @@
 //! that nothing was edited, removed, added or reordered — and which row was.
 
 use std::borrow::Cow;
+use std::io::{Read, Seek, SeekFrom};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -544,16 +545,73 @@ fn parse_row(record: &csv::StringRecord, line: u64) -> Result<Row, ReportProblem
     })
 }
 
-fn csv_reader(text: &str) -> csv::Reader<&[u8]> {
+fn csv_reader<R: Read>(source: R) -> csv::Reader<R> {
     csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_reader(text.as_bytes())
+        .from_reader(source)
+}
+
+/// How far from the end of a report its trailer may start. A real trailer (the manifest JSON
+/// and the signature) is a few kilobytes; the limit keeps a file without one from being read
+/// whole just to say so.
+const TRAILER_SEARCH: u64 = 1024 * 1024;
+
+/// Finds the trailer: where its first line starts, and its text. Reads only the end of the
+/// report, growing the window from a few kilobytes up to [`TRAILER_SEARCH`].
+fn find_trailer<R: Read + Seek>(source: &mut R) -> Result<(u64, String), ReportProblem> {
+    // The last manifest line: an earlier look-alike could only sit inside a quoted cell, and
+    // then it would not be the line the file ends with.
+    let needle = format!("\n{MANIFEST_TAG},");
+    let len = source.seek(SeekFrom::End(0)).map_err(unreadable)?;
+    let mut window = len.min(16 * 1024);
+    loop {
+        let start = len - window;
+        source.seek(SeekFrom::Start(start)).map_err(unreadable)?;
+        let mut tail = Vec::new();
+        source
+            .by_ref()
+            .take(window)
+            .read_to_end(&mut tail)
+            .map_err(unreadable)?;
+        if let Some(at) = tail
+            .windows(needle.len())
+            .rposition(|w| w == needle.as_bytes())
+        {
+            let text = String::from_utf8(tail.split_off(at + 1)).map_err(|_| {
+                ReportProblem::Unreadable("the manifest trailer is not UTF-8 text".into())
+            })?;
+            return Ok((start + at as u64 + 1, text));
+        }
+        if start == 0 || window >= TRAILER_SEARCH {
+            return Err(ReportProblem::NoManifest);
+        }
+        window = (window * 8).min(TRAILER_SEARCH).min(len);
+    }
+}
+
+fn unreadable(e: std::io::Error) -> ReportProblem {
+    ReportProblem::Unreadable(format!("the file could not be read: {e}"))
+}
+
+/// A reader that hashes every byte read through it: the report's digest is taken in the same
+/// pass that checks its rows.
+struct Digesting<R> {
+    inner: R,
+    sha256: Sha256,
+}
+
+impl<R: Read> Read for Digesting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha256.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// Reads the two trailer lines: the manifest JSON (as written) and the signature.
 fn read_trailer(trailer: &str) -> Result<(String, String), ReportProblem> {
-    let mut records = csv_reader(trailer).into_records();
+    let mut records = csv_reader(trailer.as_bytes()).into_records();
     let mut next = |tag: &str| -> Result<String, ReportProblem> {
         let record = records
             .next()
@@ -587,35 +645,40 @@ fn read_trailer(trailer: &str) -> Result<(String, String), ReportProblem> {
     Ok((json, signature))
 }
 
-/// Verifies a CSV report offline: trailer, signature (and the pinned key), every row's hash,
-/// the row numbering and chain links, the manifest's counts and seq range, and the digest.
-/// The first problem found is returned; row problems come before the digest so the exact row
-/// is named.
+/// Verifies a CSV report held in memory (a PDF's attachment, a download); see
+/// [`verify_report_from`].
 pub fn verify_report(
     bytes: &[u8],
     pinned: Option<&ReportPublicKey>,
 ) -> Result<VerifiedReport, ReportProblem> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        let line = bytes[..e.valid_up_to()]
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count()
-            + 1;
-        ReportProblem::Unreadable(format!("line {line} is not UTF-8 text"))
-    })?;
+    verify_report_from(std::io::Cursor::new(bytes), pinned)
+}
+
+/// Verifies a CSV report offline: trailer, signature (and the pinned key), every row's hash,
+/// the row numbering and chain links, the manifest's counts and seq range, and the digest.
+/// The first problem found is returned; row problems come before the digest so the exact row
+/// is named.
+///
+/// Memory does not grow with the report: the trailer is read from the end of `source`, then
+/// the rows are checked and hashed in one pass from its start (wherever `source` stood).
+pub fn verify_report_from<R: Read + Seek>(
+    mut source: R,
+    pinned: Option<&ReportPublicKey>,
+) -> Result<VerifiedReport, ReportProblem> {
     let header = header_line();
-    if !text.starts_with(&header) {
+    let mut first_line = Vec::with_capacity(header.len());
+    source.seek(SeekFrom::Start(0)).map_err(unreadable)?;
+    (&mut source)
+        .take(header.len() as u64)
+        .read_to_end(&mut first_line)
+        .map_err(unreadable)?;
+    if first_line != header.as_bytes() {
         return Err(ReportProblem::Unreadable(
             "the first line is not the report header".into(),
         ));
     }
-    // The last manifest line: an earlier look-alike could only sit inside a quoted cell, and
-    // then it would not be the line the file ends with.
-    let trailer_at = text
-        .rfind(&format!("\n{MANIFEST_TAG},"))
-        .map(|i| i + 1)
-        .ok_or(ReportProblem::NoManifest)?;
-    let (json, signature) = read_trailer(&text[trailer_at..])?;
+    let (trailer_at, trailer) = find_trailer(&mut source)?;
+    let (json, signature) = read_trailer(&trailer)?;
     let mut manifest: ReportManifest = serde_json::from_str(&json)
         .map_err(|e| ReportProblem::BadTrailer(format!("the manifest JSON: {e}")))?;
     if manifest.format != REPORT_FORMAT {
@@ -644,10 +707,13 @@ pub fn verify_report(
         return Err(ReportProblem::BadCheckpoint { seq: cp.seq });
     }
 
-    let body = &text[..trailer_at];
-    let rows = check_rows(body, &manifest)?;
-
-    let digest = hex::encode(Sha256::digest(body.as_bytes()));
+    source.seek(SeekFrom::Start(0)).map_err(unreadable)?;
+    let mut body = csv_reader(Digesting {
+        inner: source.take(trailer_at),
+        sha256: Sha256::new(),
+    });
+    let rows = check_rows(&mut body, &manifest)?;
+    let digest = hex::encode(body.into_inner().sha256.finalize());
     if digest != manifest.rows_sha256 {
         return Err(ReportProblem::DigestMismatch);
     }
@@ -658,8 +724,12 @@ pub fn verify_report(
     })
 }
 
-/// Every row-level check; returns the number of data rows.
-fn check_rows(body: &str, manifest: &ReportManifest) -> Result<u64, ReportProblem> {
+/// Every row-level check, reading `body` (header first) to its end; returns the number of data
+/// rows.
+fn check_rows<R: Read>(
+    body: &mut csv::Reader<R>,
+    manifest: &ReportManifest,
+) -> Result<u64, ReportProblem> {
     let info = &manifest.info;
     // With no condition but the pinned head, the report holds the whole chain up to that head,
     // so seqs must run 1, 2, 3 … without gaps.
@@ -667,13 +737,26 @@ fn check_rows(body: &str, manifest: &ReportManifest) -> Result<u64, ReportProble
     let head = info.chain_head;
     let checkpoint = info.latest_checkpoint.as_ref().and_then(|cp| cp.head());
 
-    let mut records = csv_reader(body).into_records().skip(1).map(|record| {
-        let record = record.map_err(|e| ReportProblem::BadRow {
-            line: e.position().map_or(0, |p| p.line()),
-            row: None,
-            reason: format!("not valid CSV: {e}"),
+    let mut records = body.byte_records().map(|record| {
+        let record = record.map_err(|e| match e.kind() {
+            csv::ErrorKind::Io(io) => {
+                ReportProblem::Unreadable(format!("the file could not be read: {io}"))
+            }
+            _ => ReportProblem::BadRow {
+                line: e.position().map_or(0, |p| p.line()),
+                row: None,
+                reason: format!("not valid CSV: {e}"),
+            },
         })?;
         let line = record.position().map_or(0, |p| p.line());
+        csv::StringRecord::from_byte_record(record)
+            .map(|record| (record, line))
+            .map_err(|_| ReportProblem::Unreadable(format!("line {line} is not UTF-8 text")))
+    });
+    // The header, whose bytes were checked first.
+    records.next().transpose()?;
+    let mut records = records.map(|record| {
+        let (record, line) = record?;
         parse_row(&record, line)
     });
     let mut lookahead = records.next().transpose()?;
@@ -992,7 +1075,7 @@ mod tests {
 
     fn parsed_rows(text: &str) -> Vec<AuditEvent> {
         let body = &text[..text.find(MANIFEST_TAG).expect("trailer")];
-        csv_reader(body)
+        csv_reader(body.as_bytes())
             .into_records()
             .skip(1)
             .map(|r| parse_row(&r.expect("record"), 0).expect("row").event)
@@ -1047,7 +1130,7 @@ mod tests {
         d.meta.request_id = Some("\tx".into());
         let events = seal_all(vec![d]);
         let (text, _) = write(&events, info(&events, AuditFilter::default(), &key), &key);
-        for record in csv_reader(&text).into_records() {
+        for record in csv_reader(text.as_bytes()).into_records() {
             let record = record.expect("record");
             for cell in record.iter() {
                 assert!(
@@ -1519,6 +1602,71 @@ mod tests {
         assert_eq!(verified.rows, 0);
         assert_eq!((manifest.first_seq, manifest.last_seq), (None, None));
         assert_eq!(manifest.info.latest_checkpoint, None);
+    }
+
+    #[test]
+    fn a_report_is_read_in_one_pass_with_its_trailer_looked_for_only_near_the_end() {
+        let key = ReportKey::generate();
+        // Larger than the first window the trailer is looked for in, and than the csv reader's
+        // buffer: the rows are checked and hashed as they stream past.
+        let (_, big) = report(400, &key);
+        assert!(big.len() > 64 * 1024, "{}", big.len());
+        assert_eq!(verify(&big).map(|v| v.rows), Ok(400));
+
+        let (_, text) = report(3, &key);
+        // Lines after the signature, beyond the first window: still found, and refused.
+        let near = format!("{text}{}", "#appended\n".repeat(3_000));
+        assert!(
+            matches!(verify(&near), Err(ReportProblem::BadTrailer(_))),
+            "{:?}",
+            verify(&near)
+        );
+        // A trailer further than any real one could be from the end is not looked for.
+        let far = format!("{text}{}", "#appended\n".repeat(120_000));
+        assert_eq!(verify(&far), Err(ReportProblem::NoManifest));
+    }
+
+    #[test]
+    fn a_read_failure_among_the_rows_is_an_unreadable_file_not_a_bad_row() {
+        /// A file with unreadable bytes in `bad` (a failing disk sector).
+        struct BadSector {
+            bytes: std::io::Cursor<Vec<u8>>,
+            bad: std::ops::Range<u64>,
+        }
+        impl Read for BadSector {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let at = self.bytes.position();
+                if self.bad.contains(&at) {
+                    return Err(std::io::Error::other("input/output error"));
+                }
+                // Stop at the bad sector; the next read fails.
+                let room = if at < self.bad.start {
+                    (self.bad.start - at) as usize
+                } else {
+                    buf.len()
+                };
+                let len = buf.len().min(room);
+                self.bytes.read(&mut buf[..len])
+            }
+        }
+        impl Seek for BadSector {
+            fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+                self.bytes.seek(to)
+            }
+        }
+        let key = ReportKey::generate();
+        let (_, text) = report(400, &key);
+        let len = text.len() as u64;
+        // Among the rows: the header and the trailer (the last kilobytes) read well.
+        let source = BadSector {
+            bad: len / 3..len / 2,
+            bytes: std::io::Cursor::new(text.into_bytes()),
+        };
+        let outcome = verify_report_from(source, None);
+        assert!(
+            matches!(&outcome, Err(ReportProblem::Unreadable(why)) if why.contains("input/output error")),
+            "{outcome:?}"
+        );
     }
 
     #[test]

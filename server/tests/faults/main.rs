@@ -4,6 +4,7 @@
 //! API tests are); scripts/test.sh runs both.
 
 mod disk_full;
+mod hangups;
 mod harness;
 mod kill9;
 mod outages;
