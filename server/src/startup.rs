@@ -596,6 +596,7 @@ fn router(
             }),
             middleware::security_headers,
         ))
+        .layer(from_fn(middleware::run_writes_to_completion))
         .layer(from_fn_with_state(
             settings.trust_forwarded_for,
             middleware::request_context,

@@ -263,6 +263,36 @@ pub async fn session_store_outage(request: Request, next: Next) -> Response {
     }
 }
 
+/// A request that may change something (every method but GET, HEAD and OPTIONS) runs to its
+/// end on a task of its own, even if its client hangs up. axum drops a handler's future when its
+/// connection closes: an order could stop between being recorded and being sent (left
+/// `submitting`, sent or not), a step-up between spending a code and opening the window, a
+/// sign-in before its session is saved. Reads are still dropped: stopping one leaves nothing
+/// half-done.
+pub async fn run_writes_to_completion(request: Request, next: Next) -> Response {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return next.run(request).await;
+    }
+    let run = next.run(request).instrument(tracing::Span::current());
+    match tokio::spawn(run).await {
+        Ok(response) => response,
+        // As if it had run here: whatever catches a handler's panic still does.
+        Err(failed) => match failed.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // The runtime is shutting down, past the graceful wait for open requests.
+            Err(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+                "The server is shutting down. Try again shortly.\n",
+            )
+                .into_response(),
+        },
+    }
+}
+
 /// How long a page may take on the server, from the request to the end of its streamed body (a
 /// normal render takes milliseconds).
 pub const PAGE_RENDER_BUDGET: std::time::Duration = std::time::Duration::from_secs(8);
@@ -511,5 +541,59 @@ mod page_render_tests {
         })
         .await
         .expect("the rest of the page is rendered after its body was dropped");
+    }
+}
+
+#[cfg(test)]
+mod run_to_completion_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::middleware::from_fn;
+    use axum::routing::any;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    /// Sends `method /write` to a handler that takes 100 ms, hangs up after 10 ms, and says
+    /// whether the handler got to its end.
+    async fn hang_up_during(method: Method) -> bool {
+        let finished = Arc::new(AtomicBool::new(false));
+        let flag = finished.clone();
+        let app = Router::new()
+            .route(
+                "/write",
+                any(move || {
+                    let flag = flag.clone();
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        flag.store(true, Ordering::SeqCst);
+                        "done"
+                    }
+                }),
+            )
+            .layer(from_fn(run_writes_to_completion));
+        let request = Request::builder()
+            .method(method)
+            .uri("/write")
+            .body(Body::empty())
+            .expect("request");
+        let cut = tokio::time::timeout(Duration::from_millis(10), app.oneshot(request)).await;
+        assert!(cut.is_err(), "the client hung up before the answer");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        finished.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_client_hangs_up_still_runs_to_its_end() {
+        assert!(hang_up_during(Method::POST).await);
+        assert!(hang_up_during(Method::DELETE).await);
+    }
+
+    #[tokio::test]
+    async fn a_read_whose_client_hangs_up_is_dropped() {
+        assert!(!hang_up_during(Method::GET).await);
     }
 }

@@ -6,20 +6,142 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use sea_orm::ConnectionTrait;
 
-use crate::harness::{Server, ServerConfig, acknowledged, sign_up};
+use crate::harness::{
+    Db, Server, ServerConfig, acknowledged, assert_audit_verifies, call, sign_up,
+};
 
 /// Hang-ups per page; with the pages below, several hundred requests cut at every stage.
 const HANGUPS: usize = 60;
+/// Orders sent by clients that hang up at a random point.
+const ORDERS: usize = 120;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_hanging_up_mid_page_leave_no_error_in_the_log() {
+/// The seed for a test's random timings: `FAULTS_SEED=<n>` replays one.
+fn seeded(what: &str) -> StdRng {
     let seed = std::env::var("FAULTS_SEED")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or_else(|| rand::thread_rng().r#gen());
-    println!("hang-up seed: {seed} (FAULTS_SEED={seed} to replay)");
-    let mut rng = StdRng::seed_from_u64(seed);
+    println!("{what} seed: {seed} (FAULTS_SEED={seed} to replay)");
+    StdRng::seed_from_u64(seed)
+}
+
+/// The ERROR and panic lines of `server`'s log.
+fn errors_logged(server: &Server) -> Vec<String> {
+    server
+        .log_text()
+        .lines()
+        .filter(|line| line.contains("\"level\":\"ERROR\"") || line.contains("panicked"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_whose_client_hangs_up_is_still_carried_through() {
+    let mut rng = seeded("order hang-up");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = crate::harness::test_database_url(dir.path()).await;
+    let config = ServerConfig::new(dir.path(), &url);
+    let server = Server::start(&config).await;
+    let trader = server.client();
+    let answer = sign_up(&trader, &server.address, "orders@example.com")
+        .await
+        .expect("sign-up");
+    assert!(acknowledged(&answer), "{answer:?}");
+    // Limits out of the way: every order is sent, so each can be cut between being recorded
+    // and being sent.
+    let db = Db::connect(&url).await;
+    db.0.execute_unprepared(
+        "UPDATE risk_limits SET value = '1000000000' WHERE scope = 'global' \
+           AND field IN ('max_order_notional', 'daily_notional');
+         UPDATE risk_limits SET value = '100000' WHERE scope = 'global' \
+           AND field = 'velocity_max_orders';
+         UPDATE risk_limits SET value = '1' WHERE scope = 'global' \
+           AND field IN ('velocity_window_secs', 'anomaly_threshold');",
+    )
+    .await
+    .expect("raise the limits");
+    let quotes = call(
+        &trader,
+        &server.address,
+        "trading/quotes",
+        &[("venue", "paper")],
+    )
+    .await
+    .expect("quotes");
+    let quotes: serde_json::Value = serde_json::from_str(&quotes.body).expect("quotes JSON");
+    let price = quotes
+        .as_array()
+        .and_then(|all| all.iter().find(|q| q["symbol"] == "BTCUSDT"))
+        .and_then(|q| q["price"].as_str())
+        .expect("a BTCUSDT quote")
+        .to_owned();
+    let form = [
+        ("venue", "paper"),
+        ("symbol", "BTCUSDT"),
+        ("side", "buy"),
+        ("order_type", "market"),
+        ("quantity", "0.0001"),
+        ("price", price.as_str()),
+    ];
+    let started = std::time::Instant::now();
+    let placed = call(&trader, &server.address, "trading/place", &form)
+        .await
+        .expect("an order");
+    assert_eq!(placed.status, 200, "{}", placed.body);
+    let whole = started.elapsed().max(Duration::from_millis(2));
+
+    // A few at a time: an order waits for the trader's previous one, and a client that hangs
+    // up before the server reads its order leaves nothing to check.
+    for _ in 0..ORDERS / 4 {
+        let mut cut = Vec::with_capacity(4);
+        for _ in 0..4 {
+            let after = whole.mul_f64(rng.gen_range(0.0..2.0));
+            let request = trader
+                .post(format!("{}/api/trading/place", server.address))
+                .header(reqwest::header::ORIGIN, server.address.as_str())
+                .form(&form)
+                .send();
+            cut.push(tokio::spawn(async move {
+                let _ = tokio::time::timeout(after, async {
+                    let response = request.await?;
+                    response.bytes().await
+                })
+                .await;
+            }));
+        }
+        for hangup in cut {
+            hangup.await.expect("the hang-up task");
+        }
+    }
+    // Every order the server recorded was carried through to what the exchange answered: none
+    // is left `submitting` (sent or not, no one would ever know), and every one of them is in
+    // the audit chain, which verifies.
+    crate::harness::wait_until("orders settled", Duration::from_secs(10), || async {
+        db.count("SELECT COUNT(*) FROM orders WHERE status = 'submitting'")
+            .await
+            == 0
+    })
+    .await;
+    let orders = db.count("SELECT COUNT(*) FROM orders").await;
+    let decided = db
+        .count("SELECT COUNT(*) FROM audit_events WHERE action = 'trade.order_decided'")
+        .await;
+    println!("{orders} orders recorded of {} sent", ORDERS + 1);
+    assert!(
+        orders > 1,
+        "no order was recorded before its client hung up"
+    );
+    assert_eq!(decided, orders, "an order without its audit event");
+    db.assert_chain_contiguous().await;
+    drop(server);
+    assert_audit_verifies(&config);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_hanging_up_mid_page_leave_no_error_in_the_log() {
+    let mut rng = seeded("page hang-up");
 
     let dir = tempfile::tempdir().expect("temp dir");
     let url = crate::harness::test_database_url(dir.path()).await;
@@ -74,11 +196,7 @@ async fn clients_hanging_up_mid_page_leave_no_error_in_the_log() {
         .await
         .expect("the page after the hang-ups");
     assert_eq!(page.status(), 200);
-    let text = server.log_text();
-    let errors: Vec<&str> = text
-        .lines()
-        .filter(|line| line.contains("\"level\":\"ERROR\"") || line.contains("panicked"))
-        .collect();
+    let errors = errors_logged(&server);
     assert!(
         errors.is_empty(),
         "hang-ups logged errors (server log {}):\n{}",
