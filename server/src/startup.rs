@@ -27,6 +27,7 @@ use leptos_axum::{LeptosRoutes, file_and_error_handler_with_context};
 use sea_orm::DatabaseConnection;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
@@ -350,6 +351,8 @@ pub struct Application {
     backend: Backend,
     rate_limits: RateLimits,
     schedule: Schedule,
+    /// Writes running on after their clients hung up (see `run_writes_to_completion`).
+    writes: TaskTracker,
 }
 
 impl Application {
@@ -389,12 +392,14 @@ impl Application {
                 origins.push(format!("http://{local}"));
             }
         }
+        let writes = TaskTracker::new();
         let router = router(
             settings,
             origins,
             leptos_options,
             &backend,
             rate_limits.clone(),
+            writes.clone(),
         );
         backend
             .audit_log
@@ -414,6 +419,7 @@ impl Application {
             backend,
             rate_limits,
             schedule: Schedule::from_settings(settings),
+            writes,
         })
     }
 
@@ -427,8 +433,8 @@ impl Application {
         &self.backend
     }
 
-    /// Serves until `shutdown` resolves, then lets open requests finish for up to
-    /// [`SHUTDOWN_GRACE`], then records `system.stop`.
+    /// Serves until `shutdown` resolves, then lets open requests, and the writes whose clients
+    /// hung up, finish for up to [`SHUTDOWN_GRACE`], then records `system.stop`.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -459,8 +465,17 @@ impl Application {
             shutdown.await;
             let _ = stopping.send(());
         });
+        let writes = self.writes.clone();
+        // Open connections end first, then the writes whose clients had already hung up: an
+        // order recorded but not yet sent is carried through, not cut off by the exit.
+        let drained = async move {
+            let served = serving.await;
+            writes.close();
+            writes.wait().await;
+            served
+        };
         let result = tokio::select! {
-            result = std::future::IntoFuture::into_future(serving) => result,
+            result = drained => result,
             () = async {
                 match stop_asked.await {
                     Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
@@ -500,6 +515,7 @@ fn router(
     leptos_options: LeptosOptions,
     backend: &Backend,
     rate_limits: RateLimits,
+    writes: TaskTracker,
 ) -> Router {
     // Shared, not copied per request: cloning `Services` bumps dozens of reference counts.
     let services = Arc::new(backend.services.clone());
@@ -596,7 +612,10 @@ fn router(
             }),
             middleware::security_headers,
         ))
-        .layer(from_fn(middleware::run_writes_to_completion))
+        .layer(from_fn_with_state(
+            writes,
+            middleware::run_writes_to_completion,
+        ))
         .layer(from_fn_with_state(
             settings.trust_forwarded_for,
             middleware::request_context,

@@ -62,6 +62,13 @@ pub(super) fn venue_order(order: &Order) -> VenueOrder {
     }
 }
 
+/// How long an order may stay `submitting` before it is taken for stranded: far longer than a
+/// send takes (the exchange clients give up within seconds), so a live sender is never overtaken.
+pub const STRANDED_AFTER: Duration = Duration::minutes(2);
+
+const STRANDED_REASON: &str = "The server stopped while sending this order. It is checked with \
+     the exchange and sent at most once: if the exchange has it, its answer is recorded here.";
+
 fn rejected(why: &str) -> SendOutcome {
     SendOutcome::Answered(VenueAck {
         exchange_order_id: String::new(),
@@ -348,6 +355,40 @@ impl TradingService {
         order.exchange_order_id = update.exchange_order_id;
         order.updated_at = now;
         Ok(order)
+    }
+
+    /// Finds orders left `submitting` by a server that stopped between recording and sending
+    /// them (a crash, a kill -9): nobody knows whether their exchange got them. Each is held for
+    /// its exchange, and [`Self::retry_held`] then asks the exchange by the client order id
+    /// before sending anything: one that arrived is settled with the exchange's answer, one that
+    /// did not is judged again at the current price and sent once. Returns how many it found.
+    pub async fn recover_stranded(&self) -> Result<usize, TradingError> {
+        let stranded_before = self.now() - STRANDED_AFTER;
+        let submitting = self
+            .store
+            .orders_in_status(OrderStatus::Submitting, None, 100)
+            .await?;
+        let mut recovered = 0;
+        for order in submitting {
+            if order.updated_at >= stranded_before {
+                continue;
+            }
+            match self
+                .settle(
+                    order,
+                    SendOutcome::Held(STRANDED_REASON.into()),
+                    Actor::system("trading"),
+                    RequestMeta::default(),
+                )
+                .await
+            {
+                Ok(_) => recovered += 1,
+                // Its sender answered meanwhile, or another server took it first.
+                Err(TradingError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(recovered)
     }
 
     /// Sends orders held for an exchange outage (or released by a reviewer) once their

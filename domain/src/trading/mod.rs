@@ -41,6 +41,7 @@ pub use breaker::CircuitBreakers;
 pub use controls::{ControlsChanged, MAX_RANGE_NOTE_CHARS, RiskOverview, TradingStatus};
 pub use decision::{OrderDecision, OrderFacts, decide_order};
 pub use error::{Conflict, Forbidden, Outage, QuoteFailure, Refusal, TradingError};
+pub use execution::STRANDED_AFTER;
 pub use placement::refusal_sentence;
 pub use portfolio::{PaperBook, Portfolio, Position, ValuedPosition};
 pub use ports::{

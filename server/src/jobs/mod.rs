@@ -26,7 +26,8 @@ use crate::storage::SqlSessionStore;
 /// How often the configurable loops run (housekeeping is fixed at once a minute).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schedule {
-    /// Held orders retried, open orders refreshed (`trading.job_interval_seconds`).
+    /// Held orders retried, stranded ones found, open orders refreshed
+    /// (`trading.job_interval_seconds`).
     pub trading_every: Duration,
     /// Key permissions asked again; `None` when `vault.recheck_interval_minutes` is 0.
     pub key_recheck_every: Option<Duration>,

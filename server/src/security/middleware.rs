@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use domain::audit::RequestMeta;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 const MAX_USER_AGENT_CHARS: usize = 256;
@@ -268,8 +269,13 @@ pub async fn session_store_outage(request: Request, next: Next) -> Response {
 /// connection closes: an order could stop between being recorded and being sent (left
 /// `submitting`, sent or not), a step-up between spending a code and opening the window, a
 /// sign-in before its session is saved. Reads are still dropped: stopping one leaves nothing
-/// half-done.
-pub async fn run_writes_to_completion(request: Request, next: Next) -> Response {
+/// half-done. The tasks are tracked in `writes`: a stopping server waits for them as it does for
+/// open connections, since a write whose client left has no connection to wait for.
+pub async fn run_writes_to_completion(
+    State(writes): State<TaskTracker>,
+    request: Request,
+    next: Next,
+) -> Response {
     if matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
@@ -277,7 +283,7 @@ pub async fn run_writes_to_completion(request: Request, next: Next) -> Response 
         return next.run(request).await;
     }
     let run = next.run(request).instrument(tracing::Span::current());
-    match tokio::spawn(run).await {
+    match writes.spawn(run).await {
         Ok(response) => response,
         // As if it had run here: whatever catches a handler's panic still does.
         Err(failed) => match failed.try_into_panic() {
@@ -551,7 +557,7 @@ mod run_to_completion_tests {
     use std::time::Duration;
 
     use axum::Router;
-    use axum::middleware::from_fn;
+    use axum::middleware::from_fn_with_state;
     use axum::routing::any;
     use tower::ServiceExt as _;
 
@@ -560,6 +566,7 @@ mod run_to_completion_tests {
     /// Sends `method /write` to a handler that takes 100 ms, hangs up after 10 ms, and says
     /// whether the handler got to its end.
     async fn hang_up_during(method: Method) -> bool {
+        let writes = TaskTracker::new();
         let finished = Arc::new(AtomicBool::new(false));
         let flag = finished.clone();
         let app = Router::new()
@@ -574,7 +581,7 @@ mod run_to_completion_tests {
                     }
                 }),
             )
-            .layer(from_fn(run_writes_to_completion));
+            .layer(from_fn_with_state(writes.clone(), run_writes_to_completion));
         let request = Request::builder()
             .method(method)
             .uri("/write")
@@ -582,6 +589,12 @@ mod run_to_completion_tests {
             .expect("request");
         let cut = tokio::time::timeout(Duration::from_millis(10), app.oneshot(request)).await;
         assert!(cut.is_err(), "the client hung up before the answer");
+        // What a stopping server does: the write left behind is waited for, not cut off.
+        writes.close();
+        tokio::time::timeout(Duration::from_secs(5), writes.wait())
+            .await
+            .expect("the tracked writes end");
+        // Longer than the handler takes: a read that was not dropped would have finished.
         tokio::time::sleep(Duration::from_millis(300)).await;
         finished.load(Ordering::SeqCst)
     }

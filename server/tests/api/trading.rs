@@ -385,6 +385,98 @@ async fn a_lost_reply_is_resolved_by_asking_the_exchange_not_by_sending_again() 
     app.stop().await;
 }
 
+/// A server that stops between recording an order and sending it (a crash, a kill -9) leaves
+/// it `submitting`: sent or not, nobody would ever know. The rows are set here as such a stop
+/// leaves them; the trading job's sweep holds them and the retry asks the exchange first.
+#[tokio::test]
+async fn an_order_stranded_by_a_stopped_server_is_checked_with_the_exchange_and_sent_at_most_once()
+{
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("stranded@example.com", Role::Trader).await;
+    let paper = app.backend.paper.clone();
+    let trading = app.backend.services.trading.clone();
+    // One the exchange carried out (its answer was never recorded), and one it never got (held
+    // while the venue's breaker is open, so never sent).
+    // A buy limit 2 % above the price is judged at its limit (no quote needed while the breaker
+    // is open) and fills at the market once sent.
+    let eth = quote(&app, &trader, "ETHUSDT").await;
+    let eth = format!("{:.2}", eth.parse::<f64>().expect("price") * 1.02);
+    paper.set_outage(Some(PaperOutage::LoseReplies));
+    let arrived = placed(market(&app, &trader, "SOLUSDT", "buy", "2", None).await).await;
+    let never_sent = placed(limit_at(&app, &trader, "paper", "ETHUSDT", "0.1", &eth).await).await;
+    paper.set_outage(None);
+    for order in [&arrived, &never_sent] {
+        assert_eq!(order["status"], "held", "{order}");
+    }
+    app.exec(
+        "UPDATE orders SET status = 'submitting', hold_kind = NULL, status_reason = NULL, \
+           attempts = 1",
+    )
+    .await;
+    let client_ids: Vec<String> = trading
+        .orders(
+            domain::account::UserId(
+                uuid::Uuid::parse_str(&user_id(&app, &trader).await).expect("uuid"),
+            ),
+            10,
+        )
+        .await
+        .expect("orders")
+        .into_iter()
+        .map(|o| o.client_order_id)
+        .collect();
+    assert_eq!(client_ids.len(), 2);
+    let placements = |paper: &server::exchange::PaperExchange| {
+        client_ids
+            .iter()
+            .map(|id| paper.placements(id))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        placements(&paper).iter().sum::<u32>(),
+        1,
+        "one reached the exchange"
+    );
+
+    // A sender may still be at work: an order is not taken for stranded before its time.
+    app.clock
+        .advance(domain::trading::STRANDED_AFTER - time::Duration::seconds(1));
+    assert_eq!(trading.recover_stranded().await.expect("sweep"), 0);
+    app.clock.advance(time::Duration::seconds(2));
+    assert_eq!(trading.recover_stranded().await.expect("sweep"), 2);
+    assert_eq!(
+        trading.recover_stranded().await.expect("sweep"),
+        0,
+        "taken once"
+    );
+    // The trader sees why they wait.
+    let orders = json(app.call(&trader, "trading/orders", &[]).await).await;
+    for order in orders.as_array().expect("orders") {
+        assert_eq!(order["status"], "held", "{order}");
+        let reason = order["status_reason"].as_str().expect("a reason");
+        assert!(reason.contains("server stopped while sending"), "{reason}");
+    }
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'trade.order_held' \
+               AND actor_id = 'trading' AND details LIKE '%server stopped while sending%'"
+        )
+        .await,
+        2
+    );
+
+    // Sent at most once: the one the exchange has is settled with its answer, the other goes
+    // out now.
+    assert_eq!(trading.retry_held().await.expect("retry"), 2);
+    let orders = json(app.call(&trader, "trading/orders", &[]).await).await;
+    for order in orders.as_array().expect("orders") {
+        assert_eq!(order["status"], "filled", "{order}");
+    }
+    assert_eq!(placements(&paper), vec![1, 1], "each executed exactly once");
+    assert_eq!(app.count("SELECT COUNT(*) FROM fills").await, 2);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn the_kill_switch_needs_an_admin_key_stops_new_orders_and_shows_everywhere() {
     let app = spawn_app().await;

@@ -16,6 +16,8 @@ use crate::harness::{
 const HANGUPS: usize = 60;
 /// Orders sent by clients that hang up at a random point.
 const ORDERS: usize = 120;
+/// Orders sent at once by a second trader right before the server is told to stop.
+const BURST: usize = 24;
 
 /// The seed for a test's random timings: `FAULTS_SEED=<n>` replays one.
 fn seeded(what: &str) -> StdRng {
@@ -25,6 +27,18 @@ fn seeded(what: &str) -> StdRng {
         .unwrap_or_else(|| rand::thread_rng().r#gen());
     println!("{what} seed: {seed} (FAULTS_SEED={seed} to replay)");
     StdRng::seed_from_u64(seed)
+}
+
+/// Sends `request` on a task of its own and hangs up `after` (dropping a request closes its
+/// connection, whatever stage it reached).
+fn hang_up(request: reqwest::RequestBuilder, after: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(after, async {
+            let response = request.send().await?;
+            response.bytes().await
+        })
+        .await;
+    })
 }
 
 /// The ERROR and panic lines of `server`'s log.
@@ -43,7 +57,7 @@ async fn an_order_whose_client_hangs_up_is_still_carried_through() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = crate::harness::test_database_url(dir.path()).await;
     let config = ServerConfig::new(dir.path(), &url);
-    let server = Server::start(&config).await;
+    let mut server = Server::start(&config).await;
     let trader = server.client();
     let answer = sign_up(&trader, &server.address, "orders@example.com")
         .await
@@ -97,43 +111,73 @@ async fn an_order_whose_client_hangs_up_is_still_carried_through() {
     for _ in 0..ORDERS / 4 {
         let mut cut = Vec::with_capacity(4);
         for _ in 0..4 {
-            let after = whole.mul_f64(rng.gen_range(0.0..2.0));
             let request = trader
                 .post(format!("{}/api/trading/place", server.address))
                 .header(reqwest::header::ORIGIN, server.address.as_str())
-                .form(&form)
-                .send();
-            cut.push(tokio::spawn(async move {
-                let _ = tokio::time::timeout(after, async {
-                    let response = request.await?;
-                    response.bytes().await
-                })
-                .await;
-            }));
+                .form(&form);
+            cut.push(hang_up(request, whole.mul_f64(rng.gen_range(0.0..2.0))));
         }
         for hangup in cut {
             hangup.await.expect("the hang-up task");
         }
     }
+    // A second trader's burst, each hung up once the server has surely read it: its orders
+    // then wait their turn behind one another, with nobody connected to wait for.
+    let second = server.client();
+    let answer = sign_up(&second, &server.address, "burst@example.com")
+        .await
+        .expect("sign-up");
+    assert!(acknowledged(&answer), "{answer:?}");
+    let burst: Vec<_> = (0..BURST)
+        .map(|_| {
+            let request = second
+                .post(format!("{}/api/trading/place", server.address))
+                .header(reqwest::header::ORIGIN, server.address.as_str())
+                .form(&form);
+            hang_up(request, whole + Duration::from_millis(100))
+        })
+        .collect();
+    for hangup in burst {
+        hangup.await.expect("the hang-up task");
+    }
+
+    // Told to stop right away, as a deploy would: the orders still running for clients that
+    // left are finished before it exits (counting while they ran would race them).
+    let stopped = server.stop().await;
+    assert!(stopped.success(), "{stopped}");
+    let log = server.log_text();
+    assert!(
+        !log.contains("still open after the shutdown grace period"),
+        "the stop cut requests off"
+    );
     // Every order the server recorded was carried through to what the exchange answered: none
     // is left `submitting` (sent or not, no one would ever know), and every one of them is in
     // the audit chain, which verifies.
-    crate::harness::wait_until("orders settled", Duration::from_secs(10), || async {
+    assert_eq!(
         db.count("SELECT COUNT(*) FROM orders WHERE status = 'submitting'")
-            .await
-            == 0
-    })
-    .await;
+            .await,
+        0,
+        "an order left between being recorded and being sent"
+    );
     let orders = db.count("SELECT COUNT(*) FROM orders").await;
     let decided = db
         .count("SELECT COUNT(*) FROM audit_events WHERE action = 'trade.order_decided'")
         .await;
-    println!("{orders} orders recorded of {} sent", ORDERS + 1);
+    println!("{orders} orders recorded of {} sent", ORDERS + 1 + BURST);
     assert!(
         orders > 1,
         "no order was recorded before its client hung up"
     );
     assert_eq!(decided, orders, "an order without its audit event");
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM orders o JOIN users u ON u.id = o.owner \
+               WHERE u.email = 'burst@example.com'"
+        )
+        .await,
+        i64::try_from(BURST).expect("a small count"),
+        "the stop cut off orders it had read"
+    );
     db.assert_chain_contiguous().await;
     drop(server);
     assert_audit_verifies(&config);
@@ -166,17 +210,11 @@ async fn clients_hanging_up_mid_page_leave_no_error_in_the_log() {
         let whole = started.elapsed().max(Duration::from_millis(2));
         let mut cut = Vec::with_capacity(HANGUPS);
         for _ in 0..HANGUPS {
-            let after = whole.mul_f64(rng.gen_range(0.0..1.2));
-            let request = trader.get(format!("{}{page}", server.address)).send();
             // Several at once, as a browser's tabs or a load tool's connections are.
-            cut.push(tokio::spawn(async move {
-                // Dropping the request closes its connection, whatever stage it reached.
-                let _ = tokio::time::timeout(after, async {
-                    let response = request.await?;
-                    response.bytes().await
-                })
-                .await;
-            }));
+            cut.push(hang_up(
+                trader.get(format!("{}{page}", server.address)),
+                whole.mul_f64(rng.gen_range(0.0..1.2)),
+            ));
         }
         for hangup in cut {
             hangup.await.expect("the hang-up task");

@@ -176,6 +176,28 @@ impl Server {
         }
     }
 
+    /// SIGTERM, as a deploy or `systemctl stop` sends, and waits for the exit: the server
+    /// finishes what it has started first.
+    pub async fn stop(&mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM was not delivered");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the server's status") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop within 60 s of SIGTERM:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
