@@ -15,13 +15,14 @@ use domain::ports::{AuditLog, Clock, StoreError};
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
-    TransactionTrait,
+    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    Select, TransactionTrait,
 };
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 use super::entities::audit_event;
+use super::sqlite_reader::{SqliteReader, rows};
 use super::{DbResult, converted};
 
 /// The most audited writes one commit carries; a long queue is committed in slices of this size
@@ -548,6 +549,10 @@ pub struct SqlAuditLog {
     db: DatabaseConnection,
     chain: AuditChain,
     clock: Arc<dyn Clock>,
+    /// SQLite's events are read here: verification, reports and the audit pages read the chain
+    /// a page at a time, and through sqlx every row is a message from the connection's thread
+    /// (and each pooled connection a page cache and a thread heap of its own).
+    reader: Option<Arc<SqliteReader>>,
 }
 
 impl SqlAuditLog {
@@ -555,6 +560,7 @@ impl SqlAuditLog {
         let chain = chain.into();
         Self {
             db: chain.db().clone(),
+            reader: SqliteReader::of(chain.db()),
             chain,
             clock,
         }
@@ -566,12 +572,52 @@ impl SqlAuditLog {
         query: Select<audit_event::Entity>,
         limit: u64,
     ) -> Result<Vec<AuditEvent>, StoreError> {
+        let query = query.limit(limit);
+        if let Some(reader) = &self.reader {
+            let statement = query.into_query();
+            return reader
+                .read(move |txn| rows(txn, &statement, event_of_row))
+                .await;
+        }
         converted(async {
-            let rows = query.limit(limit).all(&self.db).await?;
+            let rows = query.all(&self.db).await?;
             Ok(rows.into_iter().map(from_row).collect())
         })
         .await
     }
+}
+
+/// An event from a row of `audit_event::Entity::find()` (its columns in the model's order), as
+/// [`from_row`] reads one: a text column holding something else (a tampered row) is read as
+/// text, so verification names the broken event instead of failing the read.
+fn event_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
+    use rusqlite::types::ValueRef;
+    let text = |i: usize| -> rusqlite::Result<Option<String>> {
+        Ok(match row.get_ref(i)? {
+            ValueRef::Null => None,
+            ValueRef::Integer(n) => Some(n.to_string()),
+            ValueRef::Real(x) => Some(x.to_string()),
+            ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
+                Some(String::from_utf8_lossy(bytes).into_owned())
+            }
+        })
+    };
+    let required = |i: usize| text(i).map(Option::unwrap_or_default);
+    Ok(from_row(audit_event::Model {
+        seq: row.get(0)?,
+        occurred_at: required(1)?,
+        actor_kind: required(2)?,
+        actor_id: text(3)?,
+        action: required(4)?,
+        resource: text(5)?,
+        outcome: required(6)?,
+        ip: text(7)?,
+        user_agent: text(8)?,
+        request_id: text(9)?,
+        details: required(10)?,
+        prev_hash: required(11)?,
+        hash: required(12)?,
+    }))
 }
 
 #[async_trait]

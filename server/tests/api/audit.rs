@@ -108,6 +108,32 @@ async fn the_cli_verifier_names_the_first_tampered_seq() {
     app.stop().await;
 }
 
+/// A value of another type in a text column (SQLite keeps what it is given): the verifier still
+/// reads the row and names it, rather than failing to read the chain.
+#[tokio::test]
+async fn the_cli_verifier_names_a_row_tampered_with_a_value_of_another_type() {
+    // PostgreSQL's columns keep their type: a number assigned to one is stored as its text.
+    let tamperings: &[(i64, &str)] = if is_postgres() {
+        &[(3, "outcome = 7")]
+    } else {
+        &[
+            (2, "details = X'00FF'"),
+            (3, "outcome = 7"),
+            (4, "prev_hash = 1.5"),
+        ]
+    };
+    for &(seq, tampering) in tamperings {
+        let app = app_with_sign_ups("type", 4).await;
+        disable_append_only_guard(&app).await;
+        app.exec(&format!(
+            "UPDATE audit_events SET {tampering} WHERE seq = {seq}"
+        ))
+        .await;
+        assert_cli_reports_break_at(&app, seq).await;
+        app.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn the_cli_verifier_catches_a_deleted_event() {
     let app = app_with_sign_ups("d", 4).await;
