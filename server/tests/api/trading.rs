@@ -102,6 +102,36 @@ async fn user_id(app: &TestApp, client: &reqwest::Client) -> String {
         .to_owned()
 }
 
+/// The client order ids of the signed-in trader's orders, newest first: what the paper
+/// exchange counts executions by.
+async fn client_order_ids(app: &TestApp, trader: &reqwest::Client) -> Vec<String> {
+    let owner =
+        domain::account::UserId(uuid::Uuid::parse_str(&user_id(app, trader).await).expect("uuid"));
+    app.backend
+        .services
+        .trading
+        .orders(owner, 10)
+        .await
+        .expect("orders")
+        .into_iter()
+        .map(|o| o.client_order_id)
+        .collect()
+}
+
+/// A paper buy limit 2 % above `price` (a quote read while the venue was up): a buy limit is
+/// judged at its limit, so it needs no quote and is held while its venue is down, and it fills
+/// at the market once sent.
+async fn buy_limit_above(
+    app: &TestApp,
+    trader: &reqwest::Client,
+    symbol: &str,
+    quantity: &str,
+    price: &str,
+) -> reqwest::Response {
+    let above = format!("{:.2}", price.parse::<f64>().expect("price") * 1.02);
+    limit_at(app, trader, "paper", symbol, quantity, &above).await
+}
+
 #[tokio::test]
 async fn a_small_market_order_fills_and_shows_in_orders_fills_and_positions() {
     let app = spawn_app().await;
@@ -281,13 +311,11 @@ async fn an_exchange_outage_holds_orders_and_sends_each_exactly_once_when_it_is_
     let paper = app.backend.paper.clone();
     let trading = app.backend.services.trading.clone();
 
-    let eth = quote(&app, &trader, "ETHUSDT").await;
     // A market order needs a current price, which a dead venue cannot give (it is refused, see
-    // screening.rs); a buy limit is judged at its limit, so it is held. 2 % above the price:
-    // it fills at the market once the venue is back.
-    let eth = format!("{:.2}", eth.parse::<f64>().expect("price") * 1.02);
+    // screening.rs); a buy limit is held.
+    let eth = quote(&app, &trader, "ETHUSDT").await;
     paper.set_outage(Some(PaperOutage::Down));
-    let held = placed(limit_at(&app, &trader, "paper", "ETHUSDT", "0.5", &eth).await).await;
+    let held = placed(buy_limit_above(&app, &trader, "ETHUSDT", "0.5", &eth).await).await;
     assert_eq!(held["status"], "held", "{held}");
     assert!(
         held["status_reason"]
@@ -296,7 +324,7 @@ async fn an_exchange_outage_holds_orders_and_sends_each_exactly_once_when_it_is_
             .contains("could not be reached")
     );
     // While the breaker is open, new orders are held without being sent.
-    let second = placed(limit_at(&app, &trader, "paper", "ETHUSDT", "0.25", &eth).await).await;
+    let second = placed(buy_limit_above(&app, &trader, "ETHUSDT", "0.25", &eth).await).await;
     assert_eq!(second["status"], "held");
     let status = json(app.call(&trader, "trading/status", &[]).await).await;
     assert_eq!(status["paused"].as_array().expect("paused").len(), 1);
@@ -325,22 +353,7 @@ async fn an_exchange_outage_holds_orders_and_sends_each_exactly_once_when_it_is_
     for order in orders.as_array().expect("orders") {
         assert_eq!(order["status"], "filled", "{order}");
     }
-    let ids: Vec<String> = app
-        .backend
-        .services
-        .trading
-        .orders(
-            domain::account::UserId(
-                uuid::Uuid::parse_str(&user_id(&app, &trader).await).expect("uuid"),
-            ),
-            10,
-        )
-        .await
-        .expect("orders")
-        .into_iter()
-        .map(|o| o.client_order_id)
-        .collect();
-    for id in &ids {
+    for id in &client_order_ids(&app, &trader).await {
         assert_eq!(paper.placements(id), 1, "{id} executed exactly once");
     }
     assert_eq!(app.count("SELECT COUNT(*) FROM fills").await, 2);
@@ -366,21 +379,9 @@ async fn a_lost_reply_is_resolved_by_asking_the_exchange_not_by_sending_again() 
             .expect("retry"),
         1
     );
-    let client_id = app
-        .backend
-        .services
-        .trading
-        .orders(
-            domain::account::UserId(
-                uuid::Uuid::parse_str(&user_id(&app, &trader).await).expect("uuid"),
-            ),
-            1,
-        )
-        .await
-        .expect("orders")[0]
-        .client_order_id
-        .clone();
-    assert_eq!(paper.placements(&client_id), 1);
+    let client_ids = client_order_ids(&app, &trader).await;
+    assert_eq!(client_ids.len(), 1);
+    assert_eq!(paper.placements(&client_ids[0]), 1);
     assert_eq!(app.count("SELECT COUNT(*) FROM fills").await, 1);
     app.stop().await;
 }
@@ -397,13 +398,10 @@ async fn an_order_stranded_by_a_stopped_server_is_checked_with_the_exchange_and_
     let trading = app.backend.services.trading.clone();
     // One the exchange carried out (its answer was never recorded), and one it never got (held
     // while the venue's breaker is open, so never sent).
-    // A buy limit 2 % above the price is judged at its limit (no quote needed while the breaker
-    // is open) and fills at the market once sent.
     let eth = quote(&app, &trader, "ETHUSDT").await;
-    let eth = format!("{:.2}", eth.parse::<f64>().expect("price") * 1.02);
     paper.set_outage(Some(PaperOutage::LoseReplies));
     let arrived = placed(market(&app, &trader, "SOLUSDT", "buy", "2", None).await).await;
-    let never_sent = placed(limit_at(&app, &trader, "paper", "ETHUSDT", "0.1", &eth).await).await;
+    let never_sent = placed(buy_limit_above(&app, &trader, "ETHUSDT", "0.1", &eth).await).await;
     paper.set_outage(None);
     for order in [&arrived, &never_sent] {
         assert_eq!(order["status"], "held", "{order}");
@@ -413,18 +411,7 @@ async fn an_order_stranded_by_a_stopped_server_is_checked_with_the_exchange_and_
            attempts = 1",
     )
     .await;
-    let client_ids: Vec<String> = trading
-        .orders(
-            domain::account::UserId(
-                uuid::Uuid::parse_str(&user_id(&app, &trader).await).expect("uuid"),
-            ),
-            10,
-        )
-        .await
-        .expect("orders")
-        .into_iter()
-        .map(|o| o.client_order_id)
-        .collect();
+    let client_ids = client_order_ids(&app, &trader).await;
     assert_eq!(client_ids.len(), 2);
     let placements = |paper: &server::exchange::PaperExchange| {
         client_ids
