@@ -71,7 +71,7 @@ impl SqliteReader {
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
-            .map_err(|e| StoreError::Backend(format!("screening reader closed: {e}")))?;
+            .map_err(|e| StoreError::Backend(format!("SQLite reader closed: {e}")))?;
         let reader = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let outcome = reader.read_blocking(reads);
@@ -79,7 +79,7 @@ impl SqliteReader {
             outcome
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("screening read task: {e}")))?
+        .map_err(|e| StoreError::Backend(format!("SQLite read task: {e}")))?
     }
 
     fn read_blocking<T>(
@@ -164,7 +164,7 @@ fn sql_value(value: Value) -> Result<SqlValue, StoreError> {
         Value::String(v) => v.map_or(SqlValue::Null, SqlValue::Text),
         other => {
             return Err(StoreError::Backend(format!(
-                "a screening read binds an unsupported value: {other:?}"
+                "a SQLite read binds an unsupported value: {other:?}"
             )));
         }
     })
