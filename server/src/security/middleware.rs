@@ -342,7 +342,7 @@ pub async fn page_render_deadline(
         return response;
     }
     let (parts, body) = response.into_parts();
-    let chunks = FinishedOnDrop(Some(Box::pin(body_until(deadline, body, uri))));
+    let chunks = FinishedOnDrop::new(Box::pin(body_until(deadline, body, uri)));
     Response::from_parts(parts, Body::from_stream(chunks))
 }
 
@@ -355,7 +355,21 @@ type PageChunks = std::pin::Pin<
 /// cut off mid-render (a failed session save makes the session layer drop the page for a 503,
 /// or the browser goes away), they outlived the page's reactive owner and panicked reading it
 /// (the trading banner's session, `<A/>` outside a router).
-struct FinishedOnDrop(Option<PageChunks>);
+struct FinishedOnDrop {
+    chunks: Option<PageChunks>,
+    /// Set while a poll runs: still set at drop, that poll panicked (a render's panic unwinds
+    /// out of it), and the stream cannot be polled again.
+    polling: bool,
+}
+
+impl FinishedOnDrop {
+    fn new(chunks: PageChunks) -> Self {
+        Self {
+            chunks: Some(chunks),
+            polling: false,
+        }
+    }
+}
 
 impl futures::Stream for FinishedOnDrop {
     type Item = Result<axum::body::Bytes, axum::BoxError>;
@@ -364,12 +378,15 @@ impl futures::Stream for FinishedOnDrop {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        let Some(chunks) = self.0.as_mut() else {
+        let this = &mut *self;
+        let Some(chunks) = this.chunks.as_mut() else {
             return std::task::Poll::Ready(None);
         };
+        this.polling = true;
         let next = chunks.as_mut().poll_next(cx);
+        this.polling = false;
         if let std::task::Poll::Ready(None) = next {
-            self.0 = None;
+            this.chunks = None;
         }
         next
     }
@@ -378,7 +395,11 @@ impl futures::Stream for FinishedOnDrop {
 impl Drop for FinishedOnDrop {
     fn drop(&mut self) {
         use futures::StreamExt as _;
-        if let (Some(chunks), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current())
+        if self.polling {
+            return;
+        }
+        if let (Some(chunks), Ok(runtime)) =
+            (self.chunks.take(), tokio::runtime::Handle::try_current())
         {
             runtime.spawn(chunks.for_each(|_| async {}));
         }
@@ -470,6 +491,28 @@ mod page_render_tests {
             .await
             .expect("infallible");
         (response, renders)
+    }
+
+    /// A render that panicked mid-body is not polled again when hyper drops the body: the
+    /// stream is poisoned, and a resumed render only panics again ("resumed after panicking").
+    #[tokio::test]
+    async fn a_body_whose_render_panicked_is_not_read_on_after_the_drop() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let counted = polls.clone();
+        let render: PageChunks = Box::pin(futures::stream::poll_fn(move |_| {
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("a render that panics");
+            }
+            std::task::Poll::Ready(None)
+        }));
+        let mut body = FinishedOnDrop::new(render);
+        let poll = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            futures::FutureExt::now_or_never(body.next())
+        }));
+        assert!(poll.is_err(), "the first poll panics");
+        drop(body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(polls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

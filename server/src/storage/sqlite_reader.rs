@@ -10,7 +10,7 @@
 //! nothing written can go around the audited writes.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use domain::ports::StoreError;
@@ -18,22 +18,27 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior};
 use sea_orm::sea_query::{SelectStatement, SqliteQueryBuilder, Value};
 use sea_orm::{DatabaseBackend, DatabaseConnection};
-use tokio::sync::Semaphore;
 
-/// Connections, and so batches read at once: more would only queue for the two cores here,
-/// and each new connection parses the schema again.
+/// Reader threads, each with its connection, and so batches read at once: more would only
+/// queue for the two cores here, and each new connection parses the schema again.
 const CONNECTIONS: usize = 4;
 /// As long as sqlx waits for a lock on its own connections.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Read-only connections to one SQLite file, taken by one batch of reads at a time.
+/// A batch of reads, run on a reader thread with the file's path and that thread's connection
+/// (opened on first use).
+type Job = Box<dyn FnOnce(&Path, &mut Option<Connection>) + Send>;
+
+/// Read-only connections to one SQLite file, each on a long-lived thread of its own that runs
+/// one batch of reads at a time.
+///
+/// Long-lived threads rather than tokio's blocking pool: a page of rows is allocated on the
+/// thread that reads it and freed on the request's, and the allocator keeps freed pages per
+/// thread. Spread over however many idle blocking threads the pool had, a report's pages left
+/// tens of MiB behind (`docs/benchmarks.md`, CSV growth); on the same few threads they are reused.
 #[derive(Debug)]
 pub(crate) struct SqliteReader {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-    /// One per connection, held until the blocking read ends (even if its caller went away):
-    /// a batch waits here, not on a blocking thread.
-    permits: Arc<Semaphore>,
+    jobs: flume::Sender<Job>,
 }
 
 impl SqliteReader {
@@ -51,65 +56,86 @@ impl SqliteReader {
         if name.starts_with(':') || name.starts_with("file:") || !path.is_file() {
             return None;
         }
-        Some(Arc::new(Self::new(path.to_path_buf())))
-    }
-
-    fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            idle: Mutex::new(Vec::with_capacity(CONNECTIONS)),
-            permits: Arc::new(Semaphore::new(CONNECTIONS)),
+        match Self::new(path.to_path_buf()) {
+            Ok(reader) => Some(Arc::new(reader)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no SQLite reader threads: these reads go through sqlx");
+                None
+            }
         }
     }
 
-    /// Runs `reads` in one read transaction on a blocking thread.
-    pub(crate) async fn read<T, F>(self: &Arc<Self>, reads: F) -> Result<T, StoreError>
+    /// Starts the reader threads; they end when the reader is dropped and its queue drains.
+    fn new(path: PathBuf) -> std::io::Result<Self> {
+        let (jobs, queue) = flume::unbounded::<Job>();
+        for n in 0..CONNECTIONS {
+            let (queue, path) = (queue.clone(), path.clone());
+            std::thread::Builder::new()
+                .name(format!("sqlite-reader-{n}"))
+                .spawn(move || run_reader_thread(&path, &queue))?;
+        }
+        Ok(Self { jobs })
+    }
+
+    /// Runs `reads` in one read transaction on a reader thread, after the batches queued before
+    /// it. A batch whose caller went away while it queued is not run.
+    pub(crate) async fn read<T, F>(&self, reads: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(|e| StoreError::Backend(format!("SQLite reader closed: {e}")))?;
-        let reader = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let outcome = reader.read_blocking(reads);
-            drop(permit);
-            outcome
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("SQLite read task: {e}")))?
-    }
-
-    fn read_blocking<T>(
-        &self,
-        reads: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let taken = self.idle().pop();
-        let mut connection = match taken {
-            Some(connection) => connection,
-            None => open(&self.path).map_err(store_error)?,
-        };
-        let outcome = (|| {
-            // Deferred: the snapshot starts at the first read and ends with the transaction.
-            let txn = connection
-                .transaction_with_behavior(TransactionBehavior::Deferred)
-                .map_err(store_error)?;
-            let value = reads(&txn)?;
-            txn.finish().map_err(store_error)?;
-            Ok(value)
-        })();
-        // A connection whose transaction could not end is not reused.
-        if connection.is_autocommit() {
-            self.idle().push(connection);
-        }
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |path, connection| {
+            if !reply.is_closed() {
+                _ = reply.send(read_in_transaction(path, connection, reads));
+            }
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::Backend("SQLite reader stopped".into()))?;
         outcome
+            .await
+            .map_err(|_| StoreError::Backend("SQLite read failed: its thread panicked".into()))?
     }
+}
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+/// Takes batches until the reader is dropped. A batch that panics loses its answer (its caller
+/// gets an error) and the connection it was using, not the thread.
+fn run_reader_thread(path: &Path, queue: &flume::Receiver<Job>) {
+    let mut connection: Option<Connection> = None;
+    while let Ok(job) = queue.recv() {
+        let mut slot = connection.take();
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(path, &mut slot)));
+        if ran.is_ok() {
+            connection = slot;
+        }
     }
+}
+
+/// `reads` in one deferred transaction on `connection`, opened first if there is none.
+fn read_in_transaction<T>(
+    path: &Path,
+    connection: &mut Option<Connection>,
+    reads: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let open_connection = match connection {
+        Some(open_connection) => open_connection,
+        None => connection.insert(open(path).map_err(store_error)?),
+    };
+    let outcome = (|| {
+        // Deferred: the snapshot starts at the first read and ends with the transaction.
+        let txn = open_connection
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .map_err(store_error)?;
+        let value = reads(&txn)?;
+        txn.finish().map_err(store_error)?;
+        Ok(value)
+    })();
+    // A connection whose transaction could not end is not reused.
+    if !open_connection.is_autocommit() {
+        *connection = None;
+    }
+    outcome
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -194,7 +220,7 @@ mod tests {
         writer
             .execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1);")
             .expect("seed");
-        Arc::new(SqliteReader::new(path))
+        Arc::new(SqliteReader::new(path).expect("reader threads"))
     }
 
     #[tokio::test]
@@ -217,9 +243,59 @@ mod tests {
             })
             .await;
         assert!(write.is_err(), "{write:?}");
-        // The connection went back to the pool and reads on, and saw nothing written.
+        // The reader reads on, and saw nothing written.
         assert_eq!(count(reader.clone()).await.ok(), Some(1));
-        assert_eq!(reader.idle().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_read_that_panics_is_an_error_and_the_reader_reads_on() {
+        let dir = tempfile::tempdir().expect("dir");
+        let reader = reader_of_new_file(&dir);
+        for _ in 0..=CONNECTIONS {
+            let panicked = reader
+                .read(|_| -> Result<(), StoreError> { panic!("a read that panics") })
+                .await;
+            assert!(
+                matches!(&panicked, Err(StoreError::Backend(m)) if m.contains("panicked")),
+                "{panicked:?}"
+            );
+        }
+        let value = reader
+            .read(|txn| {
+                txn.query_row("SELECT v FROM t", [], |row| row.get::<_, i64>(0))
+                    .map_err(store_error)
+            })
+            .await;
+        assert_eq!(value.ok(), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_file_that_cannot_be_opened_is_an_error_per_read() {
+        let dir = tempfile::tempdir().expect("dir");
+        let reader = Arc::new(SqliteReader::new(dir.path().join("missing.db")).expect("threads"));
+        for _ in 0..2 {
+            let read = reader.read(|_| Ok(())).await;
+            assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_run_on_the_readers_own_few_threads() {
+        let dir = tempfile::tempdir().expect("dir");
+        let reader = reader_of_new_file(&dir);
+        let mut threads = std::collections::BTreeSet::new();
+        for _ in 0..64 {
+            let name = reader
+                .read(|_| Ok(std::thread::current().name().map(str::to_owned)))
+                .await
+                .expect("read");
+            threads.insert(name.expect("a named thread"));
+        }
+        assert!(threads.len() <= CONNECTIONS, "{threads:?}");
+        assert!(
+            threads.iter().all(|t| t.starts_with("sqlite-reader-")),
+            "{threads:?}"
+        );
     }
 
     /// The SQLite every connection here links (sqlx's and this reader's) is built with the
@@ -273,7 +349,6 @@ mod tests {
         }
         let most = most.load(Ordering::SeqCst);
         assert!((1..=CONNECTIONS).contains(&most), "{most} reads at once");
-        assert!(reader.idle().len() <= CONNECTIONS);
     }
 
     #[test]
