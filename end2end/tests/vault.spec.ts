@@ -90,6 +90,8 @@ test("a trader adds a key, sees only its mask, re-wraps it after a rotation, and
 
 test("a decoy key planted by an admin raises an alert when it is used", async ({ page, browser }) => {
   const trader = uniqueEmail("decoy");
+  // Unique, so the admin's alert list (shared by every run against this server) has one match.
+  const label = `Old bot key ${trader.split("@")[0].slice("decoy-".length)}`;
   await signUp(page, trader);
 
   const { page: admin, key: adminKey } = await adminWithKey(browser);
@@ -97,7 +99,7 @@ test("a decoy key planted by an admin raises an alert when it is used", async ({
   await hydrated(admin);
   const plant = admin.getByTestId("plant-canary-form");
   await plant.getByLabel("Place in the vault of (email)").fill(trader);
-  await plant.getByLabel("Label it shows").fill("Old bot key");
+  await plant.getByLabel("Label it shows").fill(label);
   await clickUntil(plant.getByRole("button", { name: "Plant decoy" }), () =>
     expect(admin.getByTestId("step-up-panel")).toBeVisible({ timeout: 2_000 }),
   );
@@ -108,14 +110,14 @@ test("a decoy key planted by an admin raises an alert when it is used", async ({
 
   await page.goto("/keys");
   await hydrated(page);
-  const decoy = page.getByTestId("key-row").filter({ hasText: "Old bot key" });
+  const decoy = page.getByTestId("key-row").filter({ hasText: label });
   await expect(decoy).toHaveAttribute("data-status", "active");
   await decoy.getByTestId("check-key").click();
   await expect(page.getByRole("alert")).toContainText("cannot be used");
 
   await admin.reload();
   await hydrated(admin);
-  const alert = admin.getByTestId("alert").filter({ hasText: "Old bot key" });
+  const alert = admin.getByTestId("alert").filter({ hasText: label });
   await expect(alert).toHaveAttribute("data-open", "true");
   await admin.screenshot({ path: "test-results/screens/vault-admin-alert.png", fullPage: true });
   // Acknowledging twice is harmless, so repeat a click that landed before its handler.
