@@ -3,7 +3,7 @@
 //! so every statement is a hand-off to that thread and back and every row a message: an
 //! order's five screening reads cost about as much CPU as the rest of the order put together
 //! (see `docs/benchmarks.md`). Here a batch of statements runs in one read transaction on one
-//! blocking thread: one hand-off, one consistent snapshot.
+//! of the reader's threads: one hand-off, one consistent snapshot.
 //!
 //! The statements are the same sea-query statements the sea-orm path runs (PostgreSQL keeps
 //! that path), rendered for SQLite. The connections are opened read-only and `query_only`, so
