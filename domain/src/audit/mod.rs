@@ -527,8 +527,12 @@ pub struct BrokenLog {
     pub checkpoint: Option<signing::SignedCheckpoint>,
 }
 
-/// Events read per batch when verifying a stored log.
-pub const VERIFY_BATCH: u64 = 1000;
+/// Events read per page wherever the chain is read through a page at a time: verification,
+/// reports, the security chart. A page is built on a reader thread and freed on the request's,
+/// and each reader thread keeps about as much memory as the largest page it built: with 1,000
+/// a first CSV download grew the server by 30-40 MiB, with 250 by under 10, as fast
+/// (`docs/benchmarks.md`, "Report memory").
+pub const SCAN_PAGE: u64 = 250;
 
 /// Verifies a stored log from its first event, calling `progress` with the number of events
 /// checked after each batch. The outer error is a storage failure; the inner one a broken chain.
@@ -538,7 +542,7 @@ pub async fn verify_log(
 ) -> Result<Result<VerifiedLog, BrokenLog>, StoreError> {
     let mut verifier = ChainVerifier::new();
     loop {
-        let batch = log.page(verifier.head().seq, VERIFY_BATCH).await?;
+        let batch = log.page(verifier.head().seq, SCAN_PAGE).await?;
         if batch.is_empty() {
             return Ok(Ok(VerifiedLog {
                 checked: verifier.checked(),

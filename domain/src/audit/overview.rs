@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use time::{Duration, OffsetDateTime, Time};
 
 use super::service::{AuditService, ReviewedEvent};
-use super::{AuditEvent, AuditFilter, Outcome};
+use super::{AuditEvent, AuditFilter, Outcome, SCAN_PAGE};
 use crate::audit_action::AuditAction;
 use crate::authz::{AdminReader, Reviewer};
 use crate::store_error::StoreError;
@@ -39,7 +39,6 @@ pub const SECURITY_HOURS: usize = 24;
 /// The most events the chart reads per query; past it the chart says it is incomplete rather
 /// than reading without bound.
 pub const SECURITY_SCAN_LIMIT: u64 = 10_000;
-const SCAN_PAGE: u64 = 1_000;
 
 /// One bar of the chart: an hour (UTC) and its security events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use super::report::{ReportInfo, ReportManifest, ReportWriter};
 use super::service::{AuditService, ReviewedEvent};
 use super::{
     Actor, AuditDraft, AuditEvent, AuditFilter, ChainHash, ChainHead, Outcome, RequestMeta,
-    canonical_time,
+    SCAN_PAGE, canonical_time,
 };
 use crate::account::Email;
 use crate::audit_action::AuditAction;
@@ -141,9 +141,6 @@ impl fmt::Debug for ReportRun {
 }
 
 impl ReportRun {
-    /// Events fetched per page: memory stays flat whatever the report's size.
-    pub const PAGE: u64 = 1000;
-
     /// The filter as the report applies it (with the pinned head).
     pub fn filter(&self) -> &AuditFilter {
         &self.filter
@@ -180,9 +177,9 @@ impl ReportRun {
         let events = self
             .service
             .log
-            .search_after(&self.filter, self.after, Self::PAGE)
+            .search_after(&self.filter, self.after, SCAN_PAGE)
             .await?;
-        if (events.len() as u64) < Self::PAGE {
+        if (events.len() as u64) < SCAN_PAGE {
             self.exhausted = true;
         }
         for event in &events {

@@ -11,7 +11,7 @@ use super::checkpoints::{
 use super::signing::{ReportKey, ReportPublicKey, SignedCheckpoint};
 use super::{
     Actor, AuditDraft, AuditEvent, AuditLog, BreakKind, BrokenLog, ChainBreak, ChainHead,
-    ChainVerifier, Outcome, RequestMeta, VERIFY_BATCH, VerifiedLog, check_anchor, verify_log,
+    ChainVerifier, Outcome, RequestMeta, SCAN_PAGE, VerifiedLog, check_anchor, verify_log,
 };
 use crate::account::{AccountStore, Email};
 use crate::audit_action::AuditAction;
@@ -303,7 +303,7 @@ impl AuditService {
     async fn moved_since(&self, seq: i64) -> Result<bool, StoreError> {
         let mut after = seq;
         loop {
-            let page = self.log.page(after, VERIFY_BATCH).await?;
+            let page = self.log.page(after, SCAN_PAGE).await?;
             let Some(last) = page.last() else {
                 return Ok(false);
             };
@@ -363,7 +363,7 @@ impl AuditService {
         };
         let mut verifier = ChainVerifier::starting_at(start);
         loop {
-            let batch = self.log.page(verifier.head().seq, VERIFY_BATCH).await?;
+            let batch = self.log.page(verifier.head().seq, SCAN_PAGE).await?;
             if batch.is_empty() {
                 return Ok(verifier.head());
             }

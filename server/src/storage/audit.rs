@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 use super::entities::audit_event;
-use super::sqlite_reader::{SqliteReader, rows};
+use super::sqlite_reader::{ReaderShape, SqliteReader, rows};
 use super::{DbResult, converted};
 
 /// The most audited writes one commit carries; a long queue is committed in slices of this size
@@ -560,7 +560,7 @@ impl SqlAuditLog {
         let chain = chain.into();
         Self {
             db: chain.db().clone(),
-            reader: SqliteReader::of(chain.db()),
+            reader: SqliteReader::of(chain.db(), ReaderShape::CHAIN_SCANS),
             chain,
             clock,
         }

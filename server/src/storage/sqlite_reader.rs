@@ -19,15 +19,46 @@ use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior};
 use sea_orm::sea_query::{SelectStatement, SqliteQueryBuilder, Value};
 use sea_orm::{DatabaseBackend, DatabaseConnection};
 
-/// Reader threads, each with its connection, and so batches read at once: more would only
-/// queue for the two cores here, and each new connection parses the schema again.
-const CONNECTIONS: usize = 4;
+/// How a reader is sized for what it reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReaderShape {
+    /// Threads, each with its connection, and so batches read at once.
+    threads: usize,
+    /// Each connection's page cache in KiB (SQLite's `cache_size`); `None` keeps SQLite's 2 MiB.
+    cache_kib: Option<u32>,
+}
+
+impl ReaderShape {
+    /// An order's screening reads: short, many at once, and over the same pages (the trader's
+    /// recent orders and fills), so each connection keeps SQLite's cache. More threads would
+    /// only queue for the two cores here, and each new connection parses the schema again.
+    pub(crate) const SCREENING: Self = Self {
+        threads: 4,
+        cache_kib: None,
+    };
+    /// The chain read a page at a time (verification, reports, the audit pages): few at once,
+    /// and a long scan rarely reads a page twice. Each thread keeps about as much memory as
+    /// the largest page it built and each connection its cache: with four threads and SQLite's
+    /// cache a first CSV download grew the server by 30-40 MiB (`docs/benchmarks.md`, "Report
+    /// memory").
+    pub(crate) const CHAIN_SCANS: Self = Self {
+        threads: 2,
+        cache_kib: Some(256),
+    };
+}
+
 /// As long as sqlx waits for a lock on its own connections.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A batch of reads, run on a reader thread with the file's path and that thread's connection
-/// (opened on first use).
-type Job = Box<dyn FnOnce(&Path, &mut Option<Connection>) + Send>;
+/// The file a reader thread opens its connection to, and the connection's cache.
+#[derive(Debug, Clone)]
+struct DbFile {
+    path: PathBuf,
+    cache_kib: Option<u32>,
+}
+
+/// A batch of reads, run on a reader thread with its file and connection (opened on first use).
+type Job = Box<dyn FnOnce(&DbFile, &mut Option<Connection>) + Send>;
 
 /// Read-only connections to one SQLite file, each on a long-lived thread of its own that runs
 /// one batch of reads at a time.
@@ -44,7 +75,7 @@ pub(crate) struct SqliteReader {
 impl SqliteReader {
     /// A reader of the file behind `db`: `None` for PostgreSQL and for an in-memory SQLite
     /// database (another connection would not see it).
-    pub(crate) fn of(db: &DatabaseConnection) -> Option<Arc<Self>> {
+    pub(crate) fn of(db: &DatabaseConnection, shape: ReaderShape) -> Option<Arc<Self>> {
         if db.get_database_backend() != DatabaseBackend::Sqlite {
             return None;
         }
@@ -56,7 +87,7 @@ impl SqliteReader {
         if name.starts_with(':') || name.starts_with("file:") || !path.is_file() {
             return None;
         }
-        match Self::new(path.to_path_buf()) {
+        match Self::new(path.to_path_buf(), shape) {
             Ok(reader) => Some(Arc::new(reader)),
             Err(e) => {
                 tracing::warn!(error = %e, "no SQLite reader threads: these reads go through sqlx");
@@ -66,13 +97,17 @@ impl SqliteReader {
     }
 
     /// Starts the reader threads; they end when the reader is dropped and its queue drains.
-    fn new(path: PathBuf) -> std::io::Result<Self> {
+    fn new(path: PathBuf, shape: ReaderShape) -> std::io::Result<Self> {
         let (jobs, queue) = flume::unbounded::<Job>();
-        for n in 0..CONNECTIONS {
-            let (queue, path) = (queue.clone(), path.clone());
+        let file = DbFile {
+            path,
+            cache_kib: shape.cache_kib,
+        };
+        for n in 0..shape.threads {
+            let (queue, file) = (queue.clone(), file.clone());
             std::thread::Builder::new()
                 .name(format!("sqlite-reader-{n}"))
-                .spawn(move || run_reader_thread(&path, &queue))?;
+                .spawn(move || run_reader_thread(&file, &queue))?;
         }
         Ok(Self { jobs })
     }
@@ -85,9 +120,9 @@ impl SqliteReader {
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, outcome) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |path, connection| {
+        let job: Job = Box::new(move |file, connection| {
             if !reply.is_closed() {
-                _ = reply.send(read_in_transaction(path, connection, reads));
+                _ = reply.send(read_in_transaction(file, connection, reads));
             }
         });
         self.jobs
@@ -101,11 +136,11 @@ impl SqliteReader {
 
 /// Takes batches until the reader is dropped. A batch that panics loses its answer (its caller
 /// gets an error) and the connection it was using, not the thread.
-fn run_reader_thread(path: &Path, queue: &flume::Receiver<Job>) {
+fn run_reader_thread(file: &DbFile, queue: &flume::Receiver<Job>) {
     let mut connection: Option<Connection> = None;
     while let Ok(job) = queue.recv() {
         let mut slot = connection.take();
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(path, &mut slot)));
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(file, &mut slot)));
         if ran.is_ok() {
             connection = slot;
         }
@@ -114,13 +149,13 @@ fn run_reader_thread(path: &Path, queue: &flume::Receiver<Job>) {
 
 /// `reads` in one deferred transaction on `connection`, opened first if there is none.
 fn read_in_transaction<T>(
-    path: &Path,
+    file: &DbFile,
     connection: &mut Option<Connection>,
     reads: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     let open_connection = match connection {
         Some(open_connection) => open_connection,
-        None => connection.insert(open(path).map_err(store_error)?),
+        None => connection.insert(open(file).map_err(store_error)?),
     };
     let outcome = (|| {
         // Deferred: the snapshot starts at the first read and ends with the transaction.
@@ -138,13 +173,17 @@ fn read_in_transaction<T>(
     outcome
 }
 
-fn open(path: &Path) -> rusqlite::Result<Connection> {
+fn open(file: &DbFile) -> rusqlite::Result<Connection> {
     let connection = Connection::open_with_flags(
-        path,
+        &file.path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     connection.busy_timeout(BUSY_TIMEOUT)?;
     connection.pragma_update(None, "query_only", true)?;
+    if let Some(kib) = file.cache_kib {
+        // A negative size is in KiB rather than pages.
+        connection.pragma_update(None, "cache_size", -i64::from(kib))?;
+    }
     Ok(connection)
 }
 
@@ -215,12 +254,16 @@ mod tests {
     use super::*;
 
     fn reader_of_new_file(dir: &tempfile::TempDir) -> Arc<SqliteReader> {
+        shaped_reader_of_new_file(dir, ReaderShape::SCREENING)
+    }
+
+    fn shaped_reader_of_new_file(dir: &tempfile::TempDir, shape: ReaderShape) -> Arc<SqliteReader> {
         let path = dir.path().join("app.db");
         let writer = Connection::open(&path).expect("create");
         writer
             .execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1);")
             .expect("seed");
-        Arc::new(SqliteReader::new(path).expect("reader threads"))
+        Arc::new(SqliteReader::new(path, shape).expect("reader threads"))
     }
 
     #[tokio::test]
@@ -251,7 +294,7 @@ mod tests {
     async fn a_read_that_panics_is_an_error_and_the_reader_reads_on() {
         let dir = tempfile::tempdir().expect("dir");
         let reader = reader_of_new_file(&dir);
-        for _ in 0..=CONNECTIONS {
+        for _ in 0..=ReaderShape::SCREENING.threads {
             let panicked = reader
                 .read(|_| -> Result<(), StoreError> { panic!("a read that panics") })
                 .await;
@@ -272,30 +315,77 @@ mod tests {
     #[tokio::test]
     async fn a_file_that_cannot_be_opened_is_an_error_per_read() {
         let dir = tempfile::tempdir().expect("dir");
-        let reader = Arc::new(SqliteReader::new(dir.path().join("missing.db")).expect("threads"));
+        let reader = Arc::new(
+            SqliteReader::new(dir.path().join("missing.db"), ReaderShape::SCREENING)
+                .expect("threads"),
+        );
         for _ in 0..2 {
             let read = reader.read(|_| Ok(())).await;
             assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
         }
     }
 
+    /// The names of the threads 64 concurrent reads ran on (each takes a moment, so that they
+    /// spread over every thread there is).
+    async fn threads_reads_ran_on(
+        reader: &Arc<SqliteReader>,
+    ) -> std::collections::BTreeSet<String> {
+        let reads = (0..64).map(|_| {
+            let reader = reader.clone();
+            tokio::spawn(async move {
+                reader
+                    .read(|_| {
+                        std::thread::sleep(Duration::from_millis(2));
+                        Ok(std::thread::current().name().map(str::to_owned))
+                    })
+                    .await
+            })
+        });
+        let mut threads = std::collections::BTreeSet::new();
+        for read in reads.collect::<Vec<_>>() {
+            let name = read.await.expect("task").expect("read");
+            threads.insert(name.expect("a named thread"));
+        }
+        threads
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_run_on_the_readers_own_few_threads() {
         let dir = tempfile::tempdir().expect("dir");
-        let reader = reader_of_new_file(&dir);
-        let mut threads = std::collections::BTreeSet::new();
-        for _ in 0..64 {
-            let name = reader
-                .read(|_| Ok(std::thread::current().name().map(str::to_owned)))
-                .await
-                .expect("read");
-            threads.insert(name.expect("a named thread"));
-        }
-        assert!(threads.len() <= CONNECTIONS, "{threads:?}");
+        let threads = threads_reads_ran_on(&reader_of_new_file(&dir)).await;
+        assert!(
+            threads.len() <= ReaderShape::SCREENING.threads,
+            "{threads:?}"
+        );
         assert!(
             threads.iter().all(|t| t.starts_with("sqlite-reader-")),
             "{threads:?}"
         );
+    }
+
+    /// The chain's reader is sized for long scans: two threads, each connection with a small
+    /// cache; the screening reader keeps SQLite's own cache.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_chain_reader_scans_on_two_threads_with_a_small_cache() {
+        let cache_size = |reader: Arc<SqliteReader>| async move {
+            reader
+                .read(|txn| {
+                    txn.query_row("PRAGMA cache_size", [], |row| row.get::<_, i64>(0))
+                        .map_err(store_error)
+                })
+                .await
+                .expect("read")
+        };
+        let dir = tempfile::tempdir().expect("dir");
+        let chain = shaped_reader_of_new_file(&dir, ReaderShape::CHAIN_SCANS);
+        assert_eq!(cache_size(chain.clone()).await, -256);
+        let threads = threads_reads_ran_on(&chain).await;
+        assert!(threads.len() <= 2, "{threads:?}");
+
+        let other = tempfile::tempdir().expect("dir");
+        let screening = reader_of_new_file(&other);
+        // SQLite's default: -2000 (KiB).
+        assert_eq!(cache_size(screening).await, -2000);
     }
 
     /// The SQLite every connection here links (sqlx's and this reader's) is built with the
@@ -348,7 +438,10 @@ mod tests {
             assert_eq!(read.await.expect("task").ok(), Some(1));
         }
         let most = most.load(Ordering::SeqCst);
-        assert!((1..=CONNECTIONS).contains(&most), "{most} reads at once");
+        assert!(
+            (1..=ReaderShape::SCREENING.threads).contains(&most),
+            "{most} reads at once"
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ use uuid::Uuid;
 use super::DbResult;
 use super::audit::AuditChain;
 use super::entities::{order, user_trading};
-use super::sqlite_reader::SqliteReader;
+use super::sqlite_reader::{ReaderShape, SqliteReader};
 
 /// The `risk_limits.scope` of the global limits; per-user limits use the user's id.
 const GLOBAL_SCOPE: &str = "global";
@@ -58,7 +58,7 @@ impl SqlTradingStore {
         let chain = chain.into();
         Self {
             db: chain.db().clone(),
-            reader: SqliteReader::of(chain.db()),
+            reader: SqliteReader::of(chain.db(), ReaderShape::SCREENING),
             chain,
             clock,
         }
