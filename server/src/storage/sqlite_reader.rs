@@ -9,7 +9,7 @@
 //! that path), rendered for SQLite. The connections are opened read-only and `query_only`, so
 //! nothing written can go around the audited writes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
