@@ -22,6 +22,8 @@ use sea_orm::{DatabaseBackend, DatabaseConnection};
 /// How a reader is sized for what it reads.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ReaderShape {
+    /// The threads' name, before their number (15 bytes in all show in `top` and `perf`).
+    name: &'static str,
     /// Threads, each with its connection, and so batches read at once.
     threads: usize,
     /// Each connection's page cache in KiB (SQLite's `cache_size`); `None` keeps SQLite's 2 MiB.
@@ -33,6 +35,7 @@ impl ReaderShape {
     /// recent orders and fills), so each connection keeps SQLite's cache. More threads would
     /// only queue for the two cores here, and each new connection parses the schema again.
     pub(crate) const SCREENING: Self = Self {
+        name: "sqlite-screen",
         threads: 4,
         cache_kib: None,
     };
@@ -42,6 +45,7 @@ impl ReaderShape {
     /// cache a first CSV download grew the server by 30-40 MiB (`docs/benchmarks.md`, "Report
     /// memory").
     pub(crate) const CHAIN_SCANS: Self = Self {
+        name: "sqlite-chain",
         threads: 2,
         cache_kib: Some(256),
     };
@@ -106,7 +110,7 @@ impl SqliteReader {
         for n in 0..shape.threads {
             let (queue, file) = (queue.clone(), file.clone());
             std::thread::Builder::new()
-                .name(format!("sqlite-reader-{n}"))
+                .name(format!("{}-{n}", shape.name))
                 .spawn(move || run_reader_thread(&file, &queue))?;
         }
         Ok(Self { jobs })
@@ -358,7 +362,7 @@ mod tests {
             "{threads:?}"
         );
         assert!(
-            threads.iter().all(|t| t.starts_with("sqlite-reader-")),
+            threads.iter().all(|t| t.starts_with("sqlite-screen-")),
             "{threads:?}"
         );
     }
@@ -381,6 +385,10 @@ mod tests {
         assert_eq!(cache_size(chain.clone()).await, -256);
         let threads = threads_reads_ran_on(&chain).await;
         assert!(threads.len() <= 2, "{threads:?}");
+        assert!(
+            threads.iter().all(|t| t.starts_with("sqlite-chain-")),
+            "{threads:?}"
+        );
 
         let other = tempfile::tempdir().expect("dir");
         let screening = reader_of_new_file(&other);
