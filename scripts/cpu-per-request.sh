@@ -3,7 +3,9 @@
 # orders: a steadier figure than req/s for comparing two builds on this 2-core machine, where
 # the load generator shares the cores and req/s moves by ±10 % between identical runs.
 #
-#   scripts/cpu-per-request.sh [--bin BINARY] PATH      e.g. /trade
+#   scripts/cpu-per-request.sh [--bin BINARY] [--signed-out] PATH      e.g. /trade
+#
+# --signed-out sends no session cookie (the page a visitor gets, e.g. /login as bench.sh loads it).
 #
 # Prints microseconds of server CPU (user + system, from /proc/PID/stat) per request, over
 # 10 s of `wrk -c8` (keep-alive) after 2 s to warm up. SQLite in a temporary directory; limits
@@ -12,8 +14,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bin=target/release/cryptopulse
-if [ "${1:-}" = --bin ]; then bin=$2; shift 2; fi
-path=${1:?usage: scripts/cpu-per-request.sh [--bin BINARY] PATH}
+signed_in=1
+while [ $# -gt 1 ]; do
+  case "$1" in
+    --bin) bin=$2; shift 2 ;;
+    --signed-out) signed_in=0; shift ;;
+    *) break ;;
+  esac
+done
+path=${1:?usage: scripts/cpu-per-request.sh [--bin BINARY] [--signed-out] PATH}
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 [ -x "$bin" ] || { echo "no server binary at $bin: cargo build --release -p cryptopulse-server" >&2; exit 1; }
 
@@ -50,7 +59,9 @@ done
 cookie=$(awk -F'\t' 'NF>=7 {printf "%s=%s; ", $6, $7}' "$work/jar" | sed 's/; $//')
 
 load() { # seconds; prints the requests completed
-  wrk -t1 -c8 -d"$1"s -H "Cookie: $cookie" "$base$path" >"$work/wrk.out"
+  local headers=()
+  [ "$signed_in" = 1 ] && headers=(-H "Cookie: $cookie")
+  wrk -t1 -c8 -d"$1"s "${headers[@]}" "$base$path" >"$work/wrk.out"
   grep -q 'Non-2xx' "$work/wrk.out" && { echo "refused requests: $(cat "$work/wrk.out")" >&2; exit 1; }
   awk '/requests in/ {print $1}' "$work/wrk.out"
 }
@@ -60,4 +71,5 @@ before=$(cpu_ticks)
 requests=$(load 10)
 after=$(cpu_ticks)
 awk -v a="$before" -v b="$after" -v n="$requests" -v hz="$(getconf CLK_TCK)" -v p="$path" \
-  'BEGIN { printf "%s: %.0f us of server CPU per request (%d requests)\n", p, (b - a) / hz * 1e6 / n, n }'
+  -v who="$([ "$signed_in" = 1 ] && echo "signed in" || echo "signed out")" \
+  'BEGIN { printf "%s (%s): %.0f us of server CPU per request (%d requests)\n", p, who, (b - a) / hz * 1e6 / n, n }'
