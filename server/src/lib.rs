@@ -14,3 +14,4 @@ pub mod security;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;
+pub mod visitor_pages;

@@ -13,10 +13,16 @@ struct KindLabel {
     kind: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: &'static str,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
     security_events: Family<KindLabel, Counter>,
+    visitor_pages: Family<SourceLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -40,10 +46,25 @@ impl Metrics {
             "Security events by kind (e.g. canary_key_used)",
             security_events.clone(),
         );
+        let visitor_pages = Family::<SourceLabel, Counter>::default();
+        registry.register(
+            "visitor_pages",
+            "Signed-out /login and /signup pages served, by source (memory or render)",
+            visitor_pages.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(registry)),
             security_events,
+            visitor_pages,
         }
+    }
+
+    /// The counter of visitor pages served from `source` ("memory" or "render"), to keep and
+    /// increment per page without a label lookup.
+    pub fn visitor_pages_from(&self, source: &'static str) -> Counter {
+        self.visitor_pages
+            .get_or_create(&SourceLabel { source })
+            .clone()
     }
 
     pub fn security_event(&self, kind: &str) {

@@ -52,6 +52,7 @@ use crate::storage::trading::SqlTradingStore;
 use crate::storage::{
     self, AuditChain, SqlAccountStore, SqlAuditLog, SqlKeyStore, SqlSecurityAlerts, SqlSessionStore,
 };
+use crate::visitor_pages::{VisitorPages, serve_visitor_pages};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -535,12 +536,13 @@ fn router(
         }
     };
     let routes = app::route_list();
+    let session_cookie = if settings.is_https() {
+        "__Host-cryptopulse_session"
+    } else {
+        "cryptopulse_session"
+    };
     let session_layer = SessionManagerLayer::new(backend.sessions.clone())
-        .with_name(if settings.is_https() {
-            "__Host-cryptopulse_session"
-        } else {
-            "cryptopulse_session"
-        })
+        .with_name(session_cookie)
         .with_secure(settings.is_https())
         .with_http_only(true)
         .with_same_site(SameSite::Strict)
@@ -591,6 +593,11 @@ fn router(
         .layer(from_fn_with_state(
             middleware::PAGE_RENDER_BUDGET,
             middleware::page_render_deadline,
+        ))
+        // Outside the render deadline, which bounds a first render; a kept page needs no bound.
+        .layer(from_fn_with_state(
+            VisitorPages::new(session_cookie, &backend.metrics),
+            serve_visitor_pages,
         ))
         .layer(from_fn(middleware::server_fn_status))
         .layer(session_layer)

@@ -28,3 +28,4 @@ mod stepup_controls;
 mod stepup_store;
 mod trading;
 mod trading_store;
+mod visitor_pages;
