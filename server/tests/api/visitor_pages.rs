@@ -110,3 +110,28 @@ async fn a_signed_in_users_page_is_never_kept_nor_is_the_visitor_page_served_to_
     assert!(again.text().await.expect("html").contains(email));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_first_visitors_headers_do_not_shape_the_page_everyone_else_gets() {
+    let app = spawn_app().await;
+    let url = format!("{}/login", app.address);
+    // The render kept for everyone: asked for with headers an attacker chooses.
+    let poisoned = reqwest::Client::new()
+        .get(&url)
+        .header("host", "evil.example")
+        .header("x-forwarded-host", "evil.example")
+        .header("x-forwarded-proto", "https")
+        .header("accept-language", "xx")
+        .header("referer", "https://evil.example/")
+        .header("user-agent", "<script>alert(1)</script>")
+        .send()
+        .await
+        .expect("page");
+    let (kept, _) = page_without_its_nonce(poisoned).await;
+    assert!(!kept.contains("evil.example"), "{kept}");
+    assert!(!kept.contains("alert(1)"), "{kept}");
+    let (fresh, _) =
+        page_without_its_nonce(reqwest::get(format!("{url}?fresh")).await.expect("page")).await;
+    assert_eq!(kept, fresh, "the request's headers changed the render");
+    app.stop().await;
+}
