@@ -93,7 +93,7 @@ pub const CONTROLS: &[Control] = &[
         framework: Soc2,
         reference: "CC6.1",
         requirement: "Sensitive actions require strong authentication.",
-        feature: "Step-up with a security key (WebAuthn, user-verified for admins) or an authenticator app opens a short privilege window; large orders need an approval bound to exactly that order; codes and assertions cannot be replayed.",
+        feature: "Step-up with a security key (WebAuthn, user-verified for admins) or an authenticator app opens a short privilege window; large orders need an approval bound to exactly that order; codes and assertions cannot be replayed; on an account with a security key, only that key changes its factors.",
         pages: &["/security"],
         evidence: &[
             A::StepupKeySucceeded,
@@ -106,6 +106,7 @@ pub const CONTROLS: &[Control] = &[
             "server/tests/api/stepup.rs::admin_actions_need_a_security_key_step_up_and_totp_is_not_enough",
             "server/tests/api/stepup.rs::a_totp_code_is_accepted_once_and_a_replay_is_refused_and_audited",
             "server/tests/api/stepup.rs::an_order_approval_covers_exactly_one_order_once",
+            "server/tests/api/stepup.rs::with_a_security_key_on_the_account_a_totp_or_recovery_step_up_cannot_change_its_factors",
             "end2end/tests/stepup.spec.ts::an admin action is refused until the admin steps up with a security key",
         ],
     },
@@ -132,7 +133,7 @@ pub const CONTROLS: &[Control] = &[
         framework: Soc2,
         reference: "CC6.3",
         requirement: "Access follows least privilege and segregation of duties.",
-        feature: "Nobody reviews their own anomaly case; an admin cannot change their own trading state, kill switch or limits; agent tokens carry scopes.",
+        feature: "Nobody reviews their own anomaly case, and a reviewer's release cannot lift a state an admin set; an admin cannot change their own trading state, kill switch or limits; agent tokens carry scopes.",
         pages: &["/review", "/admin/risk", "/agents"],
         evidence: &[
             A::ReviewCaseReleased,
@@ -142,6 +143,7 @@ pub const CONTROLS: &[Control] = &[
         ],
         tests: &[
             "server/tests/api/trading.rs::nobody_reviews_their_own_case_and_a_confirmed_case_cancels_the_held_order",
+            "server/tests/api/trading.rs::a_reviewers_release_cannot_lift_a_halt_an_admin_set_while_the_case_was_open",
             "server/tests/api/admin_controls.rs::an_admin_cannot_change_their_own_trading_state_kill_switch_or_limits",
             "server/tests/api/agent.rs::a_prices_only_token_cannot_propose_or_read_the_portfolio",
         ],

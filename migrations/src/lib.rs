@@ -12,6 +12,7 @@ mod m20261128_000008_agent_token_expiry;
 mod m20261128_000009_audit_reports;
 mod m20261128_000010_audit_indexes;
 mod m20261129_000011_paper_books;
+mod m20261130_000012_settled_state;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000009_audit_reports::Migration),
             Box::new(m20261128_000010_audit_indexes::Migration),
             Box::new(m20261129_000011_paper_books::Migration),
+            Box::new(m20261130_000012_settled_state::Migration),
         ]
     }
 }

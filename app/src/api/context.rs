@@ -9,7 +9,7 @@ use domain::audit::service::AuditService;
 use domain::authz::{Admin, AdminReader, Reviewer};
 use domain::clock::Clock;
 use domain::keys::{KeyVaultService, RewrapRunner};
-use domain::stepup::{SensitiveAction, StepUpGrant, StepUpService};
+use domain::stepup::{StepUpGrant, StepUpService};
 use leptos::prelude::*;
 use tower_sessions::Session;
 
@@ -177,15 +177,6 @@ pub async fn start_session(
 /// The session's step-up grant, if any (expired or not).
 pub async fn step_up_grant(session: &Session) -> Result<Option<StepUpGrant>, AppError> {
     Ok(session.get::<StepUpGrant>(STEP_UP_KEY).await?)
-}
-
-/// The signed-in user, if their privilege window covers `action`.
-pub async fn require_step_up(action: SensitiveAction) -> Result<(User, Session), AppError> {
-    let (user, session) = require_user().await?;
-    let services = services()?;
-    let grant = step_up_grant(&session).await?;
-    services.stepup.check_window(grant.as_ref(), action)?;
-    Ok((user, session))
 }
 
 /// Proof that the signed-in user is an admin whose privilege window was opened with a

@@ -17,7 +17,8 @@ use crate::error::AppError;
 pub enum StepUpNeed {
     /// Any second factor: security key, authenticator app or a recovery code.
     AnyFactor,
-    /// A security key with its PIN or biometric (admin actions).
+    /// A security key with its PIN or biometric (admin actions; factor changes on an account
+    /// that has one).
     SecurityKey,
     /// Adding a first factor needs a recent password sign-in.
     RecentSignIn,
@@ -32,7 +33,7 @@ impl StepUpNeed {
                 "Confirm it's you first: use your security key or a code from your authenticator app."
             }
             StepUpNeed::SecurityKey => {
-                "Confirm it's you first with your security key, using its PIN or fingerprint. Admin actions need your security key, and so do changes to your security keys; an authenticator app code is not enough."
+                "Confirm it's you first with your security key, using its PIN or fingerprint. Admin actions need your security key. Once you have one, so does anything that lasts beyond this window: changing your second factors (keys, authenticator app, recovery codes), creating an agent token or turning autonomous agent orders on. An authenticator app or recovery code is not enough."
             }
             StepUpNeed::RecentSignIn => {
                 "To add your first second factor, sign out and sign in again, then add it within a few minutes."
@@ -212,6 +213,19 @@ pub(crate) mod server {
         }
     }
 
+    /// Turning the app off or new recovery codes (see `StepUpService::authorize_factor_change`).
+    pub async fn require_factor_change_allowed(
+        user: &User,
+        session: &Session,
+    ) -> Result<(), AppError> {
+        let grant = step_up_grant(session).await?;
+        services()?
+            .stepup
+            .authorize_factor_change(user.id, grant.as_ref())
+            .await?;
+        Ok(())
+    }
+
     /// Adding a factor (see `StepUpService::authorize_enrolment`).
     pub async fn require_enrolment_allowed(user: &User, session: &Session) -> Result<(), AppError> {
         let grant = step_up_grant(session).await?;
@@ -352,10 +366,10 @@ pub async fn totp_confirm(code: String) -> Result<RecoveryCodesView, AppError> {
 
 #[server(endpoint = "stepup/totp-remove")]
 pub async fn totp_remove() -> Result<(), AppError> {
-    use super::context::{request_meta, require_step_up, services};
-    use domain::stepup::SensitiveAction;
+    use super::context::{request_meta, require_user, services};
 
-    let (user, _) = require_step_up(SensitiveAction::ManageFactors).await?;
+    let (user, session) = require_user().await?;
+    server::require_factor_change_allowed(&user, &session).await?;
     services()?
         .stepup
         .remove_totp(user.id, request_meta())
@@ -366,11 +380,11 @@ pub async fn totp_remove() -> Result<(), AppError> {
 /// New recovery codes (the old ones stop working), shown once.
 #[server(endpoint = "stepup/recovery-codes")]
 pub async fn new_recovery_codes() -> Result<RecoveryCodesView, AppError> {
-    use super::context::{request_meta, require_step_up, services};
-    use domain::stepup::SensitiveAction;
+    use super::context::{request_meta, require_user, services};
     use secrecy::ExposeSecret;
 
-    let (user, _) = require_step_up(SensitiveAction::ManageFactors).await?;
+    let (user, session) = require_user().await?;
+    server::require_factor_change_allowed(&user, &session).await?;
     let codes = services()?
         .stepup
         .regenerate_recovery_codes(user.id, request_meta())

@@ -13,4 +13,4 @@ pub use anomaly::{AnomalyScore, Contribution, Feature, HISTORY_LEN, TradeSample,
 pub use limits::{FailSafe, IpBlocklist, LimitField, LimitScope, RiskLimits, resolve_limits};
 pub use pricing::{MAX_LIMIT_THROUGH_QUOTE, PriceRefusal, order_value, screening_price};
 pub use rules::{Decision, Rule, RuleHit, Screening, Verdict, decide, first_line};
-pub use state::{OrderEffect, StateEvent, TradingState, order_effect, quarantine_target};
+pub use state::{OrderEffect, Standing, StateEvent, TradingState, order_effect, quarantine_target};

@@ -71,23 +71,55 @@ impl TradingState {
             (TradingState::Halted, _) => false,
         }
     }
+}
 
-    /// The state after `event`.
-    pub fn after(self, event: StateEvent) -> TradingState {
+/// A trader's state, and the state that stands once no case holds them (`settled`): the one an
+/// administrator last set by hand, or a quarantine a reviewer confirmed; `Active` if neither.
+///
+/// A released case returns the trader to `settled`, never further: a reviewer (no security key
+/// needed) must not lift a halt an administrator set with theirs, nor one a reviewer confirmed.
+/// `state` is never looser than `settled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub state: TradingState,
+    pub settled: TradingState,
+}
+
+impl Standing {
+    /// A trader nothing has ever restricted.
+    pub const ACTIVE: Standing = Standing {
+        state: TradingState::Active,
+        settled: TradingState::Active,
+    };
+
+    /// The standing after `event`.
+    pub fn after(self, event: StateEvent) -> Standing {
         match event {
             // Automation may tighten but never loosen: an anomaly aimed at `Reducing` leaves a
-            // halted user halted.
-            StateEvent::AnomalyDetected(target) => self.stricter(target),
-            StateEvent::AdminSet(state) => state,
-            StateEvent::CaseReleased { other_open_cases } => {
-                if other_open_cases {
-                    self
-                } else {
-                    TradingState::Active
-                }
-            }
-            // A confirmed case keeps the quarantine; an administrator lifts it by hand.
-            StateEvent::CaseConfirmed => self,
+            // halted user halted. What stands after the case is unchanged.
+            StateEvent::AnomalyDetected(target) => Standing {
+                state: self.state.stricter(target),
+                ..self
+            },
+            StateEvent::AdminSet(state) => Standing {
+                state,
+                settled: state,
+            },
+            StateEvent::CaseReleased {
+                other_open_cases: true,
+            } => self,
+            StateEvent::CaseReleased {
+                other_open_cases: false,
+            } => Standing {
+                state: self.settled,
+                ..self
+            },
+            // A confirmed case keeps the quarantine, past later releases; an administrator lifts
+            // it by hand.
+            StateEvent::CaseConfirmed => Standing {
+                settled: self.state,
+                ..self
+            },
         }
     }
 }
@@ -232,55 +264,144 @@ mod tests {
         assert_eq!(order_effect(Sell, dec("-1"), dec("5")), OrderEffect::Opens);
     }
 
+    fn standing(state: TradingState, settled: TradingState) -> Standing {
+        Standing { state, settled }
+    }
+
+    /// Every standing the transitions can reach: `state` never looser than `settled`.
+    fn standings() -> Vec<Standing> {
+        TradingState::ALL
+            .into_iter()
+            .flat_map(|settled| {
+                TradingState::ALL
+                    .into_iter()
+                    .filter(move |state| state.strictness() >= settled.strictness())
+                    .map(move |state| standing(state, settled))
+            })
+            .collect()
+    }
+
+    fn events() -> Vec<StateEvent> {
+        let mut events = vec![
+            StateEvent::CaseConfirmed,
+            StateEvent::CaseReleased {
+                other_open_cases: true,
+            },
+            StateEvent::CaseReleased {
+                other_open_cases: false,
+            },
+        ];
+        for target in TradingState::ALL {
+            events.push(StateEvent::AnomalyDetected(target));
+            events.push(StateEvent::AdminSet(target));
+        }
+        events
+    }
+
     #[test]
-    fn anomaly_never_loosens() {
-        for current in TradingState::ALL {
+    fn anomaly_never_loosens_and_leaves_what_stands_after_the_case() {
+        for before in standings() {
             for target in TradingState::ALL {
-                let next = current.after(StateEvent::AnomalyDetected(target));
-                assert!(next.strictness() >= current.strictness());
-                assert_eq!(next, current.stricter(target));
+                let after = before.after(StateEvent::AnomalyDetected(target));
+                assert_eq!(after.state, before.state.stricter(target));
+                assert_eq!(after.settled, before.settled);
             }
         }
         assert_eq!(
-            Active.after(StateEvent::AnomalyDetected(Reducing)),
-            Reducing
+            Standing::ACTIVE.after(StateEvent::AnomalyDetected(Reducing)),
+            standing(Reducing, Active)
         );
-        assert_eq!(Active.after(StateEvent::AnomalyDetected(Halted)), Halted);
-        assert_eq!(Reducing.after(StateEvent::AnomalyDetected(Halted)), Halted);
-        assert_eq!(Halted.after(StateEvent::AnomalyDetected(Reducing)), Halted);
+        assert_eq!(
+            standing(Halted, Halted).after(StateEvent::AnomalyDetected(Reducing)),
+            standing(Halted, Halted)
+        );
     }
 
     #[test]
-    fn admin_sets_exactly() {
-        for current in TradingState::ALL {
+    fn admin_sets_exactly_and_that_is_what_stands() {
+        for before in standings() {
             for target in TradingState::ALL {
-                assert_eq!(current.after(StateEvent::AdminSet(target)), target);
+                assert_eq!(
+                    before.after(StateEvent::AdminSet(target)),
+                    standing(target, target)
+                );
             }
         }
     }
 
     #[test]
-    fn release_restores_active_unless_other_cases_are_open() {
-        for current in TradingState::ALL {
+    fn a_release_returns_to_what_stands_unless_other_cases_are_open() {
+        for before in standings() {
             assert_eq!(
-                current.after(StateEvent::CaseReleased {
+                before.after(StateEvent::CaseReleased {
                     other_open_cases: false
                 }),
-                Active
+                standing(before.settled, before.settled)
             );
             assert_eq!(
-                current.after(StateEvent::CaseReleased {
+                before.after(StateEvent::CaseReleased {
                     other_open_cases: true
                 }),
-                current
+                before
             );
         }
+        // The quarantine of a trader nobody else restricted is lifted.
+        assert_eq!(
+            standing(Halted, Active).after(StateEvent::CaseReleased {
+                other_open_cases: false
+            }),
+            Standing::ACTIVE
+        );
     }
 
     #[test]
-    fn confirm_keeps_quarantine() {
-        for current in TradingState::ALL {
-            assert_eq!(current.after(StateEvent::CaseConfirmed), current);
+    fn a_reviewers_release_cannot_lift_an_admins_halt() {
+        let halted_by_admin = Standing::ACTIVE.after(StateEvent::AdminSet(Halted));
+        let quarantined = halted_by_admin.after(StateEvent::AnomalyDetected(Reducing));
+        let released = quarantined.after(StateEvent::CaseReleased {
+            other_open_cases: false,
+        });
+        assert_eq!(released.state, Halted);
+        // Nor an admin's Reducing, tightened to Halted by an anomaly and then released.
+        let reducing = Standing::ACTIVE.after(StateEvent::AdminSet(Reducing));
+        let released =
+            reducing
+                .after(StateEvent::AnomalyDetected(Halted))
+                .after(StateEvent::CaseReleased {
+                    other_open_cases: false,
+                });
+        assert_eq!(released.state, Reducing);
+    }
+
+    #[test]
+    fn a_confirmed_quarantine_outlasts_a_later_release() {
+        let confirmed = Standing::ACTIVE
+            .after(StateEvent::AnomalyDetected(Halted))
+            .after(StateEvent::CaseConfirmed);
+        assert_eq!(confirmed, standing(Halted, Halted));
+        let released = confirmed
+            .after(StateEvent::AnomalyDetected(Reducing))
+            .after(StateEvent::CaseReleased {
+                other_open_cases: false,
+            });
+        assert_eq!(released.state, Halted);
+        // Until an administrator lifts it.
+        assert_eq!(
+            released.after(StateEvent::AdminSet(Active)),
+            Standing::ACTIVE
+        );
+    }
+
+    #[test]
+    fn no_event_leaves_the_state_looser_than_what_stands() {
+        for before in standings() {
+            for event in events() {
+                let after = before.after(event);
+                assert!(
+                    after.state.strictness() >= after.settled.strictness(),
+                    "{before:?} after {event:?} is {after:?}"
+                );
+            }
         }
     }
 

@@ -55,10 +55,11 @@ pub struct StepUpGrant {
 /// Actions that need a recent step-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SensitiveAction {
-    /// Removing a security key, turning TOTP off, new recovery codes.
+    /// Changing the second factors (a security key, the authenticator app, new recovery codes)
+    /// of an account without a usable security key.
     ManageFactors,
-    /// Adding or removing a security key on an account that has a usable one: a TOTP or
-    /// recovery code cannot add a thief's key nor remove the owner's.
+    /// Changing any second factor of an account that has a usable security key: a TOTP or
+    /// recovery code cannot add a thief's key or app, remove the owner's, nor mint recovery codes.
     ManageKeys,
     /// Roles, limits, blocklist, kill switch, decoy keys, master-key rotation and re-wrap-all.
     Administer,

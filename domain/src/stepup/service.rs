@@ -162,18 +162,49 @@ impl StepUpService {
 
     /// Whether this session may add a second factor; a refusal says what is missing.
     ///
-    /// With factors already, any step-up will do (so a stolen session cannot add the thief's
-    /// factor); for the first one, a sign-in within the window (`signed_in_at`, unix seconds).
+    /// With factors already, a step-up (so a stolen session cannot add the thief's factor), with
+    /// the account's security key if it has a usable one (see [`Self::check_lasting_change`]);
+    /// for the first one, a sign-in within the window (`signed_in_at`, unix seconds).
     pub async fn authorize_enrolment(
         &self,
         user: UserId,
         grant: Option<&StepUpGrant>,
         signed_in_at: i64,
     ) -> Result<(), StepUpError> {
-        if self.summary(user).await?.has_any() {
-            return self.check_window(grant, SensitiveAction::ManageFactors);
+        let factors = self.usable_factors(user).await?;
+        if factors.any() {
+            return self.check_lasting_change(factors, grant);
         }
         self.require_recent_sign_in(signed_in_at)
+    }
+
+    /// Whether this session may turn the authenticator app off or replace the recovery codes.
+    pub async fn authorize_factor_change(
+        &self,
+        user: UserId,
+        grant: Option<&StepUpGrant>,
+    ) -> Result<(), StepUpError> {
+        let factors = self.usable_factors(user).await?;
+        self.check_lasting_change(factors, grant)
+    }
+
+    /// Whether `grant` covers a change that outlasts the window: the account's factors, an agent
+    /// token, autonomous agent orders. A step-up within the window; on an account with a usable
+    /// security key (`factors`), one made with that key. Otherwise one phished TOTP code would
+    /// be lasting power over an account its owner protects with a key: ten new recovery codes
+    /// (each approves a large order and opens a new window), the thief's app in place of the
+    /// owner's, or a bot trading for them.
+    pub fn check_lasting_change(
+        &self,
+        factors: UsableFactors,
+        grant: Option<&StepUpGrant>,
+    ) -> Result<(), StepUpError> {
+        let action = if factors.security_key {
+            SensitiveAction::ManageKeys
+        } else {
+            SensitiveAction::ManageFactors
+        };
+        self.check_window(grant, action)
     }
 
     /// A sign-in at `signed_in_at` (unix seconds) at most one window ago, and not in the future.

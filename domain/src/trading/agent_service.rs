@@ -17,7 +17,7 @@ use crate::audit::{Actor, Outcome, RequestMeta, canonical_time};
 use crate::audit_action::AuditAction;
 use crate::order::{OrderTicket, OrderType, Price, Quantity, Symbol};
 use crate::risk::{self, TradingState};
-use crate::stepup::{SensitiveAction, StepUpGrant};
+use crate::stepup::StepUpGrant;
 
 /// How many proposals the trader's queue shows.
 const PROPOSAL_LIST_LIMIT: u64 = 100;
@@ -71,7 +71,7 @@ impl TradingService {
             return Err(Refusal::FactorRequired.into());
         }
         self.stepup
-            .check_window(grant, SensitiveAction::ManageFactors)
+            .check_lasting_change(factors, grant)
             .map_err(TradingError::Approval)?;
         let name = agent::parse_token_name(name).map_err(Refusal::from)?;
         let lifetime = agent::token_lifetime(lifetime_days).map_err(Refusal::from)?;
@@ -342,8 +342,13 @@ impl TradingService {
         on: bool,
         meta: RequestMeta,
     ) -> Result<UserControls, TradingError> {
+        let factors = self
+            .stepup
+            .usable_factors(user)
+            .await
+            .map_err(|e| TradingError::Unavailable(Outage::Factors(e)))?;
         self.stepup
-            .check_window(grant, SensitiveAction::ManageFactors)
+            .check_lasting_change(factors, grant)
             .map_err(TradingError::Approval)?;
         self.store
             .change_controls(

@@ -14,7 +14,7 @@ use super::portfolio::Portfolio;
 use super::{ApprovalState, CaseEvidence, OrderSource, Usage, UserControls};
 use crate::order::OrderSide;
 use crate::risk::{
-    self, AnomalyScore, IpBlocklist, RiskLimits, Rule, RuleHit, Screening, StateEvent, TradeSample,
+    self, AnomalyScore, IpBlocklist, RiskLimits, Rule, RuleHit, Screening, TradeSample,
     TradingState, Verdict,
 };
 
@@ -196,7 +196,9 @@ pub fn decide_order(facts: &OrderFacts) -> OrderDecision {
     let mut new_state = None;
     if (quarantine.is_some() || verdict == Verdict::Hold) && !already_under_review {
         let state_after = match quarantine {
-            Some(target) => state_before.after(StateEvent::AnomalyDetected(target)),
+            // An anomaly only tightens (`Standing::after`); what stands after the case is the
+            // store's to keep.
+            Some(target) => state_before.stricter(target),
             None => state_before,
         };
         if state_after != state_before {

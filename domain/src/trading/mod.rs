@@ -33,7 +33,9 @@ use uuid::Uuid;
 use crate::account::{Email, UserId};
 use crate::audit::AuditDraft;
 use crate::order::{OrderSide, OrderType};
-use crate::risk::{AnomalyScore, RuleHit, TradeSample, TradingState, Verdict};
+use crate::risk::{
+    AnomalyScore, RuleHit, Standing, StateEvent, TradeSample, TradingState, Verdict,
+};
 
 pub use agent::{AgentScope, AgentToken, NewAgentToken, Proposal, ProposalStatus};
 pub use agent_service::AgentOverview;
@@ -359,6 +361,16 @@ impl CaseStatus {
             "released" => Some(CaseStatus::Released),
             "confirmed" => Some(CaseStatus::Confirmed),
             _ => None,
+        }
+    }
+
+    /// The subject's standing once a case is decided as `self`, from their standing and whether
+    /// other cases of theirs stay open, both as they are inside the write that records it.
+    pub fn standing_after(self, before: Standing, other_open_cases: bool) -> Standing {
+        match self {
+            CaseStatus::Open => before,
+            CaseStatus::Released => before.after(StateEvent::CaseReleased { other_open_cases }),
+            CaseStatus::Confirmed => before.after(StateEvent::CaseConfirmed),
         }
     }
 }

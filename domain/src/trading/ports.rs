@@ -20,7 +20,7 @@ use super::{
 use crate::account::{User, UserId};
 use crate::audit::AuditDraft;
 use crate::exchange::ExchangeName;
-use crate::risk::{TradeSample, TradingState};
+use crate::risk::TradeSample;
 use crate::store_error::StoreError;
 
 /// Raw limit values by field key, as stored (validated when resolved).
@@ -54,8 +54,8 @@ pub struct CaseDecisionWrite {
     pub reviewer: UserId,
     pub note: String,
     pub at: OffsetDateTime,
-    /// The subject's trading state after the decision.
-    pub new_state: TradingState,
+    /// Without the subject's state after the decision: the store works it out inside the write
+    /// (`CaseStatus::standing_after`) and adds it to the event as `state_after`.
     pub audit: AuditDraft,
 }
 

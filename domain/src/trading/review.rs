@@ -12,7 +12,6 @@ use crate::alerts::SecurityAlert;
 use crate::audit::{Actor, Outcome, RequestMeta};
 use crate::audit_action::AuditAction;
 use crate::authz::Reviewer;
-use crate::risk::StateEvent;
 
 /// How many cases a reviewer's list shows.
 const CASE_LIST_LIMIT: u64 = 200;
@@ -99,27 +98,14 @@ impl TradingService {
         if case.status != CaseStatus::Open {
             return Err(Refusal::CaseDecided.into());
         }
-        let controls = self.store.controls(case.subject).await?;
-        let others_open = self.store.open_cases_for(case.subject).await? > 1;
-        let (status, new_state, action) = match decision {
-            CaseDecision::Release => (
-                CaseStatus::Released,
-                controls.state.after(StateEvent::CaseReleased {
-                    other_open_cases: others_open,
-                }),
-                AuditAction::ReviewCaseReleased,
-            ),
-            CaseDecision::Confirm => (
-                CaseStatus::Confirmed,
-                controls.state.after(StateEvent::CaseConfirmed),
-                AuditAction::ReviewCaseConfirmed,
-            ),
+        let (status, action) = match decision {
+            CaseDecision::Release => (CaseStatus::Released, AuditAction::ReviewCaseReleased),
+            CaseDecision::Confirm => (CaseStatus::Confirmed, AuditAction::ReviewCaseConfirmed),
         };
         let event = draft(Actor::user(reviewer.id()), action, Outcome::Success, &meta)
             .resource(id.resource())
             .detail("subject", case.subject.to_string())
-            .detail("note", note.as_str().to_owned())
-            .detail("state_after", new_state.as_str());
+            .detail("note", note.as_str().to_owned());
         let decided = self
             .store
             .decide_case(CaseDecisionWrite {
@@ -128,7 +114,6 @@ impl TradingService {
                 reviewer: reviewer.id(),
                 note: note.as_str().to_owned(),
                 at: self.now(),
-                new_state,
                 audit: event,
             })
             .await

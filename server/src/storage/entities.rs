@@ -323,6 +323,8 @@ pub mod user_trading {
         pub kill_switch: bool,
         pub autonomous: bool,
         pub updated_at: String,
+        /// What stands once no case holds the trader (`risk::Standing`); NULL is `active`.
+        pub settled_state: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -295,13 +295,13 @@ async fn creating_an_agent_token_needs_a_step_up_and_nothing_is_created_without_
     assert!(body.contains("SetUpFactor"), "{body}");
     assert_eq!(app.count("SELECT COUNT(*) FROM agent_tokens").await, 0);
 
-    // A key, but the window has closed: asked to step up.
+    // A key, but the window has closed: asked to step up, with that key.
     let mut key = app.stepped_up_with_new_key(&alice).await;
     app.clock.advance(time::Duration::minutes(11));
     let response = create_token(&app, &alice, "grid bot").await;
     assert_eq!(response.status(), 403);
     let body = response.text().await.expect("body");
-    assert!(body.contains("AnyFactor"), "{body}");
+    assert!(body.contains("SecurityKey"), "{body}");
     assert_eq!(app.count("SELECT COUNT(*) FROM agent_tokens").await, 0);
     assert_eq!(
         count_where(&app, "audit_events", "action = 'agent.token_created'").await,

@@ -487,6 +487,96 @@ async fn adding_a_second_factor_or_removing_one_needs_a_step_up() {
     app.stop().await;
 }
 
+/// A phished authenticator code (or a recovery code) must not become lasting power over an
+/// account its owner protects with a security key: no new recovery codes (each approves an
+/// order and opens a window), no turning the app off to enrol the thief's, no agent token or
+/// autonomous orders.
+#[tokio::test]
+async fn with_a_security_key_on_the_account_a_totp_or_recovery_step_up_cannot_change_its_factors() {
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let mut key = app.stepped_up_with_new_key(&trader).await;
+    // The app is added under the key's window.
+    let (secret, codes) = enrol_totp(&app, &trader).await;
+
+    for step_up in ["totp", "recovery-code"] {
+        app.next_totp_step();
+        let opened = match step_up {
+            "totp" => app.step_up_with_code(&trader, &secret).await,
+            _ => {
+                app.call(
+                    &trader,
+                    "stepup/verify",
+                    &[("method", "recovery-code"), ("response", &codes[0])],
+                )
+                .await
+            }
+        };
+        assert_eq!(opened.status(), 200, "{step_up}");
+        // Nor a bot acting for the owner after the window: an agent token, autonomous orders.
+        let token = [("name", "thief"), ("scopes[0]", "proposals:write")];
+        let autonomous = [("on", "true")];
+        for (endpoint, form) in [
+            ("stepup/recovery-codes", &[][..]),
+            ("stepup/totp-remove", &[][..]),
+            ("agent/token-create", &token[..]),
+            ("agent/autonomous", &autonomous[..]),
+        ] {
+            let refused = app.call(&trader, endpoint, form).await;
+            assert_eq!(
+                refused.status(),
+                403,
+                "{endpoint} after a {step_up} step-up"
+            );
+            assert_eq!(
+                json(refused).await,
+                serde_json::json!({"StepUpRequired": "SecurityKey"}),
+                "{endpoint} after a {step_up} step-up"
+            );
+        }
+    }
+    // Nothing changed: the app is on and the codes are the enrolment's, less the one used.
+    let factors = json(app.call(&trader, "stepup/factors", &[]).await).await;
+    assert_eq!(factors["totp_enabled"], true, "{factors}");
+    assert_eq!(factors["recovery_codes_left"], 9, "{factors}");
+    assert_eq!(app.audit_count("stepup.recovery_codes_replaced").await, 0);
+    assert_eq!(app.audit_count("stepup.totp_removed").await, 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM agent_tokens").await, 0);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM user_trading WHERE autonomous")
+            .await,
+        0
+    );
+
+    // With the key, both are the owner's to do.
+    assert_eq!(app.step_up_with_key(&trader, &mut key).await.status(), 200);
+    let fresh = app.call(&trader, "stepup/recovery-codes", &[]).await;
+    assert_eq!(fresh.status(), 200);
+    let fresh: Vec<String> = serde_json::from_value(json(fresh).await).expect("codes");
+    assert_eq!(fresh.len(), 10);
+    assert_eq!(
+        app.call(&trader, "stepup/totp-remove", &[]).await.status(),
+        200
+    );
+
+    // Without a key, the app's own step-up still manages the factors.
+    let other = app.signed_in_as("other@example.com", Role::Trader).await;
+    let (other_secret, _) = enrol_totp(&app, &other).await;
+    app.clock.advance(time::Duration::minutes(11));
+    app.next_totp_step();
+    assert_eq!(
+        app.step_up_with_code(&other, &other_secret).await.status(),
+        200
+    );
+    assert_eq!(
+        app.call(&other, "stepup/recovery-codes", &[])
+            .await
+            .status(),
+        200
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_first_factor_needs_a_recent_sign_in() {
     let app = spawn_app().await;

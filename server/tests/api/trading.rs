@@ -719,6 +719,67 @@ async fn a_burst_of_odd_orders_opens_a_case_quarantines_the_trader_and_a_reviewe
     app.stop().await;
 }
 
+/// Deciding a case needs the reviewer role only; halting a trader needs an administrator's
+/// security key. So releasing a case returns the trader to what an administrator set, not to
+/// active; only an administrator lifts their own halt.
+#[tokio::test]
+async fn a_reviewers_release_cannot_lift_a_halt_an_admin_set_while_the_case_was_open() {
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let odd = burst(&app, &trader).await;
+    let case_id = odd["case_id"].as_str().expect("case").to_owned();
+    let trader_id = user_id(&app, &trader).await;
+    let admin = app.admin_with_key("admin@example.com").await;
+    let set_state = |state: &'static str| {
+        let (app, admin, trader_id) = (&app, admin.clone(), trader_id.clone());
+        async move {
+            app.call(
+                &admin,
+                "risk/user-controls",
+                &[("user_id", &trader_id), ("state", state)],
+            )
+            .await
+            .status()
+        }
+    };
+    assert_eq!(set_state("halted").await, 200);
+
+    let reviewer = app
+        .signed_in_as("reviewer@example.com", Role::Reviewer)
+        .await;
+    let released = app
+        .call(
+            &reviewer,
+            "review/decide",
+            &[
+                ("id", &case_id),
+                ("decision", "release"),
+                ("note", "The ETH purchase was the trader's."),
+            ],
+        )
+        .await;
+    assert_eq!(released.status(), 200);
+    let status = json(app.call(&trader, "trading/status", &[]).await).await;
+    assert_eq!(status["state"], "halted", "{status}");
+    assert_eq!(status["open_cases"], 0, "{status}");
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'review.case_released' \
+             AND details LIKE '%\"state_after\":\"halted\"%'"
+        )
+        .await,
+        1
+    );
+    let buy = placed(market(&app, &trader, "BTCUSDT", "buy", "0.001", None).await).await;
+    assert_eq!(buy["status"], "denied", "{buy}");
+
+    // Only the administrator lifts it.
+    assert_eq!(set_state("active").await, 200);
+    let status = json(app.call(&trader, "trading/status", &[]).await).await;
+    assert_eq!(status["state"], "active", "{status}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn nobody_reviews_their_own_case_and_a_confirmed_case_cancels_the_held_order() {
     let app = spawn_app().await;

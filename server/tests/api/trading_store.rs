@@ -1374,7 +1374,6 @@ async fn deciding_a_case_releases_or_cancels_its_held_orders_once() {
                 reviewer,
                 note: "False alarm".into(),
                 at: decided_at,
-                new_state: TradingState::Active,
                 audit: draft(AuditAction::ReviewCaseReleased),
             })
             .await
@@ -1388,7 +1387,6 @@ async fn deciding_a_case_releases_or_cancels_its_held_orders_once() {
                 reviewer,
                 note: "Account takeover".into(),
                 at: decided_at,
-                new_state: TradingState::Reducing,
                 audit: draft(AuditAction::ReviewCaseConfirmed),
             })
             .await
@@ -1479,7 +1477,6 @@ async fn deciding_a_case_releases_or_cancels_its_held_orders_once() {
                 reviewer,
                 note: "Changed my mind".into(),
                 at: decided_at,
-                new_state: TradingState::Halted,
                 audit: draft(AuditAction::ReviewCaseConfirmed),
             })
             .await
@@ -1493,7 +1490,6 @@ async fn deciding_a_case_releases_or_cancels_its_held_orders_once() {
                 reviewer,
                 note: "Unknown".into(),
                 at: decided_at,
-                new_state: TradingState::Active,
                 audit: draft(AuditAction::ReviewCaseReleased),
             })
             .await
@@ -2009,7 +2005,6 @@ async fn case_files_carry_the_accounts_and_the_subjects_state_now() {
                 reviewer,
                 note: "False alarm".into(),
                 at: at + Duration::minutes(1),
-                new_state: TradingState::Active,
                 audit: draft(AuditAction::ReviewCaseReleased),
             })
             .await

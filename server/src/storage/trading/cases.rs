@@ -20,7 +20,7 @@ use super::super::accounts::to_user;
 use super::super::entities::{anomaly_case, order, user, user_trading};
 use super::super::{DbResult, converted};
 use super::rows::{hold_column, to_case, to_controls};
-use super::{Fields, SqlTradingStore, all, put_state};
+use super::{Fields, SqlTradingStore, all, put_standing, standing_in};
 
 const RELEASED_REASON: &str = "Released by a reviewer; sending";
 const RELEASED_AWAITING_APPROVAL_REASON: &str = "Released by a reviewer. It still needs your approval with your security key or code before it is sent: approve it here.";
@@ -123,7 +123,6 @@ impl CaseStore for SqlTradingStore {
             reviewer,
             note,
             at,
-            new_state,
             audit,
         } = write;
         converted(async {
@@ -161,7 +160,16 @@ impl CaseStore for SqlTradingStore {
                 id: &id.to_string(),
             }
             .user(&subject, "subject")?;
-            put_state(txn.conn(), subject, new_state, at).await?;
+            // This case is decided above, so any case still open is another one.
+            let others_open = anomaly_case::Entity::find()
+                .filter(anomaly_case::Column::Subject.eq(subject.to_string()))
+                .filter(anomaly_case::Column::Status.eq(CaseStatus::Open.as_str()))
+                .count(txn.conn())
+                .await?
+                > 0;
+            let before = standing_in(txn.conn(), subject).await?;
+            let after = status.standing_after(before, others_open);
+            put_standing(txn.conn(), subject, after, at).await?;
             let held = order::ActiveModel {
                 updated_at: Set(canonical_time(at)),
                 ..Default::default()
@@ -202,6 +210,7 @@ impl CaseStore for SqlTradingStore {
                 .filter(order::Column::HoldKind.eq(HoldKind::Review.as_str()))
                 .exec(txn.conn())
                 .await?;
+            let audit = audit.detail("state_after", after.state.as_str());
             txn.commit_with(audit, self.clock.now()).await?;
             Ok(true)
         })

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use domain::account::UserId;
 use domain::audit::{AuditDraft, canonical_time};
 use domain::ports::StoreError;
-use domain::risk::TradingState;
+use domain::risk::{StateEvent, TradingState};
 use domain::trading::{
     BlockedRange, BlockedRangeStore, CaseStatus, ControlStore, ControlsChange, ControlsOverview,
     OrderRecord, OrderRecordQuery, OrderStore, Portfolio, RawLimits, ScreeningSettings,
@@ -30,7 +30,7 @@ use super::orders::{
     usage_query,
 };
 use super::rows::{HistoryRow, UsageRow, to_blocked, to_controls};
-use super::{GLOBAL_SCOPE, KILL_SWITCH_KEY, SqlTradingStore, all, corrupt, micros};
+use super::{GLOBAL_SCOPE, KILL_SWITCH_KEY, SqlTradingStore, all, corrupt, micros, standing_in};
 
 #[async_trait]
 impl ControlStore for SqlTradingStore {
@@ -181,8 +181,11 @@ impl ControlStore for SqlTradingStore {
                 Some(row) => to_controls(&row)?,
                 None => UserControls::default_for(user),
             };
+            // A state set by hand is also what stands once the trader's cases are decided.
+            let mut standing = standing_in(txn.conn(), user).await?;
             if let Some(state) = change.state {
-                controls.state = state;
+                standing = standing.after(StateEvent::AdminSet(state));
+                controls.state = standing.state;
             }
             if let Some(kill_switch) = change.kill_switch {
                 controls.kill_switch = kill_switch;
@@ -193,6 +196,7 @@ impl ControlStore for SqlTradingStore {
             user_trading::Entity::insert(user_trading::ActiveModel {
                 user_id: Set(user.to_string()),
                 state: Set(controls.state.as_str().to_owned()),
+                settled_state: Set(Some(standing.settled.as_str().to_owned())),
                 kill_switch: Set(controls.kill_switch),
                 autonomous: Set(controls.autonomous),
                 updated_at: Set(canonical_time(now)),
@@ -201,6 +205,7 @@ impl ControlStore for SqlTradingStore {
                 OnConflict::column(user_trading::Column::UserId)
                     .update_columns([
                         user_trading::Column::State,
+                        user_trading::Column::SettledState,
                         user_trading::Column::KillSwitch,
                         user_trading::Column::Autonomous,
                         user_trading::Column::UpdatedAt,

@@ -25,12 +25,13 @@ use domain::account::UserId;
 use domain::audit::{canonical_time, parse_canonical_time};
 use domain::order::{OrderSide, OrderType};
 use domain::ports::{Clock, StoreError};
-use domain::risk::TradingState;
+use domain::risk::{Standing, TradingState};
 use domain::trading::UserControls;
 use rust_decimal::Decimal;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -153,6 +154,8 @@ async fn put_state<C: ConnectionTrait>(
     user_trading::Entity::insert(user_trading::ActiveModel {
         user_id: Set(user.to_string()),
         state: Set(state.as_str().to_owned()),
+        // An anomaly's state is not what stands after the case (`Standing::after`).
+        settled_state: NotSet,
         kill_switch: Set(defaults.kill_switch),
         autonomous: Set(defaults.autonomous),
         updated_at: Set(canonical_time(at)),
@@ -160,6 +163,59 @@ async fn put_state<C: ConnectionTrait>(
     .on_conflict(
         OnConflict::column(user_trading::Column::UserId)
             .update_columns([user_trading::Column::State, user_trading::Column::UpdatedAt])
+            .to_owned(),
+    )
+    .exec_without_returning(conn)
+    .await?;
+    Ok(())
+}
+
+/// A trader's standing as stored, read inside the write that changes it (under the chain lock,
+/// so a concurrent decision or an admin's change cannot be lost in between).
+async fn standing_in<C: ConnectionTrait>(conn: &C, user: UserId) -> DbResult<Standing> {
+    let Some(row) = user_trading::Entity::find_by_id(user.to_string())
+        .one(conn)
+        .await?
+    else {
+        return Ok(Standing::ACTIVE);
+    };
+    let f = Fields {
+        table: "user_trading",
+        id: &row.user_id,
+    };
+    let parse = |raw: &str, what| TradingState::parse(raw).ok_or_else(|| f.bad(what));
+    Ok(Standing {
+        state: parse(&row.state, "state")?,
+        settled: match &row.settled_state {
+            None => TradingState::Active,
+            Some(settled) => parse(settled, "settled_state")?,
+        },
+    })
+}
+
+/// Stores a trader's state and what stands after their cases (see [`standing_in`]).
+async fn put_standing<C: ConnectionTrait>(
+    conn: &C,
+    user: UserId,
+    standing: Standing,
+    at: OffsetDateTime,
+) -> DbResult<()> {
+    let defaults = UserControls::default_for(user);
+    user_trading::Entity::insert(user_trading::ActiveModel {
+        user_id: Set(user.to_string()),
+        state: Set(standing.state.as_str().to_owned()),
+        settled_state: Set(Some(standing.settled.as_str().to_owned())),
+        kill_switch: Set(defaults.kill_switch),
+        autonomous: Set(defaults.autonomous),
+        updated_at: Set(canonical_time(at)),
+    })
+    .on_conflict(
+        OnConflict::column(user_trading::Column::UserId)
+            .update_columns([
+                user_trading::Column::State,
+                user_trading::Column::SettledState,
+                user_trading::Column::UpdatedAt,
+            ])
             .to_owned(),
     )
     .exec_without_returning(conn)
