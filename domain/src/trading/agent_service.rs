@@ -17,7 +17,7 @@ use crate::audit::{Actor, Outcome, RequestMeta, canonical_time};
 use crate::audit_action::AuditAction;
 use crate::order::{OrderTicket, OrderType, Price, Quantity, Symbol};
 use crate::risk::{self, TradingState};
-use crate::stepup::StepUpGrant;
+use crate::stepup::{SensitiveAction, StepUpGrant};
 
 /// How many proposals the trader's queue shows.
 const PROPOSAL_LIST_LIMIT: u64 = 100;
@@ -342,14 +342,20 @@ impl TradingService {
         on: bool,
         meta: RequestMeta,
     ) -> Result<UserControls, TradingError> {
-        let factors = self
-            .stepup
-            .usable_factors(user)
-            .await
-            .map_err(|e| TradingError::Unavailable(Outage::Factors(e)))?;
-        self.stepup
-            .check_lasting_change(factors, grant)
-            .map_err(TradingError::Approval)?;
+        // Turning it on lasts beyond the window (with a key on the account, only the key will
+        // do); turning it off only takes power away.
+        let allowed = if on {
+            let factors = self
+                .stepup
+                .usable_factors(user)
+                .await
+                .map_err(|e| TradingError::Unavailable(Outage::Factors(e)))?;
+            self.stepup.check_lasting_change(factors, grant)
+        } else {
+            self.stepup
+                .check_window(grant, SensitiveAction::ManageFactors)
+        };
+        allowed.map_err(TradingError::Approval)?;
         self.store
             .change_controls(
                 user,

@@ -28,4 +28,5 @@ mod stepup_controls;
 mod stepup_store;
 mod trading;
 mod trading_store;
+mod upgrades;
 mod visitor_pages;
