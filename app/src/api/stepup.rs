@@ -33,7 +33,7 @@ impl StepUpNeed {
                 "Confirm it's you first: use your security key or a code from your authenticator app."
             }
             StepUpNeed::SecurityKey => {
-                "Confirm it's you first with your security key, using its PIN or fingerprint. Admin actions need your security key. Once you have one, so does anything that lasts beyond this window: changing your second factors (keys, authenticator app, recovery codes), creating an agent token or turning autonomous agent orders on. An authenticator app or recovery code is not enough."
+                "Confirm it's you first with your security key, using its PIN or fingerprint. Admin actions need your security key, and so do changes that outlast this window once you have one (your factors, agent tokens, autonomous orders). An authenticator app or recovery code is not enough."
             }
             StepUpNeed::RecentSignIn => {
                 "To add your first second factor, sign out and sign in again, then add it within a few minutes."

@@ -631,6 +631,22 @@ async fn admins_set_per_user_limits_and_states_with_a_key_step_up() {
     app.stop().await;
 }
 
+/// A reviewer's decision on a case, with its note.
+async fn decide(
+    app: &TestApp,
+    reviewer: &reqwest::Client,
+    case_id: &str,
+    decision: &str,
+    note: &str,
+) -> reqwest::Response {
+    app.call(
+        reviewer,
+        "review/decide",
+        &[("id", case_id), ("decision", decision), ("note", note)],
+    )
+    .await
+}
+
 /// Six ordinary small orders, then one far larger in a symbol never traded, in a burst.
 async fn burst(app: &TestApp, trader: &reqwest::Client) -> Value {
     for _ in 0..6 {
@@ -682,25 +698,16 @@ async fn a_burst_of_odd_orders_opens_a_case_quarantines_the_trader_and_a_reviewe
     assert_eq!(case["subject_email"], "trader@example.com");
     assert!(!case["features"].as_array().expect("features").is_empty());
     assert_eq!(case["recent"].as_array().expect("recent").len(), 6);
-    let no_note = app
-        .call(
-            &reviewer,
-            "review/decide",
-            &[("id", &case_id), ("decision", "release"), ("note", "")],
-        )
-        .await;
+    let no_note = decide(&app, &reviewer, &case_id, "release", "").await;
     assert_eq!(no_note.status(), 400);
-    let released = app
-        .call(
-            &reviewer,
-            "review/decide",
-            &[
-                ("id", &case_id),
-                ("decision", "release"),
-                ("note", "Trader confirmed the ETH purchase by phone."),
-            ],
-        )
-        .await;
+    let released = decide(
+        &app,
+        &reviewer,
+        &case_id,
+        "release",
+        "Trader confirmed the ETH purchase by phone.",
+    )
+    .await;
     assert_eq!(released.status(), 200);
     let status = json(app.call(&trader, "trading/status", &[]).await).await;
     assert_eq!(status["state"], "active");
@@ -708,13 +715,7 @@ async fn a_burst_of_odd_orders_opens_a_case_quarantines_the_trader_and_a_reviewe
     let trading = app.backend.services.trading.clone();
     assert_eq!(trading.retry_held().await.expect("retry"), 1);
     assert_eq!(trading.retry_held().await.expect("retry"), 0);
-    let again = app
-        .call(
-            &reviewer,
-            "review/decide",
-            &[("id", &case_id), ("decision", "confirm"), ("note", "late")],
-        )
-        .await;
+    let again = decide(&app, &reviewer, &case_id, "confirm", "late").await;
     assert_eq!(again.status(), 400);
     app.stop().await;
 }
@@ -747,17 +748,14 @@ async fn a_reviewers_release_cannot_lift_a_halt_an_admin_set_while_the_case_was_
     let reviewer = app
         .signed_in_as("reviewer@example.com", Role::Reviewer)
         .await;
-    let released = app
-        .call(
-            &reviewer,
-            "review/decide",
-            &[
-                ("id", &case_id),
-                ("decision", "release"),
-                ("note", "The ETH purchase was the trader's."),
-            ],
-        )
-        .await;
+    let released = decide(
+        &app,
+        &reviewer,
+        &case_id,
+        "release",
+        "The ETH purchase was the trader's.",
+    )
+    .await;
     assert_eq!(released.status(), 200);
     let status = json(app.call(&trader, "trading/status", &[]).await).await;
     assert_eq!(status["state"], "halted", "{status}");
@@ -786,32 +784,19 @@ async fn nobody_reviews_their_own_case_and_a_confirmed_case_cancels_the_held_ord
     let admin_trader = app.signed_in_as("admin@example.com", Role::Admin).await;
     let odd = burst(&app, &admin_trader).await;
     let case_id = odd["case_id"].as_str().expect("case").to_owned();
-    let own = app
-        .call(
-            &admin_trader,
-            "review/decide",
-            &[
-                ("id", &case_id),
-                ("decision", "release"),
-                ("note", "it was me"),
-            ],
-        )
-        .await;
+    let own = decide(&app, &admin_trader, &case_id, "release", "it was me").await;
     assert_eq!(own.status(), 403);
     let reviewer = app
         .signed_in_as("reviewer@example.com", Role::Reviewer)
         .await;
-    let confirmed = app
-        .call(
-            &reviewer,
-            "review/decide",
-            &[
-                ("id", &case_id),
-                ("decision", "confirm"),
-                ("note", "Pattern matches account takeover."),
-            ],
-        )
-        .await;
+    let confirmed = decide(
+        &app,
+        &reviewer,
+        &case_id,
+        "confirm",
+        "Pattern matches account takeover.",
+    )
+    .await;
     assert_eq!(confirmed.status(), 200);
     let order = json(
         app.call(

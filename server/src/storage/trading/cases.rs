@@ -20,7 +20,7 @@ use super::super::accounts::to_user;
 use super::super::entities::{anomaly_case, order, user, user_trading};
 use super::super::{DbResult, converted};
 use super::rows::{hold_column, to_case, to_controls};
-use super::{Fields, SqlTradingStore, all, put_standing, standing_in};
+use super::{Fields, SqlTradingStore, all, put_state, standing_in};
 
 const RELEASED_REASON: &str = "Released by a reviewer; sending";
 const RELEASED_AWAITING_APPROVAL_REASON: &str = "Released by a reviewer. It still needs your approval with your security key or code before it is sent: approve it here.";
@@ -169,7 +169,7 @@ impl CaseStore for SqlTradingStore {
                 > 0;
             let before = standing_in(txn.conn(), subject).await?;
             let after = status.standing_after(before, others_open);
-            put_standing(txn.conn(), subject, after, at).await?;
+            put_state(txn.conn(), subject, after.state, Some(after.settled), at).await?;
             let held = order::ActiveModel {
                 updated_at: Set(canonical_time(at)),
                 ..Default::default()

@@ -143,26 +143,32 @@ fn all<T, R>(rows: &[R], convert: impl Fn(&R) -> DbResult<T>) -> DbResult<Vec<T>
 }
 
 /// Sets a user's trading state inside `conn`, creating their controls row (with the other
-/// controls at their defaults) if they have none.
+/// controls at their defaults) if they have none. With `settled`, also what stands once no case
+/// holds them (`risk::Standing`); without, that is left as it is (an anomaly's quarantine is
+/// not what stands after the case).
 async fn put_state<C: ConnectionTrait>(
     conn: &C,
     user: UserId,
     state: TradingState,
+    settled: Option<TradingState>,
     at: OffsetDateTime,
 ) -> DbResult<()> {
     let defaults = UserControls::default_for(user);
+    let mut changed = vec![user_trading::Column::State, user_trading::Column::UpdatedAt];
+    if settled.is_some() {
+        changed.push(user_trading::Column::SettledState);
+    }
     user_trading::Entity::insert(user_trading::ActiveModel {
         user_id: Set(user.to_string()),
         state: Set(state.as_str().to_owned()),
-        // An anomaly's state is not what stands after the case (`Standing::after`).
-        settled_state: NotSet,
+        settled_state: settled.map_or(NotSet, |settled| Set(Some(settled.as_str().to_owned()))),
         kill_switch: Set(defaults.kill_switch),
         autonomous: Set(defaults.autonomous),
         updated_at: Set(canonical_time(at)),
     })
     .on_conflict(
         OnConflict::column(user_trading::Column::UserId)
-            .update_columns([user_trading::Column::State, user_trading::Column::UpdatedAt])
+            .update_columns(changed)
             .to_owned(),
     )
     .exec_without_returning(conn)
@@ -191,36 +197,6 @@ async fn standing_in<C: ConnectionTrait>(conn: &C, user: UserId) -> DbResult<Sta
             Some(settled) => parse(settled, "settled_state")?,
         },
     })
-}
-
-/// Stores a trader's state and what stands after their cases (see [`standing_in`]).
-async fn put_standing<C: ConnectionTrait>(
-    conn: &C,
-    user: UserId,
-    standing: Standing,
-    at: OffsetDateTime,
-) -> DbResult<()> {
-    let defaults = UserControls::default_for(user);
-    user_trading::Entity::insert(user_trading::ActiveModel {
-        user_id: Set(user.to_string()),
-        state: Set(standing.state.as_str().to_owned()),
-        settled_state: Set(Some(standing.settled.as_str().to_owned())),
-        kill_switch: Set(defaults.kill_switch),
-        autonomous: Set(defaults.autonomous),
-        updated_at: Set(canonical_time(at)),
-    })
-    .on_conflict(
-        OnConflict::column(user_trading::Column::UserId)
-            .update_columns([
-                user_trading::Column::State,
-                user_trading::Column::SettledState,
-                user_trading::Column::UpdatedAt,
-            ])
-            .to_owned(),
-    )
-    .exec_without_returning(conn)
-    .await?;
-    Ok(())
 }
 
 fn owned_by(owner: UserId) -> Condition {

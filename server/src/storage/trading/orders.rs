@@ -135,7 +135,7 @@ impl OrderStore for SqlTradingStore {
                     .await?;
             }
             if let Some(state) = new_state {
-                put_state(txn.conn(), decided.owner, state, now).await?;
+                put_state(txn.conn(), decided.owner, state, None, now).await?;
             }
             // Every event but the last is appended here; the last one commits. Should any append
             // fail, the transaction is dropped and rolls back the order, the case and the state.
