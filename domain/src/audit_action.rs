@@ -52,6 +52,7 @@ audit_actions! {
     AuthLogoutEverywhere = "auth.logout_everywhere",
     KmsRotate = "kms.rotate",
     ReportDownload = "report.download",
+    ReportStarted = "report.started",
     ReviewCaseConfirmed = "review.case_confirmed",
     ReviewCaseReleased = "review.case_released",
     RiskCaseOpened = "risk.case_opened",

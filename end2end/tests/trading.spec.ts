@@ -150,6 +150,7 @@ test("a burst of odd orders quarantines the trader, shows the banner, and a revi
   const detail = admin.getByTestId("case-detail");
   await expect(detail).toContainText(email);
   await expect(detail.locator("svg").first()).toBeVisible();
+  await expect(detail.getByTestId("case-outcomes")).toContainText("the trader returns to active trading");
   await admin.screenshot({ path: "test-results/screens/review-case.png", fullPage: true });
   await admin.getByTestId("case-note").fill("Checked with the trader: a planned ETH purchase.");
   await admin.getByTestId("case-release").click();

@@ -13,6 +13,7 @@ mod m20261128_000009_audit_reports;
 mod m20261128_000010_audit_indexes;
 mod m20261129_000011_paper_books;
 mod m20261130_000012_settled_state;
+mod m20261201_000013_live_orders;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000010_audit_indexes::Migration),
             Box::new(m20261129_000011_paper_books::Migration),
             Box::new(m20261130_000012_settled_state::Migration),
+            Box::new(m20261201_000013_live_orders::Migration),
         ]
     }
 }

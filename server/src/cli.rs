@@ -347,7 +347,20 @@ pub fn report_verify(
     let verified = if is_pdf {
         let pdf = std::fs::read(file).map_err(cannot_read)?;
         match report_in_pdf(&pdf) {
-            Ok(csv) => verify_report(&csv, pinned.as_ref()),
+            Ok(csv) => match verify_report(&csv, pinned.as_ref()) {
+                Ok(verified) => match pages_of(&csv, &verified, &pdf) {
+                    Ok(()) => Ok(verified),
+                    Err(problem) => {
+                        writeln!(
+                            out,
+                            "report verification FAILED: {}: {problem}",
+                            file.display()
+                        )?;
+                        return Ok(false);
+                    }
+                },
+                Err(problem) => Err(problem),
+            },
             Err(problem) => {
                 writeln!(
                     out,
@@ -363,7 +376,7 @@ pub fn report_verify(
     match verified {
         Ok(verified) => {
             let kind = if is_pdf {
-                "PDF (embedded CSV report)"
+                "PDF: its embedded CSV report, and pages that are exactly that report's"
             } else {
                 "CSV"
             };
@@ -383,6 +396,24 @@ pub fn report_verify(
 }
 
 /// The CSV report a PDF carries as its `audit-report.csv` attachment.
+/// The pages a reader sees are checked as well as the report the PDF carries: the PDF must be
+/// exactly what this server builds from that report, so printed rows cannot be edited, and
+/// pages cannot be added by an incremental update, while the attachment still verifies.
+fn pages_of(csv: &[u8], verified: &VerifiedReport, pdf: &[u8]) -> Result<(), String> {
+    let rebuilt = crate::reports::pdf::build_pdf(csv, &verified.manifest, |_| {})
+        .map_err(|e| format!("its pages could not be rebuilt from its embedded report: {e}"))?;
+    if rebuilt == pdf {
+        Ok(())
+    } else {
+        Err(
+            "its embedded CSV report verifies, but its pages are not exactly that report's: \
+             the PDF was edited or added to after it was made (or made by another version of \
+             CryptoPulse). The embedded report is the record."
+                .into(),
+        )
+    }
+}
+
 fn report_in_pdf(pdf: &[u8]) -> Result<Vec<u8>, String> {
     crate::reports::pdf::embedded_report(pdf)
         .map_err(|e| format!("no embedded audit report could be read from the PDF: {e}"))

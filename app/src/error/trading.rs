@@ -142,18 +142,19 @@ fn refusal_message(refusal: Refusal) -> String {
         screening @ (Refusal::LimitThroughQuote { .. } | Refusal::ValueTooLarge) => {
             refusal_sentence(&screening).unwrap_or_else(|| screening.to_string())
         }
+        // The amounts are what is free: cash and holdings less what live orders may take.
         Refusal::InsufficientCash { needed, cash } => format!(
-            "Not enough paper {QUOTE_CURRENCY}: this order needs {} and you have {}.",
+            "Not enough paper {QUOTE_CURRENCY}: this order needs {} and {} is free (your cash less your open buy orders).",
             plain(needed),
-            plain(cash)
+            plain(cash.max(Decimal::ZERO))
         ),
         Refusal::InsufficientHolding {
             symbol,
             held,
             quantity,
         } => format!(
-            "You hold {} {symbol}; you cannot sell {}.",
-            plain(held),
+            "You have {} {symbol} free to sell (what you hold less your open sell orders); you cannot sell {}.",
+            plain(held.max(Decimal::ZERO)),
             plain(quantity)
         ),
         Refusal::OrderBusy => "The order is being sent right now; try again in a moment.".into(),

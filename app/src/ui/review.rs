@@ -11,6 +11,7 @@ use super::{DANGER_BUTTON, ErrorNotice, LABEL_CLASS, PRIMARY_BUTTON, PageHeader,
 use crate::api::UserRole;
 use crate::api::trading::{CaseView, TradePoint, decide_case, get_case, list_cases};
 use crate::error::AppError;
+use domain::risk::TradingState;
 
 #[component]
 pub fn ReviewPage() -> impl IntoView {
@@ -190,6 +191,10 @@ fn CaseDetail(id: String, on_decided: impl Fn() + Copy + Send + Sync + 'static) 
                                         <label class=LABEL_CLASS for="case-note">"Decision note (required)"</label>
                                         <textarea id="case-note" data-testid="case-note" rows="3" class="block w-full rounded-md border border-slate-300 px-3 py-2 text-sm"
                                             prop:value=note on:input=move |ev| set_note.set(event_target_value(&ev))></textarea>
+                                        <ul class="space-y-1 text-sm text-slate-700" data-testid="case-outcomes">
+                                            <li><span class="font-medium">"Release: "</span>{release_outcome(&c)}</li>
+                                            <li><span class="font-medium">"Confirm: "</span>{confirm_outcome(&c)}</li>
+                                        </ul>
                                         <ErrorNotice error=error />
                                         <div class="flex flex-wrap gap-2">
                                             <button type="button" class=PRIMARY_BUTTON data-testid="case-release" disabled=busy on:click=move |_| decide.with_value(|d| d("release"))>"Release trader"</button>
@@ -211,6 +216,39 @@ fn CaseDetail(id: String, on_decided: impl Fn() + Copy + Send + Sync + 'static) 
             })}
         </Transition>
     }
+}
+
+/// What releasing does, worked out by the server from the trader's standing now.
+fn release_outcome(case: &CaseView) -> String {
+    let order = if case.order_id.is_some() {
+        "the held order goes out and "
+    } else {
+        ""
+    };
+    let state = case.on_release.label().to_lowercase();
+    match case.other_open_cases {
+        0 if case.on_release == TradingState::Active => {
+            format!("{order}the trader returns to active trading.")
+        }
+        0 => format!(
+            "{order}the trader returns to {state}, set by an admin or an earlier confirmed case; only an admin can lift it."
+        ),
+        1 => format!("{order}the trader stays {state}: another case is still open."),
+        n => format!("{order}the trader stays {state}: {n} other cases are still open."),
+    }
+}
+
+/// What confirming does.
+fn confirm_outcome(case: &CaseView) -> String {
+    let order = if case.order_id.is_some() {
+        "the held order is cancelled and "
+    } else {
+        ""
+    };
+    format!(
+        "{order}the trader stays {} until an admin changes it.",
+        case.on_confirm.label().to_lowercase()
+    )
 }
 
 fn distinct(values: impl Iterator<Item = Option<String>>) -> usize {

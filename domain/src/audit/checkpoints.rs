@@ -92,10 +92,34 @@ pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
 pub trait CheckpointJournal: Send + Sync + std::fmt::Debug {
     /// Appends one checkpoint durably (the call returns after the write is synced).
     async fn append(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError>;
-    /// The checkpoint with the highest seq whose signature verifies under `key`. Lines that do
-    /// not parse or verify are skipped: whoever can write the file can append garbage, but not
-    /// a checkpoint that verifies.
-    async fn latest(&self, key: &ReportPublicKey) -> Result<Option<SignedCheckpoint>, StoreError>;
+    /// The journal's checkpoints judged under `key`. Lines that do not parse (a write cut
+    /// short by a crash) are skipped.
+    async fn check(&self, key: &ReportPublicKey) -> Result<JournalCheck, StoreError>;
+}
+
+/// What the journal holds, judged under the report key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalCheck {
+    /// The highest-seq checkpoint whose signature verifies.
+    pub latest: Option<SignedCheckpoint>,
+    /// The highest-seq checkpoint that does not verify: written by someone without the report
+    /// key, or signed by a report key that has since been replaced (someone with database
+    /// access deleted it, so that a new one would sign a rewritten chain). Either is a finding.
+    pub unverified: Option<SignedCheckpoint>,
+}
+
+impl JournalCheck {
+    pub fn of(
+        checkpoints: impl IntoIterator<Item = SignedCheckpoint>,
+        key: &ReportPublicKey,
+    ) -> Self {
+        let (valid, invalid): (Vec<_>, Vec<_>) =
+            checkpoints.into_iter().partition(|c| c.verify(Some(key)));
+        JournalCheck {
+            latest: valid.into_iter().max_by_key(|c| c.seq),
+            unverified: invalid.into_iter().max_by_key(|c| c.seq),
+        }
+    }
 }
 
 /// The report key as stored: its public half in clear, its secret sealed through the KMS.

@@ -424,7 +424,9 @@ pub enum BreakKind {
     Truncated,
     #[error("the event at this seq is not the one previously recorded")]
     AnchorMismatch,
-    #[error("a stored checkpoint of this seq is not signed by this server's report key")]
+    #[error(
+        "a checkpoint of this seq (in the table or the journal file) is not signed by this server's report key: forged, altered, or signed by a report key that was since replaced"
+    )]
     BadCheckpoint,
 }
 

@@ -348,12 +348,30 @@ impl AuditService {
         reviewer: &Reviewer,
         filter: AuditFilter,
         format: ReportFormat,
+        meta: RequestMeta,
     ) -> Result<ReportRun, StoreError> {
         let head = self.log.head().await?;
         let mut filter = filter.normalised();
         filter.up_to_seq = Some(filter.up_to_seq.map_or(head.seq, |s| s.min(head.seq)));
         let id = reviewer.id();
         let generated_by_email = self.accounts.emails(&[id]).await?.remove(&id);
+        // Recorded before the first row goes out, not only when the last has: a download cut
+        // off once the rows someone wanted had arrived would otherwise leave no trace. No
+        // record, no report.
+        self.log
+            .record(
+                AuditDraft::new(
+                    Actor::user(id),
+                    AuditAction::ReportStarted,
+                    Outcome::Success,
+                    meta,
+                )
+                .resource("audit-report")
+                .detail("filter", json!(filter))
+                .detail("format", format.as_str())
+                .detail("head_seq", head.seq),
+            )
+            .await?;
         Ok(ReportRun {
             service: self.clone(),
             filter,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::checkpoints::{
     CheckpointError, CheckpointJournal, CheckpointStore, CheckpointTrigger, CheckpointView,
-    StoredCheckpoint,
+    JournalCheck, StoredCheckpoint,
 };
 use super::signing::{ReportKey, ReportPublicKey, SignedCheckpoint};
 use super::{
@@ -192,18 +192,25 @@ impl AuditService {
         {
             return Ok(Err(broken(error, None)));
         }
-        let (stored, journalled) = self.checkpoint_candidates().await?;
+        let (stored, journal) = self.checkpoint_candidates().await?;
         // A forged or altered row in the table is a finding in itself: only the report key
         // (sealed by the KMS, never in the database in clear) makes signatures that verify.
-        if let Some(stored) = &stored
-            && !stored.checkpoint.verify(Some(&self.public_key))
-        {
+        // So is a line of the journal that does not verify: besides a forgery, that is what
+        // deleting the report key leaves behind, once a new key has been made to sign a
+        // rewritten chain.
+        let unverified = stored
+            .as_ref()
+            .map(|s| &s.checkpoint)
+            .filter(|c| !c.verify(Some(&self.public_key)))
+            .or(journal.unverified.as_ref());
+        if let Some(checkpoint) = unverified {
             let error = ChainBreak {
-                seq: stored.checkpoint.seq,
+                seq: checkpoint.seq,
                 kind: BreakKind::BadCheckpoint,
             };
-            return Ok(Err(broken(error, Some(stored.checkpoint.clone()))));
+            return Ok(Err(broken(error, Some(checkpoint.clone()))));
         }
+        let journalled = journal.latest;
         // Both copies are checked: rows deleted from the table leave the file's newer one.
         let mut anchors: Vec<SignedCheckpoint> = stored
             .map(|s| s.checkpoint)
@@ -230,22 +237,25 @@ impl AuditService {
         }))
     }
 
-    /// The table's newest checkpoint (signature unchecked) and the journal's newest valid one.
+    /// The table's newest checkpoint (signature unchecked) and the journal's, judged.
     async fn checkpoint_candidates(
         &self,
-    ) -> Result<(Option<StoredCheckpoint>, Option<SignedCheckpoint>), StoreError> {
+    ) -> Result<(Option<StoredCheckpoint>, JournalCheck), StoreError> {
         let stored = self.checkpoints.latest().await?;
-        let journalled = self.journal.latest(&self.public_key).await?;
-        Ok((stored, journalled))
+        let journal = self.journal.check(&self.public_key).await?;
+        Ok((stored, journal))
     }
 
     /// The newest checkpoint whose signature verifies, from the table or the journal file.
     pub async fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>, StoreError> {
-        let (stored, journalled) = self.checkpoint_candidates().await?;
+        let (stored, journal) = self.checkpoint_candidates().await?;
         let stored = stored
             .map(|s| s.checkpoint)
             .filter(|c| c.verify(Some(&self.public_key)));
-        Ok(stored.into_iter().chain(journalled).max_by_key(|c| c.seq))
+        Ok(stored
+            .into_iter()
+            .chain(journal.latest)
+            .max_by_key(|c| c.seq))
     }
 
     /// The newest checkpoints in the table, each flagged whether its signature verifies.

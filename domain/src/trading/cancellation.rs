@@ -10,6 +10,8 @@ use crate::account::UserId;
 use crate::audit::{Actor, RequestMeta};
 use crate::exchange::{VenueAck, VenueOrderStatus};
 use crate::keys::KeyPurpose;
+use crate::order::OrderSide;
+use crate::risk::TradingState;
 
 impl TradingService {
     /// Cancels a held or resting order of the owner's. Allowed in every trading state.
@@ -130,14 +132,14 @@ impl TradingService {
         }
     }
 
-    /// Cancels the resting (open) orders of `owner`, or of everyone, at their venues through
-    /// the ordinary cancel path; each cancellation is audited. An order that cannot be
+    /// Cancels the `which` resting (open) orders of `owner`, or of everyone, at their venues through the ordinary cancel path; each cancellation is audited. An order that cannot be
     /// cancelled right now (key unusable, venue down, changed meanwhile) stays as it was: the
     /// stop still holds, because nothing new is sent and held orders are cancelled at send
     /// time. Returns how many were cancelled.
     pub(super) async fn cancel_resting(
         &self,
         owner: Option<UserId>,
+        which: Resting,
         actor: Actor,
         reason: &str,
         meta: &RequestMeta,
@@ -146,7 +148,7 @@ impl TradingService {
         let mut cancelled = 0;
         let mut tried = HashSet::new();
         loop {
-            let resting = self.store.resting_orders(owner, PAGE).await?;
+            let resting = self.store.resting_orders(owner, which.side(), PAGE).await?;
             let fresh: Vec<Order> = resting.into_iter().filter(|o| tried.insert(o.id)).collect();
             if fresh.is_empty() {
                 return Ok(cancelled);
@@ -160,6 +162,41 @@ impl TradingService {
                     cancelled += 1;
                 }
             }
+        }
+    }
+}
+
+/// Which resting orders a stop or a restriction takes off the book.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Resting {
+    All,
+    /// A buy that fills later would add exposure, which reducing-only forbids.
+    Buys,
+}
+
+impl Resting {
+    /// What moving a trader to `state` cancels: everything when halted, the buys when reducing
+    /// only, nothing when active.
+    pub(super) fn cancelled_by(state: TradingState) -> Option<Resting> {
+        match state {
+            TradingState::Halted => Some(Resting::All),
+            TradingState::Reducing => Some(Resting::Buys),
+            TradingState::Active => None,
+        }
+    }
+
+    /// Why, as the trader reads it on each cancelled order, when a trading state cancels them.
+    pub(super) fn state_reason(self) -> &'static str {
+        match self {
+            Resting::All => "Cancelled: your trading is halted.",
+            Resting::Buys => "Cancelled: your trading is restricted to reducing positions.",
+        }
+    }
+
+    fn side(self) -> Option<OrderSide> {
+        match self {
+            Resting::All => None,
+            Resting::Buys => Some(OrderSide::Buy),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use uuid::Uuid;
 
+use super::cancellation::Resting;
 use super::error::{Forbidden, Refusal, TradingError, audit_or_store};
 use super::ports::{RawLimits, UserRisk};
 use super::service::draft;
@@ -13,7 +14,7 @@ use crate::audit::{Actor, Outcome, RequestMeta};
 use crate::audit_action::AuditAction;
 use crate::authz::{Admin, AdminReader};
 use crate::exchange::{ExchangeName, KeyEnvironment};
-use crate::risk::{IpBlocklist, LimitField, TradingState};
+use crate::risk::{IpBlocklist, LimitField};
 use crate::store_error::StoreError;
 
 /// The longest note on a blocked range, in characters.
@@ -117,6 +118,7 @@ impl TradingService {
         }
         self.cancel_resting(
             None,
+            Resting::All,
             Actor::user(admin.id()),
             "Cancelled: the kill switch is on.",
             &meta,
@@ -126,7 +128,8 @@ impl TradingService {
 
     /// An admin changes another user's trading state, kill switch or autonomous mode. Never
     /// their own (separation of duties: another admin must). Stopping a user (kill switch on,
-    /// or HALTED) also cancels their resting orders at the venue.
+    /// or HALTED) also cancels their resting orders at the venue; restricting them to REDUCING
+    /// cancels their resting buys.
     pub async fn change_controls(
         &self,
         admin: &Admin,
@@ -153,22 +156,25 @@ impl TradingService {
         if let Some(autonomous) = change.autonomous {
             event = event.detail("autonomous", autonomous);
         }
-        let stops = change.kill_switch == Some(true) || change.state == Some(TradingState::Halted);
+        let cancels = if change.kill_switch == Some(true) {
+            Some((Resting::All, "Cancelled: an admin stopped your trading."))
+        } else {
+            change
+                .state
+                .and_then(Resting::cancelled_by)
+                .map(|which| (which, which.state_reason()))
+        };
         let controls = self
             .store
             .change_controls(user, change, event)
             .await
             .map_err(audit_or_store)?;
-        let cancelled = if stops {
-            let reason = if controls.kill_switch {
-                "Cancelled: an admin stopped your trading."
-            } else {
-                "Cancelled: your trading is halted."
-            };
-            self.cancel_resting(Some(user), Actor::user(admin.id()), reason, &meta)
-                .await?
-        } else {
-            0
+        let cancelled = match cancels {
+            Some((which, reason)) => {
+                self.cancel_resting(Some(user), which, Actor::user(admin.id()), reason, &meta)
+                    .await?
+            }
+            None => 0,
         };
         Ok(ControlsChanged {
             controls,

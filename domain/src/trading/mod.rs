@@ -45,7 +45,7 @@ pub use decision::{OrderDecision, OrderFacts, decide_order};
 pub use error::{Conflict, Forbidden, Outage, QuoteFailure, Refusal, TradingError};
 pub use execution::STRANDED_AFTER;
 pub use placement::refusal_sentence;
-pub use portfolio::{PaperBook, Portfolio, Position, ValuedPosition};
+pub use portfolio::{Claim, PaperAccount, PaperBook, Portfolio, Position, ValuedPosition};
 pub use ports::{
     AgentStore, BlockedRangeStore, CaseDecisionWrite, CaseNotifier, CaseStore, ControlStore,
     ControlsOverview, NoNotifier, OrderRecord, OrderRecordQuery, OrderStore, RawLimits,
@@ -409,8 +409,20 @@ pub struct CaseFile {
     /// `None` once the account is deleted.
     pub subject_email: Option<Email>,
     pub reviewer_email: Option<Email>,
-    /// The subject's trading state now.
-    pub subject_state: TradingState,
+    /// The subject's standing now.
+    pub subject_standing: Standing,
+    /// The subject's open cases other than this one.
+    pub other_open_cases: u64,
+}
+
+impl CaseFile {
+    /// The subject's trading state if `decision` were taken now: what the reviewer is about to
+    /// do to the trader.
+    pub fn state_after(&self, decision: CaseStatus) -> TradingState {
+        decision
+            .standing_after(self.subject_standing, self.other_open_cases > 0)
+            .state
+    }
 }
 
 /// Amounts a trader has used, for the daily and velocity limits.

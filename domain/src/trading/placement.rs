@@ -7,6 +7,7 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::breaker::Gate;
+use super::cancellation::Resting;
 use super::decision::{
     Decided, Disposition, OrderDecision, OrderFacts, decide_order, paper_funds_refusal, reasons,
     rule_codes,
@@ -180,7 +181,8 @@ impl TradingService {
             })?;
         let placing = self.placements.lock(owner).await;
         let now = self.now();
-        let (portfolio, settings) = self.store.account_and_settings(owner).await?;
+        let (account, settings) = self.store.account_and_settings(owner).await?;
+        let portfolio = account.free(None);
         if venue == Venue::PAPER
             && let Some(refusal) = paper_funds_refusal(
                 terms.side,
@@ -377,16 +379,13 @@ impl TradingService {
                 other => TradingError::Store(other),
             })?;
         drop(placing);
-        if new_state == Some(risk::TradingState::Halted) {
-            // Quarantined to HALTED: the trader's resting orders come off the book too. Best
-            // effort: the halt is recorded either way, and each cancellation is audited.
+        // Quarantined: the resting orders the new state forbids come off the book too (all of
+        // them when halted, the buys when reducing only). Best effort: the quarantine is
+        // recorded either way, and each cancellation is audited.
+        if let Some(which) = new_state.and_then(Resting::cancelled_by) {
+            let reason = which.state_reason();
             let _ = self
-                .cancel_resting(
-                    Some(owner),
-                    Actor::system("risk"),
-                    "Cancelled: your trading is halted.",
-                    &meta,
-                )
+                .cancel_resting(Some(owner), which, Actor::system("risk"), reason, &meta)
                 .await;
         }
         if let Some(case) = &case {
@@ -454,7 +453,7 @@ impl TradingService {
         let now = self.now();
         let meta = RequestMeta::default();
         let (
-            portfolio,
+            account,
             limits,
             ScreeningSettings {
                 global_kill,
@@ -462,6 +461,7 @@ impl TradingService {
                 ..
             },
         ) = self.screening_for(owner, &meta).await?;
+        let portfolio = account.free(Some(order.id));
         let held = portfolio.quantity(&order.symbol);
         let day_start = start_of_day(now);
         let usage = self.store.usage(owner, day_start, now).await?;
@@ -493,14 +493,26 @@ impl TradingService {
             new_ip: false,
             new_device: false,
         });
+        // Judged on what is free: the other live orders' claims are taken off first.
         if venue == Venue::PAPER && order.side == OrderSide::Buy && notional > portfolio.cash {
             hits.push(RuleHit {
                 rule: Rule::MaxOrderNotional,
                 verdict: Verdict::Deny,
                 message: format!(
-                    "Not enough paper USDT: this order now needs {} and you have {}.",
+                    "Not enough paper USDT: this order now needs {} and {} is free (your cash less your other open buy orders).",
                     plain(notional.round_dp(2)),
-                    plain(portfolio.cash)
+                    plain(portfolio.cash.max(Decimal::ZERO))
+                ),
+            });
+        }
+        if venue == Venue::PAPER && order.side == OrderSide::Sell && order.quantity > held {
+            hits.push(RuleHit {
+                rule: Rule::MaxOrderNotional,
+                verdict: Verdict::Deny,
+                message: format!(
+                    "Only {} {} is free to sell now (what you hold less your other open sell orders).",
+                    plain(held.max(Decimal::ZERO)),
+                    order.symbol
                 ),
             });
         }

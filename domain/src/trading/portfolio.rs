@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::Fill;
+use super::{Fill, OrderId};
 use crate::order::OrderSide;
 
 /// Every paper account starts with this much quote currency.
@@ -119,6 +119,80 @@ impl Portfolio {
     }
 }
 
+/// What one live paper order (held, being sent or resting) may still take from the account
+/// once it executes: the coins a sell delivers, the cash a buy spends (at the value it was
+/// screened at).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub order: OrderId,
+    pub symbol: String,
+    pub side: OrderSide,
+    /// The quantity not executed yet.
+    pub quantity: Decimal,
+    /// The screened value of that quantity.
+    pub value: Decimal,
+}
+
+impl Claim {
+    /// The part of an order of `quantity`, screened at `notional`, that `filled` has not used.
+    pub fn unexecuted(
+        order: OrderId,
+        symbol: String,
+        side: OrderSide,
+        quantity: Decimal,
+        filled: Decimal,
+        notional: Decimal,
+    ) -> Claim {
+        let left = (quantity - filled).max(Decimal::ZERO);
+        // A value that cannot be split counts whole: the stricter reading.
+        let value = notional
+            .checked_mul(left)
+            .and_then(|v| v.checked_div(quantity))
+            .unwrap_or(notional);
+        Claim {
+            order,
+            symbol,
+            side,
+            quantity: left,
+            value,
+        }
+    }
+}
+
+/// The paper account with the claims of its live orders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaperAccount {
+    pub portfolio: Portfolio,
+    pub claims: Vec<Claim>,
+}
+
+impl PaperAccount {
+    /// What an order may still use: the cash and holdings less what the other live orders
+    /// (all but `except`, the order being judged if it is live itself) may take. Judged on
+    /// this, orders placed together cannot spend more than the cash or sell more than is held,
+    /// so a trader restricted to reducing cannot stack sells into a short.
+    pub fn free(&self, except: Option<OrderId>) -> Portfolio {
+        let mut free = self.portfolio.clone();
+        for claim in self.claims.iter().filter(|c| Some(c.order) != except) {
+            match claim.side {
+                OrderSide::Buy => free.cash -= claim.value,
+                OrderSide::Sell => {
+                    match free.positions.iter_mut().find(|p| p.symbol == claim.symbol) {
+                        Some(position) => position.quantity -= claim.quantity,
+                        None => free.positions.push(Position {
+                            symbol: claim.symbol.clone(),
+                            quantity: -claim.quantity,
+                            average_cost: Decimal::ZERO,
+                            realized_pnl: Decimal::ZERO,
+                        }),
+                    }
+                }
+            }
+        }
+        free
+    }
+}
+
 /// A position valued at the current price, when the venue has one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ValuedPosition {
@@ -179,6 +253,52 @@ mod tests {
         ]);
         assert!(p.positions.is_empty());
         assert_eq!(p.cash, Decimal::from(100_004));
+    }
+
+    fn claim(side: OrderSide, symbol: &str, quantity: &str, filled: &str, notional: &str) -> Claim {
+        Claim::unexecuted(
+            OrderId::new_random(),
+            symbol.into(),
+            side,
+            dec(quantity),
+            dec(filled),
+            dec(notional),
+        )
+    }
+
+    fn dec(raw: &str) -> Decimal {
+        raw.parse().expect("decimal")
+    }
+
+    #[test]
+    fn live_orders_take_what_they_may_still_execute_from_the_free_cash_and_holdings() {
+        let portfolio = Portfolio::from_fills(&[fill(OrderSide::Buy, "2", "10")]);
+        let partly_filled_sell = claim(OrderSide::Sell, "BTCUSDT", "1.5", "0.5", "30");
+        assert_eq!(partly_filled_sell.quantity, dec("1.0"));
+        let buy = claim(OrderSide::Buy, "ETHUSDT", "4", "1", "400");
+        assert_eq!(buy.value, dec("300"));
+        let short = claim(OrderSide::Sell, "ETHUSDT", "3", "0", "300");
+        let account = PaperAccount {
+            portfolio: portfolio.clone(),
+            claims: vec![partly_filled_sell.clone(), buy.clone(), short.clone()],
+        };
+        let free = account.free(None);
+        assert_eq!(free.quantity("BTCUSDT"), dec("1"));
+        assert_eq!(free.quantity("ETHUSDT"), dec("-3"));
+        assert_eq!(free.cash, portfolio.cash - dec("300"));
+        // The order being judged does not claim against itself.
+        let free = account.free(Some(partly_filled_sell.order));
+        assert_eq!(free.quantity("BTCUSDT"), dec("2"));
+        assert_eq!(account.free(Some(buy.order)).cash, portfolio.cash);
+        // An overfilled order claims nothing; a zero quantity cannot divide its value.
+        assert_eq!(
+            claim(OrderSide::Sell, "BTCUSDT", "1", "2", "10").quantity,
+            Decimal::ZERO
+        );
+        assert_eq!(
+            claim(OrderSide::Buy, "BTCUSDT", "0", "0", "10").value,
+            dec("10")
+        );
     }
 
     #[test]

@@ -14,12 +14,14 @@ use uuid::Uuid;
 
 use super::agent::{AgentToken, Proposal, ProposalStatus};
 use super::{
-    AnomalyCase, BlockedRange, CaseFile, CaseId, CaseStatus, ControlsChange, Fill, HoldKind, Order,
-    OrderDecisionWrite, OrderId, OrderStatus, OrderUpdate, Portfolio, Usage, UserControls,
+    AnomalyCase, BlockedRange, CaseFile, CaseId, CaseStatus, Claim, ControlsChange, Fill, HoldKind,
+    Order, OrderDecisionWrite, OrderId, OrderStatus, OrderUpdate, PaperAccount, Portfolio, Usage,
+    UserControls,
 };
 use crate::account::{User, UserId};
 use crate::audit::AuditDraft;
 use crate::exchange::ExchangeName;
+use crate::order::OrderSide;
 use crate::risk::TradeSample;
 use crate::store_error::StoreError;
 
@@ -164,10 +166,12 @@ pub trait OrderStore: Send + Sync + fmt::Debug {
         hold: Option<HoldKind>,
         limit: u64,
     ) -> Result<Vec<Order>, StoreError>;
-    /// Resting (`Open`) orders of `owner`, or of every user, oldest first.
+    /// Resting (`Open`) orders of `owner`, or of every user, oldest first; only those on
+    /// `side` when given.
     async fn resting_orders(
         &self,
         owner: Option<UserId>,
+        side: Option<OrderSide>,
         limit: u64,
     ) -> Result<Vec<Order>, StoreError>;
     /// The owner's fills in the order they were recorded; only those on `exchange` when given.
@@ -181,6 +185,8 @@ pub trait OrderStore: Send + Sync + fmt::Debug {
     /// The paper account: `Portfolio::from_fills` of the owner's paper fills, without reading
     /// all of them on every order.
     async fn paper_portfolio(&self, owner: UserId) -> Result<Portfolio, StoreError>;
+    /// What the owner's live paper orders (held, being sent, resting) may still take.
+    async fn paper_claims(&self, owner: UserId) -> Result<Vec<Claim>, StoreError>;
 }
 
 /// Anomaly cases and reviewers' decisions.
@@ -320,16 +326,17 @@ pub trait ScreeningStore: ControlStore + BlockedRangeStore + CaseStore + OrderSt
         })
     }
 
-    /// The paper account and the screening settings: what an order is checked against before
-    /// its limits are known.
+    /// The paper account with its live orders' claims, and the screening settings: what an
+    /// order is checked against before its limits are known.
     async fn account_and_settings(
         &self,
         owner: UserId,
-    ) -> Result<(Portfolio, ScreeningSettings), StoreError> {
-        Ok((
-            self.paper_portfolio(owner).await?,
-            self.screening_settings(owner).await?,
-        ))
+    ) -> Result<(PaperAccount, ScreeningSettings), StoreError> {
+        let account = PaperAccount {
+            portfolio: self.paper_portfolio(owner).await?,
+            claims: self.paper_claims(owner).await?,
+        };
+        Ok((account, self.screening_settings(owner).await?))
     }
 
     async fn order_record(&self, query: OrderRecordQuery<'_>) -> Result<OrderRecord, StoreError> {

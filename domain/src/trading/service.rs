@@ -11,7 +11,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::breaker::CircuitBreakers;
 use super::error::{Outage, QuoteFailure, Refusal, TradingError};
-use super::portfolio::{Portfolio, ValuedPosition};
+use super::portfolio::{PaperAccount, Portfolio, ValuedPosition};
 use super::ports::{CaseNotifier, RawLimits, ScreeningSettings, TradingStore};
 use super::{Fill, Order, OrderId, Usage, Venue};
 use crate::account::AccountStore;
@@ -199,10 +199,10 @@ impl TradingService {
         &self,
         owner: UserId,
         meta: &RequestMeta,
-    ) -> Result<(Portfolio, RiskLimits, ScreeningSettings), TradingError> {
-        let (portfolio, settings) = self.store.account_and_settings(owner).await?;
+    ) -> Result<(PaperAccount, RiskLimits, ScreeningSettings), TradingError> {
+        let (account, settings) = self.store.account_and_settings(owner).await?;
         let limits = self.settings_limits(owner, &settings, meta).await?;
-        Ok((portfolio, limits, settings))
+        Ok((account, limits, settings))
     }
 
     /// The limits in `settings`, resolved as [`Self::limits_for`] resolves them.

@@ -39,7 +39,7 @@ impl TradingService {
     pub async fn ticket(&self, owner: UserId, meta: &RequestMeta) -> Result<Ticket, TradingError> {
         let now = self.now();
         let (
-            portfolio,
+            account,
             limits,
             ScreeningSettings {
                 global_kill,
@@ -81,8 +81,8 @@ impl TradingService {
             global_kill,
             used_today: usage.used_today,
             orders_in_window: usage.orders_in_window,
-            cash: portfolio.cash,
-            positions: self.valued(&portfolio).await,
+            cash: account.portfolio.cash,
+            positions: self.valued(&account.portfolio).await,
             prices,
             trade_keys,
             open_cases,

@@ -79,7 +79,7 @@ impl TokioReportJobs {
         };
         let mut run = self
             .audit
-            .begin_report(&reviewer, filter.clone(), ReportFormat::Pdf)
+            .begin_report(&reviewer, filter.clone(), ReportFormat::Pdf, meta.clone())
             .await
             .map_err(storage)?;
         let head = run.head().seq.max(0) as u64;
@@ -88,7 +88,7 @@ impl TokioReportJobs {
             csv.extend_from_slice(&bytes);
             let rows = run.rows_written();
             if rows > MAX_PDF_ROWS {
-                // Stopped before signing: nothing is recorded for a report never made.
+                // Stopped before signing: recorded as started, never as downloaded.
                 return Err(PdfError::TooManyRows {
                     rows,
                     max: MAX_PDF_ROWS,

@@ -90,7 +90,7 @@ async fn audit_csv(
     };
     let run = match services
         .audit
-        .begin_report(&reviewer, filter.clone(), ReportFormat::Csv)
+        .begin_report(&reviewer, filter.clone(), ReportFormat::Csv, meta.clone())
         .await
     {
         Ok(run) => run,

@@ -13,8 +13,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use domain::audit::AuditDraft;
 use domain::audit::canonical_time;
 use domain::audit::checkpoints::{
-    CheckpointJournal, CheckpointStore, CheckpointTrigger, ReportKeyStore, SealedReportKey,
-    StoredCheckpoint,
+    CheckpointJournal, CheckpointStore, CheckpointTrigger, JournalCheck, ReportKeyStore,
+    SealedReportKey, StoredCheckpoint,
 };
 use domain::audit::signing::{ReportPublicKey, SignedCheckpoint};
 use domain::ports::{Clock, StoreError};
@@ -239,12 +239,13 @@ fn append_line(path: &Path, line: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// The highest-seq checkpoint in `text` that verifies under `key`.
-fn latest_in(text: &str, key: &ReportPublicKey) -> Option<SignedCheckpoint> {
-    text.lines()
-        .filter_map(|line| serde_json::from_str::<SignedCheckpoint>(line).ok())
-        .filter(|checkpoint| checkpoint.verify(Some(key)))
-        .max_by_key(|checkpoint| checkpoint.seq)
+/// The checkpoints in `text`, judged under `key`.
+fn check_lines(text: &str, key: &ReportPublicKey) -> JournalCheck {
+    JournalCheck::of(
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<SignedCheckpoint>(line).ok()),
+        key,
+    )
 }
 
 #[async_trait]
@@ -265,7 +266,7 @@ impl CheckpointJournal for FileCheckpointJournal {
         Ok(())
     }
 
-    async fn latest(&self, key: &ReportPublicKey) -> Result<Option<SignedCheckpoint>, StoreError> {
+    async fn check(&self, key: &ReportPublicKey) -> Result<JournalCheck, StoreError> {
         let path = self.path.clone();
         let text = tokio::task::spawn_blocking(move || match std::fs::read_to_string(&path) {
             Ok(text) => Ok(text),
@@ -275,7 +276,7 @@ impl CheckpointJournal for FileCheckpointJournal {
         .await
         .map_err(|e| StoreError::Backend(format!("checkpoint journal task: {e}")))?
         .map_err(|e| io_error(&self.path, e))?;
-        Ok(latest_in(&text, key))
+        Ok(check_lines(&text, key))
     }
 }
 
@@ -333,18 +334,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_journal_appends_lines_and_finds_the_newest_that_verifies() {
+    async fn the_journal_appends_lines_and_tells_the_newest_that_verifies_from_the_newest_that_does_not()
+     {
         let dir = tempfile::tempdir().expect("temp dir");
         let journal = FileCheckpointJournal::new(&dir.path().join("data"), None);
         let (key, other) = (ReportKey::generate(), ReportKey::generate());
-        assert_eq!(journal.latest(&key.public_key()).await.expect("read"), None);
+        let check = |key: ReportPublicKey| {
+            let journal = journal.clone();
+            async move { journal.check(&key).await.expect("read") }
+        };
+        assert_eq!(check(key.public_key()).await, JournalCheck::default());
         for seq in [3, 9, 5] {
             journal
                 .append(&checkpoint(&key, seq))
                 .await
                 .expect("append");
         }
-        // A forger's line (another key), an altered line and garbage are all skipped.
+        assert_eq!(check(key.public_key()).await.unverified, None);
+        // A forger's line (another key) and an altered line do not verify and are reported;
+        // garbage (a write cut short) is skipped.
         journal
             .append(&checkpoint(&other, 50))
             .await
@@ -356,11 +364,12 @@ mod tests {
 
         let text = std::fs::read_to_string(journal.path()).expect("read");
         assert_eq!(text.lines().count(), 6);
-        let latest = journal
-            .latest(&key.public_key())
-            .await
-            .expect("read")
-            .expect("one verifies");
-        assert_eq!(latest.seq, 9);
+        let found = check(key.public_key()).await;
+        assert_eq!(found.latest.map(|c| c.seq), Some(9));
+        assert_eq!(found.unverified.map(|c| c.seq), Some(50));
+        // Under the other key, every line of the first one is a finding.
+        let found = check(other.public_key()).await;
+        assert_eq!(found.latest.map(|c| c.seq), Some(50));
+        assert_eq!(found.unverified.map(|c| c.seq), Some(41));
     }
 }

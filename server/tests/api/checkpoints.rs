@@ -233,6 +233,30 @@ async fn a_forged_checkpoint_row_is_reported() {
 }
 
 #[tokio::test]
+async fn deleting_the_report_key_so_a_new_one_signs_a_rewritten_chain_is_reported() {
+    let app = spawn_app().await;
+    let reviewer = app.signed_in_as("kay@example.com", Role::Reviewer).await;
+    let checkpoint = sign_now(&app, &reviewer).await;
+    let seq = checkpoint["seq"].as_i64().expect("seq");
+    let (intact, report) = cli_verify(&app).await;
+    assert!(intact, "{report}");
+
+    // With database access, an attacker deletes the report key and every checkpoint row (the
+    // chain itself can then be rewritten: its hashes need no secret). The next start makes a
+    // new key, which would sign whatever chain it finds; the CLI here is that start.
+    drop_append_only_guards(&app).await;
+    app.exec("DELETE FROM audit_checkpoints").await;
+    app.exec("DELETE FROM report_keys").await;
+    let (intact, report) = cli_verify(&app).await;
+    assert!(!intact, "{report}");
+    assert!(
+        report.contains(&format!("BROKEN at seq {seq}:")) && report.contains("since replaced"),
+        "{report}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_periodic_job_signs_only_when_the_chain_moved() {
     let app = spawn_app().await;
     let audit = &app.backend.services.audit;

@@ -348,6 +348,34 @@ async fn report_verify_checks_the_report_embedded_in_a_pdf() {
     assert!(out.contains("report OK") && out.contains("PDF"), "{out}");
     assert!(out.contains("filter: action prefix auth."), "{out}");
 
+    // Pages edited while the attachment is left alone: the rows a reader sees are forged.
+    let mut doc = lopdf::Document::load_mem(&pdf).expect("a PDF");
+    let (_, &second_page) = doc.get_pages().iter().nth(1).expect("a page of rows");
+    let mut content = doc.get_page_content(second_page);
+    content.extend_from_slice(b"\nBT /F1 8 Tf 40 40 Td (seq 1 auth.login success) Tj ET\n");
+    doc.change_page_content(second_page, content)
+        .expect("edited");
+    let mut forged = Vec::new();
+    doc.save_to(&mut forged).expect("saved");
+    assert_eq!(
+        server::reports::pdf::embedded_report(&forged).expect("embedded"),
+        server::reports::pdf::embedded_report(&pdf).expect("embedded"),
+        "the attachment is untouched"
+    );
+    verifier.fails(
+        "pdf-pages-edited",
+        &forged,
+        &["its pages are not exactly that report's"],
+    );
+    // An incremental update appended to the genuine file (how PDF editors save changes).
+    let mut updated = pdf.clone();
+    updated.extend_from_slice(b"\n% an incremental update\n");
+    verifier.fails(
+        "pdf-updated",
+        &updated,
+        &["its pages are not exactly that report's"],
+    );
+
     // A PDF rebuilt around a tampered report (as someone with the PDF tools would).
     let csv = server::reports::pdf::embedded_report(&pdf).expect("embedded");
     let manifest = verify_report(&csv, None).expect("verifies").manifest;

@@ -308,6 +308,30 @@ async fn only_reviewers_and_admins_download_and_bad_filters_record_nothing() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn a_report_is_recorded_as_started_before_its_first_row_leaves() {
+    let app = spawn_app().await;
+    let reviewer = app.signed_in_as("sam@example.com", Role::Reviewer).await;
+    let started = || {
+        app.count(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'report.started' \
+             AND resource = 'audit-report' AND details LIKE '%\"format\":\"csv\"%'",
+        )
+    };
+    assert_eq!(started().await, 0);
+    // Only the status line is read, then the connection is dropped: whatever arrived, the
+    // download is on record.
+    let response = reviewer
+        .get(format!("{}/reports/audit.csv", app.address))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    drop(response);
+    assert_eq!(started().await, 1);
+    app.stop().await;
+}
+
 async fn pdf_status(app: &TestApp, client: &reqwest::Client, job: &str) -> reqwest::Response {
     app.call(client, "reports/pdf/status", &[("job_id", job)])
         .await

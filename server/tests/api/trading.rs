@@ -75,13 +75,26 @@ async fn limit_at(
     quantity: &str,
     price: &str,
 ) -> reqwest::Response {
+    paper_or_venue_limit(app, client, venue, "buy", symbol, quantity, price).await
+}
+
+/// A limit order on `venue`; returns the raw response.
+async fn paper_or_venue_limit(
+    app: &TestApp,
+    client: &reqwest::Client,
+    venue: &str,
+    side: &str,
+    symbol: &str,
+    quantity: &str,
+    price: &str,
+) -> reqwest::Response {
     app.call(
         client,
         "trading/place",
         &[
             ("venue", venue),
             ("symbol", symbol),
-            ("side", "buy"),
+            ("side", side),
             ("order_type", "limit"),
             ("quantity", quantity),
             ("price", price),
@@ -631,6 +644,96 @@ async fn admins_set_per_user_limits_and_states_with_a_key_step_up() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn live_orders_claim_what_they_may_take_so_stacked_sells_cannot_oversell() {
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("stacker@example.com", Role::Trader).await;
+    let bought = placed(market(&app, &trader, "BTCUSDT", "buy", "0.01", None).await).await;
+    assert_eq!(bought["status"], "filled", "{bought}");
+    let price: f64 = quote(&app, &trader, "BTCUSDT")
+        .await
+        .parse()
+        .expect("price");
+    let sell_limit = |quantity: &'static str| {
+        let (app, trader) = (&app, trader.clone());
+        let above = format!("{:.2}", price * 1.03);
+        async move {
+            paper_or_venue_limit(app, &trader, "paper", "sell", "BTCUSDT", quantity, &above).await
+        }
+    };
+    // A sell limit above the market rests, and claims the coins it may deliver.
+    let resting_sell = placed(sell_limit("0.01").await).await;
+    assert_eq!(resting_sell["status"], "open", "{resting_sell}");
+    // So the same coins cannot be offered again, by a limit or at the market.
+    let again = sell_limit("0.01").await;
+    assert_eq!(again.status(), 400);
+    let message = json(again).await.to_string();
+    assert!(message.contains("0 BTCUSDT free to sell"), "{message}");
+    let market_sell = market(&app, &trader, "BTCUSDT", "sell", "0.005", None).await;
+    assert_eq!(market_sell.status(), 400);
+
+    // A resting buy (far below the market) claims cash the same way (the domain's
+    // `PaperAccount::free` test covers the arithmetic).
+    let below = format!("{:.2}", price * 0.97);
+    let resting_buy = placed(
+        paper_or_venue_limit(&app, &trader, "paper", "buy", "BTCUSDT", "0.01", &below).await,
+    )
+    .await;
+    assert_eq!(resting_buy["status"], "open", "{resting_buy}");
+
+    // Restricted to reducing, the resting buy comes off the book (it would add exposure when
+    // it fills); the resting sell stays, and still nothing more can be sold.
+    let admin = app.admin_with_key("admin@example.com").await;
+    let trader_id = user_id(&app, &trader).await;
+    let cancelled = app
+        .call(
+            &admin,
+            "risk/user-controls",
+            &[("user_id", trader_id.as_str()), ("state", "reducing")],
+        )
+        .await;
+    assert_eq!(cancelled.status(), 200);
+    assert_eq!(cancelled.json::<u32>().await.expect("count"), 1);
+    let order = |id: Value| {
+        let (app, trader) = (&app, trader.clone());
+        async move {
+            json(
+                app.call(
+                    &trader,
+                    "trading/order",
+                    &[("id", id.as_str().expect("id"))],
+                )
+                .await,
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        order(resting_buy["id"].clone()).await["status"],
+        "cancelled"
+    );
+    assert_eq!(order(resting_sell["id"].clone()).await["status"], "open");
+    assert_eq!(sell_limit("0.01").await.status(), 400);
+
+    // Cancelling the resting sell frees its coins.
+    let cancel = app
+        .call(
+            &trader,
+            "trading/cancel",
+            &[("id", resting_sell["id"].as_str().expect("id"))],
+        )
+        .await;
+    assert_eq!(cancel.status(), 200);
+    let sold = placed(market(&app, &trader, "BTCUSDT", "sell", "0.01", None).await).await;
+    assert_eq!(sold["status"], "filled", "{sold}");
+    let book = json(app.call(&trader, "trading/portfolio", &[]).await).await;
+    assert!(
+        book["positions"].as_array().expect("positions").is_empty(),
+        "{book}"
+    );
+    app.stop().await;
+}
+
 /// A reviewer's decision on a case, with its note.
 async fn decide(
     app: &TestApp,
@@ -698,6 +801,8 @@ async fn a_burst_of_odd_orders_opens_a_case_quarantines_the_trader_and_a_reviewe
     assert_eq!(case["subject_email"], "trader@example.com");
     assert!(!case["features"].as_array().expect("features").is_empty());
     assert_eq!(case["recent"].as_array().expect("recent").len(), 6);
+    assert_eq!(case["on_release"], "active", "{case}");
+    assert_eq!(case["on_confirm"], status["state"], "{case}");
     let no_note = decide(&app, &reviewer, &case_id, "release", "").await;
     assert_eq!(no_note.status(), 400);
     let released = decide(
@@ -748,6 +853,17 @@ async fn a_reviewers_release_cannot_lift_a_halt_an_admin_set_while_the_case_was_
     let reviewer = app
         .signed_in_as("reviewer@example.com", Role::Reviewer)
         .await;
+    // The reviewer is told before deciding what each decision leaves the trader in.
+    let case = json(
+        app.call(&reviewer, "review/case", &[("id", &case_id)])
+            .await,
+    )
+    .await;
+    assert_eq!(case["state_now"], "halted", "{case}");
+    assert_eq!(case["state_settled"], "halted", "{case}");
+    assert_eq!(case["other_open_cases"], 0, "{case}");
+    assert_eq!(case["on_release"], "halted", "{case}");
+    assert_eq!(case["on_confirm"], "halted", "{case}");
     let released = decide(
         &app,
         &reviewer,

@@ -1952,15 +1952,19 @@ async fn screening_settings_match_the_per_area_reads() {
     assert_eq!(trader_settings.open_cases, 0);
 
     // With the paper account, as screening reads them (on SQLite in one read transaction).
-    let (portfolio, mut settings) = store
+    let (account, mut settings) = store
         .account_and_settings(trader)
         .await
         .expect("account and settings");
     settings.blocked_cidrs.sort();
     assert_eq!(settings, trader_settings);
     assert_eq!(
-        portfolio,
+        account.portfolio,
         store.paper_portfolio(trader).await.expect("portfolio")
+    );
+    assert_eq!(
+        account.claims,
+        store.paper_claims(trader).await.expect("claims")
     );
 
     let other_settings = together(other).await;
@@ -1968,6 +1972,83 @@ async fn screening_settings_match_the_per_area_reads() {
     assert_eq!(other_settings.open_cases, 1);
     assert_eq!(other_settings.controls.state, TradingState::Reducing);
     assert!(!other_settings.controls.kill_switch);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_claims_are_the_owners_live_paper_orders_less_what_they_executed() {
+    let app = spawn_app().await;
+    let store = store(&app);
+    let owner = new_user(&app, "claims@example.com", Role::Trader).await;
+    let other = new_user(&app, "other-claims@example.com", Role::Trader).await;
+    let at = now(&app);
+    let live = |status, side, hold| {
+        let mut order = with_status(order(owner, at, "5000"), status, hold);
+        order.side = side;
+        order
+    };
+    let held_buy = live(OrderStatus::Held, OrderSide::Buy, Some(HoldKind::Review));
+    let sending_sell = live(OrderStatus::Submitting, OrderSide::Sell, None);
+    let mut partly_filled_sell = live(OrderStatus::Open, OrderSide::Sell, None);
+    partly_filled_sell.filled_quantity = dec("0.2");
+    partly_filled_sell.average_price = Some(dec("100"));
+    let mut on_binance = live(OrderStatus::Open, OrderSide::Sell, None);
+    on_binance.venue = Venue {
+        exchange: ExchangeName::Binance,
+        environment: KeyEnvironment::Testnet,
+        key: Some(KeyId::new_random()),
+    };
+    let ended = [
+        order(owner, at, "5000"),
+        live(OrderStatus::Denied, OrderSide::Sell, None),
+        live(OrderStatus::Cancelled, OrderSide::Sell, None),
+        live(OrderStatus::Rejected, OrderSide::Buy, None),
+    ];
+    let others = with_status(order(other, at, "5000"), OrderStatus::Open, None);
+    for order in [
+        held_buy.clone(),
+        sending_sell.clone(),
+        partly_filled_sell.clone(),
+        on_binance,
+        others,
+    ]
+    .into_iter()
+    .chain(ended)
+    {
+        record(&store, order).await;
+    }
+
+    let mut claims = store.paper_claims(owner).await.expect("claims");
+    claims.sort_by_key(|c| (c.side.as_str(), c.quantity));
+    let summary: Vec<(OrderId, OrderSide, Decimal, Decimal)> = claims
+        .iter()
+        .map(|c| (c.order, c.side, c.quantity, c.value))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (held_buy.id, OrderSide::Buy, dec("0.5"), dec("5000")),
+            (
+                partly_filled_sell.id,
+                OrderSide::Sell,
+                dec("0.3"),
+                dec("3000")
+            ),
+            (sending_sell.id, OrderSide::Sell, dec("0.5"), dec("5000")),
+        ]
+    );
+    let (account, _) = store
+        .account_and_settings(owner)
+        .await
+        .expect("account and settings");
+    let mut together = account.claims.clone();
+    together.sort_by_key(|c| (c.side.as_str(), c.quantity));
+    assert_eq!(together, claims);
+    assert_eq!(
+        account.free(None).cash,
+        account.portfolio.cash - dec("5000")
+    );
+    assert_eq!(account.free(Some(held_buy.id)).cash, account.portfolio.cash);
     app.stop().await;
 }
 
@@ -1995,7 +2076,13 @@ async fn case_files_carry_the_accounts_and_the_subjects_state_now() {
         Some("subject@example.com")
     );
     assert_eq!(open.reviewer_email, None);
-    assert_eq!(open.subject_state, TradingState::Reducing);
+    assert_eq!(open.subject_standing.state, TradingState::Reducing);
+    assert_eq!(open.other_open_cases, 0);
+    assert_eq!(open.state_after(CaseStatus::Released), TradingState::Active);
+    assert_eq!(
+        open.state_after(CaseStatus::Confirmed),
+        TradingState::Reducing
+    );
 
     assert!(
         store
@@ -2019,7 +2106,7 @@ async fn case_files_carry_the_accounts_and_the_subjects_state_now() {
         files[0].reviewer_email.as_ref().map(|e| e.as_str()),
         Some("casereviewer@example.com")
     );
-    assert_eq!(files[0].subject_state, TradingState::Active);
+    assert_eq!(files[0].subject_standing.state, TradingState::Active);
     assert!(
         store
             .case_files(Some(CaseStatus::Open), 10)
@@ -2031,5 +2118,32 @@ async fn case_files_carry_the_accounts_and_the_subjects_state_now() {
         store.case_file(CaseId::new_random()).await.expect("read"),
         None
     );
+
+    // With two cases open, releasing one leaves the trader where the other holds them, and the
+    // decided case counts no other case (it is not open itself).
+    let (first_held, first) = held_with_case(subject, at + Duration::minutes(2));
+    let (second_held, second) = held_with_case(subject, at + Duration::minutes(3));
+    for (held, case) in [(first_held, first.clone()), (second_held, second.clone())] {
+        store
+            .record_decision(case_decision(held, case))
+            .await
+            .expect("case opened");
+    }
+    let file = store
+        .case_file(first.id)
+        .await
+        .expect("read")
+        .expect("the case");
+    assert_eq!(file.other_open_cases, 1);
+    assert_eq!(
+        file.state_after(CaseStatus::Released),
+        TradingState::Reducing
+    );
+    let decided = store
+        .case_file(case.id)
+        .await
+        .expect("read")
+        .expect("the case");
+    assert_eq!(decided.other_open_cases, 2);
     app.stop().await;
 }

@@ -188,6 +188,13 @@ pub struct CaseView {
     pub state_after: TradingState,
     /// The subject's state now.
     pub state_now: TradingState,
+    /// What stands once no case holds the subject: an admin's setting or a confirmed case.
+    pub state_settled: TradingState,
+    /// The subject's open cases other than this one.
+    pub other_open_cases: u64,
+    /// The subject's state if this case were released now, and if it were confirmed.
+    pub on_release: TradingState,
+    pub on_confirm: TradingState,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@ use domain::audit::canonical_time;
 use domain::keys::KeyRecord;
 use domain::risk::LimitField;
 use domain::trading::{
-    AgentOverview, AgentToken, CaseFile, Fill, HoldKind, Order, OrderStatus, Proposal,
+    AgentOverview, AgentToken, CaseFile, CaseStatus, Fill, HoldKind, Order, OrderStatus, Proposal,
     RiskOverview, Ticket, TradingStatus, ValuedPosition,
 };
 use rust_decimal::Decimal;
@@ -255,7 +255,11 @@ pub fn case_view(file: &CaseFile) -> CaseView {
         candidate: trade_point(&case.evidence.candidate),
         state_before: case.evidence.state_before,
         state_after: case.evidence.state_after,
-        state_now: file.subject_state,
+        state_now: file.subject_standing.state,
+        state_settled: file.subject_standing.settled,
+        other_open_cases: file.other_open_cases,
+        on_release: file.state_after(CaseStatus::Released),
+        on_confirm: file.state_after(CaseStatus::Confirmed),
     }
 }
 

@@ -6,20 +6,21 @@ use async_trait::async_trait;
 use domain::account::{Email, UserId};
 use domain::audit::{AuditDraft, canonical_time};
 use domain::ports::StoreError;
-use domain::risk::TradingState;
+use domain::risk::Standing;
 use domain::trading::{
     AnomalyCase, ApprovalState, CaseDecisionWrite, CaseFile, CaseId, CaseStatus, CaseStore,
     HoldKind, OrderStatus,
 };
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 
 use super::super::accounts::to_user;
 use super::super::entities::{anomaly_case, order, user, user_trading};
 use super::super::{DbResult, converted};
-use super::rows::{hold_column, to_case, to_controls};
+use super::rows::{hold_column, to_case, to_standing};
 use super::{Fields, SqlTradingStore, all, put_state, standing_in};
 
 const RELEASED_REASON: &str = "Released by a reviewer; sending";
@@ -27,47 +28,80 @@ const RELEASED_AWAITING_APPROVAL_REASON: &str = "Released by a reviewer. It stil
 const CONFIRMED_REASON: &str = "Cancelled: the reviewer confirmed the anomaly";
 
 impl SqlTradingStore {
-    /// The cases with their subjects' and reviewers' accounts and the subjects' state now, in
-    /// two queries whatever the number of cases.
+    /// The cases with their subjects' and reviewers' accounts, the subjects' standing now and
+    /// how many cases each subject has open, in three queries whatever the number of cases.
     async fn with_people(&self, cases: Vec<AnomalyCase>) -> DbResult<Vec<CaseFile>> {
-        let mut people: Vec<String> = cases
-            .iter()
-            .flat_map(|c| std::iter::once(c.subject).chain(c.decided_by))
-            .map(|u| u.to_string())
-            .collect();
-        people.sort();
-        people.dedup();
+        let subjects: Vec<String> = distinct(cases.iter().map(|c| c.subject));
+        let people = distinct(
+            cases
+                .iter()
+                .flat_map(|c| std::iter::once(c.subject).chain(c.decided_by)),
+        );
         let emails: HashMap<UserId, Email> = user::Entity::find()
-            .filter(user::Column::Id.is_in(people.clone()))
+            .filter(user::Column::Id.is_in(people))
             .all(&self.db)
             .await?
             .iter()
             .map(to_user)
             .map(|u| u.map(|u| (u.id, u.email)))
             .collect::<DbResult<_>>()?;
-        let states: HashMap<UserId, TradingState> = all(
-            &user_trading::Entity::find()
-                .filter(user_trading::Column::UserId.is_in(people))
-                .all(&self.db)
-                .await?,
-            to_controls,
-        )?
-        .into_iter()
-        .map(|c| (c.user, c.state))
-        .collect();
+        let standings: HashMap<String, Standing> = user_trading::Entity::find()
+            .filter(user_trading::Column::UserId.is_in(subjects.clone()))
+            .all(&self.db)
+            .await?
+            .iter()
+            .map(|row| Ok((row.user_id.clone(), to_standing(row)?)))
+            .collect::<DbResult<_>>()?;
+        let open_cases = open_cases_by_subject(&self.db, Some(subjects)).await?;
         Ok(cases
             .into_iter()
-            .map(|case| CaseFile {
-                subject_email: emails.get(&case.subject).cloned(),
-                reviewer_email: case.decided_by.and_then(|u| emails.get(&u).cloned()),
-                subject_state: states
-                    .get(&case.subject)
-                    .copied()
-                    .unwrap_or(TradingState::Active),
-                case,
+            .map(|case| {
+                let subject = case.subject.to_string();
+                let open = open_cases.get(&subject).copied().unwrap_or(0);
+                let this_one = u64::from(case.status == CaseStatus::Open);
+                CaseFile {
+                    subject_email: emails.get(&case.subject).cloned(),
+                    reviewer_email: case.decided_by.and_then(|u| emails.get(&u).cloned()),
+                    subject_standing: standings.get(&subject).copied().unwrap_or(Standing::ACTIVE),
+                    other_open_cases: open.saturating_sub(this_one),
+                    case,
+                }
             })
             .collect())
     }
+}
+
+/// How many open cases each trader has (those in `subjects`, or everyone); traders with none
+/// are absent.
+pub(super) async fn open_cases_by_subject<C: ConnectionTrait>(
+    conn: &C,
+    subjects: Option<Vec<String>>,
+) -> DbResult<HashMap<String, u64>> {
+    let mut query = anomaly_case::Entity::find()
+        .select_only()
+        .column(anomaly_case::Column::Subject)
+        .column_as(Expr::col(anomaly_case::Column::Id).count(), "open")
+        .filter(anomaly_case::Column::Status.eq(CaseStatus::Open.as_str()));
+    if let Some(subjects) = subjects {
+        query = query.filter(anomaly_case::Column::Subject.is_in(subjects));
+    }
+    let open: Vec<(String, i64)> = query
+        .group_by(anomaly_case::Column::Subject)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    Ok(open
+        .into_iter()
+        .map(|(subject, n)| (subject, u64::try_from(n).unwrap_or(0)))
+        .collect())
+}
+
+/// Sorted, deduplicated ids, for an `IN` list.
+fn distinct(users: impl Iterator<Item = UserId>) -> Vec<String> {
+    let mut ids: Vec<String> = users.map(|u| u.to_string()).collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 #[async_trait]

@@ -10,13 +10,11 @@ use domain::ports::StoreError;
 use domain::risk::{StateEvent, TradingState};
 use domain::trading::{
     BlockedRange, BlockedRangeStore, CaseStatus, ControlStore, ControlsChange, ControlsOverview,
-    OrderRecord, OrderRecordQuery, OrderStore, Portfolio, RawLimits, ScreeningSettings,
+    OrderRecord, OrderRecordQuery, OrderStore, PaperAccount, RawLimits, ScreeningSettings,
     ScreeningStore, UserControls, UserRisk,
 };
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query, SelectStatement, UnionType};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder};
 use uuid::Uuid;
 
 use super::super::accounts::to_user;
@@ -25,11 +23,12 @@ use super::super::entities::{
 };
 use super::super::sqlite_reader::rows;
 use super::super::{DbResult, converted, tuples};
+use super::cases::open_cases_by_subject;
 use super::orders::{
-    PaperRow, familiarity_query, history_of, history_query, paper_book_and_later_fills, usage_of,
-    usage_query,
+    PaperRow, familiarity_query, history_of, history_query, paper_book_and_later_fills,
+    paper_claims_query, usage_of, usage_query,
 };
-use super::rows::{HistoryRow, UsageRow, to_blocked, to_controls};
+use super::rows::{ClaimRow, HistoryRow, UsageRow, to_blocked, to_claim, to_controls};
 use super::{GLOBAL_SCOPE, KILL_SWITCH_KEY, SqlTradingStore, all, corrupt, micros, standing_in};
 
 #[async_trait]
@@ -246,19 +245,7 @@ impl ControlStore for SqlTradingStore {
                         .insert(row.field, row.value);
                 }
             }
-            let open: Vec<(String, i64)> = anomaly_case::Entity::find()
-                .select_only()
-                .column(anomaly_case::Column::Subject)
-                .column_as(Expr::col(anomaly_case::Column::Id).count(), "open")
-                .filter(anomaly_case::Column::Status.eq(CaseStatus::Open.as_str()))
-                .group_by(anomaly_case::Column::Subject)
-                .into_tuple()
-                .all(&self.db)
-                .await?;
-            let open: HashMap<String, u64> = open
-                .into_iter()
-                .map(|(subject, n)| (subject, u64::try_from(n).unwrap_or(0)))
-                .collect();
+            let open = open_cases_by_subject(&self.db, None).await?;
             let users = users
                 .iter()
                 .map(|row| {
@@ -321,27 +308,35 @@ impl ScreeningStore for SqlTradingStore {
     async fn account_and_settings(
         &self,
         owner: UserId,
-    ) -> Result<(Portfolio, ScreeningSettings), StoreError> {
+    ) -> Result<(PaperAccount, ScreeningSettings), StoreError> {
         let Some(reader) = &self.reader else {
-            return Ok((
-                self.paper_portfolio(owner).await?,
-                self.screening_settings(owner).await?,
-            ));
+            let account = PaperAccount {
+                portfolio: self.paper_portfolio(owner).await?,
+                claims: self.paper_claims(owner).await?,
+            };
+            return Ok((account, self.screening_settings(owner).await?));
         };
         let owner_id = owner.to_string();
         let paper_query = paper_book_and_later_fills(&owner_id);
-        let (paper_rows, settings) = reader
+        let (paper_rows, claims, settings) = reader
             .read(move |txn| {
                 let paper_rows = rows(txn, &paper_query, |row| PaperRow::try_from(row))?;
+                let claim_rows = rows(txn, &paper_claims_query(owner), |row| {
+                    ClaimRow::try_from(row)
+                })?;
                 let settings_rows = rows(txn, &screening_settings_query(owner), |row| {
                     SettingsRow::try_from(row)
                 })?;
-                Ok((paper_rows, screening_settings_of(owner, settings_rows)?))
+                Ok((
+                    paper_rows,
+                    all(&claim_rows, to_claim)?,
+                    screening_settings_of(owner, settings_rows)?,
+                ))
             })
             .await?;
         let portfolio =
             converted::<_, StoreError>(self.paper_account(&owner_id, paper_rows)).await?;
-        Ok((portfolio, settings))
+        Ok((PaperAccount { portfolio, claims }, settings))
     }
 
     /// On SQLite, the three reads in one read transaction on the reader.

@@ -179,24 +179,11 @@ async fn put_state<C: ConnectionTrait>(
 /// A trader's standing as stored, read inside the write that changes it (under the chain lock,
 /// so a concurrent decision or an admin's change cannot be lost in between).
 async fn standing_in<C: ConnectionTrait>(conn: &C, user: UserId) -> DbResult<Standing> {
-    let Some(row) = user_trading::Entity::find_by_id(user.to_string())
+    user_trading::Entity::find_by_id(user.to_string())
         .one(conn)
         .await?
-    else {
-        return Ok(Standing::ACTIVE);
-    };
-    let f = Fields {
-        table: "user_trading",
-        id: &row.user_id,
-    };
-    let parse = |raw: &str, what| TradingState::parse(raw).ok_or_else(|| f.bad(what));
-    Ok(Standing {
-        state: parse(&row.state, "state")?,
-        settled: match &row.settled_state {
-            None => TradingState::Active,
-            Some(settled) => parse(settled, "settled_state")?,
-        },
-    })
+        .as_ref()
+        .map_or(Ok(Standing::ACTIVE), rows::to_standing)
 }
 
 fn owned_by(owner: UserId) -> Condition {

@@ -4,11 +4,12 @@ use async_trait::async_trait;
 use domain::account::UserId;
 use domain::audit::{AuditDraft, canonical_time};
 use domain::exchange::ExchangeName;
+use domain::order::OrderSide;
 use domain::ports::StoreError;
 use domain::risk::TradeSample;
 use domain::trading::{
-    ApprovalState, Fill, HoldKind, Order, OrderDecisionWrite, OrderId, OrderStatus, OrderStore,
-    OrderUpdate, PaperBook, Portfolio, ProposalStatus, Usage,
+    ApprovalState, Claim, Fill, HoldKind, Order, OrderDecisionWrite, OrderId, OrderStatus,
+    OrderStore, OrderUpdate, PaperBook, Portfolio, ProposalStatus, Usage,
 };
 use rust_decimal::Decimal;
 use sea_orm::sea_query::{
@@ -24,7 +25,8 @@ use super::super::entities::{anomaly_case, fill, order, paper_book, proposal};
 use super::super::sqlite_reader::rows;
 use super::super::{DbResult, converted, tuples};
 use super::rows::{
-    HistoryRow, UsageRow, case_row, counted, hold_column, order_row, to_fill, to_order,
+    ClaimRow, HistoryRow, UsageRow, case_row, counted, hold_column, order_row, to_claim, to_fill,
+    to_order,
 };
 use super::{Fields, SqlTradingStore, all, amount, json, micros, owned_by, put_state};
 
@@ -329,6 +331,7 @@ impl OrderStore for SqlTradingStore {
     async fn resting_orders(
         &self,
         owner: Option<UserId>,
+        side: Option<OrderSide>,
         limit: u64,
     ) -> Result<Vec<Order>, StoreError> {
         converted(async {
@@ -336,6 +339,9 @@ impl OrderStore for SqlTradingStore {
                 order::Entity::find().filter(order::Column::Status.eq(OrderStatus::Open.as_str()));
             if let Some(owner) = owner {
                 query = query.filter(owned_by(owner));
+            }
+            if let Some(side) = side {
+                query = query.filter(order::Column::Side.eq(side.as_str()));
             }
             let rows = query
                 .order_by_asc(order::Column::CreatedAtUs)
@@ -399,6 +405,39 @@ impl OrderStore for SqlTradingStore {
         })
         .await
     }
+
+    async fn paper_claims(&self, owner: UserId) -> Result<Vec<Claim>, StoreError> {
+        converted(async {
+            let rows: Vec<ClaimRow> = tuples(&self.db, &paper_claims_query(owner)).await?;
+            all(&rows, to_claim)
+        })
+        .await
+    }
+}
+
+/// The owner's live paper orders (held, being sent, resting) as [`ClaimRow`]s.
+pub(super) fn paper_claims_query(owner: UserId) -> SelectStatement {
+    order::Entity::find()
+        .select_only()
+        .column(order::Column::Id)
+        .column(order::Column::Symbol)
+        .column(order::Column::Side)
+        .column(order::Column::Quantity)
+        .column(order::Column::FilledQuantity)
+        .column(order::Column::Notional)
+        .filter(owned_by(owner))
+        .filter(
+            order::Column::Status.is_in(
+                [
+                    OrderStatus::Held,
+                    OrderStatus::Submitting,
+                    OrderStatus::Open,
+                ]
+                .map(OrderStatus::as_str),
+            ),
+        )
+        .filter(order::Column::Exchange.eq(ExchangeName::Paper.as_str()))
+        .into_query()
 }
 
 /// The owner's orders since `since` (µs) that were not denied, as [`UsageRow`]s. Cancelled and

@@ -5,11 +5,11 @@ use domain::audit::canonical_time;
 use domain::exchange::{ExchangeName, KeyEnvironment, Venue};
 use domain::ids::KeyId;
 use domain::ports::StoreError;
-use domain::risk::{TradingState, Verdict};
+use domain::risk::{Standing, TradingState, Verdict};
 use domain::trading::{
-    AgentScope, AgentToken, AnomalyCase, ApprovalState, BlockedRange, CaseId, CaseStatus, Fill,
-    HoldKind, Order, OrderId, OrderSource, OrderStatus, Proposal, ProposalStatus, UserControls,
-    counted_notional,
+    AgentScope, AgentToken, AnomalyCase, ApprovalState, BlockedRange, CaseId, CaseStatus, Claim,
+    Fill, HoldKind, Order, OrderId, OrderSource, OrderStatus, Proposal, ProposalStatus,
+    UserControls, counted_notional,
 };
 use rust_decimal::Decimal;
 use sea_orm::ActiveValue::Set;
@@ -209,6 +209,22 @@ pub(super) fn to_controls(row: &user_trading::Model) -> DbResult<UserControls> {
     })
 }
 
+/// The trader's standing; `settled_state` NULL means nothing stands after their cases.
+pub(super) fn to_standing(row: &user_trading::Model) -> DbResult<Standing> {
+    let f = Fields {
+        table: "user_trading",
+        id: &row.user_id,
+    };
+    let parse = |raw: &str, what| TradingState::parse(raw).ok_or_else(|| f.bad(what));
+    Ok(Standing {
+        state: parse(&row.state, "state")?,
+        settled: match &row.settled_state {
+            None => TradingState::Active,
+            Some(settled) => parse(settled, "settled_state")?,
+        },
+    })
+}
+
 pub(super) fn to_blocked(row: &ip_block::Model) -> DbResult<BlockedRange> {
     let f = Fields {
         table: "ip_blocklist",
@@ -282,6 +298,26 @@ pub(super) fn to_proposal(row: &proposal::Model) -> DbResult<Proposal> {
 
 /// (id, status, notional, filled quantity, average price, created at in µs) of an order, as
 /// stored.
+/// (id, symbol, side, quantity, filled quantity, notional) of a live paper order.
+pub(super) type ClaimRow = (String, String, String, String, String, String);
+
+pub(super) fn to_claim(
+    (id, symbol, side, quantity, filled, notional): &ClaimRow,
+) -> DbResult<Claim> {
+    let f = Fields {
+        table: "orders",
+        id,
+    };
+    Ok(Claim::unexecuted(
+        OrderId(f.uuid(id, "id")?),
+        symbol.clone(),
+        f.side(side)?,
+        f.decimal(quantity, "quantity")?,
+        f.decimal(filled, "filled quantity")?,
+        f.decimal(notional, "notional")?,
+    ))
+}
+
 pub(super) type UsageRow = (String, String, String, String, Option<String>, i64);
 
 /// (id, created at, symbol, status, notional, filled quantity, average price, IP, device) of
