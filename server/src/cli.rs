@@ -395,7 +395,6 @@ pub fn report_verify(
     }
 }
 
-/// The CSV report a PDF carries as its `audit-report.csv` attachment.
 /// The pages a reader sees are checked as well as the report the PDF carries: the PDF must be
 /// exactly what this server builds from that report, so printed rows cannot be edited, and
 /// pages cannot be added by an incremental update, while the attachment still verifies.
@@ -414,6 +413,7 @@ fn pages_of(csv: &[u8], verified: &VerifiedReport, pdf: &[u8]) -> Result<(), Str
     }
 }
 
+/// The CSV report a PDF carries as its `audit-report.csv` attachment.
 fn report_in_pdf(pdf: &[u8]) -> Result<Vec<u8>, String> {
     crate::reports::pdf::embedded_report(pdf)
         .map_err(|e| format!("no embedded audit report could be read from the PDF: {e}"))

@@ -144,7 +144,7 @@ fn refusal_message(refusal: Refusal) -> String {
         }
         // The amounts are what is free: cash and holdings less what live orders may take.
         Refusal::InsufficientCash { needed, cash } => format!(
-            "Not enough paper {QUOTE_CURRENCY}: this order needs {} and {} is free (your cash less your open buy orders).",
+            "Not enough paper {QUOTE_CURRENCY}: this order needs {} and {} is free (your cash less your open and held buy orders).",
             plain(needed),
             plain(cash.max(Decimal::ZERO))
         ),
@@ -153,7 +153,7 @@ fn refusal_message(refusal: Refusal) -> String {
             held,
             quantity,
         } => format!(
-            "You have {} {symbol} free to sell (what you hold less your open sell orders); you cannot sell {}.",
+            "You have {} {symbol} free to sell (what you hold less your open and held sell orders); you cannot sell {}.",
             plain(held.max(Decimal::ZERO)),
             plain(quantity)
         ),

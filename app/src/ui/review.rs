@@ -218,12 +218,18 @@ fn CaseDetail(id: String, on_decided: impl Fn() + Copy + Send + Sync + 'static) 
     }
 }
 
-/// What releasing does, worked out by the server from the trader's standing now.
+/// What releasing does, worked out by the server from the trader's standing now. A released
+/// order is judged again before it is sent, in the state the trader is left in.
 fn release_outcome(case: &CaseView) -> String {
-    let order = if case.order_id.is_some() {
-        "the held order goes out and "
-    } else {
-        ""
+    let order = match (case.order_id.is_some(), case.on_release) {
+        (false, _) => "",
+        (true, TradingState::Active) => {
+            "the held order is checked again and sent (one that needed the trader's own approval waits for it), and "
+        }
+        (true, TradingState::Reducing) => {
+            "the held order is sent only if it sells what the trader holds, and "
+        }
+        (true, TradingState::Halted) => "the held order is cancelled, and ",
     };
     let state = case.on_release.label().to_lowercase();
     match case.other_open_cases {
@@ -241,7 +247,7 @@ fn release_outcome(case: &CaseView) -> String {
 /// What confirming does.
 fn confirm_outcome(case: &CaseView) -> String {
     let order = if case.order_id.is_some() {
-        "the held order is cancelled and "
+        "the held order is cancelled, and "
     } else {
         ""
     };

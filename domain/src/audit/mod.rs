@@ -425,7 +425,7 @@ pub enum BreakKind {
     #[error("the event at this seq is not the one previously recorded")]
     AnchorMismatch,
     #[error(
-        "a checkpoint of this seq (in the table or the journal file) is not signed by this server's report key: forged, altered, or signed by a report key that was since replaced"
+        "a checkpoint of this seq (in the audit_checkpoints table or the journal file audit-checkpoints.jsonl) is not signed by this server's report key: forged, altered, or signed by a report key that was since replaced"
     )]
     BadCheckpoint,
 }

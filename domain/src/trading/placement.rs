@@ -499,7 +499,7 @@ impl TradingService {
                 rule: Rule::MaxOrderNotional,
                 verdict: Verdict::Deny,
                 message: format!(
-                    "Not enough paper USDT: this order now needs {} and {} is free (your cash less your other open buy orders).",
+                    "Not enough paper USDT: this order now needs {} and {} is free (your cash less your other open and held buy orders).",
                     plain(notional.round_dp(2)),
                     plain(portfolio.cash.max(Decimal::ZERO))
                 ),
@@ -510,7 +510,7 @@ impl TradingService {
                 rule: Rule::MaxOrderNotional,
                 verdict: Verdict::Deny,
                 message: format!(
-                    "Only {} {} is free to sell now (what you hold less your other open sell orders).",
+                    "Only {} {} is free to sell now (what you hold less your other open and held sell orders).",
                     plain(held.max(Decimal::ZERO)),
                     order.symbol
                 ),

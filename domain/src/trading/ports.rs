@@ -332,9 +332,12 @@ pub trait ScreeningStore: ControlStore + BlockedRangeStore + CaseStore + OrderSt
         &self,
         owner: UserId,
     ) -> Result<(PaperAccount, ScreeningSettings), StoreError> {
+        // Claims first: an order that fills between the two reads is then counted twice
+        // (claimed and in the book), never not at all.
+        let claims = self.paper_claims(owner).await?;
         let account = PaperAccount {
             portfolio: self.paper_portfolio(owner).await?,
-            claims: self.paper_claims(owner).await?,
+            claims,
         };
         Ok((account, self.screening_settings(owner).await?))
     }

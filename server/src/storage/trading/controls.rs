@@ -310,9 +310,12 @@ impl ScreeningStore for SqlTradingStore {
         owner: UserId,
     ) -> Result<(PaperAccount, ScreeningSettings), StoreError> {
         let Some(reader) = &self.reader else {
+            // Claims first: an order that fills between the two reads is then counted twice
+            // (claimed and in the book), never not at all.
+            let claims = self.paper_claims(owner).await?;
             let account = PaperAccount {
                 portfolio: self.paper_portfolio(owner).await?,
-                claims: self.paper_claims(owner).await?,
+                claims,
             };
             return Ok((account, self.screening_settings(owner).await?));
         };

@@ -296,8 +296,6 @@ pub(super) fn to_proposal(row: &proposal::Model) -> DbResult<Proposal> {
     })
 }
 
-/// (id, status, notional, filled quantity, average price, created at in µs) of an order, as
-/// stored.
 /// (id, symbol, side, quantity, filled quantity, notional) of a live paper order.
 pub(super) type ClaimRow = (String, String, String, String, String, String);
 
@@ -318,6 +316,8 @@ pub(super) fn to_claim(
     ))
 }
 
+/// (id, status, notional, filled quantity, average price, created at in µs) of an order, as
+/// stored.
 pub(super) type UsageRow = (String, String, String, String, Option<String>, i64);
 
 /// (id, created at, symbol, status, notional, filled quantity, average price, IP, device) of
