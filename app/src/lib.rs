@@ -15,7 +15,7 @@ use leptos_router::path;
 use ui::server_data::{ServerData, server_data};
 
 use api::SessionUser;
-use api::auth::{LogIn, LogOut, LogOutEverywhere, SignUp, who_am_i};
+use api::auth::{ChangePassword, LogIn, LogOut, LogOutEverywhere, SignUp, who_am_i};
 use error::AppError;
 
 /// The HTML document around the app, rendered on the server.
@@ -64,6 +64,8 @@ pub struct Auth {
     pub log_in: ServerAction<LogIn>,
     pub log_out: ServerAction<LogOut>,
     pub log_out_everywhere: ServerAction<LogOutEverywhere>,
+    /// Ends every session too, so the session is read again after it.
+    pub change_password: ServerAction<ChangePassword>,
 }
 
 impl Auth {
@@ -92,6 +94,7 @@ pub fn App() -> impl IntoView {
     let log_in = ServerAction::<LogIn>::new();
     let log_out = ServerAction::<LogOut>::new();
     let log_out_everywhere = ServerAction::<LogOutEverywhere>::new();
+    let change_password = ServerAction::<ChangePassword>::new();
     let user = server_data(
         move || {
             (
@@ -99,6 +102,7 @@ pub fn App() -> impl IntoView {
                 log_in.version().get(),
                 log_out.version().get(),
                 log_out_everywhere.version().get(),
+                change_password.version().get(),
             )
         },
         |_| who_am_i(),
@@ -109,6 +113,7 @@ pub fn App() -> impl IntoView {
         log_in,
         log_out,
         log_out_everywhere,
+        change_password,
     });
 
     view! {

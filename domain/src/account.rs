@@ -206,6 +206,16 @@ impl BackoffPolicy {
     }
 }
 
+/// What a password attempt for `email` from `meta`'s client is counted under: the account and
+/// the client's network.
+fn throttle_keys(email: &str, meta: &RequestMeta) -> Vec<String> {
+    let mut keys = vec![format!("account:{}", email.to_lowercase())];
+    if let Some(ip) = meta.ip.as_deref().and_then(|ip| ip.parse().ok()) {
+        keys.push(format!("ip:{}", client_network(ip)));
+    }
+    keys
+}
+
 /// Why an account use case failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
@@ -225,6 +235,9 @@ pub enum AccountError {
     /// An admin tried to change their own role.
     #[error("an admin cannot change their own role")]
     OwnRole,
+    /// The current password given to change it was wrong.
+    #[error("the current password is wrong")]
+    WrongCurrentPassword,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -247,6 +260,14 @@ pub trait AccountStore: Send + Sync + std::fmt::Debug {
     }
     async fn set_role(&self, id: UserId, role: Role, audit: AuditDraft)
     -> Result<User, StoreError>;
+    /// Replaces the user's password hash and ends every session of theirs, in one transaction
+    /// with its audit event.
+    async fn set_password(
+        &self,
+        id: UserId,
+        hash: PasswordHash,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
 }
 
 /// Ends every session of a user ("log out everywhere"), recorded by the given audit event;
@@ -410,11 +431,7 @@ impl AccountService {
             // No account can have this email; refusing early also keeps throttle keys small.
             return Err(AccountError::BadCredentials);
         }
-        let account_key = format!("account:{}", email_input.to_lowercase());
-        let mut keys = vec![account_key.clone()];
-        if let Some(ip) = meta.ip.as_deref().and_then(|ip| ip.parse().ok()) {
-            keys.push(format!("ip:{}", client_network(ip)));
-        }
+        let keys = throttle_keys(email_input, &meta);
         if let Err(retry_after) = self.throttle.begin(&keys, now) {
             self.audit
                 .record(
@@ -465,6 +482,50 @@ impl AccountService {
                 Err(AccountError::BadCredentials)
             }
         }
+    }
+
+    /// The signed-in user changes their password (the caller has checked the session may make
+    /// a lasting change). The current password must match, counted like a sign-in so a stolen
+    /// session cannot guess it; then every session of the user ends, this one included, so
+    /// whoever knew the old password is signed out.
+    pub async fn change_password(
+        &self,
+        user: &User,
+        current: Password,
+        new: Password,
+        meta: RequestMeta,
+    ) -> Result<(), AccountError> {
+        let keys = throttle_keys(user.email.as_str(), &meta);
+        let event = |outcome| {
+            AuditDraft::new(
+                Actor::user(user.id),
+                AuditAction::AuthPasswordChanged,
+                outcome,
+                meta.clone(),
+            )
+            .resource(format!("user:{}", user.id))
+        };
+        if let Err(retry_after) = self.throttle.begin(&keys, self.clock.now()) {
+            self.audit
+                .record(event(Outcome::Denied).detail("reason", "backoff"))
+                .await?;
+            return Err(AccountError::Throttled(retry_after));
+        }
+        let verified = self.verify_credentials(user.email.as_str(), current).await;
+        let matches = matches!(&verified, Ok((Some(found), true)) if found.id == user.id);
+        self.throttle.finish(&keys, matches, self.clock.now());
+        verified?;
+        if !matches {
+            self.audit
+                .record(event(Outcome::Failure).detail("reason", "wrong current password"))
+                .await?;
+            return Err(AccountError::WrongCurrentPassword);
+        }
+        let hash = self.hasher.hash(new).await?;
+        self.store
+            .set_password(user.id, hash, event(Outcome::Success))
+            .await?;
+        Ok(())
     }
 
     /// The account for `email_input` (if any) and whether `password` matches; unknown emails
@@ -748,6 +809,14 @@ mod tests {
                 _: Role,
                 _: AuditDraft,
             ) -> Result<User, StoreError> {
+                Err(StoreError::NotFound)
+            }
+            async fn set_password(
+                &self,
+                _: UserId,
+                _: PasswordHash,
+                _: AuditDraft,
+            ) -> Result<(), StoreError> {
                 Err(StoreError::NotFound)
             }
         }

@@ -50,6 +50,7 @@ audit_actions! {
     AuthLogin = "auth.login",
     AuthLogout = "auth.logout",
     AuthLogoutEverywhere = "auth.logout_everywhere",
+    AuthPasswordChanged = "auth.password_changed",
     KmsRotate = "kms.rotate",
     ReportDownload = "report.download",
     ReportStarted = "report.started",

@@ -246,6 +246,12 @@ impl Venue {
         environment: KeyEnvironment::Paper,
         key: None,
     };
+
+    /// Whether orders here trade the trader's paper account: the paper exchange, with or
+    /// without a paper key (its fills are the paper account's either way).
+    pub fn trades_paper_account(self) -> bool {
+        self.exchange == ExchangeName::Paper
+    }
 }
 
 /// An order as sent to an exchange.

@@ -419,44 +419,23 @@ impl Settings {
         if !(1..=3600).contains(&self.trading.breaker_cool_down_seconds) {
             return invalid("trading.breaker_cool_down_seconds must be between 1 and 3600".into());
         }
-        if let Some(url) = self
-            .trading
-            .case_webhook_url
-            .as_deref()
-            .filter(|u| !u.is_empty())
-            && url::Url::parse(url)
-                .map(|u| !matches!(u.scheme(), "http" | "https"))
-                .unwrap_or(true)
-        {
-            return invalid("trading.case_webhook_url must be an http(s) URL".into());
-        }
-        if let Some(url) = self
-            .trading
-            .rationale_url
-            .as_deref()
-            .filter(|u| !u.is_empty())
-            && url::Url::parse(url)
-                .map(|u| !matches!(u.scheme(), "http" | "https"))
-                .unwrap_or(true)
-        {
-            return invalid("trading.rationale_url must be an http(s) URL".into());
-        }
+        outbound_url(
+            "trading.case_webhook_url",
+            self.trading.case_webhook_url.as_deref(),
+        )?;
+        outbound_url(
+            "trading.rationale_url",
+            self.trading.rationale_url.as_deref(),
+        )?;
         if self.audit.checkpoint_interval_minutes > 24 * 60 {
             return invalid(
                 "audit.checkpoint_interval_minutes must be at most 1440 (a day)".into(),
             );
         }
-        if let Some(url) = self
-            .audit
-            .checkpoint_webhook_url
-            .as_deref()
-            .filter(|u| !u.is_empty())
-            && url::Url::parse(url)
-                .map(|u| !matches!(u.scheme(), "http" | "https"))
-                .unwrap_or(true)
-        {
-            return invalid("audit.checkpoint_webhook_url must be an http(s) URL".into());
-        }
+        outbound_url(
+            "audit.checkpoint_webhook_url",
+            self.audit.checkpoint_webhook_url.as_deref(),
+        )?;
         if self.webauthn_rp().is_none() {
             return invalid(
                 "step_up.rp_id must be a domain name that public_url's host equals or ends with \
@@ -520,6 +499,36 @@ fn parse_origin(raw: &str) -> Option<String> {
     valid.then(|| format!("{scheme}://{}", rest.to_ascii_lowercase()))
 }
 
+/// An outbound URL from the settings (webhooks, the language model): https, or plain http
+/// only to this machine (a stand-in), so what is sent (a bearer token, case ids) never crosses
+/// a network in clear. Empty or unset is allowed: the feature is off.
+fn outbound_url(field: &str, raw: Option<&str>) -> Result<(), ConfigError> {
+    let Some(raw) = raw.filter(|u| !u.is_empty()) else {
+        return Ok(());
+    };
+    match url::Url::parse(raw) {
+        Ok(url) if url.scheme() == "https" => Ok(()),
+        Ok(url) if url.scheme() == "http" && loopback_host(&url) => Ok(()),
+        Ok(url) if url.scheme() == "http" => Err(ConfigError::Invalid(format!(
+            "{field} must be an https URL (plain http only to this machine)"
+        ))),
+        _ => Err(ConfigError::Invalid(format!(
+            "{field} must be an https URL"
+        ))),
+    }
+}
+
+/// Whether `url` names this machine (`localhost` or a loopback address).
+pub(crate) fn loopback_host(url: &url::Url) -> bool {
+    url.host_str()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+        .is_some_and(|h| {
+            h == "localhost"
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,6 +546,36 @@ mod tests {
         assert_eq!(parse_origin("https://a.com/path"), None);
         assert_eq!(parse_origin("ftp://a.com"), None);
         assert_eq!(parse_origin("a.com"), None);
+    }
+
+    #[test]
+    fn outbound_urls_are_https_or_plain_http_to_this_machine_only() {
+        let check = |url: &str| {
+            let mut settings = Settings::default();
+            settings.trading.rationale_url = Some(url.into());
+            settings.validate().map_err(|e| e.to_string())
+        };
+        for ok in [
+            "https://llm.example.com/v1/chat",
+            "http://127.0.0.1:8080/hook",
+            "http://localhost/hook",
+            "http://[::1]:9/x",
+            "",
+        ] {
+            assert_eq!(check(ok), Ok(()), "{ok}");
+        }
+        for refused in [
+            "http://llm.example.com/v1",
+            "http://10.0.0.5/hook",
+            "ftp://a.com",
+            "llm",
+        ] {
+            let err = check(refused).expect_err(refused);
+            assert!(
+                err.contains("trading.rationale_url must be an https URL"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -86,6 +86,31 @@ pub async fn log_out_everywhere(
     Ok(())
 }
 
+/// Changes the signed-in user's password. It needs what adding a factor needs: on an account
+/// with a factor, a step-up (with the security key, if there is one); without, a sign-in
+/// within the step-up window. So a stolen session cannot lock its owner out. Every session of
+/// the user then ends, this one included: sign in again with the new password.
+#[server(endpoint = "auth/password")]
+pub async fn change_password(
+    current_password: String,
+    new_password: String,
+) -> Result<(), AppError> {
+    use domain::account::{AccountError, Password};
+
+    let (user, session) = require_user().await?;
+    super::stepup::server::require_enrolment_allowed(&user, &session).await?;
+    let current = Password::for_login(current_password)
+        .map_err(|_| AppError::from(AccountError::WrongCurrentPassword))?;
+    let new = Password::parse(new_password)?;
+    services()?
+        .accounts
+        .change_password(&user, current, new, request_meta())
+        .await?;
+    session.flush().await?;
+    leptos_axum::redirect("/login");
+    Ok(())
+}
+
 #[server(endpoint = "auth/me")]
 pub async fn who_am_i() -> Result<Option<SessionUser>, AppError> {
     Ok(super::context::current_user()

@@ -36,7 +36,7 @@ impl StepUpNeed {
                 "Confirm it's you first with your security key, using its PIN or fingerprint. Admin actions need your security key, and so do changes that outlast this window once you have one (your factors, agent tokens, autonomous orders). An authenticator app or recovery code is not enough."
             }
             StepUpNeed::RecentSignIn => {
-                "To add your first second factor, sign out and sign in again, then add it within a few minutes."
+                "This needs a recent sign-in (to add your first second factor, or to change your password without one): sign out and sign in again, then do it within a few minutes."
             }
             StepUpNeed::SetUpFactor => {
                 "This needs a confirmation with a second factor, and your account has none yet. Add a security key or an authenticator app on the Security page, then try again."
@@ -353,6 +353,9 @@ pub async fn totp_confirm(code: String) -> Result<RecoveryCodesView, AppError> {
     use secrecy::ExposeSecret;
 
     let (user, session) = require_user().await?;
+    // Checked again here, not only when the set-up started: it may have been started in a
+    // window that has since closed.
+    server::require_enrolment_allowed(&user, &session).await?;
     let code = TotpCode::parse(&code)?;
     let (codes, grant) = services()?
         .stepup

@@ -19,6 +19,9 @@ impl From<AccountError> for AppError {
             AccountError::OwnRole => {
                 AppError::Invalid("You cannot change your own role; ask another admin.".into())
             }
+            AccountError::WrongCurrentPassword => {
+                AppError::Invalid("Your current password is not right.".into())
+            }
             AccountError::Store(e) => AppError::store_failure(e),
         }
     }

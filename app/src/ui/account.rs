@@ -3,14 +3,16 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-use super::{DANGER_BUTTON, ErrorNotice, PageHeader, RequireRole, SECONDARY_BUTTON};
+use super::{
+    DANGER_BUTTON, ErrorNotice, INPUT_CLASS, LABEL_CLASS, PageHeader, RequireRole, SECONDARY_BUTTON,
+};
 use crate::use_auth;
 
 #[component]
 pub fn AccountPage() -> impl IntoView {
     view! {
         <Title text="Account" />
-        <PageHeader title="Account" description="Your identity, role and sessions." />
+        <PageHeader title="Account" description="Your identity, role, password and sessions." />
         <RequireRole>
             <AccountDetails />
         </RequireRole>
@@ -59,6 +61,34 @@ fn AccountDetails() -> impl IntoView {
                 </div>
                 <div class="mt-3"><ErrorNotice error /></div>
             </section>
+            <PasswordChange />
         </div>
+    }
+}
+
+/// Changing the password ends every session, this one included.
+#[component]
+fn PasswordChange() -> impl IntoView {
+    let change = use_auth().change_password;
+    let error = Signal::derive(move || change.value().get().and_then(Result::err));
+    view! {
+        <section class="rounded-xl border border-slate-200 bg-white p-6 shadow-sm" data-testid="password-change">
+            <h2 class="font-semibold">"Password"</h2>
+            <p class="mt-1 text-sm text-slate-600">
+                "Changing it signs you out everywhere, this browser included. With a security key or an authenticator app on the account, confirm with it first."
+            </p>
+            <ActionForm action=change attr:class="mt-4 space-y-3">
+                <div>
+                    <label class=LABEL_CLASS for="current-password">"Current password"</label>
+                    <input id="current-password" name="current_password" type="password" required autocomplete="current-password" maxlength="128" class=INPUT_CLASS />
+                </div>
+                <div>
+                    <label class=LABEL_CLASS for="new-password">"New password"</label>
+                    <input id="new-password" name="new_password" type="password" required autocomplete="new-password" minlength="12" maxlength="128" class=INPUT_CLASS />
+                </div>
+                <ErrorNotice error />
+                <button type="submit" class=SECONDARY_BUTTON disabled=move || change.pending().get()>"Change password"</button>
+            </ActionForm>
+        </section>
     }
 }

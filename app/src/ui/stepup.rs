@@ -105,7 +105,7 @@ pub fn StepUpPanel(need: StepUpNeed) -> impl IntoView {
                     <p class="font-medium">{need.message()}</p>
                     {match need {
                         StepUpNeed::RecentSignIn => view! {
-                            <p>"Signing in again proves the password is yours before a new factor is tied to the account."</p>
+                            <p>"Signing in again proves the password is yours before a lasting change to the account."</p>
                         }.into_any(),
                         StepUpNeed::SetUpFactor => view! {
                             <p><a href="/security" class="font-medium underline">"Set up a second factor"</a></p>

@@ -34,6 +34,14 @@ pub trait FactorStore: Send + Sync + fmt::Debug {
         recovery_hashes: &[String],
         audit: AuditDraft,
     ) -> Result<bool, StoreError>;
+    /// Counts one code against the pending (unconfirmed) factor before it is checked, in one
+    /// conditional write: `false`, and nothing counted, when there is no pending factor or it
+    /// has had `max_attempts` already.
+    async fn reserve_enrolment_attempt(
+        &self,
+        user: UserId,
+        max_attempts: u32,
+    ) -> Result<bool, StoreError>;
     /// Reserves one attempt before a code is checked, in one conditional write: refused (not
     /// counted) while `locked_until` is after `now`; otherwise the count goes up by one (starting
     /// again at one when the count began [`TotpLockout::FAILURES_FORGOTTEN_AFTER`] ago) and

@@ -22,6 +22,12 @@ const TOTP_STEP: u64 = 30;
 const TOTP_SKEW: u8 = 1;
 const TOTP_ISSUER: &str = "CryptoPulse";
 
+/// How long a started set-up can be confirmed, and with how many codes. Past either it must be
+/// started again, which needs what starting needed (a step-up, or a fresh sign-in for a first
+/// factor), so a stolen session cannot guess its way to a first code.
+pub const ENROLMENT_TTL: Duration = Duration::minutes(10);
+pub const ENROLMENT_ATTEMPTS: u32 = 5;
+
 /// A six-digit code as typed: spaces are tolerated, anything else is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TotpCode(String);
@@ -232,7 +238,28 @@ impl StepUpService {
             .filter(|f| !f.confirmed)
             .ok_or(StepUpError::NoCeremony)?;
         let now = self.clock.now();
+        if now - factor.created_at > ENROLMENT_TTL {
+            return Err(StepUpError::NoCeremony);
+        }
+        // Opened before the attempt is counted: a key-service outage costs no attempts.
         let secret = self.totp_secret(&factor).await?;
+        if !self
+            .store
+            .reserve_enrolment_attempt(user, ENROLMENT_ATTEMPTS)
+            .await?
+        {
+            self.audit_only(
+                draft(
+                    user,
+                    AuditAction::StepupTotpEnrolmentFailed,
+                    Outcome::Denied,
+                    &meta,
+                )
+                .detail("reason", "too many codes: start the set-up again"),
+            )
+            .await?;
+            return Err(StepUpError::NoCeremony);
+        }
         let Some(step) = matching_step(&secret, code, now) else {
             self.audit_only(draft(
                 user,

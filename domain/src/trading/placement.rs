@@ -183,7 +183,7 @@ impl TradingService {
         let now = self.now();
         let (account, settings) = self.store.account_and_settings(owner).await?;
         let portfolio = account.free(None);
-        if venue == Venue::PAPER
+        if venue.trades_paper_account()
             && let Some(refusal) = paper_funds_refusal(
                 terms.side,
                 &terms.symbol,
@@ -494,7 +494,8 @@ impl TradingService {
             new_device: false,
         });
         // Judged on what is free: the other live orders' claims are taken off first.
-        if venue == Venue::PAPER && order.side == OrderSide::Buy && notional > portfolio.cash {
+        if venue.trades_paper_account() && order.side == OrderSide::Buy && notional > portfolio.cash
+        {
             hits.push(RuleHit {
                 rule: Rule::MaxOrderNotional,
                 verdict: Verdict::Deny,
@@ -505,7 +506,7 @@ impl TradingService {
                 ),
             });
         }
-        if venue == Venue::PAPER && order.side == OrderSide::Sell && order.quantity > held {
+        if venue.trades_paper_account() && order.side == OrderSide::Sell && order.quantity > held {
             hits.push(RuleHit {
                 rule: Rule::MaxOrderNotional,
                 verdict: Verdict::Deny,

@@ -5,7 +5,7 @@ use rust_decimal::Decimal;
 
 use super::error::{Outage, QuoteFailure, TradingError};
 
-use super::portfolio::ValuedPosition;
+use super::portfolio::{Portfolio, ValuedPosition};
 use super::service::{VenueChoice, vault_error};
 use super::{ScreeningSettings, TradingService, UserControls};
 use crate::account::UserId;
@@ -25,6 +25,9 @@ pub struct Ticket {
     pub orders_in_window: u32,
     pub cash: Decimal,
     pub positions: Vec<ValuedPosition>,
+    /// What a new order may still use: the paper cash and holdings less what the live orders
+    /// may take (what the server judges a new order against).
+    pub free: Portfolio,
     /// Paper prices of the allowed symbols; none while the paper feed is down.
     pub prices: Vec<(String, Decimal)>,
     /// The owner's keys that can place orders on an exchange (active, trade scope).
@@ -83,6 +86,7 @@ impl TradingService {
             orders_in_window: usage.orders_in_window,
             cash: account.portfolio.cash,
             positions: self.valued(&account.portfolio).await,
+            free: account.free(None),
             prices,
             trade_keys,
             open_cases,

@@ -12,7 +12,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::audit::AuditChain;
-use super::entities::user;
+use super::entities::{session, user};
 use super::{DbResult, converted};
 
 #[derive(Debug, Clone)]
@@ -141,6 +141,38 @@ impl AccountStore for SqlAccountStore {
             let mut user = to_user(&row)?;
             user.role = role;
             Ok(user)
+        })
+        .await
+    }
+
+    async fn set_password(
+        &self,
+        id: UserId,
+        hash: PasswordHash,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        converted(async {
+            let txn = self.chain.begin().await?;
+            let updated = user::Entity::update_many()
+                .set(user::ActiveModel {
+                    password_hash: Set(hash.0),
+                    ..Default::default()
+                })
+                .filter(user::Column::Id.eq(id.to_string()))
+                .exec(txn.conn())
+                .await?;
+            if updated.rows_affected != 1 {
+                return Err(StoreError::NotFound.into());
+            }
+            // Whoever signed in with the old password is signed out with it.
+            let ended = session::Entity::delete_many()
+                .filter(session::Column::UserId.eq(id.to_string()))
+                .exec(txn.conn())
+                .await?
+                .rows_affected;
+            txn.commit_with(audit.detail("sessions_ended", ended), self.clock.now())
+                .await?;
+            Ok(())
         })
         .await
     }

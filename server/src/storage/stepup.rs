@@ -239,6 +239,31 @@ impl FactorStore for SqlFactorStore {
         .await
     }
 
+    async fn reserve_enrolment_attempt(
+        &self,
+        user: UserId,
+        max_attempts: u32,
+    ) -> Result<bool, StoreError> {
+        converted(async {
+            // The gate is the WHERE clause, so concurrent guesses cannot share an attempt.
+            let reserved = totp_factor::Entity::update_many()
+                .col_expr(
+                    totp_factor::Column::Failures,
+                    Expr::col(totp_factor::Column::Failures).add(1),
+                )
+                .filter(totp_factor::Column::UserId.eq(user.to_string()))
+                .filter(totp_factor::Column::ConfirmedAt.is_null())
+                .filter(
+                    totp_factor::Column::Failures
+                        .lt(i32::try_from(max_attempts).unwrap_or(i32::MAX)),
+                )
+                .exec(&self.db)
+                .await?;
+            Ok(reserved.rows_affected == 1)
+        })
+        .await
+    }
+
     async fn reserve_totp_attempt(
         &self,
         user: UserId,

@@ -150,6 +150,98 @@ async fn logging_out_everywhere_ends_every_session_of_that_user_only() {
 }
 
 #[tokio::test]
+async fn changing_the_password_needs_the_current_one_and_a_recent_proof_and_ends_every_session() {
+    const NEW: &str = "a different horse, a different staple";
+    let app = spawn_app().await;
+    let laptop = app.new_client();
+    let phone = app.new_client();
+    app.sign_up(&laptop, "pat@example.com").await;
+    assert_eq!(
+        app.log_in(&phone, "pat@example.com", PASSWORD)
+            .await
+            .status(),
+        200
+    );
+    let change = |client: &reqwest::Client, current: &str, new: &str| {
+        let (app, client) = (&app, client.clone());
+        let (current, new) = (current.to_owned(), new.to_owned());
+        async move {
+            app.call(
+                &client,
+                "auth/password",
+                &[
+                    ("current_password", current.as_str()),
+                    ("new_password", new.as_str()),
+                ],
+            )
+            .await
+        }
+    };
+    let events = |outcome: &'static str| {
+        let app = &app;
+        async move {
+            app.count(&format!(
+                "SELECT COUNT(*) FROM audit_events WHERE action = 'auth.password_changed' \
+                 AND outcome = '{outcome}'"
+            ))
+            .await
+        }
+    };
+
+    // A wrong current password, or a new one too short: refused, nothing changes.
+    let wrong = change(&laptop, "not my password at all", NEW).await;
+    assert_eq!(wrong.status(), 400);
+    let message = wrong.text().await.expect("body");
+    assert!(
+        message.contains("current password is not right"),
+        "{message}"
+    );
+    assert_eq!(change(&laptop, PASSWORD, "short").await.status(), 400);
+    assert_eq!(events("failure").await, 1);
+    assert_eq!(app.who_am_i(&phone).await["email"], "pat@example.com");
+
+    // A session signed in longer ago than the step-up window (and no factor to step up with)
+    // cannot: a stolen, older session cannot lock its owner out.
+    app.clock.advance(time::Duration::minutes(11));
+    let stale = change(&phone, PASSWORD, NEW).await;
+    assert_eq!(stale.status(), 403, "{}", stale.text().await.expect("body"));
+    assert_eq!(events("success").await, 0);
+
+    // Freshly signed in, with the current password: changed, and every session ends.
+    let fresh = app.new_client();
+    assert_eq!(
+        app.log_in(&fresh, "pat@example.com", PASSWORD)
+            .await
+            .status(),
+        200
+    );
+    let changed = change(&fresh, PASSWORD, NEW).await;
+    assert!(
+        changed.status().is_success() || changed.status().is_redirection(),
+        "{}",
+        changed.status()
+    );
+    for client in [&laptop, &phone, &fresh] {
+        assert!(app.who_am_i(client).await.is_null(), "signed out");
+    }
+    assert_eq!(events("success").await, 1);
+    assert_ne!(
+        app.log_in(&app.new_client(), "pat@example.com", PASSWORD)
+            .await
+            .status(),
+        200,
+        "the old password no longer works"
+    );
+    assert_eq!(
+        app.log_in(&app.new_client(), "pat@example.com", NEW)
+            .await
+            .status(),
+        200
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn sessions_survive_a_server_restart() {
     let db = TestDatabase::new().await;
     let settings = test_settings(&db);

@@ -95,6 +95,66 @@ impl TestApp {
 }
 
 #[tokio::test]
+async fn a_started_app_set_up_takes_five_codes_at_most_and_is_not_confirmed_once_its_window_closed()
+{
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("guesser@example.com", Role::Trader).await;
+    let enabled = || async {
+        json(app.call(&trader, "stepup/factors", &[]).await).await["totp_enabled"] == true
+    };
+    let setup = json(app.call(&trader, "stepup/totp-setup", &[]).await).await;
+    let secret = totp_secret_bytes(setup["secret"].as_str().expect("secret"));
+    let right = domain::stepup::code_at(&secret, app.clock_now());
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for _ in 0..5 {
+        let guess = app
+            .call(&trader, "stepup/totp-confirm", &[("code", wrong)])
+            .await;
+        assert_eq!(guess.status(), 400);
+    }
+    // Five codes spent: even the right one is refused, and the set-up must start again.
+    let refused = app
+        .call(&trader, "stepup/totp-confirm", &[("code", &right)])
+        .await;
+    assert_eq!(refused.status(), 400);
+    let message = refused.text().await.expect("body");
+    assert!(message.contains("start again"), "{message}");
+    assert!(!enabled().await);
+    assert_eq!(app.audit_count("stepup.totp_enrolment_failed").await, 6);
+
+    // Started again (the sign-in's window for a first factor is still open), it works.
+    let setup = json(app.call(&trader, "stepup/totp-setup", &[]).await).await;
+    let secret = totp_secret_bytes(setup["secret"].as_str().expect("secret"));
+    let code = domain::stepup::code_at(&secret, app.clock_now());
+    let confirmed = app
+        .call(&trader, "stepup/totp-confirm", &[("code", &code)])
+        .await;
+    assert_eq!(confirmed.status(), 200);
+    assert!(enabled().await);
+
+    // A set-up left unconfirmed cannot be confirmed once its window has closed, not even with
+    // the right code: a session stolen later finds nothing to guess at.
+    let other = app.signed_in_as("late@example.com", Role::Trader).await;
+    let setup = json(app.call(&other, "stepup/totp-setup", &[]).await).await;
+    let secret = totp_secret_bytes(setup["secret"].as_str().expect("secret"));
+    app.clock.advance(time::Duration::minutes(11));
+    let code = domain::stepup::code_at(&secret, app.clock_now());
+    let late = app
+        .call(&other, "stepup/totp-confirm", &[("code", &code)])
+        .await;
+    assert_ne!(late.status(), 200);
+    assert_eq!(
+        json(app.call(&other, "stepup/factors", &[]).await).await["totp_enabled"],
+        false
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn authenticator_app_enrolment_shows_the_secret_once_and_stores_it_sealed() {
     let app = spawn_app().await;
     let trader = app.signed_in_as("trader@example.com", Role::Trader).await;

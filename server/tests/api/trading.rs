@@ -656,7 +656,7 @@ async fn live_orders_claim_what_they_may_take_so_stacked_sells_cannot_oversell()
         .expect("price");
     let sell_limit = |quantity: &'static str| {
         let (app, trader) = (&app, trader.clone());
-        let above = format!("{:.2}", price * 1.03);
+        let above = above_now(price);
         async move {
             paper_or_venue_limit(app, &trader, "paper", "sell", "BTCUSDT", quantity, &above).await
         }
@@ -671,6 +671,12 @@ async fn live_orders_claim_what_they_may_take_so_stacked_sells_cannot_oversell()
     assert!(message.contains("0 BTCUSDT free to sell"), "{message}");
     let market_sell = market(&app, &trader, "BTCUSDT", "sell", "0.005", None).await;
     assert_eq!(market_sell.status(), 400);
+    // The ticket previews with what is free, as the server judges.
+    let ticket = json(app.call(&trader, "trading/ticket", &[]).await).await;
+    assert_eq!(ticket["free_quantities"][0][0], "BTCUSDT", "{ticket}");
+    assert_eq!(ticket["free_quantities"][0][1], "0", "{ticket}");
+    assert_eq!(ticket["positions"][0]["quantity"], "0.01", "{ticket}");
+    assert_eq!(ticket["free_cash"], ticket["cash"], "{ticket}");
 
     // A resting buy (far below the market) claims cash the same way (the domain's
     // `PaperAccount::free` test covers the arithmetic).
@@ -680,6 +686,18 @@ async fn live_orders_claim_what_they_may_take_so_stacked_sells_cannot_oversell()
     )
     .await;
     assert_eq!(resting_buy["status"], "open", "{resting_buy}");
+    let ticket = json(app.call(&trader, "trading/ticket", &[]).await).await;
+    let amount =
+        |field: &str| -> f64 { ticket[field].as_str().expect(field).parse().expect(field) };
+    let reserved: f64 = resting_buy["notional"]
+        .as_str()
+        .expect("notional")
+        .parse()
+        .expect("notional");
+    assert!(
+        (amount("cash") - amount("free_cash") - reserved).abs() < 0.02,
+        "{ticket}"
+    );
 
     // Restricted to reducing, the resting buy comes off the book (it would add exposure when
     // it fills); the resting sell stays, and still nothing more can be sold.
@@ -731,7 +749,42 @@ async fn live_orders_claim_what_they_may_take_so_stacked_sells_cannot_oversell()
         book["positions"].as_array().expect("positions").is_empty(),
         "{book}"
     );
+
+    // A paper key as the venue trades the same paper account, so the same balance holds: no
+    // selling what is not held through it either.
+    let key = app
+        .call(
+            &trader,
+            "keys/add",
+            &[
+                ("exchange", "paper"),
+                ("environment", "paper"),
+                ("scope", "trade"),
+                ("label", "Paper through a key"),
+                ("api_key", "pk-paper-4b1e2c9d77"),
+                ("api_secret", "sk-paper-0a9b8c7d6e5f4a3b"),
+            ],
+        )
+        .await;
+    let key = json(key).await["id"].as_str().expect("key id").to_owned();
+    let short = paper_or_venue_limit(
+        &app,
+        &trader,
+        &key,
+        "sell",
+        "BTCUSDT",
+        "0.01",
+        &above_now(price),
+    )
+    .await;
+    assert_eq!(short.status(), 400);
+    assert!(json(short).await.to_string().contains("free to sell"));
     app.stop().await;
+}
+
+/// A sell limit 3 % above `price`: it rests on the paper book.
+fn above_now(price: f64) -> String {
+    format!("{:.2}", price * 1.03)
 }
 
 /// A reviewer's decision on a case, with its note.

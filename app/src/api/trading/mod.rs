@@ -87,6 +87,10 @@ pub struct TicketView {
     pub orders_in_window: u32,
     pub cash: String,
     pub positions: Vec<PositionView>,
+    /// The paper cash and the quantities by symbol a new order may still use: what is held
+    /// less what the trader's live orders may take.
+    pub free_cash: String,
+    pub free_quantities: Vec<(String, String)>,
     pub prices: Vec<PriceView>,
     pub venues: Vec<VenueView>,
     pub open_cases: u64,

@@ -149,6 +149,13 @@ pub fn ticket_view(ticket: Ticket) -> TicketView {
         orders_in_window: ticket.orders_in_window,
         cash: plain(ticket.cash.round_dp(2)),
         positions: ticket.positions.iter().map(position_view).collect(),
+        free_cash: plain(ticket.free.cash.round_dp(2)),
+        free_quantities: ticket
+            .free
+            .positions
+            .iter()
+            .map(|p| (p.symbol.clone(), plain(p.quantity)))
+            .collect(),
         prices: price_views(ticket.prices),
         venues: venue_views(&ticket.trade_keys),
         open_cases: ticket.open_cases,

@@ -235,11 +235,12 @@ fn Ticket(
         let side = OrderSide::parse(&side.get())?;
         let q = dec(&quantity.get())?;
         Some(data.with_value(|d| {
+            // What is free to sell, as the server judges it: open and held sells claim theirs.
             let held = d
-                .positions
+                .free_quantities
                 .iter()
-                .find(|p| p.symbol == s)
-                .and_then(|p| dec(&p.quantity))
+                .find(|(symbol, _)| *symbol == s)
+                .and_then(|(_, quantity)| dec(quantity))
                 .unwrap_or_default();
             let screening = Screening {
                 symbol: &s,
@@ -358,7 +359,8 @@ fn Ticket(
                     data.with_value(|d| {
                         let used = format!("used today {} of {} USDT", money(&d.used_today), money(&d.limits.daily_notional.normalize().to_string()));
                         // A keyed account's balance lives on its exchange; only the paper cash is ours.
-                        if paper { format!("Paper cash {} USDT · {used}", money(&d.cash)) } else { format!("Limits across accounts: {used}") }
+                        let free = if d.free_cash == d.cash { String::new() } else { format!(" ({} free after your open orders)", money(&d.free_cash)) };
+                        if paper { format!("Paper cash {} USDT{free} · {used}", money(&d.cash)) } else { format!("Limits across accounts: {used}") }
                     })
                 }}</p>
             </div>

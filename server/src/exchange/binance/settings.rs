@@ -1,6 +1,5 @@
 //! Where the adapter finds Binance and how long it waits, checked once at startup.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use reqwest::Url;
@@ -54,10 +53,7 @@ pub(super) fn base_url(environment: &'static str, raw: &str) -> Result<String, B
         reason,
     };
     let url = Url::parse(raw.trim()).map_err(|_| fail("not a URL"))?;
-    let loopback = url
-        .host_str()
-        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
-        .is_some_and(|h| h == "localhost" || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()));
+    let loopback = crate::config::loopback_host(&url);
     match url.scheme() {
         "https" => {}
         "http" if loopback => {}
