@@ -344,34 +344,15 @@ pub fn report_verify(
     let is_pdf = magic == b"%PDF";
     // A CSV report is read as it is checked (memory does not grow with it); a PDF is read
     // whole to find the CSV report it carries.
-    let verified = if is_pdf {
+    let verified: Result<VerifiedReport, String> = if is_pdf {
         let pdf = std::fs::read(file).map_err(cannot_read)?;
-        match report_in_pdf(&pdf) {
-            Ok(csv) => match verify_report(&csv, pinned.as_ref()) {
-                Ok(verified) => match pages_of(&csv, &verified, &pdf) {
-                    Ok(()) => Ok(verified),
-                    Err(problem) => {
-                        writeln!(
-                            out,
-                            "report verification FAILED: {}: {problem}",
-                            file.display()
-                        )?;
-                        return Ok(false);
-                    }
-                },
-                Err(problem) => Err(problem),
-            },
-            Err(problem) => {
-                writeln!(
-                    out,
-                    "report verification FAILED: {}: {problem}",
-                    file.display()
-                )?;
-                return Ok(false);
-            }
-        }
+        report_in_pdf(&pdf).and_then(|csv| {
+            let verified = verify_report(&csv, pinned.as_ref()).map_err(|p| p.to_string())?;
+            pages_of(&csv, &verified, &pdf)?;
+            Ok(verified)
+        })
     } else {
-        verify_report_from(opened, pinned.as_ref())
+        verify_report_from(opened, pinned.as_ref()).map_err(|p| p.to_string())
     };
     match verified {
         Ok(verified) => {

@@ -54,7 +54,7 @@ pub fn Layout(children: Children) -> impl IntoView {
                         <span aria-hidden="true" class="grid h-8 w-8 place-items-center rounded-md bg-indigo-500 font-bold">"P"</span>
                         <span class="text-lg font-semibold tracking-tight">"CryptoPulse"</span>
                     </A>
-                    <Transition fallback=|| ()>{move || view! { <UserMenu user=auth.current() /> }}</Transition>
+                    <Transition fallback=|| ()>{move || view! { <UserMenu user=auth.current() log_out=auth.log_out /> }}</Transition>
                 </div>
                 <Transition fallback=|| ()>
                     {move || {
@@ -88,8 +88,13 @@ pub fn Layout(children: Children) -> impl IntoView {
 }
 
 #[component]
-fn UserMenu(user: Option<crate::api::SessionUser>) -> impl IntoView {
-    let auth = use_auth();
+/// Built in a closure the session wakes, which can run after a page's tree is gone (a client
+/// hung up while the session was loading): so it is handed what it needs rather than looking
+/// it up in a context that may no longer be there.
+fn UserMenu(
+    user: Option<crate::api::SessionUser>,
+    log_out: ServerAction<crate::api::auth::LogOut>,
+) -> impl IntoView {
     match user {
         Some(user) => view! {
             <div class="flex items-center gap-3">
@@ -97,7 +102,7 @@ fn UserMenu(user: Option<crate::api::SessionUser>) -> impl IntoView {
                     <div class="text-sm text-white" data-testid="signed-in-email">{user.email.clone()}</div>
                     <div class="text-xs text-slate-400">{user.role.label()}</div>
                 </div>
-                <ActionForm action=auth.log_out>
+                <ActionForm action=log_out>
                     <button type="submit" class="whitespace-nowrap rounded-md border border-slate-600 px-3 py-1.5 text-sm text-slate-200 hover:bg-slate-800">
                         "Sign out"
                     </button>

@@ -82,6 +82,10 @@ pub fn RequireRole(
                     Unsuspend::new(move || match session {
                         // Still loading: the transition shows its fallback meanwhile.
                         None => ().into_any(),
+                        // Woken after the page's tree was dropped (a client hung up while the
+                        // session was loading): the page's components would look for contexts
+                        // that are gone, so nothing is built.
+                        Some(_) if use_context::<crate::Auth>().is_none() => ().into_any(),
                         Some(Ok(Some(user))) if roles.is_empty() || roles.contains(&user.role) => {
                             children().into_any()
                         }

@@ -43,12 +43,18 @@ fn hang_up(request: reqwest::RequestBuilder, after: Duration) -> tokio::task::Jo
 
 /// The ERROR and panic lines of `server`'s log.
 fn errors_logged(server: &Server) -> Vec<String> {
-    server
-        .log_text()
-        .lines()
-        .filter(|line| line.contains("\"level\":\"ERROR\"") || line.contains("panicked"))
-        .map(str::to_owned)
-        .collect()
+    let text = server.log_text();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut errors = Vec::new();
+    for (n, line) in lines.iter().enumerate() {
+        if line.contains("\"level\":\"ERROR\"") {
+            errors.push((*line).to_owned());
+        } else if line.contains("panicked") {
+            // A panic's message (which names the caller) is on the line after.
+            errors.push(format!("{line} {}", lines.get(n + 1).unwrap_or(&"")));
+        }
+    }
+    errors
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
