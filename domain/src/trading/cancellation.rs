@@ -132,7 +132,8 @@ impl TradingService {
         }
     }
 
-    /// Cancels the `which` resting (open) orders of `owner`, or of everyone, at their venues through the ordinary cancel path; each cancellation is audited. An order that cannot be
+    /// Cancels the `which` resting (open) orders of `owner`, or of everyone, at their venues
+    /// through the ordinary cancel path; each cancellation is audited. An order that cannot be
     /// cancelled right now (key unusable, venue down, changed meanwhile) stays as it was: the
     /// stop still holds, because nothing new is sent and held orders are cancelled at send
     /// time. Returns how many were cancelled.
