@@ -268,6 +268,108 @@ pub trait AccountStore: Send + Sync + std::fmt::Debug {
         hash: PasswordHash,
         audit: AuditDraft,
     ) -> Result<(), StoreError>;
+    /// Every pending request to grant or remove the admin role (expired ones too: the
+    /// service judges their age).
+    async fn role_requests(&self) -> Result<Vec<RoleRequest>, StoreError>;
+    /// Records `request`, replacing any earlier one for the same user, with its audit event.
+    async fn request_role(&self, request: RoleRequest, audit: AuditDraft)
+    -> Result<(), StoreError>;
+    /// Gives the user the role `request` asked for and removes the request, in one transaction
+    /// with the audit event; `Conflict`, changing nothing, if that very request is no longer
+    /// pending (confirmed or replaced meanwhile).
+    async fn confirm_role_request(
+        &self,
+        request: &RoleRequest,
+        audit: AuditDraft,
+    ) -> Result<User, StoreError>;
+    /// The user a browser's device token (by [`DeviceToken::hash`]) was given to, if any.
+    async fn trusted_device(&self, token_hash: &str) -> Result<Option<UserId>, StoreError>;
+    /// Remembers a device token given to `user` at a sign-in; the user's oldest are forgotten
+    /// beyond [`TRUSTED_DEVICES_PER_USER`].
+    async fn trust_device(
+        &self,
+        user: UserId,
+        token_hash: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+}
+
+/// How long an admin's request to grant or remove the admin role waits for a second admin.
+pub const ROLE_REQUEST_TTL: Duration = Duration::hours(24);
+
+/// An admin's request to grant or remove the admin role. It takes effect only when a second
+/// admin makes the same change, so no admin can make a second admin account of their own (and
+/// use it to lift what another admin set on them), nor remove the other admins alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRequest {
+    pub target: UserId,
+    pub role: Role,
+    pub requested_by: UserId,
+    pub requested_at: OffsetDateTime,
+}
+
+/// What an admin's role change did.
+#[derive(Debug)]
+pub enum RoleChange {
+    Changed(User),
+    /// Waiting for a second admin to make the same change.
+    Requested(RoleRequest),
+}
+
+/// How many browsers an account's sign-ins are remembered for.
+pub const TRUSTED_DEVICES_PER_USER: usize = 10;
+
+/// The secret in a browser's device cookie (OWASP's "device cookies"), given to it at a
+/// successful sign-in. Failed sign-ins from a browser that shows the account's token are
+/// counted for that browser alone, so strangers' failures cannot keep the owner locked out.
+/// A password change forgets every token of the account.
+pub struct DeviceToken(SecretString);
+
+impl DeviceToken {
+    const PREFIX: &'static str = "cpd_";
+
+    pub fn generate() -> Self {
+        use base64::Engine;
+        use rand::RngCore;
+
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        Self(SecretString::from(format!("{}{encoded}", Self::PREFIX)))
+    }
+
+    /// A cookie value with the shape of a token this server issues; anything else is ignored.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let body = raw.strip_prefix(Self::PREFIX)?;
+        let well_formed = body.len() == 43
+            && body
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        well_formed.then(|| Self(SecretString::from(raw.to_owned())))
+    }
+
+    /// The value for the cookie.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// What the store keeps: 256 random bits need no slow hash.
+    pub fn hash(&self) -> String {
+        crate::trading::agent::token_hash(self.expose())
+    }
+}
+
+impl fmt::Debug for DeviceToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DeviceToken(..)")
+    }
+}
+
+/// A successful sign-in: the user, and the device token their browser is to keep.
+#[derive(Debug)]
+pub struct SignedIn {
+    pub user: User,
+    pub device: DeviceToken,
 }
 
 /// Ends every session of a user ("log out everywhere"), recorded by the given audit event;
@@ -419,19 +521,32 @@ impl AccountService {
         }
     }
 
+    /// Signs in with a password. `device` is the token the browser's device cookie holds, if
+    /// any: when it was given to this account, failures count for that browser alone.
     pub async fn log_in(
         &self,
         email_input: &str,
         password: Password,
+        device: Option<DeviceToken>,
         meta: RequestMeta,
-    ) -> Result<User, AccountError> {
+    ) -> Result<SignedIn, AccountError> {
         let now = self.clock.now();
         let email_input = email_input.trim();
         if email_input.len() > Email::MAX_LEN {
             // No account can have this email; refusing early also keeps throttle keys small.
             return Err(AccountError::BadCredentials);
         }
-        let keys = throttle_keys(email_input, &meta);
+        let trusted_device = match device {
+            Some(token) => self
+                .device_trusted_for(&token, email_input)
+                .await?
+                .then_some(token),
+            None => None,
+        };
+        let keys = match &trusted_device {
+            Some(token) => vec![format!("device:{}", token.hash())],
+            None => throttle_keys(email_input, &meta),
+        };
         if let Err(retry_after) = self.throttle.begin(&keys, now) {
             self.audit
                 .record(
@@ -454,6 +569,11 @@ impl AccountService {
         self.throttle.finish(&keys, succeeded, self.clock.now());
         match verified? {
             (Some(user), true) => {
+                let known_device = trusted_device.is_some();
+                let device = match trusted_device {
+                    Some(token) => token,
+                    None => self.remember_device(user.id).await?,
+                };
                 self.audit
                     .record(
                         AuditDraft::new(
@@ -462,10 +582,11 @@ impl AccountService {
                             Outcome::Success,
                             meta,
                         )
-                        .resource(format!("user:{}", user.id)),
+                        .resource(format!("user:{}", user.id))
+                        .detail("device", if known_device { "known" } else { "new" }),
                     )
                     .await?;
-                Ok(user)
+                Ok(SignedIn { user, device })
             }
             (user, _) => {
                 let actor = user
@@ -526,6 +647,34 @@ impl AccountService {
             .set_password(user.id, hash, event(Outcome::Success))
             .await?;
         Ok(())
+    }
+
+    /// A new device token for a browser `user` just signed in from (or signed up in).
+    pub async fn remember_device(&self, user: UserId) -> Result<DeviceToken, AccountError> {
+        let token = DeviceToken::generate();
+        self.store
+            .trust_device(user, &token.hash(), self.clock.now())
+            .await?;
+        Ok(token)
+    }
+
+    /// Whether `token` was given to a browser at a sign-in to the account `email_input` names.
+    async fn device_trusted_for(
+        &self,
+        token: &DeviceToken,
+        email_input: &str,
+    ) -> Result<bool, AccountError> {
+        let Some(owner) = self.store.trusted_device(&token.hash()).await? else {
+            return Ok(false);
+        };
+        let Ok(email) = Email::parse(email_input) else {
+            return Ok(false);
+        };
+        Ok(self
+            .store
+            .find_user(owner)
+            .await?
+            .is_some_and(|user| user.email == email))
     }
 
     /// The account for `email_input` (if any) and whether `password` matches; unknown emails
@@ -594,19 +743,90 @@ impl AccountService {
     }
 
     /// An admin changes someone else's role: never their own, so no admin can lift or keep a
-    /// privilege alone, and the last admin cannot demote themselves by accident.
+    /// privilege alone, and the last admin cannot demote themselves by accident. Granting or
+    /// removing the admin role takes two admins (see [`RoleRequest`]): the first one's change
+    /// is a request, and a second admin making the same change within [`ROLE_REQUEST_TTL`]
+    /// confirms it. (The operator's CLI needs no second admin.)
     pub async fn change_role(
         &self,
         admin: &crate::authz::Admin,
         target: UserId,
         role: Role,
         meta: RequestMeta,
-    ) -> Result<User, AccountError> {
+    ) -> Result<RoleChange, AccountError> {
         if target == admin.id() {
             return Err(AccountError::OwnRole);
         }
-        self.set_role(Actor::user(admin.id()), target, role, meta)
-            .await
+        let before = self
+            .store
+            .find_user(target)
+            .await?
+            .ok_or(AccountError::NotFound)?;
+        let touches_admin = (before.role == Role::Admin) != (role == Role::Admin);
+        if !touches_admin {
+            return self
+                .set_role(Actor::user(admin.id()), target, role, meta)
+                .await
+                .map(RoleChange::Changed);
+        }
+        let event = |action| {
+            AuditDraft::new(
+                Actor::user(admin.id()),
+                action,
+                Outcome::Success,
+                meta.clone(),
+            )
+            .resource(format!("user:{target}"))
+            .detail("from", before.role.as_str())
+            .detail("to", role.as_str())
+        };
+        let pending = self.pending_role_request(target).await?;
+        if let Some(request) = pending.filter(|r| r.role == role && r.requested_by != admin.id()) {
+            let draft = event(AuditAction::AccountRoleChange)
+                .detail("requested_by", request.requested_by.to_string());
+            return match self.store.confirm_role_request(&request, draft).await {
+                Ok(user) => Ok(RoleChange::Changed(user)),
+                Err(StoreError::NotFound) => Err(AccountError::NotFound),
+                Err(other) => Err(other.into()),
+            };
+        }
+        let request = RoleRequest {
+            target,
+            role,
+            requested_by: admin.id(),
+            requested_at: self.clock.now(),
+        };
+        self.store
+            .request_role(
+                request.clone(),
+                event(AuditAction::AccountRoleChangeRequested),
+            )
+            .await?;
+        Ok(RoleChange::Requested(request))
+    }
+
+    /// The pending requests to grant or remove the admin role (those not yet expired).
+    pub async fn role_requests(
+        &self,
+        _reader: &crate::authz::AdminReader,
+    ) -> Result<Vec<RoleRequest>, AccountError> {
+        let now = self.clock.now();
+        let mut requests = self.store.role_requests().await?;
+        requests.retain(|r| now - r.requested_at < ROLE_REQUEST_TTL);
+        Ok(requests)
+    }
+
+    async fn pending_role_request(
+        &self,
+        target: UserId,
+    ) -> Result<Option<RoleRequest>, AccountError> {
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .role_requests()
+            .await?
+            .into_iter()
+            .find(|r| r.target == target && now - r.requested_at < ROLE_REQUEST_TTL))
     }
 
     /// An operator at the server's console (the CLI) sets the role of the user with `email`.
@@ -755,6 +975,9 @@ mod tests {
             audit: Mutex<Vec<AuditDraft>>,
             verified_hashes: Mutex<Vec<String>>,
             throttle_failures: AtomicUsize,
+            throttle_keys: Mutex<Vec<Vec<String>>>,
+            devices: Mutex<Vec<(String, UserId)>>,
+            role_requests: Mutex<Vec<RoleRequest>>,
         }
 
         #[derive(Debug, Clone)]
@@ -794,8 +1017,12 @@ mod tests {
                         password_hash: h.clone(),
                     }))
             }
-            async fn find_user(&self, _: UserId) -> Result<Option<User>, StoreError> {
-                Ok(None)
+            async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+                let users = self.0.users.lock().expect("lock");
+                Ok(users
+                    .iter()
+                    .find(|(u, _)| u.id == id)
+                    .map(|(u, _)| u.clone()))
             }
             async fn list_users(&self) -> Result<Vec<User>, StoreError> {
                 Ok(vec![])
@@ -818,6 +1045,57 @@ mod tests {
                 _: AuditDraft,
             ) -> Result<(), StoreError> {
                 Err(StoreError::NotFound)
+            }
+            async fn role_requests(&self) -> Result<Vec<RoleRequest>, StoreError> {
+                Ok(self.0.role_requests.lock().expect("lock").clone())
+            }
+            async fn request_role(
+                &self,
+                request: RoleRequest,
+                audit: AuditDraft,
+            ) -> Result<(), StoreError> {
+                let mut requests = self.0.role_requests.lock().expect("lock");
+                requests.retain(|r| r.target != request.target);
+                requests.push(request);
+                self.0.audit.lock().expect("lock").push(audit);
+                Ok(())
+            }
+            async fn confirm_role_request(
+                &self,
+                request: &RoleRequest,
+                audit: AuditDraft,
+            ) -> Result<User, StoreError> {
+                let mut requests = self.0.role_requests.lock().expect("lock");
+                let before = requests.len();
+                requests.retain(|r| r != request);
+                if requests.len() == before {
+                    return Err(StoreError::Conflict);
+                }
+                let mut users = self.0.users.lock().expect("lock");
+                let (user, _) = users
+                    .iter_mut()
+                    .find(|(u, _)| u.id == request.target)
+                    .ok_or(StoreError::NotFound)?;
+                user.role = request.role;
+                self.0.audit.lock().expect("lock").push(audit);
+                Ok(user.clone())
+            }
+            async fn trusted_device(&self, token_hash: &str) -> Result<Option<UserId>, StoreError> {
+                let devices = self.0.devices.lock().expect("lock");
+                Ok(devices
+                    .iter()
+                    .find(|(hash, _)| hash == token_hash)
+                    .map(|(_, user)| *user))
+            }
+            async fn trust_device(
+                &self,
+                user: UserId,
+                token_hash: &str,
+                _: OffsetDateTime,
+            ) -> Result<(), StoreError> {
+                let mut devices = self.0.devices.lock().expect("lock");
+                devices.push((token_hash.to_owned(), user));
+                Ok(())
             }
         }
 
@@ -885,7 +1163,12 @@ mod tests {
         }
 
         impl LoginThrottle for Fake {
-            fn begin(&self, _: &[String], _: OffsetDateTime) -> Result<(), u64> {
+            fn begin(&self, keys: &[String], _: OffsetDateTime) -> Result<(), u64> {
+                self.0
+                    .throttle_keys
+                    .lock()
+                    .expect("lock")
+                    .push(keys.to_vec());
                 Ok(())
             }
             fn finish(&self, _: &[String], succeeded: bool, _: OffsetDateTime) {
@@ -965,6 +1248,7 @@ mod tests {
                     .log_in(
                         "nobody@example.com",
                         password("whatever it is"),
+                        None,
                         RequestMeta::default(),
                     )
                     .await;
@@ -991,6 +1275,7 @@ mod tests {
                     .log_in(
                         "ann@example.com",
                         password("wrong password"),
+                        None,
                         RequestMeta::default(),
                     )
                     .await;
@@ -1003,6 +1288,107 @@ mod tests {
         }
 
         #[test]
+        fn a_browser_given_the_accounts_device_token_is_counted_on_its_own() {
+            block_on(async {
+                let (service, fakes) = service();
+                sign_up(&service, "cy@example.com").await;
+                sign_up(&service, "di@example.com").await;
+                let meta = RequestMeta {
+                    ip: Some("203.0.113.9".into()),
+                    ..RequestMeta::default()
+                };
+                let log_in = |email: &'static str, device: Option<DeviceToken>| {
+                    let meta = meta.clone();
+                    let service = service.clone();
+                    async move {
+                        service
+                            .log_in(email, password("correct horse battery"), device, meta)
+                            .await
+                            .expect("signed in")
+                    }
+                };
+                let first = log_in("cy@example.com", None).await;
+                let token = first.device.expose().to_owned();
+                let parsed = || DeviceToken::parse(&token).expect("a token we issued");
+                // Shown again for the same account: its own counter, and the same token back.
+                let again = log_in("cy@example.com", Some(parsed())).await;
+                assert_eq!(again.device.expose(), token);
+                // Shown for another account: counted like any stranger, and a new token.
+                let other = log_in("di@example.com", Some(parsed())).await;
+                assert_ne!(other.device.expose(), token);
+                let keys = fakes.throttle_keys.lock().expect("lock").clone();
+                assert_eq!(
+                    keys[0],
+                    ["account:cy@example.com", "ip:203.0.113.9"],
+                    "a new browser is counted under the account and its network"
+                );
+                assert_eq!(keys[1], [format!("device:{}", parsed().hash())]);
+                assert_eq!(keys[2], ["account:di@example.com", "ip:203.0.113.9"]);
+                assert_eq!(fakes.devices.lock().expect("lock").len(), 2);
+                let audit = fakes.audit.lock().expect("lock");
+                let devices: Vec<_> = audit
+                    .iter()
+                    .filter(|d| d.action == "auth.login")
+                    .map(|d| d.details()["device"].clone())
+                    .collect();
+                assert_eq!(devices, ["new", "known", "new"]);
+                assert!(DeviceToken::parse("cpd_short").is_none());
+                assert!(DeviceToken::parse(&token.replace("cpd_", "xyz_")).is_none());
+            });
+        }
+
+        #[test]
+        fn the_admin_role_takes_a_second_admin_within_the_request_window() {
+            block_on(async {
+                let (service, fakes) = service();
+                let first = sign_up(&service, "first@example.com").await;
+                let second = sign_up(&service, "second@example.com").await;
+                let target = sign_up(&service, "target@example.com").await;
+                let late = sign_up(&service, "late@example.com").await;
+                let (a, b) = (
+                    crate::authz::Admin::new(first.id),
+                    crate::authz::Admin::new(second.id),
+                );
+                let change = |admin, user| {
+                    service.change_role(admin, user, Role::Admin, RequestMeta::default())
+                };
+                for _ in 0..2 {
+                    let outcome = change(&a, target.id).await.expect("requested");
+                    assert!(matches!(outcome, RoleChange::Requested(_)), "{outcome:?}");
+                }
+                match change(&b, target.id).await.expect("confirmed") {
+                    RoleChange::Changed(user) => assert_eq!(user.role, Role::Admin),
+                    other => panic!("not confirmed: {other:?}"),
+                }
+                let actions: Vec<_> = {
+                    let audit = fakes.audit.lock().expect("lock");
+                    audit
+                        .iter()
+                        .map(|d| d.action.to_string())
+                        .filter(|a| a.starts_with("account.role"))
+                        .collect()
+                };
+                assert_eq!(
+                    actions,
+                    [
+                        "account.role_change_requested",
+                        "account.role_change_requested",
+                        "account.role_change"
+                    ]
+                );
+                // A request older than the window is not confirmed: the change asks anew.
+                fakes.role_requests.lock().expect("lock").push(RoleRequest {
+                    target: late.id,
+                    role: Role::Admin,
+                    requested_by: first.id,
+                    requested_at: OffsetDateTime::UNIX_EPOCH - ROLE_REQUEST_TTL,
+                });
+                let outcome = change(&b, late.id).await.expect("requested");
+                assert!(matches!(outcome, RoleChange::Requested(_)), "{outcome:?}");
+            });
+        }
+
+        #[test]
         fn the_right_password_signs_in_and_is_audited() {
             block_on(async {
                 let (service, fakes) = service();
@@ -1011,11 +1397,12 @@ mod tests {
                     .log_in(
                         " BEN@example.com ",
                         password("correct horse battery"),
+                        None,
                         RequestMeta::default(),
                     )
                     .await
                     .expect("signed in");
-                assert_eq!(signed_in.id, user.id);
+                assert_eq!(signed_in.user.id, user.id);
                 let audit = fakes.audit.lock().expect("lock");
                 assert_eq!(
                     audit.iter().map(|d| d.action.as_str()).collect::<Vec<_>>(),

@@ -37,6 +37,7 @@ macro_rules! audit_actions {
 audit_actions! {
     AccountCreate = "account.create",
     AccountRoleChange = "account.role_change",
+    AccountRoleChangeRequested = "account.role_change_requested",
     AgentAutonomousChanged = "agent.autonomous_changed",
     AgentProposalPlaced = "agent.proposal_placed",
     AgentProposalReceived = "agent.proposal_received",

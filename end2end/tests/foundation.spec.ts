@@ -107,6 +107,17 @@ test("an admin grants the reviewer role, and the reviewer verifies the audit cha
   await expect(admin.getByRole("row").filter({ hasText: reviewerEmail }).getByRole("combobox")).toHaveValue("reviewer");
   await admin.screenshot({ path: "test-results/screens/users.png", fullPage: true });
 
+  // Granting the admin role takes a second admin: one admin's change is only a request.
+  await hydrated(admin);
+  const again = admin.getByRole("row").filter({ hasText: reviewerEmail });
+  await again.getByRole("combobox").selectOption("admin");
+  await again.getByRole("button", { name: "Save" }).click();
+  await expect(admin.getByTestId("role-requested")).toContainText("takes effect when another admin makes the same change");
+  await expect(again.getByTestId("role-pending")).toContainText(`${ADMIN_EMAIL} asked for admin`);
+  await admin.reload();
+  await expect(admin.getByRole("row").filter({ hasText: reviewerEmail }).getByRole("combobox")).toHaveValue("reviewer");
+  await admin.screenshot({ path: "test-results/screens/users-role-request.png", fullPage: true });
+
   await logIn(page, reviewerEmail);
   await page.getByRole("link", { name: "Audit log", exact: true }).click();
   await expect(page.getByTestId("audit-table")).toBeVisible();

@@ -14,6 +14,8 @@ mod m20261128_000010_audit_indexes;
 mod m20261129_000011_paper_books;
 mod m20261130_000012_settled_state;
 mod m20261201_000013_live_orders;
+mod m20261202_000014_trusted_devices;
+mod m20261202_000015_role_requests;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -34,6 +36,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000011_paper_books::Migration),
             Box::new(m20261130_000012_settled_state::Migration),
             Box::new(m20261201_000013_live_orders::Migration),
+            Box::new(m20261202_000014_trusted_devices::Migration),
+            Box::new(m20261202_000015_role_requests::Migration),
         ]
     }
 }

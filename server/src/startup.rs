@@ -333,6 +333,7 @@ impl Backend {
             absolute_session: time::Duration::hours(i64::from(
                 settings.session.absolute_timeout_hours,
             )),
+            secure_cookies: settings.is_https(),
         };
         Ok(Self {
             db,

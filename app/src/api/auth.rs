@@ -4,7 +4,10 @@ use leptos::prelude::*;
 
 use super::SessionUser;
 #[cfg(feature = "ssr")]
-use super::context::{request_meta, require_user, services, session, start_session};
+use super::context::{
+    keep_device_token, presented_device_token, request_meta, require_user, services, session,
+    start_session,
+};
 use crate::error::AppError;
 
 /// Creates a trader account and signs it in.
@@ -36,6 +39,14 @@ pub async fn sign_up(
         )
         .await?;
     start_session(&session().await?, &user, services.clock.now()).await?;
+    // The account exists and is signed in either way; without the cookie this browser's
+    // later sign-ins are merely counted like a stranger's.
+    match services.accounts.remember_device(user.id).await {
+        Ok(device) => keep_device_token(&services, &device)?,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not remember the browser an account signed up in")
+        }
+    }
     leptos_axum::redirect("/");
     Ok(())
 }
@@ -47,11 +58,13 @@ pub async fn log_in(email: String, password: String) -> Result<(), AppError> {
     // Any malformed input gets the same answer as a wrong password.
     let password = Password::for_login(password).map_err(|_| AppError::BadCredentials)?;
     let services = services()?;
-    let user = services
+    let device = presented_device_token(&services);
+    let signed_in = services
         .accounts
-        .log_in(&email, password, request_meta())
+        .log_in(&email, password, device, request_meta())
         .await?;
-    start_session(&session().await?, &user, services.clock.now()).await?;
+    start_session(&session().await?, &signed_in.user, services.clock.now()).await?;
+    keep_device_token(&services, &signed_in.device)?;
     leptos_axum::redirect("/");
     Ok(())
 }

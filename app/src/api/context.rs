@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use domain::account::{AccountService, User, UserId};
+use domain::account::{AccountService, DeviceToken, User, UserId};
 use domain::alerts::AlertService;
 use domain::audit::RequestMeta;
 use domain::audit::service::AuditService;
@@ -42,6 +42,8 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     /// A session ends this long after sign-in, however active.
     pub absolute_session: time::Duration,
+    /// Served over TLS: cookies are `Secure` and `__Host-` prefixed.
+    pub secure_cookies: bool,
 }
 
 pub fn services() -> Result<Arc<Services>, AppError> {
@@ -171,6 +173,56 @@ pub async fn start_session(
     session
         .insert(AUTHENTICATED_AT_KEY, now.unix_timestamp())
         .await?;
+    Ok(())
+}
+
+/// The device cookie's name; like the session cookie's, `__Host-` prefixed over TLS.
+fn device_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-cryptopulse_device"
+    } else {
+        "cryptopulse_device"
+    }
+}
+
+/// How long a browser keeps its device cookie (a sign-in renews it).
+const DEVICE_COOKIE_DAYS: i64 = 180;
+
+/// The device token this request's browser shows, if it has a well-formed one.
+pub fn presented_device_token(services: &Services) -> Option<DeviceToken> {
+    let name = device_cookie_name(services.secure_cookies);
+    with_context::<http::request::Parts, _>(|parts| {
+        parts
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(key, _)| *key == name)
+            .and_then(|(_, value)| DeviceToken::parse(value))
+    })
+    .flatten()
+}
+
+/// Gives this request's browser its device token (renewing the cookie's lifetime).
+pub fn keep_device_token(services: &Services, token: &DeviceToken) -> Result<(), AppError> {
+    let response = use_context::<leptos_axum::ResponseOptions>()
+        .ok_or_else(|| context_error("ResponseOptions missing from context"))?;
+    let secure = if services.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
+        device_cookie_name(services.secure_cookies),
+        token.expose(),
+        time::Duration::days(DEVICE_COOKIE_DAYS).whole_seconds(),
+    );
+    let value = http::HeaderValue::from_str(&cookie)
+        .map_err(|_| AppError::internal("a device cookie that is not a header value"))?;
+    response.append_header(http::header::SET_COOKIE, value);
     Ok(())
 }
 

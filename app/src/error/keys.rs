@@ -12,7 +12,7 @@ impl From<KeyVaultError> for AppError {
         match err {
             KeyVaultError::Invalid(e) => e.into(),
             KeyVaultError::NotFound => AppError::NotFound,
-            KeyVaultError::Revoked | KeyVaultError::Unusable => {
+            KeyVaultError::Revoked | KeyVaultError::Unusable | KeyVaultError::HasLiveOrders => {
                 AppError::Conflict(key_vault_message(&err))
             }
             KeyVaultError::ExchangeUnavailable
@@ -43,6 +43,10 @@ pub(super) fn key_vault_message(err: &KeyVaultError) -> String {
         }
         KeyVaultError::Revoked => "This key was revoked.".into(),
         KeyVaultError::Unusable => "This key cannot be used right now.".into(),
+        KeyVaultError::HasLiveOrders => "This key has orders open or being sent at the exchange. \
+            Cancel them first: once the key is revoked, CryptoPulse can no longer cancel or \
+            follow them."
+            .into(),
         KeyVaultError::ExchangeRejected(why) => why.clone(),
         KeyVaultError::ExchangeUnavailable => {
             "The exchange could not be reached. Nothing was saved; try again shortly.".into()

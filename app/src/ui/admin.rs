@@ -4,6 +4,7 @@ use crate::ui::server_data::server_data;
 use leptos::prelude::*;
 use leptos_meta::Title;
 
+use super::keys::short_time;
 use super::{ErrorNotice, PageHeader, RequireRole, SECONDARY_BUTTON};
 use crate::api::UserRole;
 use crate::api::admin::{SetUserRole, UserSummary, list_users};
@@ -13,7 +14,7 @@ use crate::use_auth;
 pub fn UsersPage() -> impl IntoView {
     view! {
         <Title text="Users" />
-        <PageHeader title="Users & roles" description="Every role change is recorded in the audit log. You cannot change your own role." />
+        <PageHeader title="Users & roles" description="Every role change is recorded in the audit log. You cannot change your own role, and granting or removing the admin role takes two admins: it takes effect when a second admin makes the same change." />
         <RequireRole roles=&[UserRole::Admin]>
             <UserTable />
         </RequireRole>
@@ -25,9 +26,26 @@ fn UserTable() -> impl IntoView {
     let set_role = ServerAction::<SetUserRole>::new();
     let users = server_data(move || set_role.version().get(), |_| list_users());
     let error = Signal::derive(move || set_role.value().get().and_then(Result::err));
+    // A change that became a request says so: nothing else on the page changes yet.
+    let requested = move || {
+        set_role
+            .value()
+            .get()
+            .and_then(Result::ok)
+            .and_then(|user| user.pending.map(|p| (user.email, p)))
+    };
     let me = use_auth().current().map(|u| u.id);
     view! {
         <div class="mb-4"><ErrorNotice error /></div>
+        {move || requested().map(|(email, pending)| view! {
+            <div role="status" data-testid="role-requested" class="mb-4 rounded-md border border-amber-300 bg-amber-50 px-4 py-3 text-sm text-amber-950">
+                {format!(
+                    "Requested: {email} as {}. It takes effect when another admin makes the same change, by {} UTC.",
+                    pending.role.label().to_lowercase(),
+                    short_time(&pending.expires_at),
+                )}
+            </div>
+        })}
         <section class="overflow-hidden rounded-xl border border-slate-200 bg-white shadow-sm">
             <Transition fallback=|| view! { <p class="px-6 py-4 text-sm text-slate-500">"Loading users…"</p> }>
                 {move || {
@@ -68,12 +86,24 @@ fn UserRow(user: UserSummary, is_me: bool, action: ServerAction<SetUserRole>) ->
         .iter()
         .map(|r| view! { <option value=r.as_str() selected=*r == user.role>{r.label()}</option> })
         .collect_view();
-    let joined = user
-        .created_at
-        .chars()
-        .take(16)
-        .collect::<String>()
-        .replace('T', " ");
+    let joined = short_time(&user.created_at);
+    let pending = user.pending.clone().map(|p| {
+        let note = if is_me {
+            format!(
+                "{} asked to make you {}.",
+                p.requested_by,
+                p.role.label().to_lowercase()
+            )
+        } else {
+            format!(
+                "{} asked for {}; a second admin confirms by making the same change, by {} UTC.",
+                p.requested_by,
+                p.role.label().to_lowercase(),
+                short_time(&p.expires_at),
+            )
+        };
+        view! { <p class="mt-1 text-xs text-amber-800" data-testid="role-pending">{note}</p> }
+    });
     view! {
         <tr>
             <td class="px-6 py-3 font-medium">{user.email.clone()} {is_me.then(|| view! { <span class="ml-2 text-xs text-slate-500">"(you)"</span> })}</td>
@@ -87,6 +117,7 @@ fn UserRow(user: UserSummary, is_me: bool, action: ServerAction<SetUserRole>) ->
                     </select>
                     <button type="submit" class=SECONDARY_BUTTON disabled=is_me>"Save"</button>
                 </ActionForm>
+                {pending}
             </td>
         </tr>
     }

@@ -184,6 +184,11 @@ pub enum KeyPurpose {
     ScheduledCheck,
     /// Signing an order.
     Order(String),
+    /// Cancelling a resting order at its venue (also with a suspended key: it only takes
+    /// exposure away, and a stop must be able to take the order off the book).
+    Cancel(String),
+    /// Asking the venue how a sent order stands (also with a suspended key).
+    Lookup(String),
     /// Revoking it: only ever a purpose for decoys, whose revocation raises their alert.
     Revocation,
 }
@@ -194,6 +199,8 @@ impl KeyPurpose {
             KeyPurpose::PermissionCheck => "permission check".into(),
             KeyPurpose::ScheduledCheck => "scheduled permission check".into(),
             KeyPurpose::Order(id) => format!("order {id}"),
+            KeyPurpose::Cancel(id) => format!("cancelling order {id}"),
+            KeyPurpose::Lookup(id) => format!("checking order {id}"),
             KeyPurpose::Revocation => "revocation".into(),
         }
     }
@@ -219,6 +226,9 @@ pub enum KeyVaultError {
     RotationRefused(String),
     #[error("this key was revoked")]
     Revoked,
+    /// Revoking would strand orders only this key can cancel or follow at the exchange.
+    #[error("this key has orders open or being sent at the exchange")]
+    HasLiveOrders,
     /// Suspended keys and decoys: nothing more is said.
     #[error("this key cannot be used")]
     Unusable,

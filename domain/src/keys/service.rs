@@ -374,6 +374,8 @@ impl KeyVaultService {
     }
 
     /// Deletes the key's ciphertext (crypto-shredding: the wrapped data key goes with it).
+    /// Refused while orders on the key are open or being sent: after it, nothing could cancel
+    /// them at the exchange, not even a kill switch.
     /// Revoking a decoy looks the same to its owner and raises the alert using it would: the
     /// alert first, so if it cannot be raised, nothing is revoked.
     pub async fn revoke(
@@ -404,10 +406,10 @@ impl KeyVaultService {
         )
         .resource(id.resource())
         .detail("owner", owner.to_string());
-        self.keys
-            .revoke(owner, id, self.clock.now(), draft)
-            .await
-            .map_err(store_or_audit)
+        match self.keys.revoke(owner, id, self.clock.now(), draft).await {
+            Err(StoreError::Conflict) => Err(KeyVaultError::HasLiveOrders),
+            other => other.map_err(store_or_audit),
+        }
     }
 }
 

@@ -49,7 +49,8 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
         new: &WrappedKey,
         audit: AuditDraft,
     ) -> Result<bool, StoreError>;
-    /// Deletes the ciphertext and marks the key revoked. `NotFound` for another owner's key.
+    /// Deletes the ciphertext and marks the key revoked. `NotFound` for another owner's key;
+    /// `Conflict`, changing nothing, while an order on the key is being sent or open.
     async fn revoke(
         &self,
         owner: UserId,

@@ -77,7 +77,7 @@ impl TradingService {
                         actor.clone(),
                         owner,
                         key,
-                        KeyPurpose::Order(order.id.to_string()),
+                        KeyPurpose::Cancel(order.id.to_string()),
                         meta.clone(),
                     )
                     .await

@@ -503,13 +503,13 @@ impl TradingService {
                             Actor::system("trading"),
                             order.owner,
                             key,
-                            KeyPurpose::Order(order.id.to_string()),
+                            KeyPurpose::Lookup(order.id.to_string()),
                             RequestMeta::default(),
                         )
                         .await
                     {
                         Ok((_, credentials)) => Some(credentials),
-                        // Revoked, suspended, KMS down: the order stays as it is, checked later.
+                        // Revoked, KMS down: the order stays as it is, checked later.
                         Err(_) => continue,
                     }
                 }

@@ -3,17 +3,21 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use domain::account::{Email, NewUser, PasswordHash, Role, User, UserCredentials, UserId};
+use domain::account::{
+    Email, NewUser, PasswordHash, Role, RoleRequest, TRUSTED_DEVICES_PER_USER, User,
+    UserCredentials, UserId,
+};
 use domain::audit::{AuditDraft, canonical_time, parse_canonical_time};
 use domain::ports::{AccountStore, Clock, StoreError};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
 };
 use uuid::Uuid;
 
 use super::audit::AuditChain;
-use super::entities::{session, user};
-use super::{DbResult, converted};
+use super::entities::{role_request, session, trusted_device, user};
+use super::{DbResult, converted, from_micros, micros};
 
 #[derive(Debug, Clone)]
 pub struct SqlAccountStore {
@@ -41,6 +45,22 @@ pub(super) fn to_user(row: &user::Model) -> DbResult<User> {
         email: Email::parse(&row.email).map_err(|_| corrupt("email"))?,
         role: Role::parse(&row.role).map_err(|_| corrupt("role"))?,
         created_at: parse_canonical_time(&row.created_at).ok_or_else(|| corrupt("created_at"))?,
+    })
+}
+
+fn to_role_request(row: &role_request::Model) -> DbResult<RoleRequest> {
+    let corrupt = |what: &str| {
+        StoreError::Backend(format!(
+            "role request for {} has an invalid {what}",
+            row.target_id
+        ))
+    };
+    let id = |text: &str, what: &str| Uuid::parse_str(text).map(UserId).map_err(|_| corrupt(what));
+    Ok(RoleRequest {
+        target: id(&row.target_id, "target")?,
+        role: Role::parse(&row.role).map_err(|_| corrupt("role"))?,
+        requested_by: id(&row.requested_by, "requester")?,
+        requested_at: from_micros(row.requested_at_us).ok_or_else(|| corrupt("time"))?,
     })
 }
 
@@ -170,8 +190,137 @@ impl AccountStore for SqlAccountStore {
                 .exec(txn.conn())
                 .await?
                 .rows_affected;
+            // And the browsers it signed in from are strangers again.
+            trusted_device::Entity::delete_many()
+                .filter(trusted_device::Column::UserId.eq(id.to_string()))
+                .exec(txn.conn())
+                .await?;
             txn.commit_with(audit.detail("sessions_ended", ended), self.clock.now())
                 .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn role_requests(&self) -> Result<Vec<RoleRequest>, StoreError> {
+        converted(async {
+            let rows = role_request::Entity::find()
+                .order_by_asc(role_request::Column::RequestedAtUs)
+                .all(&self.db)
+                .await?;
+            rows.iter().map(to_role_request).collect()
+        })
+        .await
+    }
+
+    async fn request_role(
+        &self,
+        request: RoleRequest,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        converted(async {
+            let txn = self.chain.begin().await?;
+            role_request::Entity::delete_by_id(request.target.to_string())
+                .exec(txn.conn())
+                .await?;
+            role_request::Entity::insert(role_request::ActiveModel {
+                target_id: Set(request.target.to_string()),
+                role: Set(request.role.as_str().to_owned()),
+                requested_by: Set(request.requested_by.to_string()),
+                requested_at_us: Set(micros(request.requested_at)),
+            })
+            .exec_without_returning(txn.conn())
+            .await?;
+            txn.commit_with(audit, self.clock.now()).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn confirm_role_request(
+        &self,
+        request: &RoleRequest,
+        audit: AuditDraft,
+    ) -> Result<User, StoreError> {
+        converted(async {
+            let txn = self.chain.begin().await?;
+            // Only that very request: one confirmed or replaced meanwhile changes nothing.
+            let removed = role_request::Entity::delete_many()
+                .filter(role_request::Column::TargetId.eq(request.target.to_string()))
+                .filter(role_request::Column::Role.eq(request.role.as_str()))
+                .filter(role_request::Column::RequestedBy.eq(request.requested_by.to_string()))
+                .filter(role_request::Column::RequestedAtUs.eq(micros(request.requested_at)))
+                .exec(txn.conn())
+                .await?;
+            if removed.rows_affected != 1 {
+                return Err(StoreError::Conflict.into());
+            }
+            let row = user::Entity::find_by_id(request.target.to_string())
+                .one(txn.conn())
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            let mut active: user::ActiveModel = row.clone().into();
+            active.role = Set(request.role.as_str().to_owned());
+            user::Entity::update(active).exec(txn.conn()).await?;
+            txn.commit_with(audit, self.clock.now()).await?;
+            let mut user = to_user(&row)?;
+            user.role = request.role;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn trusted_device(&self, token_hash: &str) -> Result<Option<UserId>, StoreError> {
+        converted(async {
+            let row = trusted_device::Entity::find_by_id(token_hash.to_owned())
+                .one(&self.db)
+                .await?;
+            row.map(|row| {
+                Uuid::parse_str(&row.user_id).map(UserId).map_err(|_| {
+                    StoreError::Backend("a trusted device row has an invalid user id".into()).into()
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn trust_device(
+        &self,
+        user: UserId,
+        token_hash: &str,
+        at: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        converted(async {
+            let txn = self.db.begin().await?;
+            trusted_device::Entity::insert(trusted_device::ActiveModel {
+                token_hash: Set(token_hash.to_owned()),
+                user_id: Set(user.to_string()),
+                created_at_us: Set(micros(at)),
+            })
+            .exec_without_returning(&txn)
+            .await?;
+            // At most one more than are kept, so reading them all is cheap.
+            let newest_first: Vec<String> = trusted_device::Entity::find()
+                .select_only()
+                .column(trusted_device::Column::TokenHash)
+                .filter(trusted_device::Column::UserId.eq(user.to_string()))
+                .order_by_desc(trusted_device::Column::CreatedAtUs)
+                .order_by_desc(trusted_device::Column::TokenHash)
+                .into_tuple()
+                .all(&txn)
+                .await?;
+            let forgotten: Vec<String> = newest_first
+                .into_iter()
+                .skip(TRUSTED_DEVICES_PER_USER)
+                .collect();
+            if !forgotten.is_empty() {
+                trusted_device::Entity::delete_many()
+                    .filter(trusted_device::Column::TokenHash.is_in(forgotten))
+                    .exec(&txn)
+                    .await?;
+            }
+            txn.commit().await?;
             Ok(())
         })
         .await

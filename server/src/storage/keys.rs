@@ -11,16 +11,17 @@ use domain::audit::{AuditDraft, canonical_time, parse_canonical_time};
 use domain::exchange::{ExchangeName, KeyEnvironment, KeyPermissions};
 use domain::keys::{KeyId, KeyRecord, KeyScope, KeyStatus, KeyStore, StoredKey};
 use domain::ports::{Clock, StoreError};
+use domain::trading::OrderStatus;
 use domain::vault::{SealedSecret, WrappedKey};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::audit::AuditChain;
-use super::entities::{exchange_key, security_alert, vault_canary};
+use super::entities::{exchange_key, order, security_alert, vault_canary};
 use super::{DbResult, converted};
 use crate::metrics::Metrics;
 
@@ -299,6 +300,20 @@ impl KeyStore for SqlKeyStore {
             let updated = exchange_key::Entity::update(active)
                 .exec(txn.conn())
                 .await?;
+            // After the key row is written (and so locked): a sender claims its order before
+            // it uses the key, and using it needs the ciphertext, so either that claim is seen
+            // here or the key can no longer be used.
+            let live_orders = order::Entity::find()
+                .filter(order::Column::KeyId.eq(id.to_string()))
+                .filter(
+                    order::Column::Status
+                        .is_in([OrderStatus::Submitting.as_str(), OrderStatus::Open.as_str()]),
+                )
+                .count(txn.conn())
+                .await?;
+            if live_orders > 0 {
+                return Err(StoreError::Conflict.into());
+            }
             txn.commit_with(audit, self.clock.now()).await?;
             to_record(&updated)
         })

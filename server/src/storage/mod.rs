@@ -187,6 +187,16 @@ pub(crate) async fn tuples<T: TryGetableMany>(
         .collect()
 }
 
+/// Unix microseconds, rounded down like `canonical_time` rounds, so a row's text time and its
+/// number hold the same instant.
+pub(crate) fn micros(at: time::OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos().div_euclid(1000)).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn from_micros(us: i64) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000).ok()
+}
+
 pub(crate) async fn converted<T, E: From<DbError>>(
     body: impl Future<Output = DbResult<T>>,
 ) -> Result<T, E> {

@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use super::audit::AuditChain;
 use super::entities::{order_approval, recovery_code, security_key, totp_factor};
-use super::{DbResult, converted};
+use super::{DbResult, converted, from_micros, micros};
 
 #[derive(Debug, Clone)]
 pub struct SqlFactorStore {
@@ -68,16 +68,6 @@ fn optional_time(
 fn step_column(step: u64) -> Result<i64, StoreError> {
     i64::try_from(step)
         .map_err(|_| StoreError::Backend(format!("TOTP step {step} is out of range")))
-}
-
-/// Unix microseconds, rounded down like `canonical_time` rounds, so the text and the number
-/// hold the same instant.
-fn micros(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos().div_euclid(1000)).unwrap_or(i64::MAX)
-}
-
-fn from_micros(us: i64) -> Option<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000).ok()
 }
 
 fn to_totp(row: &totp_factor::Model) -> DbResult<TotpFactor> {

@@ -312,3 +312,211 @@ async fn the_cli_creates_admins_and_changes_roles() {
     );
     app.stop().await;
 }
+
+/// OWASP's device cookies: a stranger's failures back off the account for every browser but
+/// the ones its owner signed in from before, which are counted on their own.
+#[tokio::test]
+async fn strangers_failures_do_not_lock_out_a_browser_that_signed_in_before() {
+    let app = spawn_app().await;
+    let owner = app.new_client();
+    let signed_up = app.sign_up(&owner, "erin@example.com").await;
+    assert_eq!(signed_up.status(), 200);
+    let cookie = signed_up
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("cryptopulse_device="))
+        .expect("a device cookie")
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let token = cookie["cryptopulse_device=".len()..]
+        .split(';')
+        .next()
+        .expect("value")
+        .to_owned();
+    // Only its hash is kept, and it is never written to the audit log.
+    assert_eq!(app.count("SELECT COUNT(*) FROM trusted_devices").await, 1);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM trusted_devices WHERE token_hash = '{token}'"
+        ))
+        .await,
+        0
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM audit_events WHERE details LIKE '%{token}%'"
+        ))
+        .await,
+        0
+    );
+    assert_eq!(app.call(&owner, "auth/logout", &[]).await.status(), 200);
+
+    let stranger = app.new_client();
+    for _ in 0..8 {
+        let response = app
+            .log_in(&stranger, "erin@example.com", "a wrong guess!")
+            .await;
+        assert!([401, 429].contains(&response.status().as_u16()));
+    }
+    // A browser new to the account waits, even with the right password...
+    let fresh = app.new_client();
+    assert_eq!(
+        app.log_in(&fresh, "erin@example.com", PASSWORD)
+            .await
+            .status(),
+        429
+    );
+    // ...the owner's browser does not.
+    assert_eq!(
+        app.log_in(&owner, "erin@example.com", PASSWORD)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(app.who_am_i(&owner).await["email"], "erin@example.com");
+    let known = "SELECT COUNT(*) FROM audit_events WHERE action = 'auth.login' \
+                 AND outcome = 'success' AND details LIKE '%\"device\":\"known\"%'";
+    assert_eq!(app.count(known).await, 1);
+    assert_eq!(app.call(&owner, "auth/logout", &[]).await.status(), 200);
+
+    // Its own failures still back it off: guessing from a stolen device cookie is no faster.
+    for _ in 0..5 {
+        assert_eq!(
+            app.log_in(&owner, "erin@example.com", "a wrong guess!")
+                .await
+                .status(),
+            401
+        );
+    }
+    assert_eq!(
+        app.log_in(&owner, "erin@example.com", PASSWORD)
+            .await
+            .status(),
+        429
+    );
+    // Shown for another account, the cookie is a stranger's.
+    let other = app.new_client();
+    app.sign_up(&other, "fay@example.com").await;
+    assert_eq!(app.call(&other, "auth/logout", &[]).await.status(), 200);
+    assert_eq!(
+        app.log_in(&owner, "fay@example.com", PASSWORD)
+            .await
+            .status(),
+        200
+    );
+    app.stop().await;
+}
+
+/// Four eyes on the admin role: one admin cannot make a second admin account of their own (and
+/// use it to lift what another admin set on them), nor remove another admin alone.
+#[tokio::test]
+async fn granting_or_removing_the_admin_role_takes_a_second_admin() {
+    let app = spawn_app().await;
+    let first = app.admin_with_key("first@example.com").await;
+    let second = app.admin_with_key("second@example.com").await;
+    let puppet = app.signed_in_as("puppet@example.com", Role::Trader).await;
+    let id_of = |client| {
+        let app = &app;
+        async move {
+            app.who_am_i(client).await["id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        }
+    };
+    let puppet_id = id_of(&puppet).await;
+    let first_id = id_of(&first).await;
+    let set_role = |admin, user: String, role: &'static str| {
+        let app = &app;
+        async move {
+            let response = app
+                .call(
+                    admin,
+                    "admin/set-role",
+                    &[("user_id", &user), ("role", role)],
+                )
+                .await;
+            assert_eq!(response.status(), 200);
+            response.json::<serde_json::Value>().await.expect("json")
+        }
+    };
+    let is_admin = |email: &'static str| {
+        let app = &app;
+        async move {
+            app.count(&format!(
+                "SELECT COUNT(*) FROM users WHERE email = '{email}' AND role = 'admin'"
+            ))
+            .await
+                == 1
+        }
+    };
+    let events = |action: &'static str| {
+        let app = &app;
+        async move {
+            app.count(&format!(
+                "SELECT COUNT(*) FROM audit_events WHERE action = '{action}'"
+            ))
+            .await
+        }
+    };
+
+    // The first admin's grant is a request; asking again does not confirm it.
+    for _ in 0..2 {
+        let requested = set_role(&first, puppet_id.clone(), "admin").await;
+        assert_eq!(requested["role"], "trader", "{requested}");
+        assert_eq!(requested["pending"]["role"], "admin", "{requested}");
+        assert_eq!(requested["pending"]["requested_by"], "first@example.com");
+        assert!(!is_admin("puppet@example.com").await);
+    }
+    assert_eq!(events("account.role_change_requested").await, 2);
+    assert_eq!(events("account.role_change").await, 0);
+    // A request is not a privilege: the puppet still cannot read admin pages.
+    assert_eq!(app.call(&puppet, "admin/users", &[]).await.status(), 403);
+    // The list shows it to every admin.
+    let users: serde_json::Value = app
+        .call(&second, "admin/users", &[])
+        .await
+        .json()
+        .await
+        .expect("users");
+    let listed = users
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|u| u["email"] == "puppet@example.com")
+        .expect("listed")
+        .clone();
+    assert_eq!(listed["pending"]["role"], "admin", "{listed}");
+
+    // A different change by the second admin does not confirm it.
+    let reviewer = set_role(&second, puppet_id.clone(), "reviewer").await;
+    assert_eq!(reviewer["role"], "reviewer", "{reviewer}");
+    assert!(!is_admin("puppet@example.com").await);
+    // The second admin making the same change confirms it.
+    set_role(&first, puppet_id.clone(), "admin").await;
+    let granted = set_role(&second, puppet_id.clone(), "admin").await;
+    assert_eq!(granted["role"], "admin", "{granted}");
+    assert!(granted["pending"].is_null(), "{granted}");
+    assert!(is_admin("puppet@example.com").await);
+    assert_eq!(app.count("SELECT COUNT(*) FROM role_requests").await, 0);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'account.role_change' \
+             AND details LIKE '%{first_id}%'"
+        ))
+        .await,
+        1,
+        "the grant names the admin who asked for it"
+    );
+
+    // Removing an admin takes two as well.
+    let removal = set_role(&second, first_id.clone(), "trader").await;
+    assert_eq!(removal["role"], "admin", "{removal}");
+    assert!(is_admin("first@example.com").await);
+    app.stop().await;
+}

@@ -225,6 +225,9 @@ async fn changing_the_password_needs_the_current_one_and_a_recent_proof_and_ends
         assert!(app.who_am_i(client).await.is_null(), "signed out");
     }
     assert_eq!(events("success").await, 1);
+    // The browsers it was used from are strangers again (their sign-ins count under the
+    // account).
+    assert_eq!(app.count("SELECT COUNT(*) FROM trusted_devices").await, 0);
     assert_ne!(
         app.log_in(&app.new_client(), "pat@example.com", PASSWORD)
             .await

@@ -1468,3 +1468,73 @@ async fn a_resting_binance_order_is_cancelled_with_the_traders_key() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_key_with_a_resting_order_is_not_revoked_and_once_suspended_still_takes_it_off() {
+    let binance = Binance::testnet(Mode::Normal).await;
+    let url = binance.url.clone();
+    let app = spawn_app_with(|s| s.exchanges.binance_testnet_url = url).await;
+    binance.follow_clock(app.clock.clone());
+    let admin = app.admin_with_key("admin@example.com").await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let key = binance_key(&app, &trader).await;
+    let order = placed(limit_at(&app, &trader, &key, "ETHUSDT", "1", "3000").await).await;
+    assert_eq!(order["status"], "open", "{order}");
+    let id = order["id"].as_str().expect("id");
+
+    // Revoking would delete the only means to cancel it at Binance: refused, nothing changes.
+    let refused = app
+        .call(&trader, "keys/revoke", &[("key_id", key.as_str())])
+        .await;
+    assert_eq!(refused.status(), 409);
+    let why = refused.text().await.expect("body");
+    assert!(why.contains("Cancel them first"), "{why}");
+    let revoked = "SELECT COUNT(*) FROM audit_events WHERE action = 'vault.key_revoked'";
+    assert_eq!(app.count(revoked).await, 0);
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM exchange_keys WHERE ciphertext IS NOT NULL AND status = 'active'"
+        )
+        .await,
+        1
+    );
+
+    // Suspended (as a re-check that finds withdrawals enabled leaves it): it signs no new
+    // order, yet a stop can still take the resting one off the book.
+    app.exec("UPDATE exchange_keys SET status = 'suspended'")
+        .await;
+    let blocked = limit_at(&app, &trader, &key, "ETHUSDT", "1", "3000").await;
+    if blocked.status() == 200 {
+        let blocked = json(blocked).await;
+        assert_eq!(blocked["status"], "rejected", "{blocked}");
+    } else {
+        assert!(blocked.status().is_client_error(), "{}", blocked.status());
+    }
+    let response = app
+        .call(&admin, "risk/kill-switch", &[("on", "true")])
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<u32>().await.expect("count"), 1);
+    let after = json(app.call(&trader, "trading/order", &[("id", id)]).await).await;
+    assert_eq!(after["status"], "cancelled", "{after}");
+    assert!(
+        binance
+            .seen()
+            .iter()
+            .any(|r| r.method == axum::http::Method::DELETE),
+        "the cancel reached Binance"
+    );
+    let receipt = format!(
+        "SELECT COUNT(*) FROM audit_events WHERE action = 'vault.key_used' \
+         AND details LIKE '%cancelling order {id}%'"
+    );
+    assert_eq!(app.count(&receipt).await, 1);
+
+    // Nothing left at the exchange: now it can be revoked.
+    let response = app
+        .call(&trader, "keys/revoke", &[("key_id", key.as_str())])
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(app.count(revoked).await, 1);
+    app.stop().await;
+}

@@ -36,10 +36,10 @@ use sea_orm::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::DbResult;
 use super::audit::AuditChain;
 use super::entities::{order, user_trading};
 use super::sqlite_reader::{ReaderShape, SqliteReader};
+use super::{DbResult, micros};
 
 /// The `risk_limits.scope` of the global limits; per-user limits use the user's id.
 const GLOBAL_SCOPE: &str = "global";
@@ -73,12 +73,6 @@ fn corrupt(table: &str, id: &str, what: &str) -> StoreError {
 /// The stored form of an amount: normalised, so equal amounts are equal text.
 fn amount(value: Decimal) -> String {
     value.normalize().to_string()
-}
-
-/// Unix microseconds, rounded down like [`canonical_time`] rounds, so both columns hold the
-/// same instant.
-fn micros(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos().div_euclid(1000)).unwrap_or(i64::MAX)
 }
 
 fn json<T: serde::Serialize>(value: &T, what: &str) -> Result<String, StoreError> {
