@@ -235,6 +235,9 @@ pub enum AccountError {
     /// An admin tried to change their own role.
     #[error("an admin cannot change their own role")]
     OwnRole,
+    /// The user's role, or their pending admin-role request, changed meanwhile.
+    #[error("the role changed meanwhile")]
+    RoleChanged,
     /// The current password given to change it was wrong.
     #[error("the current password is wrong")]
     WrongCurrentPassword,
@@ -258,8 +261,16 @@ pub trait AccountStore: Send + Sync + std::fmt::Debug {
         let users = self.find_users(ids).await?;
         Ok(users.into_iter().map(|u| (u.id, u.email)).collect())
     }
-    async fn set_role(&self, id: UserId, role: Role, audit: AuditDraft)
-    -> Result<User, StoreError>;
+    /// Sets the role of a user whose role is still `from` (`Conflict`, changing nothing,
+    /// otherwise), and drops any pending admin-role request for them, and, when they lose the
+    /// admin role, the requests they made.
+    async fn set_role(
+        &self,
+        id: UserId,
+        from: Role,
+        role: Role,
+        audit: AuditDraft,
+    ) -> Result<User, StoreError>;
     /// Replaces the user's password hash and ends every session of theirs, in one transaction
     /// with its audit event.
     async fn set_password(
@@ -276,20 +287,26 @@ pub trait AccountStore: Send + Sync + std::fmt::Debug {
     -> Result<(), StoreError>;
     /// Gives the user the role `request` asked for and removes the request, in one transaction
     /// with the audit event; `Conflict`, changing nothing, if that very request is no longer
-    /// pending (confirmed or replaced meanwhile).
+    /// pending (confirmed or replaced meanwhile), its requester is no longer an admin, or the
+    /// user's role is no longer `request.from`.
     async fn confirm_role_request(
         &self,
         request: &RoleRequest,
         audit: AuditDraft,
     ) -> Result<User, StoreError>;
-    /// The user a browser's device token (by [`DeviceToken::hash`]) was given to, if any.
-    async fn trusted_device(&self, token_hash: &str) -> Result<Option<UserId>, StoreError>;
-    /// Remembers a device token given to `user` at a sign-in; the user's oldest are forgotten
-    /// beyond [`TRUSTED_DEVICES_PER_USER`].
+    /// The user a browser's device token (by [`DeviceToken::hash`]) was given to, and when.
+    async fn trusted_device(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<(UserId, OffsetDateTime)>, StoreError>;
+    /// Remembers a device token given to `user` at a sign-in, in place of `replacing` (the
+    /// token the browser showed, if any); the user's oldest are forgotten beyond
+    /// [`TRUSTED_DEVICES_PER_USER`].
     async fn trust_device(
         &self,
         user: UserId,
         token_hash: &str,
+        replacing: Option<&str>,
         at: OffsetDateTime,
     ) -> Result<(), StoreError>;
 }
@@ -303,6 +320,8 @@ pub const ROLE_REQUEST_TTL: Duration = Duration::hours(24);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoleRequest {
     pub target: UserId,
+    /// The target's role when it was asked for: a request outlived by another change lapses.
+    pub from: Role,
     pub role: Role,
     pub requested_by: UserId,
     pub requested_at: OffsetDateTime,
@@ -315,6 +334,9 @@ pub enum RoleChange {
     /// Waiting for a second admin to make the same change.
     Requested(RoleRequest),
 }
+
+/// How long a browser is remembered after its last sign-in (each sign-in gives it a new token).
+pub const DEVICE_TRUST_TTL: Duration = Duration::days(180);
 
 /// How many browsers an account's sign-ins are remembered for.
 pub const TRUSTED_DEVICES_PER_USER: usize = 10;
@@ -365,11 +387,12 @@ impl fmt::Debug for DeviceToken {
     }
 }
 
-/// A successful sign-in: the user, and the device token their browser is to keep.
+/// A successful sign-in: the user, and the device token their browser is to keep (none if it
+/// could not be stored: the browser is then counted like a stranger's next time).
 #[derive(Debug)]
 pub struct SignedIn {
     pub user: User,
-    pub device: DeviceToken,
+    pub device: Option<DeviceToken>,
 }
 
 /// Ends every session of a user ("log out everywhere"), recorded by the given audit event;
@@ -570,9 +593,16 @@ impl AccountService {
         match verified? {
             (Some(user), true) => {
                 let known_device = trusted_device.is_some();
-                let device = match trusted_device {
-                    Some(token) => token,
-                    None => self.remember_device(user.id).await?,
+                // A new token at every sign-in: a copied cookie stops working once its owner
+                // signs in again, and trust lapses DEVICE_TRUST_TTL after the last sign-in.
+                let device = self
+                    .remember_device_in_place_of(user.id, trusted_device.as_ref())
+                    .await
+                    .ok();
+                let device_detail = match (&device, known_device) {
+                    (None, _) => "not remembered",
+                    (Some(_), true) => "known",
+                    (Some(_), false) => "new",
                 };
                 self.audit
                     .record(
@@ -583,7 +613,7 @@ impl AccountService {
                             meta,
                         )
                         .resource(format!("user:{}", user.id))
-                        .detail("device", if known_device { "known" } else { "new" }),
+                        .detail("device", device_detail),
                     )
                     .await?;
                 Ok(SignedIn { user, device })
@@ -596,6 +626,10 @@ impl AccountService {
                 let mut draft =
                     AuditDraft::new(actor, AuditAction::AuthLogin, Outcome::Failure, meta)
                         .detail("reason", "bad_credentials");
+                if trusted_device.is_some() {
+                    // Guessing from a browser the account trusts (a copied cookie?).
+                    draft = draft.detail("device", "known");
+                }
                 if let Some(user) = &user {
                     draft = draft.resource(format!("user:{}", user.id));
                 }
@@ -649,11 +683,20 @@ impl AccountService {
         Ok(())
     }
 
-    /// A new device token for a browser `user` just signed in from (or signed up in).
+    /// A new device token for a browser `user` just signed up in.
     pub async fn remember_device(&self, user: UserId) -> Result<DeviceToken, AccountError> {
+        self.remember_device_in_place_of(user, None).await
+    }
+
+    async fn remember_device_in_place_of(
+        &self,
+        user: UserId,
+        shown: Option<&DeviceToken>,
+    ) -> Result<DeviceToken, AccountError> {
         let token = DeviceToken::generate();
+        let replacing = shown.map(DeviceToken::hash);
         self.store
-            .trust_device(user, &token.hash(), self.clock.now())
+            .trust_device(user, &token.hash(), replacing.as_deref(), self.clock.now())
             .await?;
         Ok(token)
     }
@@ -664,9 +707,12 @@ impl AccountService {
         token: &DeviceToken,
         email_input: &str,
     ) -> Result<bool, AccountError> {
-        let Some(owner) = self.store.trusted_device(&token.hash()).await? else {
+        let Some((owner, given_at)) = self.store.trusted_device(&token.hash()).await? else {
             return Ok(false);
         };
+        if self.clock.now() - given_at >= DEVICE_TRUST_TTL {
+            return Ok(false);
+        }
         let Ok(email) = Email::parse(email_input) else {
             return Ok(false);
         };
@@ -765,7 +811,7 @@ impl AccountService {
         let touches_admin = (before.role == Role::Admin) != (role == Role::Admin);
         if !touches_admin {
             return self
-                .set_role(Actor::user(admin.id()), target, role, meta)
+                .set_role(Actor::user(admin.id()), &before, role, meta)
                 .await
                 .map(RoleChange::Changed);
         }
@@ -781,17 +827,21 @@ impl AccountService {
             .detail("to", role.as_str())
         };
         let pending = self.pending_role_request(target).await?;
-        if let Some(request) = pending.filter(|r| r.role == role && r.requested_by != admin.id()) {
+        if let Some(request) = pending
+            .filter(|r| r.role == role && r.from == before.role && r.requested_by != admin.id())
+        {
             let draft = event(AuditAction::AccountRoleChange)
                 .detail("requested_by", request.requested_by.to_string());
             return match self.store.confirm_role_request(&request, draft).await {
                 Ok(user) => Ok(RoleChange::Changed(user)),
                 Err(StoreError::NotFound) => Err(AccountError::NotFound),
+                Err(StoreError::Conflict) => Err(AccountError::RoleChanged),
                 Err(other) => Err(other.into()),
             };
         }
         let request = RoleRequest {
             target,
+            from: before.role,
             role,
             requested_by: admin.id(),
             requested_at: self.clock.now(),
@@ -840,22 +890,18 @@ impl AccountService {
             .user_by_email(email)
             .await?
             .ok_or(AccountError::NotFound)?;
-        self.set_role(Actor::system("cli"), target.id, role, meta)
+        self.set_role(Actor::system("cli"), &target, role, meta)
             .await
     }
 
     async fn set_role(
         &self,
         actor: Actor,
-        target: UserId,
+        before: &User,
         role: Role,
         meta: RequestMeta,
     ) -> Result<User, AccountError> {
-        let before = self
-            .store
-            .find_user(target)
-            .await?
-            .ok_or(AccountError::NotFound)?;
+        let target = before.id;
         let draft = AuditDraft::new(
             actor,
             AuditAction::AccountRoleChange,
@@ -865,9 +911,10 @@ impl AccountService {
         .resource(format!("user:{target}"))
         .detail("from", before.role.as_str())
         .detail("to", role.as_str());
-        match self.store.set_role(target, role, draft).await {
+        match self.store.set_role(target, before.role, role, draft).await {
             Ok(user) => Ok(user),
             Err(StoreError::NotFound) => Err(AccountError::NotFound),
+            Err(StoreError::Conflict) => Err(AccountError::RoleChanged),
             Err(other) => Err(other.into()),
         }
     }
@@ -1034,6 +1081,7 @@ mod tests {
                 &self,
                 _: UserId,
                 _: Role,
+                _: Role,
                 _: AuditDraft,
             ) -> Result<User, StoreError> {
                 Err(StoreError::NotFound)
@@ -1080,20 +1128,25 @@ mod tests {
                 self.0.audit.lock().expect("lock").push(audit);
                 Ok(user.clone())
             }
-            async fn trusted_device(&self, token_hash: &str) -> Result<Option<UserId>, StoreError> {
+            async fn trusted_device(
+                &self,
+                token_hash: &str,
+            ) -> Result<Option<(UserId, OffsetDateTime)>, StoreError> {
                 let devices = self.0.devices.lock().expect("lock");
                 Ok(devices
                     .iter()
                     .find(|(hash, _)| hash == token_hash)
-                    .map(|(_, user)| *user))
+                    .map(|(_, user)| (*user, OffsetDateTime::UNIX_EPOCH)))
             }
             async fn trust_device(
                 &self,
                 user: UserId,
                 token_hash: &str,
+                replacing: Option<&str>,
                 _: OffsetDateTime,
             ) -> Result<(), StoreError> {
                 let mut devices = self.0.devices.lock().expect("lock");
+                devices.retain(|(hash, _)| Some(hash.as_str()) != replacing);
                 devices.push((token_hash.to_owned(), user));
                 Ok(())
             }
@@ -1307,33 +1360,43 @@ mod tests {
                             .expect("signed in")
                     }
                 };
-                let first = log_in("cy@example.com", None).await;
-                let token = first.device.expose().to_owned();
-                let parsed = || DeviceToken::parse(&token).expect("a token we issued");
-                // Shown again for the same account: its own counter, and the same token back.
-                let again = log_in("cy@example.com", Some(parsed())).await;
-                assert_eq!(again.device.expose(), token);
-                // Shown for another account: counted like any stranger, and a new token.
-                let other = log_in("di@example.com", Some(parsed())).await;
-                assert_ne!(other.device.expose(), token);
+                let token_of = |signed_in: &SignedIn| {
+                    signed_in
+                        .device
+                        .as_ref()
+                        .expect("a device token")
+                        .expose()
+                        .to_owned()
+                };
+                let parse = |token: &str| DeviceToken::parse(token).expect("a token we issued");
+                let first = token_of(&log_in("cy@example.com", None).await);
+                // Shown again for the same account: its own counter, and a new token for it.
+                let second = token_of(&log_in("cy@example.com", Some(parse(&first))).await);
+                assert_ne!(second, first);
+                // Shown for another account: counted like any stranger.
+                let other = token_of(&log_in("di@example.com", Some(parse(&second))).await);
+                assert_ne!(other, second);
+                // The replaced token is a stranger's now (a copied cookie stops working).
+                log_in("cy@example.com", Some(parse(&first))).await;
                 let keys = fakes.throttle_keys.lock().expect("lock").clone();
                 assert_eq!(
                     keys[0],
                     ["account:cy@example.com", "ip:203.0.113.9"],
                     "a new browser is counted under the account and its network"
                 );
-                assert_eq!(keys[1], [format!("device:{}", parsed().hash())]);
+                assert_eq!(keys[1], [format!("device:{}", parse(&first).hash())]);
                 assert_eq!(keys[2], ["account:di@example.com", "ip:203.0.113.9"]);
-                assert_eq!(fakes.devices.lock().expect("lock").len(), 2);
+                assert_eq!(keys[3], ["account:cy@example.com", "ip:203.0.113.9"]);
+                assert_eq!(fakes.devices.lock().expect("lock").len(), 3);
                 let audit = fakes.audit.lock().expect("lock");
                 let devices: Vec<_> = audit
                     .iter()
                     .filter(|d| d.action == "auth.login")
                     .map(|d| d.details()["device"].clone())
                     .collect();
-                assert_eq!(devices, ["new", "known", "new"]);
+                assert_eq!(devices, ["new", "known", "new", "new"]);
                 assert!(DeviceToken::parse("cpd_short").is_none());
-                assert!(DeviceToken::parse(&token.replace("cpd_", "xyz_")).is_none());
+                assert!(DeviceToken::parse(&first.replace("cpd_", "xyz_")).is_none());
             });
         }
 
@@ -1379,6 +1442,7 @@ mod tests {
                 // A request older than the window is not confirmed: the change asks anew.
                 fakes.role_requests.lock().expect("lock").push(RoleRequest {
                     target: late.id,
+                    from: Role::Trader,
                     role: Role::Admin,
                     requested_by: first.id,
                     requested_at: OffsetDateTime::UNIX_EPOCH - ROLE_REQUEST_TTL,

@@ -9,6 +9,7 @@ pub struct Migration;
 
 const SCHEMA: &str = "CREATE TABLE role_requests (
     target_id       TEXT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    from_role       TEXT NOT NULL,
     role            TEXT NOT NULL,
     requested_by    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     requested_at_us BIGINT NOT NULL

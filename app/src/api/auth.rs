@@ -64,7 +64,9 @@ pub async fn log_in(email: String, password: String) -> Result<(), AppError> {
         .log_in(&email, password, device, request_meta())
         .await?;
     start_session(&session().await?, &signed_in.user, services.clock.now()).await?;
-    keep_device_token(&services, &signed_in.device)?;
+    if let Some(device) = &signed_in.device {
+        keep_device_token(&services, device)?;
+    }
     leptos_axum::redirect("/");
     Ok(())
 }

@@ -185,9 +185,6 @@ fn device_cookie_name(secure: bool) -> &'static str {
     }
 }
 
-/// How long a browser keeps its device cookie (a sign-in renews it).
-const DEVICE_COOKIE_DAYS: i64 = 180;
-
 /// The device token this request's browser shows, if it has a well-formed one.
 pub fn presented_device_token(services: &Services) -> Option<DeviceToken> {
     let name = device_cookie_name(services.secure_cookies);
@@ -218,7 +215,7 @@ pub fn keep_device_token(services: &Services, token: &DeviceToken) -> Result<(),
         "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
         device_cookie_name(services.secure_cookies),
         token.expose(),
-        time::Duration::days(DEVICE_COOKIE_DAYS).whole_seconds(),
+        domain::account::DEVICE_TRUST_TTL.whole_seconds(),
     );
     let value = http::HeaderValue::from_str(&cookie)
         .map_err(|_| AppError::internal("a device cookie that is not a header value"))?;

@@ -19,6 +19,10 @@ impl From<AccountError> for AppError {
             AccountError::OwnRole => {
                 AppError::Invalid("You cannot change your own role; ask another admin.".into())
             }
+            AccountError::RoleChanged => AppError::Conflict(
+                "That user's role, or the request for it, changed meanwhile. Reload and try again."
+                    .into(),
+            ),
             AccountError::WrongCurrentPassword => {
                 AppError::Invalid("Your current password is not right.".into())
             }

@@ -34,7 +34,7 @@ fn UserTable() -> impl IntoView {
             .and_then(Result::ok)
             .and_then(|user| user.pending.map(|p| (user.email, p)))
     };
-    let me = use_auth().current().map(|u| u.id);
+    let me = use_auth().current().map(|u| (u.id, u.email));
     view! {
         <div class="mb-4"><ErrorNotice error /></div>
         {move || requested().map(|(email, pending)| view! {
@@ -53,9 +53,24 @@ fn UserTable() -> impl IntoView {
                     Suspend::new(async move {
                         match users.await {
                             Ok(list) => {
+                                let (my_id, my_email) = me.unzip();
+                                // Who could confirm a pending request: another admin than the
+                                // one who asked and the one it is about.
+                                let confirmers = |user: &UserSummary| {
+                                    let asker = user.pending.as_ref().map(|p| p.requested_by.as_str());
+                                    list.iter()
+                                        .filter(|u| u.role == UserRole::Admin && u.id != user.id)
+                                        .filter(|u| Some(u.email.as_str()) != asker)
+                                        .count()
+                                };
                                 let rows = list
-                                    .into_iter()
-                                    .map(|u| view! { <UserRow user=u.clone() is_me=me.as_deref() == Some(u.id.as_str()) action=set_role /> })
+                                    .iter()
+                                    .map(|u| {
+                                        let is_me = my_id.as_deref() == Some(u.id.as_str());
+                                        let asked_by_me = u.pending.as_ref().map(|p| &p.requested_by) == my_email.as_ref();
+                                        let confirmers = confirmers(u);
+                                        view! { <UserRow user=u.clone() is_me asked_by_me confirmers action=set_role /> }
+                                    })
                                     .collect_view();
                                 view! {
                                     <table class="min-w-full divide-y divide-slate-200 text-left text-sm" data-testid="users-table">
@@ -81,27 +96,38 @@ fn UserTable() -> impl IntoView {
 }
 
 #[component]
-fn UserRow(user: UserSummary, is_me: bool, action: ServerAction<SetUserRole>) -> impl IntoView {
+fn UserRow(
+    user: UserSummary,
+    is_me: bool,
+    /// The pending request, if any, is the signed-in admin's own.
+    asked_by_me: bool,
+    /// How many admins could confirm the pending request.
+    confirmers: usize,
+    action: ServerAction<SetUserRole>,
+) -> impl IntoView {
     let options = UserRole::ALL
         .iter()
         .map(|r| view! { <option value=r.as_str() selected=*r == user.role>{r.label()}</option> })
         .collect_view();
     let joined = short_time(&user.created_at);
     let pending = user.pending.clone().map(|p| {
-        let note = if is_me {
-            format!(
-                "{} asked to make you {}.",
-                p.requested_by,
-                p.role.label().to_lowercase()
-            )
+        let role = p.role.label().to_lowercase();
+        let asker = if asked_by_me {
+            "You".to_owned()
+        } else {
+            p.requested_by.clone()
+        };
+        let mut note = if is_me {
+            format!("{asker} asked to make you {role}.")
         } else {
             format!(
-                "{} asked for {}; a second admin confirms by making the same change, by {} UTC.",
-                p.requested_by,
-                p.role.label().to_lowercase(),
+                "{asker} asked for {role}; another admin confirms by making the same change, by {} UTC.",
                 short_time(&p.expires_at),
             )
         };
+        if confirmers == 0 {
+            note.push_str(" No other admin can confirm it: the operator can, with `cryptopulse set-role`.");
+        }
         view! { <p class="mt-1 text-xs text-amber-800" data-testid="role-pending">{note}</p> }
     });
     view! {

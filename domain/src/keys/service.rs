@@ -374,8 +374,9 @@ impl KeyVaultService {
     }
 
     /// Deletes the key's ciphertext (crypto-shredding: the wrapped data key goes with it).
-    /// Refused while orders on the key are open or being sent: after it, nothing could cancel
-    /// them at the exchange, not even a kill switch.
+    /// Refused while an order on the key may be at the exchange (being sent, resting, or held
+    /// again after a send whose outcome is unknown): after it, nothing could cancel it there,
+    /// not even a kill switch.
     /// Revoking a decoy looks the same to its owner and raises the alert using it would: the
     /// alert first, so if it cannot be raised, nothing is revoked.
     pub async fn revoke(

@@ -50,7 +50,8 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
         audit: AuditDraft,
     ) -> Result<bool, StoreError>;
     /// Deletes the ciphertext and marks the key revoked. `NotFound` for another owner's key;
-    /// `Conflict`, changing nothing, while an order on the key is being sent or open.
+    /// `Conflict`, changing nothing, while an order on the key may be at the exchange (being
+    /// sent, open, or held after a send whose outcome is unknown).
     async fn revoke(
         &self,
         owner: UserId,

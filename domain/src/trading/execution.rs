@@ -3,6 +3,8 @@
 //! a held order, and the sweep that asks exchanges about resting orders. The same client order
 //! id is reused on every attempt, so an order is never executed twice.
 
+use std::sync::Arc;
+
 use rust_decimal::Decimal;
 use time::Duration;
 
@@ -15,8 +17,8 @@ use super::{
 use crate::account::UserId;
 use crate::audit::{Actor, AuditDraft, Outcome, RequestMeta};
 use crate::audit_action::AuditAction;
-use crate::exchange::{ExchangeError, VenueAck, VenueOrder, VenueOrderStatus};
-use crate::keys::{KeyPurpose, KeyVaultError};
+use crate::exchange::{Exchange, ExchangeError, VenueAck, VenueOrder, VenueOrderStatus};
+use crate::keys::{KeyId, KeyPurpose, KeyVaultError};
 use crate::order::OrderTerms;
 use crate::risk::TradingState;
 use crate::stepup::{OrderIntent, OrderToApprove};
@@ -150,6 +152,13 @@ impl TradingService {
                         )
                         .await;
                 }
+                Err(KeyVaultError::Unusable) if retry => {
+                    // Suspended since the last send: it places nothing more, but the exchange
+                    // may have this order already.
+                    return self
+                        .look_up_before_rejecting(order, exchange, key, actor, meta)
+                        .await;
+                }
                 Err(other) => {
                     return self
                         .settle(
@@ -233,6 +242,47 @@ impl TradingService {
                 rejected(&why)
             }
             Err(other) => rejected(&other.to_string()),
+        };
+        self.settle(order, outcome, actor, meta).await
+    }
+
+    /// A held order whose earlier send went unanswered, on a key that may no longer place
+    /// orders: the exchange is asked (a look-up, which a suspended key may do) and what it has
+    /// is recorded; an order it never got is rejected.
+    async fn look_up_before_rejecting(
+        &self,
+        order: Order,
+        exchange: Arc<dyn Exchange>,
+        key: KeyId,
+        actor: Actor,
+        meta: RequestMeta,
+    ) -> Result<Order, TradingError> {
+        let purpose = KeyPurpose::Lookup(order.id.to_string());
+        let outcome = match self
+            .vault
+            .use_key(actor.clone(), order.owner, key, purpose, meta.clone())
+            .await
+        {
+            Ok((_, credentials)) => match exchange
+                .find_order(
+                    order.venue.environment,
+                    Some(&credentials),
+                    &order.symbol,
+                    &order.client_order_id,
+                )
+                .await
+            {
+                Ok(Some(ack)) => SendOutcome::Answered(ack),
+                Ok(None) => rejected(
+                    "The key can no longer place orders, and the exchange never got this one.",
+                ),
+                Err(e) if e.is_outage() => SendOutcome::Held(format!(
+                    "{} could not be asked whether it has this order; it stays held and is asked again.",
+                    order.venue.exchange.label()
+                )),
+                Err(e) => rejected(&e.to_string()),
+            },
+            Err(e) => rejected(&format!("The key could not be used: {e}.")),
         };
         self.settle(order, outcome, actor, meta).await
     }

@@ -48,6 +48,45 @@ pub(super) fn to_user(row: &user::Model) -> DbResult<User> {
     })
 }
 
+/// Sets the role of a user whose role is still `from` (`Conflict` otherwise: someone changed it
+/// meanwhile), inside `txn`. Any pending admin-role request for them goes, and so do the ones
+/// they made if they are no longer an admin.
+async fn change_role_in(
+    txn: &super::audit::AuditedTxn,
+    id: UserId,
+    from: Role,
+    role: Role,
+) -> DbResult<User> {
+    let row = user::Entity::find_by_id(id.to_string())
+        .one(txn.conn())
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let updated = user::Entity::update_many()
+        .set(user::ActiveModel {
+            role: Set(role.as_str().to_owned()),
+            ..Default::default()
+        })
+        .filter(user::Column::Id.eq(id.to_string()))
+        .filter(user::Column::Role.eq(from.as_str()))
+        .exec(txn.conn())
+        .await?;
+    if updated.rows_affected != 1 {
+        return Err(StoreError::Conflict.into());
+    }
+    role_request::Entity::delete_by_id(id.to_string())
+        .exec(txn.conn())
+        .await?;
+    if role != Role::Admin {
+        role_request::Entity::delete_many()
+            .filter(role_request::Column::RequestedBy.eq(id.to_string()))
+            .exec(txn.conn())
+            .await?;
+    }
+    let mut user = to_user(&row)?;
+    user.role = role;
+    Ok(user)
+}
+
 fn to_role_request(row: &role_request::Model) -> DbResult<RoleRequest> {
     let corrupt = |what: &str| {
         StoreError::Backend(format!(
@@ -58,6 +97,7 @@ fn to_role_request(row: &role_request::Model) -> DbResult<RoleRequest> {
     let id = |text: &str, what: &str| Uuid::parse_str(text).map(UserId).map_err(|_| corrupt(what));
     Ok(RoleRequest {
         target: id(&row.target_id, "target")?,
+        from: Role::parse(&row.from_role).map_err(|_| corrupt("from_role"))?,
         role: Role::parse(&row.role).map_err(|_| corrupt("role"))?,
         requested_by: id(&row.requested_by, "requester")?,
         requested_at: from_micros(row.requested_at_us).ok_or_else(|| corrupt("time"))?,
@@ -145,21 +185,14 @@ impl AccountStore for SqlAccountStore {
     async fn set_role(
         &self,
         id: UserId,
+        from: Role,
         role: Role,
         audit: AuditDraft,
     ) -> Result<User, StoreError> {
         converted(async {
             let txn = self.chain.begin().await?;
-            let row = user::Entity::find_by_id(id.to_string())
-                .one(txn.conn())
-                .await?
-                .ok_or(StoreError::NotFound)?;
-            let mut active: user::ActiveModel = row.clone().into();
-            active.role = Set(role.as_str().to_owned());
-            user::Entity::update(active).exec(txn.conn()).await?;
+            let user = change_role_in(&txn, id, from, role).await?;
             txn.commit_with(audit, self.clock.now()).await?;
-            let mut user = to_user(&row)?;
-            user.role = role;
             Ok(user)
         })
         .await
@@ -225,6 +258,7 @@ impl AccountStore for SqlAccountStore {
                 .await?;
             role_request::Entity::insert(role_request::ActiveModel {
                 target_id: Set(request.target.to_string()),
+                from_role: Set(request.from.as_str().to_owned()),
                 role: Set(request.role.as_str().to_owned()),
                 requested_by: Set(request.requested_by.to_string()),
                 requested_at_us: Set(micros(request.requested_at)),
@@ -255,30 +289,40 @@ impl AccountStore for SqlAccountStore {
             if removed.rows_affected != 1 {
                 return Err(StoreError::Conflict.into());
             }
-            let row = user::Entity::find_by_id(request.target.to_string())
+            // The one who asked must still be an admin: a request does not outlive its
+            // requester's authority.
+            let requester_is_admin = user::Entity::find_by_id(request.requested_by.to_string())
+                .filter(user::Column::Role.eq(Role::Admin.as_str()))
                 .one(txn.conn())
                 .await?
-                .ok_or(StoreError::NotFound)?;
-            let mut active: user::ActiveModel = row.clone().into();
-            active.role = Set(request.role.as_str().to_owned());
-            user::Entity::update(active).exec(txn.conn()).await?;
+                .is_some();
+            if !requester_is_admin {
+                return Err(StoreError::Conflict.into());
+            }
+            let user = change_role_in(&txn, request.target, request.from, request.role).await?;
             txn.commit_with(audit, self.clock.now()).await?;
-            let mut user = to_user(&row)?;
-            user.role = request.role;
             Ok(user)
         })
         .await
     }
 
-    async fn trusted_device(&self, token_hash: &str) -> Result<Option<UserId>, StoreError> {
+    async fn trusted_device(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<(UserId, time::OffsetDateTime)>, StoreError> {
         converted(async {
             let row = trusted_device::Entity::find_by_id(token_hash.to_owned())
                 .one(&self.db)
                 .await?;
             row.map(|row| {
-                Uuid::parse_str(&row.user_id).map(UserId).map_err(|_| {
-                    StoreError::Backend("a trusted device row has an invalid user id".into()).into()
-                })
+                let corrupt = || -> super::DbError {
+                    StoreError::Backend("a trusted device row is unreadable".into()).into()
+                };
+                let user = Uuid::parse_str(&row.user_id)
+                    .map(UserId)
+                    .map_err(|_| corrupt())?;
+                let given_at = from_micros(row.created_at_us).ok_or_else(corrupt)?;
+                Ok((user, given_at))
             })
             .transpose()
         })
@@ -289,10 +333,16 @@ impl AccountStore for SqlAccountStore {
         &self,
         user: UserId,
         token_hash: &str,
+        replacing: Option<&str>,
         at: time::OffsetDateTime,
     ) -> Result<(), StoreError> {
         converted(async {
             let txn = self.db.begin().await?;
+            if let Some(replaced) = replacing {
+                trusted_device::Entity::delete_by_id(replaced.to_owned())
+                    .exec(&txn)
+                    .await?;
+            }
             trusted_device::Entity::insert(trusted_device::ActiveModel {
                 token_hash: Set(token_hash.to_owned()),
                 user_id: Set(user.to_string()),

@@ -71,6 +71,7 @@ pub mod role_request {
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub target_id: String,
+        pub from_role: String,
         pub role: String,
         pub requested_by: String,
         pub requested_at_us: i64,

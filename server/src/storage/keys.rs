@@ -14,8 +14,8 @@ use domain::ports::{Clock, StoreError};
 use domain::trading::OrderStatus;
 use domain::vault::{SealedSecret, WrappedKey};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -300,15 +300,28 @@ impl KeyStore for SqlKeyStore {
             let updated = exchange_key::Entity::update(active)
                 .exec(txn.conn())
                 .await?;
-            // After the key row is written (and so locked): a sender claims its order before
-            // it uses the key, and using it needs the ciphertext, so either that claim is seen
-            // here or the key can no longer be used.
-            let live_orders = order::Entity::find()
-                .filter(order::Column::KeyId.eq(id.to_string()))
-                .filter(
+            // Orders the exchange may have: being sent, resting, or held again after a send
+            // whose outcome is unknown. Audited writes are serialised by the audit chain's
+            // lock, and a sender claims its order (an audited write) before it uses the key,
+            // which needs the ciphertext: so either that claim is seen here, or the key can no
+            // longer be used.
+            let may_be_at_the_exchange = Condition::any()
+                .add(
                     order::Column::Status
                         .is_in([OrderStatus::Submitting.as_str(), OrderStatus::Open.as_str()]),
                 )
+                .add(
+                    Condition::all()
+                        .add(order::Column::Status.eq(OrderStatus::Held.as_str()))
+                        .add(
+                            Condition::any()
+                                .add(order::Column::Attempts.gt(0))
+                                .add(order::Column::ExchangeOrderId.is_not_null()),
+                        ),
+                );
+            let live_orders = order::Entity::find()
+                .filter(order::Column::KeyId.eq(id.to_string()))
+                .filter(may_be_at_the_exchange)
                 .count(txn.conn())
                 .await?;
             if live_orders > 0 {

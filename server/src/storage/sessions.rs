@@ -15,7 +15,7 @@ use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
 use super::audit::AuditChain;
-use super::entities::{agent_token, session};
+use super::entities::{agent_token, session, trusted_device};
 use super::{DbError, DbResult, converted};
 
 /// The session data key that holds the signed-in user's id.
@@ -285,6 +285,11 @@ impl SessionRevoker for SqlSessionStore {
                 .exec(txn.conn())
                 .await?
                 .rows_affected;
+            // Signed out everywhere, every browser is a stranger again at the next sign-in.
+            trusted_device::Entity::delete_many()
+                .filter(trusted_device::Column::UserId.eq(user.to_string()))
+                .exec(txn.conn())
+                .await?;
             let mut revoked = 0;
             if agent_tokens {
                 // Under the chain lock: no token can be created or revoked in between.

@@ -518,5 +518,18 @@ async fn granting_or_removing_the_admin_role_takes_a_second_admin() {
     let removal = set_role(&second, first_id.clone(), "trader").await;
     assert_eq!(removal["role"], "admin", "{removal}");
     assert!(is_admin("first@example.com").await);
+
+    // A request does not outlive its requester's authority: the first admin asks, loses the
+    // role (here at the operator's CLI), and the second admin's same change is only a request.
+    let other = app.signed_in_as("other@example.com", Role::Trader).await;
+    let other_id = id_of(&other).await;
+    set_role(&first, other_id.clone(), "admin").await;
+    server::cli::set_role(&app.settings, "first@example.com", "trader")
+        .await
+        .expect("demoted");
+    let after = set_role(&second, other_id.clone(), "admin").await;
+    assert_eq!(after["role"], "trader", "{after}");
+    assert_eq!(after["pending"]["requested_by"], "second@example.com");
+    assert!(!is_admin("other@example.com").await);
     app.stop().await;
 }

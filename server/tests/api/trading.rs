@@ -1499,10 +1499,40 @@ async fn a_key_with_a_resting_order_is_not_revoked_and_once_suspended_still_take
         1
     );
 
+    // Nor while an order whose send went unanswered is held again (the exchange may have it).
+    app.exec(&format!(
+        "UPDATE orders SET status = 'held', attempts = 1 WHERE id = '{id}'"
+    ))
+    .await;
+    let refused = app
+        .call(&trader, "keys/revoke", &[("key_id", key.as_str())])
+        .await;
+    assert_eq!(refused.status(), 409);
+    app.exec(&format!(
+        "UPDATE orders SET status = 'open' WHERE id = '{id}'"
+    ))
+    .await;
+
     // Suspended (as a re-check that finds withdrawals enabled leaves it): it signs no new
-    // order, yet a stop can still take the resting one off the book.
+    // order, yet it still follows the resting one, and a stop can still take it off the book.
     app.exec("UPDATE exchange_keys SET status = 'suspended'")
         .await;
+    app.clock.advance(time::Duration::seconds(61));
+    app.backend
+        .services
+        .trading
+        .refresh_open()
+        .await
+        .expect("refresh");
+    let lookup = format!(
+        "SELECT COUNT(*) FROM audit_events WHERE action = 'vault.key_used' \
+         AND details LIKE '%checking order {id}%'"
+    );
+    assert_eq!(
+        app.count(&lookup).await,
+        1,
+        "looked up with the suspended key"
+    );
     let blocked = limit_at(&app, &trader, &key, "ETHUSDT", "1", "3000").await;
     if blocked.status() == 200 {
         let blocked = json(blocked).await;
