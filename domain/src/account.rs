@@ -299,14 +299,12 @@ pub trait AccountStore: Send + Sync + std::fmt::Debug {
         &self,
         token_hash: &str,
     ) -> Result<Option<(UserId, OffsetDateTime)>, StoreError>;
-    /// Remembers a device token given to `user` at a sign-in, in place of `replacing` (the
-    /// token the browser showed, if any); the user's oldest are forgotten beyond
-    /// [`TRUSTED_DEVICES_PER_USER`].
+    /// Remembers (or, for one already known, renews) a device token of `user`'s, as given at
+    /// `at`; the user's oldest are forgotten beyond [`TRUSTED_DEVICES_PER_USER`].
     async fn trust_device(
         &self,
         user: UserId,
         token_hash: &str,
-        replacing: Option<&str>,
         at: OffsetDateTime,
     ) -> Result<(), StoreError>;
 }
@@ -335,7 +333,7 @@ pub enum RoleChange {
     Requested(RoleRequest),
 }
 
-/// How long a browser is remembered after its last sign-in (each sign-in gives it a new token).
+/// How long a browser is remembered after its last sign-in (each sign-in renews it).
 pub const DEVICE_TRUST_TTL: Duration = Duration::days(180);
 
 /// How many browsers an account's sign-ins are remembered for.
@@ -593,12 +591,10 @@ impl AccountService {
         match verified? {
             (Some(user), true) => {
                 let known_device = trusted_device.is_some();
-                // A new token at every sign-in: a copied cookie stops working once its owner
-                // signs in again, and trust lapses DEVICE_TRUST_TTL after the last sign-in.
-                let device = self
-                    .remember_device_in_place_of(user.id, trusted_device.as_ref())
-                    .await
-                    .ok();
+                // Renewed at every sign-in: trust lapses DEVICE_TRUST_TTL after the last one.
+                // The same token stays, so a response lost on its way cannot leave the browser
+                // with a token the server no longer knows.
+                let device = self.keep_device(user.id, trusted_device).await.ok();
                 let device_detail = match (&device, known_device) {
                     (None, _) => "not remembered",
                     (Some(_), true) => "known",
@@ -685,18 +681,18 @@ impl AccountService {
 
     /// A new device token for a browser `user` just signed up in.
     pub async fn remember_device(&self, user: UserId) -> Result<DeviceToken, AccountError> {
-        self.remember_device_in_place_of(user, None).await
+        self.keep_device(user, None).await
     }
 
-    async fn remember_device_in_place_of(
+    /// Renews the token a trusted browser showed, or remembers a new one.
+    async fn keep_device(
         &self,
         user: UserId,
-        shown: Option<&DeviceToken>,
+        shown: Option<DeviceToken>,
     ) -> Result<DeviceToken, AccountError> {
-        let token = DeviceToken::generate();
-        let replacing = shown.map(DeviceToken::hash);
+        let token = shown.unwrap_or_else(DeviceToken::generate);
         self.store
-            .trust_device(user, &token.hash(), replacing.as_deref(), self.clock.now())
+            .trust_device(user, &token.hash(), self.clock.now())
             .await?;
         Ok(token)
     }
@@ -808,6 +804,10 @@ impl AccountService {
             .find_user(target)
             .await?
             .ok_or(AccountError::NotFound)?;
+        if role == before.role {
+            // Nothing to change (and no pending request of another admin's to drop).
+            return Ok(RoleChange::Changed(before));
+        }
         let touches_admin = (before.role == Role::Admin) != (role == Role::Admin);
         if !touches_admin {
             return self
@@ -1142,11 +1142,10 @@ mod tests {
                 &self,
                 user: UserId,
                 token_hash: &str,
-                replacing: Option<&str>,
                 _: OffsetDateTime,
             ) -> Result<(), StoreError> {
                 let mut devices = self.0.devices.lock().expect("lock");
-                devices.retain(|(hash, _)| Some(hash.as_str()) != replacing);
+                devices.retain(|(hash, _)| hash != token_hash);
                 devices.push((token_hash.to_owned(), user));
                 Ok(())
             }
@@ -1370,14 +1369,12 @@ mod tests {
                 };
                 let parse = |token: &str| DeviceToken::parse(token).expect("a token we issued");
                 let first = token_of(&log_in("cy@example.com", None).await);
-                // Shown again for the same account: its own counter, and a new token for it.
+                // Shown again for the same account: its own counter, and the token renewed.
                 let second = token_of(&log_in("cy@example.com", Some(parse(&first))).await);
-                assert_ne!(second, first);
-                // Shown for another account: counted like any stranger.
-                let other = token_of(&log_in("di@example.com", Some(parse(&second))).await);
-                assert_ne!(other, second);
-                // The replaced token is a stranger's now (a copied cookie stops working).
-                log_in("cy@example.com", Some(parse(&first))).await;
+                assert_eq!(second, first);
+                // Shown for another account: counted like any stranger, and a token of its own.
+                let other = token_of(&log_in("di@example.com", Some(parse(&first))).await);
+                assert_ne!(other, first);
                 let keys = fakes.throttle_keys.lock().expect("lock").clone();
                 assert_eq!(
                     keys[0],
@@ -1386,15 +1383,14 @@ mod tests {
                 );
                 assert_eq!(keys[1], [format!("device:{}", parse(&first).hash())]);
                 assert_eq!(keys[2], ["account:di@example.com", "ip:203.0.113.9"]);
-                assert_eq!(keys[3], ["account:cy@example.com", "ip:203.0.113.9"]);
-                assert_eq!(fakes.devices.lock().expect("lock").len(), 3);
+                assert_eq!(fakes.devices.lock().expect("lock").len(), 2);
                 let audit = fakes.audit.lock().expect("lock");
                 let devices: Vec<_> = audit
                     .iter()
                     .filter(|d| d.action == "auth.login")
                     .map(|d| d.details()["device"].clone())
                     .collect();
-                assert_eq!(devices, ["new", "known", "new", "new"]);
+                assert_eq!(devices, ["new", "known", "new"]);
                 assert!(DeviceToken::parse("cpd_short").is_none());
                 assert!(DeviceToken::parse(&first.replace("cpd_", "xyz_")).is_none());
             });

@@ -44,7 +44,7 @@ pub(super) fn key_vault_message(err: &KeyVaultError) -> String {
         KeyVaultError::Revoked => "This key was revoked.".into(),
         KeyVaultError::Unusable => "This key cannot be used right now.".into(),
         KeyVaultError::HasLiveOrders => "This key has orders the exchange may hold (open, being \
-            sent, or held after a send that went unanswered). Cancel them first: once the key is \
+            sent, or held after a send attempt). Cancel them first: once the key is \
             revoked, CryptoPulse can no longer cancel or follow them."
             .into(),
         KeyVaultError::ExchangeRejected(why) => why.clone(),

@@ -129,7 +129,18 @@ impl TradingService {
                 .await
             {
                 Ok((_, credentials)) => Some(credentials),
+                Err(KeyVaultError::Unusable) if retry => {
+                    // Suspended since the last send: it places nothing more, but the exchange
+                    // may have this order already.
+                    return self
+                        .look_up_before_rejecting(order, exchange, key, actor, meta)
+                        .await;
+                }
                 Err(KeyVaultError::KmsUnavailable) => {
+                    // Not sent: if the gate let it through as the venue's probe, the next
+                    // order probes instead.
+                    self.breakers
+                        .abandon_probe((venue.exchange, venue.environment), self.now());
                     // Fail safe: no KMS, no signing; hold and retry like an exchange outage.
                     return self
                         .settle(
@@ -141,6 +152,8 @@ impl TradingService {
                         .await;
                 }
                 Err(KeyVaultError::AuditUnavailable) => {
+                    self.breakers
+                        .abandon_probe((venue.exchange, venue.environment), self.now());
                     return self
                         .settle(
                             order,
@@ -152,14 +165,9 @@ impl TradingService {
                         )
                         .await;
                 }
-                Err(KeyVaultError::Unusable) if retry => {
-                    // Suspended since the last send: it places nothing more, but the exchange
-                    // may have this order already.
-                    return self
-                        .look_up_before_rejecting(order, exchange, key, actor, meta)
-                        .await;
-                }
                 Err(other) => {
+                    self.breakers
+                        .abandon_probe((venue.exchange, venue.environment), self.now());
                     return self
                         .settle(
                             order,
@@ -257,7 +265,14 @@ impl TradingService {
         actor: Actor,
         meta: RequestMeta,
     ) -> Result<Order, TradingError> {
+        let venue = (order.venue.exchange, order.venue.environment);
         let purpose = KeyPurpose::Lookup(order.id.to_string());
+        let still_held = |why: &str| {
+            SendOutcome::Held(format!(
+                "{why}; the order stays held and {} is asked about it again.",
+                order.venue.exchange.label()
+            ))
+        };
         let outcome = match self
             .vault
             .use_key(actor.clone(), order.owner, key, purpose, meta.clone())
@@ -272,17 +287,40 @@ impl TradingService {
                 )
                 .await
             {
-                Ok(Some(ack)) => SendOutcome::Answered(ack),
-                Ok(None) => rejected(
-                    "The key can no longer place orders, and the exchange never got this one.",
-                ),
-                Err(e) if e.is_outage() => SendOutcome::Held(format!(
-                    "{} could not be asked whether it has this order; it stays held and is asked again.",
-                    order.venue.exchange.label()
-                )),
-                Err(e) => rejected(&e.to_string()),
+                Ok(found) => {
+                    self.breakers.succeeded(venue);
+                    match found {
+                        Some(ack) => SendOutcome::Answered(ack),
+                        None => rejected(
+                            "The key can no longer place orders, and the exchange never got this one.",
+                        ),
+                    }
+                }
+                Err(e) if e.is_outage() => {
+                    self.breakers.failed(venue, self.now());
+                    still_held(&format!(
+                        "{} could not be asked whether it has this order",
+                        order.venue.exchange.label()
+                    ))
+                }
+                Err(e) => {
+                    self.breakers.abandon_probe(venue, self.now());
+                    rejected(&e.to_string())
+                }
             },
-            Err(e) => rejected(&format!("The key could not be used: {e}.")),
+            // Passing failures: the exchange may still have the order, so it stays held.
+            Err(KeyVaultError::KmsUnavailable) => {
+                self.breakers.abandon_probe(venue, self.now());
+                still_held("The key service is unavailable")
+            }
+            Err(KeyVaultError::AuditUnavailable) => {
+                self.breakers.abandon_probe(venue, self.now());
+                still_held("The audit log was unavailable")
+            }
+            Err(e) => {
+                self.breakers.abandon_probe(venue, self.now());
+                rejected(&format!("The key could not be used: {e}."))
+            }
         };
         self.settle(order, outcome, actor, meta).await
     }

@@ -333,16 +333,14 @@ impl AccountStore for SqlAccountStore {
         &self,
         user: UserId,
         token_hash: &str,
-        replacing: Option<&str>,
         at: time::OffsetDateTime,
     ) -> Result<(), StoreError> {
         converted(async {
             let txn = self.db.begin().await?;
-            if let Some(replaced) = replacing {
-                trusted_device::Entity::delete_by_id(replaced.to_owned())
-                    .exec(&txn)
-                    .await?;
-            }
+            // A known token is renewed: removed and stored again with its new time.
+            trusted_device::Entity::delete_by_id(token_hash.to_owned())
+                .exec(&txn)
+                .await?;
             trusted_device::Entity::insert(trusted_device::ActiveModel {
                 token_hash: Set(token_hash.to_owned()),
                 user_id: Set(user.to_string()),

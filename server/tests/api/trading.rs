@@ -1568,3 +1568,50 @@ async fn a_key_with_a_resting_order_is_not_revoked_and_once_suspended_still_take
     assert_eq!(app.count(revoked).await, 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_held_order_on_a_key_suspended_since_its_send_is_looked_up_not_sent_again() {
+    let binance = Binance::testnet(Mode::Normal).await;
+    let url = binance.url.clone();
+    let app = spawn_app_with(|s| s.exchanges.binance_testnet_url = url).await;
+    binance.follow_clock(app.clock.clone());
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let key = binance_key(&app, &trader).await;
+    let trading = app.backend.services.trading.clone();
+
+    // Sent once, unanswered (429): held, and it may be at the exchange.
+    binance.set_mode(Mode::RateLimited);
+    let held = placed(limit_at(&app, &trader, &key, "BTCUSDT", "0.01", "65000.00").await).await;
+    assert_eq!(held["status"], "held", "{held}");
+    let id = held["id"].as_str().expect("id").to_owned();
+    binance.set_mode(Mode::Normal);
+    app.exec("UPDATE exchange_keys SET status = 'suspended'")
+        .await;
+    let posts = || {
+        binance
+            .seen()
+            .iter()
+            .filter(|r| r.method == axum::http::Method::POST)
+            .count()
+    };
+    let posted_before = posts();
+    app.clock.advance(time::Duration::seconds(31));
+    trading.retry_held().await.expect("retry");
+
+    // Asked with a look-up, never placed again; the exchange never got it, so it is rejected.
+    assert_eq!(
+        posts(),
+        posted_before,
+        "nothing placed with a suspended key"
+    );
+    let after = json(app.call(&trader, "trading/order", &[("id", &id)]).await).await;
+    assert_eq!(after["status"], "rejected", "{after}");
+    let reason = after["status_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("never got this one"), "{reason}");
+    let lookup = format!(
+        "SELECT COUNT(*) FROM audit_events WHERE action = 'vault.key_used' \
+         AND details LIKE '%checking order {id}%'"
+    );
+    assert_eq!(app.count(&lookup).await, 1);
+    app.stop().await;
+}
