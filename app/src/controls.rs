@@ -274,7 +274,7 @@ pub const CONTROLS: &[Control] = &[
         framework: MifidRts6,
         reference: "Art. 12",
         requirement: "Kill functionality: cancel all unexecuted orders immediately, as an emergency measure.",
-        feature: "The global kill switch denies every new order and cancels every resting order at its venue, with the trader's key even when that key is suspended (a key with live orders cannot be revoked); its state shows on every trader's page and the admin's overview.",
+        feature: "The global kill switch denies every new order and cancels every resting order at its venue, with the trader's key even when that key is suspended (a key with live orders cannot be revoked); a held order whose send went unanswered is looked up and cancelled at its venue too, never only in our records; its state shows on every trader's page and the admin's overview.",
         pages: &["/admin/risk", "/"],
         evidence: &[
             A::RiskKillSwitchOn,
@@ -285,6 +285,7 @@ pub const CONTROLS: &[Control] = &[
             "server/tests/api/trading.rs::the_kill_switch_needs_an_admin_key_stops_new_orders_and_shows_everywhere",
             "server/tests/api/admin_controls.rs::turning_the_kill_switch_on_cancels_resting_orders_and_says_how_many",
             "server/tests/api/trading.rs::a_key_with_a_resting_order_is_not_revoked_and_once_suspended_still_takes_it_off",
+            "server/tests/api/trading.rs::cancelling_a_held_order_whose_send_went_unanswered_cancels_it_at_the_exchange",
             "domain/src/trading/decision.rs::either_kill_switch_denies_every_order",
             "end2end/tests/trading.spec.ts::the admin's kill switch needs the security key and puts a banner on every trader's page",
         ],

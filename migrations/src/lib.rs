@@ -16,6 +16,8 @@ mod m20261130_000012_settled_state;
 mod m20261201_000013_live_orders;
 mod m20261202_000014_trusted_devices;
 mod m20261202_000015_role_requests;
+mod m20261203_000016_cancel_requests;
+mod m20261203_000017_recorded_head;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -38,6 +40,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000013_live_orders::Migration),
             Box::new(m20261202_000014_trusted_devices::Migration),
             Box::new(m20261202_000015_role_requests::Migration),
+            Box::new(m20261203_000016_cancel_requests::Migration),
+            Box::new(m20261203_000017_recorded_head::Migration),
         ]
     }
 }

@@ -117,7 +117,7 @@ fn UserRow(
         } else {
             p.requested_by.clone()
         };
-        let mut note = if is_me {
+        let note = if is_me {
             format!("{asker} asked to make you {role}.")
         } else {
             format!(
@@ -125,10 +125,14 @@ fn UserRow(
                 short_time(&p.expires_at),
             )
         };
-        if confirmers == 0 {
-            note.push_str(" No other admin can confirm it: the operator can, with `cryptopulse set-role`.");
-        }
-        view! { <p class="mt-1 text-xs text-amber-800" data-testid="role-pending">{note}</p> }
+        let operator = (confirmers == 0).then(|| {
+            view! {
+                " No other admin can confirm it: the operator can, with "
+                <code class="rounded bg-amber-50 px-1 font-mono">"cryptopulse set-role"</code>
+                "."
+            }
+        });
+        view! { <p class="mt-1 text-xs text-amber-800" data-testid="role-pending">{note}{operator}</p> }
     });
     view! {
         <tr>

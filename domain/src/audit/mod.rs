@@ -72,6 +72,12 @@ pub trait AuditLog: Send + Sync + std::fmt::Debug {
     async fn head(&self) -> Result<ChainHead, StoreError>;
     /// One event by seq.
     async fn event(&self, seq: i64) -> Result<Option<AuditEvent>, StoreError>;
+    /// Where the last committed append left the chain, as the store records it beside the
+    /// events (EMPTY when it keeps no such record): events cut from the end leave it pointing
+    /// past the newest row.
+    async fn recorded_head(&self) -> Result<ChainHead, StoreError> {
+        Ok(ChainHead::EMPTY)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,6 +22,18 @@ use crate::authz::Reviewer;
 use crate::ids::UserId;
 use crate::store_error::StoreError;
 
+/// Why a report was not finished (signed).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The chain does not verify: a signature would vouch for rows cut from it or rewritten.
+    #[error(
+        "The audit chain does not verify at event {0}, so the report is not signed. Run Verify on the Audit page."
+    )]
+    ChainBroken(i64),
+}
+
 /// Which page of a search: the newest, the one older than a seq, or the one newer than a seq.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PageCursor {
@@ -192,17 +204,27 @@ impl ReportRun {
         Ok((Some(bytes), events))
     }
 
-    /// Signs the manifest over every row written and records the download (who, filter,
-    /// format, rows, digest). Returns the manifest and the trailer bytes that end the report.
-    /// Call only after `next_rows` returned `None`: a report cut short must not be signed.
+    /// Verifies the chain, then signs the manifest over every row written and records the
+    /// download (who, filter, format, rows, digest). Returns the manifest and the trailer bytes
+    /// that end the report. Call only after `next_rows` returned `None`: a report cut short
+    /// must not be signed.
+    ///
+    /// The chain is verified first because a filtered report cannot show on its own that a
+    /// matching row was cut from the chain, or rewritten with its own hash recomputed: its rows
+    /// need not be consecutive. The rows are already sent by then, so the first byte is not
+    /// held up; a broken chain leaves the report unsigned.
     pub async fn finish(
         mut self,
         meta: RequestMeta,
-    ) -> Result<(ReportManifest, Vec<u8>), StoreError> {
+    ) -> Result<(ReportManifest, Vec<u8>), ReportError> {
         if !self.exhausted {
             return Err(StoreError::Backend(
                 "a report was finished before all of its rows were written".into(),
-            ));
+            )
+            .into());
+        }
+        if let Err(broken) = self.service.check_chain(None, |_| {}).await? {
+            return Err(ReportError::ChainBroken(broken.error.seq));
         }
         let mut header = Vec::new();
         if !self.header_sent {

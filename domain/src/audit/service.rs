@@ -172,11 +172,15 @@ impl AuditService {
         self.check_chain(anchor, progress).await
     }
 
-    async fn check_chain(
+    /// The whole chain, then the heads it must still hold: `anchor`, the latest signed
+    /// checkpoints, and the head of record.
+    pub(crate) async fn check_chain(
         &self,
         anchor: Option<ChainHead>,
         progress: impl FnMut(u64) + Send,
     ) -> Result<Result<VerifiedLog, BrokenLog>, StoreError> {
+        // Read before the scan: appends during it only move the record past what is checked.
+        let recorded = self.log.recorded_head().await?;
         let verified = match verify_log(self.log.as_ref(), progress).await? {
             Ok(verified) => verified,
             Err(broken) => return Ok(Err(broken)),
@@ -230,6 +234,12 @@ impl AuditService {
             if let Err(error) = check_anchor(self.log.as_ref(), head).await? {
                 return Ok(Err(broken(error, Some(checkpoint.clone()))));
             }
+        }
+        // The head of record catches events cut from the end since the latest checkpoint.
+        if recorded.seq > 0
+            && let Err(error) = check_anchor(self.log.as_ref(), recorded).await?
+        {
+            return Ok(Err(broken(error, None)));
         }
         Ok(Ok(VerifiedLog {
             checkpoint: anchors.into_iter().next(),

@@ -28,6 +28,7 @@ impl TradingService {
             .ok_or(TradingError::NotFound)?;
         match order.status {
             OrderStatus::Held => {
+                let sent_before = order.sent_before();
                 let claim = claim_draft(&order, OrderStatus::Held, Actor::user(owner), &meta);
                 if !self
                     .store
@@ -37,13 +38,13 @@ impl TradingService {
                 {
                     return Err(Refusal::OrderBusy.into());
                 }
-                self.settle(
-                    order,
-                    SendOutcome::Cancelled("Cancelled by you before it was sent.".into()),
-                    Actor::user(owner),
-                    meta,
-                )
-                .await
+                let reason = if sent_before {
+                    "Cancelled by you."
+                } else {
+                    "Cancelled by you before it was sent."
+                };
+                self.withdraw(order, sent_before, reason.into(), Actor::user(owner), meta)
+                    .await
             }
             OrderStatus::Open => {
                 self.cancel_open(order, Actor::user(owner), None, meta)

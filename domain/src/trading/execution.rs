@@ -10,14 +10,16 @@ use time::Duration;
 
 use super::breaker::Gate;
 use super::error::{Conflict, Refusal, TradingError, audit_or_store};
-use super::service::{draft, paused_reason, plain};
+use super::service::{draft, paused_reason, paused_until, plain};
 use super::{
     ApprovalState, Fill, HoldKind, Order, OrderId, OrderStatus, OrderUpdate, TradingService,
 };
 use crate::account::UserId;
 use crate::audit::{Actor, AuditDraft, Outcome, RequestMeta};
 use crate::audit_action::AuditAction;
-use crate::exchange::{Exchange, ExchangeError, VenueAck, VenueOrder, VenueOrderStatus};
+use crate::exchange::{
+    Exchange, ExchangeError, ExchangeName, VenueAck, VenueOrder, VenueOrderStatus,
+};
 use crate::keys::{KeyId, KeyPurpose, KeyVaultError};
 use crate::order::OrderTerms;
 use crate::risk::TradingState;
@@ -30,6 +32,9 @@ pub(super) enum SendOutcome {
     Cancelled(String),
     /// Judged again before sending and refused: never sent.
     Denied(String),
+    /// To be cancelled, but its exchange (which may have it) could not be asked yet: held,
+    /// never sent again, and asked again by the retry job.
+    CancelPending(String),
 }
 
 /// The audit event of a claim: `order` leaves `from` to be sent (or cancelled) by `actor`.
@@ -70,6 +75,18 @@ pub const STRANDED_AFTER: Duration = Duration::minutes(2);
 
 const STRANDED_REASON: &str = "The server stopped while sending this order. It is checked with \
      the exchange and sent at most once: if the exchange has it, its answer is recorded here.";
+
+/// The reason a retried cancel records: the owner's or the stop's own reason was shown when it
+/// was asked for.
+const CANCEL_CONFIRMED: &str = "Cancelled as requested.";
+
+fn cancel_pending(exchange: ExchangeName, why: &str) -> SendOutcome {
+    SendOutcome::CancelPending(format!(
+        "Cancel requested, not confirmed yet: {why}. The order will not be sent again; {} is \
+         asked again, and the order is cancelled there if it has it.",
+        exchange.label()
+    ))
+}
 
 fn rejected(why: &str) -> SendOutcome {
     SendOutcome::Answered(VenueAck {
@@ -325,6 +342,160 @@ impl TradingService {
         self.settle(order, outcome, actor, meta).await
     }
 
+    /// Cancels a claimed held order. One never sent is cancelled here; one whose earlier send
+    /// went unanswered (`sent_before`) may be at its exchange, which is asked first (see
+    /// [`Self::cancel_unanswered`]), unless the venue is paused: then the cancel waits.
+    pub(super) async fn withdraw(
+        &self,
+        order: Order,
+        sent_before: bool,
+        reason: String,
+        actor: Actor,
+        meta: RequestMeta,
+    ) -> Result<Order, TradingError> {
+        if !sent_before {
+            return self
+                .settle(order, SendOutcome::Cancelled(reason), actor, meta)
+                .await;
+        }
+        let exchange = order.venue.exchange;
+        if let Gate::Paused(until) = self
+            .breakers
+            .gate((exchange, order.venue.environment), self.now())
+        {
+            let why = paused_until(exchange, until);
+            return self
+                .settle(order, cancel_pending(exchange, &why), actor, meta)
+                .await;
+        }
+        self.cancel_unanswered(order, reason, actor, meta).await
+    }
+
+    /// Cancels a claimed held order whose earlier send went unanswered. Its exchange may have
+    /// it, so it is asked first: an order resting there is cancelled there, one it filled or
+    /// ended is recorded as it says, and only one it never got is cancelled in our records
+    /// alone. While the exchange, the key service or the audit log cannot be asked, the order
+    /// stays held with the cancel pending: never sent again, and the retry job asks again.
+    async fn cancel_unanswered(
+        &self,
+        order: Order,
+        reason: String,
+        actor: Actor,
+        meta: RequestMeta,
+    ) -> Result<Order, TradingError> {
+        let name = order.venue.exchange;
+        let venue = (name, order.venue.environment);
+        let Some(exchange) = self.exchanges.get(name).cloned() else {
+            // Nothing can ask it any more (a send would be rejected the same way).
+            let why = format!(
+                "{reason} {} is no longer enabled, so it could not be asked whether it got this order.",
+                name.label()
+            );
+            return self
+                .settle(order, SendOutcome::Cancelled(why), actor, meta)
+                .await;
+        };
+        let credentials = match order.venue.key {
+            None => None,
+            Some(key) => match self
+                .vault
+                .use_key(
+                    actor.clone(),
+                    order.owner,
+                    key,
+                    KeyPurpose::Cancel(order.id.to_string()),
+                    meta.clone(),
+                )
+                .await
+            {
+                Ok((_, credentials)) => Some(credentials),
+                Err(e) => {
+                    self.breakers.abandon_probe(venue, self.now());
+                    let why = match e {
+                        KeyVaultError::KmsUnavailable => "the key service is unavailable".into(),
+                        KeyVaultError::AuditUnavailable => "the audit log was unavailable".into(),
+                        other => format!("its key could not be used ({other})"),
+                    };
+                    return self
+                        .settle(order, cancel_pending(name, &why), actor, meta)
+                        .await;
+                }
+            },
+        };
+        let env = order.venue.environment;
+        let found = exchange
+            .find_order(
+                env,
+                credentials.as_ref(),
+                &order.symbol,
+                &order.client_order_id,
+            )
+            .await;
+        let failed = |e: &ExchangeError| {
+            if e.is_outage() {
+                self.breakers.failed(venue, self.now());
+            } else {
+                self.breakers.abandon_probe(venue, self.now());
+            }
+        };
+        let outcome = match found {
+            Ok(None) => {
+                self.breakers.succeeded(venue);
+                SendOutcome::Cancelled(format!(
+                    "{reason} {} confirmed it never got it.",
+                    name.label()
+                ))
+            }
+            Ok(Some(ack)) if ack.status == VenueOrderStatus::Open => match exchange
+                .cancel_order(
+                    env,
+                    credentials.as_ref(),
+                    &order.symbol,
+                    &order.client_order_id,
+                )
+                .await
+            {
+                Ok(done) => {
+                    self.breakers.succeeded(venue);
+                    if done.status == VenueOrderStatus::Cancelled
+                        && done.filled_quantity == order.filled_quantity
+                    {
+                        SendOutcome::Cancelled(format!(
+                            "{reason} It had reached {}, and was cancelled there.",
+                            name.label()
+                        ))
+                    } else {
+                        SendOutcome::Answered(done)
+                    }
+                }
+                Err(e) => {
+                    failed(&e);
+                    cancel_pending(
+                        name,
+                        &format!("{} has it, but did not cancel it ({e})", name.label()),
+                    )
+                }
+            },
+            // Filled, cancelled or rejected there: recorded as the exchange says.
+            Ok(Some(ack)) => {
+                self.breakers.succeeded(venue);
+                SendOutcome::Answered(ack)
+            }
+            Err(e) => {
+                failed(&e);
+                cancel_pending(
+                    name,
+                    &format!(
+                        "{} could not be asked whether it has this order ({e})",
+                        name.label()
+                    ),
+                )
+            }
+        };
+        drop(credentials);
+        self.settle(order, outcome, actor, meta).await
+    }
+
     pub(super) async fn settle(
         &self,
         mut order: Order,
@@ -403,6 +574,18 @@ impl TradingService {
                 None,
                 AuditAction::TradeOrderDenied,
             ),
+            SendOutcome::CancelPending(reason) => (
+                OrderUpdate {
+                    status: OrderStatus::Held,
+                    hold: Some(HoldKind::Cancelling),
+                    status_reason: Some(reason),
+                    filled_quantity: order.filled_quantity,
+                    average_price: order.average_price,
+                    exchange_order_id: order.exchange_order_id.clone(),
+                },
+                None,
+                AuditAction::TradeOrderHeld,
+            ),
             SendOutcome::Cancelled(reason) => (
                 OrderUpdate {
                     status: OrderStatus::Cancelled,
@@ -461,10 +644,19 @@ impl TradingService {
             if order.updated_at >= stranded_before {
                 continue;
             }
+            // A retried cancel keeps its mark while claimed: it stays a cancel, never a send.
+            let outcome = if order.hold == Some(HoldKind::Cancelling) {
+                cancel_pending(
+                    order.venue.exchange,
+                    "the server stopped while cancelling this order",
+                )
+            } else {
+                SendOutcome::Held(STRANDED_REASON.into())
+            };
             match self
                 .settle(
                     order,
-                    SendOutcome::Held(STRANDED_REASON.into()),
+                    outcome,
                     Actor::system("trading"),
                     RequestMeta::default(),
                 )
@@ -480,13 +672,19 @@ impl TradingService {
     }
 
     /// Sends orders held for an exchange outage (or released by a reviewer) once their
-    /// exchange's breaker lets them through. Each order is claimed before it is sent, so two
-    /// servers (or two runs) never send the same order. Returns how many were sent.
+    /// exchange's breaker lets them through, and asks it about those whose cancel is pending
+    /// (cancelling them there, never sending them). Each order is claimed first, so two servers
+    /// (or two runs) never act on the same order. Returns how many were sent.
     pub async fn retry_held(&self) -> Result<usize, TradingError> {
-        let held = self
+        let mut held = self
             .store
-            .orders_in_status(OrderStatus::Held, Some(HoldKind::Exchange), 100)
+            .orders_in_status(OrderStatus::Held, Some(HoldKind::Cancelling), 100)
             .await?;
+        held.extend(
+            self.store
+                .orders_in_status(OrderStatus::Held, Some(HoldKind::Exchange), 100)
+                .await?,
+        );
         let mut sent = 0;
         for order in held {
             let now = self.now();
@@ -519,27 +717,38 @@ impl TradingService {
                     return Err(e.into());
                 }
             }
+            let sent_before = order.sent_before();
             let mut order = order;
             order.attempts += 1;
             order.status = OrderStatus::Submitting;
-            // Trading state and kill switches apply at send time too.
-            if let Some(reason) = self.blocked_at_send(order.owner).await? {
-                self.breakers.abandon_probe(venue, now);
-                self.settle(
+            if order.hold == Some(HoldKind::Cancelling) {
+                self.cancel_unanswered(
                     order,
-                    SendOutcome::Cancelled(reason),
+                    CANCEL_CONFIRMED.into(),
                     Actor::system("trading"),
                     RequestMeta::default(),
                 )
                 .await?;
                 continue;
             }
-            let retry = order.attempts > 1 || order.exchange_order_id.is_some();
+            // Trading state and kill switches apply at send time too.
+            if let Some(reason) = self.blocked_at_send(order.owner).await? {
+                self.breakers.abandon_probe(venue, now);
+                self.withdraw(
+                    order,
+                    sent_before,
+                    reason,
+                    Actor::system("trading"),
+                    RequestMeta::default(),
+                )
+                .await?;
+                continue;
+            }
             // It waited: the price (and the limits) may have moved since it was screened.
             self.send_checked(
                 order,
                 Actor::system("trading"),
-                retry,
+                sent_before,
                 true,
                 RequestMeta::default(),
             )
@@ -727,22 +936,17 @@ impl TradingService {
             self.breakers.abandon_probe(venue, now);
             return self.order(owner, id).await;
         }
+        let sent_before = order.sent_before();
         order.attempts += 1;
         order.status = OrderStatus::Submitting;
         if let Some(reason) = self.blocked_at_send(owner).await? {
             self.breakers.abandon_probe(venue, now);
             return self
-                .settle(
-                    order,
-                    SendOutcome::Cancelled(reason),
-                    Actor::user(owner),
-                    meta,
-                )
+                .withdraw(order, sent_before, reason, Actor::user(owner), meta)
                 .await;
         }
-        let retry = order.attempts > 1 || order.exchange_order_id.is_some();
         // It waited for review: judged again at the current price before it is sent.
-        self.send_checked(order, Actor::user(owner), retry, true, meta)
+        self.send_checked(order, Actor::user(owner), sent_before, true, meta)
             .await
     }
 }

@@ -151,6 +151,10 @@ pub enum HoldKind {
     /// Released by a reviewer, but the order needed its owner's step-up approval and does not
     /// have it yet: it is sent only once the owner approves exactly this order.
     Approval,
+    /// Cancelled (by its owner or a stop) after a send that went unanswered, so its exchange
+    /// may have it: never sent again; the retry job asks the exchange and cancels it there
+    /// before it is recorded cancelled.
+    Cancelling,
 }
 
 impl HoldKind {
@@ -159,6 +163,7 @@ impl HoldKind {
             HoldKind::Exchange => "exchange",
             HoldKind::Review => "review",
             HoldKind::Approval => "approval",
+            HoldKind::Cancelling => "cancelling",
         }
     }
 
@@ -167,6 +172,7 @@ impl HoldKind {
             "exchange" => Some(HoldKind::Exchange),
             "review" => Some(HoldKind::Review),
             "approval" => Some(HoldKind::Approval),
+            "cancelling" => Some(HoldKind::Cancelling),
             _ => None,
         }
     }
@@ -273,6 +279,14 @@ pub struct Order {
     pub attempts: u32,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+}
+
+impl Order {
+    /// Whether an earlier send may have reached the exchange (it went out, or the exchange
+    /// gave it an id): before sending or cancelling it again, the exchange is asked.
+    pub fn sent_before(&self) -> bool {
+        self.attempts > 0 || self.exchange_order_id.is_some()
+    }
 }
 
 /// One execution of (part of) an order.

@@ -403,8 +403,13 @@ pub(super) fn draft(
 
 /// What a held order says while its exchange is paused.
 pub(super) fn paused_reason(exchange: ExchangeName, until: OffsetDateTime) -> String {
+    format!("{}; the order is held.", paused_until(exchange, until))
+}
+
+/// "Trading on Binance is paused after an outage until 12:00:30 UTC".
+pub(super) fn paused_until(exchange: ExchangeName, until: OffsetDateTime) -> String {
     format!(
-        "Trading on {} is paused after an outage until {:02}:{:02}:{:02} UTC; the order is held.",
+        "Trading on {} is paused after an outage until {:02}:{:02}:{:02} UTC",
         exchange.label(),
         until.hour(),
         until.minute(),

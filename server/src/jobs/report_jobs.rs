@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use domain::audit::jobs::{JobId, JobStatus};
-use domain::audit::reports::{PdfFile, PdfOutcome, ReportFormat, ReportJobRunner};
+use domain::audit::reports::{PdfFile, PdfOutcome, ReportError, ReportFormat, ReportJobRunner};
 use domain::audit::service::AuditService;
 use domain::audit::{AuditFilter, RequestMeta, canonical_time};
 use domain::authz::Reviewer;
@@ -97,7 +97,11 @@ impl TokioReportJobs {
             }
             self.progress(id, 0, head);
         }
-        let (manifest, trailer) = run.finish(meta).await.map_err(storage)?;
+        let (manifest, trailer) = run.finish(meta).await.map_err(|e| match e {
+            ReportError::Store(e) => storage(e),
+            // Worded for the reviewer: where the chain breaks and what to do.
+            broken @ ReportError::ChainBroken(_) => broken.to_string(),
+        })?;
         csv.extend_from_slice(&trailer);
         let total = manifest.row_count;
         self.progress(id, 0, total);

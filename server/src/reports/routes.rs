@@ -119,7 +119,7 @@ fn csv_chunks(
         let Streaming::Rows(mut run, meta) = state else {
             return None;
         };
-        let failed = |what: &str, err: domain::ports::StoreError| {
+        let failed = |what: &str, err: &dyn std::fmt::Display| {
             tracing::error!(error = %err, request_id = meta.request_id.as_deref().unwrap_or("-"), "CSV report: {what}");
             Some((
                 Err(std::io::Error::other(
@@ -132,9 +132,9 @@ fn csv_chunks(
             Ok(Some(bytes)) => Some((Ok(Bytes::from(bytes)), Streaming::Rows(run, meta))),
             Ok(None) => match run.finish(meta.clone()).await {
                 Ok((_, trailer)) => Some((Ok(Bytes::from(trailer)), Streaming::Done)),
-                Err(err) => failed("signing or recording failed", err),
+                Err(err) => failed("not signed", &err),
             },
-            Err(err) => failed("reading rows failed", err),
+            Err(err) => failed("reading rows failed", &err),
         }
     })
 }

@@ -12,7 +12,7 @@ use domain::audit::{
     RequestMeta, canonical_time, parse_canonical_time,
 };
 use domain::ports::{AuditLog, Clock, StoreError};
-use sea_orm::sea_query::{Expr, ExprTrait, Func};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, Query, UpdateStatement};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
     DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
@@ -23,7 +23,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 use super::entities::audit_event;
 use super::sqlite_reader::{ReaderShape, SqliteReader, rows};
-use super::{DbResult, converted};
+use super::{DbResult, converted, tuples};
 
 /// The most audited writes one commit carries; a long queue is committed in slices of this size
 /// so no writer waits behind an unbounded batch.
@@ -384,7 +384,14 @@ async fn commit_batch(queue: OwnedMutexGuard<Queue>, group: &Arc<Group>) -> DbRe
         };
         // A failed commit leaves the connection's transaction state in doubt: the pool closes
         // it rather than reuse it (`close_if_in_transaction` in storage/mod.rs).
-        let result = batch.txn.commit().await.map_err(|e| super::classify(&e));
+        let result = async {
+            if let Some(head) = batch.head {
+                batch.txn.execute(&record_head(head)).await?;
+            }
+            batch.txn.commit().await
+        }
+        .await
+        .map_err(|e| super::classify(&e));
         group.commits.fetch_add(1, Ordering::Relaxed);
         batch.committed.send_replace(Some(result.clone()));
         result
@@ -425,8 +432,57 @@ async fn await_commit(
     }
 }
 
-/// The chain head as stored, read inside `txn` (which must hold the chain lock).
+/// The one-row table whose update serialises appends; it also keeps the head of record.
+fn chain_lock() -> Alias {
+    Alias::new("audit_chain_lock")
+}
+
+/// Moves the head of record, in the commit of the batch that appended up to it.
+fn record_head(head: ChainHead) -> UpdateStatement {
+    Query::update()
+        .table(chain_lock())
+        .value(Alias::new("head_seq"), head.seq)
+        .value(Alias::new("head_hash"), head.hash.to_hex())
+        .and_where(Expr::col(Alias::new("id")).eq(1))
+        .take()
+}
+
+/// The head of record: where the last committed append left the chain.
+async fn recorded_head(db: &impl ConnectionTrait) -> DbResult<ChainHead> {
+    let query = Query::select()
+        .columns([Alias::new("head_seq"), Alias::new("head_hash")])
+        .from(chain_lock())
+        .and_where(Expr::col(Alias::new("id")).eq(1))
+        .take();
+    let rows: Vec<(i64, Option<String>)> = tuples(db, &query).await?;
+    Ok(match rows.first() {
+        Some((seq, Some(hash))) if *seq > 0 => ChainHead {
+            seq: *seq,
+            hash: ChainHash::from_hex(hash).ok_or_else(|| {
+                DbErr::Custom("the audit chain's recorded head has a malformed hash".into())
+            })?,
+        },
+        _ => ChainHead::EMPTY,
+    })
+}
+
+/// The head the next event chains onto, read inside `txn` (which must hold the chain lock):
+/// the head of record, or the newest row when that is newer (rows loaded in bulk, outside a
+/// batch). A newest row older than the record, or another row at its seq, means events were
+/// cut or replaced at the end: chaining onto the record keeps that visible to verification
+/// instead of sealing over it.
 async fn read_head(txn: &DatabaseTransaction) -> DbResult<ChainHead> {
+    let newest = newest_row(txn).await?;
+    let recorded = recorded_head(txn).await?;
+    Ok(if newest.seq > recorded.seq {
+        newest
+    } else {
+        recorded
+    })
+}
+
+/// The newest stored event's seq and hash.
+async fn newest_row(txn: &DatabaseTransaction) -> DbResult<ChainHead> {
     // Only the two columns the seal needs (a whole row carries the event's details).
     let newest: Option<(i64, String)> = audit_event::Entity::find()
         .select_only()
@@ -465,19 +521,33 @@ pub fn to_row(event: &AuditEvent) -> audit_event::ActiveModel {
     }
 }
 
-/// Reads a stored row back. Unreadable fields become values that fail verification at this
-/// seq rather than an error, so `audit verify` can name the broken event.
+/// Reads a stored row back. A field not stored exactly as [`to_row`] writes it makes the
+/// event fail verification at this seq (its hash reads as all zeros) rather than an error, so
+/// `audit verify` names the broken event. Exactly, not merely readably: searches and reports
+/// filter on the stored text, so a value that reads the same but is written differently (the
+/// same instant at another offset, an unknown outcome read as a failure) would hide the event
+/// from them while its hash still verified.
 pub fn from_row(row: audit_event::Model) -> AuditEvent {
+    let occurred_at = parse_canonical_time(&row.occurred_at);
+    let actor_kind = ActorKind::parse(&row.actor_kind);
+    let outcome = Outcome::parse(&row.outcome);
+    let prev_hash = ChainHash::from_hex(&row.prev_hash);
+    let hash = ChainHash::from_hex(&row.hash);
+    let as_written = occurred_at.is_some_and(|at| canonical_time(at) == row.occurred_at)
+        && actor_kind.is_some_and(|kind| kind.as_str() == row.actor_kind)
+        && outcome.is_some_and(|outcome| outcome.as_str() == row.outcome)
+        && prev_hash.is_some_and(|h| h.to_hex() == row.prev_hash)
+        && hash.is_some_and(|h| h.to_hex() == row.hash);
     AuditEvent {
         seq: row.seq,
-        occurred_at: parse_canonical_time(&row.occurred_at).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        occurred_at: occurred_at.unwrap_or(OffsetDateTime::UNIX_EPOCH),
         actor: Actor {
-            kind: ActorKind::parse(&row.actor_kind).unwrap_or(ActorKind::Anonymous),
+            kind: actor_kind.unwrap_or(ActorKind::Anonymous),
             id: row.actor_id,
         },
         action: row.action,
         resource: row.resource,
-        outcome: Outcome::parse(&row.outcome).unwrap_or(Outcome::Failure),
+        outcome: outcome.unwrap_or(Outcome::Failure),
         meta: RequestMeta {
             ip: row.ip,
             user_agent: row.user_agent,
@@ -485,8 +555,8 @@ pub fn from_row(row: audit_event::Model) -> AuditEvent {
         },
         details: serde_json::from_str(&row.details)
             .unwrap_or(serde_json::Value::String(row.details)),
-        prev_hash: ChainHash::from_hex(&row.prev_hash).unwrap_or(ChainHash::GENESIS),
-        hash: ChainHash::from_hex(&row.hash).unwrap_or(ChainHash::GENESIS),
+        prev_hash: prev_hash.unwrap_or(ChainHash::GENESIS),
+        hash: hash.filter(|_| as_written).unwrap_or(ChainHash::GENESIS),
     }
 }
 
@@ -693,5 +763,9 @@ impl AuditLog for SqlAuditLog {
             Ok(row.map(from_row))
         })
         .await
+    }
+
+    async fn recorded_head(&self) -> Result<ChainHead, StoreError> {
+        converted(recorded_head(&self.db)).await
     }
 }

@@ -436,6 +436,9 @@ pub mod order {
         pub updated_at: String,
         /// `not_needed`, `awaiting` or `approved`: the order's step-up approval.
         pub approval_state: String,
+        /// On a held order (kind `exchange`): cancelled after an unanswered send, never sent
+        /// again (read as `HoldKind::Cancelling`).
+        pub cancel_requested: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

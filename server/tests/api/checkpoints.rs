@@ -137,20 +137,23 @@ async fn events_cut_from_the_end_are_caught_through_the_latest_checkpoint() {
         .expect("json");
     assert_eq!(in_request["broken_at"][0], seq, "{in_request}");
     assert_eq!(in_request["checkpoint"]["seq"], seq, "{in_request}");
+    // That verification's own event chained onto the head of record, past the cut: from then
+    // on the cut is a gap in the chain, named at its first missing seq.
+    let cut = last - 4;
     let job = verify_job(&app, &reviewer).await;
-    assert_eq!(job["report"]["broken_at"][0], seq, "{job}");
+    assert_eq!(job["report"]["broken_at"][0], cut, "{job}");
 
-    // Deleting the checkpoint rows as well does not help: the journal file still holds it.
+    // Deleting the checkpoint rows as well does not help.
     app.exec("DELETE FROM audit_checkpoints").await;
     let (intact, report) = cli_verify(&app).await;
     assert!(!intact, "{report}");
     assert!(
-        report.contains(&format!("BROKEN at seq {seq}:")),
+        report.contains(&format!("BROKEN at seq {cut}:")),
         "{report}"
     );
 
-    // Nor does appending fresh events onto the cut chain: the checkpoint's seq now holds
-    // another event, and the job refuses to sign over the rewritten chain.
+    // Nor does appending fresh events: they do not fill the cut, and the job refuses to sign
+    // over the chain.
     for n in 0..6 {
         app.sign_up(&app.new_client(), &format!("again{n}@example.com"))
             .await;
@@ -158,7 +161,7 @@ async fn events_cut_from_the_end_are_caught_through_the_latest_checkpoint() {
     let (intact, report) = cli_verify(&app).await;
     assert!(!intact, "{report}");
     assert!(
-        report.contains(&format!("BROKEN at seq {seq}:")),
+        report.contains(&format!("BROKEN at seq {cut}:")),
         "{report}"
     );
     assert!(
@@ -592,5 +595,133 @@ async fn only_the_reviewer_who_started_a_verification_sees_it() {
         .call(&other, "audit/verify/status", &[("job_id", &job)])
         .await;
     assert_eq!(peek.status(), 404);
+    app.stop().await;
+}
+
+/// Events after the latest checkpoint are covered by the head of record, which each commit
+/// moves: cutting them is reported, and the next event does not seal over the cut.
+#[tokio::test]
+async fn events_cut_from_the_end_after_the_latest_checkpoint_are_caught_and_not_sealed_over() {
+    let app = spawn_app().await;
+    let reviewer = app.signed_in_as("rex@example.com", Role::Reviewer).await;
+    sign_now(&app, &reviewer).await;
+    for n in 0..3 {
+        app.sign_up(&app.new_client(), &format!("late{n}@example.com"))
+            .await;
+    }
+    let (intact, report) = cli_verify(&app).await;
+    assert!(intact, "{report}");
+
+    // The last two events, which no checkpoint covers yet, are cut.
+    drop_append_only_guards(&app).await;
+    let last = app.count("SELECT MAX(seq) FROM audit_events").await;
+    app.exec(&format!(
+        "DELETE FROM audit_events WHERE seq > {}",
+        last - 2
+    ))
+    .await;
+    let (intact, report) = cli_verify(&app).await;
+    assert!(!intact, "{report}");
+    assert!(
+        report.contains(&format!("BROKEN at seq {last}:"))
+            && report.contains("removed from the end"),
+        "{report}"
+    );
+
+    // The next events chain onto the head of record, so the cut stays a gap.
+    app.sign_up(&app.new_client(), "after@example.com").await;
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM audit_events WHERE seq IN ({}, {last})",
+            last - 1
+        ))
+        .await,
+        0,
+        "the cut seqs are not reused"
+    );
+    let (intact, report) = cli_verify(&app).await;
+    assert!(!intact, "{report}");
+    assert!(
+        report.contains(&format!("BROKEN at seq {}:", last - 1)),
+        "{report}"
+    );
+    let in_request: Value = app
+        .call(&reviewer, "audit/verify", &[])
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(in_request["broken_at"][0], last - 1, "{in_request}");
+
+    // A filtered report (whose rows need not be consecutive) is not signed over a broken chain.
+    // The rows may still be in the server's buffer when the stream ends, so the client sees
+    // the break either before the headers arrive or while reading the body.
+    let download = match reviewer
+        .get(format!("{}/reports/audit.csv?action=account.", app.address))
+        .send()
+        .await
+    {
+        Ok(response) => response.text().await,
+        Err(e) => Err(e),
+    };
+    assert!(download.is_err(), "the download breaks off unsigned");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_events WHERE action = 'report.download'")
+            .await,
+        0
+    );
+    app.stop().await;
+}
+
+/// A stored value that reads the same but is written differently would slip past searches and
+/// reports, which compare the stored text, while its hash still verified.
+#[tokio::test]
+async fn an_event_rewritten_to_read_the_same_but_filter_differently_is_reported() {
+    let app = spawn_app().await;
+    let client = app.new_client();
+    app.sign_up(&client, "odd@example.com").await;
+    app.log_in(&app.new_client(), "odd@example.com", "wrong password")
+        .await;
+    let (intact, report) = cli_verify(&app).await;
+    assert!(intact, "{report}");
+    drop_append_only_guards(&app).await;
+
+    // The same instant at another offset: outside a period filter's text comparison.
+    let created = app
+        .count("SELECT MIN(seq) FROM audit_events WHERE action = 'account.create'")
+        .await;
+    let rewrite = |from: &str, to: &str| {
+        format!(
+            "UPDATE audit_events SET occurred_at = replace(occurred_at, '{from}', '{to}') \
+             WHERE seq = {created}"
+        )
+    };
+    app.exec(&rewrite("Z", "+00:00")).await;
+    let (intact, report) = cli_verify(&app).await;
+    assert!(!intact, "{report}");
+    assert!(
+        report.contains(&format!("BROKEN at seq {created}:")),
+        "{report}"
+    );
+    app.exec(&rewrite("+00:00", "Z")).await;
+    let (intact, report) = cli_verify(&app).await;
+    assert!(intact, "{report}");
+
+    // An outcome no filter matches, on an event that was a failure.
+    let failed = app
+        .count(
+            "SELECT MIN(seq) FROM audit_events WHERE action = 'auth.login' AND outcome = 'failure'",
+        )
+        .await;
+    app.exec(&format!(
+        "UPDATE audit_events SET outcome = 'hidden' WHERE seq = {failed}"
+    ))
+    .await;
+    let (intact, report) = cli_verify(&app).await;
+    assert!(!intact, "{report}");
+    assert!(
+        report.contains(&format!("BROKEN at seq {failed}:")),
+        "{report}"
+    );
     app.stop().await;
 }

@@ -399,6 +399,163 @@ async fn a_lost_reply_is_resolved_by_asking_the_exchange_not_by_sending_again() 
     app.stop().await;
 }
 
+/// A held order whose send went unanswered may be at its exchange. Cancelling it (the owner,
+/// or a stop met at send time) asks the exchange first and cancels it there; while the exchange
+/// cannot be asked, the cancel waits and the order is never sent again.
+#[tokio::test]
+async fn cancelling_a_held_order_whose_send_went_unanswered_cancels_it_at_the_exchange() {
+    use domain::exchange::Exchange;
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let paper = app.backend.paper.clone();
+    let trading = app.backend.services.trading.clone();
+    let sol: f64 = quote(&app, &trader, "SOLUSDT")
+        .await
+        .parse()
+        .expect("price");
+    // Far below the market: at the exchange it rests.
+    let below = format!("{:.2}", sol * 0.5);
+    let owner = domain::account::UserId(
+        uuid::Uuid::parse_str(&user_id(&app, &trader).await).expect("uuid"),
+    );
+    let at_paper = |id: &str| {
+        let (trading, paper) = (trading.clone(), paper.clone());
+        let id = id.to_owned();
+        async move {
+            let order = trading
+                .orders(owner, 10)
+                .await
+                .expect("orders")
+                .into_iter()
+                .find(|o| o.id.to_string() == id)
+                .expect("the order");
+            let found = paper
+                .find_order(
+                    order.venue.environment,
+                    None,
+                    &order.symbol,
+                    &order.client_order_id,
+                )
+                .await
+                .expect("the paper book answers");
+            (order.client_order_id, found.map(|ack| ack.status))
+        }
+    };
+    let order_view = |id: &str| {
+        let id = id.to_owned();
+        let (app, trader) = (&app, &trader);
+        async move { json(app.call(trader, "trading/order", &[("id", &id)]).await).await }
+    };
+
+    // Executed by the exchange, but its reply was lost: held, and resting there.
+    paper.set_outage(Some(PaperOutage::LoseReplies));
+    let rests = placed(limit_at(&app, &trader, "paper", "SOLUSDT", "2", &below).await).await;
+    assert_eq!(rests["status"], "held", "{rests}");
+    let rests = rests["id"].as_str().expect("id").to_owned();
+    let (rests_client_id, there) = at_paper(&rests).await;
+    assert_eq!(there, Some(domain::exchange::VenueOrderStatus::Open));
+
+    // The owner cancels while the exchange is paused, then down: the cancel waits, visibly.
+    paper.set_outage(Some(PaperOutage::Down));
+    let waiting = placed(app.call(&trader, "trading/cancel", &[("id", &rests)]).await).await;
+    assert_eq!(waiting["status"], "held", "{waiting}");
+    assert_eq!(waiting["can_cancel"], false, "{waiting}");
+    let reason = waiting["status_reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("Cancel requested, not confirmed yet"),
+        "{reason}"
+    );
+    app.clock.advance(time::Duration::seconds(61));
+    assert_eq!(
+        trading.retry_held().await.expect("retry"),
+        0,
+        "nothing sent"
+    );
+    let still = order_view(&rests).await;
+    assert_eq!(still["status"], "held", "{still}");
+    assert!(
+        still["status_reason"]
+            .as_str()
+            .expect("reason")
+            .contains("could not be asked"),
+        "{still}"
+    );
+    // A server stopping mid-cancel leaves it a cancel, never a send.
+    app.exec(&format!(
+        "UPDATE orders SET status = 'submitting' WHERE id = '{rests}'"
+    ))
+    .await;
+    app.clock
+        .advance(domain::trading::STRANDED_AFTER + time::Duration::seconds(1));
+    assert_eq!(trading.recover_stranded().await.expect("sweep"), 1);
+    let stranded = order_view(&rests).await;
+    assert_eq!(stranded["status"], "held", "{stranded}");
+    assert_eq!(stranded["can_cancel"], false, "{stranded}");
+
+    // Back: the retry asks the exchange and cancels it there, without sending it again.
+    paper.set_outage(None);
+    app.clock.advance(time::Duration::seconds(120));
+    assert_eq!(
+        trading.retry_held().await.expect("retry"),
+        0,
+        "nothing sent"
+    );
+    let cancelled = order_view(&rests).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    let reason = cancelled["status_reason"].as_str().expect("reason");
+    assert!(reason.contains("was cancelled there"), "{reason}");
+    assert_eq!(
+        at_paper(&rests).await.1,
+        Some(domain::exchange::VenueOrderStatus::Cancelled)
+    );
+    assert_eq!(paper.placements(&rests_client_id), 1, "placed once");
+
+    // Never got by the exchange (it was down): the owner's cancel is confirmed there at once.
+    paper.set_outage(Some(PaperOutage::Down));
+    let never = placed(limit_at(&app, &trader, "paper", "SOLUSDT", "1", &below).await).await;
+    assert_eq!(never["status"], "held", "{never}");
+    let never = never["id"].as_str().expect("id").to_owned();
+    paper.set_outage(None);
+    app.clock.advance(time::Duration::seconds(120));
+    let gone = placed(app.call(&trader, "trading/cancel", &[("id", &never)]).await).await;
+    assert_eq!(gone["status"], "cancelled", "{gone}");
+    let reason = gone["status_reason"].as_str().expect("reason");
+    assert!(reason.contains("confirmed it never got it"), "{reason}");
+    let (never_client_id, there) = at_paper(&never).await;
+    assert_eq!(there, None);
+    assert_eq!(paper.placements(&never_client_id), 0);
+
+    // A stop met at send time takes an unanswered order off the exchange too.
+    paper.set_outage(Some(PaperOutage::LoseReplies));
+    let stopped = placed(limit_at(&app, &trader, "paper", "SOLUSDT", "1", &below).await).await;
+    assert_eq!(stopped["status"], "held", "{stopped}");
+    let stopped = stopped["id"].as_str().expect("id").to_owned();
+    paper.set_outage(None);
+    app.exec(
+        "INSERT INTO trading_settings (key, value, updated_at) \
+         VALUES ('kill_switch', 'true', '2026-11-28T00:00:00Z')",
+    )
+    .await;
+    app.clock.advance(time::Duration::seconds(120));
+    assert_eq!(
+        trading.retry_held().await.expect("retry"),
+        0,
+        "nothing sent"
+    );
+    let killed = order_view(&stopped).await;
+    assert_eq!(killed["status"], "cancelled", "{killed}");
+    let reason = killed["status_reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("kill switch") && reason.contains("was cancelled there"),
+        "{reason}"
+    );
+    assert_eq!(
+        at_paper(&stopped).await.1,
+        Some(domain::exchange::VenueOrderStatus::Cancelled)
+    );
+    app.stop().await;
+}
+
 /// A server that stops between recording an order and sending it (a crash, a kill -9) leaves
 /// it `submitting`: sent or not, nobody would ever know. The rows are set here as such a stop
 /// leaves them; the trading job's sweep holds them and the retry asks the exchange first.

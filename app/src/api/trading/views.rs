@@ -86,7 +86,9 @@ pub fn order_view(order: &Order) -> OrderView {
         source: order.source.as_str().to_owned(),
         case_id: order.case.map(|c| c.to_string()),
         created_at: canonical_time(order.created_at),
-        can_cancel: matches!(order.status, OrderStatus::Held | OrderStatus::Open),
+        // A pending cancel is already on its way: asking again changes nothing.
+        can_cancel: matches!(order.status, OrderStatus::Held | OrderStatus::Open)
+            && order.hold != Some(HoldKind::Cancelling),
         awaiting_approval: order.status == OrderStatus::Held
             && order.hold == Some(HoldKind::Approval),
         venue_id: order

@@ -203,6 +203,7 @@ impl OrderStore for SqlTradingStore {
                 .set(order::ActiveModel {
                     status: Set(update.status.as_str().to_owned()),
                     hold_kind: Set(hold_column(update.hold)),
+                    cancel_requested: Set(update.hold == Some(HoldKind::Cancelling)),
                     status_reason: Set(update.status_reason.clone()),
                     filled_quantity: Set(amount(update.filled_quantity)),
                     average_price: Set(update.average_price.map(amount)),
@@ -310,6 +311,10 @@ impl OrderStore for SqlTradingStore {
     ) -> Result<Vec<Order>, StoreError> {
         converted(async {
             let mut query = order::Entity::find().filter(order::Column::Status.eq(status.as_str()));
+            if let Some(hold @ (HoldKind::Exchange | HoldKind::Cancelling)) = hold {
+                query =
+                    query.filter(order::Column::CancelRequested.eq(hold == HoldKind::Cancelling));
+            }
             match hold_column(hold) {
                 Some(kind) => query = query.filter(order::Column::HoldKind.eq(kind)),
                 None if hold == Some(HoldKind::Approval) => {

@@ -48,7 +48,10 @@ pub(super) fn to_order(row: &order::Model) -> DbResult<Order> {
         notional: f.decimal(&row.notional, "notional")?,
         status: OrderStatus::parse(&row.status).ok_or_else(|| f.bad("status"))?,
         hold: match row.hold_kind.as_deref() {
-            Some(h) => Some(HoldKind::parse(h).ok_or_else(|| f.bad("hold kind"))?),
+            Some(h) => match HoldKind::parse(h).ok_or_else(|| f.bad("hold kind"))? {
+                HoldKind::Exchange if row.cancel_requested => Some(HoldKind::Cancelling),
+                kind => Some(kind),
+            },
             // Held with no kind: held only for the owner's approval (see `hold_column`).
             None if row.status == OrderStatus::Held.as_str() => Some(HoldKind::Approval),
             None => None,
@@ -97,6 +100,7 @@ pub(super) fn order_row(o: &Order) -> DbResult<order::ActiveModel> {
         notional: Set(amount(o.notional)),
         status: Set(o.status.as_str().to_owned()),
         hold_kind: Set(hold_column(o.hold)),
+        cancel_requested: Set(o.hold == Some(HoldKind::Cancelling)),
         approval_state: Set(o.approval.as_str().to_owned()),
         status_reason: Set(o.status_reason.clone()),
         verdict: Set(o.verdict.as_str().to_owned()),
@@ -123,11 +127,13 @@ pub(super) fn order_row(o: &Order) -> DbResult<order::ActiveModel> {
 }
 
 /// The `hold_kind` column's value. Its CHECK (from the first trading migration) predates
-/// `HoldKind::Approval`, and SQLite cannot change a CHECK in place, so an order held only for
-/// its owner's approval is `held` with no kind.
+/// `HoldKind::Approval` and `HoldKind::Cancelling`, and SQLite cannot change a CHECK in place,
+/// so an order held only for its owner's approval is `held` with no kind, and one whose cancel
+/// is pending is kind `exchange` with `cancel_requested` set.
 pub(super) fn hold_column(hold: Option<HoldKind>) -> Option<String> {
     match hold {
         None | Some(HoldKind::Approval) => None,
+        Some(HoldKind::Cancelling) => Some(HoldKind::Exchange.as_str().to_owned()),
         Some(kind) => Some(kind.as_str().to_owned()),
     }
 }
