@@ -271,12 +271,14 @@ pub trait AccountStore: Send + Sync + std::fmt::Debug {
         role: Role,
         audit: AuditDraft,
     ) -> Result<User, StoreError>;
-    /// Replaces the user's password hash and ends every session of theirs, in one transaction
-    /// with its audit event.
+    /// Replaces the user's password hash and ends every session of theirs (and, with
+    /// `revoke_agent_tokens`, revokes their agent tokens), in one transaction with its audit
+    /// event.
     async fn set_password(
         &self,
         id: UserId,
         hash: PasswordHash,
+        revoke_agent_tokens: bool,
         audit: AuditDraft,
     ) -> Result<(), StoreError>;
     /// Every pending request to grant or remove the admin role (expired ones too: the
@@ -638,12 +640,14 @@ impl AccountService {
     /// The signed-in user changes their password (the caller has checked the session may make
     /// a lasting change). The current password must match, counted like a sign-in so a stolen
     /// session cannot guess it; then every session of the user ends, this one included, so
-    /// whoever knew the old password is signed out.
+    /// whoever knew the old password is signed out, and with `revoke_agent_tokens` so are the
+    /// bots they may have given a token.
     pub async fn change_password(
         &self,
         user: &User,
         current: Password,
         new: Password,
+        revoke_agent_tokens: bool,
         meta: RequestMeta,
     ) -> Result<(), AccountError> {
         let keys = throttle_keys(user.email.as_str(), &meta);
@@ -674,7 +678,7 @@ impl AccountService {
         }
         let hash = self.hasher.hash(new).await?;
         self.store
-            .set_password(user.id, hash, event(Outcome::Success))
+            .set_password(user.id, hash, revoke_agent_tokens, event(Outcome::Success))
             .await?;
         Ok(())
     }
@@ -1090,6 +1094,7 @@ mod tests {
                 &self,
                 _: UserId,
                 _: PasswordHash,
+                _: bool,
                 _: AuditDraft,
             ) -> Result<(), StoreError> {
                 Err(StoreError::NotFound)

@@ -104,11 +104,13 @@ pub async fn log_out_everywhere(
 /// Changes the signed-in user's password. It needs what adding a factor needs: on an account
 /// with a factor, a step-up (with the security key, if there is one); without, a sign-in
 /// within the step-up window. So a stolen session cannot lock its owner out. Every session of
-/// the user then ends, this one included: sign in again with the new password.
+/// the user then ends, this one included: sign in again with the new password. With
+/// `revoke_agent_tokens` (checked by default on the Account page), every agent token too.
 #[server(endpoint = "auth/password")]
 pub async fn change_password(
     current_password: String,
     new_password: String,
+    #[server(default)] revoke_agent_tokens: bool,
 ) -> Result<(), AppError> {
     use domain::account::{AccountError, Password};
 
@@ -119,7 +121,7 @@ pub async fn change_password(
     let new = Password::parse(new_password)?;
     services()?
         .accounts
-        .change_password(&user, current, new, request_meta())
+        .change_password(&user, current, new, revoke_agent_tokens, request_meta())
         .await?;
     session.flush().await?;
     leptos_axum::redirect("/login");

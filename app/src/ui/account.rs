@@ -86,6 +86,10 @@ fn PasswordChange() -> impl IntoView {
                     <label class=LABEL_CLASS for="new-password">"New password"</label>
                     <input id="new-password" name="new_password" type="password" required autocomplete="new-password" minlength="12" maxlength="128" class=INPUT_CLASS />
                 </div>
+                <label class="flex items-center gap-2 text-sm text-slate-700">
+                    <input type="checkbox" name="revoke_agent_tokens" value="true" checked data-testid="password-revokes-agent-tokens" />
+                    "Also revoke my agent tokens (bots must get new ones)"
+                </label>
                 <ErrorNotice error />
                 <button type="submit" class=SECONDARY_BUTTON disabled=move || change.pending().get()>"Change password"</button>
             </ActionForm>

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::audit::AuditChain;
 use super::entities::{role_request, session, trusted_device, user};
+use super::sessions::revoke_agent_tokens_in;
 use super::{DbResult, converted, from_micros, micros};
 
 #[derive(Debug, Clone)]
@@ -202,10 +203,12 @@ impl AccountStore for SqlAccountStore {
         &self,
         id: UserId,
         hash: PasswordHash,
+        revoke_agent_tokens: bool,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         converted(async {
-            let txn = self.chain.begin().await?;
+            let now = self.clock.now();
+            let mut txn = self.chain.begin().await?;
             let updated = user::Entity::update_many()
                 .set(user::ActiveModel {
                     password_hash: Set(hash.0),
@@ -228,8 +231,19 @@ impl AccountStore for SqlAccountStore {
                 .filter(trusted_device::Column::UserId.eq(id.to_string()))
                 .exec(txn.conn())
                 .await?;
-            txn.commit_with(audit.detail("sessions_ended", ended), self.clock.now())
-                .await?;
+            // Bots whose tokens someone with the old password may have made stop too, if asked.
+            let mut revoked = 0;
+            if revoke_agent_tokens {
+                revoked =
+                    revoke_agent_tokens_in(&mut txn, id, &audit, "password changed", now).await?;
+            }
+            txn.commit_with(
+                audit
+                    .detail("sessions_ended", ended)
+                    .detail("agents_revoked", revoked),
+                now,
+            )
+            .await?;
             Ok(())
         })
         .await

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
-use super::audit::AuditChain;
+use super::audit::{AuditChain, AuditedTxn};
 use super::entities::{agent_token, session, trusted_device};
 use super::{DbError, DbResult, converted};
 
@@ -292,32 +292,9 @@ impl SessionRevoker for SqlSessionStore {
                 .await?;
             let mut revoked = 0;
             if agent_tokens {
-                // Under the chain lock: no token can be created or revoked in between.
-                let live = agent_token::Entity::find()
-                    .filter(agent_token::Column::Owner.eq(user.to_string()))
-                    .filter(agent_token::Column::RevokedAt.is_null())
-                    .all(txn.conn())
-                    .await?;
-                for row in &live {
-                    agent_token::Entity::update_many()
-                        .set(agent_token::ActiveModel {
-                            revoked_at: Set(Some(canonical_time(now))),
-                            ..Default::default()
-                        })
-                        .filter(agent_token::Column::Id.eq(row.id.clone()))
-                        .exec(txn.conn())
+                revoked =
+                    revoke_agent_tokens_in(&mut txn, user, &audit, "signed out everywhere", now)
                         .await?;
-                    let event = AuditDraft::new(
-                        audit.actor.clone(),
-                        domain::audit_action::AuditAction::AgentTokenRevoked,
-                        Outcome::Success,
-                        audit.meta.clone(),
-                    )
-                    .resource(format!("agent_token:{}", row.id))
-                    .detail("reason", "signed out everywhere");
-                    txn.append(event, now).await?;
-                    revoked += 1;
-                }
             }
             txn.commit_with(
                 audit
@@ -330,6 +307,43 @@ impl SessionRevoker for SqlSessionStore {
         })
         .await
     }
+}
+
+/// Revokes every live agent token of `user` in `txn`, one `agent.token_revoked` event each, by
+/// the actor of `cause` (the event that ends the transaction). Under the chain lock: no token
+/// is created or revoked in between. Returns how many.
+pub(super) async fn revoke_agent_tokens_in(
+    txn: &mut AuditedTxn,
+    user: UserId,
+    cause: &AuditDraft,
+    reason: &str,
+    now: time::OffsetDateTime,
+) -> DbResult<u64> {
+    let live = agent_token::Entity::find()
+        .filter(agent_token::Column::Owner.eq(user.to_string()))
+        .filter(agent_token::Column::RevokedAt.is_null())
+        .all(txn.conn())
+        .await?;
+    for row in &live {
+        agent_token::Entity::update_many()
+            .set(agent_token::ActiveModel {
+                revoked_at: Set(Some(canonical_time(now))),
+                ..Default::default()
+            })
+            .filter(agent_token::Column::Id.eq(row.id.clone()))
+            .exec(txn.conn())
+            .await?;
+        let event = AuditDraft::new(
+            cause.actor.clone(),
+            domain::audit_action::AuditAction::AgentTokenRevoked,
+            Outcome::Success,
+            cause.meta.clone(),
+        )
+        .resource(format!("agent_token:{}", row.id))
+        .detail("reason", reason);
+        txn.append(event, now).await?;
+    }
+    Ok(live.len() as u64)
 }
 
 #[cfg(test)]

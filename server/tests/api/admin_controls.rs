@@ -424,6 +424,60 @@ async fn signing_out_everywhere_revokes_agent_tokens_when_asked_and_only_then() 
     app.stop().await;
 }
 
+/// Someone who had the old password (and a second factor) may have given a bot a token: the
+/// owner's password change stops it too, unless they keep their bots on purpose.
+#[tokio::test]
+async fn changing_the_password_revokes_agent_tokens_when_asked_and_only_then() {
+    const NEW: &str = "a different horse, a different staple";
+    let app = spawn_app().await;
+    let change = |client: &reqwest::Client, revoke: &'static str| {
+        let (app, client) = (&app, client.clone());
+        async move {
+            app.call(
+                &client,
+                "auth/password",
+                &[
+                    ("current_password", PASSWORD),
+                    ("new_password", NEW),
+                    ("revoke_agent_tokens", revoke),
+                ],
+            )
+            .await
+            .status()
+        }
+    };
+
+    let carol = app.signed_in_as("carol@example.com", Role::Trader).await;
+    app.stepped_up_with_new_key(&carol).await;
+    let secret = token_secret(&app, &carol, "grid bot").await;
+    assert_eq!(bot_prices(&app, &secret).await, 200);
+    let status = change(&carol, "true").await;
+    assert!(status.is_success() || status.is_redirection(), "{status}");
+    assert_eq!(bot_prices(&app, &secret).await, 401);
+    assert_eq!(
+        count_where(
+            &app,
+            "audit_events",
+            "action = 'agent.token_revoked' AND details LIKE '%password changed%'"
+        )
+        .await,
+        1
+    );
+
+    let dave = app.signed_in_as("dave@example.com", Role::Trader).await;
+    app.stepped_up_with_new_key(&dave).await;
+    let kept = token_secret(&app, &dave, "kept bot").await;
+    let status = change(&dave, "false").await;
+    assert!(status.is_success() || status.is_redirection(), "{status}");
+    assert_eq!(app.who_am_i(&dave).await, Value::Null, "signed out");
+    assert_eq!(bot_prices(&app, &kept).await, 200);
+    assert_eq!(
+        count_where(&app, "agent_tokens", "revoked_at IS NOT NULL").await,
+        1
+    );
+    app.stop().await;
+}
+
 // --- item 16: stops cancel resting orders ------------------------------------------------------
 
 #[tokio::test]
