@@ -223,7 +223,9 @@ impl ReportRun {
             )
             .into());
         }
-        if let Err(broken) = self.service.check_chain(None, |_| {}).await? {
+        // The head pinned when the report started must still be in it, too.
+        let pinned = Some(self.head).filter(|head| head.seq > 0);
+        if let Err(broken) = self.service.check_chain(pinned, |_| {}).await? {
             return Err(ReportError::ChainBroken(broken.error.seq));
         }
         let mut header = Vec::new();

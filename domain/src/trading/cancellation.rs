@@ -32,7 +32,7 @@ impl TradingService {
                 let claim = claim_draft(&order, OrderStatus::Held, Actor::user(owner), &meta);
                 if !self
                     .store
-                    .claim_order(id, OrderStatus::Held, claim)
+                    .claim_order(order.claim_to_cancel(), claim)
                     .await
                     .map_err(audit_or_store)?
                 {
@@ -63,7 +63,7 @@ impl TradingService {
         reason: Option<&str>,
         meta: RequestMeta,
     ) -> Result<Order, TradingError> {
-        let (owner, id) = (order.owner, order.id);
+        let owner = order.owner;
         let exchange = self
             .exchanges
             .get(order.venue.exchange)
@@ -89,7 +89,7 @@ impl TradingService {
         let claim = claim_draft(&order, OrderStatus::Open, actor.clone(), &meta);
         if !self
             .store
-            .claim_order(id, OrderStatus::Open, claim)
+            .claim_order(order.claim_to_cancel(), claim)
             .await
             .map_err(audit_or_store)?
         {

@@ -374,8 +374,10 @@ impl TradingService {
     /// Cancels a claimed held order whose earlier send went unanswered. Its exchange may have
     /// it, so it is asked first: an order resting there is cancelled there, one it filled or
     /// ended is recorded as it says, and only one it never got is cancelled in our records
-    /// alone. While the exchange, the key service or the audit log cannot be asked, the order
-    /// stays held with the cancel pending: never sent again, and the retry job asks again.
+    /// alone. While the exchange, the key service or the audit log cannot be asked (an outage,
+    /// which passes), the order stays held with the cancel pending: never sent again, and the
+    /// retry job asks again. What will not pass (the exchange refuses to answer, the key is
+    /// unusable) ends it here, with the reason, rather than asking forever.
     async fn cancel_unanswered(
         &self,
         order: Order,
@@ -384,16 +386,18 @@ impl TradingService {
         meta: RequestMeta,
     ) -> Result<Order, TradingError> {
         let name = order.venue.exchange;
+        let label = name.label();
         let venue = (name, order.venue.environment);
+        let unconfirmed = |why: String| {
+            SendOutcome::Cancelled(format!(
+                "{reason} {why}, so it could not be checked whether {label} got this order: \
+                 check your account there."
+            ))
+        };
         let Some(exchange) = self.exchanges.get(name).cloned() else {
-            // Nothing can ask it any more (a send would be rejected the same way).
-            let why = format!(
-                "{reason} {} is no longer enabled, so it could not be asked whether it got this order.",
-                name.label()
-            );
-            return self
-                .settle(order, SendOutcome::Cancelled(why), actor, meta)
-                .await;
+            self.breakers.abandon_probe(venue, self.now());
+            let outcome = unconfirmed(format!("{label} is no longer enabled"));
+            return self.settle(order, outcome, actor, meta).await;
         };
         let credentials = match order.venue.key {
             None => None,
@@ -411,14 +415,16 @@ impl TradingService {
                 Ok((_, credentials)) => Some(credentials),
                 Err(e) => {
                     self.breakers.abandon_probe(venue, self.now());
-                    let why = match e {
-                        KeyVaultError::KmsUnavailable => "the key service is unavailable".into(),
-                        KeyVaultError::AuditUnavailable => "the audit log was unavailable".into(),
-                        other => format!("its key could not be used ({other})"),
+                    let outcome = match e {
+                        KeyVaultError::KmsUnavailable => {
+                            cancel_pending(name, "the key service is unavailable")
+                        }
+                        KeyVaultError::AuditUnavailable => {
+                            cancel_pending(name, "the audit log was unavailable")
+                        }
+                        other => unconfirmed(format!("Its key could not be used ({other})")),
                     };
-                    return self
-                        .settle(order, cancel_pending(name, &why), actor, meta)
-                        .await;
+                    return self.settle(order, outcome, actor, meta).await;
                 }
             },
         };
@@ -431,22 +437,12 @@ impl TradingService {
                 &order.client_order_id,
             )
             .await;
-        let failed = |e: &ExchangeError| {
-            if e.is_outage() {
-                self.breakers.failed(venue, self.now());
-            } else {
-                self.breakers.abandon_probe(venue, self.now());
-            }
-        };
         let outcome = match found {
             Ok(None) => {
                 self.breakers.succeeded(venue);
-                SendOutcome::Cancelled(format!(
-                    "{reason} {} confirmed it never got it.",
-                    name.label()
-                ))
+                SendOutcome::Cancelled(format!("{reason} {label} confirmed it never got it."))
             }
-            Ok(Some(ack)) if ack.status == VenueOrderStatus::Open => match exchange
+            Ok(Some(resting)) if resting.status == VenueOrderStatus::Open => match exchange
                 .cancel_order(
                     env,
                     credentials.as_ref(),
@@ -457,39 +453,50 @@ impl TradingService {
             {
                 Ok(done) => {
                     self.breakers.succeeded(venue);
-                    if done.status == VenueOrderStatus::Cancelled
-                        && done.filled_quantity == order.filled_quantity
-                    {
-                        SendOutcome::Cancelled(format!(
-                            "{reason} It had reached {}, and was cancelled there.",
-                            name.label()
-                        ))
-                    } else {
-                        SendOutcome::Answered(done)
+                    match done.status {
+                        // Accepted, not yet done (Binance's PENDING_CANCEL): asked again.
+                        VenueOrderStatus::Open => {
+                            cancel_pending(name, &format!("{label} has not confirmed it yet"))
+                        }
+                        VenueOrderStatus::Cancelled
+                            if done.filled_quantity == order.filled_quantity =>
+                        {
+                            SendOutcome::Cancelled(format!(
+                                "{reason} It had reached {label}, and was cancelled there."
+                            ))
+                        }
+                        _ => SendOutcome::Answered(done),
                     }
                 }
-                Err(e) => {
-                    failed(&e);
+                Err(e) if e.is_outage() => {
+                    self.breakers.failed(venue, self.now());
                     cancel_pending(
                         name,
-                        &format!("{} has it, but did not cancel it ({e})", name.label()),
+                        &format!("{label} has it, but did not cancel it ({e})"),
                     )
+                }
+                // Refused: it rests there, recorded as open (where its owner sees it and can
+                // cancel it, and the sweep follows it).
+                Err(_) => {
+                    self.breakers.abandon_probe(venue, self.now());
+                    SendOutcome::Answered(resting)
                 }
             },
             // Filled, cancelled or rejected there: recorded as the exchange says.
-            Ok(Some(ack)) => {
+            Ok(Some(ended)) => {
                 self.breakers.succeeded(venue);
-                SendOutcome::Answered(ack)
+                SendOutcome::Answered(ended)
             }
-            Err(e) => {
-                failed(&e);
+            Err(e) if e.is_outage() => {
+                self.breakers.failed(venue, self.now());
                 cancel_pending(
                     name,
-                    &format!(
-                        "{} could not be asked whether it has this order ({e})",
-                        name.label()
-                    ),
+                    &format!("{label} could not be asked whether it has this order ({e})"),
                 )
+            }
+            Err(e) => {
+                self.breakers.abandon_probe(venue, self.now());
+                unconfirmed(format!("{label} refused to answer ({e})"))
             }
         };
         drop(credentials);
@@ -695,17 +702,32 @@ impl TradingService {
                 continue;
             }
             let venue = (order.venue.exchange, order.venue.environment);
+            let cancelling = order.hold == Some(HoldKind::Cancelling);
+            // Trading state and kill switches apply at send time too; known before the claim,
+            // so that an order a stop cancels is claimed as a cancel.
+            let blocked = if cancelling {
+                None
+            } else {
+                match self.blocked_at_send(order.owner).await {
+                    Ok(blocked) => blocked,
+                    Err(e) => {
+                        self.breakers.abandon_probe(venue, now);
+                        return Err(e);
+                    }
+                }
+            };
             let claim = claim_draft(
                 &order,
                 OrderStatus::Held,
                 Actor::system("trading"),
                 &RequestMeta::default(),
             );
-            match self
-                .store
-                .claim_order(order.id, OrderStatus::Held, claim)
-                .await
-            {
+            let to_claim = if cancelling || blocked.is_some() {
+                order.claim_to_cancel()
+            } else {
+                order.claim_to_send()
+            };
+            match self.store.claim_order(to_claim, claim).await {
                 Ok(true) => {}
                 Ok(false) => {
                     self.breakers.abandon_probe(venue, now);
@@ -721,7 +743,7 @@ impl TradingService {
             let mut order = order;
             order.attempts += 1;
             order.status = OrderStatus::Submitting;
-            if order.hold == Some(HoldKind::Cancelling) {
+            if cancelling {
                 self.cancel_unanswered(
                     order,
                     CANCEL_CONFIRMED.into(),
@@ -731,8 +753,7 @@ impl TradingService {
                 .await?;
                 continue;
             }
-            // Trading state and kill switches apply at send time too.
-            if let Some(reason) = self.blocked_at_send(order.owner).await? {
+            if let Some(reason) = blocked {
                 self.breakers.abandon_probe(venue, now);
                 self.withdraw(
                     order,
@@ -845,11 +866,7 @@ impl TradingService {
                 Actor::system("trading"),
                 &RequestMeta::default(),
             );
-            if !self
-                .store
-                .claim_order(order.id, OrderStatus::Open, claim)
-                .await?
-            {
+            if !self.store.claim_order(order.claim_to_send(), claim).await? {
                 continue;
             }
             self.settle(
@@ -926,10 +943,23 @@ impl TradingService {
             return Ok(order);
         }
         let venue = (order.venue.exchange, order.venue.environment);
+        // Known before the claim, so that an order a stop cancels is claimed as a cancel.
+        let blocked = match self.blocked_at_send(owner).await {
+            Ok(blocked) => blocked,
+            Err(e) => {
+                self.breakers.abandon_probe(venue, now);
+                return Err(e);
+            }
+        };
         let claim = claim_draft(&order, OrderStatus::Held, Actor::user(owner), &meta);
+        let to_claim = if blocked.is_some() {
+            order.claim_to_cancel()
+        } else {
+            order.claim_to_send()
+        };
         if !self
             .store
-            .claim_order(id, OrderStatus::Held, claim)
+            .claim_order(to_claim, claim)
             .await
             .map_err(audit_or_store)?
         {
@@ -939,7 +969,7 @@ impl TradingService {
         let sent_before = order.sent_before();
         order.attempts += 1;
         order.status = OrderStatus::Submitting;
-        if let Some(reason) = self.blocked_at_send(owner).await? {
+        if let Some(reason) = blocked {
             self.breakers.abandon_probe(venue, now);
             return self
                 .withdraw(order, sent_before, reason, Actor::user(owner), meta)

@@ -287,6 +287,36 @@ impl Order {
     pub fn sent_before(&self) -> bool {
         self.attempts > 0 || self.exchange_order_id.is_some()
     }
+
+    /// A claim to send this order, as read.
+    pub fn claim_to_send(&self) -> OrderClaim {
+        OrderClaim {
+            id: self.id,
+            from: self.status,
+            attempts: self.attempts,
+            cancel: false,
+        }
+    }
+
+    /// A claim to cancel this order, as read.
+    pub fn claim_to_cancel(&self) -> OrderClaim {
+        OrderClaim {
+            cancel: true,
+            ..self.claim_to_send()
+        }
+    }
+}
+
+/// A claim on an order, to send or to cancel it. It moves the order from `from` to
+/// `Submitting` only if nobody claimed it since it was read (every claim counts an attempt, so
+/// `attempts` as read tells), so a stale copy is never acted on. A cancel marks the order as
+/// one, so a server stopped mid-cancel leaves a cancel to finish, never a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderClaim {
+    pub id: OrderId,
+    pub from: OrderStatus,
+    pub attempts: u32,
+    pub cancel: bool,
 }
 
 /// One execution of (part of) an order.

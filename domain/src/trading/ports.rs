@@ -15,8 +15,8 @@ use uuid::Uuid;
 use super::agent::{AgentToken, Proposal, ProposalStatus};
 use super::{
     AnomalyCase, BlockedRange, CaseFile, CaseId, CaseStatus, Claim, ControlsChange, Fill, HoldKind,
-    Order, OrderDecisionWrite, OrderId, OrderStatus, OrderUpdate, PaperAccount, Portfolio, Usage,
-    UserControls,
+    Order, OrderClaim, OrderDecisionWrite, OrderId, OrderStatus, OrderUpdate, PaperAccount,
+    Portfolio, Usage, UserControls,
 };
 use crate::account::{User, UserId};
 use crate::audit::AuditDraft;
@@ -128,15 +128,10 @@ pub trait OrderStore: Send + Sync + fmt::Debug {
         device: Option<&str>,
     ) -> Result<(bool, bool), StoreError>;
     async fn record_decision(&self, write: OrderDecisionWrite) -> Result<(), StoreError>;
-    /// Moves an order from `from` to `Submitting` if it is still in `from`, and counts the
-    /// attempt, committing `audit` with it; `false` (and nothing written) if another sender got
-    /// there first.
-    async fn claim_order(
-        &self,
-        id: OrderId,
-        from: OrderStatus,
-        audit: AuditDraft,
-    ) -> Result<bool, StoreError>;
+    /// Moves an order to `Submitting` if it is still as `claim` read it (its status and
+    /// attempts), counts the attempt and, for a cancel, marks it as one, committing `audit`
+    /// with it; `false` (and nothing written) if anyone claimed it since.
+    async fn claim_order(&self, claim: OrderClaim, audit: AuditDraft) -> Result<bool, StoreError>;
     /// Stores an exchange's answer (and the fill it brought, if any) for a `Submitting` or
     /// `Open` order. Fills are cumulative: `update.filled_quantity` is the new total.
     async fn record_update(

@@ -716,11 +716,21 @@ async fn an_order_is_claimed_by_exactly_one_of_twenty_senders() {
     );
 
     let id = held.id;
-    let results = race(|| {
+    let claim = |claim: domain::trading::OrderClaim| {
         let store = store.clone();
         async move {
             store
-                .claim_order(id, OrderStatus::Held, draft(AuditAction::TradeOrderClaimed))
+                .claim_order(claim, draft(AuditAction::TradeOrderClaimed))
+                .await
+                .expect("claim")
+        }
+    };
+    let results = race(|| {
+        let store = store.clone();
+        let to_send = held.claim_to_send();
+        async move {
+            store
+                .claim_order(to_send, draft(AuditAction::TradeOrderClaimed))
                 .await
         }
     })
@@ -729,22 +739,12 @@ async fn an_order_is_claimed_by_exactly_one_of_twenty_senders() {
     let claimed = store.order(user, id).await.expect("read").expect("order");
     assert_eq!(claimed.status, OrderStatus::Submitting);
     assert_eq!(claimed.attempts, held.attempts + 1, "one attempt counted");
-    assert!(
-        !store
-            .claim_order(id, OrderStatus::Held, draft(AuditAction::TradeOrderClaimed))
-            .await
-            .expect("claim")
-    );
-    assert!(
-        !store
-            .claim_order(
-                OrderId::new_random(),
-                OrderStatus::Held,
-                draft(AuditAction::TradeOrderClaimed),
-            )
-            .await
-            .expect("claim unknown")
-    );
+    assert!(!claim(held.claim_to_send()).await);
+    let unknown = domain::trading::OrderClaim {
+        id: OrderId::new_random(),
+        ..held.claim_to_send()
+    };
+    assert!(!claim(unknown).await);
     assert!(
         store
             .orders_in_status(OrderStatus::Held, Some(HoldKind::Exchange), 10)
@@ -752,6 +752,30 @@ async fn an_order_is_claimed_by_exactly_one_of_twenty_senders() {
             .expect("held")
             .is_empty()
     );
+
+    // Held again: a copy read before that claim is stale, though its status matches again.
+    let held_again = OrderUpdate {
+        status: OrderStatus::Held,
+        hold: Some(HoldKind::Exchange),
+        status_reason: Some("Exchange down".into()),
+        filled_quantity: Decimal::ZERO,
+        average_price: None,
+        exchange_order_id: None,
+    };
+    store
+        .record_update(id, held_again, None, draft(AuditAction::TradeOrderHeld))
+        .await
+        .expect("held again");
+    assert!(
+        !claim(held.claim_to_send()).await,
+        "a stale copy claims nothing"
+    );
+    let fresh = store.order(user, id).await.expect("read").expect("order");
+    // A cancel's claim marks the order, so a server stopped mid-cancel leaves a cancel.
+    assert!(claim(fresh.claim_to_cancel()).await);
+    let cancelling = store.order(user, id).await.expect("read").expect("order");
+    assert_eq!(cancelling.status, OrderStatus::Submitting);
+    assert_eq!(cancelling.hold, Some(HoldKind::Cancelling));
     app.stop().await;
 }
 

@@ -8,8 +8,8 @@ use domain::order::OrderSide;
 use domain::ports::StoreError;
 use domain::risk::TradeSample;
 use domain::trading::{
-    ApprovalState, Claim, Fill, HoldKind, Order, OrderDecisionWrite, OrderId, OrderStatus,
-    OrderStore, OrderUpdate, PaperBook, Portfolio, ProposalStatus, Usage,
+    ApprovalState, Claim, Fill, HoldKind, Order, OrderClaim, OrderDecisionWrite, OrderId,
+    OrderStatus, OrderStore, OrderUpdate, PaperBook, Portfolio, ProposalStatus, Usage,
 };
 use rust_decimal::Decimal;
 use sea_orm::sea_query::{
@@ -152,15 +152,12 @@ impl OrderStore for SqlTradingStore {
         .await
     }
 
-    async fn claim_order(
-        &self,
-        id: OrderId,
-        from: OrderStatus,
-        audit: AuditDraft,
-    ) -> Result<bool, StoreError> {
+    async fn claim_order(&self, claim: OrderClaim, audit: AuditDraft) -> Result<bool, StoreError> {
         converted(async {
+            let attempts = i32::try_from(claim.attempts)
+                .map_err(|_| StoreError::Backend("an order's attempts out of range".into()))?;
             let txn = self.chain.begin().await?;
-            let claimed = order::Entity::update_many()
+            let mut update = order::Entity::update_many()
                 .col_expr(
                     order::Column::Status,
                     Expr::val(OrderStatus::Submitting.as_str()),
@@ -172,9 +169,14 @@ impl OrderStore for SqlTradingStore {
                 .col_expr(
                     order::Column::UpdatedAt,
                     Expr::val(canonical_time(self.clock.now())),
-                )
-                .filter(order::Column::Id.eq(id.to_string()))
-                .filter(order::Column::Status.eq(from.as_str()))
+                );
+            if claim.cancel {
+                update = update.col_expr(order::Column::CancelRequested, Expr::val(true));
+            }
+            let claimed = update
+                .filter(order::Column::Id.eq(claim.id.to_string()))
+                .filter(order::Column::Status.eq(claim.from.as_str()))
+                .filter(order::Column::Attempts.eq(attempts))
                 .exec(txn.conn())
                 .await?;
             if claimed.rows_affected != 1 {

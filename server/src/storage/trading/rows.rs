@@ -25,6 +25,7 @@ pub(super) fn to_order(row: &order::Model) -> DbResult<Order> {
         table: "orders",
         id: &row.id,
     };
+    let status = OrderStatus::parse(&row.status).ok_or_else(|| f.bad("status"))?;
     Ok(Order {
         id: OrderId(f.uuid(&row.id, "id")?),
         owner: f.user(&row.owner, "owner")?,
@@ -46,12 +47,15 @@ pub(super) fn to_order(row: &order::Model) -> DbResult<Order> {
         limit_price: f.opt_decimal(&row.limit_price, "limit price")?,
         reference_price: f.decimal(&row.reference_price, "reference price")?,
         notional: f.decimal(&row.notional, "notional")?,
-        status: OrderStatus::parse(&row.status).ok_or_else(|| f.bad("status"))?,
+        status,
         hold: match row.hold_kind.as_deref() {
-            Some(h) => match HoldKind::parse(h).ok_or_else(|| f.bad("hold kind"))? {
-                HoldKind::Exchange if row.cancel_requested => Some(HoldKind::Cancelling),
-                kind => Some(kind),
-            },
+            // Marked by a cancel's claim: held for it, or claimed for it (see `OrderClaim`).
+            _ if row.cancel_requested
+                && matches!(status, OrderStatus::Held | OrderStatus::Submitting) =>
+            {
+                Some(HoldKind::Cancelling)
+            }
+            Some(h) => Some(HoldKind::parse(h).ok_or_else(|| f.bad("hold kind"))?),
             // Held with no kind: held only for the owner's approval (see `hold_column`).
             None if row.status == OrderStatus::Held.as_str() => Some(HoldKind::Approval),
             None => None,
