@@ -1,11 +1,11 @@
 //! Cancelling orders: the owner's own, and the resting orders a stop (kill switch, halt)
 //! takes off the book. A cancel claims the order first, so it never races a sender.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::error::{Outage, Refusal, TradingError, audit_or_store};
 use super::execution::{SendOutcome, claim_draft};
-use super::{Order, OrderId, OrderStatus, TradingService};
+use super::{HoldKind, Order, OrderId, OrderStatus, TradingService};
 use crate::account::UserId;
 use crate::audit::{Actor, RequestMeta};
 use crate::exchange::{VenueAck, VenueOrderStatus};
@@ -27,6 +27,8 @@ impl TradingService {
             .await?
             .ok_or(TradingError::NotFound)?;
         match order.status {
+            // Already on its way: asking again would only ask the exchange again.
+            OrderStatus::Held if order.hold == Some(HoldKind::Cancelling) => Ok(order),
             OrderStatus::Held => {
                 let sent_before = order.sent_before();
                 let claim = claim_draft(&order, OrderStatus::Held, Actor::user(owner), &meta);
@@ -147,8 +149,12 @@ impl TradingService {
         meta: &RequestMeta,
     ) -> Result<usize, TradingError> {
         const PAGE: u64 = 200;
+        // An order changed between its read and its claim (a fill recorded meanwhile) is read
+        // again and retried, a few times.
+        const TRIES: u8 = 3;
         let mut cancelled = 0;
         let mut tried = HashSet::new();
+        let mut changed: HashMap<OrderId, u8> = HashMap::new();
         loop {
             let resting = self.store.resting_orders(owner, which.side(), PAGE).await?;
             let fresh: Vec<Order> = resting.into_iter().filter(|o| tried.insert(o.id)).collect();
@@ -156,12 +162,20 @@ impl TradingService {
                 return Ok(cancelled);
             }
             for order in fresh {
-                if let Ok(order) = self
+                let id = order.id;
+                match self
                     .cancel_open(order, actor.clone(), Some(reason), meta.clone())
                     .await
-                    && order.status == OrderStatus::Cancelled
                 {
-                    cancelled += 1;
+                    Ok(order) if order.status == OrderStatus::Cancelled => cancelled += 1,
+                    Err(TradingError::Refused(Refusal::OrderChanged)) => {
+                        let times = changed.entry(id).or_default();
+                        *times += 1;
+                        if *times < TRIES {
+                            tried.remove(&id);
+                        }
+                    }
+                    _ => {}
                 }
             }
         }

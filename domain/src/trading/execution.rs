@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use time::Duration;
 
 use super::breaker::Gate;
-use super::error::{Conflict, Refusal, TradingError, audit_or_store};
+use super::error::{Conflict, Outage, Refusal, TradingError, audit_or_store};
 use super::service::{draft, paused_reason, paused_until, plain};
 use super::{
     ApprovalState, Fill, HoldKind, Order, OrderId, OrderStatus, OrderUpdate, TradingService,
@@ -79,6 +79,9 @@ const STRANDED_REASON: &str = "The server stopped while sending this order. It i
 /// The reason a retried cancel records: the owner's or the stop's own reason was shown when it
 /// was asked for.
 const CANCEL_CONFIRMED: &str = "Cancelled as requested.";
+
+/// How often a pending cancel is asked again (each time writes its claim and outcome).
+const CANCEL_ASKED_EVERY: Duration = Duration::seconds(30);
 
 fn cancel_pending(exchange: ExchangeName, why: &str) -> SendOutcome {
     SendOutcome::CancelPending(format!(
@@ -264,6 +267,8 @@ impl TradingService {
                 ))
             }
             Err(ExchangeError::Rejected(why)) | Err(ExchangeError::Unreachable(why)) => {
+                // It answered: the venue is up (a probe that ends here closes the breaker).
+                self.breakers.succeeded(venue_key);
                 rejected(&why)
             }
             Err(other) => rejected(&other.to_string()),
@@ -476,10 +481,13 @@ impl TradingService {
                     )
                 }
                 // Refused: it rests there, recorded as open (where its owner sees it and can
-                // cancel it, and the sweep follows it).
-                Err(_) => {
-                    self.breakers.abandon_probe(venue, self.now());
-                    SendOutcome::Answered(resting)
+                // cancel it, and the sweep follows it); the caller hears why.
+                Err(e) => {
+                    self.breakers.succeeded(venue);
+                    drop(credentials);
+                    self.settle(order, SendOutcome::Answered(resting), actor, meta)
+                        .await?;
+                    return Err(TradingError::Unavailable(Outage::CancelFailed(e)));
                 }
             },
             // Filled, cancelled or rejected there: recorded as the exchange says.
@@ -695,6 +703,12 @@ impl TradingService {
         let mut sent = 0;
         for order in held {
             let now = self.now();
+            let cancelling = order.hold == Some(HoldKind::Cancelling);
+            if cancelling && order.updated_at + CANCEL_ASKED_EVERY > now {
+                // Asked moments ago (the key service was out, or the exchange had not
+                // confirmed): not again on every tick.
+                continue;
+            }
             if let Gate::Paused(_) = self
                 .breakers
                 .gate((order.venue.exchange, order.venue.environment), now)
@@ -702,7 +716,6 @@ impl TradingService {
                 continue;
             }
             let venue = (order.venue.exchange, order.venue.environment);
-            let cancelling = order.hold == Some(HoldKind::Cancelling);
             // Trading state and kill switches apply at send time too; known before the claim,
             // so that an order a stop cancels is claimed as a cancel.
             let blocked = if cancelling {
@@ -743,17 +756,15 @@ impl TradingService {
             let mut order = order;
             order.attempts += 1;
             order.status = OrderStatus::Submitting;
-            if cancelling {
+            let cancelled = if cancelling {
                 self.cancel_unanswered(
                     order,
                     CANCEL_CONFIRMED.into(),
                     Actor::system("trading"),
                     RequestMeta::default(),
                 )
-                .await?;
-                continue;
-            }
-            if let Some(reason) = blocked {
+                .await
+            } else if let Some(reason) = blocked {
                 self.breakers.abandon_probe(venue, now);
                 self.withdraw(
                     order,
@@ -762,19 +773,26 @@ impl TradingService {
                     Actor::system("trading"),
                     RequestMeta::default(),
                 )
+                .await
+            } else {
+                // It waited: the price (and the limits) may have moved since it was screened.
+                self.send_checked(
+                    order,
+                    Actor::system("trading"),
+                    sent_before,
+                    true,
+                    RequestMeta::default(),
+                )
                 .await?;
+                sent += 1;
                 continue;
+            };
+            match cancelled {
+                // A cancel the exchange refused: recorded as resting there, with the rest of
+                // the run still to do.
+                Ok(_) | Err(TradingError::Unavailable(Outage::CancelFailed(_))) => {}
+                Err(e) => return Err(e),
             }
-            // It waited: the price (and the limits) may have moved since it was screened.
-            self.send_checked(
-                order,
-                Actor::system("trading"),
-                sent_before,
-                true,
-                RequestMeta::default(),
-            )
-            .await?;
-            sent += 1;
         }
         Ok(sent)
     }
@@ -957,13 +975,11 @@ impl TradingService {
         } else {
             order.claim_to_send()
         };
-        if !self
-            .store
-            .claim_order(to_claim, claim)
-            .await
-            .map_err(audit_or_store)?
-        {
+        let claimed = self.store.claim_order(to_claim, claim).await;
+        if !matches!(claimed, Ok(true)) {
             self.breakers.abandon_probe(venue, now);
+        }
+        if !claimed.map_err(audit_or_store)? {
             return self.order(owner, id).await;
         }
         let sent_before = order.sent_before();

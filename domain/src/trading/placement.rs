@@ -358,7 +358,8 @@ impl TradingService {
             proposal,
             &meta,
         );
-        self.store
+        let recorded = self
+            .store
             .record_decision(OrderDecisionWrite {
                 order: order.clone(),
                 proposal,
@@ -366,18 +367,22 @@ impl TradingService {
                 new_state,
                 audit,
             })
-            .await
-            .map_err(|e| match e {
-                // Fail closed: without its audit record, the order does not exist.
-                StoreError::Backend(_) | StoreError::Unavailable(_) => {
-                    TradingError::AuditUnavailable
-                }
-                // The proposal was placed (or rejected) meanwhile: nothing was written.
-                StoreError::Conflict if proposal.is_some() => {
-                    TradingError::Conflict(super::Conflict::ProposalSettled)
-                }
-                other => TradingError::Store(other),
-            })?;
+            .await;
+        if recorded.is_err() && status == OrderStatus::Submitting {
+            // Never sent: if the gate let it through as the venue's probe, the next order
+            // probes instead.
+            self.breakers
+                .abandon_probe((venue.exchange, venue.environment), now);
+        }
+        recorded.map_err(|e| match e {
+            // Fail closed: without its audit record, the order does not exist.
+            StoreError::Backend(_) | StoreError::Unavailable(_) => TradingError::AuditUnavailable,
+            // The proposal was placed (or rejected) meanwhile: nothing was written.
+            StoreError::Conflict if proposal.is_some() => {
+                TradingError::Conflict(super::Conflict::ProposalSettled)
+            }
+            other => TradingError::Store(other),
+        })?;
         drop(placing);
         // Quarantined: the resting orders the new state forbids come off the book too (all of
         // them when halted, the buys when reducing only). Best effort: the quarantine is

@@ -465,6 +465,15 @@ async fn cancelling_a_held_order_whose_send_went_unanswered_cancels_it_at_the_ex
         reason.contains("Cancel requested, not confirmed yet"),
         "{reason}"
     );
+    // Asking again changes nothing: the cancel is already on its way.
+    let claims = format!(
+        "SELECT COUNT(*) FROM audit_events WHERE action = 'trade.order_claimed' \
+         AND resource = 'order:{rests}'"
+    );
+    let claimed = app.count(&claims).await;
+    let again = placed(app.call(&trader, "trading/cancel", &[("id", &rests)]).await).await;
+    assert_eq!(again["status"], "held", "{again}");
+    assert_eq!(app.count(&claims).await, claimed, "not claimed again");
     app.clock.advance(time::Duration::seconds(61));
     assert_eq!(
         trading.retry_held().await.expect("retry"),

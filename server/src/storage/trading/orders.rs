@@ -16,8 +16,9 @@ use sea_orm::sea_query::{
     Alias, Expr, ExprTrait, Func, OnConflict, Query, SelectStatement, UnionType,
 };
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, JoinType, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait,
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, JoinType, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait,
 };
 use time::OffsetDateTime;
 
@@ -201,11 +202,20 @@ impl OrderStore for SqlTradingStore {
             let txn = self.chain.begin().await?;
             // Only an order in flight takes an exchange's answer: a late answer cannot reopen a
             // final order.
+            // A cancel's mark is cleared only by an outcome that ends the hold: a late write
+            // holding the order again (a stale sweep's) cannot turn the cancel into a send.
+            let cancel_requested = if update.status == OrderStatus::Held
+                && update.hold != Some(HoldKind::Cancelling)
+            {
+                NotSet
+            } else {
+                Set(update.hold == Some(HoldKind::Cancelling))
+            };
             let updated = order::Entity::update_many()
                 .set(order::ActiveModel {
                     status: Set(update.status.as_str().to_owned()),
                     hold_kind: Set(hold_column(update.hold)),
-                    cancel_requested: Set(update.hold == Some(HoldKind::Cancelling)),
+                    cancel_requested,
                     status_reason: Set(update.status_reason.clone()),
                     filled_quantity: Set(amount(update.filled_quantity)),
                     average_price: Set(update.average_price.map(amount)),
