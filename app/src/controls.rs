@@ -251,6 +251,7 @@ pub const CONTROLS: &[Control] = &[
         tests: &[
             "server/tests/api/admin_controls.rs::turning_the_kill_switch_on_cancels_resting_orders_and_says_how_many",
             "server/tests/api/admin_controls.rs::halting_a_trader_or_stopping_them_cancels_only_their_resting_orders",
+            "server/tests/api/trading.rs::a_stop_whose_cancel_could_not_reach_the_exchange_is_applied_once_it_is_back",
         ],
     },
     Control {
@@ -286,6 +287,7 @@ pub const CONTROLS: &[Control] = &[
             "server/tests/api/admin_controls.rs::turning_the_kill_switch_on_cancels_resting_orders_and_says_how_many",
             "server/tests/api/trading.rs::a_key_with_a_resting_order_is_not_revoked_and_once_suspended_still_takes_it_off",
             "server/tests/api/trading.rs::cancelling_a_held_order_whose_send_went_unanswered_cancels_it_at_the_exchange",
+            "server/tests/api/trading.rs::a_held_binance_order_is_cancelled_as_binance_answers_pending_refused_or_not_at_all",
             "domain/src/trading/decision.rs::either_kill_switch_denies_every_order",
             "end2end/tests/trading.spec.ts::the admin's kill switch needs the security key and puts a banner on every trader's page",
         ],

@@ -311,12 +311,13 @@ pub trait AccountStore: Send + Sync + std::fmt::Debug {
     ) -> Result<(), StoreError>;
 }
 
-/// How long an admin's request to grant or remove the admin role waits for a second admin.
+/// How long an admin's request to change a role waits for a second admin.
 pub const ROLE_REQUEST_TTL: Duration = Duration::hours(24);
 
-/// An admin's request to grant or remove the admin role. It takes effect only when a second
-/// admin makes the same change, so no admin can make a second admin account of their own (and
-/// use it to lift what another admin set on them), nor remove the other admins alone.
+/// An admin's request to change someone's role. It takes effect only when a second admin makes
+/// the same change, so no admin can make a second admin or a reviewer account of their own (and
+/// use it to lift what another admin or the anomaly response set on them), nor remove the other
+/// admins or reviewers alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoleRequest {
     pub target: UserId,
@@ -789,10 +790,11 @@ impl AccountService {
     }
 
     /// An admin changes someone else's role: never their own, so no admin can lift or keep a
-    /// privilege alone, and the last admin cannot demote themselves by accident. Granting or
-    /// removing the admin role takes two admins (see [`RoleRequest`]): the first one's change
-    /// is a request, and a second admin making the same change within [`ROLE_REQUEST_TTL`]
-    /// confirms it. (The operator's CLI needs no second admin.)
+    /// privilege alone, and the last admin cannot demote themselves by accident. Every role
+    /// change (each grants or removes the reviewer's or the admin's powers) takes two admins
+    /// (see [`RoleRequest`]): the first one's change is a request, and a second admin making
+    /// the same change within [`ROLE_REQUEST_TTL`] confirms it. (The operator's CLI needs no
+    /// second admin.)
     pub async fn change_role(
         &self,
         admin: &crate::authz::Admin,
@@ -812,13 +814,9 @@ impl AccountService {
             // Nothing to change (and no pending request of another admin's to drop).
             return Ok(RoleChange::Changed(before));
         }
-        let touches_admin = (before.role == Role::Admin) != (role == Role::Admin);
-        if !touches_admin {
-            return self
-                .set_role(Actor::user(admin.id()), &before, role, meta)
-                .await
-                .map(RoleChange::Changed);
-        }
+        // Every change grants or removes a privileged role (reviewer or admin; the third role,
+        // trader, is no privilege): one admin appointing a reviewer of their own could have
+        // their own quarantine lifted, and one removing the reviewers could leave only theirs.
         let event = |action| {
             AuditDraft::new(
                 Actor::user(admin.id()),
@@ -859,7 +857,7 @@ impl AccountService {
         Ok(RoleChange::Requested(request))
     }
 
-    /// The pending requests to grant or remove the admin role (those not yet expired).
+    /// The pending role change requests (those not yet expired).
     pub async fn role_requests(
         &self,
         _reader: &crate::authz::AdminReader,

@@ -18,6 +18,7 @@ mod m20261202_000014_trusted_devices;
 mod m20261202_000015_role_requests;
 mod m20261203_000016_cancel_requests;
 mod m20261203_000017_recorded_head;
+mod m20261204_000018_sessions_revoked_at;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000015_role_requests::Migration),
             Box::new(m20261203_000016_cancel_requests::Migration),
             Box::new(m20261203_000017_recorded_head::Migration),
+            Box::new(m20261204_000018_sessions_revoked_at::Migration),
         ]
     }
 }

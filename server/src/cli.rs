@@ -354,26 +354,46 @@ pub fn report_verify(
     } else {
         verify_report_from(opened, pinned.as_ref()).map_err(|p| p.to_string())
     };
-    match verified {
+    // Everything printed may come from the file (its manifest, a parser's message quoting
+    // it): written to the terminal as it is, escape sequences in it could repaint the verdict.
+    let mut said = Vec::new();
+    let intact = match verified {
         Ok(verified) => {
             let kind = if is_pdf {
                 "PDF: its embedded CSV report, and pages that are exactly that report's"
             } else {
                 "CSV"
             };
-            writeln!(out, "report OK: {} ({kind})", file.display())?;
-            write_report_summary(out, &verified)?;
-            Ok(true)
+            writeln!(said, "report OK: {} ({kind})", file.display())?;
+            write_report_summary(&mut said, &verified)?;
+            true
         }
         Err(problem) => {
             writeln!(
-                out,
+                said,
                 "report verification FAILED: {}: {problem}",
                 file.display()
             )?;
-            Ok(false)
+            false
+        }
+    };
+    out.write_all(printable(&String::from_utf8_lossy(&said)).as_bytes())?;
+    Ok(intact)
+}
+
+/// `text` with every control character but the line ends, and every bidirectional override,
+/// shown as a `\u{..}` escape: nothing a file supplies can move the cursor or reorder a line.
+fn printable(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if (c.is_control() && c != '\n') || bidi {
+            shown.push_str(&c.escape_unicode().to_string());
+        } else {
+            shown.push(c);
         }
     }
+    shown
 }
 
 /// The pages a reader sees are checked as well as the report the PDF carries: the PDF must be

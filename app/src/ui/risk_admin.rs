@@ -14,8 +14,8 @@ use super::{
 };
 use crate::api::UserRole;
 use crate::api::trading::{
-    LimitRow, RiskOverviewView, UserControlView, block_ip, risk_overview, set_kill_switch,
-    set_limit, set_user_controls, unblock_ip,
+    LimitRow, RiskOverviewView, StopEffectView, UserControlView, block_ip, risk_overview,
+    set_kill_switch, set_limit, set_user_controls, unblock_ip,
 };
 use crate::error::AppError;
 
@@ -49,13 +49,26 @@ fn run<F>(
     });
 }
 
-/// What a stop did to resting orders, for the status line.
-fn cancelled_note(cancelled: u32) -> String {
-    match cancelled {
-        0 => "No resting orders to cancel.".into(),
+/// What a stop did to resting orders, for the status line: an exchange that did not take a
+/// cancel is said so, not passed over.
+fn cancelled_note(effect: StopEffectView) -> String {
+    let done = match effect.cancelled {
+        0 if effect.still_resting == 0 => "No resting orders to cancel.".to_owned(),
+        0 => String::new(),
         1 => "1 resting order was cancelled.".into(),
         n => format!("{n} resting orders were cancelled."),
-    }
+    };
+    let left = match effect.still_resting {
+        0 => return done,
+        1 => "1 resting order could not be cancelled at its exchange yet: it is asked again \
+              until the exchange confirms."
+            .to_owned(),
+        n => format!(
+            "{n} resting orders could not be cancelled at their exchange yet: each is asked \
+             again until the exchange confirms."
+        ),
+    };
+    format!("{done} {left}").trim_start().to_owned()
 }
 
 /// Like [`run`], with a status line built from the call's answer.
@@ -133,13 +146,13 @@ fn RiskPanels(overview: RiskOverviewView, ctx: Ctx) -> impl IntoView {
             set_error,
             set_version,
             set_status,
-            move |cancelled| {
+            move |stopped| {
                 if on {
                     "Kill switch off: trading resumes.".to_owned()
                 } else {
                     format!(
                         "Kill switch on: every new order is refused. {}",
-                        cancelled_note(cancelled)
+                        cancelled_note(stopped)
                     )
                 }
             },
@@ -254,15 +267,15 @@ fn UserRow(
     let (value, set_value) = signal(String::new());
     let set_state = move |ev: leptos::ev::Event| {
         let chosen = event_target_value(&ev);
-        let halted = chosen == "halted";
+        let stops = chosen != "active";
         run_then(
             set_user_controls(id.get_value(), Some(chosen), None),
             ctx.set_error,
             ctx.set_version,
             ctx.set_status,
-            move |cancelled| {
-                if halted {
-                    format!("Trading state changed. {}", cancelled_note(cancelled))
+            move |stopped| {
+                if stops {
+                    format!("Trading state changed. {}", cancelled_note(stopped))
                 } else {
                     "Trading state changed.".to_owned()
                 }
@@ -275,11 +288,11 @@ fn UserRow(
             ctx.set_error,
             ctx.set_version,
             ctx.set_status,
-            move |cancelled| {
+            move |stopped| {
                 if kill {
                     "Kill switch changed.".to_owned()
                 } else {
-                    format!("Trader stopped. {}", cancelled_note(cancelled))
+                    format!("Trader stopped. {}", cancelled_note(stopped))
                 }
             },
         );

@@ -546,7 +546,16 @@ pub const SCAN_PAGE: u64 = 250;
 /// checked after each batch. The outer error is a storage failure; the inner one a broken chain.
 pub async fn verify_log(
     log: &dyn AuditLog,
+    progress: impl FnMut(u64) + Send,
+) -> Result<Result<VerifiedLog, BrokenLog>, StoreError> {
+    verify_log_seeing(log, progress, |_| {}).await
+}
+
+/// As [`verify_log`], showing `seen` each event once it has verified.
+pub(crate) async fn verify_log_seeing(
+    log: &dyn AuditLog,
     mut progress: impl FnMut(u64) + Send,
+    mut seen: impl FnMut(&AuditEvent) + Send,
 ) -> Result<Result<VerifiedLog, BrokenLog>, StoreError> {
     let mut verifier = ChainVerifier::new();
     loop {
@@ -567,6 +576,7 @@ pub async fn verify_log(
                     checkpoint: None,
                 }));
             }
+            seen(event);
         }
         progress(verifier.checked());
     }

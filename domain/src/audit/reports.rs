@@ -8,6 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use super::jobs::{JobId, JobStatus};
 use super::report::{ReportInfo, ReportManifest, ReportWriter};
@@ -32,6 +33,12 @@ pub enum ReportError {
         "The audit chain does not verify at event {0}, so the report is not signed. Run Verify on the Audit page."
     )]
     ChainBroken(i64),
+    /// The rows sent are not the chain's rows that match the filter: some were rewritten, or
+    /// hidden from the filter, while the report was read, and put back before the check.
+    #[error(
+        "The audit log changed while the report was produced (its rows no longer match the verified chain), so the report is not signed. Run Verify on the Audit page."
+    )]
+    RowsChanged,
 }
 
 /// Which page of a search: the newest, the one older than a seq, or the one newer than a seq.
@@ -135,6 +142,9 @@ pub struct ReportRun {
     /// When the report started (canonical time), as its manifest says.
     generated_at: String,
     writer: ReportWriter,
+    /// Every row written, as (seq, hash), folded in order: compared at the end with the
+    /// verified chain's matching events.
+    written: RowSet,
     /// The last seq fetched (keyset cursor).
     after: i64,
     header_sent: bool,
@@ -196,6 +206,7 @@ impl ReportRun {
         }
         for event in &events {
             bytes.extend_from_slice(&self.writer.row(event));
+            self.written.add(event);
             self.after = event.seq;
         }
         if bytes.is_empty() {
@@ -225,8 +236,28 @@ impl ReportRun {
         }
         // The head pinned when the report started must still be in it, too.
         let pinned = Some(self.head).filter(|head| head.seq > 0);
-        if let Err(broken) = self.service.check_chain(pinned, |_| {}).await? {
+        // The rows sent must be exactly the verified chain's events that match the filter:
+        // a row rewritten (its own hash recomputed) or hidden from the filter while it was
+        // read, then put back, leaves the chain whole but the report wrong.
+        let mut expected = RowSet::default();
+        let filter = &self.filter;
+        let checked = self
+            .service
+            .check_chain_seeing(
+                pinned,
+                |_| {},
+                |event| {
+                    if filter.matches(event) {
+                        expected.add(event);
+                    }
+                },
+            )
+            .await?;
+        if let Err(broken) = checked {
             return Err(ReportError::ChainBroken(broken.error.seq));
+        }
+        if expected != self.written {
+            return Err(ReportError::RowsChanged);
         }
         let mut header = Vec::new();
         if !self.header_sent {
@@ -405,10 +436,34 @@ impl AuditService {
             generated_by_email,
             generated_at: canonical_time(self.clock.now()),
             writer: ReportWriter::new(),
+            written: RowSet::default(),
             after: 0,
             header_sent: false,
             exhausted: false,
         })
+    }
+}
+
+/// A set of chain events in seq order, kept as a running SHA-256 of their (seq, hash) and a
+/// count: constant memory however long the report.
+#[derive(Clone, Default)]
+struct RowSet {
+    digest: Sha256,
+    count: u64,
+}
+
+impl RowSet {
+    fn add(&mut self, event: &AuditEvent) {
+        self.digest.update(event.seq.to_be_bytes());
+        self.digest.update(event.hash.0);
+        self.count += 1;
+    }
+}
+
+impl PartialEq for RowSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.count == other.count
+            && self.digest.clone().finalize() == other.digest.clone().finalize()
     }
 }
 

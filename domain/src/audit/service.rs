@@ -11,7 +11,7 @@ use super::checkpoints::{
 use super::signing::{ReportKey, ReportPublicKey, SignedCheckpoint};
 use super::{
     Actor, AuditDraft, AuditEvent, AuditLog, BreakKind, BrokenLog, ChainBreak, ChainHead,
-    ChainVerifier, Outcome, RequestMeta, SCAN_PAGE, VerifiedLog, check_anchor, verify_log,
+    ChainVerifier, Outcome, RequestMeta, SCAN_PAGE, VerifiedLog, check_anchor, verify_log_seeing,
 };
 use crate::account::{AccountStore, Email};
 use crate::audit_action::AuditAction;
@@ -179,9 +179,20 @@ impl AuditService {
         anchor: Option<ChainHead>,
         progress: impl FnMut(u64) + Send,
     ) -> Result<Result<VerifiedLog, BrokenLog>, StoreError> {
+        self.check_chain_seeing(anchor, progress, |_| {}).await
+    }
+
+    /// As [`AuditService::check_chain`], showing `seen` each event of the chain once it has
+    /// verified.
+    pub(crate) async fn check_chain_seeing(
+        &self,
+        anchor: Option<ChainHead>,
+        progress: impl FnMut(u64) + Send,
+        seen: impl FnMut(&AuditEvent) + Send,
+    ) -> Result<Result<VerifiedLog, BrokenLog>, StoreError> {
         // Read before the scan: appends during it only move the record past what is checked.
         let recorded = self.log.recorded_head().await?;
-        let verified = match verify_log(self.log.as_ref(), progress).await? {
+        let verified = match verify_log_seeing(self.log.as_ref(), progress, seen).await? {
             Ok(verified) => verified,
             Err(broken) => return Ok(Err(broken)),
         };

@@ -147,19 +147,19 @@ impl TradingService {
         actor: Actor,
         reason: &str,
         meta: &RequestMeta,
-    ) -> Result<usize, TradingError> {
+    ) -> Result<StopEffect, TradingError> {
         const PAGE: u64 = 200;
         // An order changed between its read and its claim (a fill recorded meanwhile) is read
         // again and retried, a few times.
         const TRIES: u8 = 3;
-        let mut cancelled = 0;
+        let mut effect = StopEffect::default();
         let mut tried = HashSet::new();
         let mut changed: HashMap<OrderId, u8> = HashMap::new();
         loop {
             let resting = self.store.resting_orders(owner, which.side(), PAGE).await?;
             let fresh: Vec<Order> = resting.into_iter().filter(|o| tried.insert(o.id)).collect();
             if fresh.is_empty() {
-                return Ok(cancelled);
+                return Ok(effect);
             }
             for order in fresh {
                 let id = order.id;
@@ -167,20 +167,86 @@ impl TradingService {
                     .cancel_open(order, actor.clone(), Some(reason), meta.clone())
                     .await
                 {
-                    Ok(order) if order.status == OrderStatus::Cancelled => cancelled += 1,
+                    Ok(order) if order.status == OrderStatus::Cancelled => effect.cancelled += 1,
+                    // Filled or ended there meanwhile: off the book all the same.
+                    Ok(order) if order.status != OrderStatus::Open => {}
                     Err(TradingError::Refused(Refusal::OrderChanged)) => {
                         let times = changed.entry(id).or_default();
                         *times += 1;
                         if *times < TRIES {
                             tried.remove(&id);
+                        } else {
+                            effect.still_resting += 1;
                         }
                     }
-                    _ => {}
+                    // Its exchange did not take the cancel: the sweep asks again.
+                    _ => effect.still_resting += 1,
                 }
             }
         }
     }
 }
+
+/// What a stop did to the resting orders it covers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StopEffect {
+    pub cancelled: usize,
+    /// Not taken off yet (the exchange down or refusing, the key unusable): the sweep of open
+    /// orders asks their exchange again until it confirms.
+    pub still_resting: usize,
+}
+
+/// The stops in force, read once per sweep (each owner's controls at most once).
+pub(super) struct Stops {
+    global_kill: Option<bool>,
+    /// Each owner's kill switch and trading state.
+    controls: HashMap<UserId, (bool, TradingState)>,
+}
+
+impl Stops {
+    pub(super) fn new() -> Self {
+        Self {
+            global_kill: None,
+            controls: HashMap::new(),
+        }
+    }
+
+    /// Why a stop takes `order` off the book, in the words setting that stop gave it.
+    pub(super) async fn reason_for(
+        &mut self,
+        service: &TradingService,
+        order: &Order,
+    ) -> Result<Option<&'static str>, TradingError> {
+        let global_kill = match self.global_kill {
+            Some(on) => on,
+            None => *self
+                .global_kill
+                .insert(service.store.global_kill_switch().await?),
+        };
+        if global_kill {
+            return Ok(Some(GLOBAL_KILL_REASON));
+        }
+        let (kill_switch, state) = match self.controls.get(&order.owner) {
+            Some(known) => *known,
+            None => {
+                let controls = service.store.controls(order.owner).await?;
+                let known = (controls.kill_switch, controls.state);
+                self.controls.insert(order.owner, known);
+                known
+            }
+        };
+        if kill_switch {
+            return Ok(Some(USER_KILL_REASON));
+        }
+        Ok(Resting::cancelled_by(state)
+            .filter(|which| which.side().is_none_or(|side| side == order.side))
+            .map(Resting::state_reason))
+    }
+}
+
+/// What each stop says on the resting orders it cancels.
+pub(super) const GLOBAL_KILL_REASON: &str = "Cancelled: the kill switch is on.";
+pub(super) const USER_KILL_REASON: &str = "Cancelled: an admin stopped your trading.";
 
 /// Which resting orders a stop or a restriction takes off the book.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use super::cancellation::Resting;
+use super::cancellation::{GLOBAL_KILL_REASON, Resting, StopEffect, USER_KILL_REASON};
 use super::error::{Forbidden, Refusal, TradingError, audit_or_store};
 use super::ports::{RawLimits, UserRisk};
 use super::service::draft;
@@ -24,8 +24,8 @@ pub const MAX_RANGE_NOTE_CHARS: usize = 200;
 #[derive(Debug, Clone)]
 pub struct ControlsChanged {
     pub controls: UserControls,
-    /// Resting orders cancelled because the change stopped the user.
-    pub cancelled: usize,
+    /// What the change did to the user's resting orders, when it stopped them.
+    pub stopped: StopEffect,
 }
 
 /// What the banner on every page says about a trader's trading.
@@ -89,13 +89,13 @@ impl TradingService {
     }
 
     /// Turns the global kill switch on or off. Turning it on also cancels every resting order
-    /// at its venue (each cancellation audited); returns how many were cancelled.
+    /// at its venue (each cancellation audited); returns what it did to them.
     pub async fn set_global_kill_switch(
         &self,
         admin: &Admin,
         on: bool,
         meta: RequestMeta,
-    ) -> Result<usize, TradingError> {
+    ) -> Result<StopEffect, TradingError> {
         self.store
             .set_global_kill_switch(
                 on,
@@ -114,13 +114,13 @@ impl TradingService {
             .await
             .map_err(audit_or_store)?;
         if !on {
-            return Ok(0);
+            return Ok(StopEffect::default());
         }
         self.cancel_resting(
             None,
             Resting::All,
             Actor::user(admin.id()),
-            "Cancelled: the kill switch is on.",
+            GLOBAL_KILL_REASON,
             &meta,
         )
         .await
@@ -157,7 +157,7 @@ impl TradingService {
             event = event.detail("autonomous", autonomous);
         }
         let cancels = if change.kill_switch == Some(true) {
-            Some((Resting::All, "Cancelled: an admin stopped your trading."))
+            Some((Resting::All, USER_KILL_REASON))
         } else {
             change
                 .state
@@ -169,17 +169,14 @@ impl TradingService {
             .change_controls(user, change, event)
             .await
             .map_err(audit_or_store)?;
-        let cancelled = match cancels {
+        let stopped = match cancels {
             Some((which, reason)) => {
                 self.cancel_resting(Some(user), which, Actor::user(admin.id()), reason, &meta)
                     .await?
             }
-            None => 0,
+            None => StopEffect::default(),
         };
-        Ok(ControlsChanged {
-            controls,
-            cancelled,
-        })
+        Ok(ControlsChanged { controls, stopped })
     }
 
     /// Separation of duties: an admin's own controls and limits are set by another admin.

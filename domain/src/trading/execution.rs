@@ -9,6 +9,7 @@ use rust_decimal::Decimal;
 use time::Duration;
 
 use super::breaker::Gate;
+use super::cancellation::Stops;
 use super::error::{Conflict, Outage, Refusal, TradingError, audit_or_store};
 use super::service::{draft, paused_reason, paused_until, plain};
 use super::{
@@ -823,16 +824,35 @@ impl TradingService {
             .orders_in_status(OrderStatus::Open, None, 200)
             .await?;
         let mut changed = 0;
+        let mut stops = Stops::new();
         for order in open {
             let Some(exchange) = self.exchanges.get(order.venue.exchange).cloned() else {
                 continue;
             };
+            if order.venue.key.is_some() && !self.keyed_checks.due(order.id, self.now()) {
+                continue;
+            }
+            if let Some(reason) = stops.reason_for(self, &order).await? {
+                // A stop set while its exchange could not take it off (down, refusing): asked
+                // again each round until the exchange confirms.
+                match self
+                    .cancel_open(
+                        order,
+                        Actor::system("risk"),
+                        Some(reason),
+                        RequestMeta::default(),
+                    )
+                    .await
+                {
+                    Ok(_) => changed += 1,
+                    Err(TradingError::Unavailable(_) | TradingError::Refused(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
             let credentials = match order.venue.key {
                 None => None,
                 Some(key) => {
-                    if !self.keyed_checks.due(order.id, self.now()) {
-                        continue;
-                    }
                     match self
                         .vault
                         .use_key(

@@ -40,6 +40,7 @@ use crate::risk::{
 pub use agent::{AgentScope, AgentToken, NewAgentToken, Proposal, ProposalStatus};
 pub use agent_service::AgentOverview;
 pub use breaker::CircuitBreakers;
+pub use cancellation::StopEffect;
 pub use controls::{ControlsChanged, MAX_RANGE_NOTE_CHARS, RiskOverview, TradingStatus};
 pub use decision::{OrderDecision, OrderFacts, decide_order};
 pub use error::{Conflict, Forbidden, Outage, QuoteFailure, Refusal, TradingError};

@@ -433,6 +433,20 @@ impl TradingService {
             price: order.limit_price.unwrap_or(order.reference_price),
         };
         let quote = self.venue_price(venue, &order.symbol).await;
+        // An approval commits to the price its owner saw: a market order that waited while the
+        // price moved further than placement allows needs a new one.
+        let moved_since_approval = match &quote {
+            Ok(current)
+                if order.approval == ApprovalState::Approved
+                    && order.order_type == OrderType::Market
+                    && !order.reference_price.is_zero()
+                    && ((*current - order.reference_price) / order.reference_price).abs()
+                        > MAX_QUOTE_DRIFT =>
+            {
+                Some(*current)
+            }
+            _ => None,
+        };
         let notional = match screening_value(&terms, order.order_type, quote) {
             Ok(notional) => notional,
             Err(ScreeningRefusal::NoQuote(_)) => {
@@ -534,6 +548,21 @@ impl TradingService {
             });
         }
         let mut refusals = reasons(&hits, Verdict::Deny);
+        if let Some(current) = moved_since_approval {
+            refusals.push(format!(
+                "The price of {} moved from {} to {} since you approved it. Place it again to approve it at the current price.",
+                order.symbol,
+                plain(order.reference_price),
+                plain(current)
+            ));
+        }
+        if order.source == OrderSource::Autonomous
+            && let Some(why) = self
+                .autonomy_withdrawn(order, controls.autonomous, now)
+                .await?
+        {
+            refusals.push(why);
+        }
         // An order approved with a step-up carries that approval; one that was not may not
         // cross the threshold by waiting.
         if order.approval != ApprovalState::Approved {
@@ -556,6 +585,37 @@ impl TradingService {
             "Not sent: checked again at the current price before sending. {}",
             refusals.join(" ")
         ))))
+    }
+}
+
+impl TradingService {
+    /// Why an order a bot placed on its own may no longer go out: its owner turned autonomous
+    /// mode off, or its token was revoked (a password change, "sign out everywhere") or ran
+    /// out, since it was placed and held. Nobody signed it off, so it needs the bot's standing.
+    async fn autonomy_withdrawn(
+        &self,
+        order: &Order,
+        autonomous: bool,
+        now: time::OffsetDateTime,
+    ) -> Result<Option<String>, TradingError> {
+        if !autonomous {
+            return Ok(Some(
+                "Autonomous mode was turned off after the agent placed it.".into(),
+            ));
+        }
+        let token = match self.store.proposal_for_order(order.owner, order.id).await? {
+            Some(proposal) => self
+                .store
+                .agent_tokens(order.owner)
+                .await?
+                .into_iter()
+                .find(|t| t.id == proposal.token),
+            None => None,
+        };
+        Ok(match token {
+            Some(t) if t.revoked_at.is_none() && !t.is_expired(now) => None,
+            _ => Some("The agent token that placed it was revoked or has expired since.".into()),
+        })
     }
 }
 

@@ -248,6 +248,12 @@ pub trait AgentStore: Send + Sync + fmt::Debug {
     ) -> Result<(), StoreError>;
     async fn proposals(&self, owner: UserId, limit: u64) -> Result<Vec<Proposal>, StoreError>;
     async fn proposal(&self, owner: UserId, id: Uuid) -> Result<Option<Proposal>, StoreError>;
+    /// The proposal `order` was placed for, if any.
+    async fn proposal_for_order(
+        &self,
+        owner: UserId,
+        order: OrderId,
+    ) -> Result<Option<Proposal>, StoreError>;
     /// Moves a proposal from `Pending` to `status` (with the order placed for it); `false` if
     /// it was no longer pending.
     async fn settle_proposal(

@@ -376,11 +376,12 @@ impl TradingService {
     }
 }
 
-/// A stable pseudonymous device id: the user agent's hash (no fingerprinting beyond it).
+/// A stable pseudonymous device id: the user agent's hash (no fingerprinting beyond it). A
+/// request without one is a device of its own, not none: leaving the header out must not skip
+/// the new-device check.
 pub fn device_id(user_agent: Option<&str>) -> Option<String> {
-    user_agent
-        .filter(|ua| !ua.trim().is_empty())
-        .map(|ua| hex::encode(&Sha256::digest(ua.as_bytes())[..8]))
+    let user_agent = user_agent.filter(|ua| !ua.trim().is_empty()).unwrap_or("");
+    Some(hex::encode(&Sha256::digest(user_agent.as_bytes())[..8]))
 }
 
 pub(super) fn start_of_day(now: OffsetDateTime) -> OffsetDateTime {

@@ -100,7 +100,7 @@ impl TokioReportJobs {
         let (manifest, trailer) = run.finish(meta).await.map_err(|e| match e {
             ReportError::Store(e) => storage(e),
             // Worded for the reviewer: where the chain breaks and what to do.
-            broken @ ReportError::ChainBroken(_) => broken.to_string(),
+            broken @ (ReportError::ChainBroken(_) | ReportError::RowsChanged) => broken.to_string(),
         })?;
         csv.extend_from_slice(&trailer);
         let total = manifest.row_count;

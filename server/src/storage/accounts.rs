@@ -16,8 +16,8 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::audit::AuditChain;
-use super::entities::{role_request, session, trusted_device, user};
-use super::sessions::revoke_agent_tokens_in;
+use super::entities::{role_request, trusted_device, user};
+use super::sessions::{end_sessions_in, revoke_agent_tokens_in};
 use super::{DbResult, converted, from_micros, micros};
 
 #[derive(Debug, Clone)]
@@ -114,6 +114,7 @@ impl AccountStore for SqlAccountStore {
             password_hash: Set(new_user.password_hash.0.clone()),
             role: Set(new_user.role.as_str().to_owned()),
             created_at: Set(canonical_time(new_user.created_at)),
+            sessions_revoked_at: Set(None),
         };
         converted(async {
             let txn = self.chain.begin().await?;
@@ -221,11 +222,7 @@ impl AccountStore for SqlAccountStore {
                 return Err(StoreError::NotFound.into());
             }
             // Whoever signed in with the old password is signed out with it.
-            let ended = session::Entity::delete_many()
-                .filter(session::Column::UserId.eq(id.to_string()))
-                .exec(txn.conn())
-                .await?
-                .rows_affected;
+            let ended = end_sessions_in(&txn, id, now).await?;
             // And the browsers it signed in from are strangers again.
             trusted_device::Entity::delete_many()
                 .filter(trusted_device::Column::UserId.eq(id.to_string()))

@@ -16,6 +16,8 @@ pub mod user {
         pub password_hash: String,
         pub role: String,
         pub created_at: String,
+        /// Unix seconds of the last "sign out everywhere" or password change.
+        pub sessions_revoked_at: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

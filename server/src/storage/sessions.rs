@@ -5,21 +5,20 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use app::api::context::{AUTHENTICATED_AT_KEY, USER_ID_KEY};
 use async_trait::async_trait;
 use domain::account::UserId;
 use domain::audit::{AuditDraft, Outcome, canonical_time};
 use domain::ports::{Clock, SessionRevoker, StoreError};
+use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use sha2::{Digest, Sha256};
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
 use super::audit::{AuditChain, AuditedTxn};
-use super::entities::{agent_token, session, trusted_device};
+use super::entities::{agent_token, session, trusted_device, user};
 use super::{DbError, DbResult, converted};
-
-/// The session data key that holds the signed-in user's id.
-pub const USER_ID_KEY: &str = "uid";
 
 /// A save that changes nothing but moves the expiry by less than this is skipped: the session
 /// layer saves on every request, and a durable write per request (an fsync on SQLite) would
@@ -147,6 +146,36 @@ fn to_row(record: &Record, data: String, expires_at: i64) -> session::ActiveMode
     }
 }
 
+/// Whether a signed-in `record` may be stored under its new id: its sign-in is not older than
+/// its user's last "sign out everywhere" or password change. A step-up cycles the session id
+/// (a new row); one overlapping those would otherwise bring the ended session back. The check
+/// writes the user's row (changing nothing), so it holds that row until the commit: a
+/// concurrent revocation either comes first and is seen, or comes after and deletes this row.
+async fn still_signed_in(txn: &AuditedTxn, record: &Record) -> DbResult<bool> {
+    let Some(user_id) = record.data.get(USER_ID_KEY).and_then(|v| v.as_str()) else {
+        return Ok(true);
+    };
+    let signed_in_at = record
+        .data
+        .get(AUTHENTICATED_AT_KEY)
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(i64::MIN);
+    let held = user::Entity::update_many()
+        .col_expr(
+            user::Column::SessionsRevokedAt,
+            Expr::col(user::Column::SessionsRevokedAt).into(),
+        )
+        .filter(user::Column::Id.eq(user_id))
+        .filter(
+            Condition::any()
+                .add(user::Column::SessionsRevokedAt.is_null())
+                .add(user::Column::SessionsRevokedAt.lte(signed_in_at)),
+        )
+        .exec(txn.conn())
+        .await?;
+    Ok(held.rows_affected == 1)
+}
+
 tokio::task_local! {
     /// The database outage a session-store call met while serving the current request.
     static OUTAGE: RefCell<Option<StoreError>>;
@@ -187,6 +216,10 @@ impl SessionStore for SqlSessionStore {
             let row = to_row(record, data.clone(), expires_at);
             // Session writes join the audit chain's write batch (see `commit_unaudited`).
             let txn = self.chain.begin().await?;
+            if !still_signed_in(&txn, record).await? {
+                txn.commit_unaudited().await?;
+                return Ok(());
+            }
             let inserted = session::Entity::insert(row)
                 .exec_without_returning(txn.conn())
                 .await;
@@ -280,11 +313,7 @@ impl SessionRevoker for SqlSessionStore {
         let now = self.clock.now();
         converted(async {
             let mut txn = self.chain.begin().await?;
-            let deleted = session::Entity::delete_many()
-                .filter(session::Column::UserId.eq(user.to_string()))
-                .exec(txn.conn())
-                .await?
-                .rows_affected;
+            let deleted = end_sessions_in(&txn, user, now).await?;
             // Signed out everywhere, every browser is a stranger again at the next sign-in.
             trusted_device::Entity::delete_many()
                 .filter(trusted_device::Column::UserId.eq(user.to_string()))
@@ -307,6 +336,29 @@ impl SessionRevoker for SqlSessionStore {
         })
         .await
     }
+}
+
+/// Ends every session of `user` in `txn`, and marks when: a session copied under a new id by a
+/// request that overlapped this (a step-up) is then not stored (see `still_signed_in`).
+/// Returns how many rows were deleted.
+pub(super) async fn end_sessions_in(
+    txn: &AuditedTxn,
+    user: UserId,
+    now: time::OffsetDateTime,
+) -> DbResult<u64> {
+    user::Entity::update_many()
+        .set(user::ActiveModel {
+            sessions_revoked_at: Set(Some(now.unix_timestamp())),
+            ..Default::default()
+        })
+        .filter(user::Column::Id.eq(user.to_string()))
+        .exec(txn.conn())
+        .await?;
+    Ok(session::Entity::delete_many()
+        .filter(session::Column::UserId.eq(user.to_string()))
+        .exec(txn.conn())
+        .await?
+        .rows_affected)
 }
 
 /// Revokes every live agent token of `user` in `txn`, one `agent.token_revoked` event each, by

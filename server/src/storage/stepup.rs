@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 use super::audit::AuditChain;
 use super::entities::{order_approval, recovery_code, security_key, totp_factor};
+use super::sessions::end_sessions_in;
 use super::{DbResult, converted, from_micros, micros};
 
 #[derive(Debug, Clone)]
@@ -607,7 +608,11 @@ impl FactorStore for SqlFactorStore {
             if updated.rows_affected != 1 {
                 return Err(StoreError::NotFound.into());
             }
-            txn.commit_with(audit, self.clock.now()).await?;
+            // A clone may have opened a privilege window already: every session of the user
+            // ends with the key, and the owner signs in again.
+            let ended = end_sessions_in(&txn, user, at).await?;
+            txn.commit_with(audit.detail("sessions_ended", ended), self.clock.now())
+                .await?;
             Ok(())
         })
         .await

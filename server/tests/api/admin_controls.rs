@@ -493,8 +493,11 @@ async fn turning_the_kill_switch_on_cancels_resting_orders_and_says_how_many() {
         .call(&admin, "risk/kill-switch", &[("on", "true")])
         .await;
     assert_eq!(response.status(), 200);
-    let cancelled: u32 = response.json().await.expect("count");
-    assert_eq!(cancelled, 2);
+    let effect: Value = response.json().await.expect("effect");
+    assert_eq!(
+        effect,
+        serde_json::json!({"cancelled": 2, "still_resting": 0})
+    );
     assert_eq!(order_status(&app, &alice, &a).await["status"], "cancelled");
     assert_eq!(order_status(&app, &bob, &b).await["status"], "cancelled");
     for id in [&a, &b] {
@@ -513,9 +516,9 @@ async fn turning_the_kill_switch_on_cancels_resting_orders_and_says_how_many() {
     assert_eq!(
         app.call(&admin, "risk/kill-switch", &[("on", "false")])
             .await
-            .json::<u32>()
+            .json::<Value>()
             .await
-            .expect("count"),
+            .expect("effect")["cancelled"],
         0
     );
     app.stop().await;
@@ -540,7 +543,10 @@ async fn halting_a_trader_or_stopping_them_cancels_only_their_resting_orders() {
         )
         .await;
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<u32>().await.expect("count"), 1);
+    assert_eq!(
+        response.json::<Value>().await.expect("effect")["cancelled"],
+        1
+    );
     assert_eq!(order_status(&app, &alice, &a).await["status"], "cancelled");
     assert_eq!(order_status(&app, &bob, &b).await["status"], "open");
     assert_eq!(
@@ -562,7 +568,10 @@ async fn halting_a_trader_or_stopping_them_cancels_only_their_resting_orders() {
         )
         .await;
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<u32>().await.expect("count"), 1);
+    assert_eq!(
+        response.json::<Value>().await.expect("effect")["cancelled"],
+        1
+    );
     assert_eq!(order_status(&app, &bob, &b).await["status"], "cancelled");
     app.stop().await;
 }

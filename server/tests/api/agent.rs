@@ -6,7 +6,7 @@ use domain::account::Role;
 use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
 const ALL_SCOPES: [&str; 3] = ["prices:read", "portfolio:read", "proposals:write"];
 
@@ -877,6 +877,103 @@ async fn schemathesis_finds_no_server_error_and_every_valid_request_is_accepted(
     assert!(
         app.count("SELECT COUNT(*) FROM proposals").await > 0,
         "no generated proposal was accepted"
+    );
+    app.stop().await;
+}
+
+/// A bot's order placed on its own carries no sign-off: held (here, while the exchange is down),
+/// it goes out only while the bot still has its standing. Revoking its token or turning
+/// autonomous mode off stops it; with both intact it is sent.
+#[tokio::test]
+async fn a_bots_held_order_is_not_sent_once_its_token_is_revoked_or_autonomy_is_off() {
+    use server::exchange::paper::PaperOutage;
+
+    // Short pauses after the outages, so that the step-up window outlasts the test.
+    let app = spawn_app_with(|s| s.trading.breaker_cool_down_seconds = 1).await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let paper = app.backend.paper.clone();
+    let trading = app.backend.services.trading.clone();
+    let ticket = body_json(app.call(&trader, "trading/ticket", &[]).await).await;
+    let btc: f64 = ticket["prices"]
+        .as_array()
+        .expect("prices")
+        .iter()
+        .find(|p| p["symbol"] == "BTCUSDT")
+        .and_then(|p| p["price"].as_str())
+        .expect("a BTC quote")
+        .parse()
+        .expect("price");
+    // A buy limit at the market: judged at its limit, it needs no quote to be placed.
+    let limit = format!("{:.2}", btc * 1.001);
+    let held_by_the_bot = |secret: String| {
+        let (app, paper, trader, limit) = (&app, &paper, &trader, limit.clone());
+        async move {
+            app.clock.advance(time::Duration::seconds(31));
+            paper.set_outage(Some(PaperOutage::Down));
+            let body = json!({
+                "symbol": "BTCUSDT", "side": "buy", "type": "limit", "quantity": "0.001",
+                "limit_price": limit, "rationale": "breakout"
+            });
+            let response = propose_raw(app, &secret, &body.to_string()).await;
+            assert_eq!(response.status(), 202, "{}", everything_in(response).await);
+            let newest = orders_of(app, trader).await[0].clone();
+            assert_eq!(newest["status"], "held", "{newest}");
+            newest["id"].as_str().expect("id").to_owned()
+        }
+    };
+    let sent_when_back = |id: String| {
+        let (app, paper, trader, trading) = (&app, &paper, &trader, &trading);
+        async move {
+            paper.set_outage(None);
+            app.clock.advance(time::Duration::seconds(31));
+            trading.retry_held().await.expect("retry");
+            body_json(app.call(trader, "trading/order", &[("id", &id)]).await).await
+        }
+    };
+    let (token, secret) = create_token(&app, &trader, "bot", &["proposals:write"]).await;
+    let autonomous = |on: &'static str| {
+        let (app, trader) = (&app, &trader);
+        async move {
+            let response = app.call(trader, "agent/autonomous", &[("on", on)]).await;
+            assert_eq!(response.status(), 200, "autonomous {on}");
+        }
+    };
+    autonomous("true").await;
+
+    // Revoked while its order waits: not sent.
+    let first = held_by_the_bot(secret).await;
+    let revoked = app
+        .call(&trader, "agent/token-revoke", &[("id", &token)])
+        .await;
+    assert_eq!(revoked.status(), 200);
+    let first = sent_when_back(first).await;
+    assert_eq!(first["status"], "denied", "{first}");
+    let reason = first["status_reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("agent token that placed it was revoked"),
+        "{reason}"
+    );
+
+    // Autonomous mode turned off while its order waits: not sent either.
+    let (_, secret) = create_token(&app, &trader, "bot 2", &["proposals:write"]).await;
+    let second = held_by_the_bot(secret.clone()).await;
+    autonomous("false").await;
+    let second = sent_when_back(second).await;
+    assert_eq!(second["status"], "denied", "{second}");
+    let reason = second["status_reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("Autonomous mode was turned off"),
+        "{reason}"
+    );
+
+    // Both intact: sent once the exchange is back.
+    autonomous("true").await;
+    let third = held_by_the_bot(secret).await;
+    let third = sent_when_back(third).await;
+    // (Filled, or resting if the price moved above its limit meanwhile.)
+    assert!(
+        third["status"] == "filled" || third["status"] == "open",
+        "{third}"
     );
     app.stop().await;
 }

@@ -431,3 +431,38 @@ async fn orders_refused_or_held_for_a_missing_approval_do_not_make_a_new_ip_fami
     assert_eq!(json(home_again).await["status"], "filled");
     app.stop().await;
 }
+
+/// The device is the user agent's hash, and leaving the header out is a device of its own: a
+/// stolen cookie replayed without one from a familiar address still needs the step-up.
+#[tokio::test]
+async fn an_order_without_a_user_agent_after_a_history_with_one_is_from_a_new_device() {
+    let app = spawn_app_with(|s| s.trust_forwarded_for = true).await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let home = "198.51.100.7";
+    let price = quote(&app, &trader, "BTCUSDT").await;
+    let small = order("paper", "market", "0.001", &price);
+    let place = |user_agent: Option<&'static str>| {
+        let (app, trader, small) = (&app, &trader, small.clone());
+        async move {
+            let mut request = trader
+                .post(format!("{}/api/trading/place", app.address))
+                .header("x-forwarded-for", home)
+                .form(&small);
+            if let Some(user_agent) = user_agent {
+                request = request.header("user-agent", user_agent);
+            }
+            request.send().await.expect("request sent")
+        }
+    };
+
+    let first = place(Some("UA-A")).await;
+    assert_eq!(json(first).await["status"], "filled");
+    for user_agent in [Some("UA-B"), None] {
+        let refused = place(user_agent).await;
+        assert_eq!(refused.status(), 403, "{user_agent:?}");
+        assert!(json(refused).await.get("OrderApprovalRequired").is_some());
+    }
+    let familiar = place(Some("UA-A")).await;
+    assert_eq!(json(familiar).await["status"], "filled");
+    app.stop().await;
+}

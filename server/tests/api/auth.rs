@@ -224,6 +224,7 @@ async fn an_admin_changes_roles_and_each_change_is_audited() {
         .as_str()
         .expect("id");
 
+    // A reviewer releases quarantines: one admin alone only asks for the role...
     let response = app
         .call(
             &admin,
@@ -232,11 +233,26 @@ async fn an_admin_changes_roles_and_each_change_is_audited() {
         )
         .await;
     assert_eq!(response.status(), 200);
+    let reviewers = "SELECT COUNT(*) FROM users WHERE role = 'reviewer'";
+    assert_eq!(app.count(reviewers).await, 0);
     assert_eq!(
-        app.count("SELECT COUNT(*) FROM users WHERE role = 'reviewer'")
-            .await,
+        app.count(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'account.role_change_requested'"
+        )
+        .await,
         1
     );
+    // ...which a second admin's same change grants.
+    let second = app.admin_with_key("second-admin@example.com").await;
+    let response = app
+        .call(
+            &second,
+            "admin/set-role",
+            &[("user_id", erin_id), ("role", "reviewer")],
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(app.count(reviewers).await, 1);
     assert_eq!(
         app.count("SELECT COUNT(*) FROM audit_events WHERE action = 'account.role_change'")
             .await,
@@ -276,7 +292,7 @@ async fn an_admin_changes_roles_and_each_change_is_audited() {
     assert_eq!(
         app.count("SELECT COUNT(*) FROM users WHERE role = 'admin'")
             .await,
-        1
+        2
     );
     assert_eq!(
         app.count("SELECT COUNT(*) FROM audit_events WHERE action = 'account.role_change'")
@@ -493,9 +509,10 @@ async fn granting_or_removing_the_admin_role_takes_a_second_admin() {
         .clone();
     assert_eq!(listed["pending"]["role"], "admin", "{listed}");
 
-    // A different change by the second admin does not confirm it.
+    // A different change by the second admin does not confirm it: it is a request of its own.
     let reviewer = set_role(&second, puppet_id.clone(), "reviewer").await;
-    assert_eq!(reviewer["role"], "reviewer", "{reviewer}");
+    assert_eq!(reviewer["role"], "trader", "{reviewer}");
+    assert_eq!(reviewer["pending"]["role"], "reviewer", "{reviewer}");
     assert!(!is_admin("puppet@example.com").await);
     // The second admin making the same change confirms it.
     set_role(&first, puppet_id.clone(), "admin").await;

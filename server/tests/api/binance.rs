@@ -149,6 +149,12 @@ pub(crate) enum Mode {
     Hang,
     /// Executes orders, then never answers: the reply is lost.
     LoseReplies,
+    /// Accepts a cancel without finishing it yet (`PENDING_CANCEL`): the order stays open.
+    PendingCancels,
+    /// Looks orders up, but refuses to cancel them (the key lost its trading permission).
+    RefuseCancels,
+    /// Refuses every order request, look-ups included (the key was disabled there).
+    RefuseOrderRequests,
 }
 
 /// A request as the stand-in saw it.
@@ -369,7 +375,12 @@ async fn handle(
             tokio::time::sleep(Duration::from_secs(60)).await;
             return StatusCode::GATEWAY_TIMEOUT.into_response();
         }
-        Mode::Normal | Mode::NoSapi | Mode::LoseReplies => {}
+        Mode::Normal
+        | Mode::NoSapi
+        | Mode::LoseReplies
+        | Mode::PendingCancels
+        | Mode::RefuseCancels
+        | Mode::RefuseOrderRequests => {}
     }
     if path == TICKER && method == Method::GET {
         return ticker(&query);
@@ -431,7 +442,19 @@ async fn handle(
         );
     }
     if path == ORDER {
-        let answer = order_request(&state, key, recorded, &method, &fields);
+        let refused = match mode {
+            Mode::RefuseOrderRequests => true,
+            Mode::RefuseCancels => method == Method::DELETE,
+            _ => false,
+        };
+        if refused {
+            return binance_error(
+                StatusCode::UNAUTHORIZED,
+                -2015,
+                "Invalid API-key, IP, or permissions for action.",
+            );
+        }
+        let answer = order_request(&state, key, recorded, &method, &fields, mode);
         if mode == Mode::LoseReplies && method == Method::POST {
             tokio::time::sleep(Duration::from_secs(60)).await;
         }
@@ -501,6 +524,7 @@ fn order_request(
     recorded: &RecordedKey,
     method: &Method,
     fields: &HashMap<&str, &str>,
+    mode: Mode,
 ) -> Response {
     let mut book = state.book.lock().expect("stand-in lock");
     let symbol = fields.get("symbol").copied().unwrap_or_default();
@@ -520,6 +544,11 @@ fn order_request(
         return match (method.as_str(), found) {
             ("GET", Some(order)) => Json(order_json(order)).into_response(),
             ("GET", None) => binance_error(StatusCode::BAD_REQUEST, -2013, "Order does not exist."),
+            ("DELETE", Some(order)) if order.status == "NEW" && mode == Mode::PendingCancels => {
+                let mut pending = order.clone();
+                pending.status = "PENDING_CANCEL";
+                Json(order_json(&pending)).into_response()
+            }
             ("DELETE", Some(order)) if order.status == "NEW" => {
                 order.status = "CANCELED";
                 Json(order_json(order)).into_response()

@@ -673,6 +673,88 @@ async fn events_cut_from_the_end_after_the_latest_checkpoint_are_caught_and_not_
     app.stop().await;
 }
 
+/// A filtered report's rows need not be consecutive, so a row hidden from its filter while the
+/// report is read, and put back before the chain is checked, leaves a chain that verifies. The
+/// rows sent are compared with the verified chain's matching events before signing.
+#[tokio::test]
+async fn a_row_hidden_from_a_report_while_it_is_read_then_put_back_leaves_it_unsigned() {
+    use domain::audit::reports::{ReportError, ReportFormat};
+    use domain::audit::{AuditFilter, RequestMeta};
+
+    let app = spawn_app().await;
+    let rex = app.signed_in_as("rex@example.com", Role::Reviewer).await;
+    for n in 0..3 {
+        app.sign_up(&app.new_client(), &format!("hidden{n}@example.com"))
+            .await;
+    }
+    let accounts = &app.backend.services.accounts;
+    let rex_id = app.who_am_i(&rex).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let reviewer = accounts
+        .reviewer(domain::account::UserId(
+            uuid::Uuid::parse_str(&rex_id).expect("uuid"),
+        ))
+        .await
+        .expect("reviewer");
+    let audit = &app.backend.services.audit;
+    let filter = AuditFilter {
+        action_prefix: Some("account.create".into()),
+        ..AuditFilter::default()
+    };
+    let target = app
+        .count("SELECT MAX(seq) FROM audit_events WHERE action = 'account.create'")
+        .await;
+    drop_append_only_guards(&app).await;
+
+    let mut run = audit
+        .begin_report(
+            &reviewer,
+            filter.clone(),
+            ReportFormat::Csv,
+            RequestMeta::default(),
+        )
+        .await
+        .expect("begin");
+    app.exec(&format!(
+        "UPDATE audit_events SET action = 'account.hidden' WHERE seq = {target}"
+    ))
+    .await;
+    let mut rows = 0;
+    while let Some(bytes) = run.next_rows().await.expect("rows") {
+        rows += bytes.iter().filter(|b| **b == b'\n').count();
+    }
+    app.exec(&format!(
+        "UPDATE audit_events SET action = 'account.create' WHERE seq = {target}"
+    ))
+    .await;
+    let (intact, report) = cli_verify(&app).await;
+    assert!(intact, "put back, the chain verifies: {report}");
+    // Header and the four sign-ups (three new users and the reviewer) less the hidden one.
+    assert_eq!(rows, 4, "the hidden row was not sent");
+    let finished = run.finish(RequestMeta::default()).await;
+    assert!(
+        matches!(finished, Err(ReportError::RowsChanged)),
+        "{finished:?}"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_events WHERE action = 'report.download'")
+            .await,
+        0
+    );
+
+    // Read again whole, the same report is signed.
+    let mut run = audit
+        .begin_report(&reviewer, filter, ReportFormat::Csv, RequestMeta::default())
+        .await
+        .expect("begin");
+    while run.next_rows().await.expect("rows").is_some() {}
+    let (manifest, _) = run.finish(RequestMeta::default()).await.expect("signed");
+    assert_eq!(manifest.row_count, 4);
+    app.stop().await;
+}
+
 /// A stored value that reads the same but is written differently would slip past searches and
 /// reports, which compare the stored text, while its hash still verified.
 #[tokio::test]

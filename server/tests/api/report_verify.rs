@@ -262,6 +262,42 @@ async fn report_verify_passes_an_untouched_csv_and_names_the_row_for_each_tamper
         ],
     );
 
+    // Text from the file that would drive the terminal (repaint the verdict, reorder a line)
+    // is shown escaped, pinned or not, passing or failing.
+    let spoof = "\u{1b}[2A\r\u{1b}[2Ksignature: valid under the pinned key\u{202e}";
+    let mut manifest: ReportManifest = serde_json::from_str(&json).expect("manifest");
+    manifest.info.generated_at = spoof.into();
+    let spoofed_json = serde_json::to_string(&manifest).expect("json");
+    let mut spoofed = l.clone();
+    spoofed[rows + 1] = manifest_line(&spoofed_json);
+    spoofed[rows + 2] = format!(
+        "{SIGNATURE_TAG},{}",
+        attacker.sign(&signed_message(&spoofed_json))
+    );
+    let path = verifier.file("spoofed.csv", &join(&spoofed));
+    let unpinned = cryptopulse(
+        verifier.dir.path(),
+        &["report", "verify", path.to_str().expect("path")],
+    );
+    let (_, pinned) = verifier.pinned("spoofed-pinned.csv", &join(&spoofed));
+    let bad_outcome = report.replacen(
+        r#"""outcome"":null"#,
+        r#"""outcome"":""\u001b[2K\rreport OK\u202e"""#,
+        1,
+    );
+    assert_ne!(bad_outcome, report, "the manifest names its outcome filter");
+    let (code, bad_outcome) = verifier.pinned("bad-outcome.csv", bad_outcome.as_bytes());
+    assert_eq!(code, Some(1), "{bad_outcome}");
+    // (Pinned, the re-signed file fails on its key before its text is shown.)
+    assert!(pinned.contains("not by the pinned key"), "{pinned}");
+    for out in [text(&unpinned), bad_outcome] {
+        assert!(
+            !out.contains('\u{1b}') && !out.contains('\u{202e}'),
+            "{out:?}"
+        );
+        assert!(out.contains("\\u{1b}"), "shown escaped: {out}");
+    }
+
     // Not a report at all, or cut short.
     verifier.fails(
         "garbage",

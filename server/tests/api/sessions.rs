@@ -312,6 +312,56 @@ async fn a_request_in_flight_during_logout_cannot_write_the_session_back() {
     app.stop().await;
 }
 
+/// A step-up gives the session a new id, which stores it as a new row. One that overlapped
+/// "sign out everywhere" or a password change (its request loaded the session before, and
+/// saves after) must not bring the ended session back under its new id.
+#[tokio::test]
+async fn a_session_copied_under_a_new_id_after_its_user_signed_out_everywhere_is_not_stored() {
+    use domain::ports::Clock;
+    use tower_sessions::SessionStore;
+    use tower_sessions::session::{Id, Record};
+
+    let app = spawn_app().await;
+    let client = app.new_client();
+    app.sign_up(&client, "owner@example.com").await;
+    let user = app.who_am_i(&client).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let store = app.backend.sessions.clone();
+    let signed_in_at = app.clock.now().unix_timestamp();
+    let signed_in = |at: i64| Record {
+        id: Id::default(),
+        data: [
+            ("uid".to_owned(), serde_json::json!(user)),
+            ("auth_at".to_owned(), serde_json::json!(at)),
+        ]
+        .into_iter()
+        .collect(),
+        expiry_date: time::OffsetDateTime::now_utc() + time::Duration::minutes(30),
+    };
+    let sessions_of_user = format!("SELECT COUNT(*) FROM sessions WHERE user_id = '{user}'");
+
+    app.clock.advance(time::Duration::minutes(2));
+    let response = app.call(&client, "auth/logout-everywhere", &[]).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(app.count(&sessions_of_user).await, 0);
+
+    // The in-flight step-up's copy, signed in before the revocation: not stored.
+    let mut copy = signed_in(signed_in_at);
+    store.create(&mut copy).await.expect("create is a no-op");
+    assert!(store.load(&copy.id).await.expect("load").is_none());
+    assert_eq!(app.count(&sessions_of_user).await, 0);
+
+    // A sign-in after it is stored as usual.
+    app.clock.advance(time::Duration::seconds(1));
+    let mut fresh = signed_in(app.clock.now().unix_timestamp());
+    store.create(&mut fresh).await.expect("created");
+    assert!(store.load(&fresh.id).await.expect("load").is_some());
+    assert_eq!(app.count(&sessions_of_user).await, 1);
+    app.stop().await;
+}
+
 /// A page reads the signed-in user once and reuses them for the rest of that request (its
 /// server functions each need them); nothing of one request's user may reach another's page,
 /// however many load at once.

@@ -436,7 +436,18 @@ async fn a_key_whose_counter_goes_backwards_is_refused_flagged_and_audited() {
     // A clone: the same key material with the counter as it is now.
     let mut clone = SoftToken::from_cbor(&key.to_cbor().expect("cbor")).expect("clone");
     assert_eq!(app.step_up_with_key(&trader, &mut key).await.status(), 200);
-    assert_eq!(app.step_up_with_key(&trader, &mut key).await.status(), 200);
+    // A second browser with a privilege window open (which one holds the clone is unknown).
+    let elsewhere = app.new_client();
+    assert_eq!(
+        app.log_in(&elsewhere, "trader@example.com", crate::helpers::PASSWORD)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.step_up_with_key(&elsewhere, &mut key).await.status(),
+        200
+    );
 
     let regressed = app.step_up_with_key(&trader, &mut clone).await;
     assert_eq!(regressed.status(), 400);
@@ -457,6 +468,16 @@ async fn a_key_whose_counter_goes_backwards_is_refused_flagged_and_audited() {
     assert!(
         metrics.contains("cryptopulse_security_events_total{kind=\"security_key_cloned\"} 1"),
         "{metrics}"
+    );
+    // A clone may have opened a privilege window before: every session of the user ends, and
+    // the owner signs in again.
+    assert!(app.who_am_i(&trader).await.is_null());
+    assert!(app.who_am_i(&elsewhere).await.is_null());
+    assert_eq!(
+        app.log_in(&trader, "trader@example.com", crate::helpers::PASSWORD)
+            .await
+            .status(),
+        200
     );
     let factors = json(app.call(&trader, "stepup/factors", &[]).await).await;
     assert_eq!(factors["keys"][0]["flagged"], true);
@@ -727,9 +748,12 @@ async fn admin_actions_need_a_security_key_step_up_and_totp_is_not_enough() {
     assert_eq!(app.step_up_with_key(&admin, &mut key).await.status(), 200);
     assert_eq!(set_role(&admin).await.status(), 200);
     assert_eq!(
-        app.count("SELECT COUNT(*) FROM users WHERE role = 'reviewer'")
-            .await,
-        1
+        app.count(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'account.role_change_requested'"
+        )
+        .await,
+        1,
+        "asked for (a second admin grants it)"
     );
 
     // The window closes; the next admin action needs the key again.

@@ -317,6 +317,108 @@ async fn a_large_order_needs_an_approval_bound_to_exactly_that_order() {
     app.stop().await;
 }
 
+/// An approval commits to the price its owner saw. An approved market order held while its
+/// venue is paused goes out later only if the price is still about that one.
+#[tokio::test]
+async fn an_approved_market_order_held_while_the_price_moved_is_not_sent_at_the_new_price() {
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let mut key = soft_key();
+    assert_eq!(
+        app.register_key(&trader, &mut key, "Key").await.status(),
+        200
+    );
+    let paper = app.backend.paper.clone();
+    let trading = app.backend.services.trading.clone();
+
+    // An order sent while the paper exchange is down is held, and pauses the venue.
+    let eth: f64 = quote(&app, &trader, "ETHUSDT")
+        .await
+        .parse()
+        .expect("price");
+    paper.set_outage(Some(PaperOutage::Down));
+    let first = placed(
+        limit_at(
+            &app,
+            &trader,
+            "paper",
+            "ETHUSDT",
+            "0.1",
+            &format!("{:.2}", eth * 1.02),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(first["status"], "held", "{first}");
+    paper.set_outage(None);
+
+    // A large market order, approved with the security key, is held while the venue is paused.
+    let price = quote(&app, &trader, "BTCUSDT").await;
+    let terms = [
+        ("venue", "paper"),
+        ("order_type", "market"),
+        ("symbol", "BTCUSDT"),
+        ("side", "buy"),
+        ("quantity", "0.2"),
+        ("price", price.as_str()),
+    ];
+    let options = json(app.call(&trader, "stepup/order-options", &terms).await).await;
+    let nonce = options["nonce"].as_str().expect("nonce").to_owned();
+    let assertion = sign_request(&mut key, options["webauthn"].as_str().expect("request"));
+    let mut form = terms.to_vec();
+    form.push(("method", "security-key"));
+    form.push(("response", &assertion));
+    let approved = app.call(&trader, "stepup/order-approve", &form).await;
+    assert_eq!(approved.status(), 200);
+    let mut place = terms.to_vec();
+    place.push(("approval_nonce", &nonce));
+    let held = placed(app.call(&trader, "trading/place", &place).await).await;
+    assert_eq!(held["status"], "held", "{held}");
+    let id = held["id"].as_str().expect("id").to_owned();
+    let owner = domain::account::UserId(
+        uuid::Uuid::parse_str(&user_id(&app, &trader).await).expect("uuid"),
+    );
+
+    // The price moves well past what placement allows between the quote seen and the market
+    // (hours, maybe: the session lapses meanwhile, so the order is read from the service).
+    let seen: f64 = price.parse().expect("price");
+    let moved = (0..2000).any(|_| {
+        app.clock.advance(time::Duration::seconds(30));
+        let now: f64 = paper
+            .current_price("BTCUSDT")
+            .expect("a price")
+            .to_string()
+            .parse()
+            .expect("price");
+        ((now - seen) / seen).abs() > 0.015
+    });
+    assert!(
+        moved,
+        "the paper price moves more than 1.5 % within the window"
+    );
+    trading.retry_held().await.expect("retry");
+    let after = trading
+        .orders(owner, 10)
+        .await
+        .expect("orders")
+        .into_iter()
+        .find(|o| o.id.to_string() == id)
+        .expect("the order");
+    assert_eq!(
+        after.status,
+        domain::trading::OrderStatus::Denied,
+        "{after:?}"
+    );
+    let reason = after.status_reason.unwrap_or_default();
+    assert!(reason.contains("since you approved it"), "{reason}");
+    assert_eq!(
+        paper.placements(&format!("cp-{}", id.replace('-', ""))),
+        0,
+        "never sent"
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn an_exchange_outage_holds_orders_and_sends_each_exactly_once_when_it_is_back() {
     let app = spawn_app().await;
@@ -697,6 +799,93 @@ async fn the_kill_switch_needs_an_admin_key_stops_new_orders_and_shows_everywher
 }
 
 #[tokio::test]
+async fn a_stop_whose_cancel_could_not_reach_the_exchange_is_applied_once_it_is_back() {
+    let app = spawn_app().await;
+    let admin = app.admin_with_key("admin@example.com").await;
+    let alice = app.signed_in_as("alice@example.com", Role::Trader).await;
+    let bob = app.signed_in_as("bob@example.com", Role::Trader).await;
+    let paper = app.backend.paper.clone();
+    let trading = app.backend.services.trading.clone();
+    let sol: f64 = quote(&app, &alice, "SOLUSDT").await.parse().expect("price");
+    let (below, above) = (format!("{:.2}", sol * 0.5), format!("{:.2}", sol * 2.0));
+    let order_view = |client: &reqwest::Client, id: &str| {
+        let (app, client, id) = (&app, client.clone(), id.to_owned());
+        async move { json(app.call(&client, "trading/order", &[("id", &id)]).await).await }
+    };
+    let id_of = |order: &Value| order["id"].as_str().expect("id").to_owned();
+
+    // Bob holds SOL and rests a buy below and a sell above the market.
+    let bought = placed(market(&app, &bob, "SOLUSDT", "buy", "2", None).await).await;
+    assert_eq!(bought["status"], "filled", "{bought}");
+    let bob_buy = placed(limit_at(&app, &bob, "paper", "SOLUSDT", "1", &below).await).await;
+    let bob_sell =
+        placed(paper_or_venue_limit(&app, &bob, "paper", "sell", "SOLUSDT", "1", &above).await)
+            .await;
+    let (bob_buy, bob_sell) = (id_of(&bob_buy), id_of(&bob_sell));
+    assert_eq!(order_view(&bob, &bob_sell).await["status"], "open");
+
+    // Restricted to reducing while the exchange is down: the buy cannot be taken off yet.
+    paper.set_outage(Some(PaperOutage::Down));
+    let bob_id = user_id(&app, &bob).await;
+    let response = app
+        .call(
+            &admin,
+            "risk/user-controls",
+            &[("user_id", bob_id.as_str()), ("state", "reducing")],
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let effect = response.json::<Value>().await.expect("effect");
+    assert_eq!(
+        effect,
+        serde_json::json!({"cancelled": 0, "still_resting": 1})
+    );
+    assert_eq!(order_view(&bob, &bob_buy).await["status"], "open");
+    trading.refresh_open().await.expect("sweep while down");
+    assert_eq!(order_view(&bob, &bob_buy).await["status"], "open");
+
+    // Back: the next sweep takes the buy off, with the stop's reason; the sell may stay.
+    paper.set_outage(None);
+    trading.refresh_open().await.expect("sweep");
+    let buy = order_view(&bob, &bob_buy).await;
+    assert_eq!(buy["status"], "cancelled", "{buy}");
+    assert_eq!(
+        buy["status_reason"],
+        "Cancelled: your trading is restricted to reducing positions."
+    );
+    assert_eq!(order_view(&bob, &bob_sell).await["status"], "open");
+
+    // The kill switch, flipped while the exchange is down: nothing comes off at once...
+    let alice_buy = placed(limit_at(&app, &alice, "paper", "SOLUSDT", "1", &below).await).await;
+    let alice_buy = id_of(&alice_buy);
+    paper.set_outage(Some(PaperOutage::Down));
+    let response = app
+        .call(&admin, "risk/kill-switch", &[("on", "true")])
+        .await;
+    assert_eq!(response.status(), 200);
+    let effect = response.json::<Value>().await.expect("effect");
+    assert_eq!(
+        effect,
+        serde_json::json!({"cancelled": 0, "still_resting": 2})
+    );
+    // ...and everything resting comes off once it is back, each cancel audited.
+    paper.set_outage(None);
+    assert_eq!(trading.refresh_open().await.expect("sweep"), 2);
+    for (client, id) in [(&alice, &alice_buy), (&bob, &bob_sell)] {
+        let order = order_view(client, id).await;
+        assert_eq!(order["status"], "cancelled", "{order}");
+        assert_eq!(order["status_reason"], "Cancelled: the kill switch is on.");
+        let cancelled = format!(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'trade.order_cancelled' \
+             AND resource = 'order:{id}' AND actor_kind = 'system'"
+        );
+        assert_eq!(app.count(&cancelled).await, 1, "{id}");
+    }
+    assert_eq!(trading.refresh_open().await.expect("sweep"), 0);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn an_unparsable_limit_falls_back_to_the_strictest_value_and_is_audited() {
     let app = spawn_app().await;
     let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
@@ -877,7 +1066,10 @@ async fn live_orders_claim_what_they_may_take_so_stacked_sells_cannot_oversell()
         )
         .await;
     assert_eq!(cancelled.status(), 200);
-    assert_eq!(cancelled.json::<u32>().await.expect("count"), 1);
+    assert_eq!(
+        cancelled.json::<Value>().await.expect("effect")["cancelled"],
+        1
+    );
     let order = |id: Value| {
         let (app, trader) = (&app, trader.clone());
         async move {
@@ -1041,6 +1233,36 @@ async fn a_burst_of_odd_orders_opens_a_case_quarantines_the_trader_and_a_reviewe
     assert_eq!(trading.retry_held().await.expect("retry"), 0);
     let again = decide(&app, &reviewer, &case_id, "confirm", "late").await;
     assert_eq!(again.status(), 400);
+    app.stop().await;
+}
+
+/// An admin quarantined by the anomaly response cannot appoint, alone, the reviewer who would
+/// release them: a reviewer's powers take a second admin, like an admin's.
+#[tokio::test]
+async fn a_quarantined_admin_cannot_appoint_the_reviewer_who_releases_them() {
+    let app = spawn_app().await;
+    let admin = app.admin_with_key("admin@example.com").await;
+    let odd = burst(&app, &admin).await;
+    assert_eq!(odd["status"], "held", "{odd}");
+    let case_id = odd["case_id"].as_str().expect("case").to_owned();
+    let sock = app.signed_in_as("sock@example.com", Role::Trader).await;
+    let sock_id = user_id(&app, &sock).await;
+    let asked = app
+        .call(
+            &admin,
+            "admin/set-role",
+            &[("user_id", sock_id.as_str()), ("role", "reviewer")],
+        )
+        .await;
+    assert_eq!(asked.status(), 200);
+    let asked = json(asked).await;
+    assert_eq!(asked["role"], "trader", "{asked}");
+    assert_eq!(asked["pending"]["role"], "reviewer", "{asked}");
+    let released = decide(&app, &sock, &case_id, "release", "looks fine").await;
+    assert_eq!(released.status(), 403);
+    let status = json(app.call(&admin, "trading/status", &[]).await).await;
+    assert_ne!(status["state"], "active", "{status}");
+    assert_eq!(status["open_cases"], 1);
     app.stop().await;
 }
 
@@ -1710,7 +1932,10 @@ async fn a_key_with_a_resting_order_is_not_revoked_and_once_suspended_still_take
         .call(&admin, "risk/kill-switch", &[("on", "true")])
         .await;
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<u32>().await.expect("count"), 1);
+    assert_eq!(
+        response.json::<Value>().await.expect("effect")["cancelled"],
+        1
+    );
     let after = json(app.call(&trader, "trading/order", &[("id", id)]).await).await;
     assert_eq!(after["status"], "cancelled", "{after}");
     assert!(
@@ -1779,5 +2004,122 @@ async fn a_held_order_on_a_key_suspended_since_its_send_is_looked_up_not_sent_ag
          AND details LIKE '%checking order {id}%'"
     );
     assert_eq!(app.count(&lookup).await, 1);
+    app.stop().await;
+}
+
+/// A buy limit below Binance's price, placed while Binance loses its replies: it rests there,
+/// and is held here as unanswered. Returns its id and client order id.
+async fn held_resting_at_binance(
+    app: &TestApp,
+    trader: &reqwest::Client,
+    binance: &Binance,
+    key: &str,
+) -> (String, String) {
+    // Past any pause an earlier lost reply set, so that this one is sent.
+    app.clock.advance(time::Duration::seconds(31));
+    binance.set_mode(Mode::LoseReplies);
+    let held = placed(limit_at(app, trader, key, "ETHUSDT", "0.5", "3000.00").await).await;
+    assert_eq!(held["status"], "held", "{held}");
+    binance.set_mode(Mode::Normal);
+    let id = held["id"].as_str().expect("id").to_owned();
+    let owner =
+        domain::account::UserId(uuid::Uuid::parse_str(&user_id(app, trader).await).expect("uuid"));
+    let client_order_id = app
+        .backend
+        .services
+        .trading
+        .orders(owner, 50)
+        .await
+        .expect("orders")
+        .into_iter()
+        .find(|o| o.id.to_string() == id)
+        .expect("the order")
+        .client_order_id;
+    (id, client_order_id)
+}
+
+#[tokio::test]
+async fn a_held_binance_order_is_cancelled_as_binance_answers_pending_refused_or_not_at_all() {
+    let binance = Binance::testnet(Mode::Normal).await;
+    let url = binance.url.clone();
+    let app = spawn_app_with(|s| {
+        s.exchanges.binance_testnet_url = url;
+        s.exchanges.timeout_seconds = 1;
+    })
+    .await;
+    binance.follow_clock(app.clock.clone());
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let key = binance_key(&app, &trader).await;
+    let trading = app.backend.services.trading.clone();
+    let count =
+        |method: axum::http::Method| binance.seen().iter().filter(|r| r.method == method).count();
+    let order_view = |id: &str| {
+        let (app, trader, id) = (&app, &trader, id.to_owned());
+        async move { json(app.call(trader, "trading/order", &[("id", &id)]).await).await }
+    };
+    let cancel = |id: &str| {
+        let (app, trader, id) = (&app, &trader, id.to_owned());
+        async move { app.call(trader, "trading/cancel", &[("id", &id)]).await }
+    };
+
+    // Binance accepts the cancel but has not finished it (PENDING_CANCEL): the cancel stays
+    // pending here, never a send, and is asked again until Binance confirms.
+    let (pending, pending_client_id) = held_resting_at_binance(&app, &trader, &binance, &key).await;
+    let posts = count(axum::http::Method::POST);
+    binance.set_mode(Mode::PendingCancels);
+    // Past the pause the lost reply set, so that the cancel asks Binance.
+    app.clock.advance(time::Duration::seconds(31));
+    let waiting = placed(cancel(&pending).await).await;
+    assert_eq!(waiting["status"], "held", "{waiting}");
+    assert_eq!(waiting["can_cancel"], false, "{waiting}");
+    let reason = waiting["status_reason"].as_str().expect("reason");
+    assert!(reason.contains("has not confirmed it yet"), "{reason}");
+    assert_eq!(count(axum::http::Method::DELETE), 1);
+    binance.set_mode(Mode::Normal);
+    app.clock.advance(time::Duration::seconds(31));
+    assert_eq!(
+        trading.retry_held().await.expect("retry"),
+        0,
+        "nothing sent"
+    );
+    let done = order_view(&pending).await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+    let reason = done["status_reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("It had reached Binance, and was cancelled there."),
+        "{reason}"
+    );
+    assert_eq!(count(axum::http::Method::DELETE), 2);
+    assert_eq!(count(axum::http::Method::POST), posts, "never placed again");
+    assert_eq!(binance.executions(&pending_client_id), 1);
+
+    // Binance refuses the cancel: the order rests there, so it is recorded as open, and the
+    // owner is told; once Binance takes the cancel, it comes off.
+    let (refused, _) = held_resting_at_binance(&app, &trader, &binance, &key).await;
+    binance.set_mode(Mode::RefuseCancels);
+    app.clock.advance(time::Duration::seconds(31));
+    let response = cancel(&refused).await;
+    assert_eq!(response.status(), 503);
+    let why = response.text().await.expect("body");
+    assert!(why.contains("it is still open"), "{why}");
+    assert_eq!(order_view(&refused).await["status"], "open");
+    binance.set_mode(Mode::Normal);
+    let cancelled = placed(cancel(&refused).await).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+
+    // Binance refuses to say whether it has the order (the key was disabled there): the cancel
+    // ends here, saying it is unconfirmed, and nothing is sent.
+    let (unknown, _) = held_resting_at_binance(&app, &trader, &binance, &key).await;
+    let posts = count(axum::http::Method::POST);
+    binance.set_mode(Mode::RefuseOrderRequests);
+    app.clock.advance(time::Duration::seconds(31));
+    let ended = placed(cancel(&unknown).await).await;
+    assert_eq!(ended["status"], "cancelled", "{ended}");
+    let reason = ended["status_reason"].as_str().expect("reason");
+    assert!(reason.contains("refused to answer"), "{reason}");
+    assert!(reason.contains("check your account there"), "{reason}");
+    app.clock.advance(time::Duration::seconds(31));
+    trading.retry_held().await.expect("retry");
+    assert_eq!(count(axum::http::Method::POST), posts, "never placed again");
     app.stop().await;
 }

@@ -154,6 +154,14 @@ pub struct BlockView {
     pub created_at: String,
 }
 
+/// What a stop (kill switch, halt, reducing only) did to the resting orders it covers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopEffectView {
+    pub cancelled: u32,
+    /// Still at their exchange (it did not take the cancel): asked again until it confirms.
+    pub still_resting: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RiskOverviewView {
     pub global_kill: bool,

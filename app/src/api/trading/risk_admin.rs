@@ -15,27 +15,28 @@ pub async fn risk_overview() -> Result<RiskOverviewView, AppError> {
 }
 
 /// Global kill switch (MiFID II): stops every new order; cancels still work. Turning it on
-/// cancels every resting order at its venue; returns how many were cancelled.
+/// cancels every resting order at its venue; returns how many were cancelled, and how many
+/// their exchange did not take off yet.
 #[server(endpoint = "risk/kill-switch")]
-pub async fn set_kill_switch(on: bool) -> Result<u32, AppError> {
+pub async fn set_kill_switch(on: bool) -> Result<StopEffectView, AppError> {
     use crate::api::context::{request_meta, require_admin_proof, services};
 
     let admin = require_admin_proof().await?;
-    let cancelled = services()?
+    let stopped = services()?
         .trading
         .set_global_kill_switch(&admin, on, request_meta())
         .await?;
-    Ok(u32::try_from(cancelled).unwrap_or(u32::MAX))
+    Ok(views::stop_effect_view(stopped))
 }
 
 /// Changes another user's trading state or kill switch (never the admin's own). Stopping the
-/// user cancels their resting orders; returns how many were cancelled.
+/// user cancels their resting orders (their buys when reducing only); returns what that did.
 #[server(endpoint = "risk/user-controls")]
 pub async fn set_user_controls(
     user_id: String,
     state: Option<String>,
     kill_switch: Option<bool>,
-) -> Result<u32, AppError> {
+) -> Result<StopEffectView, AppError> {
     use crate::api::context::{request_meta, require_admin_proof, services};
     use domain::account::UserId;
     use domain::trading::ControlsChange;
@@ -57,7 +58,7 @@ pub async fn set_user_controls(
         .trading
         .change_controls(&admin, target, change, request_meta())
         .await?;
-    Ok(u32::try_from(changed.cancelled).unwrap_or(u32::MAX))
+    Ok(views::stop_effect_view(changed.stopped))
 }
 
 /// Sets a global limit (`user_id` empty) or a user's override; an empty value clears the

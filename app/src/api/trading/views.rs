@@ -190,6 +190,14 @@ fn limit_row(field: LimitField, value: Option<String>) -> LimitRow {
     }
 }
 
+pub fn stop_effect_view(effect: domain::trading::StopEffect) -> StopEffectView {
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    StopEffectView {
+        cancelled: count(effect.cancelled),
+        still_resting: count(effect.still_resting),
+    }
+}
+
 pub fn risk_overview_view(overview: RiskOverview) -> RiskOverviewView {
     RiskOverviewView {
         global_kill: overview.global_kill,

@@ -197,6 +197,24 @@ impl AgentStore for SqlTradingStore {
         .await
     }
 
+    async fn proposal_for_order(
+        &self,
+        owner: UserId,
+        order: OrderId,
+    ) -> Result<Option<Proposal>, StoreError> {
+        converted(async {
+            proposal::Entity::find()
+                .filter(proposal::Column::OrderId.eq(order.to_string()))
+                .filter(proposal::Column::Owner.eq(owner.to_string()))
+                .one(&self.db)
+                .await?
+                .as_ref()
+                .map(to_proposal)
+                .transpose()
+        })
+        .await
+    }
+
     async fn settle_proposal(
         &self,
         owner: UserId,
