@@ -163,7 +163,7 @@ async fn still_signed_in(txn: &AuditedTxn, record: &Record) -> DbResult<bool> {
     let held = user::Entity::update_many()
         .col_expr(
             user::Column::SessionsRevokedAt,
-            Expr::col(user::Column::SessionsRevokedAt).into(),
+            Expr::col(user::Column::SessionsRevokedAt),
         )
         .filter(user::Column::Id.eq(user_id))
         .filter(
