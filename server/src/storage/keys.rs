@@ -14,8 +14,8 @@ use domain::ports::{Clock, StoreError};
 use domain::trading::OrderStatus;
 use domain::vault::{SealedSecret, WrappedKey};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -100,6 +100,19 @@ fn to_sealed(row: &exchange_key::Model) -> DbResult<Option<SealedSecret>> {
 
 fn permissions_json(permissions: &KeyPermissions) -> String {
     serde_json::to_string(permissions).unwrap_or_else(|_| "{}".into())
+}
+
+/// On SQLite, copies the write-ahead log into the database file and empties it, so that the
+/// page versions it still holds (a revoked key's ciphertext among them) are gone from the disk
+/// too. Best effort: a reader on an older snapshot keeps the log until a later checkpoint.
+async fn forget_old_pages(db: &DatabaseConnection) {
+    if db.get_database_backend() == sea_orm::DbBackend::Sqlite
+        && let Err(e) = db
+            .execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE);")
+            .await
+    {
+        tracing::warn!(error = %e, "the write-ahead log could not be emptied after a revocation");
+    }
 }
 
 #[async_trait]
@@ -328,6 +341,7 @@ impl KeyStore for SqlKeyStore {
                 return Err(StoreError::Conflict.into());
             }
             txn.commit_with(audit, self.clock.now()).await?;
+            forget_old_pages(&self.db).await;
             to_record(&updated)
         })
         .await

@@ -5,7 +5,7 @@ use domain::account::Role;
 use serde_json::Value;
 
 use crate::binance::{Binance, Mode, TRADE_KEY, TRADE_SECRET, WITHDRAW_KEY, WITHDRAW_SECRET};
-use crate::helpers::{TestApp, spawn_app, spawn_app_with, spawn_app_with_faulty_kms};
+use crate::helpers::{TestApp, is_postgres, spawn_app, spawn_app_with, spawn_app_with_faulty_kms};
 
 const API_KEY: &str = "pk-live-7c1d9e2b44aa3a2f";
 const API_SECRET: &str = "sk-9f8e7d6c5b4a39281706f5e4d3c2b1a0";
@@ -293,11 +293,44 @@ async fn revoking_deletes_the_ciphertext_and_the_key_can_no_longer_be_used() {
     let app = spawn_app().await;
     let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
     let id = added_key_id(&app, &trader, "Old key").await;
+    let sealed = {
+        use sea_orm::{ConnectionTrait, Statement};
+        let row = app
+            .db()
+            .query_one_raw(Statement::from_string(
+                app.db().get_database_backend(),
+                format!("SELECT ciphertext FROM exchange_keys WHERE id = '{id}'"),
+            ))
+            .await
+            .expect("read")
+            .expect("the row");
+        row.try_get_by_index::<String>(0).expect("ciphertext")
+    };
 
     let response = app
         .call(&trader, "keys/revoke", &[("key_id", id.as_str())])
         .await;
     assert_eq!(response.status(), 200);
+    // On SQLite the bytes are gone from the disk as well: not left in the file's free space,
+    // nor in the write-ahead log. (A PostgreSQL server's files are its operator's to vacuum.)
+    if !is_postgres() {
+        use secrecy::ExposeSecret;
+        let file = app
+            .settings
+            .database_url
+            .expose_secret()
+            .trim_start_matches("sqlite://")
+            .trim_end_matches("?mode=rwc")
+            .to_owned();
+        let needle = &sealed.as_bytes()[..32];
+        for path in [file.clone(), format!("{file}-wal")] {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{path} still holds the revoked ciphertext"
+            );
+        }
+    }
     let revoked: Value = response.json().await.expect("json");
     assert_eq!(revoked["status"], "revoked");
     assert!(revoked["kms_key_id"].is_null());
