@@ -115,7 +115,7 @@ pub const CONTROLS: &[Control] = &[
         framework: Soc2,
         reference: "CC6.2",
         requirement: "Users are registered and authorized before access; access is removed when no longer needed.",
-        feature: "Sign-up creates a trader only; higher roles are granted by an admin (the admin role by two admins, or the operator's CLI). Sign-out everywhere ends every session and, when asked, revokes agent tokens; a password change (current password and a recent proof) ends every session too.",
+        feature: "Sign-up creates a trader only; higher roles are granted by two admins (or the operator's CLI). Sign-out everywhere ends every session and, when asked, revokes agent tokens; a password change (current password and a recent proof) ends every session too.",
         pages: &["/account", "/admin/users"],
         evidence: &[
             A::AccountCreate,
@@ -137,7 +137,7 @@ pub const CONTROLS: &[Control] = &[
         framework: Soc2,
         reference: "CC6.3",
         requirement: "Access follows least privilege and segregation of duties.",
-        feature: "Nobody reviews their own anomaly case, and a reviewer's release cannot lift a state an admin set; an admin cannot change their own trading state, kill switch or limits, nor grant or remove the admin role without a second admin (so no admin makes a second account of their own to act for them); agent tokens carry scopes.",
+        feature: "Nobody reviews their own anomaly case, and a reviewer's release cannot lift a state an admin set; an admin cannot change their own trading state, kill switch or limits, nor change anyone's role without a second admin (so no admin makes a second admin or a reviewer account of their own to act for them or release them); agent tokens carry scopes.",
         pages: &["/review", "/admin/risk", "/agents"],
         evidence: &[
             A::ReviewCaseReleased,
@@ -151,6 +151,7 @@ pub const CONTROLS: &[Control] = &[
             "server/tests/api/trading.rs::a_reviewers_release_cannot_lift_a_halt_an_admin_set_while_the_case_was_open",
             "server/tests/api/admin_controls.rs::an_admin_cannot_change_their_own_trading_state_kill_switch_or_limits",
             "server/tests/api/auth.rs::granting_or_removing_the_admin_role_takes_a_second_admin",
+            "server/tests/api/trading.rs::a_quarantined_admin_cannot_appoint_the_reviewer_who_releases_them",
             "server/tests/api/agent.rs::a_prices_only_token_cannot_propose_or_read_the_portfolio",
         ],
     },
@@ -389,7 +390,7 @@ pub const CONTROLS: &[Control] = &[
             "server/tests/api/report_verify.rs::report_verify_passes_an_untouched_csv_and_names_the_row_for_each_tamper",
             "server/tests/api/reports.rs::a_report_is_recorded_as_started_before_its_first_row_leaves",
             "server/tests/api/reports.rs::only_reviewers_and_admins_download_and_bad_filters_record_nothing",
-            "end2end/tests/foundation.spec.ts::an admin grants the reviewer role, and the reviewer verifies the audit chain",
+            "end2end/tests/foundation.spec.ts::an admin asks for the reviewer role, the operator grants it, and the reviewer verifies the audit chain",
         ],
     },
     Control {

@@ -1,5 +1,5 @@
 import { expect, test } from "./fixtures";
-import { ADMIN_EMAIL } from "../global-setup";
+import { ADMIN_EMAIL, serverCli } from "../global-setup";
 import { PASSWORD, adminWithKey, clickUntil, hydrated, logIn, saveAdminKey, signOut, signUp, stepUpWithKey, uniqueEmail } from "./helpers";
 
 test("pages carry the security headers and still hydrate under the CSP", async ({ page }) => {
@@ -76,7 +76,7 @@ test("sign-up input errors are explained", async ({ page }) => {
   await expect(page.getByRole("alert")).toHaveText("The two passwords do not match.");
 });
 
-test("an admin grants the reviewer role, and the reviewer verifies the audit chain", async ({ page, browser }) => {
+test("an admin asks for the reviewer role, the operator grants it, and the reviewer verifies the audit chain", async ({ page, browser }) => {
   const reviewerEmail = uniqueEmail("reviewer");
   await signUp(page, reviewerEmail);
   // A trader has no audit log.
@@ -92,7 +92,7 @@ test("an admin grants the reviewer role, and the reviewer verifies the audit cha
   await hydrated(admin);
   const row = admin.getByRole("row").filter({ hasText: reviewerEmail });
   await row.getByRole("combobox").selectOption("reviewer");
-  // Without a step-up the change is refused and nothing changes; with the key it goes through.
+  // Without a step-up the change is refused and nothing changes; with the key it is asked for.
   await clickUntil(row.getByRole("button", { name: "Save" }), () =>
     expect(admin.getByTestId("step-up-panel")).toContainText("Admin actions need your security key", { timeout: 2_000 }),
   );
@@ -103,11 +103,17 @@ test("an admin grants the reviewer role, and the reviewer verifies the audit cha
   await row.getByRole("combobox").selectOption("reviewer");
   await row.getByRole("button", { name: "Save" }).click();
   await expect(admin.getByTestId("step-up-panel")).toHaveCount(0);
+  // A reviewer releases quarantines, so one admin's change is only a request...
+  await expect(admin.getByTestId("role-requested")).toContainText("takes effect when another admin makes the same change");
+  await expect(row.getByTestId("role-pending")).toContainText(/You asked for (compliance )?reviewer/);
+  await admin.screenshot({ path: "test-results/screens/users-reviewer-request.png", fullPage: true });
+  // ...which, with no second admin, the operator grants at the server, as the page says.
+  serverCli(["set-role", "--email", reviewerEmail, "--role", "reviewer"]);
   await admin.reload();
   await expect(admin.getByRole("row").filter({ hasText: reviewerEmail }).getByRole("combobox")).toHaveValue("reviewer");
   await admin.screenshot({ path: "test-results/screens/users.png", fullPage: true });
 
-  // Granting the admin role takes a second admin: one admin's change is only a request.
+  // Granting the admin role takes a second admin too.
   await hydrated(admin);
   const again = admin.getByRole("row").filter({ hasText: reviewerEmail });
   await again.getByRole("combobox").selectOption("admin");

@@ -1,7 +1,7 @@
 //! When a user's sessions were last ended all at once ("sign out everywhere", a password
 //! change), in unix seconds. A session copied under a new id (a step-up cycles the id) by a
 //! request that overlapped that moment must not come back: it is created only if its sign-in
-//! is not older.
+//! is not older. Also an index to find the proposal an order was placed for.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::ConnectionTrait;
@@ -16,9 +16,11 @@ impl MigrationTrait for Migration {
     }
 
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("ALTER TABLE users ADD COLUMN sessions_revoked_at BIGINT")
+        let db = manager.get_connection();
+        db.execute_unprepared("ALTER TABLE users ADD COLUMN sessions_revoked_at BIGINT")
+            .await?;
+        // A held order an agent placed is checked against its proposal before it is sent.
+        db.execute_unprepared("CREATE INDEX proposals_order_id ON proposals (order_id)")
             .await?;
         Ok(())
     }

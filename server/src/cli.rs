@@ -354,40 +354,47 @@ pub fn report_verify(
     } else {
         verify_report_from(opened, pinned.as_ref()).map_err(|p| p.to_string())
     };
-    // Everything printed may come from the file (its manifest, a parser's message quoting
-    // it): written to the terminal as it is, escape sequences in it could repaint the verdict.
-    let mut said = Vec::new();
-    let intact = match verified {
+    // What the file supplies (its manifest's text, a parser's message quoting it) is shown
+    // through `printable`: on a terminal it could otherwise repaint or add to the verdict.
+    match verified {
         Ok(verified) => {
             let kind = if is_pdf {
                 "PDF: its embedded CSV report, and pages that are exactly that report's"
             } else {
                 "CSV"
             };
-            writeln!(said, "report OK: {} ({kind})", file.display())?;
-            write_report_summary(&mut said, &verified)?;
-            true
+            writeln!(
+                out,
+                "report OK: {} ({kind})",
+                printable(&file.display().to_string())
+            )?;
+            write_report_summary(out, &verified)?;
+            Ok(true)
         }
         Err(problem) => {
             writeln!(
-                said,
-                "report verification FAILED: {}: {problem}",
-                file.display()
+                out,
+                "report verification FAILED: {}: {}",
+                printable(&file.display().to_string()),
+                printable(&problem)
             )?;
-            false
+            Ok(false)
         }
-    };
-    out.write_all(printable(&String::from_utf8_lossy(&said)).as_bytes())?;
-    Ok(intact)
+    }
 }
 
-/// `text` with every control character but the line ends, and every bidirectional override,
-/// shown as a `\u{..}` escape: nothing a file supplies can move the cursor or reorder a line.
+/// `text` with every control character (line ends included), every line or paragraph
+/// separator and every bidirectional override shown as a `\u{..}` escape: nothing a file
+/// supplies can move the cursor, start a line of its own or reorder one.
 fn printable(text: &str) -> String {
     let mut shown = String::with_capacity(text.len());
     for c in text.chars() {
-        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        if (c.is_control() && c != '\n') || bidi {
+        let invisible_layout = matches!(
+            c,
+            '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{2028}' | '\u{2029}'
+                | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        );
+        if c.is_control() || invisible_layout {
             shown.push_str(&c.escape_unicode().to_string());
         } else {
             shown.push(c);
@@ -431,13 +438,13 @@ fn write_report_summary(out: &mut impl Write, verified: &VerifiedReport) -> std:
         )?,
         _ => writeln!(out, "rows: 0")?,
     }
-    writeln!(out, "filter: {}", describe_filter(&info.filter))?;
+    writeln!(out, "filter: {}", printable(&describe_filter(&info.filter)))?;
     writeln!(
         out,
         "generated at {} by {} ({})",
-        info.generated_at,
-        info.generated_by_email.as_deref().unwrap_or("(no email)"),
-        info.generated_by
+        printable(&info.generated_at),
+        printable(info.generated_by_email.as_deref().unwrap_or("(no email)")),
+        printable(&info.generated_by)
     )?;
     writeln!(
         out,
@@ -464,11 +471,13 @@ fn write_report_summary(out: &mut impl Write, verified: &VerifiedReport) -> std:
         Some(cp) => writeln!(
             out,
             "latest signed checkpoint: seq {} hash {} signed at {} (signature valid)",
-            cp.seq, cp.hash, cp.signed_at
+            cp.seq,
+            printable(&cp.hash.to_string()),
+            printable(&cp.signed_at.to_string())
         )?,
         None => writeln!(out, "latest signed checkpoint: none when generated")?,
     }
-    writeln!(out, "rows sha256: {}", m.rows_sha256)
+    writeln!(out, "rows sha256: {}", printable(&m.rows_sha256))
 }
 
 fn describe_filter(filter: &AuditFilter) -> String {

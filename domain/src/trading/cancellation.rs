@@ -139,7 +139,7 @@ impl TradingService {
     /// through the ordinary cancel path; each cancellation is audited. An order that cannot be
     /// cancelled right now (key unusable, venue down, changed meanwhile) stays as it was: the
     /// stop still holds, because nothing new is sent and held orders are cancelled at send
-    /// time. Returns how many were cancelled.
+    /// time. Returns how many were cancelled, and how many their exchange did not take off.
     pub(super) async fn cancel_resting(
         &self,
         owner: Option<UserId>,
@@ -179,6 +179,8 @@ impl TradingService {
                             effect.still_resting += 1;
                         }
                     }
+                    // No longer enabled here: nothing can reach it (the operator's to handle).
+                    Err(TradingError::Refused(Refusal::ExchangeNotEnabled)) => {}
                     // Its exchange did not take the cancel: the sweep asks again.
                     _ => effect.still_resting += 1,
                 }

@@ -11,6 +11,7 @@ use time::Duration;
 use super::breaker::Gate;
 use super::cancellation::Stops;
 use super::error::{Conflict, Outage, Refusal, TradingError, audit_or_store};
+use super::placement::MAX_QUOTE_DRIFT;
 use super::service::{draft, paused_reason, paused_until, plain};
 use super::{
     ApprovalState, Fill, HoldKind, Order, OrderId, OrderStatus, OrderUpdate, TradingService,
@@ -22,7 +23,7 @@ use crate::exchange::{
     Exchange, ExchangeError, ExchangeName, VenueAck, VenueOrder, VenueOrderStatus,
 };
 use crate::keys::{KeyId, KeyPurpose, KeyVaultError};
-use crate::order::OrderTerms;
+use crate::order::{OrderTerms, OrderType};
 use crate::risk::TradingState;
 use crate::stepup::{OrderIntent, OrderToApprove};
 
@@ -832,24 +833,9 @@ impl TradingService {
             if order.venue.key.is_some() && !self.keyed_checks.due(order.id, self.now()) {
                 continue;
             }
-            if let Some(reason) = stops.reason_for(self, &order).await? {
-                // A stop set while its exchange could not take it off (down, refusing): asked
-                // again each round until the exchange confirms.
-                match self
-                    .cancel_open(
-                        order,
-                        Actor::system("risk"),
-                        Some(reason),
-                        RequestMeta::default(),
-                    )
-                    .await
-                {
-                    Ok(_) => changed += 1,
-                    Err(TradingError::Unavailable(_) | TradingError::Refused(_)) => {}
-                    Err(e) => return Err(e),
-                }
-                continue;
-            }
+            // A stop set while the exchange could not take the order off (down, refusing) is
+            // applied here, once the order is looked up and still rests there.
+            let stop = stops.reason_for(self, &order).await?;
             let credentials = match order.venue.key {
                 None => None,
                 Some(key) => {
@@ -884,6 +870,30 @@ impl TradingService {
                 // The paper book lives in memory, so a restart forgets its resting orders. Rest
                 // this one again under the same client order id (none of it had filled).
                 Ok(None) if order.venue.key.is_none() && order.filled_quantity.is_zero() => {
+                    if let Some(reason) = stop {
+                        // A stop forbids it on the book, where it no longer is: ended here.
+                        let claim = claim_draft(
+                            &order,
+                            OrderStatus::Open,
+                            Actor::system("risk"),
+                            &RequestMeta::default(),
+                        );
+                        if self
+                            .store
+                            .claim_order(order.claim_to_cancel(), claim)
+                            .await?
+                        {
+                            self.settle(
+                                order,
+                                SendOutcome::Cancelled(reason.to_owned()),
+                                Actor::system("risk"),
+                                RequestMeta::default(),
+                            )
+                            .await?;
+                            changed += 1;
+                        }
+                        continue;
+                    }
                     match exchange
                         .place_order(order.venue.environment, None, &venue_order(&order))
                         .await
@@ -896,6 +906,23 @@ impl TradingService {
             };
             if ack.status == VenueOrderStatus::Open && ack.filled_quantity == order.filled_quantity
             {
+                if let Some(reason) = stop {
+                    // Asked again each round until the exchange confirms; meanwhile its fills
+                    // are still recorded (the branch below).
+                    match self
+                        .cancel_open(
+                            order,
+                            Actor::system("risk"),
+                            Some(reason),
+                            RequestMeta::default(),
+                        )
+                        .await
+                    {
+                        Ok(_) => changed += 1,
+                        Err(TradingError::Unavailable(_) | TradingError::Refused(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
                 continue;
             }
             let claim = claim_draft(
@@ -952,6 +979,21 @@ impl TradingService {
             },
             nonce.trim().to_owned(),
         );
+        // The approval commits to the price its owner saw: after a long review, a market order
+        // whose price moved is refused here, before the approval is spent (and the order stays
+        // as it is, to be cancelled and placed again at the current price).
+        if order.order_type == OrderType::Market
+            && let Ok(current) = self.venue_price(order.venue, &order.symbol).await
+            && !order.reference_price.is_zero()
+            && ((current - order.reference_price) / order.reference_price).abs() > MAX_QUOTE_DRIFT
+        {
+            return Err(Refusal::PriceMoved {
+                symbol: order.symbol,
+                from: order.reference_price,
+                to: current,
+            }
+            .into());
+        }
         self.spend_approval(&intent, &meta).await?;
         let now = self.now();
         let draft = draft(

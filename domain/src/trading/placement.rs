@@ -31,7 +31,7 @@ use crate::stepup::{OrderIntent, OrderToApprove, StepUpError};
 use crate::store_error::StoreError;
 
 /// A market order's quote may drift this much (relative) before the trader must look again.
-const MAX_QUOTE_DRIFT: Decimal = Decimal::from_parts(1, 0, 0, false, 2);
+pub(super) const MAX_QUOTE_DRIFT: Decimal = Decimal::from_parts(1, 0, 0, false, 2);
 
 /// An order on its way to a decision.
 pub(super) struct Placement {
@@ -556,7 +556,9 @@ impl TradingService {
                 plain(current)
             ));
         }
+        // (One its owner approved carries their sign-off instead.)
         if order.source == OrderSource::Autonomous
+            && order.approval != ApprovalState::Approved
             && let Some(why) = self
                 .autonomy_withdrawn(order, controls.autonomous, now)
                 .await?

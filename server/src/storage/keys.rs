@@ -104,11 +104,15 @@ fn permissions_json(permissions: &KeyPermissions) -> String {
 
 /// On SQLite, copies the write-ahead log into the database file and empties it, so that the
 /// page versions it still holds (a revoked key's ciphertext among them) are gone from the disk
-/// too. Best effort: a reader on an older snapshot keeps the log until a later checkpoint.
+/// too. Best effort: while a reader holds an older snapshot (a long report) the log stays until
+/// a later checkpoint. Writers wait while it is pending, so it waits for readers only briefly.
 async fn forget_old_pages(db: &DatabaseConnection) {
     if db.get_database_backend() == sea_orm::DbBackend::Sqlite
         && let Err(e) = db
-            .execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE);")
+            .execute_unprepared(
+                "PRAGMA busy_timeout = 250; PRAGMA wal_checkpoint(TRUNCATE); \
+                 PRAGMA busy_timeout = 5000;",
+            )
             .await
     {
         tracing::warn!(error = %e, "the write-ahead log could not be emptied after a revocation");

@@ -367,6 +367,105 @@ async fn an_order_needing_step_up_that_is_also_held_stays_unsent_after_release_u
     app.stop().await;
 }
 
+/// An approval commits to the price its owner saw. A market order released after a long
+/// review, while the price moved, is refused at approval, and the approval is not spent.
+#[tokio::test]
+async fn a_held_market_order_is_not_approved_after_the_price_moved() {
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let mut key = soft_key();
+    assert_eq!(
+        app.register_key(&trader, &mut key, "Key").await.status(),
+        200
+    );
+    let price = quote(&app, &trader, "BTCUSDT").await;
+    let small = order("paper", "market", "0.001", &price);
+    assert_eq!(
+        json(app.call(&trader, "trading/place", &small).await).await["status"],
+        "filled"
+    );
+    set_velocity_limit(&app, 1).await;
+    let large = order("paper", "market", "0.2", &price);
+    let held = json(app.call(&trader, "trading/place", &large).await).await;
+    assert_eq!(held["status"], "held", "{held}");
+    let order_id = held["id"].as_str().expect("id").to_owned();
+    let case_id = held["case_id"].as_str().expect("case").to_owned();
+    let reviewer = app
+        .signed_in_as("reviewer@example.com", Role::Reviewer)
+        .await;
+    let released = app
+        .call(
+            &reviewer,
+            "review/decide",
+            &[
+                ("id", &case_id),
+                ("decision", "release"),
+                ("note", "Velocity explained by the trader."),
+            ],
+        )
+        .await;
+    assert_eq!(released.status(), 200);
+
+    // The review took hours; the price moved well past what placement allows.
+    let seen: f64 = held["reference_price"]
+        .as_str()
+        .expect("price")
+        .parse()
+        .expect("number");
+    let mut minutes = 0;
+    loop {
+        app.clock.advance(time::Duration::minutes(1));
+        minutes += 1;
+        if minutes % 10 == 0 {
+            // The trader is around: their session stays alive.
+            assert!(!app.who_am_i(&trader).await.is_null());
+        }
+        let now: f64 = app
+            .backend
+            .paper
+            .current_price("BTCUSDT")
+            .expect("a price")
+            .to_string()
+            .parse()
+            .expect("number");
+        if ((now - seen) / seen).abs() > 0.015 {
+            break;
+        }
+        assert!(
+            minutes < 12 * 60,
+            "the paper price moves 1.5 % within 12 hours"
+        );
+    }
+    let reference = held["reference_price"].as_str().expect("price").to_owned();
+    let exact = order("paper", "market", "0.2", &reference);
+    let nonce = approve_with_key(&app, &trader, &mut key, &exact).await;
+    let refused = app
+        .call(
+            &trader,
+            "trading/approve-held",
+            &[("id", &order_id), ("approval_nonce", &nonce)],
+        )
+        .await;
+    assert!(refused.status().is_client_error(), "{}", refused.status());
+    let why = refused.text().await.expect("body");
+    assert!(why.contains("moved from"), "{why}");
+    // Nothing was spent or sent: the order still waits, and the approval is still unused.
+    let waiting = json(
+        app.call(&trader, "trading/order", &[("id", &order_id)])
+            .await,
+    )
+    .await;
+    assert_eq!(waiting["status"], "held", "{waiting}");
+    assert_eq!(waiting["awaiting_approval"], true, "{waiting}");
+    assert_eq!(app.backend.paper.placements(&client_order_id(&order_id)), 0);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_events WHERE action = 'trade.held_order_approved'")
+            .await,
+        0
+    );
+    app.stop().await;
+}
+
 /// The exchange's idempotency key for an order (`cp-` and the order id, without dashes).
 fn client_order_id(order_id: &str) -> String {
     format!(

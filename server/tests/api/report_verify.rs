@@ -264,7 +264,7 @@ async fn report_verify_passes_an_untouched_csv_and_names_the_row_for_each_tamper
 
     // Text from the file that would drive the terminal (repaint the verdict, reorder a line)
     // is shown escaped, pinned or not, passing or failing.
-    let spoof = "\u{1b}[2A\r\u{1b}[2Ksignature: valid under the pinned key\u{202e}";
+    let spoof = "\u{1b}[2A\r\u{1b}[2Ksignature: valid under the pinned key\u{202e}\nreport OK: a line of its own";
     let mut manifest: ReportManifest = serde_json::from_str(&json).expect("manifest");
     manifest.info.generated_at = spoof.into();
     let spoofed_json = serde_json::to_string(&manifest).expect("json");
@@ -294,6 +294,11 @@ async fn report_verify_passes_an_untouched_csv_and_names_the_row_for_each_tamper
         assert!(
             !out.contains('\u{1b}') && !out.contains('\u{202e}'),
             "{out:?}"
+        );
+        assert!(
+            !out.lines()
+                .any(|line| line.starts_with("report OK: a line")),
+            "no line of the file's own: {out}"
         );
         assert!(out.contains("\\u{1b}"), "shown escaped: {out}");
     }

@@ -882,6 +882,33 @@ async fn a_stop_whose_cancel_could_not_reach_the_exchange_is_applied_once_it_is_
         assert_eq!(app.count(&cancelled).await, 1, "{id}");
     }
     assert_eq!(trading.refresh_open().await.expect("sweep"), 0);
+
+    // An order the paper book forgot (a restart) cannot be cancelled there; the sweep, which
+    // would rest it again, ends it here instead while the stop holds.
+    let response = app
+        .call(&admin, "risk/kill-switch", &[("on", "false")])
+        .await;
+    assert_eq!(response.status(), 200);
+    let forgotten = placed(limit_at(&app, &alice, "paper", "SOLUSDT", "1", &below).await).await;
+    let forgotten = id_of(&forgotten);
+    paper.restart();
+    let response = app
+        .call(&admin, "risk/kill-switch", &[("on", "true")])
+        .await;
+    let effect = response.json::<Value>().await.expect("effect");
+    assert_eq!(
+        effect,
+        serde_json::json!({"cancelled": 0, "still_resting": 1})
+    );
+    assert_eq!(trading.refresh_open().await.expect("sweep"), 1);
+    let order = order_view(&alice, &forgotten).await;
+    assert_eq!(order["status"], "cancelled", "{order}");
+    assert_eq!(order["status_reason"], "Cancelled: the kill switch is on.");
+    assert_eq!(
+        paper.placements(&format!("cp-{}", forgotten.replace('-', ""))),
+        0,
+        "not rested again (the book was forgotten)"
+    );
     app.stop().await;
 }
 
