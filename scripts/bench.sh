@@ -271,7 +271,9 @@ for q in json.load(sys.stdin):
     if q.get("symbol") == "BTCUSDT": print(q["price"]); break')
 [ -n "$quote" ] || die "no BTCUSDT quote from the paper exchange"
 order_body="venue=paper&symbol=BTCUSDT&side=buy&order_type=market&quantity=0.0001&price=$quote"
-probe=$(curl -sS -b "$work/u1.jar" -H "Origin: $origin" -d "$order_body" -w ' %{http_code}' "$base/api/trading/place")
+# The user agent wrk sends (bench/wrk/bench.lua): another one would be a new device.
+probe=$(curl -sS -A cryptopulse-bench -b "$work/u1.jar" -H "Origin: $origin" -d "$order_body" \
+  -w ' %{http_code}' "$base/api/trading/place")
 [ "${probe##* }" = 200 ] || die "a probe order was refused: $probe"
 grep -q '"filled"\|"open"\|"sent"' <<<"$probe" || echo "    note: probe order answered: ${probe:0:200}" >&2
 step "order screening: POST /api/trading/place from $users traders (c=$conns, $duration)"

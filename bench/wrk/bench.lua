@@ -26,6 +26,9 @@ function init(args)
   if origin and origin ~= "" then
     wrk.headers["Origin"] = origin
   end
+  -- One client program, as the probe order (scripts/bench.sh) names it: the order screening
+  -- treats another user agent as a new device, which needs a step-up.
+  wrk.headers["User-Agent"] = "cryptopulse-bench"
 end
 
 function request()

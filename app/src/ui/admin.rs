@@ -14,7 +14,7 @@ use crate::use_auth;
 pub fn UsersPage() -> impl IntoView {
     view! {
         <Title text="Users" />
-        <PageHeader title="Users & roles" description="Every role change is recorded in the audit log. You cannot change your own role, and every role change takes two admins (a reviewer can release quarantines, an admin can do anything): it takes effect when a second admin makes the same change." />
+        <PageHeader title="Users & roles" description="Role changes are recorded in the audit log. You cannot change your own role, and every change takes two admins (a reviewer can release quarantines, an admin can do anything): it takes effect when a second admin makes the same change." />
         <RequireRole roles=&[UserRole::Admin]>
             <UserTable />
         </RequireRole>

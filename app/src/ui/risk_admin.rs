@@ -314,7 +314,7 @@ fn UserRow(
                 <div class="text-xs text-slate-500">{user.role.clone()}{user.autonomous.then_some(" · autonomous agents on")}</div>
             </td>
             <td class=TD>
-                <select class=format!("{INPUT_CLASS} w-40") aria-label=format!("Trading state of {}", user.email) on:change=set_state>
+                <select class=format!("{INPUT_CLASS} min-w-36") aria-label=format!("Trading state of {}", user.email) on:change=set_state>
                     {[("active", "Active"), ("reducing", "Reducing only"), ("halted", "Halted")].into_iter().map(|(v, l)| view! {
                         <option value=v selected=state.as_str() == v>{l}</option>
                     }).collect_view()}

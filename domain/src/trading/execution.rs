@@ -11,7 +11,7 @@ use time::Duration;
 use super::breaker::Gate;
 use super::cancellation::Stops;
 use super::error::{Conflict, Outage, Refusal, TradingError, audit_or_store};
-use super::placement::MAX_QUOTE_DRIFT;
+use super::placement::moved_too_far;
 use super::service::{draft, paused_reason, paused_until, plain};
 use super::{
     ApprovalState, Fill, HoldKind, Order, OrderId, OrderStatus, OrderUpdate, TradingService,
@@ -654,7 +654,7 @@ impl TradingService {
         let stranded_before = self.now() - STRANDED_AFTER;
         let submitting = self
             .store
-            .orders_in_status(OrderStatus::Submitting, None, 100)
+            .orders_in_status(OrderStatus::Submitting, None, None, 100)
             .await?;
         let mut recovered = 0;
         for order in submitting {
@@ -695,11 +695,11 @@ impl TradingService {
     pub async fn retry_held(&self) -> Result<usize, TradingError> {
         let mut held = self
             .store
-            .orders_in_status(OrderStatus::Held, Some(HoldKind::Cancelling), 100)
+            .orders_in_status(OrderStatus::Held, Some(HoldKind::Cancelling), None, 100)
             .await?;
         held.extend(
             self.store
-                .orders_in_status(OrderStatus::Held, Some(HoldKind::Exchange), 100)
+                .orders_in_status(OrderStatus::Held, Some(HoldKind::Exchange), None, 100)
                 .await?,
         );
         let mut sent = 0;
@@ -820,12 +820,35 @@ impl TradingService {
 
     /// Asks the exchanges about resting orders and records fills.
     pub async fn refresh_open(&self) -> Result<usize, TradingError> {
-        let open = self
-            .store
-            .orders_in_status(OrderStatus::Open, None, 200)
-            .await?;
+        const PAGE: u64 = 200;
         let mut changed = 0;
         let mut stops = Stops::new();
+        let mut after = None;
+        // Every open order, a page at a time: a stop covers the newest as well as the oldest.
+        loop {
+            let open = self
+                .store
+                .orders_in_status(OrderStatus::Open, None, after, PAGE)
+                .await?;
+            let Some(last) = open.last() else {
+                return Ok(changed);
+            };
+            after = Some((last.created_at, last.id));
+            let full = open.len() as u64 == PAGE;
+            changed += self.refresh_page(open, &mut stops).await?;
+            if !full {
+                return Ok(changed);
+            }
+        }
+    }
+
+    /// One page of [`TradingService::refresh_open`]; returns how many orders changed.
+    async fn refresh_page(
+        &self,
+        open: Vec<Order>,
+        stops: &mut Stops,
+    ) -> Result<usize, TradingError> {
+        let mut changed = 0;
         for order in open {
             let Some(exchange) = self.exchanges.get(order.venue.exchange).cloned() else {
                 continue;
@@ -984,8 +1007,7 @@ impl TradingService {
         // as it is, to be cancelled and placed again at the current price).
         if order.order_type == OrderType::Market
             && let Ok(current) = self.venue_price(order.venue, &order.symbol).await
-            && !order.reference_price.is_zero()
-            && ((current - order.reference_price) / order.reference_price).abs() > MAX_QUOTE_DRIFT
+            && moved_too_far(order.reference_price, current)
         {
             return Err(Refusal::PriceMoved {
                 symbol: order.symbol,

@@ -31,7 +31,13 @@ use crate::stepup::{OrderIntent, OrderToApprove, StepUpError};
 use crate::store_error::StoreError;
 
 /// A market order's quote may drift this much (relative) before the trader must look again.
-pub(super) const MAX_QUOTE_DRIFT: Decimal = Decimal::from_parts(1, 0, 0, false, 2);
+const MAX_QUOTE_DRIFT: Decimal = Decimal::from_parts(1, 0, 0, false, 2);
+
+/// Whether the market moved from `seen` (the price the trader saw, or approved) to `current`
+/// further than a market order's quote may drift.
+pub(super) fn moved_too_far(seen: Decimal, current: Decimal) -> bool {
+    !seen.is_zero() && ((current - seen) / seen).abs() > MAX_QUOTE_DRIFT
+}
 
 /// An order on its way to a decision.
 pub(super) struct Placement {
@@ -161,7 +167,7 @@ impl TradingService {
         let quote = self.venue_price(venue, &terms.symbol).await;
         if order_type == OrderType::Market
             && let Ok(current) = quote
-            && ((current - terms.price) / terms.price).abs() > MAX_QUOTE_DRIFT
+            && moved_too_far(terms.price, current)
         {
             return Err(Refusal::PriceMoved {
                 symbol: terms.symbol,
@@ -439,9 +445,7 @@ impl TradingService {
             Ok(current)
                 if order.approval == ApprovalState::Approved
                     && order.order_type == OrderType::Market
-                    && !order.reference_price.is_zero()
-                    && ((*current - order.reference_price) / order.reference_price).abs()
-                        > MAX_QUOTE_DRIFT =>
+                    && moved_too_far(order.reference_price, *current) =>
             {
                 Some(*current)
             }

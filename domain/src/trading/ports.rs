@@ -154,11 +154,13 @@ pub trait OrderStore: Send + Sync + fmt::Debug {
     async fn order(&self, owner: UserId, id: OrderId) -> Result<Option<Order>, StoreError>;
     /// The owner's orders, newest first.
     async fn orders(&self, owner: UserId, limit: u64) -> Result<Vec<Order>, StoreError>;
-    /// Every user's orders in a status (and hold kind), oldest first: the retry and sweep jobs.
+    /// Every user's orders in a status (and hold kind), oldest first, after `after` (the
+    /// creation time and id of the last order of the previous page): the retry and sweep jobs.
     async fn orders_in_status(
         &self,
         status: OrderStatus,
         hold: Option<HoldKind>,
+        after: Option<(OffsetDateTime, OrderId)>,
         limit: u64,
     ) -> Result<Vec<Order>, StoreError>;
     /// Resting (`Open`) orders of `owner`, or of every user, oldest first; only those on

@@ -252,6 +252,42 @@ async fn set_velocity_limit(app: &TestApp, max_orders: u32) {
     .await;
 }
 
+/// After one small order, a 0.2 BTC market order (above the step-up threshold, without an
+/// approval) that the velocity limit (one order a minute) holds for review.
+async fn large_order_held_for_review(app: &TestApp, trader: &reqwest::Client) -> Value {
+    let price = quote(app, trader, "BTCUSDT").await;
+    let small = order("paper", "market", "0.001", &price);
+    let first = app.call(trader, "trading/place", &small).await;
+    assert_eq!(json(first).await["status"], "filled");
+    set_velocity_limit(app, 1).await;
+    let large = order("paper", "market", "0.2", &price);
+    let held = app.call(trader, "trading/place", &large).await;
+    assert_eq!(held.status(), 200);
+    let held = json(held).await;
+    assert_eq!(held["status"], "held", "{held}");
+    held
+}
+
+/// A reviewer releases the case `held` opened.
+async fn release_case_of(app: &TestApp, held: &Value) {
+    let case_id = held["case_id"].as_str().expect("case");
+    let reviewer = app
+        .signed_in_as("reviewer@example.com", Role::Reviewer)
+        .await;
+    let released = app
+        .call(
+            &reviewer,
+            "review/decide",
+            &[
+                ("id", case_id),
+                ("decision", "release"),
+                ("note", "Velocity explained by the trader."),
+            ],
+        )
+        .await;
+    assert_eq!(released.status(), 200);
+}
+
 #[tokio::test]
 async fn an_order_needing_step_up_that_is_also_held_stays_unsent_after_release_until_its_owner_approves_it()
  {
@@ -262,25 +298,14 @@ async fn an_order_needing_step_up_that_is_also_held_stays_unsent_after_release_u
         app.register_key(&trader, &mut key, "Key").await.status(),
         200
     );
-    let price = quote(&app, &trader, "BTCUSDT").await;
-    let small = order("paper", "market", "0.001", &price);
-    let first = app.call(&trader, "trading/place", &small).await;
-    assert_eq!(json(first).await["status"], "filled");
-
     // One order a minute: the next one is held for review (velocity). At 0.2 BTC it is also
     // above the step-up threshold, and no approval is given.
-    set_velocity_limit(&app, 1).await;
-    let large = order("paper", "market", "0.2", &price);
-    let held = app.call(&trader, "trading/place", &large).await;
-    assert_eq!(held.status(), 200);
-    let held = json(held).await;
-    assert_eq!(held["status"], "held", "{held}");
+    let held = large_order_held_for_review(&app, &trader).await;
     assert_eq!(
         held["awaiting_approval"], false,
         "waits for the reviewer first"
     );
     let order_id = held["id"].as_str().expect("id").to_owned();
-    let case_id = held["case_id"].as_str().expect("case").to_owned();
     // It cannot be approved past the reviewer.
     let early = app
         .call(
@@ -292,21 +317,7 @@ async fn an_order_needing_step_up_that_is_also_held_stays_unsent_after_release_u
     assert_eq!(early.status(), 400);
 
     // The reviewer releases it: it is not sent, it waits for its owner's approval.
-    let reviewer = app
-        .signed_in_as("reviewer@example.com", Role::Reviewer)
-        .await;
-    let released = app
-        .call(
-            &reviewer,
-            "review/decide",
-            &[
-                ("id", &case_id),
-                ("decision", "release"),
-                ("note", "Velocity explained by the trader."),
-            ],
-        )
-        .await;
-    assert_eq!(released.status(), 200);
+    release_case_of(&app, &held).await;
     let trading = app.backend.services.trading.clone();
     assert_eq!(trading.retry_held().await.expect("retry"), 0);
     let waiting = json(
@@ -378,65 +389,13 @@ async fn a_held_market_order_is_not_approved_after_the_price_moved() {
         app.register_key(&trader, &mut key, "Key").await.status(),
         200
     );
-    let price = quote(&app, &trader, "BTCUSDT").await;
-    let small = order("paper", "market", "0.001", &price);
-    assert_eq!(
-        json(app.call(&trader, "trading/place", &small).await).await["status"],
-        "filled"
-    );
-    set_velocity_limit(&app, 1).await;
-    let large = order("paper", "market", "0.2", &price);
-    let held = json(app.call(&trader, "trading/place", &large).await).await;
-    assert_eq!(held["status"], "held", "{held}");
+    let held = large_order_held_for_review(&app, &trader).await;
     let order_id = held["id"].as_str().expect("id").to_owned();
-    let case_id = held["case_id"].as_str().expect("case").to_owned();
-    let reviewer = app
-        .signed_in_as("reviewer@example.com", Role::Reviewer)
-        .await;
-    let released = app
-        .call(
-            &reviewer,
-            "review/decide",
-            &[
-                ("id", &case_id),
-                ("decision", "release"),
-                ("note", "Velocity explained by the trader."),
-            ],
-        )
-        .await;
-    assert_eq!(released.status(), 200);
+    release_case_of(&app, &held).await;
 
     // The review took hours; the price moved well past what placement allows.
-    let seen: f64 = held["reference_price"]
-        .as_str()
-        .expect("price")
-        .parse()
-        .expect("number");
-    let mut minutes = 0;
-    loop {
-        app.clock.advance(time::Duration::minutes(1));
-        minutes += 1;
-        if minutes % 10 == 0 {
-            // The trader is around: their session stays alive.
-            assert!(!app.who_am_i(&trader).await.is_null());
-        }
-        let now: f64 = app
-            .backend
-            .paper
-            .current_price("BTCUSDT")
-            .expect("a price")
-            .to_string()
-            .parse()
-            .expect("number");
-        if ((now - seen) / seen).abs() > 0.015 {
-            break;
-        }
-        assert!(
-            minutes < 12 * 60,
-            "the paper price moves 1.5 % within 12 hours"
-        );
-    }
     let reference = held["reference_price"].as_str().expect("price").to_owned();
+    until_the_price_moves_from(&app, &trader, &reference).await;
     let exact = order("paper", "market", "0.2", &reference);
     let nonce = approve_with_key(&app, &trader, &mut key, &exact).await;
     let refused = app
@@ -463,6 +422,96 @@ async fn a_held_market_order_is_not_approved_after_the_price_moved() {
             .await,
         0
     );
+    app.stop().await;
+}
+
+/// Advances the clock a minute at a time until the paper BTC price has moved more than 1.5 %
+/// from `seen` (further than a market order's quote may drift), keeping `client`'s session
+/// alive meanwhile: it may take hours of the test clock.
+async fn until_the_price_moves_from(app: &TestApp, client: &reqwest::Client, seen: &str) {
+    let seen: f64 = seen.parse().expect("price");
+    for minutes in 1..=12 * 60 {
+        app.clock.advance(time::Duration::minutes(1));
+        if minutes % 10 == 0 {
+            assert!(!app.who_am_i(client).await.is_null());
+        }
+        let now: f64 = app
+            .backend
+            .paper
+            .current_price("BTCUSDT")
+            .expect("a price")
+            .to_string()
+            .parse()
+            .expect("number");
+        if ((now - seen) / seen).abs() > 0.015 {
+            return;
+        }
+    }
+    panic!("the paper price moves 1.5 % within 12 hours");
+}
+
+/// An approval commits to the price its owner saw. An approved market order held while its
+/// venue is paused goes out later only if the price is still about that one.
+#[tokio::test]
+async fn an_approved_market_order_held_while_the_price_moved_is_not_sent_at_the_new_price() {
+    use server::exchange::paper::PaperOutage;
+
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let mut key = soft_key();
+    assert_eq!(
+        app.register_key(&trader, &mut key, "Key").await.status(),
+        200
+    );
+    let paper = app.backend.paper.clone();
+    let trading = app.backend.services.trading.clone();
+
+    // An order sent while the paper exchange is down is held, and pauses the venue.
+    let price = quote(&app, &trader, "BTCUSDT").await;
+    let limit = format!("{:.2}", price.parse::<f64>().expect("price") * 1.02);
+    paper.set_outage(Some(PaperOutage::Down));
+    let first = app
+        .call(
+            &trader,
+            "trading/place",
+            &order("paper", "limit", "0.001", &limit),
+        )
+        .await;
+    assert_eq!(json(first).await["status"], "held");
+    paper.set_outage(None);
+
+    // A large market order, approved with the security key, is held while the venue is paused.
+    let price = quote(&app, &trader, "BTCUSDT").await;
+    let terms = order("paper", "market", "0.2", &price);
+    let nonce = approve_with_key(&app, &trader, &mut key, &terms).await;
+    let held = json(place(&app, &trader, &terms, &nonce).await).await;
+    assert_eq!(held["status"], "held", "{held}");
+    let id = held["id"].as_str().expect("id").to_owned();
+    let owner = app.who_am_i(&trader).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    until_the_price_moves_from(&app, &trader, &price).await;
+    trading.retry_held().await.expect("retry");
+    let after = trading
+        .orders(
+            domain::account::UserId(uuid::Uuid::parse_str(&owner).expect("uuid")),
+            10,
+        )
+        .await
+        .expect("orders")
+        .into_iter()
+        .find(|o| o.id.to_string() == id)
+        .expect("the order");
+    assert_eq!(
+        after.status,
+        domain::trading::OrderStatus::Denied,
+        "{after:?}"
+    );
+    let reason = after.status_reason.unwrap_or_default();
+    assert!(reason.contains("since you approved it"), "{reason}");
+    assert_eq!(paper.placements(&client_order_id(&id)), 0, "never sent");
     app.stop().await;
 }
 

@@ -708,7 +708,7 @@ async fn an_order_is_claimed_by_exactly_one_of_twenty_senders() {
     .await;
     assert_eq!(
         store
-            .orders_in_status(OrderStatus::Held, Some(HoldKind::Exchange), 10)
+            .orders_in_status(OrderStatus::Held, Some(HoldKind::Exchange), None, 10)
             .await
             .expect("held")
             .len(),
@@ -747,7 +747,7 @@ async fn an_order_is_claimed_by_exactly_one_of_twenty_senders() {
     assert!(!claim(unknown).await);
     assert!(
         store
-            .orders_in_status(OrderStatus::Held, Some(HoldKind::Exchange), 10)
+            .orders_in_status(OrderStatus::Held, Some(HoldKind::Exchange), None, 10)
             .await
             .expect("held")
             .is_empty()
@@ -1346,7 +1346,7 @@ async fn usage_and_trade_history_add_up_the_right_orders() {
         .collect();
     assert_eq!(listed, vec![rows[7].id, rows[6].id, rows[5].id]);
     let filled: Vec<OrderId> = store
-        .orders_in_status(OrderStatus::Filled, None, 10)
+        .orders_in_status(OrderStatus::Filled, None, None, 10)
         .await
         .expect("filled")
         .into_iter()
@@ -1354,6 +1354,19 @@ async fn usage_and_trade_history_add_up_the_right_orders() {
         .collect();
     assert_eq!(filled.len(), 4);
     assert_eq!(&filled[..2], &[rows[0].id, rows[1].id]);
+    // Paged by a cursor (creation time, then id), every order comes once, in the same order.
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .orders_in_status(OrderStatus::Filled, None, after, 3)
+            .await
+            .expect("page");
+        let Some(last) = page.last() else { break };
+        after = Some((last.created_at, last.id));
+        paged.extend(page.iter().map(|o| o.id));
+    }
+    assert_eq!(paged, filled);
     app.stop().await;
 }
 
@@ -1484,7 +1497,7 @@ async fn deciding_a_case_releases_or_cancels_its_held_orders_once() {
 
     // The released order is now the retry job's.
     let retry: Vec<OrderId> = store
-        .orders_in_status(OrderStatus::Held, Some(HoldKind::Exchange), 10)
+        .orders_in_status(OrderStatus::Held, Some(HoldKind::Exchange), None, 10)
         .await
         .expect("held")
         .into_iter()

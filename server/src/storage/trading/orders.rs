@@ -319,10 +319,23 @@ impl OrderStore for SqlTradingStore {
         &self,
         status: OrderStatus,
         hold: Option<HoldKind>,
+        after: Option<(OffsetDateTime, OrderId)>,
         limit: u64,
     ) -> Result<Vec<Order>, StoreError> {
         converted(async {
             let mut query = order::Entity::find().filter(order::Column::Status.eq(status.as_str()));
+            if let Some((created_at, id)) = after {
+                let created_at = micros(created_at);
+                query = query.filter(
+                    Condition::any()
+                        .add(order::Column::CreatedAtUs.gt(created_at))
+                        .add(
+                            Condition::all()
+                                .add(order::Column::CreatedAtUs.eq(created_at))
+                                .add(order::Column::Id.gt(id.to_string())),
+                        ),
+                );
+            }
             if let Some(hold @ (HoldKind::Exchange | HoldKind::Cancelling)) = hold {
                 query =
                     query.filter(order::Column::CancelRequested.eq(hold == HoldKind::Cancelling));
