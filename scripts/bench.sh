@@ -321,10 +321,12 @@ csv_rows=$(( $(grep -c '' "$work/report.csv") ))
 csv_rate=$(awk -v n="$csv_rows" -v s="$csv_total" 'BEGIN{printf "%.1f", n/s}')
 csv_ttfb_ms=$(awk -v s="$csv_ttfb" 'BEGIN{printf "%.1f", s*1000}')
 csv_growth=$(( csv_hwm > rss_before_csv ? csv_hwm - rss_before_csv : 0 ))
-# Offline verification as a regulator runs it: the CLI reads the file as it checks it.
+# Offline verification as a regulator runs it, pinned to the key the server publishes: the CLI
+# reads the file as it checks it.
+report_key=$(curl -sS "$base/.well-known/cryptopulse-report-key")
 report_verify_start=$(date +%s.%N)
 if [ "$csv_code" = 200 ] && ! /usr/bin/time -f "%M" -o "$work/report-verify.maxrss" \
-  "$server_bin" report verify "$work/report.csv" >"$work/report-verify.out" 2>&1; then
+  "$server_bin" report verify "$work/report.csv" --public-key "$report_key" >"$work/report-verify.out" 2>&1; then
   failures+=("the downloaded CSV report does not verify: $(tail -1 "$work/report-verify.out")")
 fi
 report_verify_secs=$(awk -v a="$report_verify_start" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')

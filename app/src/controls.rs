@@ -159,11 +159,12 @@ pub const CONTROLS: &[Control] = &[
         framework: Soc2,
         reference: "CC6.6",
         requirement: "The system is protected against threats from outside its boundaries.",
-        feature: "Rate limits on every route, CSRF origin checks on state changes, CORS to the configured origin, security headers with a CSP nonce, an IP blocklist for orders, and sign-in back-off (per browser for the browsers an account signed in from before, so strangers' failures cannot lock its owner out).",
+        feature: "Rate limits on every route (and per agent token, from whatever address), CSRF origin checks on state changes, CORS to the configured origin, security headers with a CSP nonce, an IP blocklist for orders, and sign-in back-off (per browser for the browsers an account signed in from before, so strangers' failures cannot lock its owner out).",
         pages: &["/admin/risk"],
         evidence: &[A::RiskIpBlocked, A::RiskIpUnblocked, A::AuthLogin],
         tests: &[
             "server/tests/api/security.rs::every_route_is_rate_limited",
+            "server/tests/api/agent.rs::a_token_over_its_own_budget_is_answered_429_and_writes_nothing",
             "server/tests/api/security.rs::state_changing_requests_from_other_origins_are_refused_and_change_nothing",
             "server/tests/api/security.rs::pages_carry_the_security_headers_and_a_csp_nonce_that_matches_the_scripts",
             "server/tests/api/auth.rs::repeated_failures_back_off_the_account_even_for_the_right_password",

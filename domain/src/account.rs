@@ -27,7 +27,10 @@ pub enum ValidationError {
     Role,
 }
 
-/// A syntactically plausible, normalised (trimmed, lower-case) email address.
+/// A syntactically plausible, normalised (trimmed, lower-case) email address, printable ASCII
+/// only: an invisible character (U+200B, a bidi override) or a look-alike letter (Cyrillic
+/// `а`) would make an account that shows as someone else's address on every page where people
+/// decide about accounts. International domains are written in their `xn--` form.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Email(String);
 
@@ -37,9 +40,7 @@ impl Email {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let candidate = raw.trim().to_lowercase();
         let valid = candidate.len() <= Self::MAX_LEN
-            && !candidate
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
+            && candidate.chars().all(|c| c.is_ascii_graphic())
             && match candidate.split_once('@') {
                 Some((local, domain)) => {
                     !local.is_empty()
@@ -210,10 +211,15 @@ impl BackoffPolicy {
 /// the client's network.
 fn throttle_keys(email: &str, meta: &RequestMeta) -> Vec<String> {
     let mut keys = vec![format!("account:{}", email.to_lowercase())];
-    if let Some(ip) = meta.ip.as_deref().and_then(|ip| ip.parse().ok()) {
-        keys.push(format!("ip:{}", client_network(ip)));
-    }
+    keys.extend(network_throttle_key(meta));
     keys
+}
+
+/// The client network's back-off key, shared by sign-in failures and sign-ups refused for a
+/// taken email: probing for accounts either way backs off the same.
+fn network_throttle_key(meta: &RequestMeta) -> Option<String> {
+    let ip = meta.ip.as_deref()?.parse().ok()?;
+    Some(format!("ip:{}", client_network(ip)))
 }
 
 /// Why an account use case failed.
@@ -271,14 +277,16 @@ pub trait AccountStore: Send + Sync + std::fmt::Debug {
         role: Role,
         audit: AuditDraft,
     ) -> Result<User, StoreError>;
-    /// Replaces the user's password hash and ends every session of theirs (and, with
-    /// `revoke_agent_tokens`, revokes their agent tokens), in one transaction with its audit
+    /// Replaces the user's password hash, ends every session of theirs and forgets every
+    /// browser they signed in from but `keep_device` (a device token's hash), and with
+    /// `revoke_agent_tokens` revokes their agent tokens, in one transaction with its audit
     /// event.
     async fn set_password(
         &self,
         id: UserId,
         hash: PasswordHash,
         revoke_agent_tokens: bool,
+        keep_device: Option<String>,
         audit: AuditDraft,
     ) -> Result<(), StoreError>;
     /// Every pending request to grant or remove the admin role (expired ones too: the
@@ -522,6 +530,48 @@ impl AccountService {
         actor: Actor,
         meta: RequestMeta,
     ) -> Result<User, AccountError> {
+        // Only anonymous sign-ups can be probes; the operator's CLI is not throttled.
+        let keys: Vec<String> = if actor.kind == crate::audit::ActorKind::Anonymous {
+            network_throttle_key(&meta).into_iter().collect()
+        } else {
+            Vec::new()
+        };
+        if let Err(retry_after) = self.throttle.begin(&keys, self.clock.now()) {
+            self.audit
+                .record(
+                    AuditDraft::new(actor, AuditAction::AccountCreate, Outcome::Denied, meta)
+                        .detail("reason", "backoff")
+                        .detail("retry_after_secs", retry_after),
+                )
+                .await?;
+            return Err(AccountError::Throttled(retry_after));
+        }
+        let created = self
+            .create_account(email, password, role, actor, meta)
+            .await;
+        let taken = matches!(created, Err(AccountError::EmailUnavailable));
+        self.throttle.finish(&keys, !taken, self.clock.now());
+        created
+    }
+
+    /// [`Self::sign_up`] once its attempt is admitted. A taken email is recorded (without the
+    /// address, someone else's): a series of them from one network is someone listing accounts.
+    async fn create_account(
+        &self,
+        email: Email,
+        password: Password,
+        role: Role,
+        actor: Actor,
+        meta: RequestMeta,
+    ) -> Result<User, AccountError> {
+        let refused = AuditDraft::new(
+            actor.clone(),
+            AuditAction::AccountCreate,
+            Outcome::Denied,
+            meta.clone(),
+        )
+        .detail("reason", "email already registered")
+        .detail("role", role.as_str());
         let password_hash = self.hasher.hash(password).await?;
         let new_user = NewUser {
             id: UserId::new_random(),
@@ -540,7 +590,10 @@ impl AccountService {
             .detail("role", role.as_str());
         match self.store.create_user(new_user, draft).await {
             Ok(user) => Ok(user),
-            Err(StoreError::Conflict) => Err(AccountError::EmailUnavailable),
+            Err(StoreError::Conflict) => {
+                self.audit.record(refused).await?;
+                Err(AccountError::EmailUnavailable)
+            }
             Err(other) => Err(other.into()),
         }
     }
@@ -642,13 +695,16 @@ impl AccountService {
     /// a lasting change). The current password must match, counted like a sign-in so a stolen
     /// session cannot guess it; then every session of the user ends, this one included, so
     /// whoever knew the old password is signed out, and with `revoke_agent_tokens` so are the
-    /// bots they may have given a token.
+    /// bots they may have given a token. Every browser the user signed in from is forgotten
+    /// (a stranger again at its next sign-in) except `this_device`, the one asking, which an
+    /// attacker holding the account's sign-in back-off high could otherwise lock out.
     pub async fn change_password(
         &self,
         user: &User,
         current: Password,
         new: Password,
         revoke_agent_tokens: bool,
+        this_device: Option<DeviceToken>,
         meta: RequestMeta,
     ) -> Result<(), AccountError> {
         let keys = throttle_keys(user.email.as_str(), &meta);
@@ -679,7 +735,13 @@ impl AccountService {
         }
         let hash = self.hasher.hash(new).await?;
         self.store
-            .set_password(user.id, hash, revoke_agent_tokens, event(Outcome::Success))
+            .set_password(
+                user.id,
+                hash,
+                revoke_agent_tokens,
+                this_device.map(|token| token.hash()),
+                event(Outcome::Success),
+            )
             .await?;
         Ok(())
     }
@@ -767,7 +829,10 @@ impl AccountService {
 
     /// "Sign out everywhere": ends every session of the user and, with
     /// `revoke_agent_tokens`, revokes every live agent token of theirs too, all in one
-    /// transaction with its audit events. Returns how many tokens were revoked.
+    /// transaction with its audit events. The browsers the user signed in from stay trusted
+    /// for sign-in back-off: a stolen session (needing no step-up for this) could otherwise
+    /// forget them, then keep the account's back-off high to lock its owner out. Returns how
+    /// many tokens were revoked.
     pub async fn log_out_everywhere(
         &self,
         user: UserId,
@@ -944,6 +1009,11 @@ mod tests {
             "a@@b.com",
             "a@b..com",
             "a@.b.com",
+            "alice\u{200b}@corp.com",
+            "alice@corp.com\u{202e}",
+            "\u{0430}lice@corp.com",
+            "alice@\u{0435}xample.com",
+            "al\u{00ad}ice@corp.com",
         ] {
             assert_eq!(Email::parse(raw), Err(ValidationError::Email), "{raw:?}");
         }
@@ -1093,6 +1163,7 @@ mod tests {
                 _: UserId,
                 _: PasswordHash,
                 _: bool,
+                _: Option<String>,
                 _: AuditDraft,
             ) -> Result<(), StoreError> {
                 Err(StoreError::NotFound)
@@ -1348,6 +1419,8 @@ mod tests {
                 let (service, fakes) = service();
                 sign_up(&service, "cy@example.com").await;
                 sign_up(&service, "di@example.com").await;
+                // Only the sign-ins' keys below.
+                fakes.throttle_keys.lock().expect("lock").clear();
                 let meta = RequestMeta {
                     ip: Some("203.0.113.9".into()),
                     ..RequestMeta::default()

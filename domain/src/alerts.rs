@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::account::{AccountStore, Email, UserId};
-use crate::audit::{Actor, AuditDraft, Outcome, RequestMeta};
+use crate::audit::{Actor, AuditDraft, AuditLog, Outcome, RequestMeta};
 use crate::audit_action::AuditAction;
 use crate::authz::{Admin, AdminReader};
 use crate::clock::Clock;
@@ -90,7 +90,20 @@ pub struct AlertListing {
 pub struct AlertService {
     alerts: Arc<dyn SecurityAlerts>,
     accounts: Arc<dyn AccountStore>,
+    audit: Arc<dyn AuditLog>,
     clock: Arc<dyn Clock>,
+}
+
+/// Why an alert was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum AcknowledgeError {
+    #[error("not found")]
+    NotFound,
+    /// The alert is about the admin asking (recorded as refused).
+    #[error("an alert about you is acknowledged by another admin")]
+    AboutYou,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl AlertService {
@@ -100,11 +113,13 @@ impl AlertService {
     pub fn new(
         alerts: Arc<dyn SecurityAlerts>,
         accounts: Arc<dyn AccountStore>,
+        audit: Arc<dyn AuditLog>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             alerts,
             accounts,
+            audit,
             clock,
         }
     }
@@ -124,20 +139,38 @@ impl AlertService {
             .collect())
     }
 
+    /// Marks a listed alert as seen. Never by the admin it is about (a decoy they touched, a
+    /// case about their trading): that would take it off the other admins' open count.
     pub async fn acknowledge(
         &self,
         admin: &Admin,
         id: Uuid,
         meta: RequestMeta,
-    ) -> Result<(), StoreError> {
-        let draft = AuditDraft::new(
-            Actor::user(admin.id()),
-            AuditAction::SecurityAlertAcknowledged,
-            Outcome::Success,
-            meta,
-        )
-        .resource(SecurityAlert::resource_name(id));
-        self.alerts.acknowledge(id, self.clock.now(), draft).await
+    ) -> Result<(), AcknowledgeError> {
+        let alerts = self.alerts.recent(Self::LISTED).await?;
+        let alert = alerts
+            .iter()
+            .find(|alert| alert.id == id)
+            .ok_or(AcknowledgeError::NotFound)?;
+        let draft = |outcome| {
+            AuditDraft::new(
+                Actor::user(admin.id()),
+                AuditAction::SecurityAlertAcknowledged,
+                outcome,
+                meta.clone(),
+            )
+            .resource(SecurityAlert::resource_name(id))
+        };
+        if alert.user() == Some(admin.id()) {
+            self.audit
+                .record(draft(Outcome::Denied).detail("reason", "an alert about the admin"))
+                .await?;
+            return Err(AcknowledgeError::AboutYou);
+        }
+        Ok(self
+            .alerts
+            .acknowledge(id, self.clock.now(), draft(Outcome::Success))
+            .await?)
     }
 
     /// The newest alerts nobody has acknowledged, for the admin's overview: kind and time only.

@@ -47,6 +47,7 @@ audit_actions! {
     AgentTokenExpired = "agent.token_expired",
     AgentTokenRevoked = "agent.token_revoked",
     AuditCheckpoint = "audit.checkpoint",
+    AuditHeadSigned = "audit.head_signed",
     AuditVerify = "audit.verify",
     AuthLogin = "auth.login",
     AuthLogout = "auth.logout",

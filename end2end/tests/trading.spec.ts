@@ -154,6 +154,9 @@ test("a burst of odd orders quarantines the trader, shows the banner, and a revi
   await admin.screenshot({ path: "test-results/screens/review-case.png", fullPage: true });
   await admin.getByTestId("case-note").fill("Checked with the trader: a planned ETH purchase.");
   await admin.getByTestId("case-release").click();
+  // Releasing someone is a lasting change: a fresh step-up with the reviewer's key first.
+  await stepUpWithKey(admin);
+  await admin.getByTestId("case-release").click();
   await expect(detail).toContainText("released");
   await saveAdminKey(key);
   await admin.context().close();

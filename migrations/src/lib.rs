@@ -19,6 +19,7 @@ mod m20261202_000015_role_requests;
 mod m20261203_000016_cancel_requests;
 mod m20261203_000017_recorded_head;
 mod m20261204_000018_sessions_revoked_at;
+mod m20261205_000019_head_signature;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000016_cancel_requests::Migration),
             Box::new(m20261203_000017_recorded_head::Migration),
             Box::new(m20261204_000018_sessions_revoked_at::Migration),
+            Box::new(m20261205_000019_head_signature::Migration),
         ]
     }
 }

@@ -69,7 +69,9 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum ReportCommand {
     /// Verify a downloaded audit report (CSV, or PDF with the CSV embedded) offline — no
-    /// settings or database needed. Exits 1 and names the row at fault if it does not verify.
+    /// settings or database needed. Exits 0 when it verifies under --public-key, 1 naming the
+    /// row at fault if it does not verify, 3 when it is intact but --public-key was not given
+    /// (the signer is then not checked).
     Verify {
         /// The report file.
         file: PathBuf,
@@ -316,13 +318,24 @@ pub async fn report_public_key(settings: &Settings, out: &mut impl Write) -> Res
     Ok(())
 }
 
-/// Verifies a report file offline and prints a summary or the problem. Returns whether it
-/// verified; an unreadable file or a malformed `--public-key` is an error (exit 2).
+/// What `report verify` concluded about a readable file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportVerdict {
+    /// Intact and signed by the pinned key.
+    Verified,
+    /// Intact and signed by the key the file names, which anyone can make: who produced it is
+    /// unknown until the key is compared with the server's.
+    SignerNotChecked,
+    Failed,
+}
+
+/// Verifies a report file offline and prints a summary or the problem; an unreadable file or a
+/// malformed `--public-key` is an error (exit 2).
 pub fn report_verify(
     file: &Path,
     public_key: Option<&str>,
     out: &mut impl Write,
-) -> Result<bool, CliError> {
+) -> Result<ReportVerdict, CliError> {
     let pinned = public_key
         .map(|raw| {
             ReportPublicKey::parse(raw).ok_or_else(|| {
@@ -363,13 +376,23 @@ pub fn report_verify(
             } else {
                 "CSV"
             };
-            writeln!(
-                out,
-                "report OK: {} ({kind})",
-                printable(&file.display().to_string())
-            )?;
+            let file = printable(&file.display().to_string());
+            if verified.pinned {
+                writeln!(out, "report OK: {file} ({kind})")?;
+            } else {
+                // Anyone can sign a forged file with a key of their own, so this is not "OK".
+                writeln!(
+                    out,
+                    "report intact, signer NOT checked: {file} ({kind}); pass the server's key \
+                     as --public-key to check who signed it"
+                )?;
+            }
             write_report_summary(out, &verified)?;
-            Ok(true)
+            Ok(if verified.pinned {
+                ReportVerdict::Verified
+            } else {
+                ReportVerdict::SignerNotChecked
+            })
         }
         Err(problem) => {
             writeln!(
@@ -378,7 +401,7 @@ pub fn report_verify(
                 printable(&file.display().to_string()),
                 printable(&problem)
             )?;
-            Ok(false)
+            Ok(ReportVerdict::Failed)
         }
     }
 }

@@ -206,6 +206,8 @@ pub struct RateLimitSettings {
     pub requests_per_minute: u32,
     /// Sign-up and login attempts per minute per client address.
     pub auth_per_minute: u32,
+    /// Agent API requests per minute per token, from whatever addresses.
+    pub agent_per_minute_per_token: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -297,6 +299,7 @@ impl Default for RateLimitSettings {
         Self {
             requests_per_minute: 600,
             auth_per_minute: 20,
+            agent_per_minute_per_token: 120,
         }
     }
 }
@@ -380,7 +383,11 @@ impl Settings {
         if self.login.max_backoff_seconds > 86_400 {
             return invalid("login.max_backoff_seconds must be at most a day".into());
         }
-        if self.rate_limit.requests_per_minute == 0 || self.rate_limit.auth_per_minute == 0 {
+        let limits = &self.rate_limit;
+        if limits.requests_per_minute == 0
+            || limits.auth_per_minute == 0
+            || limits.agent_per_minute_per_token == 0
+        {
             return invalid("rate limits must be positive".into());
         }
         let h = &self.password_hashing;

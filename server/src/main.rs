@@ -76,11 +76,15 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Exit 0 when the report verifies, 1 when it does not, 2 when it cannot be read.
+/// Exit 0 when the report verifies under the pinned key, 1 when it does not verify, 2 when it
+/// cannot be read, 3 when it is intact but no key was pinned: a script reading only the exit
+/// code must not take a file anyone could have signed for a verified report.
 fn report_verify(file: &std::path::Path, public_key: Option<&str>) -> ExitCode {
+    use server::cli::ReportVerdict;
     match server::cli::report_verify(file, public_key, &mut std::io::stdout()) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
+        Ok(ReportVerdict::Verified) => ExitCode::SUCCESS,
+        Ok(ReportVerdict::Failed) => ExitCode::from(1),
+        Ok(ReportVerdict::SignerNotChecked) => ExitCode::from(3),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(2)

@@ -14,6 +14,7 @@ use domain::account::{AccountService, BackoffPolicy};
 use domain::alerts::AlertService;
 use domain::audit::checkpoints::load_or_create_report_key;
 use domain::audit::service::{AuditPorts, AuditService};
+use domain::audit::signing::ReportKey;
 use domain::audit::{Actor, AuditDraft, AuditLog, Outcome, RequestMeta};
 use domain::exchange::{Exchange, Exchanges};
 use domain::keys::{KeyVaultPorts, KeyVaultService};
@@ -89,6 +90,8 @@ pub struct Backend {
     pub services: Services,
     /// The audit log itself, for the server's own events (start, stop) and tests.
     pub audit_log: Arc<dyn AuditLog>,
+    /// Its writer (benchmarks and tests that load events in bulk record their head with it).
+    pub audit_chain: AuditChain,
     pub sessions: SqlSessionStore,
     pub metrics: Metrics,
     /// The built-in paper exchange (tests inject outages through it).
@@ -253,6 +256,8 @@ impl Backend {
         )
         .await
         .map_err(|e| StartupError::Kms(e.to_string()))?;
+        chain.sign_heads_with(ReportKey::from_secret_bytes(*report_key.secret_bytes()));
+        chain.sign_unsigned_head(clock.now()).await?;
         let metrics = Metrics::new();
         let kms_for_stepup = kms.clone();
         let alerts: Arc<dyn domain::alerts::SecurityAlerts> = Arc::new(SqlSecurityAlerts::new(
@@ -273,7 +278,12 @@ impl Backend {
             },
             exchanges.clone(),
         );
-        let alert_service = AlertService::new(alerts.clone(), account_store.clone(), clock.clone());
+        let alert_service = AlertService::new(
+            alerts.clone(),
+            account_store.clone(),
+            audit.clone(),
+            clock.clone(),
+        );
         let stepup = step_up_service(
             settings,
             &chain,
@@ -339,6 +349,7 @@ impl Backend {
             db,
             services,
             audit_log: audit,
+            audit_chain: chain,
             sessions,
             metrics,
             paper,
@@ -386,6 +397,7 @@ impl Application {
         let rate_limits = RateLimits::new(
             settings.rate_limit.requests_per_minute,
             settings.rate_limit.auth_per_minute,
+            settings.rate_limit.agent_per_minute_per_token,
         );
         let mut origins = settings.allowed_origins();
         if let Ok(local) = listener.local_addr() {
@@ -412,7 +424,8 @@ impl Application {
                     Outcome::Success,
                     RequestMeta::default(),
                 )
-                .detail("version", env!("CARGO_PKG_VERSION")),
+                .detail("version", env!("CARGO_PKG_VERSION"))
+                .detail(crate::storage::HEADS_SIGNED, true),
             )
             .await?;
         Ok(Self {
@@ -609,7 +622,10 @@ fn router(
         ))
         // The bearer-token agent API sits outside the session and same-origin layers (agents
         // send no cookies and no Origin) and inside request context, rate limits and headers.
-        .merge(crate::agent_api::router(backend.services.trading.clone()))
+        .merge(crate::agent_api::router(
+            backend.services.trading.clone(),
+            rate_limits.clone(),
+        ))
         // /pkg files: also outside the session layer, with their own cache headers.
         .merge(crate::assets::router(&leptos_options))
         .layer(from_fn_with_state(rate_limits, rate_limit::enforce))

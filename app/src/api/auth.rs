@@ -119,9 +119,17 @@ pub async fn change_password(
     let current = Password::for_login(current_password)
         .map_err(|_| AppError::from(AccountError::WrongCurrentPassword))?;
     let new = Password::parse(new_password)?;
-    services()?
+    let services = services()?;
+    services
         .accounts
-        .change_password(&user, current, new, revoke_agent_tokens, request_meta())
+        .change_password(
+            &user,
+            current,
+            new,
+            revoke_agent_tokens,
+            presented_device_token(&services),
+            request_meta(),
+        )
         .await?;
     session.flush().await?;
     leptos_axum::redirect("/login");

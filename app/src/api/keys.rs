@@ -420,10 +420,18 @@ pub async fn acknowledge_alert(alert_id: String) -> Result<(), AppError> {
 
     let admin = require_admin_proof().await?;
     let id = uuid::Uuid::parse_str(alert_id.trim()).map_err(|_| AppError::NotFound)?;
+    use domain::alerts::AcknowledgeError;
     services()?
         .security_alerts
         .acknowledge(&admin, id, request_meta())
-        .await?;
+        .await
+        .map_err(|e| match e {
+            AcknowledgeError::NotFound => AppError::NotFound,
+            AcknowledgeError::AboutYou => {
+                AppError::Conflict("This alert is about you: another admin acknowledges it.".into())
+            }
+            AcknowledgeError::Store(e) => e.into(),
+        })?;
     Ok(())
 }
 

@@ -201,9 +201,14 @@ pub async fn start_pdf_report(filter: ReportFilterForm) -> Result<String, AppErr
     let reviewer = require_reviewer().await?;
     let services = services()?;
     let filter = filter.to_filter(&services).await?;
+    use domain::audit::reports::PdfJobRefused;
     let job = services
         .report_jobs
-        .start_pdf(&reviewer, filter, request_meta());
+        .start_pdf(&reviewer, filter, request_meta())
+        .map_err(|refused| match refused {
+            PdfJobRefused::YoursRunning => AppError::Conflict(refused.to_string()),
+            PdfJobRefused::Busy => AppError::Unavailable(refused.to_string()),
+        })?;
     Ok(job.to_string())
 }
 

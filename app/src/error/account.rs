@@ -34,7 +34,7 @@ impl From<AccountError> for AppError {
 impl From<ValidationError> for AppError {
     fn from(err: ValidationError) -> Self {
         AppError::Invalid(match err {
-            ValidationError::Email => "Enter an email address like name@example.com.".into(),
+            ValidationError::Email => "Enter an email address like name@example.com (letters, digits and punctuation only; an international domain in its xn-- form).".into(),
             ValidationError::PasswordLength => format!(
                 "The password must be between {} and {} characters.",
                 Password::MIN_CHARS,

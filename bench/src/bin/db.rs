@@ -279,6 +279,7 @@ async fn chain_load(backend: &Backend, n: usize) -> BenchResult<()> {
                 .await?;
         }
     }
+    backend.audit_chain.record_loaded_head(&txn, head).await?;
     txn.commit().await?;
     report("chain_load", n, started.elapsed(), Vec::new(), "");
     Ok(())

@@ -73,10 +73,11 @@ pub trait AuditLog: Send + Sync + std::fmt::Debug {
     /// One event by seq.
     async fn event(&self, seq: i64) -> Result<Option<AuditEvent>, StoreError>;
     /// Where the last committed append left the chain, as the store records it beside the
-    /// events (EMPTY when it keeps no such record): events cut from the end leave it pointing
-    /// past the newest row.
-    async fn recorded_head(&self) -> Result<ChainHead, StoreError> {
-        Ok(ChainHead::EMPTY)
+    /// events, with the server's signature of it (None when it keeps no such record): events
+    /// cut from the end leave it pointing past the newest row, events added after it lie past
+    /// it, and a record moved by anyone but the server carries no valid signature.
+    async fn recorded_head(&self) -> Result<Option<RecordedHead>, StoreError> {
+        Ok(None)
     }
 }
 
@@ -418,6 +419,22 @@ impl AuditEvent {
     }
 }
 
+/// The head of record and its signature ([`signing::head_message`]), as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedHead {
+    pub head: ChainHead,
+    pub signature: Option<String>,
+}
+
+impl Default for RecordedHead {
+    fn default() -> Self {
+        Self {
+            head: ChainHead::EMPTY,
+            signature: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BreakKind {
     #[error("expected seq {expected}, found seq {found} (events missing or reordered)")]
@@ -434,6 +451,14 @@ pub enum BreakKind {
         "a checkpoint of this seq (in the audit_checkpoints table or the journal file audit-checkpoints.jsonl) is not signed by this server's report key: forged, altered, or signed by a report key that was since replaced"
     )]
     BadCheckpoint,
+    #[error(
+        "this event lies past the head of record, which the server moves with every append it makes: it was added outside the server"
+    )]
+    PastRecord,
+    #[error(
+        "the head of record (audit_chain_lock) at this seq is not signed by this server's report key: it was set outside the server"
+    )]
+    UnsignedRecord,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

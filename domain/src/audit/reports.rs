@@ -469,12 +469,29 @@ impl PartialEq for RowSet {
 
 /// Builds PDF reports in the background; the server runs them on its runtime.
 pub trait ReportJobRunner: Send + Sync + fmt::Debug {
-    /// Starts building a PDF of the events `filter` selects, as `reviewer`.
-    fn start_pdf(&self, reviewer: &Reviewer, filter: AuditFilter, meta: RequestMeta) -> JobId;
+    /// Starts building a PDF of the events `filter` selects, as `reviewer`: one job per
+    /// reviewer at a time, and a few in all (each holds its rows in memory while it runs).
+    fn start_pdf(
+        &self,
+        reviewer: &Reviewer,
+        filter: AuditFilter,
+        meta: RequestMeta,
+    ) -> Result<JobId, PdfJobRefused>;
     /// The job's progress (rows laid out of the pinned head's seq), if `requester` started it.
     fn pdf_status(&self, requester: UserId, id: JobId) -> Option<JobStatus<PdfOutcome>>;
     /// The finished PDF, if `requester` started the job and it succeeded.
     fn pdf_file(&self, requester: UserId, id: JobId) -> Option<PdfFile>;
+}
+
+/// Why a PDF job was not started; worded for the reviewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PdfJobRefused {
+    #[error(
+        "Your previous PDF report is still being built. Wait for it to finish, then start another."
+    )]
+    YoursRunning,
+    #[error("The server is building too many PDF reports right now. Try again in a minute.")]
+    Busy,
 }
 
 /// How a PDF job ended.

@@ -11,7 +11,8 @@ use super::checkpoints::{
 use super::signing::{ReportKey, ReportPublicKey, SignedCheckpoint};
 use super::{
     Actor, AuditDraft, AuditEvent, AuditLog, BreakKind, BrokenLog, ChainBreak, ChainHead,
-    ChainVerifier, Outcome, RequestMeta, SCAN_PAGE, VerifiedLog, check_anchor, verify_log_seeing,
+    ChainVerifier, Outcome, RecordedHead, RequestMeta, SCAN_PAGE, VerifiedLog, check_anchor,
+    verify_log_seeing,
 };
 use crate::account::{AccountStore, Email};
 use crate::audit_action::AuditAction;
@@ -190,12 +191,13 @@ impl AuditService {
         progress: impl FnMut(u64) + Send,
         seen: impl FnMut(&AuditEvent) + Send,
     ) -> Result<Result<VerifiedLog, BrokenLog>, StoreError> {
-        // Read before the scan: appends during it only move the record past what is checked.
-        let recorded = self.log.recorded_head().await?;
         let verified = match verify_log_seeing(self.log.as_ref(), progress, seen).await? {
             Ok(verified) => verified,
             Err(broken) => return Ok(Err(broken)),
         };
+        // Read after the scan: it moves only forward, in the commit that writes the rows it
+        // names, so every row the scan read is at or before it.
+        let recorded = self.log.recorded_head().await?;
         let broken = |error: ChainBreak, checkpoint: Option<SignedCheckpoint>| BrokenLog {
             checked: verified.checked,
             last_good: verified.head,
@@ -246,9 +248,8 @@ impl AuditService {
                 return Ok(Err(broken(error, Some(checkpoint.clone()))));
             }
         }
-        // The head of record catches events cut from the end since the latest checkpoint.
-        if recorded.seq > 0
-            && let Err(error) = check_anchor(self.log.as_ref(), recorded).await?
+        if let Some(recorded) = &recorded
+            && let Err(error) = self.check_record(recorded, verified.head).await?
         {
             return Ok(Err(broken(error, None)));
         }
@@ -256,6 +257,35 @@ impl AuditService {
             checkpoint: anchors.into_iter().next(),
             ..verified
         }))
+    }
+
+    /// The head of record against the chain scanned up to `scanned`: nothing past it (only the
+    /// server moves it, and signs it when it does), signed by this server, and still there
+    /// (events cut from the end since the latest checkpoint leave it pointing past them).
+    async fn check_record(
+        &self,
+        recorded: &RecordedHead,
+        scanned: ChainHead,
+    ) -> Result<Result<(), ChainBreak>, StoreError> {
+        if scanned.seq > recorded.head.seq {
+            return Ok(Err(ChainBreak {
+                seq: recorded.head.seq + 1,
+                kind: BreakKind::PastRecord,
+            }));
+        }
+        if recorded.head.seq == 0 {
+            return Ok(Ok(()));
+        }
+        if !self
+            .public_key
+            .verifies_head(recorded.head, recorded.signature.as_deref())
+        {
+            return Ok(Err(ChainBreak {
+                seq: recorded.head.seq,
+                kind: BreakKind::UnsignedRecord,
+            }));
+        }
+        check_anchor(self.log.as_ref(), recorded.head).await
     }
 
     /// The table's newest checkpoint (signature unchecked) and the journal's, judged.

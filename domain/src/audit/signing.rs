@@ -148,6 +148,28 @@ impl From<ReportPublicKey> for String {
     }
 }
 
+/// What the head of record's signature covers: the server's own appends moved the chain to
+/// `head`. Its own domain, so it can never pass for a checkpoint's or a report's signature.
+pub fn head_message(head: ChainHead) -> Vec<u8> {
+    format!("{HEAD_DOMAIN}\n{}\n{}", head.seq, head.hash.to_hex()).into_bytes()
+}
+
+const HEAD_DOMAIN: &str = "cryptopulse-head-of-record-v1";
+
+impl ReportKey {
+    /// Signs the head of record (see [`head_message`]).
+    pub fn sign_head(&self, head: ChainHead) -> String {
+        self.sign(&head_message(head))
+    }
+}
+
+impl ReportPublicKey {
+    /// Whether `signature` is this key's signature of the head of record `head`.
+    pub fn verifies_head(&self, head: ChainHead, signature: Option<&str>) -> bool {
+        signature.is_some_and(|signature| self.verify(&head_message(head), signature))
+    }
+}
+
 /// A signed chain head: the server vouches that at `signed_at` its chain had `hash` at `seq`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedCheckpoint {

@@ -27,6 +27,44 @@ use crate::order::{OrderTerms, OrderType};
 use crate::risk::TradingState;
 use crate::stepup::{OrderIntent, OrderToApprove};
 
+/// Every order in one status (and hold kind), a page at a time, oldest first: a job's run
+/// reaches the newest orders too, whatever the oldest ones are waiting for.
+struct OrderPages {
+    status: OrderStatus,
+    hold: Option<HoldKind>,
+    after: Option<(time::OffsetDateTime, OrderId)>,
+    done: bool,
+}
+
+impl OrderPages {
+    const SIZE: u64 = 200;
+
+    fn new(status: OrderStatus, hold: Option<HoldKind>) -> Self {
+        Self {
+            status,
+            hold,
+            after: None,
+            done: false,
+        }
+    }
+
+    /// The next page; empty once every order was read.
+    async fn next(&mut self, service: &TradingService) -> Result<Vec<Order>, TradingError> {
+        if self.done {
+            return Ok(Vec::new());
+        }
+        let page = service
+            .store
+            .orders_in_status(self.status, self.hold, self.after, Self::SIZE)
+            .await?;
+        self.done = (page.len() as u64) < Self::SIZE;
+        if let Some(last) = page.last() {
+            self.after = Some((last.created_at, last.id));
+        }
+        Ok(page)
+    }
+}
+
 /// What became of an attempt to send (or cancel) an order.
 pub(super) enum SendOutcome {
     Answered(VenueAck),
@@ -652,40 +690,46 @@ impl TradingService {
     /// did not is judged again at the current price and sent once. Returns how many it found.
     pub async fn recover_stranded(&self) -> Result<usize, TradingError> {
         let stranded_before = self.now() - STRANDED_AFTER;
-        let submitting = self
-            .store
-            .orders_in_status(OrderStatus::Submitting, None, None, 100)
-            .await?;
+        let mut pages = OrderPages::new(OrderStatus::Submitting, None);
         let mut recovered = 0;
-        for order in submitting {
-            if order.updated_at >= stranded_before {
-                continue;
+        loop {
+            let submitting = pages.next(self).await?;
+            if submitting.is_empty() {
+                return Ok(recovered);
             }
-            // A retried cancel keeps its mark while claimed: it stays a cancel, never a send.
-            let outcome = if order.hold == Some(HoldKind::Cancelling) {
-                cancel_pending(
-                    order.venue.exchange,
-                    "the server stopped while cancelling this order",
-                )
-            } else {
-                SendOutcome::Held(STRANDED_REASON.into())
-            };
-            match self
-                .settle(
-                    order,
-                    outcome,
-                    Actor::system("trading"),
-                    RequestMeta::default(),
-                )
-                .await
-            {
-                Ok(_) => recovered += 1,
-                // Its sender answered meanwhile, or another server took it first.
-                Err(TradingError::NotFound) => {}
-                Err(e) => return Err(e),
+            for order in submitting {
+                if order.updated_at < stranded_before && self.recover(order).await? {
+                    recovered += 1;
+                }
             }
         }
-        Ok(recovered)
+    }
+
+    /// One order of [`Self::recover_stranded`]: whether it was held (or its cancel marked).
+    async fn recover(&self, order: Order) -> Result<bool, TradingError> {
+        // A retried cancel keeps its mark while claimed: it stays a cancel, never a send.
+        let outcome = if order.hold == Some(HoldKind::Cancelling) {
+            cancel_pending(
+                order.venue.exchange,
+                "the server stopped while cancelling this order",
+            )
+        } else {
+            SendOutcome::Held(STRANDED_REASON.into())
+        };
+        match self
+            .settle(
+                order,
+                outcome,
+                Actor::system("trading"),
+                RequestMeta::default(),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            // Its sender answered meanwhile, or another server took it first.
+            Err(TradingError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sends orders held for an exchange outage (or released by a reviewer) once their
@@ -693,110 +737,118 @@ impl TradingService {
     /// (cancelling them there, never sending them). Each order is claimed first, so two servers
     /// (or two runs) never act on the same order. Returns how many were sent.
     pub async fn retry_held(&self) -> Result<usize, TradingError> {
-        let mut held = self
-            .store
-            .orders_in_status(OrderStatus::Held, Some(HoldKind::Cancelling), None, 100)
-            .await?;
-        held.extend(
-            self.store
-                .orders_in_status(OrderStatus::Held, Some(HoldKind::Exchange), None, 100)
-                .await?,
-        );
         let mut sent = 0;
-        for order in held {
-            let now = self.now();
-            let cancelling = order.hold == Some(HoldKind::Cancelling);
-            if cancelling && order.updated_at + CANCEL_ASKED_EVERY > now {
-                // Asked moments ago (the key service was out, or the exchange had not
-                // confirmed): not again on every tick.
-                continue;
-            }
-            if let Gate::Paused(_) = self
-                .breakers
-                .gate((order.venue.exchange, order.venue.environment), now)
-            {
-                continue;
-            }
-            let venue = (order.venue.exchange, order.venue.environment);
-            // Trading state and kill switches apply at send time too; known before the claim,
-            // so that an order a stop cancels is claimed as a cancel.
-            let blocked = if cancelling {
-                None
-            } else {
-                match self.blocked_at_send(order.owner).await {
-                    Ok(blocked) => blocked,
-                    Err(e) => {
-                        self.breakers.abandon_probe(venue, now);
-                        return Err(e);
+        // Cancels first: they only ever take orders off an exchange.
+        for hold in [HoldKind::Cancelling, HoldKind::Exchange] {
+            let mut pages = OrderPages::new(OrderStatus::Held, Some(hold));
+            loop {
+                let held = pages.next(self).await?;
+                if held.is_empty() {
+                    break;
+                }
+                for order in held {
+                    if self.retry_one(order).await? {
+                        sent += 1;
                     }
                 }
-            };
-            let claim = claim_draft(
-                &order,
-                OrderStatus::Held,
-                Actor::system("trading"),
-                &RequestMeta::default(),
-            );
-            let to_claim = if cancelling || blocked.is_some() {
-                order.claim_to_cancel()
-            } else {
-                order.claim_to_send()
-            };
-            match self.store.claim_order(to_claim, claim).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    self.breakers.abandon_probe(venue, now);
-                    continue;
-                }
-                Err(e) => {
-                    // Not claimed without its audit event: the order stays held.
-                    self.breakers.abandon_probe(venue, now);
-                    return Err(e.into());
-                }
-            }
-            let sent_before = order.sent_before();
-            let mut order = order;
-            order.attempts += 1;
-            order.status = OrderStatus::Submitting;
-            let cancelled = if cancelling {
-                self.cancel_unanswered(
-                    order,
-                    CANCEL_CONFIRMED.into(),
-                    Actor::system("trading"),
-                    RequestMeta::default(),
-                )
-                .await
-            } else if let Some(reason) = blocked {
-                self.breakers.abandon_probe(venue, now);
-                self.withdraw(
-                    order,
-                    sent_before,
-                    reason,
-                    Actor::system("trading"),
-                    RequestMeta::default(),
-                )
-                .await
-            } else {
-                // It waited: the price (and the limits) may have moved since it was screened.
-                self.send_checked(
-                    order,
-                    Actor::system("trading"),
-                    sent_before,
-                    true,
-                    RequestMeta::default(),
-                )
-                .await?;
-                sent += 1;
-                continue;
-            };
-            match cancelled {
-                // A cancel the exchange refused: recorded as resting there, with the rest of
-                // the run still to do.
-                Ok(_) | Err(TradingError::Unavailable(Outage::CancelFailed(_))) => {}
-                Err(e) => return Err(e),
             }
         }
         Ok(sent)
+    }
+
+    /// One order of [`Self::retry_held`]: whether it was sent.
+    async fn retry_one(&self, order: Order) -> Result<bool, TradingError> {
+        let now = self.now();
+        let cancelling = order.hold == Some(HoldKind::Cancelling);
+        if cancelling && order.updated_at + CANCEL_ASKED_EVERY > now {
+            // Asked moments ago (the key service was out, or the exchange had not
+            // confirmed): not again on every tick.
+            return Ok(false);
+        }
+        if let Gate::Paused(_) = self
+            .breakers
+            .gate((order.venue.exchange, order.venue.environment), now)
+        {
+            return Ok(false);
+        }
+        let venue = (order.venue.exchange, order.venue.environment);
+        // Trading state and kill switches apply at send time too; known before the claim,
+        // so that an order a stop cancels is claimed as a cancel.
+        let blocked = if cancelling {
+            None
+        } else {
+            match self.blocked_at_send(order.owner).await {
+                Ok(blocked) => blocked,
+                Err(e) => {
+                    self.breakers.abandon_probe(venue, now);
+                    return Err(e);
+                }
+            }
+        };
+        let claim = claim_draft(
+            &order,
+            OrderStatus::Held,
+            Actor::system("trading"),
+            &RequestMeta::default(),
+        );
+        let to_claim = if cancelling || blocked.is_some() {
+            order.claim_to_cancel()
+        } else {
+            order.claim_to_send()
+        };
+        match self.store.claim_order(to_claim, claim).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.breakers.abandon_probe(venue, now);
+                return Ok(false);
+            }
+            Err(e) => {
+                // Not claimed without its audit event: the order stays held.
+                self.breakers.abandon_probe(venue, now);
+                return Err(e.into());
+            }
+        }
+        let sent_before = order.sent_before();
+        let mut order = order;
+        order.attempts += 1;
+        order.status = OrderStatus::Submitting;
+        let cancelled = if cancelling {
+            self.cancel_unanswered(
+                order,
+                CANCEL_CONFIRMED.into(),
+                Actor::system("trading"),
+                RequestMeta::default(),
+            )
+            .await
+        } else if let Some(reason) = blocked {
+            self.breakers.abandon_probe(venue, now);
+            self.withdraw(
+                order,
+                sent_before,
+                reason,
+                Actor::system("trading"),
+                RequestMeta::default(),
+            )
+            .await
+        } else {
+            // It waited: the price (and the limits) may have moved since it was screened.
+            self.send_checked(
+                order,
+                Actor::system("trading"),
+                sent_before,
+                true,
+                RequestMeta::default(),
+            )
+            .await?;
+            return Ok(true);
+        };
+        match cancelled {
+            // A cancel the exchange refused: recorded as resting there, with the rest of
+            // the run still to do.
+            Ok(_) | Err(TradingError::Unavailable(Outage::CancelFailed(_))) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(false)
     }
 
     pub(super) async fn blocked_at_send(
@@ -820,25 +872,16 @@ impl TradingService {
 
     /// Asks the exchanges about resting orders and records fills.
     pub async fn refresh_open(&self) -> Result<usize, TradingError> {
-        const PAGE: u64 = 200;
         let mut changed = 0;
         let mut stops = Stops::new();
-        let mut after = None;
-        // Every open order, a page at a time: a stop covers the newest as well as the oldest.
+        // Every open order: a stop covers the newest as well as the oldest.
+        let mut pages = OrderPages::new(OrderStatus::Open, None);
         loop {
-            let open = self
-                .store
-                .orders_in_status(OrderStatus::Open, None, after, PAGE)
-                .await?;
-            let Some(last) = open.last() else {
-                return Ok(changed);
-            };
-            after = Some((last.created_at, last.id));
-            let full = open.len() as u64 == PAGE;
-            changed += self.refresh_page(open, &mut stops).await?;
-            if !full {
+            let open = pages.next(self).await?;
+            if open.is_empty() {
                 return Ok(changed);
             }
+            changed += self.refresh_page(open, &mut stops).await?;
         }
     }
 

@@ -66,19 +66,24 @@ impl CaseDecision {
 }
 
 impl TradingService {
-    /// The newest cases (in one status, or all) with their accounts and the subjects' state.
+    /// The newest cases (in one status, or all) with their accounts and the subjects' state;
+    /// never a case about the reviewer: its evidence would tell them what tripped the detector.
     pub async fn cases(
         &self,
-        _reviewer: &Reviewer,
+        reviewer: &Reviewer,
         status: Option<CaseStatus>,
     ) -> Result<Vec<CaseFile>, TradingError> {
-        Ok(self.store.case_files(status, CASE_LIST_LIMIT).await?)
+        let mut files = self.store.case_files(status, CASE_LIST_LIMIT).await?;
+        files.retain(|file| file.case.subject != reviewer.id());
+        Ok(files)
     }
 
-    pub async fn case(&self, _reviewer: &Reviewer, id: CaseId) -> Result<CaseFile, TradingError> {
+    /// One case; a case about the reviewer is not found (see [`Self::cases`]).
+    pub async fn case(&self, reviewer: &Reviewer, id: CaseId) -> Result<CaseFile, TradingError> {
         self.store
             .case_file(id)
             .await?
+            .filter(|file| file.case.subject != reviewer.id())
             .ok_or(TradingError::NotFound)
     }
 
@@ -93,6 +98,18 @@ impl TradingService {
     ) -> Result<CaseFile, TradingError> {
         let case = self.store.case(id).await?.ok_or(TradingError::NotFound)?;
         if case.subject == reviewer.id() {
+            let refusal = draft(
+                Actor::user(reviewer.id()),
+                match decision {
+                    CaseDecision::Release => AuditAction::ReviewCaseReleased,
+                    CaseDecision::Confirm => AuditAction::ReviewCaseConfirmed,
+                },
+                Outcome::Denied,
+                &meta,
+            )
+            .resource(id.resource())
+            .detail("reason", "a case about the reviewer");
+            self.audit_or_fail(refusal).await?;
             return Err(TradingError::Forbidden(Forbidden::OwnCase));
         }
         if case.status != CaseStatus::Open {

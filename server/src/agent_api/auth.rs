@@ -11,7 +11,7 @@ use http::request::Parts;
 use http::{HeaderMap, StatusCode, header};
 
 use super::AgentState;
-use super::responses::{hold_body, trading_failure, unauthorized};
+use super::responses::{hold_body, rate_limited, trading_failure, unauthorized};
 
 const MAX_USER_AGENT_CHARS: usize = 256;
 
@@ -52,7 +52,8 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The live token behind the request, or the response to send (401 for a missing, unknown,
-/// revoked or expired token, or 5xx on an outage).
+/// revoked or expired token, 429 over the token's own budget, or 5xx on an outage). Over the
+/// budget nothing is recorded: refusals recorded one by one are what a flood would write.
 pub(super) async fn authenticate(
     state: &AgentState,
     parts: &Parts,
@@ -61,11 +62,16 @@ pub(super) async fn authenticate(
     let Some(secret) = bearer(&parts.headers) else {
         return Err(unauthorized());
     };
-    match state.trading.authenticate_agent(secret, meta).await {
-        Ok(token) => Ok(token),
-        Err(TradingError::NotFound) => Err(unauthorized()),
-        Err(other) => Err(trading_failure(other, meta)),
+    let token = match state.trading.authenticate_agent(secret, meta).await {
+        Ok(token) => token,
+        Err(TradingError::NotFound) => return Err(unauthorized()),
+        Err(other) => return Err(trading_failure(other, meta)),
+    };
+    if let Err(retry_after) = state.limits.check_agent_token(token.id) {
+        tracing::warn!(target: "security", event = "agent.rate_limit_exceeded", token = %token.id, retry_after);
+        return Err(rate_limited(retry_after));
     }
+    Ok(token)
 }
 
 /// Records the refusal (`agent.signal_held`) and answers it. The refusal stands even if the

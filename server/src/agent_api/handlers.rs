@@ -32,6 +32,7 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
         (status = 200, description = "The prices", body = PricesResponse),
         (status = 400, description = "No, too many or unknown symbols", body = ErrorBody),
         (status = 401, description = "Missing, unknown, revoked or expired token", body = ErrorBody),
+        (status = 429, description = "Over the token's budget of requests per minute; see Retry-After", body = ErrorBody),
         (status = 403, description = "The token lacks prices:read", body = Hold),
         (status = 503, description = "The paper exchange has no price right now", body = ErrorBody)
     ),
@@ -82,6 +83,7 @@ fn symbols(raw: &str) -> Result<Vec<domain::order::Symbol>, AppError> {
     responses(
         (status = 200, description = "The portfolio of the token's owner", body = PortfolioResponse),
         (status = 401, description = "Missing, unknown, revoked or expired token", body = ErrorBody),
+        (status = 429, description = "Over the token's budget of requests per minute; see Retry-After", body = ErrorBody),
         (status = 403, description = "The token lacks portfolio:read", body = Hold)
     ),
     security(("agent_token" = []))
@@ -114,6 +116,7 @@ pub(super) async fn portfolio(State(state): State<AgentState>, parts: Parts) -> 
     responses(
         (status = 202, description = "Queued for the trader", body = ProposalAccepted),
         (status = 401, description = "Missing, unknown, revoked or expired token", body = ErrorBody),
+        (status = 429, description = "Over the token's budget of requests per minute; see Retry-After", body = ErrorBody),
         (status = 403, description = "The token lacks proposals:write", body = Hold),
         (status = 422, description = "Malformed proposal: nothing queued", body = Hold),
         (status = 503, description = "Could not be recorded: nothing queued", body = ErrorBody)

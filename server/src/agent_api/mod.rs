@@ -23,6 +23,8 @@ use axum::Router;
 use axum::routing::{any, get, post};
 use domain::trading::TradingService;
 
+use crate::security::rate_limit::RateLimits;
+
 pub use wire::ApiDoc;
 
 /// Where the agent API is mounted.
@@ -35,12 +37,14 @@ pub use request::MAX_SYMBOLS;
 #[derive(Debug, Clone)]
 struct AgentState {
     trading: TradingService,
+    /// Its per-token budget (the per-address ones apply to every route already).
+    limits: RateLimits,
 }
 
 /// The agent API's routes, with their own state. Mount it outside the session and same-origin
 /// (CSRF) layers: agents send no cookies and no `Origin`, and the bearer token is the only
 /// credential these routes look at.
-pub fn router(trading: TradingService) -> Router {
+pub fn router(trading: TradingService, limits: RateLimits) -> Router {
     Router::new()
         .route(OPENAPI_PATH, get(wire::openapi_json))
         .route(
@@ -58,5 +62,5 @@ pub fn router(trading: TradingService) -> Router {
         .route(PREFIX, any(handlers::refuse_operation))
         .route("/api/agent/v1/", any(handlers::refuse_operation))
         .route("/api/agent/v1/{*rest}", any(handlers::refuse_operation))
-        .with_state(AgentState { trading })
+        .with_state(AgentState { trading, limits })
 }

@@ -32,6 +32,16 @@ pub(super) fn unauthorized() -> Response {
     response
 }
 
+/// 429 with `Retry-After`, in the API's error shape.
+pub(super) fn rate_limited(retry_after: u64) -> Response {
+    let retry_after = retry_after.max(1);
+    let mut response = failure(AppError::RateLimited(retry_after));
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    response
+}
+
 pub(super) fn hold_body(status: StatusCode, reason: String) -> Response {
     json(
         status,

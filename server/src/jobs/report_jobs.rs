@@ -1,5 +1,7 @@
 //! PDF audit reports, each built on its own task while the page polls its progress. Finished
-//! PDFs are kept in memory for their requester only, and only the newest few.
+//! PDFs are kept in memory for their requester only, and only the newest few of each. A
+//! reviewer builds one at a time, and the server a few at once: a running job holds its rows
+//! in memory, so a reviewer's session cannot start enough of them to exhaust it.
 //!
 //! The download is audited when the PDF is built (`report.download`, format `pdf`): that is when
 //! the manifest is signed, and fetching the finished file again hands out the same bytes.
@@ -8,7 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use domain::audit::jobs::{JobId, JobStatus};
-use domain::audit::reports::{PdfFile, PdfOutcome, ReportError, ReportFormat, ReportJobRunner};
+use domain::audit::reports::{
+    PdfFile, PdfJobRefused, PdfOutcome, ReportError, ReportFormat, ReportJobRunner,
+};
 use domain::audit::service::AuditService;
 use domain::audit::{AuditFilter, RequestMeta, canonical_time};
 use domain::authz::Reviewer;
@@ -18,14 +22,73 @@ use domain::ids::UserId;
 use crate::reports::pdf::{self, MAX_PDF_ROWS, PdfError};
 use crate::reports::report_file_name;
 
-/// More jobs than this and finished ones are dropped at the next start (PDFs can be large).
-const KEPT_JOBS: usize = 20;
+/// Finished PDFs kept per requester, and in all (PDFs can be large); the oldest go first, so
+/// one reviewer's reports never push out another's newer ones below the per-requester count.
+const KEPT_PER_REQUESTER: usize = 3;
+const KEPT_IN_ALL: usize = 30;
+/// Jobs building at once, all reviewers together.
+const MAX_RUNNING: usize = 4;
 
 #[derive(Debug)]
 struct Entry {
     requester: UserId,
+    /// Start order, to drop the oldest finished jobs first.
+    started: u64,
     status: JobStatus<PdfOutcome>,
     file: Option<PdfFile>,
+}
+
+/// Whether `requester` may start a job now.
+fn admit(jobs: &HashMap<JobId, Entry>, requester: UserId) -> Result<(), PdfJobRefused> {
+    let running = || jobs.values().filter(|entry| !entry.status.finished);
+    if running().any(|entry| entry.requester == requester) {
+        return Err(PdfJobRefused::YoursRunning);
+    }
+    if running().count() >= MAX_RUNNING {
+        return Err(PdfJobRefused::Busy);
+    }
+    Ok(())
+}
+
+/// Marks its job failed if the job's task ends without finishing it (a panic): a job left
+/// running forever would keep its requester from starting another.
+struct FailUnlessFinished {
+    runner: TokioReportJobs,
+    id: JobId,
+}
+
+impl Drop for FailUnlessFinished {
+    fn drop(&mut self) {
+        if let Some(entry) = self.runner.jobs().get_mut(&self.id)
+            && !entry.status.finished
+        {
+            entry.status.finished = true;
+            entry.status.result = Some(PdfOutcome::Failed("The PDF could not be built.".into()));
+        }
+    }
+}
+
+/// Drops finished jobs, oldest first, so that `requester` keeps at most
+/// `KEPT_PER_REQUESTER - 1` (room for the one starting) and everyone at most `KEPT_IN_ALL - 1`.
+fn make_room(jobs: &mut HashMap<JobId, Entry>, requester: UserId) {
+    let mut finished: Vec<(u64, JobId, UserId)> = jobs
+        .iter()
+        .filter(|(_, entry)| entry.status.finished)
+        .map(|(id, entry)| (entry.started, *id, entry.requester))
+        .collect();
+    finished.sort_unstable_by_key(|(started, _, _)| std::cmp::Reverse(*started));
+    let (mut theirs, mut kept) = (0, 0);
+    for (_, id, owner) in finished {
+        let over_theirs = owner == requester && {
+            theirs += 1;
+            theirs >= KEPT_PER_REQUESTER
+        };
+        if over_theirs || kept + 1 >= KEPT_IN_ALL {
+            jobs.remove(&id);
+        } else {
+            kept += 1;
+        }
+    }
 }
 
 /// The server's [`ReportJobRunner`]: a Tokio task per PDF.
@@ -34,6 +97,7 @@ pub struct TokioReportJobs {
     audit: AuditService,
     clock: Arc<dyn Clock>,
     jobs: Arc<Mutex<HashMap<JobId, Entry>>>,
+    started: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl TokioReportJobs {
@@ -42,6 +106,7 @@ impl TokioReportJobs {
             audit,
             clock,
             jobs: Arc::default(),
+            started: Arc::default(),
         }
     }
 
@@ -130,17 +195,25 @@ impl TokioReportJobs {
 }
 
 impl ReportJobRunner for TokioReportJobs {
-    fn start_pdf(&self, reviewer: &Reviewer, filter: AuditFilter, meta: RequestMeta) -> JobId {
+    fn start_pdf(
+        &self,
+        reviewer: &Reviewer,
+        filter: AuditFilter,
+        meta: RequestMeta,
+    ) -> Result<JobId, PdfJobRefused> {
         let id = JobId::new();
         {
             let mut jobs = self.jobs();
-            if jobs.len() >= KEPT_JOBS {
-                jobs.retain(|_, entry| !entry.status.finished);
-            }
+            admit(&jobs, reviewer.id())?;
+            make_room(&mut jobs, reviewer.id());
+            let started = self
+                .started
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             jobs.insert(
                 id,
                 Entry {
                     requester: reviewer.id(),
+                    started,
                     status: JobStatus::default(),
                     file: None,
                 },
@@ -150,6 +223,10 @@ impl ReportJobRunner for TokioReportJobs {
         let reviewer = *reviewer;
         tracing::info!(job = %id, at = %canonical_time(self.clock.now()), "PDF report started");
         tokio::spawn(async move {
+            let _guard = FailUnlessFinished {
+                runner: runner.clone(),
+                id,
+            };
             match runner.build(id, reviewer, filter, meta).await {
                 Ok(file) => {
                     let outcome = PdfOutcome::Ready {
@@ -161,7 +238,7 @@ impl ReportJobRunner for TokioReportJobs {
                 Err(why) => runner.finish(id, PdfOutcome::Failed(why), None),
             }
         });
-        id
+        Ok(id)
     }
 
     fn pdf_status(&self, requester: UserId, id: JobId) -> Option<JobStatus<PdfOutcome>> {
@@ -176,5 +253,68 @@ impl ReportJobRunner for TokioReportJobs {
             .get(&id)
             .filter(|entry| entry.requester == requester)
             .and_then(|entry| entry.file.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(requester: UserId, started: u64, finished: bool) -> Entry {
+        Entry {
+            requester,
+            started,
+            status: JobStatus {
+                finished,
+                ..JobStatus::default()
+            },
+            file: None,
+        }
+    }
+
+    #[test]
+    fn a_reviewer_builds_one_pdf_at_a_time_and_the_server_a_few() {
+        let (ann, bob) = (UserId::new_random(), UserId::new_random());
+        let mut jobs = HashMap::new();
+        jobs.insert(JobId::new(), entry(ann, 0, false));
+        jobs.insert(JobId::new(), entry(bob, 1, true));
+        assert_eq!(admit(&jobs, ann), Err(PdfJobRefused::YoursRunning));
+        assert_eq!(admit(&jobs, bob), Ok(()));
+        for n in 0..MAX_RUNNING - 1 {
+            jobs.insert(
+                JobId::new(),
+                entry(UserId::new_random(), 2 + n as u64, false),
+            );
+        }
+        assert_eq!(admit(&jobs, bob), Err(PdfJobRefused::Busy));
+    }
+
+    #[test]
+    fn finished_pdfs_are_dropped_oldest_first_and_never_another_reviewers_below_their_share() {
+        let (ann, bob) = (UserId::new_random(), UserId::new_random());
+        let mut jobs = HashMap::new();
+        let bobs = JobId::new();
+        jobs.insert(bobs, entry(bob, 0, true));
+        let mut anns = Vec::new();
+        for started in 1..=10 {
+            let id = JobId::new();
+            jobs.insert(id, entry(ann, started, true));
+            anns.push(id);
+        }
+        make_room(&mut jobs, ann);
+        // Ann keeps her newest two (room for the one starting); Bob's older one stays.
+        let kept: Vec<&JobId> = anns.iter().filter(|id| jobs.contains_key(id)).collect();
+        assert_eq!(kept, vec![&anns[8], &anns[9]]);
+        assert!(jobs.contains_key(&bobs));
+
+        // Past the overall bound the oldest go, whoever started them.
+        let mut crowded = HashMap::new();
+        for started in 0..KEPT_IN_ALL as u64 + 5 {
+            crowded.insert(JobId::new(), entry(UserId::new_random(), started, true));
+        }
+        make_room(&mut crowded, ann);
+        assert_eq!(crowded.len(), KEPT_IN_ALL - 1);
+        let oldest_kept = crowded.values().map(|e| e.started).min();
+        assert_eq!(oldest_kept, Some(6));
     }
 }

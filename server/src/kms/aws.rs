@@ -27,6 +27,9 @@ pub struct AwsKmsSettings {
 pub struct AwsKms {
     client: aws_sdk_kms::Client,
     settings: AwsKmsSettings,
+    /// `arn:<partition>:kms:<region>:<account>:key/` of the configured key, learned from AWS
+    /// once: a stored secret naming a key outside it is not sent to AWS.
+    home: tokio::sync::OnceCell<String>,
 }
 
 impl std::fmt::Debug for AwsKms {
@@ -82,6 +85,7 @@ impl AwsKms {
         Ok(Self {
             client: aws_sdk_kms::Client::new(&sdk_config),
             settings,
+            home: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -103,6 +107,7 @@ impl AwsKms {
         Ok(Self {
             client: aws_sdk_kms::Client::from_conf(builder.build()),
             settings,
+            home: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -135,8 +140,50 @@ impl AwsKms {
                 self.settings.key_id,
             )));
         }
-        Ok(meta.arn().unwrap_or(&self.settings.key_id).to_owned())
+        let arn = meta.arn().unwrap_or(&self.settings.key_id).to_owned();
+        if let Some(home) = key_home(&arn) {
+            let _ = self.home.set(home.to_owned());
+        }
+        Ok(arn)
     }
+
+    /// Refuses, without asking AWS, a stored secret whose key is neither the configured one
+    /// nor another key of the same account and region (an older key it was rotated from).
+    /// Someone who can write the database could otherwise name a key of their own account,
+    /// whose policy lets this server decrypt, and so choose the data key (and the exchange
+    /// credentials) the server would use.
+    async fn check_named_key(&self, named: &str) -> Result<(), KmsError> {
+        if named == self.settings.key_id {
+            return Ok(());
+        }
+        let home = self
+            .home
+            .get_or_try_init(|| async {
+                let arn = self.check().await?;
+                key_home(&arn).map(str::to_owned).ok_or_else(|| {
+                    KmsError::Refused(format!("AWS named the configured key {arn:?}, not an ARN"))
+                })
+            })
+            .await?;
+        match named.strip_prefix(home.as_str()) {
+            Some(key) if !key.is_empty() && !key.contains([':', '/']) => Ok(()),
+            _ => Err(KmsError::Refused(format!(
+                "a stored secret names the KMS key {named:?}, outside this server's account and \
+                 region ({home}…); it was not sent to AWS"
+            ))),
+        }
+    }
+}
+
+/// `arn:<partition>:kms:<region>:<account>:key/` of a key ARN.
+fn key_home(arn: &str) -> Option<&str> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let well_formed = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[2] == "kms"
+        && parts[1..5].iter().all(|part| !part.is_empty())
+        && parts[5].starts_with("key/");
+    well_formed.then(|| &arn[..arn.len() - parts[5].len() + "key/".len()])
 }
 
 fn aws_context(context: &EncryptionContext) -> HashMap<String, String> {
@@ -239,6 +286,7 @@ impl Kms for AwsKms {
         wrapped: &WrappedKey,
         context: &EncryptionContext,
     ) -> Result<DataKey, KmsError> {
+        self.check_named_key(&wrapped.kms_key_id).await?;
         let out = self
             .client
             .decrypt()
@@ -256,6 +304,7 @@ impl Kms for AwsKms {
         wrapped: &WrappedKey,
         context: &EncryptionContext,
     ) -> Result<WrappedKey, KmsError> {
+        self.check_named_key(&wrapped.kms_key_id).await?;
         let out = self
             .client
             .re_encrypt()
@@ -285,6 +334,28 @@ impl Kms for AwsKms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keys_home_is_its_partition_region_and_account() {
+        let arn = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        assert_eq!(
+            key_home(arn),
+            Some("arn:aws:kms:eu-west-1:111122223333:key/")
+        );
+        assert_eq!(
+            key_home("arn:aws-cn:kms:cn-north-1:111122223333:key/k"),
+            Some("arn:aws-cn:kms:cn-north-1:111122223333:key/")
+        );
+        for not_a_key_arn in [
+            "1234abcd-12ab-34cd-56ef-1234567890ab",
+            "alias/cryptopulse",
+            "arn:aws:kms:eu-west-1:111122223333:alias/cryptopulse",
+            "arn:aws:kms::111122223333:key/k",
+            "arn:aws:s3:eu-west-1:111122223333:key/k",
+        ] {
+            assert_eq!(key_home(not_a_key_arn), None, "{not_a_key_arn}");
+        }
+    }
 
     // moto does not enforce key states on data operations, so the mapping of these codes is
     // checked here rather than against a server.

@@ -1,5 +1,7 @@
 //! Per-client-address rate limits (GCRA via `governor`): one for every route and a tighter one
-//! for sign-up and login. Over the limit → 429 with `Retry-After`.
+//! for sign-up and login. Over the limit → 429 with `Retry-After`. The agent API adds one per
+//! token (checked once the token is known), so a leaked token spread over many addresses still
+//! cannot flood the audit log with refusals.
 //!
 //! A refused request's body is read and dropped (up to a small bound) before the answer goes
 //! out: a response sent over an unread body ends its connection, and a keep-alive client's next
@@ -17,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::Clock as _;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{HeaderValue, StatusCode, header};
+use uuid::Uuid;
 
 use super::middleware::ClientIp;
 
@@ -32,6 +35,7 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
 pub struct RateLimits {
     all: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     auth: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    agent_token: Arc<DefaultKeyedRateLimiter<Uuid>>,
 }
 
 fn per_minute(n: u32) -> Quota {
@@ -39,17 +43,24 @@ fn per_minute(n: u32) -> Quota {
 }
 
 impl RateLimits {
-    pub fn new(requests_per_minute: u32, auth_per_minute: u32) -> Self {
+    pub fn new(requests_per_minute: u32, auth_per_minute: u32, agent_per_minute: u32) -> Self {
         Self {
             all: Arc::new(RateLimiter::keyed(per_minute(requests_per_minute))),
             auth: Arc::new(RateLimiter::keyed(per_minute(auth_per_minute))),
+            agent_token: Arc::new(RateLimiter::keyed(per_minute(agent_per_minute))),
         }
+    }
+
+    /// Spends one of the agent token's requests; `Err(seconds to wait)` over its budget.
+    pub fn check_agent_token(&self, token: Uuid) -> Result<(), u64> {
+        whole_seconds_to_wait(&self.agent_token, &token)
     }
 
     /// Forgets addresses whose budget has fully refilled; run periodically to bound memory.
     pub fn prune(&self) {
         self.all.retain_recent();
         self.auth.retain_recent();
+        self.agent_token.retain_recent();
     }
 
     fn check(&self, ip: IpAddr, path: &str) -> Result<(), u64> {
@@ -60,14 +71,21 @@ impl RateLimits {
         };
         let network = domain::account::client_network(ip);
         for limiter in limiters {
-            if let Err(not_until) = limiter.check_key(&network) {
-                // The limiter's own clock: building a new one calibrates it, on every request.
-                let wait = not_until.wait_time_from(limiter.clock().now());
-                return Err(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
-            }
+            whole_seconds_to_wait(limiter, &network)?;
         }
         Ok(())
     }
+}
+
+fn whole_seconds_to_wait<K: std::hash::Hash + Eq + Clone>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+) -> Result<(), u64> {
+    limiter.check_key(key).map_err(|not_until| {
+        // The limiter's own clock: building a new one calibrates it, on every request.
+        let wait = not_until.wait_time_from(limiter.clock().now());
+        wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+    })
 }
 
 pub async fn enforce(State(limits): State<RateLimits>, request: Request, next: Next) -> Response {
@@ -120,7 +138,7 @@ mod tests {
 
     #[test]
     fn over_the_limit_the_wait_is_whole_seconds_within_the_quota_period() {
-        let limits = RateLimits::new(1, 1);
+        let limits = RateLimits::new(1, 1, 1);
         let client = IpAddr::from([192, 0, 2, 7]);
         assert_eq!(limits.check(client, "/login"), Ok(()));
         let wait = limits
@@ -133,10 +151,19 @@ mod tests {
 
     #[test]
     fn sign_in_paths_also_spend_the_tighter_auth_budget() {
-        let limits = RateLimits::new(100, 1);
+        let limits = RateLimits::new(100, 1, 1);
         let client = IpAddr::from([192, 0, 2, 9]);
         assert_eq!(limits.check(client, "/api/auth/login"), Ok(()));
         assert!(limits.check(client, "/api/auth/login").is_err());
         assert_eq!(limits.check(client, "/trade"), Ok(()));
+    }
+
+    #[test]
+    fn each_agent_token_has_its_own_budget() {
+        let limits = RateLimits::new(100, 100, 1);
+        let (leaked, other) = (Uuid::new_v4(), Uuid::new_v4());
+        assert_eq!(limits.check_agent_token(leaked), Ok(()));
+        assert!(limits.check_agent_token(leaked).is_err());
+        assert_eq!(limits.check_agent_token(other), Ok(()));
     }
 }

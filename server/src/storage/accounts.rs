@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::audit::AuditChain;
 use super::entities::{role_request, trusted_device, user};
-use super::sessions::{end_sessions_in, revoke_agent_tokens_in};
+use super::sessions::{end_sessions_in, forget_devices_in, revoke_agent_tokens_in};
 use super::{DbResult, converted, from_micros, micros};
 
 #[derive(Debug, Clone)]
@@ -205,6 +205,7 @@ impl AccountStore for SqlAccountStore {
         id: UserId,
         hash: PasswordHash,
         revoke_agent_tokens: bool,
+        keep_device: Option<String>,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         converted(async {
@@ -223,11 +224,8 @@ impl AccountStore for SqlAccountStore {
             }
             // Whoever signed in with the old password is signed out with it.
             let ended = end_sessions_in(&txn, id, now).await?;
-            // And the browsers it signed in from are strangers again.
-            trusted_device::Entity::delete_many()
-                .filter(trusted_device::Column::UserId.eq(id.to_string()))
-                .exec(txn.conn())
-                .await?;
+            // And the browsers it signed in from are strangers again, but the one asking.
+            forget_devices_in(&txn, id, keep_device).await?;
             // Bots whose tokens someone with the old password may have made stop too, if asked.
             let mut revoked = 0;
             if revoke_agent_tokens {

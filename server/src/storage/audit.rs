@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use domain::audit::filter::{bound_time, second_prefix};
+use domain::audit::signing::ReportKey;
 use domain::audit::{
     Actor, ActorKind, AuditDraft, AuditEvent, AuditFilter, ChainHash, ChainHead, Outcome,
-    RequestMeta, canonical_time, parse_canonical_time,
+    RecordedHead, RequestMeta, canonical_time, parse_canonical_time,
 };
 use domain::ports::{AuditLog, Clock, StoreError};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, Query, UpdateStatement};
@@ -53,6 +54,9 @@ struct Group {
     /// Writers waiting for their turn: while there are any, the open batch is left for them.
     waiting: AtomicUsize,
     commits: AtomicU64,
+    /// Signs the head of record at every commit that moves it, and checks it before chaining
+    /// onto it (the report key, set once it is unsealed at startup).
+    head_key: std::sync::OnceLock<ReportKey>,
 }
 
 #[derive(Debug, Default)]
@@ -87,6 +91,93 @@ impl AuditChain {
 
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// Another writer on the same database with the same head key, as a second server would
+    /// have: its own queue and batches (tests of what replicas do to each other).
+    pub fn replica(&self) -> Self {
+        let replica = Self::new(self.db.clone());
+        if let Some(key) = self.group.head_key.get() {
+            replica.sign_heads_with(ReportKey::from_secret_bytes(*key.secret_bytes()));
+        }
+        replica
+    }
+
+    /// From now on every commit signs the head of record with `key`, and every batch checks
+    /// the record before chaining onto it. Set once, at startup, before anything is appended.
+    pub fn sign_heads_with(&self, key: ReportKey) {
+        if self.group.head_key.set(key).is_err() {
+            tracing::warn!("the audit chain's head key was already set; keeping the first");
+        }
+    }
+
+    /// A head of record left unsigned by a version before heads were signed: signed now, if
+    /// the newest event is the one it names and no server that signs heads has started on this
+    /// chain yet (its `system.start` says `heads_signed`, and removing that event breaks the
+    /// chain), and audited as `audit.head_signed`. Otherwise the record stays as it is: it was
+    /// changed outside the server, appends refuse to chain onto it, and `audit verify` names
+    /// it. Returns the head signed, if one was.
+    pub async fn sign_unsigned_head(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Option<ChainHead>, StoreError> {
+        converted(self.sign_if_upgrading(now)).await
+    }
+
+    async fn sign_if_upgrading(&self, now: OffsetDateTime) -> DbResult<Option<ChainHead>> {
+        let Some(key) = self.group.head_key.get() else {
+            return Ok(None);
+        };
+        let txn = self.begin().await?;
+        let recorded = recorded_head(txn.conn()).await?;
+        let newest = newest_row(txn.conn()).await?;
+        let upgrading = recorded.signature.is_none()
+            && recorded.head.seq > 0
+            && newest == recorded.head
+            && !started_signing_heads(txn.conn()).await?;
+        if !upgrading {
+            txn.commit_unaudited().await?;
+            return Ok(None);
+        }
+        txn.conn()
+            .execute(&record_head(
+                recorded.head,
+                Some(key.sign_head(recorded.head)),
+            ))
+            .await?;
+        tracing::warn!(
+            seq = recorded.head.seq,
+            "signed the audit chain's unsigned head of record"
+        );
+        txn.commit_with(
+            AuditDraft::new(
+                Actor::system("audit"),
+                domain::audit_action::AuditAction::AuditHeadSigned,
+                Outcome::Success,
+                RequestMeta::default(),
+            )
+            .detail("seq", recorded.head.seq)
+            .detail("hash", recorded.head.hash.to_hex())
+            .detail("reason", "the head of record carried no signature"),
+            now,
+        )
+        .await?;
+        Ok(Some(recorded.head))
+    }
+
+    /// Moves the head of record to `head`, signed, in `txn` (which must hold the chain lock):
+    /// for events loaded in bulk outside [`Self::begin`] (benchmarks and tests).
+    pub async fn record_loaded_head(
+        &self,
+        txn: &DatabaseTransaction,
+        head: ChainHead,
+    ) -> Result<(), StoreError> {
+        let signature = self.group.head_key.get().map(|key| key.sign_head(head));
+        converted(async {
+            txn.execute(&record_head(head, signature)).await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Database commits so far (each may carry many writes).
@@ -202,7 +293,7 @@ impl AuditedTxn {
     pub async fn append(&mut self, draft: AuditDraft, now: OffsetDateTime) -> DbResult<AuditEvent> {
         let head = match self.head {
             Some(head) => head,
-            None => read_head(self.conn()).await?,
+            None => read_head(self.conn(), self.group.head_key.get()).await?,
         };
         let event = AuditEvent::seal(head, draft, now);
         audit_event::Entity::insert(to_row(&event))
@@ -386,7 +477,8 @@ async fn commit_batch(queue: OwnedMutexGuard<Queue>, group: &Arc<Group>) -> DbRe
         // it rather than reuse it (`close_if_in_transaction` in storage/mod.rs).
         let result = async {
             if let Some(head) = batch.head {
-                batch.txn.execute(&record_head(head)).await?;
+                let signature = group.head_key.get().map(|key| key.sign_head(head));
+                batch.txn.execute(&record_head(head, signature)).await?;
             }
             batch.txn.commit().await
         }
@@ -437,48 +529,98 @@ fn chain_lock() -> Alias {
     Alias::new("audit_chain_lock")
 }
 
-/// Moves the head of record, in the commit of the batch that appended up to it.
-fn record_head(head: ChainHead) -> UpdateStatement {
+/// Moves the head of record, with its signature, in the commit of the batch that appended up
+/// to it.
+fn record_head(head: ChainHead, signature: Option<String>) -> UpdateStatement {
     Query::update()
         .table(chain_lock())
         .value(Alias::new("head_seq"), head.seq)
         .value(Alias::new("head_hash"), head.hash.to_hex())
+        .value(Alias::new("head_signature"), signature)
         .and_where(Expr::col(Alias::new("id")).eq(1))
         .take()
 }
 
-/// The head of record: where the last committed append left the chain.
-async fn recorded_head(db: &impl ConnectionTrait) -> DbResult<ChainHead> {
+/// The head of record: where the last committed append left the chain, and its signature.
+async fn recorded_head(db: &impl ConnectionTrait) -> DbResult<RecordedHead> {
     let query = Query::select()
-        .columns([Alias::new("head_seq"), Alias::new("head_hash")])
+        .columns([
+            Alias::new("head_seq"),
+            Alias::new("head_hash"),
+            Alias::new("head_signature"),
+        ])
         .from(chain_lock())
         .and_where(Expr::col(Alias::new("id")).eq(1))
         .take();
-    let rows: Vec<(i64, Option<String>)> = tuples(db, &query).await?;
+    let rows: Vec<(i64, Option<String>, Option<String>)> = tuples(db, &query).await?;
     Ok(match rows.first() {
-        Some((seq, Some(hash))) if *seq > 0 => ChainHead {
-            seq: *seq,
-            hash: ChainHash::from_hex(hash).ok_or_else(|| {
-                DbErr::Custom("the audit chain's recorded head has a malformed hash".into())
-            })?,
+        Some((seq, Some(hash), signature)) if *seq > 0 => RecordedHead {
+            head: ChainHead {
+                seq: *seq,
+                hash: ChainHash::from_hex(hash).ok_or_else(|| {
+                    DbErr::Custom("the audit chain's recorded head has a malformed hash".into())
+                })?,
+            },
+            signature: signature.clone(),
         },
-        _ => ChainHead::EMPTY,
+        _ => RecordedHead::default(),
     })
 }
 
+/// Whether a server that signs heads of record has started on this chain.
+async fn started_signing_heads(db: &impl ConnectionTrait) -> DbResult<bool> {
+    let found = audit_event::Entity::find()
+        .select_only()
+        .column(audit_event::Column::Seq)
+        .filter(
+            audit_event::Column::Action.eq(domain::audit_action::AuditAction::SystemStart.as_str()),
+        )
+        .filter(audit_event::Column::Details.contains(format!("\"{HEADS_SIGNED}\":true")))
+        .into_tuple::<i64>()
+        .one(db)
+        .await?;
+    Ok(found.is_some())
+}
+
+/// The `system.start` detail by which a server that signs heads of record says so.
+pub const HEADS_SIGNED: &str = "heads_signed";
+
 /// The head the next event chains onto, read inside `txn` (which must hold the chain lock):
-/// the head of record, or the newest row when that is newer (rows loaded in bulk, outside a
-/// batch). A newest row older than the record, or another row at its seq, means events were
-/// cut or replaced at the end: chaining onto the record keeps that visible to verification
-/// instead of sealing over it.
-async fn read_head(txn: &DatabaseTransaction) -> DbResult<ChainHead> {
+/// the head of record, once its signature is checked. A newest row older than the record, or
+/// another row at its seq, means events were cut or replaced at the end: chaining onto the
+/// record keeps that visible to verification instead of sealing over it. A row past the
+/// record, or a record the server did not sign, was written outside the server: nothing is
+/// chained onto it (every audited write then fails) until the operator has looked, since
+/// sealing over it would make it part of the chain.
+async fn read_head(txn: &DatabaseTransaction, key: Option<&ReportKey>) -> DbResult<ChainHead> {
     let newest = newest_row(txn).await?;
     let recorded = recorded_head(txn).await?;
-    Ok(if newest.seq > recorded.seq {
-        newest
-    } else {
-        recorded
-    })
+    if newest.seq > recorded.head.seq {
+        return Err(tampered(format!(
+            "the audit log holds events past its head of record (seq {}): they were added \
+             outside the server. Run `cryptopulse audit verify`.",
+            recorded.head.seq
+        )));
+    }
+    if let Some(key) = key
+        && recorded.head.seq > 0
+        && !key
+            .public_key()
+            .verifies_head(recorded.head, recorded.signature.as_deref())
+    {
+        return Err(tampered(format!(
+            "the audit log's head of record (seq {}) is not signed by this server: it was set \
+             outside the server. Run `cryptopulse audit verify`.",
+            recorded.head.seq
+        )));
+    }
+    Ok(recorded.head)
+}
+
+/// Refused as an outage (503): nothing can be recorded until the operator has looked.
+fn tampered(message: String) -> super::DbError {
+    tracing::error!(target: "security", event = "audit.chain_tampered", "{message}");
+    StoreError::Unavailable(message).into()
 }
 
 /// The newest stored event's seq and hash.
@@ -765,7 +907,7 @@ impl AuditLog for SqlAuditLog {
         .await
     }
 
-    async fn recorded_head(&self) -> Result<ChainHead, StoreError> {
-        converted(recorded_head(&self.db)).await
+    async fn recorded_head(&self) -> Result<Option<RecordedHead>, StoreError> {
+        converted(async { Ok(Some(recorded_head(&self.db).await?)) }).await
     }
 }

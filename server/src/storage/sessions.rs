@@ -314,11 +314,6 @@ impl SessionRevoker for SqlSessionStore {
         converted(async {
             let mut txn = self.chain.begin().await?;
             let deleted = end_sessions_in(&txn, user, now).await?;
-            // Signed out everywhere, every browser is a stranger again at the next sign-in.
-            trusted_device::Entity::delete_many()
-                .filter(trusted_device::Column::UserId.eq(user.to_string()))
-                .exec(txn.conn())
-                .await?;
             let mut revoked = 0;
             if agent_tokens {
                 revoked =
@@ -359,6 +354,22 @@ pub(super) async fn end_sessions_in(
         .exec(txn.conn())
         .await?
         .rows_affected)
+}
+
+/// Forgets, in `txn`, every browser `user` signed in from but `keep` (a device token's hash):
+/// each is a stranger again at its next sign-in. The browser that asked is kept, so someone
+/// holding the account's sign-in back-off high cannot lock its owner out with it.
+pub(super) async fn forget_devices_in(
+    txn: &AuditedTxn,
+    user: UserId,
+    keep: Option<String>,
+) -> DbResult<u64> {
+    let mut forget = trusted_device::Entity::delete_many()
+        .filter(trusted_device::Column::UserId.eq(user.to_string()));
+    if let Some(kept) = keep {
+        forget = forget.filter(trusted_device::Column::TokenHash.ne(kept));
+    }
+    Ok(forget.exec(txn.conn()).await?.rows_affected)
 }
 
 /// Revokes every live agent token of `user` in `txn`, one `agent.token_revoked` event each, by

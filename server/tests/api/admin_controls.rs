@@ -281,6 +281,67 @@ async fn alerts_and_decoys_need_the_admins_security_key_window() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn an_admin_cannot_acknowledge_an_alert_about_themself() {
+    let app = spawn_app().await;
+    let planter = app.admin_with_key("planter@example.com").await;
+    let suspect = app.admin_with_key("suspect@example.com").await;
+    let decoy = app
+        .call(
+            &planter,
+            "admin/canary-plant",
+            &[
+                ("owner_email", "suspect@example.com"),
+                ("label", "Old bot key"),
+                ("exchange", "binance"),
+                ("environment", "live"),
+            ],
+        )
+        .await;
+    assert_eq!(decoy.status(), 200);
+    let decoy_id = json(decoy).await["id"].as_str().expect("id").to_owned();
+    let touched = app
+        .call(&suspect, "keys/check", &[("key_id", decoy_id.as_str())])
+        .await;
+    assert_eq!(touched.status(), 409);
+    let alerts = json(app.call(&suspect, "admin/alerts", &[]).await).await;
+    let alert_id = alerts[0]["id"].as_str().expect("alert id").to_owned();
+
+    let own = app
+        .call(
+            &suspect,
+            "admin/alert-ack",
+            &[("alert_id", alert_id.as_str())],
+        )
+        .await;
+    assert_eq!(own.status(), 409);
+    assert!(own.text().await.expect("body").contains("another admin"));
+    let open: u32 = app
+        .call(&planter, "alerts/open-count", &[])
+        .await
+        .json()
+        .await
+        .expect("count");
+    assert_eq!(open, 1, "still open for the other admins");
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'security.alert_acknowledged' \
+             AND outcome = 'denied'"
+        )
+        .await,
+        1
+    );
+    let other = app
+        .call(
+            &planter,
+            "admin/alert-ack",
+            &[("alert_id", alert_id.as_str())],
+        )
+        .await;
+    assert_eq!(other.status(), 200);
+    app.stop().await;
+}
+
 // --- item 13: agent tokens ---------------------------------------------------------------------
 
 #[tokio::test]

@@ -494,6 +494,54 @@ async fn everything_else_is_a_recorded_hold_and_nothing_is_placed() {
 }
 
 #[tokio::test]
+async fn a_token_over_its_own_budget_is_answered_429_and_writes_nothing() {
+    // A leaked token used from many addresses: the per-address limit does not stop it, so
+    // each token has a budget of its own, and refusals past it are not recorded one by one.
+    let app = spawn_app_with(|s| s.rate_limit.agent_per_minute_per_token = 3).await;
+    let alice = app.signed_in_as("alice@example.com", Role::Trader).await;
+    let (_, leaked) = create_token(&app, &alice, "leaked", &ALL_SCOPES).await;
+    let (_, other) = create_token(&app, &alice, "other", &["prices:read"]).await;
+    for n in 1..=3 {
+        assert_hold(get(&app, &leaked, "/keys").await, 403, "within the budget").await;
+        assert_eq!(held_events(&app).await, n);
+    }
+    for (attempt, response) in [
+        get(&app, &leaked, "/keys").await,
+        get(&app, &leaked, "/prices?symbols=BTCUSDT").await,
+        propose_raw(&app, &leaked, &proposal("BTCUSDT", "0.01")).await,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(response.status(), 429, "attempt {attempt}");
+        let retry_after: u64 = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .expect("Retry-After in whole seconds");
+        assert!((1..=60).contains(&retry_after), "{retry_after}");
+        assert_eq!(body_json(response).await["error"], "rate_limited");
+    }
+    assert_eq!(
+        held_events(&app).await,
+        3,
+        "refusals past the budget are not recorded"
+    );
+    assert!(
+        proposals_of(&app, &alice).await.is_empty(),
+        "nothing queued"
+    );
+    // Another token of the same trader has its own budget; a wrong token is still a 401.
+    assert_eq!(
+        get(&app, &other, "/prices?symbols=BTCUSDT").await.status(),
+        200
+    );
+    assert_unauthorized(get(&app, "cpa_not-a-token", "/prices").await, "unknown").await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn malformed_proposals_are_held_and_nothing_is_queued() {
     let app = spawn_app().await;
     let alice = app.signed_in_as("alice@example.com", Role::Trader).await;
@@ -817,6 +865,7 @@ async fn schemathesis_finds_no_server_error_and_every_valid_request_is_accepted(
     let app = crate::helpers::spawn_app_with(|settings| {
         // schemathesis sends a few hundred requests a minute from one address.
         settings.rate_limit.requests_per_minute = 1_000_000;
+        settings.rate_limit.agent_per_minute_per_token = 1_000_000;
     })
     .await;
     let alice = app.signed_in_as("alice@example.com", Role::Trader).await;

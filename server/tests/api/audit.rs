@@ -182,6 +182,153 @@ async fn a_recorded_head_catches_events_cut_from_the_end() {
     app.stop().await;
 }
 
+/// What someone who can write the database (but has not the report key, sealed by the KMS)
+/// would add: an event chained correctly onto the newest one, its hash computed as the format
+/// documents. Returns its seq and hash.
+async fn forge_event_after_the_newest(app: &crate::helpers::TestApp) -> (i64, String) {
+    use domain::audit::{Actor, AuditDraft, AuditEvent, Outcome, RequestMeta};
+    use sea_orm::EntityTrait;
+    let head = app.backend.audit_log.head().await.expect("head");
+    let forged = AuditEvent::seal(
+        head,
+        AuditDraft::new(
+            Actor::user(domain::ids::UserId::new_random()),
+            domain::audit_action::AuditAction::ReviewCaseConfirmed,
+            Outcome::Success,
+            RequestMeta::default(),
+        )
+        .resource("case:framed"),
+        time::OffsetDateTime::now_utc(),
+    );
+    server::storage::entities::audit_event::Entity::insert(server::storage::to_row(&forged))
+        .exec_without_returning(app.db())
+        .await
+        .expect("an INSERT is not blocked by the append-only triggers");
+    (forged.seq, forged.head().hash.to_hex())
+}
+
+#[tokio::test]
+async fn an_event_added_after_the_newest_is_found_and_nothing_is_chained_onto_it() {
+    let app = app_with_sign_ups("forge", 3).await;
+    let users = app.count("SELECT COUNT(*) FROM users").await;
+    let (seq, hash) = forge_event_after_the_newest(&app).await;
+    let (intact, report) = cli_verify(&app).await;
+    assert!(!intact, "{report}");
+    assert!(
+        report.contains(&format!("BROKEN at seq {seq}:"))
+            && report.contains("added outside the server"),
+        "{report}"
+    );
+    // Nothing is sealed over it: every audited write now fails, and says nothing was done.
+    let response = app.sign_up(&app.new_client(), "after@example.com").await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(app.count("SELECT COUNT(*) FROM users").await, users);
+    assert_eq!(app.count("SELECT MAX(seq) FROM audit_events").await, seq);
+
+    // Moving the head of record onto it too: the record is not the server's signature.
+    app.exec(&format!(
+        "UPDATE audit_chain_lock SET head_seq = {seq}, head_hash = '{hash}' WHERE id = 1"
+    ))
+    .await;
+    let (intact, report) = cli_verify(&app).await;
+    assert!(!intact, "{report}");
+    assert!(
+        report.contains(&format!("BROKEN at seq {seq}:"))
+            && report.contains("not signed by this server's report key"),
+        "{report}"
+    );
+    // Nor does clearing the signature get it signed: this chain's server signs heads already.
+    app.exec("UPDATE audit_chain_lock SET head_signature = NULL WHERE id = 1")
+        .await;
+    let signed = app
+        .backend
+        .audit_chain
+        .sign_unsigned_head(time::OffsetDateTime::now_utc())
+        .await
+        .expect("runs");
+    assert_eq!(signed, None);
+    let (intact, _) = cli_verify(&app).await;
+    assert!(!intact);
+    assert_eq!(
+        app.sign_up(&app.new_client(), "later@example.com")
+            .await
+            .status(),
+        503
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_head_of_record_left_unsigned_by_an_older_version_is_signed_once_and_audited() {
+    use domain::audit::{Actor, AuditDraft, AuditEvent, ChainHead, Outcome, RequestMeta};
+    use sea_orm::{ConnectionTrait, EntityTrait, TransactionTrait};
+    let db = crate::helpers::TestDatabase::new().await;
+    let settings = crate::helpers::test_settings(&db);
+    // A chain as a version before heads were signed left it: events, and an unsigned record.
+    let legacy = server::startup::Backend::connect(
+        &settings,
+        std::sync::Arc::new(domain::clock::SystemClock),
+    )
+    .await
+    .expect("backend");
+    let txn = legacy.db.begin().await.expect("begin");
+    let mut head = ChainHead::EMPTY;
+    for n in 0..5 {
+        let event = AuditEvent::seal(
+            head,
+            AuditDraft::new(
+                Actor::system("server"),
+                domain::audit_action::AuditAction::SystemStart,
+                Outcome::Success,
+                RequestMeta::default(),
+            )
+            .detail("version", format!("0.0.{n}")),
+            time::OffsetDateTime::now_utc(),
+        );
+        head = event.head();
+        server::storage::entities::audit_event::Entity::insert(server::storage::to_row(&event))
+            .exec_without_returning(&txn)
+            .await
+            .expect("insert");
+    }
+    txn.execute_unprepared(&format!(
+        "UPDATE audit_chain_lock SET head_seq = {}, head_hash = '{}', head_signature = NULL \
+         WHERE id = 1",
+        head.seq,
+        head.hash.to_hex()
+    ))
+    .await
+    .expect("record");
+    txn.commit().await.expect("commit");
+    drop(legacy);
+
+    // The next start signs it, audited, and the chain verifies.
+    let mut out = Vec::new();
+    let intact = server::cli::audit_verify(&settings, None, &mut out)
+        .await
+        .expect("verify runs");
+    let report = String::from_utf8(out).expect("utf8");
+    assert!(intact, "{report}");
+    let app = crate::helpers::spawn_on(
+        db,
+        settings,
+        std::sync::Arc::new(crate::helpers::TestClock::default()),
+    )
+    .await;
+    let signed = "SELECT COUNT(*) FROM audit_events WHERE action = 'audit.head_signed' \
+                  AND details LIKE '%\"seq\":5%'";
+    assert_eq!(app.count(signed).await, 1);
+    assert_eq!(
+        app.sign_up(&app.new_client(), "new@example.com")
+            .await
+            .status(),
+        200
+    );
+    let (intact, report) = cli_verify(&app).await;
+    assert!(intact, "{report}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn reviewers_read_the_log_and_verify_it_in_the_app() {
     let app = spawn_app().await;

@@ -1,6 +1,6 @@
 use domain::account::Role;
 
-use crate::helpers::{PASSWORD, spawn_app};
+use crate::helpers::{PASSWORD, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn sign_up_creates_a_signed_in_trader_and_audits_it() {
@@ -79,6 +79,42 @@ async fn a_second_sign_up_with_the_same_email_is_refused_without_a_second_accoun
     assert_eq!(response.status(), 409);
     assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 1);
     assert!(app.who_am_i(&other).await.is_null());
+    app.stop().await;
+}
+
+/// Sign-up says when an email is taken (it signs the new account in, so it cannot hide it);
+/// probing that way is recorded and backs off the prober's network like failed sign-ins.
+#[tokio::test]
+async fn sign_ups_refused_for_a_taken_email_are_recorded_and_back_off_the_network() {
+    let app = spawn_app_with(|s| s.login.ip_free_failures = 2).await;
+    let owner = app.new_client();
+    assert_eq!(app.sign_up(&owner, "dora@example.com").await.status(), 200);
+    let prober = app.new_client();
+    for _ in 0..2 {
+        assert_eq!(app.sign_up(&prober, "dora@example.com").await.status(), 409);
+    }
+    let refused = "SELECT COUNT(*) FROM audit_events WHERE action = 'account.create' \
+                   AND outcome = 'denied' AND details LIKE '%email already registered%'";
+    assert_eq!(app.count(refused).await, 2);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_events WHERE details LIKE '%dora@%'")
+            .await,
+        0,
+        "the address probed is not written down"
+    );
+    // The network now waits, even for an address nobody has.
+    let response = app.sign_up(&prober, "fresh@example.com").await;
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(app.count("SELECT COUNT(*) FROM users").await, 1);
+    // The owner's own browser is not locked out by it.
+    assert_eq!(app.call(&owner, "auth/logout", &[]).await.status(), 200);
+    assert_eq!(
+        app.log_in(&owner, "dora@example.com", PASSWORD)
+            .await
+            .status(),
+        200
+    );
     app.stop().await;
 }
 
@@ -425,6 +461,74 @@ async fn strangers_failures_do_not_lock_out_a_browser_that_signed_in_before() {
             .status(),
         200
     );
+    app.stop().await;
+}
+
+/// A password change forgets every browser but the one asking: otherwise someone keeping the
+/// account's sign-in back-off high would lock its owner out the moment they used it. "Sign out
+/// everywhere" (no step-up needed, so a stolen session can use it) forgets none.
+#[tokio::test]
+async fn a_password_change_keeps_the_asking_browser_trusted_and_signing_out_keeps_them_all() {
+    let app = spawn_app().await;
+    let owner = app.new_client();
+    assert_eq!(app.sign_up(&owner, "gil@example.com").await.status(), 200);
+    let phone = app.new_client();
+    assert_eq!(
+        app.log_in(&phone, "gil@example.com", PASSWORD)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM trusted_devices").await, 2);
+    assert_eq!(
+        app.call(&phone, "auth/logout-everywhere", &[])
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM trusted_devices").await, 2);
+
+    assert_eq!(
+        app.log_in(&owner, "gil@example.com", PASSWORD)
+            .await
+            .status(),
+        200
+    );
+    let new_password = "a brand new passphrase";
+    let changed = app
+        .call(
+            &owner,
+            "auth/password",
+            &[
+                ("current_password", PASSWORD),
+                ("new_password", new_password),
+            ],
+        )
+        .await;
+    assert_eq!(changed.status(), 200);
+    assert_eq!(app.count("SELECT COUNT(*) FROM trusted_devices").await, 1);
+
+    let stranger = app.new_client();
+    for _ in 0..8 {
+        let response = app
+            .log_in(&stranger, "gil@example.com", "a wrong guess!")
+            .await;
+        assert!([401, 429].contains(&response.status().as_u16()));
+    }
+    // The forgotten phone waits like a stranger; the browser that asked does not.
+    assert_eq!(
+        app.log_in(&phone, "gil@example.com", new_password)
+            .await
+            .status(),
+        429
+    );
+    assert_eq!(
+        app.log_in(&owner, "gil@example.com", new_password)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(app.who_am_i(&owner).await["email"], "gil@example.com");
     app.stop().await;
 }
 

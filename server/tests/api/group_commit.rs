@@ -9,7 +9,7 @@ use domain::audit::{Actor, AuditDraft, Outcome, RequestMeta, verify_log};
 use domain::audit_action::AuditAction;
 use domain::ports::{AuditLog, SystemClock};
 use sea_orm::ConnectionTrait;
-use server::storage::{AuditChain, SqlAuditLog};
+use server::storage::SqlAuditLog;
 
 use crate::helpers::{TestApp, spawn_app};
 
@@ -39,7 +39,7 @@ async fn events_about(app: &TestApp, resource: &str) -> i64 {
 #[tokio::test]
 async fn concurrent_writers_share_commits_and_the_chain_stays_whole() {
     let app = spawn_app().await;
-    let chain = AuditChain::new(app.db().clone());
+    let chain = app.backend.audit_chain.replica();
     let log = Arc::new(SqlAuditLog::new(chain.clone(), Arc::new(SystemClock)));
     let before = app.count("SELECT COUNT(*) FROM audit_events").await;
     let writers: Vec<_> = (0..WRITERS)
@@ -84,7 +84,7 @@ async fn concurrent_writers_share_commits_and_the_chain_stays_whole() {
 #[tokio::test]
 async fn a_writer_that_fails_rolls_back_alone_and_its_batch_commits() {
     let app = spawn_app().await;
-    let chain = AuditChain::new(app.db().clone());
+    let chain = app.backend.audit_chain.replica();
     let lock_before = app.count(LOCK_COUNT).await;
 
     let abandoned = chain.begin().await.expect("turn");
@@ -115,7 +115,7 @@ async fn a_writer_that_fails_rolls_back_alone_and_its_batch_commits() {
 #[tokio::test]
 async fn a_cancelled_writer_leaves_nothing_and_does_not_stall_the_others() {
     let app = spawn_app().await;
-    let chain = AuditChain::new(app.db().clone());
+    let chain = app.backend.audit_chain.replica();
     let lock_before = app.count(LOCK_COUNT).await;
 
     // A request cancelled mid-write (its client went away): the future is dropped while its
@@ -156,7 +156,7 @@ async fn a_cancelled_writer_leaves_nothing_and_does_not_stall_the_others() {
 #[tokio::test]
 async fn a_batch_whose_next_writer_goes_away_still_commits_the_earlier_write() {
     let app = spawn_app().await;
-    let chain = AuditChain::new(app.db().clone());
+    let chain = app.backend.audit_chain.replica();
     let first = chain.begin().await.expect("turn");
     // A second writer queues behind the first, so the first leaves its batch open for it...
     let second = tokio::spawn({
@@ -192,7 +192,7 @@ async fn a_batch_whose_next_writer_goes_away_still_commits_the_earlier_write() {
 #[tokio::test]
 async fn events_rolled_back_mid_batch_leave_the_chain_whole() {
     let app = spawn_app().await;
-    let chain = AuditChain::new(app.db().clone());
+    let chain = app.backend.audit_chain.replica();
     let log = Arc::new(SqlAuditLog::new(chain.clone(), Arc::new(SystemClock)));
     let before = app.count("SELECT COUNT(*) FROM audit_events").await;
     let writers: Vec<_> = (0..WRITERS)

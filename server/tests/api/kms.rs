@@ -651,6 +651,56 @@ async fn aws_kms_refuses_a_disabled_key_and_an_unknown_key() {
 }
 
 #[tokio::test]
+async fn aws_kms_does_not_send_a_secret_naming_a_key_of_another_account_or_region() {
+    let Some(moto) = shared_moto().await else {
+        return;
+    };
+    let key_id = create_key(&moto.endpoint).await;
+    let kms = aws_kms(&moto.endpoint, key_id.clone());
+    let binding = binding();
+    let sealed = vault::seal(&kms, &binding, &secret())
+        .await
+        .expect("sealed");
+    let arn = sealed.wrapped_key.kms_key_id.clone();
+    assert!(
+        arn.starts_with("arn:aws:kms:") && arn.ends_with(&key_id),
+        "{arn}"
+    );
+    // Someone who can write the database points the row at a key of their own: another
+    // account, or another region, whose policy might let this server decrypt.
+    let parts: Vec<&str> = arn.split(':').collect();
+    let other_account = format!("arn:aws:kms:{}:999999999999:{}", parts[3], parts[5]);
+    let other_region = format!("arn:aws:kms:ap-south-2:{}:{}", parts[4], parts[5]);
+    for named in [other_account, other_region, "alias/attacker".to_owned()] {
+        let mut planted = sealed.clone();
+        planted.wrapped_key.kms_key_id = named.clone();
+        match vault::open(&kms, &binding, &planted).await {
+            Err(VaultError::Kms(KmsError::Refused(message))) => {
+                assert!(message.contains("not sent to AWS"), "{message}")
+            }
+            other => panic!("{named}: expected a refusal, got {other:?}"),
+        }
+        let rewrapped = kms.rewrap(&planted.wrapped_key, &binding.context()).await;
+        assert!(
+            matches!(rewrapped, Err(KmsError::Refused(_))),
+            "{rewrapped:?}"
+        );
+    }
+    // The key's own ARN, and another key of the same account and region (an older key the
+    // configuration moved from), still open.
+    assert!(vault::open(&kms, &binding, &sealed).await.is_ok());
+    let older = aws_kms(&moto.endpoint, create_key(&moto.endpoint).await);
+    let sealed_under_older = vault::seal(&older, &binding, &secret())
+        .await
+        .expect("sealed");
+    assert!(
+        vault::open(&kms, &binding, &sealed_under_older)
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
 async fn aws_rewrap_moves_secrets_to_the_configured_key() {
     let Some(moto) = shared_moto().await else {
         return;

@@ -38,6 +38,11 @@ pub async fn append_events(
                 .expect("insert batch");
         }
     }
+    app.backend
+        .audit_chain
+        .record_loaded_head(&txn, head)
+        .await
+        .expect("head of record");
     txn.commit().await.expect("commit");
     head
 }

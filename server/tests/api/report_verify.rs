@@ -172,8 +172,15 @@ async fn report_verify_passes_an_untouched_csv_and_names_the_row_for_each_tamper
         verifier.dir.path(),
         &["report", "verify", path.to_str().expect("path")],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Intact, but anyone could have signed it: not a success for a script reading the code.
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("(not pinned)"), "{}", text(&out));
+    assert!(
+        text(&out).starts_with("report intact, signer NOT checked")
+            && !text(&out).contains("report OK"),
+        "{}",
+        text(&out)
+    );
 
     // One edited cell.
     let mut edited = l.clone();

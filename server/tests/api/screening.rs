@@ -428,7 +428,8 @@ async fn a_partly_filled_order_that_is_cancelled_counts_its_fill_in_todays_usage
         uuid::Uuid::parse_str(app.who_am_i(&trader).await["id"].as_str().expect("id"))
             .expect("uuid"),
     );
-    let store = server::storage::SqlTradingStore::new(app.db().clone(), app.clock.clone());
+    let store =
+        server::storage::SqlTradingStore::new(app.backend.audit_chain.clone(), app.clock.clone());
     let history = domain::trading::OrderStore::trade_history(&store, owner, 50)
         .await
         .expect("history");

@@ -42,7 +42,10 @@ async fn new_user(app: &TestApp, email: &str) -> UserId {
 }
 
 fn store(app: &TestApp) -> Arc<SqlFactorStore> {
-    Arc::new(SqlFactorStore::new(app.db().clone(), app.clock.clone()))
+    Arc::new(SqlFactorStore::new(
+        app.backend.audit_chain.clone(),
+        app.clock.clone(),
+    ))
 }
 
 fn draft(user: UserId, action: AuditAction) -> AuditDraft {

@@ -1268,6 +1268,25 @@ async fn nobody_reviews_their_own_case_and_a_confirmed_case_cancels_the_held_ord
     let case_id = odd["case_id"].as_str().expect("case").to_owned();
     let own = decide(&app, &admin_trader, &case_id, "release", "it was me").await;
     assert_eq!(own.status(), 403);
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'review.case_released' \
+             AND outcome = 'denied' AND details LIKE '%a case about the reviewer%'"
+        )
+        .await,
+        1,
+        "the refusal is recorded"
+    );
+    // Nor reads it: its evidence would tell them what tripped the detector.
+    let own_case = app
+        .call(&admin_trader, "review/case", &[("id", &case_id)])
+        .await;
+    assert_eq!(own_case.status(), 404);
+    let listed = json(app.call(&admin_trader, "review/cases", &[]).await).await;
+    assert!(
+        !listed.to_string().contains(&case_id),
+        "not listed for its subject: {listed}"
+    );
     let reviewer = app
         .signed_in_as("reviewer@example.com", Role::Reviewer)
         .await;

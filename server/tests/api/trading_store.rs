@@ -50,7 +50,10 @@ async fn new_user(app: &TestApp, email: &str, role: Role) -> UserId {
 }
 
 fn store(app: &TestApp) -> Arc<SqlTradingStore> {
-    Arc::new(SqlTradingStore::new(app.db().clone(), app.clock.clone()))
+    Arc::new(SqlTradingStore::new(
+        app.backend.audit_chain.clone(),
+        app.clock.clone(),
+    ))
 }
 
 fn draft(action: AuditAction) -> AuditDraft {

@@ -33,12 +33,18 @@ pub async fn get_case(id: String) -> Result<CaseView, AppError> {
     Ok(views::case_view(&case))
 }
 
+/// A reviewer's decision. Releasing a quarantine (or confirming one) is a lasting change made
+/// for someone else, so it needs what adding a factor needs: a fresh step-up (with the
+/// security key, if the reviewer has one), or without any factor a recent sign-in. A stolen
+/// reviewer cookie alone does not release anyone.
 #[server(endpoint = "review/decide")]
 pub async fn decide_case(id: String, decision: String, note: String) -> Result<CaseView, AppError> {
-    use crate::api::context::{request_meta, require_reviewer, services};
+    use crate::api::context::{request_meta, require_reviewer, require_user, services};
     use domain::trading::{CaseDecision, CaseId, ReviewNote};
 
     let reviewer = require_reviewer().await?;
+    let (user, session) = require_user().await?;
+    crate::api::stepup::server::require_enrolment_allowed(&user, &session).await?;
     let decision = CaseDecision::parse(&decision).ok_or_else(|| {
         AppError::Invalid("Decide to release the trader or confirm the quarantine.".into())
     })?;
