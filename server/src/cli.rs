@@ -173,6 +173,7 @@ pub async fn create_admin(settings: &Settings, email: &str) -> Result<(), CliErr
     let email = Email::parse(email).map_err(|e| CliError::Usage(e.to_string()))?;
     let password = read_new_password()?;
     let backend = Backend::connect(settings, Arc::new(SystemClock)).await?;
+    backend.sign_unsigned_head().await?;
     let user = backend
         .services
         .accounts
@@ -198,6 +199,7 @@ pub async fn set_role(settings: &Settings, email: &str, role: &str) -> Result<()
     let email = Email::parse(email).map_err(|e| CliError::Usage(e.to_string()))?;
     let role = Role::parse(role).map_err(|e| CliError::Usage(e.to_string()))?;
     let backend = Backend::connect(settings, Arc::new(SystemClock)).await?;
+    backend.sign_unsigned_head().await?;
     let user = backend
         .services
         .accounts
@@ -216,6 +218,7 @@ pub async fn set_role(settings: &Settings, email: &str, role: &str) -> Result<()
 pub async fn reset_factors(settings: &Settings, email: &str) -> Result<(), CliError> {
     let email = Email::parse(email).map_err(|e| CliError::Usage(e.to_string()))?;
     let backend = Backend::connect(settings, Arc::new(SystemClock)).await?;
+    backend.sign_unsigned_head().await?;
     let user = backend
         .services
         .accounts

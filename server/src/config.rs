@@ -485,9 +485,18 @@ impl Settings {
     }
 
     /// Every origin allowed to send state-changing requests, normalised.
+    /// The origins state-changing requests and CORS accept: `public_url` and the extra ones,
+    /// but under https no plain-http extra (the default lists `http://127.0.0.1:3000` for
+    /// trying the app locally): a page served over http could otherwise send credentialed
+    /// requests a TLS deployment never meant to take.
     pub fn allowed_origins(&self) -> Vec<String> {
+        let https = self.is_https();
         std::iter::once(&self.public_url)
-            .chain(&self.extra_origins)
+            .chain(
+                self.extra_origins
+                    .iter()
+                    .filter(|origin| !(https && origin.trim().starts_with("http://"))),
+            )
             .filter_map(|o| parse_origin(o))
             .collect()
     }
@@ -553,6 +562,31 @@ mod tests {
         assert_eq!(parse_origin("https://a.com/path"), None);
         assert_eq!(parse_origin("ftp://a.com"), None);
         assert_eq!(parse_origin("a.com"), None);
+    }
+
+    #[test]
+    fn under_https_no_plain_http_origin_is_allowed() {
+        let local = Settings::default();
+        assert!(
+            local
+                .allowed_origins()
+                .contains(&"http://127.0.0.1:3000".to_owned())
+        );
+        let deployed = Settings {
+            public_url: "https://pulse.example.com".into(),
+            extra_origins: vec![
+                "http://127.0.0.1:3000".into(),
+                "https://admin.example.com".into(),
+            ],
+            ..Settings::default()
+        };
+        assert_eq!(
+            deployed.allowed_origins(),
+            vec![
+                "https://pulse.example.com".to_owned(),
+                "https://admin.example.com".to_owned()
+            ]
+        );
     }
 
     #[test]

@@ -201,6 +201,16 @@ fn step_up_service(
 }
 
 impl Backend {
+    /// Before the first append of a server (or a CLI command that writes): a head of record
+    /// left unsigned by an older version is signed, if that is what it is (see
+    /// [`AuditChain::sign_unsigned_head`]). Read-only commands leave it alone.
+    pub async fn sign_unsigned_head(&self) -> Result<(), StartupError> {
+        self.audit_chain
+            .sign_unsigned_head(self.services.clock.now())
+            .await?;
+        Ok(())
+    }
+
     pub async fn connect(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
         let kms = kms_from_settings(settings).await?;
         Self::connect_with_kms(settings, clock, kms).await
@@ -257,7 +267,6 @@ impl Backend {
         .await
         .map_err(|e| StartupError::Kms(e.to_string()))?;
         chain.sign_heads_with(ReportKey::from_secret_bytes(*report_key.secret_bytes()));
-        chain.sign_unsigned_head(clock.now()).await?;
         let metrics = Metrics::new();
         let kms_for_stepup = kms.clone();
         let alerts: Arc<dyn domain::alerts::SecurityAlerts> = Arc::new(SqlSecurityAlerts::new(
@@ -387,6 +396,7 @@ impl Application {
         kms: Arc<dyn Kms>,
     ) -> Result<Self, StartupError> {
         let backend = Backend::connect_with_kms(settings, clock, kms).await?;
+        backend.sign_unsigned_head().await?;
         let listener =
             TcpListener::bind(settings.bind)
                 .await

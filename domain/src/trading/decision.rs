@@ -99,13 +99,27 @@ const APPROVED_MESSAGE: &str = "Approved for this order with a fresh step-up.";
 const HELD_FOR_REVIEW: &str = "Held for review by a compliance reviewer.";
 const HELD_FOR_REVIEW_AND_APPROVAL: &str = "Held for review by a compliance reviewer. It also needs your approval with your security key or code: after the review, approve it on the Orders page to send it.";
 
+/// Whether a bot may still place on its own, judged under the trader's placement lock with the
+/// facts read there: the first look when the proposal arrived ran before queued proposals
+/// were placed, and one of them may have opened a case, or the trader may have turned
+/// autonomous mode off, since.
+fn autonomy_stands(facts: &OrderFacts) -> bool {
+    facts.controls.autonomous
+        && facts.controls.state == TradingState::Active
+        && !facts.controls.kill_switch
+        && !facts.global_kill
+        && facts.open_cases == 0
+}
+
 /// The first and second lines of screening and what follows from them: deny, hold for a
 /// reviewer (opening a case and maybe quarantining the trader), ask for an order-bound
 /// approval, or send.
 pub fn decide_order(facts: &OrderFacts) -> OrderDecision {
     // The autonomous cap is judged at the screening value too (a sell limit written far below
     // the market is worth the market, not its limit).
-    if facts.source == OrderSource::Autonomous && facts.notional > facts.limits.autonomous_cap {
+    if facts.source == OrderSource::Autonomous
+        && (facts.notional > facts.limits.autonomous_cap || !autonomy_stands(facts))
+    {
         return OrderDecision::NeedsSignOff;
     }
     // Novelty only means something once there is a history to compare with.
@@ -643,7 +657,8 @@ mod tests {
 
     #[test]
     fn autonomous_mode_leaves_orders_above_the_cap_or_needing_a_step_up_to_the_trader() {
-        let world = World::new();
+        let mut world = World::new();
+        world.controls.autonomous = true;
         let autonomous = OrderFacts {
             source: OrderSource::Autonomous,
             ..world.facts()
@@ -658,6 +673,37 @@ mod tests {
             decide_order(&below_cap),
             OrderDecision::Decided(_)
         ));
+        // Judged again under the placement lock: a case another proposal opened meanwhile, or
+        // autonomous mode turned off, leaves it to the trader.
+        assert_eq!(
+            decide_order(&OrderFacts {
+                open_cases: 1,
+                ..below_cap.clone()
+            }),
+            OrderDecision::NeedsSignOff
+        );
+        let off = UserControls {
+            autonomous: false,
+            ..world.controls.clone()
+        };
+        assert_eq!(
+            decide_order(&OrderFacts {
+                controls: &off,
+                ..below_cap.clone()
+            }),
+            OrderDecision::NeedsSignOff
+        );
+        let reducing = UserControls {
+            state: TradingState::Reducing,
+            ..world.controls.clone()
+        };
+        assert_eq!(
+            decide_order(&OrderFacts {
+                controls: &reducing,
+                ..below_cap.clone()
+            }),
+            OrderDecision::NeedsSignOff
+        );
         // Even an offered approval is not the trader's sign-off.
         assert_eq!(
             decide_order(&OrderFacts {

@@ -558,6 +558,50 @@ async fn blocked_ranges_are_added_once_and_removed() {
     app.stop().await;
 }
 
+/// The quarantine is judged on the state read while the order was screened; an admin's halt
+/// committed meanwhile stays (an anomaly only tightens), and a case opened with the decision
+/// quarantines even if the state was loosened meanwhile.
+#[tokio::test]
+async fn a_quarantine_applies_to_the_state_as_it_is_when_the_decision_is_written() {
+    let app = spawn_app().await;
+    let store = store(&app);
+    let halted = new_user(&app, "halted@example.com", Role::Trader).await;
+    store
+        .change_controls(
+            halted,
+            ControlsChange {
+                state: Some(TradingState::Halted),
+                ..Default::default()
+            },
+            draft(AuditAction::RiskControlsChanged),
+        )
+        .await
+        .expect("halted by an admin while the order was screened");
+    let (held, case) = held_with_case(halted, now(&app));
+    store
+        .record_decision(case_decision(held, case))
+        .await
+        .expect("decision");
+    assert_eq!(
+        store.controls(halted).await.expect("controls").state,
+        TradingState::Halted
+    );
+
+    // Screened while reducing (so no state change was asked for), written after a release
+    // made the trader active: the case opened with it still quarantines.
+    let released = new_user(&app, "released@example.com", Role::Trader).await;
+    let (held, mut case) = held_with_case(released, now(&app));
+    case.evidence.state_before = TradingState::Reducing;
+    let mut write = case_decision(held, case);
+    write.new_state = None;
+    store.record_decision(write).await.expect("decision");
+    assert_eq!(
+        store.controls(released).await.expect("controls").state,
+        TradingState::Reducing
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_decision_writes_its_order_case_state_and_audit_events_together() {
     let app = spawn_app().await;

@@ -6,7 +6,7 @@ use domain::audit::{AuditDraft, canonical_time};
 use domain::exchange::ExchangeName;
 use domain::order::OrderSide;
 use domain::ports::StoreError;
-use domain::risk::TradeSample;
+use domain::risk::{StateEvent, TradeSample};
 use domain::trading::{
     ApprovalState, Claim, Fill, HoldKind, Order, OrderClaim, OrderDecisionWrite, OrderId,
     OrderStatus, OrderStore, OrderUpdate, PaperBook, Portfolio, ProposalStatus, Usage,
@@ -29,7 +29,7 @@ use super::rows::{
     ClaimRow, HistoryRow, UsageRow, case_row, counted, hold_column, order_row, to_claim, to_fill,
     to_order,
 };
-use super::{Fields, SqlTradingStore, all, amount, json, micros, owned_by, put_state};
+use super::{Fields, SqlTradingStore, all, amount, json, micros, owned_by, put_state, standing_in};
 
 const APPROVED_REASON: &str = "Approved by you; sending";
 
@@ -137,8 +137,20 @@ impl OrderStore for SqlTradingStore {
                     .exec_without_returning(txn.conn())
                     .await?;
             }
-            if let Some(state) = new_state {
-                put_state(txn.conn(), decided.owner, state, None, now).await?;
+            // The quarantine was judged on the state read while screening; it is applied to
+            // the state as it is now, inside this write: an anomaly only tightens, so a halt an
+            // admin set meanwhile stays, and a case opened here quarantines even if a release
+            // of another case loosened the state meanwhile.
+            let quarantine = case
+                .as_ref()
+                .map(|case| case.evidence.state_after)
+                .or(new_state);
+            if let Some(target) = quarantine {
+                let standing = standing_in(txn.conn(), decided.owner).await?;
+                let after = standing.after(StateEvent::AnomalyDetected(target));
+                if after.state != standing.state {
+                    put_state(txn.conn(), decided.owner, after.state, None, now).await?;
+                }
             }
             // Every event but the last is appended here; the last one commits. Should any append
             // fail, the transaction is dropped and rolls back the order, the case and the state.
