@@ -209,10 +209,12 @@ pub const CONTROLS: &[Control] = &[
         framework: Soc2,
         reference: "CC7.2",
         requirement: "Security events are logged so that tampering is detectable.",
-        feature: "Every action is appended to a hash-chained audit log that the database refuses to update or delete; the server signs checkpoints of the chain head (stored, journalled outside the database), so a rewritten or truncated chain is caught; the chain is verified in the app and by the operator's CLI, which names the first bad event.",
+        feature: "Every action is appended to a hash-chained audit log that the database refuses to update or delete; the server signs checkpoints of the chain head (stored, journalled outside the database) and the head of record at every commit, so a rewritten or truncated chain, or an event added after the newest, is caught and nothing is chained onto it; the chain is verified in the app and by the operator's CLI, which names the first bad event.",
         pages: &["/audit"],
-        evidence: &[A::AuditVerify, A::AuditCheckpoint],
+        evidence: &[A::AuditVerify, A::AuditCheckpoint, A::AuditHeadSigned],
         tests: &[
+            "server/tests/api/audit.rs::an_event_added_after_the_newest_is_found_and_nothing_is_chained_onto_it",
+            "server/tests/api/audit.rs::a_head_of_record_left_unsigned_by_an_older_version_is_signed_once_and_audited",
             "server/tests/api/checkpoints.rs::events_cut_from_the_end_are_caught_through_the_latest_checkpoint",
             "server/tests/api/checkpoints.rs::deleting_the_report_key_so_a_new_one_signs_a_rewritten_chain_is_reported",
             "server/tests/api/audit.rs::the_audit_table_refuses_updates_and_deletes",
@@ -225,7 +227,7 @@ pub const CONTROLS: &[Control] = &[
         framework: Soc2,
         reference: "CC7.3",
         requirement: "Security events are evaluated to decide whether they are incidents.",
-        feature: "Reviewers decide anomaly cases with a note (released or confirmed); admins acknowledge alerts behind their security-key window; reviewers see open cases by age on their overview.",
+        feature: "Reviewers decide anomaly cases with a note and a fresh step-up (released or confirmed), never a case about themself (nor see one); admins acknowledge alerts behind their security-key window, never an alert about themself; reviewers see open cases by age on their overview.",
         pages: &["/", "/review", "/admin/vault"],
         evidence: &[
             A::ReviewCaseReleased,
@@ -234,6 +236,7 @@ pub const CONTROLS: &[Control] = &[
         ],
         tests: &[
             "server/tests/api/admin_controls.rs::alerts_and_decoys_need_the_admins_security_key_window",
+            "server/tests/api/admin_controls.rs::an_admin_cannot_acknowledge_an_alert_about_themself",
             "server/tests/api/overview.rs::the_reviewer_overview_buckets_open_cases_by_age",
             "end2end/tests/trading.spec.ts::a burst of odd orders quarantines the trader, shows the banner, and a reviewer sees the case",
         ],
