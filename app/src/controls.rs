@@ -137,7 +137,7 @@ pub const CONTROLS: &[Control] = &[
         framework: Soc2,
         reference: "CC6.3",
         requirement: "Access follows least privilege and segregation of duties.",
-        feature: "Nobody reviews their own anomaly case, and a reviewer's release cannot lift a state an admin set; an admin cannot change their own trading state, kill switch or limits, nor change anyone's role without a second admin (so no admin makes a second admin or a reviewer account of their own to act for them or release them); agent tokens carry scopes.",
+        feature: "Nobody reviews their own anomaly case, and a reviewer's release cannot lift a state an admin set; an admin cannot change their own trading state, kill switch or limits (nor loosen their own through a global one), nor change anyone's role without a second admin (so no admin makes a second admin or a reviewer account of their own to act for them or release them); agent tokens carry scopes.",
         pages: &["/review", "/admin/risk", "/agents"],
         evidence: &[
             A::ReviewCaseReleased,
@@ -150,6 +150,7 @@ pub const CONTROLS: &[Control] = &[
             "server/tests/api/trading.rs::nobody_reviews_their_own_case_and_a_confirmed_case_cancels_the_held_order",
             "server/tests/api/trading.rs::a_reviewers_release_cannot_lift_a_halt_an_admin_set_while_the_case_was_open",
             "server/tests/api/admin_controls.rs::an_admin_cannot_change_their_own_trading_state_kill_switch_or_limits",
+            "server/tests/api/admin_controls.rs::an_admin_loosening_a_global_limit_stays_held_to_the_old_one",
             "server/tests/api/auth.rs::granting_or_removing_the_admin_role_takes_a_second_admin",
             "server/tests/api/trading.rs::a_quarantined_admin_cannot_appoint_the_reviewer_who_releases_them",
             "server/tests/api/agent.rs::a_prices_only_token_cannot_propose_or_read_the_portfolio",

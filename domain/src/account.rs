@@ -60,6 +60,18 @@ impl Email {
         }
     }
 
+    /// An address as stored. Accounts made before addresses were held to printable ASCII keep
+    /// theirs (trimmed, lower-case, no whitespace or control character), so they still load;
+    /// only new addresses go through [`Email::parse`].
+    pub fn from_stored(raw: &str) -> Option<Self> {
+        let stored = raw.trim().to_lowercase();
+        let plausible = !stored.is_empty()
+            && stored.len() <= Self::MAX_LEN
+            && stored.contains('@')
+            && !stored.chars().any(|c| c.is_whitespace() || c.is_control());
+        plausible.then_some(Self(stored))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -776,7 +788,7 @@ impl AccountService {
         if self.clock.now() - given_at >= DEVICE_TRUST_TTL {
             return Ok(false);
         }
-        let Ok(email) = Email::parse(email_input) else {
+        let Some(email) = Email::from_stored(email_input) else {
             return Ok(false);
         };
         Ok(self
@@ -793,9 +805,11 @@ impl AccountService {
         email_input: &str,
         password: Password,
     ) -> Result<(Option<User>, bool), AccountError> {
-        let credentials = match Email::parse(email_input) {
-            Ok(email) => self.store.find_credentials(&email).await?,
-            Err(_) => None,
+        // Looked up as stored: an account made before addresses were held to ASCII still
+        // signs in.
+        let credentials = match Email::from_stored(email_input) {
+            Some(email) => self.store.find_credentials(&email).await?,
+            None => None,
         };
         let (hash, user) = match credentials {
             Some(c) => (c.password_hash, Some(c.user)),
@@ -995,6 +1009,16 @@ mod tests {
     fn emails_are_trimmed_and_lowercased() {
         let email = Email::parse("  Alice@Example.COM ").expect("valid");
         assert_eq!(email.as_str(), "alice@example.com");
+    }
+
+    #[test]
+    fn an_address_stored_before_the_ascii_rule_still_loads_but_no_new_one_is_made() {
+        let legacy = "Jos\u{e9}@Example.com";
+        assert_eq!(Email::parse(legacy), Err(ValidationError::Email));
+        let stored = Email::from_stored(legacy).expect("loads");
+        assert_eq!(stored.as_str(), "jos\u{e9}@example.com");
+        assert_eq!(Email::from_stored("no at sign"), None);
+        assert_eq!(Email::from_stored("a b@example.com"), None);
     }
 
     #[test]

@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand};
 use domain::account::{Email, Password, Role};
 use domain::audit::report::VerifiedReport;
 use domain::audit::{
-    Actor, AuditFilter, ChainHead, ReportPublicKey, RequestMeta, verify_report, verify_report_from,
+    Actor, AuditFilter, BreakKind, ChainHead, ReportPublicKey, RequestMeta, verify_report,
+    verify_report_from,
 };
 use domain::ports::SystemClock;
 
@@ -93,6 +94,16 @@ pub enum AuditCommand {
         /// catches events cut from the end.
         #[arg(long, value_name = "SEQ:HASH")]
         expect_head: Option<String>,
+    },
+    /// After reviewing a chain the server refuses to extend (events past its head of record, or
+    /// a record it did not sign, as `audit verify` reports): make the newest event, given as
+    /// `SEQ:HASH`, the signed head of record. Audited.
+    SignHead {
+        #[arg(value_name = "SEQ:HASH")]
+        head: String,
+        /// What was reviewed and why the events are adopted (recorded in the audit event).
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -196,7 +207,7 @@ pub async fn create_admin(settings: &Settings, email: &str) -> Result<(), CliErr
 }
 
 pub async fn set_role(settings: &Settings, email: &str, role: &str) -> Result<(), CliError> {
-    let email = Email::parse(email).map_err(|e| CliError::Usage(e.to_string()))?;
+    let email = existing_email(email)?;
     let role = Role::parse(role).map_err(|e| CliError::Usage(e.to_string()))?;
     let backend = Backend::connect(settings, Arc::new(SystemClock)).await?;
     backend.sign_unsigned_head().await?;
@@ -215,8 +226,14 @@ pub async fn set_role(settings: &Settings, email: &str, role: &str) -> Result<()
     Ok(())
 }
 
+/// An existing account's address, as stored (older accounts may predate the ASCII rule).
+fn existing_email(raw: &str) -> Result<Email, CliError> {
+    Email::from_stored(raw)
+        .ok_or_else(|| CliError::Usage(domain::account::ValidationError::Email.to_string()))
+}
+
 pub async fn reset_factors(settings: &Settings, email: &str) -> Result<(), CliError> {
-    let email = Email::parse(email).map_err(|e| CliError::Usage(e.to_string()))?;
+    let email = existing_email(email)?;
     let backend = Backend::connect(settings, Arc::new(SystemClock)).await?;
     backend.sign_unsigned_head().await?;
     let user = backend
@@ -309,9 +326,89 @@ pub async fn audit_verify(
                     checkpoint.seq, checkpoint.hash, checkpoint.signed_at
                 )?;
             }
+            match broken.error.kind {
+                BreakKind::PastRecord => {
+                    // Everything up to the record is as the server left it: what is past it
+                    // can be reviewed and adopted.
+                    let newest = backend.audit_log.head().await?;
+                    writeln!(
+                        out,
+                        "the server records nothing until this is resolved. Newest event: \
+                         {newest}. After reviewing the events from seq {}, `cryptopulse audit \
+                         sign-head {newest} --reason \"...\"` adopts them as the head of record \
+                         (audited); or restore a backup",
+                        broken.error.seq
+                    )?;
+                }
+                BreakKind::ForgedRecord | BreakKind::UnsignedRecord => writeln!(
+                    out,
+                    "the server records nothing until this is resolved. Its head of record was \
+                     changed outside the server, so the events since the latest checkpoint \
+                     cannot be vouched for: restore a backup"
+                )?,
+                _ => {}
+            }
             Ok(false)
         }
     }
+}
+
+/// `audit sign-head SEQ:HASH --reason TEXT`: after the operator reviewed events added past the
+/// head of record, the newest event (which must be `SEQ:HASH`) becomes the signed head of
+/// record. Only when the whole chain verifies but for those events (`PastRecord`).
+pub async fn audit_sign_head(
+    settings: &Settings,
+    reviewed: &str,
+    reason: &str,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let reviewed = ChainHead::parse(reviewed).ok_or_else(|| {
+        CliError::Usage("sign-head takes SEQ:HASH as printed by `audit verify`".into())
+    })?;
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().any(char::is_control) || reason.len() > 500 {
+        return Err(CliError::Usage(
+            "--reason: say in one line (up to 500 characters) what was reviewed and why the \
+             events are adopted"
+                .into(),
+        ));
+    }
+    let backend = Backend::connect(settings, Arc::new(SystemClock)).await?;
+    match backend
+        .services
+        .audit
+        .verify_as_operator(None, |_| {})
+        .await?
+    {
+        Err(broken) if broken.error.kind == BreakKind::PastRecord => {}
+        Err(broken) => {
+            return Err(CliError::Usage(format!(
+                "refused: the chain is broken at seq {} ({}), not only by events past its head \
+                 of record; adopting the newest event would seal that. Restore a backup",
+                broken.error.seq, broken.error.kind
+            )));
+        }
+        Ok(_) => {
+            return Err(CliError::Usage(
+                "the audit chain verifies: there is nothing to adopt".into(),
+            ));
+        }
+    }
+    backend
+        .audit_chain
+        .adopt_reviewed_head(reviewed, reason, backend.services.clock.now())
+        .await
+        .map_err(|e| match e {
+            crate::storage::AdoptError::Store(e) => CliError::Store(e),
+            other => CliError::Usage(other.to_string()),
+        })?;
+    writeln!(
+        out,
+        "head of record is now seq {} ({}), signed; recorded as audit.head_signed",
+        reviewed.seq,
+        reviewed.hash.to_hex()
+    )?;
+    Ok(())
 }
 
 /// Prints the server's report public key, `ed25519:<hex>`.

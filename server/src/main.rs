@@ -46,6 +46,11 @@ async fn main() -> ExitCode {
             .await
             .map_err(Into::into),
         Command::Audit {
+            command: AuditCommand::SignHead { head, reason },
+        } => server::cli::audit_sign_head(&settings, &head, &reason, &mut std::io::stdout())
+            .await
+            .map_err(Into::into),
+        Command::Audit {
             command: AuditCommand::Verify { expect_head },
         } => match server::cli::audit_verify(
             &settings,

@@ -167,8 +167,9 @@ mod parse {
             if let Some(actor) = filter.actor_id.as_deref()
                 && actor.contains('@')
             {
-                let email = domain::account::Email::parse(actor)
-                    .map_err(|_| invalid(format!("`{actor}` is not a valid email.")))?;
+                // A look-up, not a new address: accounts older than the ASCII rule still match.
+                let email = domain::account::Email::from_stored(actor)
+                    .ok_or_else(|| invalid(format!("`{actor}` is not a valid email.")))?;
                 let user = services
                     .accounts
                     .user_by_email(&email)

@@ -348,13 +348,13 @@ async fn paper_account(backend: &Backend, fills: usize, reads: usize) -> BenchRe
         created_at: now,
         updated_at: now,
     };
-    let store = SqlTradingStore::new(backend.db.clone(), Arc::new(SystemClock));
+    let store = SqlTradingStore::new(backend.audit_chain.clone(), Arc::new(SystemClock));
     store
         .record_decision(OrderDecisionWrite {
             order,
             proposal: None,
             case: None,
-            new_state: None,
+            quarantine: None,
             audit: vec![AuditDraft::new(
                 Actor::system("bench"),
                 AuditAction::TradeOrderDecided,

@@ -458,6 +458,10 @@ pub enum BreakKind {
     #[error(
         "the head of record (audit_chain_lock) at this seq is not signed by this server's report key: it was set outside the server"
     )]
+    ForgedRecord,
+    #[error(
+        "the head of record (audit_chain_lock) at this seq carries no signature: left by a version before heads were signed (a start signs it then, once: never after this server has signed heads of this chain), or cleared outside the server (restore a backup)"
+    )]
     UnsignedRecord,
 }
 

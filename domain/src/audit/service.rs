@@ -259,33 +259,42 @@ impl AuditService {
         }))
     }
 
-    /// The head of record against the chain scanned up to `scanned`: nothing past it (only the
-    /// server moves it, and signs it when it does), signed by this server, and still there
-    /// (events cut from the end since the latest checkpoint leave it pointing past them).
+    /// The head of record against the chain scanned up to `scanned`: signed by this server,
+    /// still there (events cut from the end since the latest checkpoint, or rewritten, leave it
+    /// pointing at a row that is gone or different), and nothing past it (only the server moves
+    /// it, and signs it when it does). In that order: `PastRecord` is the one finding an
+    /// operator may resolve by adopting the newest event (`audit sign-head`), so it is reported
+    /// only when everything up to the record is as the server left it.
     async fn check_record(
         &self,
         recorded: &RecordedHead,
         scanned: ChainHead,
     ) -> Result<Result<(), ChainBreak>, StoreError> {
+        if recorded.head.seq > 0 {
+            if !self
+                .public_key
+                .verifies_head(recorded.head, recorded.signature.as_deref())
+            {
+                return Ok(Err(ChainBreak {
+                    seq: recorded.head.seq,
+                    kind: if recorded.signature.is_some() {
+                        BreakKind::ForgedRecord
+                    } else {
+                        BreakKind::UnsignedRecord
+                    },
+                }));
+            }
+            if let Err(error) = check_anchor(self.log.as_ref(), recorded.head).await? {
+                return Ok(Err(error));
+            }
+        }
         if scanned.seq > recorded.head.seq {
             return Ok(Err(ChainBreak {
                 seq: recorded.head.seq + 1,
                 kind: BreakKind::PastRecord,
             }));
         }
-        if recorded.head.seq == 0 {
-            return Ok(Ok(()));
-        }
-        if !self
-            .public_key
-            .verifies_head(recorded.head, recorded.signature.as_deref())
-        {
-            return Ok(Err(ChainBreak {
-                seq: recorded.head.seq,
-                kind: BreakKind::UnsignedRecord,
-            }));
-        }
-        check_anchor(self.log.as_ref(), recorded.head).await
+        Ok(Ok(()))
     }
 
     /// The table's newest checkpoint (signature unchecked) and the journal's, judged.

@@ -30,6 +30,7 @@ pub enum LimitField {
 
 /// Amounts above a billion USDT are typos, not limits.
 const MAX_AMOUNT: i64 = 1_000_000_000;
+const HELD_PREFIX: &str = "held:";
 const MAX_DECIMAL_PLACES: usize = 8;
 const MAX_VELOCITY_ORDERS: u32 = 10_000;
 const MAX_WINDOW_SECS: u32 = 86_400;
@@ -61,6 +62,22 @@ impl LimitField {
 
     pub fn from_key(key: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|f| f.key() == key)
+    }
+
+    /// The per-user key of a hold: a ceiling kept for an admin who loosened this field
+    /// globally. Unlike a value of their own, it does not replace the global value: the
+    /// stricter of the two applies, so a later global tightening still reaches them.
+    pub fn held_key(self) -> String {
+        format!("{HELD_PREFIX}{}", self.key())
+    }
+
+    /// The field a per-user key holds: `(field, false)` for a value of the user's own,
+    /// `(field, true)` for a hold ([`Self::held_key`]).
+    pub fn from_user_key(key: &str) -> Option<(Self, bool)> {
+        match key.strip_prefix(HELD_PREFIX) {
+            Some(field) => Self::from_key(field).map(|f| (f, true)),
+            None => Self::from_key(key).map(|f| (f, false)),
+        }
     }
 
     pub fn label(self) -> &'static str {
@@ -127,6 +144,28 @@ impl LimitField {
             LimitField::AnomalyThreshold => "0.8",
             LimitField::AutonomousCap => "500",
         }
+    }
+
+    /// The stricter of two valid values, normalised: the lower amount, count or threshold, the
+    /// longer velocity window, the symbols both allow. `None` if either does not validate.
+    pub fn stricter(self, a: &str, b: &str) -> Option<String> {
+        let (a, b) = (self.parse_value(a).ok()?, self.parse_value(b).ok()?);
+        let stricter = match (a, b) {
+            (Value::Amount(a), Value::Amount(b)) => Value::Amount(a.min(b)),
+            (Value::Ratio(a), Value::Ratio(b)) => Value::Ratio(a.min(b)),
+            (Value::Count(a), Value::Count(b)) if self == LimitField::VelocityWindowSecs => {
+                Value::Count(a.max(b))
+            }
+            (Value::Count(a), Value::Count(b)) => Value::Count(a.min(b)),
+            (Value::Symbols(a), Value::Symbols(b)) => {
+                // Sorted, so the same set always reads the same.
+                let mut both: Vec<_> = a.into_iter().filter(|s| b.contains(s)).collect();
+                both.sort();
+                Value::Symbols(both)
+            }
+            _ => return None,
+        };
+        Some(stricter.render())
     }
 
     /// Checks an administrator's input and returns it normalised (trimmed, trailing zeros
@@ -350,10 +389,16 @@ pub fn resolve_limits(
     let mut limits = RiskLimits::strictest();
     let mut fail_safes = Vec::new();
     for field in LimitField::ALL {
-        let (scope, raw) = match (user.get(field.key()), global.get(field.key())) {
-            (Some(raw), _) => (LimitScope::User, Some(raw)),
-            (None, Some(raw)) => (LimitScope::Global, Some(raw)),
-            (None, None) => (LimitScope::Global, None),
+        let held = user.get(&field.held_key());
+        let (scope, raw) = match (user.get(field.key()), global.get(field.key()), held) {
+            (Some(raw), _, _) => (LimitScope::User, Some(raw.clone())),
+            // A value that does not parse falls through to the fail-safe below.
+            (None, Some(global), Some(held)) => (
+                LimitScope::User,
+                Some(field.stricter(held, global).unwrap_or_else(|| held.clone())),
+            ),
+            (None, Some(raw), None) => (LimitScope::Global, Some(raw.clone())),
+            (None, None, _) => (LimitScope::Global, None),
         };
         let Some(raw) = raw else {
             fail_safes.push(FailSafe {
@@ -364,12 +409,12 @@ pub fn resolve_limits(
             });
             continue;
         };
-        match field.parse_value(raw) {
+        match field.parse_value(&raw) {
             Ok(value) => limits.apply(field, value),
             Err(reason) => fail_safes.push(FailSafe {
                 field,
                 scope,
-                raw: Some(raw.clone()),
+                raw: Some(raw),
                 reason,
             }),
         }
@@ -451,6 +496,38 @@ fn canonical_net(net: IpNet) -> IpNet {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_stricter_of_two_values_is_per_field() {
+        let f = LimitField::MaxOrderNotional;
+        assert_eq!(f.stricter("50000", "90000.00").as_deref(), Some("50000"));
+        assert_eq!(
+            LimitField::VelocityWindowSecs
+                .stricter("60", "30")
+                .as_deref(),
+            Some("60")
+        );
+        assert_eq!(
+            LimitField::VelocityMaxOrders
+                .stricter("10", "20")
+                .as_deref(),
+            Some("10")
+        );
+        assert_eq!(
+            LimitField::AnomalyThreshold
+                .stricter("0.8", "0.95")
+                .as_deref(),
+            Some("0.8")
+        );
+        assert_eq!(
+            LimitField::SymbolAllowlist
+                .stricter("BTCUSDT,ETHUSDT", "ethusdt,SOLUSDT")
+                .as_deref(),
+            Some("ETHUSDT")
+        );
+        assert_eq!(f.stricter("50000", "lots"), None);
+    }
+
     use super::*;
 
     use std::net::{Ipv4Addr, Ipv6Addr};
@@ -684,6 +761,40 @@ mod tests {
                 ..seeded()
             }
         );
+    }
+
+    #[test]
+    fn a_hold_is_a_ceiling_under_the_global_value_and_an_own_value_replaces_both() {
+        let held = map(&[
+            ("held:max_order_notional", "1000"),
+            ("held:velocity_window_secs", "600"),
+        ]);
+        let (limits, fail_safes) = resolve_limits(&defaults(), &held);
+        assert!(fail_safes.is_empty());
+        assert_eq!(limits.max_order_notional, dec("1000"));
+        assert_eq!(limits.velocity_window_secs, 600);
+        // A global value stricter than the hold applies.
+        let mut tight = defaults();
+        tight.insert("max_order_notional".into(), "500".into());
+        let (limits, _) = resolve_limits(&tight, &held);
+        assert_eq!(limits.max_order_notional, dec("500"));
+        // A value of the user's own is not held.
+        let mut own = held.clone();
+        own.insert("max_order_notional".into(), "2000".into());
+        assert_eq!(
+            resolve_limits(&defaults(), &own).0.max_order_notional,
+            dec("2000")
+        );
+        // A hold that does not parse fails safe.
+        let broken = map(&[("held:max_order_notional", "lots")]);
+        let (limits, fail_safes) = resolve_limits(&defaults(), &broken);
+        assert_only_field_strictest(&limits, LimitField::MaxOrderNotional);
+        assert_eq!(fail_safes.len(), 1);
+        assert_eq!(
+            LimitField::from_user_key("held:daily_notional"),
+            Some((LimitField::DailyNotional, true))
+        );
+        assert_eq!(LimitField::from_user_key("held:nothing"), None);
     }
 
     #[test]

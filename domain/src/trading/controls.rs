@@ -227,6 +227,11 @@ impl TradingService {
             None if user.is_none() => return Err(Refusal::GlobalLimitRequired.into()),
             None => None,
         };
+        if user.is_none()
+            && let Some(new) = &value
+        {
+            self.hold_own_limit(admin, field, new, &meta).await?;
+        }
         let event = draft(
             Actor::user(admin.id()),
             AuditAction::RiskLimitChanged,
@@ -241,6 +246,53 @@ impl TradingService {
         .detail("value", value.clone().unwrap_or_else(|| "(inherit)".into()));
         self.store
             .set_limit(user, field.key(), value.as_deref(), event)
+            .await
+            .map_err(audit_or_store)
+    }
+
+    /// An admin loosening a global limit does not loosen it for themself: unless they already
+    /// have a value of their own (which a global change does not touch), they are held at what
+    /// applied to them before, as a ceiling ([`LimitField::held_key`]: the stricter of it and
+    /// the global value applies, so later global tightening still reaches them). It is written
+    /// before the global change, so a failure between leaves them stricter, not looser. Only
+    /// another admin can lift it, by setting or removing the admin's own value.
+    async fn hold_own_limit(
+        &self,
+        admin: &Admin,
+        field: LimitField,
+        new: &str,
+        meta: &RequestMeta,
+    ) -> Result<(), TradingError> {
+        let (global, own) = self.store.limits(admin.id()).await?;
+        if own.contains_key(field.key()) {
+            return Ok(());
+        }
+        let strictest = field.strictest_raw();
+        let old_global = global.get(field.key()).map_or(strictest, String::as_str);
+        let applied = match own.get(&field.held_key()) {
+            Some(held) => field.stricter(held, old_global),
+            None => field.stricter(old_global, old_global),
+        }
+        .unwrap_or_else(|| strictest.to_owned());
+        // `stricter` of a value with itself normalises it, so equal sets compare equal.
+        if field.stricter(&applied, new) == field.stricter(new, new) {
+            return Ok(());
+        }
+        let event = draft(
+            Actor::user(admin.id()),
+            AuditAction::RiskLimitChanged,
+            Outcome::Success,
+            meta,
+        )
+        .resource(format!("user:{}", admin.id()))
+        .detail("field", field.key())
+        .detail("held_at_most", applied.clone())
+        .detail(
+            "reason",
+            "held for the admin loosening the global limit: the stricter of this and the global value applies until another admin sets or removes their own value",
+        );
+        self.store
+            .set_limit(Some(admin.id()), &field.held_key(), Some(&applied), event)
             .await
             .map_err(audit_or_store)
     }

@@ -80,6 +80,11 @@ pub struct Decided {
     pub case: Option<CaseEvidence>,
     /// The trader's new trading state (a quarantine), when it changes.
     pub new_state: Option<TradingState>,
+    /// The anomaly's quarantine target when a case opens with one, whether or not it changed
+    /// the state read here: the store applies it to the state as it is when the decision is
+    /// written (only ever tightening), so a release committed meanwhile does not leave an open
+    /// case's trader unquarantined.
+    pub quarantine: Option<TradingState>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,7 +213,9 @@ pub fn decide_order(facts: &OrderFacts) -> OrderDecision {
     let state_before = facts.controls.state;
     let mut case = None;
     let mut new_state = None;
+    let mut quarantine_to_apply = None;
     if (quarantine.is_some() || verdict == Verdict::Hold) && !already_under_review {
+        quarantine_to_apply = quarantine;
         let state_after = match quarantine {
             // An anomaly only tightens (`Standing::after`); what stands after the case is the
             // store's to keep.
@@ -237,6 +244,7 @@ pub fn decide_order(facts: &OrderFacts) -> OrderDecision {
         disposition,
         case,
         new_state,
+        quarantine: quarantine_to_apply,
     }))
 }
 

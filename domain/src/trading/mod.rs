@@ -491,7 +491,10 @@ pub struct OrderDecisionWrite {
     /// proposal is placed at most once.
     pub proposal: Option<Uuid>,
     pub case: Option<AnomalyCase>,
-    pub new_state: Option<TradingState>,
+    /// The anomaly's quarantine target: applied to the trader's state as it is in this write,
+    /// only ever tightening; the `risk.trading_state_changed` draft among `audit` is rewritten
+    /// to the change applied, or left out when there is none.
+    pub quarantine: Option<TradingState>,
     pub audit: Vec<AuditDraft>,
 }
 

@@ -293,6 +293,7 @@ impl TradingService {
             disposition,
             case,
             new_state,
+            quarantine,
             ..
         } = decided;
         let (status, hold, status_reason) = match disposition {
@@ -359,7 +360,7 @@ impl TradingService {
             &order,
             &actor,
             case.as_ref(),
-            new_state,
+            quarantine,
             &controls,
             proposal,
             &meta,
@@ -370,7 +371,7 @@ impl TradingService {
                 order: order.clone(),
                 proposal,
                 case: case.clone(),
-                new_state,
+                quarantine,
                 audit,
             })
             .await;
@@ -631,7 +632,7 @@ fn decision_audit(
     order: &Order,
     actor: &Actor,
     case: Option<&AnomalyCase>,
-    new_state: Option<risk::TradingState>,
+    quarantine: Option<risk::TradingState>,
     controls: &UserControls,
     proposal: Option<Uuid>,
     meta: &RequestMeta,
@@ -689,7 +690,8 @@ fn decision_audit(
             ),
         );
     }
-    if let Some(state) = new_state {
+    // The store rewrites it to the change it applies, or leaves it out when nothing changes.
+    if let Some(target) = quarantine {
         audit.push(
             draft(
                 Actor::system("risk"),
@@ -699,7 +701,7 @@ fn decision_audit(
             )
             .resource(format!("user:{owner}"))
             .detail("from", controls.state.as_str())
-            .detail("to", state.as_str())
+            .detail("to", controls.state.stricter(target).as_str())
             .detail("reason", "anomaly score above threshold"),
         );
     }

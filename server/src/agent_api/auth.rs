@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use axum::extract::ConnectInfo;
 use axum::response::Response;
 use domain::audit::RequestMeta;
+use domain::trading::agent::{looks_like_token, token_hash};
 use domain::trading::{AgentScope, AgentToken, TradingError};
 use http::request::Parts;
 use http::{HeaderMap, StatusCode, header};
@@ -52,8 +53,9 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The live token behind the request, or the response to send (401 for a missing, unknown,
-/// revoked or expired token, 429 over the token's own budget, or 5xx on an outage). Over the
-/// budget nothing is recorded: refusals recorded one by one are what a flood would write.
+/// revoked or expired token, 429 over the token's own budget, or 5xx on an outage). The budget
+/// is spent before the token is looked up: past it nothing is read or written (no use stamp,
+/// no `agent.token_expired`, no HOLD), since writes one by one are what a flood would cost.
 pub(super) async fn authenticate(
     state: &AgentState,
     parts: &Parts,
@@ -62,16 +64,23 @@ pub(super) async fn authenticate(
     let Some(secret) = bearer(&parts.headers) else {
         return Err(unauthorized());
     };
-    let token = match state.trading.authenticate_agent(secret, meta).await {
-        Ok(token) => token,
-        Err(TradingError::NotFound) => return Err(unauthorized()),
-        Err(other) => return Err(trading_failure(other, meta)),
-    };
-    if let Err(retry_after) = state.limits.check_agent_token(token.id) {
-        tracing::warn!(target: "security", event = "agent.rate_limit_exceeded", token = %token.id, retry_after);
+    // Only a value shaped like a token gets a budget: anything else could be no token, and
+    // arbitrary strings would only grow the limiter's table.
+    if !looks_like_token(secret) {
+        return Err(unauthorized());
+    }
+    let hash = token_hash(secret);
+    if let Err(retry_after) = state.limits.check_agent_token(&hash) {
+        // A prefix of the stored hash names the token to whoever holds the table, never the
+        // secret to whoever reads the log.
+        tracing::warn!(target: "security", event = "agent.rate_limit_exceeded", token_hash_prefix = &hash[..12], retry_after);
         return Err(rate_limited(retry_after));
     }
-    Ok(token)
+    match state.trading.authenticate_agent(secret, meta).await {
+        Ok(token) => Ok(token),
+        Err(TradingError::NotFound) => Err(unauthorized()),
+        Err(other) => Err(trading_failure(other, meta)),
+    }
 }
 
 /// Records the refusal (`agent.signal_held`) and answers it. The refusal stands even if the

@@ -1,7 +1,7 @@
 //! Per-client-address rate limits (GCRA via `governor`): one for every route and a tighter one
 //! for sign-up and login. Over the limit → 429 with `Retry-After`. The agent API adds one per
-//! token (checked once the token is known), so a leaked token spread over many addresses still
-//! cannot flood the audit log with refusals.
+//! token (keyed by the token's hash, checked before the token is even looked up), so a leaked
+//! token spread over many addresses still cannot flood the audit log with refusals.
 //!
 //! A refused request's body is read and dropped (up to a small bound) before the answer goes
 //! out: a response sent over an unread body ends its connection, and a keep-alive client's next
@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::Clock as _;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{HeaderValue, StatusCode, header};
-use uuid::Uuid;
 
 use super::middleware::ClientIp;
 
@@ -35,7 +34,7 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
 pub struct RateLimits {
     all: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     auth: Arc<DefaultKeyedRateLimiter<IpAddr>>,
-    agent_token: Arc<DefaultKeyedRateLimiter<Uuid>>,
+    agent_token: Arc<DefaultKeyedRateLimiter<String>>,
 }
 
 fn per_minute(n: u32) -> Quota {
@@ -51,9 +50,10 @@ impl RateLimits {
         }
     }
 
-    /// Spends one of the agent token's requests; `Err(seconds to wait)` over its budget.
-    pub fn check_agent_token(&self, token: Uuid) -> Result<(), u64> {
-        whole_seconds_to_wait(&self.agent_token, &token)
+    /// Spends one of the agent token's requests (by the hash of the bearer value, whether or
+    /// not it is a live token); `Err(seconds to wait)` over its budget.
+    pub fn check_agent_token(&self, token_hash: &str) -> Result<(), u64> {
+        whole_seconds_to_wait(&self.agent_token, &token_hash.to_owned())
     }
 
     /// Forgets addresses whose budget has fully refilled; run periodically to bound memory.
@@ -161,7 +161,7 @@ mod tests {
     #[test]
     fn each_agent_token_has_its_own_budget() {
         let limits = RateLimits::new(100, 100, 1);
-        let (leaked, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let (leaked, other) = ("a1b2", "c3d4");
         assert_eq!(limits.check_agent_token(leaked), Ok(()));
         assert!(limits.check_agent_token(leaked).is_err());
         assert_eq!(limits.check_agent_token(other), Ok(()));

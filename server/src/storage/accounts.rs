@@ -43,7 +43,7 @@ pub(super) fn to_user(row: &user::Model) -> DbResult<User> {
         |what: &str| StoreError::Backend(format!("user row {} has an invalid {what}", row.id));
     Ok(User {
         id: UserId(Uuid::parse_str(&row.id).map_err(|_| corrupt("id"))?),
-        email: Email::parse(&row.email).map_err(|_| corrupt("email"))?,
+        email: Email::from_stored(&row.email).ok_or_else(|| corrupt("email"))?,
         role: Role::parse(&row.role).map_err(|_| corrupt("role"))?,
         created_at: parse_canonical_time(&row.created_at).ok_or_else(|| corrupt("created_at"))?,
     })

@@ -139,30 +139,74 @@ impl AuditChain {
             txn.commit_unaudited().await?;
             return Ok(None);
         }
-        txn.conn()
-            .execute(&record_head(
-                recorded.head,
-                Some(key.sign_head(recorded.head)),
-            ))
-            .await?;
-        tracing::warn!(
-            seq = recorded.head.seq,
-            "signed the audit chain's unsigned head of record"
-        );
-        txn.commit_with(
-            AuditDraft::new(
-                Actor::system("audit"),
-                domain::audit_action::AuditAction::AuditHeadSigned,
-                Outcome::Success,
-                RequestMeta::default(),
-            )
-            .detail("seq", recorded.head.seq)
-            .detail("hash", recorded.head.hash.to_hex())
-            .detail("reason", "the head of record carried no signature"),
+        sign_record(
+            txn,
+            key,
+            recorded.head,
+            Actor::system("audit"),
+            "the head of record carried no signature",
             now,
         )
         .await?;
         Ok(Some(recorded.head))
+    }
+
+    /// The operator's way out once they have looked at events added past the head of record
+    /// (`audit verify` reported `PastRecord` and nothing before it): the newest event, which
+    /// must be `reviewed` (as `audit verify` printed it), becomes the head of record, signed,
+    /// audited as `audit.head_signed` with the range adopted and the operator's reason.
+    ///
+    /// Only that finding can be adopted: the present record must be signed by this server and
+    /// its row still as recorded. A forged, unsigned or dangling record could hide a rewrite or
+    /// a cut before it, which no review of the newest events can rule out (restore a backup).
+    pub async fn adopt_reviewed_head(
+        &self,
+        reviewed: ChainHead,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), AdoptError> {
+        let Some(key) = self.group.head_key.get() else {
+            return Err(AdoptError::NoKey);
+        };
+        let txn = self.begin().await.map_err(StoreError::from)?;
+        let checked = async {
+            let recorded = recorded_head(txn.conn()).await?;
+            let newest = newest_row(txn.conn()).await?;
+            let at_record = row_at(txn.conn(), recorded.head.seq).await?;
+            Ok::<_, super::DbError>((recorded, newest, at_record))
+        }
+        .await
+        .map_err(StoreError::from)?;
+        let (recorded, newest, at_record) = checked;
+        // Vouched for: signed by this server, and its row still the one it signed.
+        let vouched = recorded.head.seq == 0
+            || (key
+                .public_key()
+                .verifies_head(recorded.head, recorded.signature.as_deref())
+                && at_record == Some(recorded.head));
+        let refusal = if !vouched {
+            Some(AdoptError::RecordNotVouched)
+        } else if newest.seq <= recorded.head.seq {
+            Some(AdoptError::NothingPastRecord)
+        } else if newest != reviewed {
+            Some(AdoptError::NotTheNewest(newest))
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            txn.commit_unaudited().await.map_err(StoreError::from)?;
+            return Err(refusal);
+        }
+        let reason = format!(
+            "the operator adopted events {} to {} added past the head of record after reviewing \
+             them: {reason}",
+            recorded.head.seq + 1,
+            reviewed.seq
+        );
+        sign_record(txn, key, reviewed, Actor::system("cli"), &reason, now)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(())
     }
 
     /// Moves the head of record to `head`, signed, in `txn` (which must hold the chain lock):
@@ -240,12 +284,6 @@ impl AuditChain {
             return Err(e.into());
         }
         Ok(turn)
-    }
-}
-
-impl From<DatabaseConnection> for AuditChain {
-    fn from(db: DatabaseConnection) -> Self {
-        Self::new(db)
     }
 }
 
@@ -567,15 +605,73 @@ async fn recorded_head(db: &impl ConnectionTrait) -> DbResult<RecordedHead> {
     })
 }
 
-/// Whether a server that signs heads of record has started on this chain.
+/// Why [`AuditChain::adopt_reviewed_head`] did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    #[error("the newest event is {0}, not the head given: review the chain again")]
+    NotTheNewest(ChainHead),
+    #[error(
+        "the head of record is not one this server signed, or its event is gone or changed: \
+         nothing after it can be vouched for by a review; restore a backup"
+    )]
+    RecordNotVouched,
+    #[error("no events past the head of record: there is nothing to adopt")]
+    NothingPastRecord,
+    #[error("the report key is not loaded, so no head can be signed")]
+    NoKey,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Moves the head of record to `head`, signed, and commits that with its `audit.head_signed`
+/// event.
+async fn sign_record(
+    txn: AuditedTxn,
+    key: &ReportKey,
+    head: ChainHead,
+    actor: Actor,
+    reason: &str,
+    now: OffsetDateTime,
+) -> DbResult<()> {
+    txn.conn()
+        .execute(&record_head(head, Some(key.sign_head(head))))
+        .await?;
+    tracing::warn!(
+        seq = head.seq,
+        reason,
+        "signed the audit chain's head of record"
+    );
+    txn.commit_with(
+        AuditDraft::new(
+            actor,
+            domain::audit_action::AuditAction::AuditHeadSigned,
+            Outcome::Success,
+            RequestMeta::default(),
+        )
+        .detail("seq", head.seq)
+        .detail("hash", head.hash.to_hex())
+        .detail("reason", reason),
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Whether a server that signs heads of record has started on this chain, or a head was
+/// signed on it already.
 async fn started_signing_heads(db: &impl ConnectionTrait) -> DbResult<bool> {
+    use domain::audit_action::AuditAction;
+    let started = Condition::all()
+        .add(audit_event::Column::Action.eq(AuditAction::SystemStart.as_str()))
+        .add(audit_event::Column::Details.contains(format!("\"{HEADS_SIGNED}\":true")));
     let found = audit_event::Entity::find()
         .select_only()
         .column(audit_event::Column::Seq)
         .filter(
-            audit_event::Column::Action.eq(domain::audit_action::AuditAction::SystemStart.as_str()),
+            Condition::any()
+                .add(started)
+                .add(audit_event::Column::Action.eq(AuditAction::AuditHeadSigned.as_str())),
         )
-        .filter(audit_event::Column::Details.contains(format!("\"{HEADS_SIGNED}\":true")))
         .into_tuple::<i64>()
         .one(db)
         .await?;
@@ -624,6 +720,24 @@ fn tampered(message: String) -> super::DbError {
 }
 
 /// The newest stored event's seq and hash.
+/// The event at `seq` as (seq, hash), if there is one.
+async fn row_at(txn: &DatabaseTransaction, seq: i64) -> DbResult<Option<ChainHead>> {
+    let row: Option<(i64, String)> = audit_event::Entity::find()
+        .select_only()
+        .column(audit_event::Column::Seq)
+        .column(audit_event::Column::Hash)
+        .filter(audit_event::Column::Seq.eq(seq))
+        .into_tuple()
+        .one(txn)
+        .await?;
+    Ok(row.and_then(|(seq, hash)| {
+        Some(ChainHead {
+            seq,
+            hash: ChainHash::from_hex(&hash)?,
+        })
+    }))
+}
+
 async fn newest_row(txn: &DatabaseTransaction) -> DbResult<ChainHead> {
     // Only the two columns the seal needs (a whole row carries the event's details).
     let newest: Option<(i64, String)> = audit_event::Entity::find()

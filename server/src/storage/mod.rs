@@ -41,7 +41,7 @@ use sea_orm::{
 };
 
 pub use accounts::SqlAccountStore;
-pub use audit::{AuditChain, HEADS_SIGNED, SqlAuditLog, to_row};
+pub use audit::{AdoptError, AuditChain, HEADS_SIGNED, SqlAuditLog, to_row};
 pub use keys::{SqlKeyStore, SqlSecurityAlerts};
 pub use sessions::{SqlSessionStore, watching_session_outages};
 pub use stepup::SqlFactorStore;

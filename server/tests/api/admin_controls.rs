@@ -202,6 +202,181 @@ async fn an_admin_cannot_change_their_own_trading_state_kill_switch_or_limits() 
     app.stop().await;
 }
 
+/// A global limit is one admin's change, but it does not loosen that admin's own: theirs is
+/// held at the earlier value until another admin lifts it. Tightening holds nothing.
+#[tokio::test]
+async fn an_admin_loosening_a_global_limit_stays_held_to_the_old_one() {
+    use domain::audit::RequestMeta;
+    use domain::risk::RiskLimits;
+    use rust_decimal::Decimal;
+
+    let app = spawn_app().await;
+    let admin = app.admin_with_key("admin@example.com").await;
+    let other = app.admin_with_key("other-admin@example.com").await;
+    let me = user_id(&app, &admin).await;
+    let my_id = domain::account::UserId(uuid::Uuid::parse_str(&me).expect("user id"));
+    let held = |field: &str, value: &str| {
+        format!("scope = '{me}' AND field = 'held:{field}' AND value = '{value}'")
+    };
+    let set_global = |field: &'static str, value: &'static str| {
+        let (app, admin) = (&app, admin.clone());
+        async move {
+            app.call(
+                &admin,
+                "risk/set-limit",
+                &[("field", field), ("value", value)],
+            )
+            .await
+            .status()
+        }
+    };
+    let applied = || async {
+        app.backend
+            .services
+            .trading
+            .limits_for(my_id, &RequestMeta::default())
+            .await
+            .expect("limits")
+    };
+    let notional = |limits: &RiskLimits| limits.max_order_notional;
+
+    assert_eq!(set_global("max_order_notional", "90000").await, 200);
+    assert_eq!(
+        count_where(&app, "risk_limits", &held("max_order_notional", "50000")).await,
+        1,
+        "held at the earlier 50000"
+    );
+    assert_eq!(
+        count_where(
+            &app,
+            "risk_limits",
+            "scope = 'global' AND field = 'max_order_notional' AND value = '90000'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(notional(&applied().await), Decimal::from(50_000));
+    // Loosening again keeps the hold where it was.
+    assert_eq!(set_global("max_order_notional", "120000").await, 200);
+    assert_eq!(
+        count_where(&app, "risk_limits", &held("max_order_notional", "50000")).await,
+        1
+    );
+    // A hold is a ceiling, not an exemption: a later global tightening, by another admin,
+    // reaches the held admin too.
+    let tighten = [("field", "max_order_notional"), ("value", "20000")];
+    assert_eq!(
+        app.call(&other, "risk/set-limit", &tighten).await.status(),
+        200
+    );
+    assert_eq!(notional(&applied().await), Decimal::from(20_000));
+
+    // A shorter velocity window is looser; a higher threshold too.
+    assert_eq!(set_global("velocity_window_secs", "30").await, 200);
+    assert_eq!(
+        count_where(&app, "risk_limits", &held("velocity_window_secs", "60")).await,
+        1
+    );
+    assert_eq!(applied().await.velocity_window_secs, 60);
+    // The same symbols in another order loosen nothing and hold nothing; a wider list is
+    // looser: held to the earlier symbols.
+    let three = [
+        ("field", "symbol_allowlist"),
+        ("value", "BTCUSDT,ETHUSDT,SOLUSDT"),
+    ];
+    assert_eq!(
+        app.call(&other, "risk/set-limit", &three).await.status(),
+        200
+    );
+    assert_eq!(
+        set_global("symbol_allowlist", "ETHUSDT,SOLUSDT,BTCUSDT").await,
+        200
+    );
+    assert_eq!(
+        count_where(
+            &app,
+            "risk_limits",
+            &format!("scope = '{me}' AND field LIKE '%symbol_allowlist'")
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        set_global("symbol_allowlist", "SOLUSDT,BTCUSDT,ETHUSDT,XRPUSDT").await,
+        200
+    );
+    assert_eq!(
+        count_where(
+            &app,
+            "risk_limits",
+            &held("symbol_allowlist", "BTCUSDT,ETHUSDT,SOLUSDT")
+        )
+        .await,
+        1
+    );
+    let mut symbols = applied().await.symbol_allowlist;
+    symbols.sort();
+    assert_eq!(symbols, ["BTCUSDT", "ETHUSDT", "SOLUSDT"]);
+    // Tightening holds nothing.
+    assert_eq!(set_global("daily_notional", "1000").await, 200);
+    assert_eq!(
+        count_where(
+            &app,
+            "risk_limits",
+            &format!("scope = '{me}' AND field LIKE '%daily_notional'")
+        )
+        .await,
+        0
+    );
+    // The Risk page shows the hold on the admin's row.
+    let overview = json(app.call(&other, "risk/overview", &[]).await).await;
+    let row = overview["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .find(|u| u["user_id"] == me.as_str())
+        .expect("the admin's row");
+    let labels = row["overrides"].to_string();
+    assert!(
+        labels.contains("held when they loosened it globally"),
+        "{labels}"
+    );
+
+    // The admin cannot lift their own hold; another admin can.
+    let lift = [("user_id", me.as_str()), ("field", "max_order_notional")];
+    assert_eq!(
+        app.call(&admin, "risk/set-limit", &lift).await.status(),
+        403
+    );
+    assert_eq!(
+        app.call(&other, "risk/set-limit", &lift).await.status(),
+        200
+    );
+    assert_eq!(
+        count_where(
+            &app,
+            "risk_limits",
+            &format!("scope = '{me}' AND field LIKE '%max_order_notional'")
+        )
+        .await,
+        0
+    );
+    assert_eq!(notional(&applied().await), Decimal::from(20_000));
+    // Another admin giving the admin a value of their own replaces the hold.
+    let own = [
+        ("user_id", me.as_str()),
+        ("field", "velocity_window_secs"),
+        ("value", "45"),
+    ];
+    assert_eq!(app.call(&other, "risk/set-limit", &own).await.status(), 200);
+    assert_eq!(
+        count_where(&app, "risk_limits", &held("velocity_window_secs", "60")).await,
+        0
+    );
+    assert_eq!(applied().await.velocity_window_secs, 45);
+    app.stop().await;
+}
+
 // --- item 14: alerts and decoys need the admin's key window ------------------------------------
 
 #[tokio::test]

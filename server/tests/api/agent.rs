@@ -505,6 +505,7 @@ async fn a_token_over_its_own_budget_is_answered_429_and_writes_nothing() {
         assert_hold(get(&app, &leaked, "/keys").await, 403, "within the budget").await;
         assert_eq!(held_events(&app).await, n);
     }
+    let events_before = app.count("SELECT COUNT(*) FROM audit_events").await;
     for (attempt, response) in [
         get(&app, &leaked, "/keys").await,
         get(&app, &leaked, "/prices?symbols=BTCUSDT").await,
@@ -528,6 +529,11 @@ async fn a_token_over_its_own_budget_is_answered_429_and_writes_nothing() {
         3,
         "refusals past the budget are not recorded"
     );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_events").await,
+        events_before,
+        "nothing at all is written past the budget"
+    );
     assert!(
         proposals_of(&app, &alice).await.is_empty(),
         "nothing queued"
@@ -538,6 +544,27 @@ async fn a_token_over_its_own_budget_is_answered_429_and_writes_nothing() {
         200
     );
     assert_unauthorized(get(&app, "cpa_not-a-token", "/prices").await, "unknown").await;
+
+    // An expired token is refused with a recorded `agent.token_expired` each time, but only
+    // within its budget: a flood with it writes nothing past that.
+    let (_, late) = create_token(&app, &alice, "late", &["prices:read"]).await;
+    app.clock.advance(time::Duration::days(91));
+    let expired_events =
+        || app.count("SELECT COUNT(*) FROM audit_events WHERE action = 'agent.token_expired'");
+    for n in 1..=3 {
+        assert_unauthorized(get(&app, &late, "/prices").await, "expired").await;
+        assert_eq!(expired_events().await, n);
+    }
+    let events_before = app.count("SELECT COUNT(*) FROM audit_events").await;
+    for _ in 0..5 {
+        assert_eq!(get(&app, &late, "/prices").await.status(), 429);
+    }
+    assert_eq!(expired_events().await, 3);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_events").await,
+        events_before,
+        "an expired token's flood writes nothing past the budget"
+    );
     app.stop().await;
 }
 

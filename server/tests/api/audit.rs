@@ -225,7 +225,24 @@ async fn an_event_added_after_the_newest_is_found_and_nothing_is_chained_onto_it
     assert_eq!(app.count("SELECT COUNT(*) FROM users").await, users);
     assert_eq!(app.count("SELECT MAX(seq) FROM audit_events").await, seq);
 
-    // Moving the head of record onto it too: the record is not the server's signature.
+    // The operator is told the way out: review what is past the record, then adopt it.
+    assert!(
+        report.contains(&format!("audit sign-head {seq}:{hash} --reason")),
+        "{report}"
+    );
+
+    // Moving the head of record onto it too: the record is not the server's signature, and
+    // nothing since the latest checkpoint can be vouched for, so no adoption is offered.
+    let original: (i64, String, String) = (
+        app.count("SELECT head_seq FROM audit_chain_lock WHERE id = 1")
+            .await,
+        app.text("SELECT head_hash FROM audit_chain_lock WHERE id = 1")
+            .await
+            .expect("hash"),
+        app.text("SELECT head_signature FROM audit_chain_lock WHERE id = 1")
+            .await
+            .expect("signature"),
+    );
     app.exec(&format!(
         "UPDATE audit_chain_lock SET head_seq = {seq}, head_hash = '{hash}' WHERE id = 1"
     ))
@@ -234,9 +251,20 @@ async fn an_event_added_after_the_newest_is_found_and_nothing_is_chained_onto_it
     assert!(!intact, "{report}");
     assert!(
         report.contains(&format!("BROKEN at seq {seq}:"))
-            && report.contains("not signed by this server's report key"),
+            && report.contains("not signed by this server's report key")
+            && report.contains("restore a backup")
+            && !report.contains("sign-head"),
         "{report}"
     );
+    let mut out = Vec::new();
+    let refused = server::cli::audit_sign_head(
+        &app.settings,
+        &format!("{seq}:{hash}"),
+        "looked at it",
+        &mut out,
+    )
+    .await;
+    assert!(refused.is_err(), "a forged record is not adopted over");
     // Nor does clearing the signature get it signed: this chain's server signs heads already.
     app.exec("UPDATE audit_chain_lock SET head_signature = NULL WHERE id = 1")
         .await;
@@ -247,10 +275,145 @@ async fn an_event_added_after_the_newest_is_found_and_nothing_is_chained_onto_it
         .await
         .expect("runs");
     assert_eq!(signed, None);
-    let (intact, _) = cli_verify(&app).await;
-    assert!(!intact);
+    let (intact, report) = cli_verify(&app).await;
+    assert!(
+        !intact && report.contains("carries no signature"),
+        "{report}"
+    );
+    assert!(
+        server::cli::audit_sign_head(
+            &app.settings,
+            &format!("{seq}:{hash}"),
+            "looked at it",
+            &mut out
+        )
+        .await
+        .is_err(),
+        "an unsigned record is not adopted over"
+    );
     assert_eq!(
         app.sign_up(&app.new_client(), "later@example.com")
+            .await
+            .status(),
+        503
+    );
+
+    // With the server's own record back, the operator adopts the event past it: only the
+    // newest, named exactly, and with a reason.
+    app.exec(&format!(
+        "UPDATE audit_chain_lock SET head_seq = {}, head_hash = '{}', head_signature = '{}' \
+         WHERE id = 1",
+        original.0, original.1, original.2
+    ))
+    .await;
+    let wrong = server::cli::audit_sign_head(
+        &app.settings,
+        &format!("{}:{hash}", seq - 1),
+        "looked at it",
+        &mut out,
+    )
+    .await;
+    assert!(wrong.is_err());
+    let no_reason =
+        server::cli::audit_sign_head(&app.settings, &format!("{seq}:{hash}"), " ", &mut out).await;
+    assert!(no_reason.is_err());
+    server::cli::audit_sign_head(
+        &app.settings,
+        &format!("{seq}:{hash}"),
+        "case:framed confirmed with the reviewer by phone",
+        &mut out,
+    )
+    .await
+    .expect("adopted");
+    let adopted = app
+        .text(
+            "SELECT CAST(details AS TEXT) FROM audit_events WHERE action = 'audit.head_signed' \
+             AND actor_id = 'cli'",
+        )
+        .await
+        .expect("details");
+    assert!(
+        adopted.contains(&format!(
+            "events {seq} to {seq} added past the head of record"
+        )) && adopted.contains("confirmed with the reviewer by phone"),
+        "{adopted}"
+    );
+    assert_eq!(
+        app.sign_up(&app.new_client(), "later@example.com")
+            .await
+            .status(),
+        200
+    );
+    let (intact, report) = cli_verify(&app).await;
+    assert!(intact, "{report}");
+    // A healthy chain has nothing to adopt.
+    let head = app.backend.audit_log.head().await.expect("head");
+    assert!(
+        server::cli::audit_sign_head(&app.settings, &head.to_string(), "again", &mut out)
+            .await
+            .is_err()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_rewritten_newest_event_hidden_behind_an_added_one_is_not_offered_for_adoption() {
+    // A database writer replaces the event at the head of record (recomputing its hash) and
+    // adds one after it, hoping the finding reads as "events past the record" and an operator
+    // adopts the lot.
+    let app = app_with_sign_ups("rewrite", 3).await;
+    disable_append_only_guard(&app).await;
+    let head = app.backend.audit_log.head().await.expect("head");
+    let before = app
+        .backend
+        .audit_log
+        .page(head.seq - 2, 1)
+        .await
+        .expect("page")
+        .remove(0)
+        .head();
+    app.exec(&format!(
+        "DELETE FROM audit_events WHERE seq = {}",
+        head.seq
+    ))
+    .await;
+    let rewritten = domain::audit::AuditEvent::seal(
+        before,
+        domain::audit::AuditDraft::new(
+            domain::audit::Actor::system("audit"),
+            domain::audit_action::AuditAction::SystemStart,
+            domain::audit::Outcome::Success,
+            domain::audit::RequestMeta::default(),
+        ),
+        time::OffsetDateTime::now_utc(),
+    );
+    {
+        use sea_orm::EntityTrait;
+        server::storage::entities::audit_event::Entity::insert(server::storage::to_row(&rewritten))
+            .exec_without_returning(app.db())
+            .await
+            .expect("insert");
+    }
+    let (seq, hash) = forge_event_after_the_newest(&app).await;
+    let (intact, report) = cli_verify(&app).await;
+    assert!(!intact, "{report}");
+    assert!(
+        report.contains(&format!("BROKEN at seq {}:", head.seq)) && !report.contains("sign-head"),
+        "the rewritten event is the finding, not the one added: {report}"
+    );
+    let mut out = Vec::new();
+    assert!(
+        server::cli::audit_sign_head(
+            &app.settings,
+            &format!("{seq}:{hash}"),
+            "looked at it",
+            &mut out
+        )
+        .await
+        .is_err()
+    );
+    assert_eq!(
+        app.sign_up(&app.new_client(), "after@example.com")
             .await
             .status(),
         503
@@ -308,7 +471,10 @@ async fn a_head_of_record_left_unsigned_by_an_older_version_is_signed_once_and_a
         .await
         .expect("verify runs");
     let report = String::from_utf8(out).expect("utf8");
-    assert!(!intact && report.contains("not signed"), "{report}");
+    assert!(
+        !intact && report.contains("carries no signature"),
+        "{report}"
+    );
     // ...the next start signs it, audited, and the chain verifies.
     let app = crate::helpers::spawn_on(
         db,

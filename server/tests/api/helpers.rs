@@ -173,8 +173,11 @@ pub fn client_for(address: &str) -> reqwest::Client {
         .cookie_store(true)
         .default_headers(headers)
         .redirect(reqwest::redirect::Policy::none())
-        // A stalled answer fails its test with this request named, rather than hanging the suite.
-        .timeout(std::time::Duration::from_secs(60))
+        // A stalled answer (nothing for a minute) fails its test with this request named, rather
+        // than hanging the suite. Not a total timeout: a 200k-row report streams for longer than
+        // that in a debug build on a busy 2-core machine, and only silence is a failure.
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(std::time::Duration::from_secs(60))
         .build()
         .expect("client")
 }
@@ -267,6 +270,18 @@ impl TestApp {
             .expect("query")
             .expect("row");
         row.try_get_by_index::<i64>(0).expect("count")
+    }
+
+    /// One text cell (or `None` for NULL) from `sql`.
+    pub async fn text(&self, sql: &str) -> Option<String> {
+        let backend = self.db().get_database_backend();
+        self.db()
+            .query_one_raw(Statement::from_string(backend, sql.to_owned()))
+            .await
+            .expect("query")
+            .expect("row")
+            .try_get_by_index::<Option<String>>(0)
+            .expect("text column")
     }
 
     pub async fn exec(&self, sql: &str) {

@@ -4,7 +4,6 @@
 
 use domain::account::Role;
 use domain::ports::Clock;
-use sea_orm::{ConnectionTrait, Statement};
 use serde_json::Value;
 use webauthn_authenticator_rs::WebauthnAuthenticator;
 use webauthn_authenticator_rs::softtoken::SoftToken;
@@ -23,18 +22,6 @@ async fn audits(app: &TestApp, action: &str) -> i64 {
         "SELECT COUNT(*) FROM audit_events WHERE action = '{action}'"
     ))
     .await
-}
-
-/// One text cell (or `None` for NULL) from `sql`.
-async fn text(app: &TestApp, sql: &str) -> Option<String> {
-    let backend = app.db().get_database_backend();
-    app.db()
-        .query_one_raw(Statement::from_string(backend, sql.to_owned()))
-        .await
-        .expect("query")
-        .expect("row")
-        .try_get_by_index::<Option<String>>(0)
-        .expect("text column")
 }
 
 /// RFC 4648 base32 without padding, as the secret is shown to the user.
@@ -329,12 +316,10 @@ async fn trader_with_two_keys(app: &TestApp) -> (reqwest::Client, SoftToken, Str
     assert_eq!(app.step_up_with_key(&trader, &mut a).await.status(), 200);
     let mut b = soft_key();
     assert_eq!(app.register_key(&trader, &mut b, "B").await.status(), 200);
-    let b_credential = text(
-        app,
-        "SELECT credential_id FROM security_keys WHERE name = 'B'",
-    )
-    .await
-    .expect("B's credential id");
+    let b_credential = app
+        .text("SELECT credential_id FROM security_keys WHERE name = 'B'")
+        .await
+        .expect("B's credential id");
     (trader, a, b_credential)
 }
 
@@ -362,21 +347,15 @@ async fn an_assertion_whose_id_names_another_key_is_refused_and_that_key_is_unto
     assert_eq!(refused.status(), 400);
     assert_eq!(audits(&app, "stepup.key_succeeded").await, succeeded);
     assert!(
-        text(
-            &app,
-            "SELECT last_used_at FROM security_keys WHERE name = 'B'"
-        )
-        .await
-        .is_none(),
+        app.text("SELECT last_used_at FROM security_keys WHERE name = 'B'")
+            .await
+            .is_none(),
         "B was recorded as used"
     );
     assert!(
-        text(
-            &app,
-            "SELECT flagged_at FROM security_keys WHERE name = 'B'"
-        )
-        .await
-        .is_none()
+        app.text("SELECT flagged_at FROM security_keys WHERE name = 'B'")
+            .await
+            .is_none()
     );
     assert_eq!(
         app.count(
@@ -415,20 +394,14 @@ async fn a_cloned_key_is_flagged_even_when_its_assertion_names_another_key() {
     assert!(json(regressed).await.to_string().contains("cloned"));
     // The key that signed (A) is disabled; B, named in the forged id, is not.
     assert!(
-        text(
-            &app,
-            "SELECT flagged_at FROM security_keys WHERE name = 'A'"
-        )
-        .await
-        .is_some()
+        app.text("SELECT flagged_at FROM security_keys WHERE name = 'A'")
+            .await
+            .is_some()
     );
     assert!(
-        text(
-            &app,
-            "SELECT flagged_at FROM security_keys WHERE name = 'B'"
-        )
-        .await
-        .is_none()
+        app.text("SELECT flagged_at FROM security_keys WHERE name = 'B'")
+            .await
+            .is_none()
     );
     assert_eq!(audits(&app, "stepup.key_counter_regressed").await, 1);
     assert_eq!(

@@ -203,7 +203,7 @@ fn decision(order: Order) -> OrderDecisionWrite {
         order,
         proposal: None,
         case: None,
-        new_state: None,
+        quarantine: None,
         audit: vec![draft(AuditAction::TradeOrderDecided)],
     }
 }
@@ -213,7 +213,7 @@ fn case_decision(order: Order, case: AnomalyCase) -> OrderDecisionWrite {
         order,
         proposal: None,
         case: Some(case),
-        new_state: Some(TradingState::Reducing),
+        quarantine: Some(TradingState::Reducing),
         audit: vec![
             draft(AuditAction::TradeOrderDecided),
             draft(AuditAction::RiskCaseOpened),
@@ -558,9 +558,10 @@ async fn blocked_ranges_are_added_once_and_removed() {
     app.stop().await;
 }
 
-/// The quarantine is judged on the state read while the order was screened; an admin's halt
-/// committed meanwhile stays (an anomaly only tightens), and a case opened with the decision
-/// quarantines even if the state was loosened meanwhile.
+/// The quarantine is applied to the state as it is when the decision is written: an admin's
+/// halt committed meanwhile stays (an anomaly only tightens, and no state change is recorded),
+/// and a case opened with the decision quarantines even if a release loosened the state
+/// meanwhile (its event then says what was applied).
 #[tokio::test]
 async fn a_quarantine_applies_to_the_state_as_it_is_when_the_decision_is_written() {
     let app = spawn_app().await;
@@ -586,18 +587,35 @@ async fn a_quarantine_applies_to_the_state_as_it_is_when_the_decision_is_written
         store.controls(halted).await.expect("controls").state,
         TradingState::Halted
     );
+    assert_eq!(actions(&app, "risk.trading_state_changed").await, 0);
+    assert_eq!(actions(&app, "risk.case_opened").await, 1);
 
-    // Screened while reducing (so no state change was asked for), written after a release
-    // made the trader active: the case opened with it still quarantines.
+    // Screened while reducing (so the state did not change then), written after a release of
+    // another case made the trader active: the case opened with it still quarantines.
     let released = new_user(&app, "released@example.com", Role::Trader).await;
     let (held, mut case) = held_with_case(released, now(&app));
     case.evidence.state_before = TradingState::Reducing;
-    let mut write = case_decision(held, case);
-    write.new_state = None;
-    store.record_decision(write).await.expect("decision");
+    store
+        .record_decision(case_decision(held, case))
+        .await
+        .expect("decision");
     assert_eq!(
         store.controls(released).await.expect("controls").state,
         TradingState::Reducing
+    );
+    assert_eq!(actions(&app, "risk.trading_state_changed").await, 1);
+    let applied = app
+        .text(
+            "SELECT CAST(details AS TEXT) FROM audit_events \
+             WHERE action = 'risk.trading_state_changed'",
+        )
+        .await
+        .expect("details");
+    let applied: serde_json::Value = serde_json::from_str(&applied).expect("json");
+    assert_eq!(
+        (applied["from"].as_str(), applied["to"].as_str()),
+        (Some("active"), Some("reducing")),
+        "{applied}"
     );
     app.stop().await;
 }

@@ -220,7 +220,15 @@ pub fn risk_overview_view(overview: RiskOverview) -> RiskOverviewView {
                     .overrides
                     .iter()
                     .filter_map(|(key, value)| {
-                        LimitField::from_key(key).map(|f| limit_row(f, Some(value.clone())))
+                        let (field, held) = LimitField::from_user_key(key)?;
+                        let mut row = limit_row(field, Some(value.clone()));
+                        if held {
+                            row.label = format!(
+                                "{} (held when they loosened it globally: at most this)",
+                                row.label
+                            );
+                        }
+                        Some(row)
                     })
                     .collect(),
             })

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use domain::account::UserId;
 use domain::audit::{AuditDraft, canonical_time};
 use domain::ports::StoreError;
-use domain::risk::{StateEvent, TradingState};
+use domain::risk::{LimitField, StateEvent, TradingState};
 use domain::trading::{
     BlockedRange, BlockedRangeStore, CaseStatus, ControlStore, ControlsChange, ControlsOverview,
     OrderRecord, OrderRecordQuery, OrderStore, PaperAccount, RawLimits, ScreeningSettings,
@@ -91,6 +91,16 @@ impl ControlStore for SqlTradingStore {
                         .exec(txn.conn())
                         .await?;
                 }
+            }
+            // Another admin setting or removing a user's own value lifts a hold on it.
+            if let Some(user) = user
+                && let Some((field, false)) = LimitField::from_user_key(field)
+            {
+                risk_limit::Entity::delete_many()
+                    .filter(risk_limit::Column::Scope.eq(user.to_string()))
+                    .filter(risk_limit::Column::Field.eq(field.held_key()))
+                    .exec(txn.conn())
+                    .await?;
             }
             txn.commit_with(audit, now).await?;
             Ok(())

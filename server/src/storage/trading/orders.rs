@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use domain::account::UserId;
 use domain::audit::{AuditDraft, canonical_time};
+use domain::audit_action::AuditAction;
 use domain::exchange::ExchangeName;
 use domain::order::OrderSide;
 use domain::ports::StoreError;
@@ -94,7 +95,7 @@ impl OrderStore for SqlTradingStore {
                 order: decided,
                 proposal: placed_proposal,
                 case,
-                new_state,
+                quarantine,
                 audit,
             } = write;
             let mut audit = audit.into_iter();
@@ -139,23 +140,29 @@ impl OrderStore for SqlTradingStore {
             }
             // The quarantine was judged on the state read while screening; it is applied to
             // the state as it is now, inside this write: an anomaly only tightens, so a halt an
-            // admin set meanwhile stays, and a case opened here quarantines even if a release
-            // of another case loosened the state meanwhile.
-            let quarantine = case
-                .as_ref()
-                .map(|case| case.evidence.state_after)
-                .or(new_state);
+            // admin set meanwhile stays. Its event says what was applied, or goes if nothing
+            // changed.
+            let mut audit: Vec<AuditDraft> = audit.collect();
             if let Some(target) = quarantine {
                 let standing = standing_in(txn.conn(), decided.owner).await?;
                 let after = standing.after(StateEvent::AnomalyDetected(target));
-                if after.state != standing.state {
+                let state_change = AuditAction::RiskTradingStateChanged.as_str();
+                if after.state == standing.state {
+                    audit.retain(|draft| draft.action != state_change);
+                } else {
                     put_state(txn.conn(), decided.owner, after.state, None, now).await?;
+                    for draft in audit.iter_mut().filter(|d| d.action == state_change) {
+                        *draft = draft
+                            .clone()
+                            .detail("from", standing.state.as_str())
+                            .detail("to", after.state.as_str());
+                    }
                 }
             }
             // Every event but the last is appended here; the last one commits. Should any append
             // fail, the transaction is dropped and rolls back the order, the case and the state.
             let mut pending = first;
-            for next in audit {
+            for next in audit.into_iter() {
                 txn.append(pending, now).await?;
                 pending = next;
             }
