@@ -338,7 +338,7 @@ async fn an_admin_loosening_a_global_limit_stays_held_to_the_old_one() {
         .expect("the admin's row");
     let labels = row["overrides"].to_string();
     assert!(
-        labels.contains("held when they loosened it globally"),
+        labels.contains("Max notional per order (USDT), held at most"),
         "{labels}"
     );
 

@@ -73,6 +73,15 @@ async fn disable_append_only_guard(app: &crate::helpers::TestApp) {
     }
 }
 
+/// `cryptopulse audit sign-head HEAD --reason REASON`, its output dropped.
+async fn sign_head(
+    app: &crate::helpers::TestApp,
+    head: &str,
+    reason: &str,
+) -> Result<(), server::cli::CliError> {
+    server::cli::audit_sign_head(&app.settings, head, reason, &mut Vec::new()).await
+}
+
 async fn cli_verify(app: &crate::helpers::TestApp) -> (bool, String) {
     cli_verify_expecting(app, None).await
 }
@@ -256,14 +265,7 @@ async fn an_event_added_after_the_newest_is_found_and_nothing_is_chained_onto_it
             && !report.contains("sign-head"),
         "{report}"
     );
-    let mut out = Vec::new();
-    let refused = server::cli::audit_sign_head(
-        &app.settings,
-        &format!("{seq}:{hash}"),
-        "looked at it",
-        &mut out,
-    )
-    .await;
+    let refused = sign_head(&app, &format!("{seq}:{hash}"), "looked at it").await;
     assert!(refused.is_err(), "a forged record is not adopted over");
     // Nor does clearing the signature get it signed: this chain's server signs heads already.
     app.exec("UPDATE audit_chain_lock SET head_signature = NULL WHERE id = 1")
@@ -281,14 +283,9 @@ async fn an_event_added_after_the_newest_is_found_and_nothing_is_chained_onto_it
         "{report}"
     );
     assert!(
-        server::cli::audit_sign_head(
-            &app.settings,
-            &format!("{seq}:{hash}"),
-            "looked at it",
-            &mut out
-        )
-        .await
-        .is_err(),
+        sign_head(&app, &format!("{seq}:{hash}"), "looked at it")
+            .await
+            .is_err(),
         "an unsigned record is not adopted over"
     );
     assert_eq!(
@@ -306,22 +303,14 @@ async fn an_event_added_after_the_newest_is_found_and_nothing_is_chained_onto_it
         original.0, original.1, original.2
     ))
     .await;
-    let wrong = server::cli::audit_sign_head(
-        &app.settings,
-        &format!("{}:{hash}", seq - 1),
-        "looked at it",
-        &mut out,
-    )
-    .await;
+    let wrong = sign_head(&app, &format!("{}:{hash}", seq - 1), "looked at it").await;
     assert!(wrong.is_err());
-    let no_reason =
-        server::cli::audit_sign_head(&app.settings, &format!("{seq}:{hash}"), " ", &mut out).await;
+    let no_reason = sign_head(&app, &format!("{seq}:{hash}"), " ").await;
     assert!(no_reason.is_err());
-    server::cli::audit_sign_head(
-        &app.settings,
+    sign_head(
+        &app,
         &format!("{seq}:{hash}"),
         "case:framed confirmed with the reviewer by phone",
-        &mut out,
     )
     .await
     .expect("adopted");
@@ -348,11 +337,7 @@ async fn an_event_added_after_the_newest_is_found_and_nothing_is_chained_onto_it
     assert!(intact, "{report}");
     // A healthy chain has nothing to adopt.
     let head = app.backend.audit_log.head().await.expect("head");
-    assert!(
-        server::cli::audit_sign_head(&app.settings, &head.to_string(), "again", &mut out)
-            .await
-            .is_err()
-    );
+    assert!(sign_head(&app, &head.to_string(), "again").await.is_err());
     app.stop().await;
 }
 
@@ -401,16 +386,10 @@ async fn a_rewritten_newest_event_hidden_behind_an_added_one_is_not_offered_for_
         report.contains(&format!("BROKEN at seq {}:", head.seq)) && !report.contains("sign-head"),
         "the rewritten event is the finding, not the one added: {report}"
     );
-    let mut out = Vec::new();
     assert!(
-        server::cli::audit_sign_head(
-            &app.settings,
-            &format!("{seq}:{hash}"),
-            "looked at it",
-            &mut out
-        )
-        .await
-        .is_err()
+        sign_head(&app, &format!("{seq}:{hash}"), "looked at it")
+            .await
+            .is_err()
     );
     assert_eq!(
         app.sign_up(&app.new_client(), "after@example.com")

@@ -223,10 +223,9 @@ pub fn risk_overview_view(overview: RiskOverview) -> RiskOverviewView {
                         let (field, held) = LimitField::from_user_key(key)?;
                         let mut row = limit_row(field, Some(value.clone()));
                         if held {
-                            row.label = format!(
-                                "{} (held when they loosened it globally: at most this)",
-                                row.label
-                            );
+                            // Set when they loosened it globally: a ceiling, so a stricter
+                            // global value still applies.
+                            row.label = format!("{}, held at most", row.label);
                         }
                         Some(row)
                     })
