@@ -463,6 +463,10 @@ pub enum BreakKind {
         "the head of record (audit_chain_lock) at this seq carries no signature: left by a version before heads were signed (a start signs it then, once: never after this server has signed heads of this chain), or cleared outside the server (restore a backup)"
     )]
     UnsignedRecord,
+    #[error(
+        "the head of record (audit_chain_lock) is empty although the log holds events: it was cleared outside the server (restore a backup)"
+    )]
+    ClearedRecord,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -287,6 +287,13 @@ impl AuditService {
             if let Err(error) = check_anchor(self.log.as_ref(), recorded.head).await? {
                 return Ok(Err(error));
             }
+        } else if scanned.seq > 0 {
+            // Every append records a head (and migration 17 recorded the newest row), so an
+            // empty record over events was cleared: nothing past it is vouched for.
+            return Ok(Err(ChainBreak {
+                seq: 1,
+                kind: BreakKind::ClearedRecord,
+            }));
         }
         if scanned.seq > recorded.head.seq {
             return Ok(Err(ChainBreak {

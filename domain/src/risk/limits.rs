@@ -392,10 +392,17 @@ pub fn resolve_limits(
         let held = user.get(&field.held_key());
         let (scope, raw) = match (user.get(field.key()), global.get(field.key()), held) {
             (Some(raw), _, _) => (LimitScope::User, Some(raw.clone())),
-            // A value that does not parse falls through to the fail-safe below.
+            // If either does not parse, that one goes on to the fail-safe below: a hold must
+            // never leave its admin looser than everyone else's strictest value.
             (None, Some(global), Some(held)) => (
                 LimitScope::User,
-                Some(field.stricter(held, global).unwrap_or_else(|| held.clone())),
+                Some(field.stricter(held, global).unwrap_or_else(|| {
+                    if field.parse_value(held).is_err() {
+                        held.clone()
+                    } else {
+                        global.clone()
+                    }
+                })),
             ),
             (None, Some(raw), None) => (LimitScope::Global, Some(raw.clone())),
             (None, None, _) => (LimitScope::Global, None),
@@ -785,11 +792,20 @@ mod tests {
             resolve_limits(&defaults(), &own).0.max_order_notional,
             dec("2000")
         );
-        // A hold that does not parse fails safe.
+        // A hold that does not parse fails safe, and so does a global value beside a hold.
         let broken = map(&[("held:max_order_notional", "lots")]);
         let (limits, fail_safes) = resolve_limits(&defaults(), &broken);
         assert_only_field_strictest(&limits, LimitField::MaxOrderNotional);
         assert_eq!(fail_safes.len(), 1);
+        let mut broken_global = defaults();
+        broken_global.insert("max_order_notional".into(), "lots".into());
+        let (limits, fail_safes) = resolve_limits(&broken_global, &held);
+        assert_eq!(
+            limits.max_order_notional,
+            RiskLimits::strictest().max_order_notional
+        );
+        assert_eq!(fail_safes.len(), 1);
+        assert_eq!(fail_safes[0].raw.as_deref(), Some("lots"));
         assert_eq!(
             LimitField::from_user_key("held:daily_notional"),
             Some((LimitField::DailyNotional, true))

@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use domain::audit::filter::{bound_time, second_prefix};
 use domain::audit::signing::ReportKey;
 use domain::audit::{
-    Actor, ActorKind, AuditDraft, AuditEvent, AuditFilter, ChainHash, ChainHead, Outcome,
-    RecordedHead, RequestMeta, canonical_time, parse_canonical_time,
+    Actor, ActorKind, AuditDraft, AuditEvent, AuditFilter, BreakKind, ChainBreak, ChainHash,
+    ChainHead, ChainVerifier, Outcome, RecordedHead, RequestMeta, canonical_time,
+    parse_canonical_time,
 };
 use domain::ports::{AuditLog, Clock, StoreError};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, Query, UpdateStatement};
@@ -178,12 +179,16 @@ impl AuditChain {
         .await
         .map_err(StoreError::from)?;
         let (recorded, newest, at_record) = checked;
-        // Vouched for: signed by this server, and its row still the one it signed.
-        let vouched = recorded.head.seq == 0
-            || (key
-                .public_key()
+        // Vouched for: signed by this server, and its row still the one it signed. A record at
+        // seq 0 is the empty chain's only (every append records a head, and migration 17
+        // recorded the newest row): over events it was cleared, which vouches for nothing.
+        let vouched = if recorded.head.seq == 0 {
+            newest.seq == 0
+        } else {
+            key.public_key()
                 .verifies_head(recorded.head, recorded.signature.as_deref())
-                && at_record == Some(recorded.head));
+                && at_record == Some(recorded.head)
+        };
         let refusal = if !vouched {
             Some(AdoptError::RecordNotVouched)
         } else if newest.seq <= recorded.head.seq {
@@ -191,7 +196,13 @@ impl AuditChain {
         } else if newest != reviewed {
             Some(AdoptError::NotTheNewest(newest))
         } else {
-            None
+            // Checked again under the chain lock: what `audit verify` saw may have been
+            // changed since, and only a range that links from the record to the head
+            // reviewed is signed.
+            range_breaks(txn.conn(), recorded.head, reviewed)
+                .await
+                .map_err(StoreError::from)?
+                .map(AdoptError::RangeChanged)
         };
         if let Some(refusal) = refusal {
             txn.commit_unaudited().await.map_err(StoreError::from)?;
@@ -617,10 +628,44 @@ pub enum AdoptError {
     RecordNotVouched,
     #[error("no events past the head of record: there is nothing to adopt")]
     NothingPastRecord,
+    #[error("the events to adopt changed since they were verified ({0}): review the chain again")]
+    RangeChanged(ChainBreak),
     #[error("the report key is not loaded, so no head can be signed")]
     NoKey,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The first break in the events after `from` up to `to`, read in `txn` a page at a time: they
+/// must link from `from` and end exactly at `to`.
+async fn range_breaks(
+    txn: &DatabaseTransaction,
+    from: ChainHead,
+    to: ChainHead,
+) -> DbResult<Option<ChainBreak>> {
+    const PAGE: u64 = 1_000;
+    let mut verifier = ChainVerifier::starting_at(from);
+    while verifier.head().seq < to.seq {
+        let rows = audit_event::Entity::find()
+            .filter(audit_event::Column::Seq.gt(verifier.head().seq))
+            .filter(audit_event::Column::Seq.lte(to.seq))
+            .order_by_asc(audit_event::Column::Seq)
+            .limit(PAGE)
+            .all(txn)
+            .await?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in rows {
+            if let Err(found) = verifier.check(&from_row(row)) {
+                return Ok(Some(found));
+            }
+        }
+    }
+    Ok((verifier.head() != to).then_some(ChainBreak {
+        seq: to.seq,
+        kind: BreakKind::AnchorMismatch,
+    }))
 }
 
 /// Moves the head of record to `head`, signed, and commits that with its `audit.head_signed`

@@ -288,6 +288,28 @@ async fn an_event_added_after_the_newest_is_found_and_nothing_is_chained_onto_it
             .is_err(),
         "an unsigned record is not adopted over"
     );
+    // Nor does clearing the record altogether: it would offer the whole chain, rewritten at
+    // will, for adoption.
+    app.exec(
+        "UPDATE audit_chain_lock SET head_seq = 0, head_hash = NULL, head_signature = NULL \
+         WHERE id = 1",
+    )
+    .await;
+    let (intact, report) = cli_verify(&app).await;
+    assert!(
+        !intact
+            && report.contains("BROKEN at seq 1:")
+            && report.contains("cleared outside the server")
+            && report.contains("restore a backup")
+            && !report.contains("sign-head"),
+        "{report}"
+    );
+    assert!(
+        sign_head(&app, &format!("{seq}:{hash}"), "looked at it")
+            .await
+            .is_err(),
+        "a cleared record is not adopted over"
+    );
     assert_eq!(
         app.sign_up(&app.new_client(), "later@example.com")
             .await
@@ -338,6 +360,62 @@ async fn an_event_added_after_the_newest_is_found_and_nothing_is_chained_onto_it
     // A healthy chain has nothing to adopt.
     let head = app.backend.audit_log.head().await.expect("head");
     assert!(sign_head(&app, &head.to_string(), "again").await.is_err());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn adoption_checks_again_under_the_lock_that_the_events_link_up_to_the_head_given() {
+    use domain::audit::{Actor, AuditDraft, AuditEvent, ChainHead, Outcome, RequestMeta};
+    use sea_orm::EntityTrait;
+    let app = app_with_sign_ups("relink", 2).await;
+    let record = app.backend.audit_log.head().await.expect("head");
+    // One event past the record, linked; a second that does not link to it (as a writer
+    // racing the operator's review could leave the range).
+    let (seq, hash) = forge_event_after_the_newest(&app).await;
+    let unlinked = AuditEvent::seal(
+        ChainHead {
+            seq,
+            hash: record.hash,
+        },
+        AuditDraft::new(
+            Actor::user(domain::ids::UserId::new_random()),
+            domain::audit_action::AuditAction::ReviewCaseConfirmed,
+            Outcome::Success,
+            RequestMeta::default(),
+        ),
+        time::OffsetDateTime::now_utc(),
+    );
+    server::storage::entities::audit_event::Entity::insert(server::storage::to_row(&unlinked))
+        .exec_without_returning(app.db())
+        .await
+        .expect("inserted");
+    assert_ne!(hash, unlinked.head().hash.to_hex());
+    let adopted = app
+        .backend
+        .audit_chain
+        .adopt_reviewed_head(
+            unlinked.head(),
+            "looked at it",
+            time::OffsetDateTime::now_utc(),
+        )
+        .await;
+    assert!(
+        matches!(
+            adopted,
+            Err(server::storage::AdoptError::RangeChanged(ref b)) if b.seq == seq + 1
+        ),
+        "{adopted:?}"
+    );
+    assert_eq!(
+        app.count("SELECT MAX(seq) FROM audit_events").await,
+        seq + 1,
+        "nothing adopted"
+    );
+    assert_eq!(
+        app.count("SELECT head_seq FROM audit_chain_lock WHERE id = 1")
+            .await,
+        record.seq
+    );
     app.stop().await;
 }
 
