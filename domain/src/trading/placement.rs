@@ -393,8 +393,10 @@ impl TradingService {
         drop(placing);
         // Quarantined: the resting orders the new state forbids come off the book too (all of
         // them when halted, the buys when reducing only). Best effort: the quarantine is
-        // recorded either way, and each cancellation is audited.
-        if let Some(which) = new_state.and_then(Resting::cancelled_by) {
+        // recorded either way, and each cancellation is audited. The target, not only a change
+        // seen at screening: a release committed meanwhile is quarantined again by the write,
+        // and its trader's resting orders must follow.
+        if let Some(which) = new_state.or(quarantine).and_then(Resting::cancelled_by) {
             let reason = which.state_reason();
             let _ = self
                 .cancel_resting(Some(owner), which, Actor::system("risk"), reason, &meta)
