@@ -340,14 +340,15 @@ pub async fn audit_verify(
                         broken.error.seq
                     )?;
                 }
-                BreakKind::ForgedRecord | BreakKind::UnsignedRecord | BreakKind::ClearedRecord => {
-                    writeln!(
-                        out,
-                        "the server records nothing until this is resolved. Its head of record was \
+                BreakKind::ForgedRecord
+                | BreakKind::UnsignedRecord
+                | BreakKind::ClearedRecord
+                | BreakKind::StaleRecord => writeln!(
+                    out,
+                    "the server records nothing until this is resolved. Its head of record was \
                      changed outside the server, so the events since the latest checkpoint \
                      cannot be vouched for: restore a backup"
-                    )?
-                }
+                )?,
                 _ => {}
             }
             Ok(false)

@@ -205,6 +205,22 @@ impl Backend {
     /// left unsigned by an older version is signed, if that is what it is (see
     /// [`AuditChain::sign_unsigned_head`]). Read-only commands leave it alone.
     pub async fn sign_unsigned_head(&self) -> Result<(), StartupError> {
+        let unsigned = self
+            .audit_log
+            .recorded_head()
+            .await?
+            .is_some_and(|r| r.head.seq > 0 && r.signature.is_none());
+        if !unsigned {
+            return Ok(());
+        }
+        // Signed only over a chain that verifies up to it, checkpoints included (once, so the
+        // whole scan is affordable): a record cleared over a rewritten chain is not an older
+        // version's, and signing it would vouch for the rewrite.
+        let verified = self.services.audit.verify_as_operator(None, |_| {}).await?;
+        match verified {
+            Err(broken) if broken.error.kind == domain::audit::BreakKind::UnsignedRecord => {}
+            _ => return Ok(()),
+        }
         self.audit_chain
             .sign_unsigned_head(self.services.clock.now())
             .await?;

@@ -342,8 +342,8 @@ fn UserRow(
                         view! { <li>{format!("{}: {}", o.label, o.value.clone().unwrap_or_default())}" "<button type="button" class="text-red-700 underline" on:click=clear>"remove"</button></li> }
                     }).collect_view()}
                 </ul>
-                <div class="mt-1 flex gap-1">
-                    <select class="rounded border border-slate-300 px-1 py-1 text-xs" aria-label="Limit to override" on:change=move |ev| set_field.set(event_target_value(&ev))>
+                <div class="mt-1 flex flex-wrap gap-1">
+                    <select class="max-w-44 rounded border border-slate-300 px-1 py-1 text-xs" aria-label="Limit to override" on:change=move |ev| set_field.set(event_target_value(&ev))>
                         {limits.iter().map(|(k, l)| view! { <option value=*k>{*l}</option> }).collect_view()}
                     </select>
                     <input class="w-24 rounded border border-slate-300 px-1 py-1 text-xs" aria-label="Override value" prop:value=value

@@ -467,6 +467,10 @@ pub enum BreakKind {
         "the head of record (audit_chain_lock) is empty although the log holds events: it was cleared outside the server (restore a backup)"
     )]
     ClearedRecord,
+    #[error(
+        "the head of record (audit_chain_lock) is older than the latest signed checkpoint: an earlier record was put back outside the server (restore a backup)"
+    )]
+    StaleRecord,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -248,10 +248,22 @@ impl AuditService {
                 return Ok(Err(broken(error, Some(checkpoint.clone()))));
             }
         }
-        if let Some(recorded) = &recorded
-            && let Err(error) = self.check_record(recorded, verified.head).await?
-        {
-            return Ok(Err(broken(error, None)));
+        if let Some(recorded) = &recorded {
+            // The record only moves forward, and every checkpoint is of a head it reached: one
+            // behind the latest checkpoint is an old signed record put back (its signature
+            // still verifies), which would let events since be cut or rewritten.
+            if let Some(latest) = anchors.first()
+                && recorded.head.seq < latest.seq
+            {
+                let error = ChainBreak {
+                    seq: recorded.head.seq,
+                    kind: BreakKind::StaleRecord,
+                };
+                return Ok(Err(broken(error, Some(latest.clone()))));
+            }
+            if let Err(error) = self.check_record(recorded, verified.head).await? {
+                return Ok(Err(broken(error, None)));
+            }
         }
         Ok(Ok(VerifiedLog {
             checkpoint: anchors.into_iter().next(),

@@ -394,16 +394,11 @@ pub fn resolve_limits(
             (Some(raw), _, _) => (LimitScope::User, Some(raw.clone())),
             // If either does not parse, that one goes on to the fail-safe below: a hold must
             // never leave its admin looser than everyone else's strictest value.
-            (None, Some(global), Some(held)) => (
-                LimitScope::User,
-                Some(field.stricter(held, global).unwrap_or_else(|| {
-                    if field.parse_value(held).is_err() {
-                        held.clone()
-                    } else {
-                        global.clone()
-                    }
-                })),
-            ),
+            (None, Some(global), Some(held)) => match field.stricter(held, global) {
+                Some(stricter) => (LimitScope::User, Some(stricter)),
+                None if field.parse_value(held).is_err() => (LimitScope::User, Some(held.clone())),
+                None => (LimitScope::Global, Some(global.clone())),
+            },
             (None, Some(raw), None) => (LimitScope::Global, Some(raw.clone())),
             (None, None, _) => (LimitScope::Global, None),
         };

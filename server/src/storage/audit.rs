@@ -2,7 +2,7 @@
 //! the chain lock first and appends the event as its last statement before committing.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -58,6 +58,9 @@ struct Group {
     /// Signs the head of record at every commit that moves it, and checks it before chaining
     /// onto it (the report key, set once it is unsealed at startup).
     head_key: std::sync::OnceLock<ReportKey>,
+    /// The newest head this process has committed as the record: a record found behind it
+    /// is an old one put back outside the server (its signature still verifies).
+    committed_record: AtomicI64,
 }
 
 #[derive(Debug, Default)]
@@ -342,7 +345,14 @@ impl AuditedTxn {
     pub async fn append(&mut self, draft: AuditDraft, now: OffsetDateTime) -> DbResult<AuditEvent> {
         let head = match self.head {
             Some(head) => head,
-            None => read_head(self.conn(), self.group.head_key.get()).await?,
+            None => {
+                read_head(
+                    self.conn(),
+                    self.group.head_key.get(),
+                    self.group.committed_record.load(Ordering::SeqCst),
+                )
+                .await?
+            }
         };
         let event = AuditEvent::seal(head, draft, now);
         audit_event::Entity::insert(to_row(&event))
@@ -533,6 +543,9 @@ async fn commit_batch(queue: OwnedMutexGuard<Queue>, group: &Arc<Group>) -> DbRe
         }
         .await
         .map_err(|e| super::classify(&e));
+        if let (Ok(()), Some(head)) = (&result, batch.head) {
+            group.committed_record.fetch_max(head.seq, Ordering::SeqCst);
+        }
         group.commits.fetch_add(1, Ordering::Relaxed);
         batch.committed.send_replace(Some(result.clone()));
         result
@@ -706,21 +719,31 @@ async fn sign_record(
 /// signed on it already.
 async fn started_signing_heads(db: &impl ConnectionTrait) -> DbResult<bool> {
     use domain::audit_action::AuditAction;
-    let started = Condition::all()
-        .add(audit_event::Column::Action.eq(AuditAction::SystemStart.as_str()))
-        .add(audit_event::Column::Details.contains(format!("\"{HEADS_SIGNED}\":true")));
-    let found = audit_event::Entity::find()
+    let signed = audit_event::Entity::find()
         .select_only()
         .column(audit_event::Column::Seq)
-        .filter(
-            Condition::any()
-                .add(started)
-                .add(audit_event::Column::Action.eq(AuditAction::AuditHeadSigned.as_str())),
-        )
+        .filter(audit_event::Column::Action.eq(AuditAction::AuditHeadSigned.as_str()))
         .into_tuple::<i64>()
         .one(db)
         .await?;
-    Ok(found.is_some())
+    if signed.is_some() {
+        return Ok(true);
+    }
+    // Parsed, not matched as text: the hash covers the parsed details, so a row re-stored
+    // with other spacing still verifies, and must still count.
+    let starts: Vec<String> = audit_event::Entity::find()
+        .select_only()
+        .column(audit_event::Column::Details)
+        .filter(audit_event::Column::Action.eq(AuditAction::SystemStart.as_str()))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(starts.iter().any(|details| {
+        serde_json::from_str::<serde_json::Value>(details)
+            .ok()
+            .and_then(|d| d.get(HEADS_SIGNED).cloned())
+            == Some(serde_json::Value::Bool(true))
+    }))
 }
 
 /// The `system.start` detail by which a server that signs heads of record says so.
@@ -733,9 +756,21 @@ pub const HEADS_SIGNED: &str = "heads_signed";
 /// record, or a record the server did not sign, was written outside the server: nothing is
 /// chained onto it (every audited write then fails) until the operator has looked, since
 /// sealing over it would make it part of the chain.
-async fn read_head(txn: &DatabaseTransaction, key: Option<&ReportKey>) -> DbResult<ChainHead> {
+async fn read_head(
+    txn: &DatabaseTransaction,
+    key: Option<&ReportKey>,
+    committed_record: i64,
+) -> DbResult<ChainHead> {
     let newest = newest_row(txn).await?;
     let recorded = recorded_head(txn).await?;
+    if recorded.head.seq < committed_record {
+        return Err(tampered(format!(
+            "the audit log's head of record (seq {}) is behind one this server recorded (seq \
+             {committed_record}): an earlier record was put back outside the server. Run \
+             `cryptopulse audit verify`.",
+            recorded.head.seq
+        )));
+    }
     if newest.seq > recorded.head.seq {
         return Err(tampered(format!(
             "the audit log holds events past its head of record (seq {}): they were added \

@@ -479,6 +479,44 @@ async fn a_rewritten_newest_event_hidden_behind_an_added_one_is_not_offered_for_
 }
 
 #[tokio::test]
+async fn a_start_re_stored_with_other_spacing_still_keeps_a_cleared_signature_unsigned() {
+    // The hash covers the parsed details, so re-storing the server's start with other spacing
+    // leaves the chain intact: it must not hide that this chain's server signs heads, or a
+    // cleared signature would be signed again at the next start over whatever the record says.
+    let app = app_with_sign_ups("spacing", 1).await;
+    disable_append_only_guard(&app).await;
+    app.exec(
+        "UPDATE audit_events SET details = REPLACE(details, '\"heads_signed\":true', \
+         '\"heads_signed\": true') WHERE action = 'system.start'",
+    )
+    .await;
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'system.start' \
+             AND details LIKE '%\"heads_signed\": true%'"
+        )
+        .await,
+        1
+    );
+    app.exec("UPDATE audit_chain_lock SET head_signature = NULL WHERE id = 1")
+        .await;
+    let signed = app
+        .backend
+        .audit_chain
+        .sign_unsigned_head(time::OffsetDateTime::now_utc())
+        .await
+        .expect("runs");
+    assert_eq!(signed, None);
+    app.backend.sign_unsigned_head().await.expect("runs");
+    assert_eq!(
+        app.text("SELECT head_signature FROM audit_chain_lock WHERE id = 1")
+            .await,
+        None
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_head_of_record_left_unsigned_by_an_older_version_is_signed_once_and_audited() {
     use domain::audit::{Actor, AuditDraft, AuditEvent, ChainHead, Outcome, RequestMeta};
     use sea_orm::{ConnectionTrait, EntityTrait, TransactionTrait};

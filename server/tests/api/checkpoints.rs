@@ -90,6 +90,57 @@ async fn verify_job(app: &TestApp, client: &reqwest::Client) -> Value {
 }
 
 #[tokio::test]
+async fn an_old_signed_head_of_record_put_back_is_found_and_nothing_chains_onto_it() {
+    // Every signature the server ever wrote on a record still verifies: one kept from
+    // earlier and put back would make what came since look added outside the server, ready
+    // to be "adopted" after changes. It is behind this server's newest record and behind the
+    // latest signed checkpoint, so both the server and `audit verify` know it for old.
+    let app = spawn_app().await;
+    let reviewer = app.signed_in_as("rhea@example.com", Role::Reviewer).await;
+    let record = || async {
+        (
+            app.count("SELECT head_seq FROM audit_chain_lock WHERE id = 1")
+                .await,
+            app.text("SELECT head_hash FROM audit_chain_lock WHERE id = 1")
+                .await
+                .expect("hash"),
+            app.text("SELECT head_signature FROM audit_chain_lock WHERE id = 1")
+                .await
+                .expect("signature"),
+        )
+    };
+    let old = record().await;
+    for n in 0..3 {
+        app.sign_up(&app.new_client(), &format!("old{n}@example.com"))
+            .await;
+    }
+    sign_now(&app, &reviewer).await;
+    let users = app.count("SELECT COUNT(*) FROM users").await;
+    app.exec(&format!(
+        "UPDATE audit_chain_lock SET head_seq = {}, head_hash = '{}', head_signature = '{}' \
+         WHERE id = 1",
+        old.0, old.1, old.2
+    ))
+    .await;
+    assert_eq!(
+        app.sign_up(&app.new_client(), "after@example.com")
+            .await
+            .status(),
+        503
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM users").await, users);
+    let (intact, report) = cli_verify(&app).await;
+    assert!(
+        !intact
+            && report.contains(&format!("BROKEN at seq {}:", old.0))
+            && report.contains("older than the latest signed checkpoint")
+            && !report.contains("sign-head"),
+        "{report}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn events_cut_from_the_end_are_caught_through_the_latest_checkpoint() {
     let app = spawn_app().await;
     let reviewer = app.signed_in_as("rhea@example.com", Role::Reviewer).await;
