@@ -73,6 +73,20 @@ async fn disable_append_only_guard(app: &crate::helpers::TestApp) {
     }
 }
 
+/// Clears the record's signature as a database writer can, then runs what a start runs first
+/// in the store: the head it signed, if any.
+async fn clear_the_signature_and_start_signing(
+    app: &crate::helpers::TestApp,
+) -> Option<domain::audit::ChainHead> {
+    app.exec("UPDATE audit_chain_lock SET head_signature = NULL WHERE id = 1")
+        .await;
+    app.backend
+        .audit_chain
+        .sign_unsigned_head(time::OffsetDateTime::now_utc())
+        .await
+        .expect("runs")
+}
+
 /// `cryptopulse audit sign-head HEAD --reason REASON`, its output dropped.
 async fn sign_head(
     app: &crate::helpers::TestApp,
@@ -242,16 +256,7 @@ async fn an_event_added_after_the_newest_is_found_and_nothing_is_chained_onto_it
 
     // Moving the head of record onto it too: the record is not the server's signature, and
     // nothing since the latest checkpoint can be vouched for, so no adoption is offered.
-    let original: (i64, String, String) = (
-        app.count("SELECT head_seq FROM audit_chain_lock WHERE id = 1")
-            .await,
-        app.text("SELECT head_hash FROM audit_chain_lock WHERE id = 1")
-            .await
-            .expect("hash"),
-        app.text("SELECT head_signature FROM audit_chain_lock WHERE id = 1")
-            .await
-            .expect("signature"),
-    );
+    let original = app.head_of_record().await;
     app.exec(&format!(
         "UPDATE audit_chain_lock SET head_seq = {seq}, head_hash = '{hash}' WHERE id = 1"
     ))
@@ -268,15 +273,7 @@ async fn an_event_added_after_the_newest_is_found_and_nothing_is_chained_onto_it
     let refused = sign_head(&app, &format!("{seq}:{hash}"), "looked at it").await;
     assert!(refused.is_err(), "a forged record is not adopted over");
     // Nor does clearing the signature get it signed: this chain's server signs heads already.
-    app.exec("UPDATE audit_chain_lock SET head_signature = NULL WHERE id = 1")
-        .await;
-    let signed = app
-        .backend
-        .audit_chain
-        .sign_unsigned_head(time::OffsetDateTime::now_utc())
-        .await
-        .expect("runs");
-    assert_eq!(signed, None);
+    assert_eq!(clear_the_signature_and_start_signing(&app).await, None);
     let (intact, report) = cli_verify(&app).await;
     assert!(
         !intact && report.contains("carries no signature"),
@@ -498,15 +495,7 @@ async fn a_start_re_stored_with_other_spacing_still_keeps_a_cleared_signature_un
         .await,
         1
     );
-    app.exec("UPDATE audit_chain_lock SET head_signature = NULL WHERE id = 1")
-        .await;
-    let signed = app
-        .backend
-        .audit_chain
-        .sign_unsigned_head(time::OffsetDateTime::now_utc())
-        .await
-        .expect("runs");
-    assert_eq!(signed, None);
+    assert_eq!(clear_the_signature_and_start_signing(&app).await, None);
     app.backend.sign_unsigned_head().await.expect("runs");
     assert_eq!(
         app.text("SELECT head_signature FROM audit_chain_lock WHERE id = 1")

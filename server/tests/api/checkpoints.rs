@@ -97,19 +97,7 @@ async fn an_old_signed_head_of_record_put_back_is_found_and_nothing_chains_onto_
     // latest signed checkpoint, so both the server and `audit verify` know it for old.
     let app = spawn_app().await;
     let reviewer = app.signed_in_as("rhea@example.com", Role::Reviewer).await;
-    let record = || async {
-        (
-            app.count("SELECT head_seq FROM audit_chain_lock WHERE id = 1")
-                .await,
-            app.text("SELECT head_hash FROM audit_chain_lock WHERE id = 1")
-                .await
-                .expect("hash"),
-            app.text("SELECT head_signature FROM audit_chain_lock WHERE id = 1")
-                .await
-                .expect("signature"),
-        )
-    };
-    let old = record().await;
+    let old = app.head_of_record().await;
     for n in 0..3 {
         app.sign_up(&app.new_client(), &format!("old{n}@example.com"))
             .await;

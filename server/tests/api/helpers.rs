@@ -284,6 +284,18 @@ impl TestApp {
             .expect("text column")
     }
 
+    /// The signed head of record as stored: (seq, hash, signature).
+    pub async fn head_of_record(&self) -> (i64, String, String) {
+        let column = |name: &str| format!("SELECT {name} FROM audit_chain_lock WHERE id = 1");
+        (
+            self.count(&column("head_seq")).await,
+            self.text(&column("head_hash")).await.expect("hash"),
+            self.text(&column("head_signature"))
+                .await
+                .expect("signature"),
+        )
+    }
+
     pub async fn exec(&self, sql: &str) {
         self.db().execute_unprepared(sql).await.expect(sql);
     }
