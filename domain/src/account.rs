@@ -414,6 +414,10 @@ impl fmt::Debug for DeviceToken {
 pub struct SignedIn {
     pub user: User,
     pub device: Option<DeviceToken>,
+    /// When the sign-in began, before the password was checked: the session's sign-in time.
+    /// A password change or "sign out everywhere" committed after this ends the session, even
+    /// when this sign-in read the password before the change.
+    pub started_at: OffsetDateTime,
 }
 
 /// Ends every session of a user ("log out everywhere"), recorded by the given audit event;
@@ -680,7 +684,11 @@ impl AccountService {
                         .detail("device", device_detail),
                     )
                     .await?;
-                Ok(SignedIn { user, device })
+                Ok(SignedIn {
+                    user,
+                    device,
+                    started_at: now,
+                })
             }
             (user, _) => {
                 let actor = user
@@ -719,7 +727,20 @@ impl AccountService {
         this_device: Option<DeviceToken>,
         meta: RequestMeta,
     ) -> Result<(), AccountError> {
-        let keys = throttle_keys(user.email.as_str(), &meta);
+        // Never the account's sign-in back-off: a stranger failing sign-ins could otherwise
+        // keep its owner from the one change that forgets the stranger's browsers. A browser
+        // the account trusts counts its own failures, as at sign-in; any other, the user's.
+        let trusted_device = match &this_device {
+            Some(token) => self
+                .device_trusted_for(token, user.email.as_str())
+                .await?
+                .then(|| token.hash()),
+            None => None,
+        };
+        let keys = match trusted_device {
+            Some(hash) => vec![format!("device:{hash}")],
+            None => vec![format!("password-change:{}", user.id)],
+        };
         let event = |outcome| {
             AuditDraft::new(
                 Actor::user(user.id),
@@ -866,6 +887,28 @@ impl AccountService {
             .revoke_all(user, revoke_agent_tokens, draft)
             .await?;
         Ok(tokens)
+    }
+
+    /// An operator ends every session of `user` (after resetting the factors of someone who
+    /// lost them all: a session opened with the lost key may be the thief's, and still holds
+    /// its step-up window). Agent tokens stay; the owner revokes those once signed in again.
+    pub async fn end_sessions_for_operator(
+        &self,
+        user: UserId,
+        actor: Actor,
+        reason: &str,
+        meta: RequestMeta,
+    ) -> Result<u64, AccountError> {
+        let draft = AuditDraft::new(
+            actor,
+            AuditAction::AuthLogoutEverywhere,
+            Outcome::Success,
+            meta,
+        )
+        .resource(format!("user:{user}"))
+        .detail("reason", reason);
+        let (sessions, _) = self.sessions.revoke_all(user, false, draft).await?;
+        Ok(sessions)
     }
 
     /// An admin changes someone else's role: never their own, so no admin can lift or keep a
@@ -1105,7 +1148,7 @@ mod tests {
 
     mod service {
         use std::sync::Mutex;
-        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
         use async_trait::async_trait;
 
@@ -1121,6 +1164,8 @@ mod tests {
             throttle_keys: Mutex<Vec<Vec<String>>>,
             devices: Mutex<Vec<(String, UserId)>>,
             role_requests: Mutex<Vec<RoleRequest>>,
+            /// Microseconds past the epoch on the fake clock; a hash verification takes one.
+            elapsed_micros: AtomicI64,
         }
 
         #[derive(Debug, Clone)]
@@ -1303,6 +1348,7 @@ mod tests {
                 Ok(PasswordHash(format!("hash:{}", password.expose())))
             }
             async fn verify(&self, password: Password, hash: PasswordHash) -> bool {
+                self.0.elapsed_micros.fetch_add(1, Ordering::SeqCst);
                 self.0
                     .verified_hashes
                     .lock()
@@ -1344,6 +1390,7 @@ mod tests {
         impl Clock for Fake {
             fn now(&self) -> OffsetDateTime {
                 OffsetDateTime::UNIX_EPOCH
+                    + time::Duration::microseconds(self.0.elapsed_micros.load(Ordering::SeqCst))
             }
         }
 
@@ -1388,6 +1435,28 @@ mod tests {
                 std::task::Poll::Ready(output) => output,
                 std::task::Poll::Pending => panic!("fake ports never wait"),
             }
+        }
+
+        /// A password change committed while a sign-in checks the old password must end that
+        /// sign-in's session too: its session starts when it began, not when it finished.
+        #[test]
+        fn a_sign_in_is_dated_from_before_its_password_was_checked() {
+            block_on(async {
+                let (service, _) = service();
+                sign_up(&service, "gil@example.com").await;
+                let began = service.clock.now();
+                let signed_in = service
+                    .log_in(
+                        "gil@example.com",
+                        password("correct horse battery"),
+                        None,
+                        RequestMeta::default(),
+                    )
+                    .await
+                    .expect("signed in");
+                assert_eq!(signed_in.started_at, began);
+                assert!(service.clock.now() > began, "the check took time");
+            });
         }
 
         #[test]

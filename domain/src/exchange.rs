@@ -263,7 +263,10 @@ pub struct VenueOrder {
     pub side: crate::risk::OrderSide,
     pub order_type: OrderType,
     pub quantity: rust_decimal::Decimal,
-    /// Required for limit orders, ignored for market orders.
+    /// A limit order's limit. A market order's bound (`risk::market_bound`): the worst price it
+    /// may fill at, which an exchange with a book gets as an immediate-or-cancel limit, so the
+    /// order never executes beyond the value it was judged at. The paper exchange has no book: it
+    /// fills a market order at its quote of the moment.
     pub limit_price: Option<rust_decimal::Decimal>,
 }
 

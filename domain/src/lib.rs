@@ -29,6 +29,7 @@ pub mod risk;
 pub mod stepup;
 #[cfg(feature = "full")]
 pub mod store_error;
+pub mod text;
 #[cfg(feature = "full")]
 pub mod trading;
 #[cfg(feature = "full")]

@@ -62,9 +62,14 @@ pub const MAX_ORDER_AMOUNT: Decimal = Decimal::from_parts(0xD4A5_1000, 0xE8, 0, 
 /// The most decimal places a quantity or price may have.
 pub const MAX_AMOUNT_SCALE: u32 = 8;
 
-/// Not a tradable symbol: 2 to 20 ASCII letters or digits.
+/// The asset every pair is quoted in. Every limit, the step-up threshold and the paper balance
+/// are in USDT, and an order's value is its quantity times a price in the pair's quote asset:
+/// a pair quoted in BTC would be valued in BTC and pass a USDT limit many times over.
+pub const QUOTE_ASSET: &str = "USDT";
+
+/// Not a tradable symbol: a pair quoted in USDT, 5 to 20 ASCII letters or digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("a symbol is 2 to 20 letters or digits")]
+#[error("a symbol is a pair quoted in USDT, like BTCUSDT (5 to 20 letters or digits)")]
 pub struct InvalidSymbol;
 
 /// Why a quantity or price was refused.
@@ -81,14 +86,21 @@ pub enum InvalidAmount {
     TooLarge,
 }
 
-/// A trading pair as exchanges name it (`BTCUSDT`): upper case, 2 to 20 letters or digits.
+/// A trading pair as exchanges name it (`BTCUSDT`): upper case, 5 to 20 letters or digits,
+/// quoted in [`QUOTE_ASSET`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Symbol(String);
 
 impl Symbol {
     pub fn parse(raw: &str) -> Result<Self, InvalidSymbol> {
         let symbol = raw.trim().to_ascii_uppercase();
-        if !(2..=20).contains(&symbol.len()) || !symbol.chars().all(|c| c.is_ascii_alphanumeric()) {
+        let quoted_in_usdt = symbol
+            .strip_suffix(QUOTE_ASSET)
+            .is_some_and(|base| !base.is_empty());
+        if symbol.len() > 20
+            || !quoted_in_usdt
+            || !symbol.chars().all(|c| c.is_ascii_alphanumeric())
+        {
             return Err(InvalidSymbol);
         }
         Ok(Self(symbol))
@@ -438,6 +450,26 @@ mod tests {
             signed.quoted_price().map(Price::value),
             Some(Decimal::from(101))
         );
+    }
+
+    #[test]
+    fn only_pairs_quoted_in_usdt_are_symbols() {
+        assert_eq!(
+            Symbol::parse(" ethusdt ").expect("valid").as_str(),
+            "ETHUSDT"
+        );
+        assert_eq!(Symbol::parse("TUSDT").expect("valid").as_str(), "TUSDT");
+        // Valued in BTC or EUR, a quantity times its price would pass every USDT limit.
+        for bad in [
+            "ETHBTC",
+            "BTCEUR",
+            "USDT",
+            "USDTBTC",
+            "BTC/USDT",
+            "A2345678901234567USDT",
+        ] {
+            assert_eq!(Symbol::parse(bad), Err(InvalidSymbol), "{bad}");
+        }
     }
 
     #[test]

@@ -248,8 +248,15 @@ pub async fn reset_factors(settings: &Settings, email: &str) -> Result<(), CliEr
         .reset_factors(user.id, Actor::system("cli"), cli_meta())
         .await
         .map_err(|e| CliError::Usage(format!("could not reset factors: {e}")))?;
+    // After the factors are gone, so no session opened before (with the lost key, maybe by a
+    // thief) keeps its step-up window or adds a factor of its own.
+    let sessions = backend
+        .services
+        .accounts
+        .end_sessions_for_operator(user.id, Actor::system("cli"), "factor reset", cli_meta())
+        .await?;
     println!(
-        "{}: removed {keys} security key(s){}; they can add a first factor within the step-up window after signing in",
+        "{}: removed {keys} security key(s){}, ended {sessions} session(s); they can add a first factor within the step-up window after signing in again (if their password may be known to someone else, have them change it first)",
         email.as_str(),
         if totp {
             " and the authenticator app with its recovery codes"
@@ -369,7 +376,7 @@ pub async fn audit_sign_head(
         CliError::Usage("sign-head takes SEQ:HASH as printed by `audit verify`".into())
     })?;
     let reason = reason.trim();
-    if reason.is_empty() || reason.chars().any(char::is_control) || reason.len() > 500 {
+    if reason.is_empty() || !domain::text::is_plain(reason) || reason.len() > 500 {
         return Err(CliError::Usage(
             "--reason: say in one line (up to 500 characters) what was reviewed and why the \
              events are adopted"
@@ -515,12 +522,7 @@ pub fn report_verify(
 fn printable(text: &str) -> String {
     let mut shown = String::with_capacity(text.len());
     for c in text.chars() {
-        let invisible_layout = matches!(
-            c,
-            '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{2028}' | '\u{2029}'
-                | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
-        );
-        if c.is_control() || invisible_layout {
+        if domain::text::hides_or_moves_text(c) {
             shown.push_str(&c.escape_unicode().to_string());
         } else {
             shown.push(c);

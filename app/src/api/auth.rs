@@ -63,7 +63,7 @@ pub async fn log_in(email: String, password: String) -> Result<(), AppError> {
         .accounts
         .log_in(&email, password, device, request_meta())
         .await?;
-    start_session(&session().await?, &signed_in.user, services.clock.now()).await?;
+    start_session(&session().await?, &signed_in.user, signed_in.started_at).await?;
     if let Some(device) = &signed_in.device {
         keep_device_token(&services, device)?;
     }

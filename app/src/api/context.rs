@@ -17,7 +17,10 @@ use crate::error::AppError;
 
 /// Session data keys. The session store indexes `USER_ID_KEY` for "log out everywhere".
 pub const USER_ID_KEY: &str = "uid";
-pub const AUTHENTICATED_AT_KEY: &str = "auth_at";
+/// When the session's user signed in, unix microseconds: compared with the user's last "sign
+/// out everywhere" or password change (`users.sessions_revoked_at`, also microseconds), so a
+/// sign-in that began before one does not outlive it.
+pub const AUTHENTICATED_AT_KEY: &str = "auth_at_us";
 /// The last successful step-up (`domain::stepup::StepUpGrant`): the privilege window.
 pub const STEP_UP_KEY: &str = "step_up";
 
@@ -97,7 +100,7 @@ pub async fn user_for_session(
         return Ok(None);
     };
     let authenticated_at = session.get::<i64>(AUTHENTICATED_AT_KEY).await?.unwrap_or(0);
-    let age = services.clock.now().unix_timestamp() - authenticated_at;
+    let age = services.clock.now().unix_timestamp() - authenticated_at.div_euclid(1_000_000);
     let user = match uuid::Uuid::parse_str(&raw_id) {
         Ok(id) if age >= 0 && age <= services.absolute_session.whole_seconds() => {
             let read = || services.accounts.user(UserId(id));
@@ -125,7 +128,7 @@ pub async fn user_for_session(
 #[derive(Debug, Clone, Default)]
 pub struct RequestUser(Arc<std::sync::Mutex<Option<(SignedIn, UserRead)>>>);
 
-/// A session's user and the time they signed in (unix seconds).
+/// A session's user and the time they signed in (unix microseconds).
 type SignedIn = (UserId, i64);
 /// The user's row, once read (`None`: no such user). A failed read leaves it empty, and the
 /// next caller reads again.
@@ -154,15 +157,25 @@ impl RequestUser {
     }
 }
 
+/// When the session's user signed in, unix seconds (0 when no one has).
+pub async fn signed_in_secs(session: &Session) -> Result<i64, AppError> {
+    Ok(session
+        .get::<i64>(AUTHENTICATED_AT_KEY)
+        .await?
+        .unwrap_or(0)
+        .div_euclid(1_000_000))
+}
+
 pub async fn require_user() -> Result<(User, Session), AppError> {
     current_user().await?.ok_or(AppError::Unauthenticated)
 }
 
-/// Starts an authenticated session under a fresh id (no session fixation).
+/// Starts an authenticated session under a fresh id (no session fixation), signed in at
+/// `signed_in_at` (when the sign-in began).
 pub async fn start_session(
     session: &Session,
     user: &User,
-    now: time::OffsetDateTime,
+    signed_in_at: time::OffsetDateTime,
 ) -> Result<(), AppError> {
     session.cycle_id().await?;
     // A session reused for another sign-in must not keep the previous user's privileges, nor
@@ -171,7 +184,10 @@ pub async fn start_session(
     super::stepup::server::clear_ceremonies(session).await?;
     session.insert(USER_ID_KEY, user.id.to_string()).await?;
     session
-        .insert(AUTHENTICATED_AT_KEY, now.unix_timestamp())
+        .insert(
+            AUTHENTICATED_AT_KEY,
+            domain::clock::unix_micros(signed_in_at),
+        )
         .await?;
     Ok(())
 }

@@ -123,7 +123,7 @@ mod parse {
         if value.is_empty() {
             return Ok(None);
         }
-        if value.chars().count() > MAX_FILTER_TEXT || value.chars().any(char::is_control) {
+        if value.chars().count() > MAX_FILTER_TEXT || !domain::text::is_plain(value) {
             return Err(invalid(format!(
                 "`{field}` must be at most {MAX_FILTER_TEXT} printable characters."
             )));

@@ -141,7 +141,7 @@ pub(crate) mod server {
     use webauthn_rs::prelude::{PasskeyAuthentication, PublicKeyCredential};
 
     use super::*;
-    use crate::api::context::{AUTHENTICATED_AT_KEY, request_meta, services, step_up_grant};
+    use crate::api::context::{request_meta, services, signed_in_secs, step_up_grant};
 
     /// `domain::stepup::Ceremony<PasskeyRegistration>`: the state with when it began.
     pub const REGISTRATION_KEY: &str = "webauthn_registration_v2";
@@ -165,7 +165,7 @@ pub(crate) mod server {
         change: KeyChange,
     ) -> Result<(), AppError> {
         let grant = step_up_grant(session).await?;
-        let signed_in_at = session.get::<i64>(AUTHENTICATED_AT_KEY).await?.unwrap_or(0);
+        let signed_in_at = signed_in_secs(session).await?;
         services()?
             .stepup
             .authorize_key_change(user, change, grant.as_ref(), signed_in_at, &request_meta())
@@ -229,7 +229,7 @@ pub(crate) mod server {
     /// Adding a factor (see `StepUpService::authorize_enrolment`).
     pub async fn require_enrolment_allowed(user: &User, session: &Session) -> Result<(), AppError> {
         let grant = step_up_grant(session).await?;
-        let signed_in_at = session.get::<i64>(AUTHENTICATED_AT_KEY).await?.unwrap_or(0);
+        let signed_in_at = signed_in_secs(session).await?;
         services()?
             .stepup
             .authorize_enrolment(user.id, grant.as_ref(), signed_in_at)

@@ -71,7 +71,7 @@ fn key_input_message(err: &KeyInputError) -> String {
     match err {
         KeyInputError::Unknown(kind) => format!("Unknown {}.", value_kind(kind)),
         KeyInputError::Label => format!(
-            "The label must be 1 to {} characters without control characters.",
+            "The label must be 1 to {} characters of plain text, without control or layout characters.",
             KeyLabel::MAX_CHARS
         ),
         KeyInputError::Credential(InvalidCredential { field }) => format!(

@@ -22,7 +22,11 @@ use super::{
     parse_canonical_time,
 };
 
-pub const REPORT_FORMAT: &str = "cryptopulse-audit-report-v1";
+/// The format written: [`neutralise_cell`] escapes a formula at the start of a cell and after
+/// every `;` in it.
+pub const REPORT_FORMAT: &str = "cryptopulse-audit-report-v2";
+/// The first format, still verified: a formula was escaped at the start of a cell only.
+pub const REPORT_FORMAT_V1: &str = "cryptopulse-audit-report-v1";
 /// First cell of the manifest line; the second is the manifest JSON.
 pub const MANIFEST_TAG: &str = "#cryptopulse-manifest";
 /// First cell of the signature line; the second is the Ed25519 signature in hex.
@@ -113,33 +117,70 @@ pub struct ReportManifest {
     pub signature: String,
 }
 
-/// The bytes the report signature covers: `cryptopulse-audit-report-v1\n` followed by the
-/// manifest JSON exactly as it stands in the file (the unquoted second cell of the manifest
-/// line). The prefix keeps report and checkpoint signatures (same key) apart.
-pub fn signed_message(manifest_json: &str) -> Vec<u8> {
-    let mut message = Vec::with_capacity(REPORT_FORMAT.len() + 1 + manifest_json.len());
-    message.extend_from_slice(REPORT_FORMAT.as_bytes());
+/// The bytes the report signature covers: the report's format (`cryptopulse-audit-report-v2`)
+/// and `\n`, followed by the manifest JSON exactly as it stands in the file (the unquoted second
+/// cell of the manifest line). The prefix keeps report and checkpoint signatures (same key)
+/// apart.
+pub fn signed_message(format: &str, manifest_json: &str) -> Vec<u8> {
+    let mut message = Vec::with_capacity(format.len() + 1 + manifest_json.len());
+    message.extend_from_slice(format.as_bytes());
     message.push(b'\n');
     message.extend_from_slice(manifest_json.as_bytes());
     message
 }
 
-/// Spreadsheet formula injection: a cell starting with `=`, `+`, `-`, `@`, TAB or CR is
-/// written with a leading `'` (which spreadsheets show as text). A cell starting with `'` gets
-/// one too, so [`restore_cell`] can always strip exactly one.
-pub fn neutralise_cell(raw: &str) -> Cow<'_, str> {
-    match raw.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r' | '\'') => Cow::Owned(format!("'{raw}")),
-        _ => Cow::Borrowed(raw),
-    }
+/// What a spreadsheet may read as the start of a formula, and `'`, the escape itself.
+const FORMULA_START: [char; 7] = ['=', '+', '-', '@', '\t', '\r', '\''];
+
+/// Whether a `;` followed by `next` is escaped: where the list separator is `;` (most of
+/// continental Europe), a spreadsheet splits a line at every `;`, so the text after one starts
+/// a cell of its own; a `"` there would start a quoted one.
+fn escaped_after_semicolon(next: char) -> bool {
+    FORMULA_START.contains(&next) || next == '"'
 }
 
-/// The inverse of [`neutralise_cell`].
-pub fn restore_cell(raw: &str) -> Cow<'_, str> {
-    match raw.strip_prefix('\'') {
-        Some(rest) => Cow::Borrowed(rest),
-        None => Cow::Borrowed(raw),
+/// Spreadsheet formula injection: a cell starting with `=`, `+`, `-`, `@`, TAB or CR is
+/// written with a leading `'` (which spreadsheets show as text), and so is what follows a `;`
+/// inside a cell when it starts like that (or with `"`). A `'` in either place gets one too, so
+/// [`restore_cell`] can always strip exactly one.
+pub fn neutralise_cell(raw: &str) -> Cow<'_, str> {
+    let leading = raw.starts_with(FORMULA_START);
+    let inner = raw
+        .match_indices(';')
+        .any(|(at, _)| raw[at + 1..].starts_with(escaped_after_semicolon));
+    if !leading && !inner {
+        return Cow::Borrowed(raw);
     }
+    let mut cell = String::with_capacity(raw.len() + 4);
+    if leading {
+        cell.push('\'');
+    }
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        cell.push(c);
+        if c == ';' && chars.peek().copied().is_some_and(escaped_after_semicolon) {
+            cell.push('\'');
+        }
+    }
+    Cow::Owned(cell)
+}
+
+/// The inverse of [`neutralise_cell`] for a report of `format` ([`REPORT_FORMAT_V1`] escaped
+/// the start of a cell only).
+pub fn restore_cell<'a>(raw: &'a str, format: &str) -> Cow<'a, str> {
+    let cell = raw.strip_prefix('\'').unwrap_or(raw);
+    if format == REPORT_FORMAT_V1 || !cell.contains(";'") {
+        return Cow::Borrowed(cell);
+    }
+    let mut restored = String::with_capacity(cell.len());
+    let mut chars = cell.chars().peekable();
+    while let Some(c) = chars.next() {
+        restored.push(c);
+        if c == ';' && chars.peek() == Some(&'\'') {
+            chars.next();
+        }
+    }
+    Cow::Owned(restored)
 }
 
 /// `None` → empty cell; `Some("")` → [`EMPTY_MARKER`]; a value starting with `\` → one more `\`.
@@ -274,7 +315,7 @@ impl ReportWriter {
         // Serialising plain structs with string keys cannot fail; were it ever to, the empty
         // manifest would fail verification rather than pass it.
         let json = serde_json::to_string(&manifest).unwrap_or_default();
-        manifest.signature = key.sign(&signed_message(&json));
+        manifest.signature = key.sign(&signed_message(REPORT_FORMAT, &json));
         let mut trailer = String::with_capacity(json.len() + 256);
         trailer.push_str(MANIFEST_TAG);
         trailer.push(',');
@@ -308,7 +349,9 @@ pub enum ReportProblem {
     NoManifest,
     #[error("the manifest trailer is malformed: {0}")]
     BadTrailer(String),
-    #[error("unsupported report format {0:?} (this verifier reads {REPORT_FORMAT})")]
+    #[error(
+        "unsupported report format {0:?} (this verifier reads {REPORT_FORMAT} and {REPORT_FORMAT_V1})"
+    )]
     UnsupportedFormat(String),
     #[error(
         "the manifest signature does not verify under {key}: the manifest was changed or the signature forged"
@@ -488,7 +531,7 @@ struct Row {
     event: AuditEvent,
 }
 
-fn parse_row(record: &csv::StringRecord, line: u64) -> Result<Row, ReportProblem> {
+fn parse_row(record: &csv::StringRecord, line: u64, format: &str) -> Result<Row, ReportProblem> {
     let bad = |row: Option<u64>, reason: String| ReportProblem::BadRow { line, row, reason };
     if record.len() != COLUMNS.len() {
         return Err(bad(
@@ -500,7 +543,7 @@ fn parse_row(record: &csv::StringRecord, line: u64) -> Result<Row, ReportProblem
             ),
         ));
     }
-    let cells: Vec<Cow<'_, str>> = record.iter().map(restore_cell).collect();
+    let cells: Vec<Cow<'_, str>> = record.iter().map(|c| restore_cell(c, format)).collect();
     let cell = |i: usize| cells.get(i).map(|c| c.as_ref()).unwrap_or_default();
     let number: u64 = cell(0).parse().ok().filter(|n| *n > 0).ok_or_else(|| {
         bad(
@@ -681,12 +724,12 @@ pub fn verify_report_from<R: Read + Seek>(
     let (json, signature) = read_trailer(&trailer)?;
     let mut manifest: ReportManifest = serde_json::from_str(&json)
         .map_err(|e| ReportProblem::BadTrailer(format!("the manifest JSON: {e}")))?;
-    if manifest.format != REPORT_FORMAT {
+    if manifest.format != REPORT_FORMAT && manifest.format != REPORT_FORMAT_V1 {
         return Err(ReportProblem::UnsupportedFormat(manifest.format));
     }
     if !manifest
         .public_key
-        .verify(&signed_message(&json), &signature)
+        .verify(&signed_message(&manifest.format, &json), &signature)
     {
         return Err(ReportProblem::BadSignature {
             key: manifest.public_key,
@@ -757,7 +800,7 @@ fn check_rows<R: Read>(
     records.next().transpose()?;
     let mut records = records.map(|record| {
         let (record, line) = record?;
-        parse_row(&record, line)
+        parse_row(&record, line, &manifest.format)
     });
     let mut lookahead = records.next().transpose()?;
     let mut prev: Option<Row> = None;
@@ -1078,7 +1121,11 @@ mod tests {
         csv_reader(body.as_bytes())
             .into_records()
             .skip(1)
-            .map(|r| parse_row(&r.expect("record"), 0).expect("row").event)
+            .map(|r| {
+                parse_row(&r.expect("record"), 0, REPORT_FORMAT)
+                    .expect("row")
+                    .event
+            })
             .collect()
     }
 
@@ -1143,20 +1190,89 @@ mod tests {
         verify(&text).expect("verifies");
     }
 
+    /// Where the list separator is `;`, a spreadsheet splits every line at each `;`, so the text
+    /// after one inside a cell (a user agent, a key label in the details) is a cell of its own.
+    #[test]
+    fn formulas_after_a_semicolon_are_neutralised_too() {
+        let key = ReportKey::generate();
+        let mut d = draft(1);
+        d.meta.user_agent = Some("Mozilla;=1+1;x".into());
+        d.resource = Some("a;@SUM(1);'b".into());
+        let d = d.detail("label", "x;=HYPERLINK(\"http://evil\");\"=2\"");
+        let events = seal_all(vec![d]);
+        let (text, _) = write(&events, info(&events, AuditFilter::default(), &key), &key);
+        let body: String = text.lines().filter(|l| !l.starts_with('#')).collect();
+        for (at, _) in body.match_indices(';') {
+            let next = body[at + 1..].chars().next();
+            assert!(
+                !matches!(next, Some('=' | '+' | '-' | '@' | '\t' | '\r' | '"')),
+                "a formula after `;` at {at} in {body}"
+            );
+        }
+        assert_eq!(parsed_rows(&text), events);
+        verify(&text).expect("verifies");
+    }
+
+    /// A report downloaded before formulas after `;` were escaped still verifies.
+    #[test]
+    fn a_first_format_report_still_verifies() {
+        let key = ReportKey::generate();
+        let mut d = draft(1);
+        d.meta.user_agent = Some("=1+1;'a".into());
+        let events = seal_all(vec![d]);
+        let (text, manifest) = write(&events, info(&events, AuditFilter::default(), &key), &key);
+        // The same events as the first format wrote them: only the cell's start escaped.
+        let body = text
+            .split_inclusive('\n')
+            .filter(|l| !l.starts_with('#'))
+            .collect::<String>()
+            .replace("'=1+1;''a", "'=1+1;'a");
+        let mut digest = Sha256::new();
+        digest.update(body.as_bytes());
+        let mut v1 = manifest.clone();
+        v1.format = REPORT_FORMAT_V1.to_owned();
+        v1.rows_sha256 = hex::encode(digest.finalize());
+        v1.signature = String::new();
+        let json = serde_json::to_string(&v1).expect("json");
+        let signature = key.sign(&signed_message(REPORT_FORMAT_V1, &json));
+        let mut file = body;
+        file.push_str(MANIFEST_TAG);
+        file.push(',');
+        push_csv_cell(&mut file, &json);
+        file.push_str(&format!("\n{SIGNATURE_TAG},{signature}\n"));
+        let verified = verify_report(file.as_bytes(), Some(&key.public_key())).expect("verifies");
+        assert_eq!(verified.manifest.format, REPORT_FORMAT_V1);
+        // Read as the second format, the same bytes would be another event.
+        assert!(text.contains("'=1+1;''a"), "{text}");
+        assert!(!file.contains(";''"), "{file}");
+    }
+
     #[test]
     fn cells_neutralise_and_restore_reversibly() {
         for raw in [
-            "=a", "+a", "-a", "@a", "\ta", "\ra", "'a", "''", "'", "a", "", "a=b",
+            "=a", "+a", "-a", "@a", "\ta", "\ra", "'a", "''", "'", "a", "", "a=b", "a;=1+1", "a;b",
+            ";=a", ";'a", ";;=a", "=a;-b;@c", "a;\"=1\"", "';'", "a;", ";", "é;+ü",
         ] {
             let out = neutralise_cell(raw);
             assert!(
                 !out.starts_with(['=', '+', '-', '@', '\t', '\r']),
                 "{out:?}"
             );
-            assert_eq!(restore_cell(&out), raw);
+            for (at, _) in out.match_indices(';') {
+                assert!(
+                    !out[at + 1..].starts_with(escaped_after_semicolon)
+                        || out[at + 1..].starts_with('\''),
+                    "{out:?}"
+                );
+            }
+            assert_eq!(restore_cell(&out, REPORT_FORMAT), raw);
         }
         assert_eq!(neutralise_cell("plain"), Cow::Borrowed("plain"));
+        assert_eq!(neutralise_cell("a;b"), Cow::Borrowed("a;b"));
         assert_eq!(neutralise_cell("=x"), "'=x");
+        assert_eq!(neutralise_cell("Mozilla;=1+1;x"), "Mozilla;'=1+1;x");
+        // A first-format report escaped only the start of a cell.
+        assert_eq!(restore_cell("'=x;'y", REPORT_FORMAT_V1), "=x;'y");
     }
 
     #[test]

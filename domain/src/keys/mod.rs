@@ -51,7 +51,7 @@ string_enum!(
 pub enum KeyInputError {
     #[error("unknown {0}")]
     Unknown(&'static str),
-    #[error("the label must be 1 to {max} characters without control characters", max = KeyLabel::MAX_CHARS)]
+    #[error("the label must be 1 to {max} characters of plain text (no control or layout characters)", max = KeyLabel::MAX_CHARS)]
     Label,
     #[error(transparent)]
     Credential(#[from] InvalidCredential),
@@ -75,7 +75,7 @@ impl KeyLabel {
     pub fn parse(raw: &str) -> Result<Self, KeyInputError> {
         let trimmed = raw.trim();
         let chars = trimmed.chars().count();
-        if chars == 0 || chars > Self::MAX_CHARS || trimmed.chars().any(char::is_control) {
+        if chars == 0 || chars > Self::MAX_CHARS || !crate::text::is_plain(trimmed) {
             return Err(KeyInputError::Label);
         }
         Ok(Self(trimmed.to_owned()))

@@ -34,7 +34,6 @@ const HELD_PREFIX: &str = "held:";
 const MAX_DECIMAL_PLACES: usize = 8;
 const MAX_VELOCITY_ORDERS: u32 = 10_000;
 const MAX_WINDOW_SECS: u32 = 86_400;
-const SYMBOL_LEN: std::ops::RangeInclusive<usize> = 2..=20;
 
 impl LimitField {
     pub const ALL: [LimitField; 7] = [
@@ -285,14 +284,12 @@ fn parse_symbols(raw: &str) -> Result<Vec<String>, String> {
         if piece.is_empty() {
             continue;
         }
-        if !SYMBOL_LEN.contains(&piece.len()) || !piece.chars().all(|c| c.is_ascii_alphanumeric()) {
+        let Ok(symbol) = crate::order::Symbol::parse(piece) else {
             return Err(format!(
-                "\u{201c}{piece}\u{201d} is not a symbol: use {} to {} letters and digits, like BTCUSDT, separated by commas.",
-                SYMBOL_LEN.start(),
-                SYMBOL_LEN.end()
+                "\u{201c}{piece}\u{201d} is not a symbol: use pairs quoted in USDT, like BTCUSDT, separated by commas."
             ));
-        }
-        let symbol = piece.to_ascii_uppercase();
+        };
+        let symbol = symbol.as_str().to_owned();
         if !symbols.contains(&symbol) {
             symbols.push(symbol);
         }
@@ -706,14 +703,19 @@ mod tests {
             f.validate(" btcusdt, ETHUSDT ,BtcUsdt,").as_deref(),
             Ok("BTCUSDT,ETHUSDT")
         );
-        assert_eq!(f.validate("AB").as_deref(), Ok("AB"));
+        assert_eq!(f.validate("tusdt").as_deref(), Ok("TUSDT"));
         assert_eq!(
-            f.validate("A2345678901234567890").as_deref(),
-            Ok("A2345678901234567890")
+            f.validate("A234567890123456USDT").as_deref(),
+            Ok("A234567890123456USDT")
         );
         for bad in [
             "B",
-            "A23456789012345678901",
+            "USDT",
+            "AB",
+            // Quoted in another asset: valued in BTC, it would pass every USDT limit.
+            "ETHBTC",
+            "USDTBTC",
+            "A2345678901234567USDT",
             "BTC-USDT",
             "BTC/USDT",
             "BTC USDT",

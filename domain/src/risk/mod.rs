@@ -11,6 +11,8 @@ pub mod state;
 pub use crate::order::OrderSide;
 pub use anomaly::{AnomalyScore, Contribution, Feature, HISTORY_LEN, TradeSample, score};
 pub use limits::{FailSafe, IpBlocklist, LimitField, LimitScope, RiskLimits, resolve_limits};
-pub use pricing::{MAX_LIMIT_THROUGH_QUOTE, PriceRefusal, order_value, screening_price};
+pub use pricing::{
+    MAX_LIMIT_THROUGH_QUOTE, PriceRefusal, market_bound, order_value, screening_price,
+};
 pub use rules::{Decision, Rule, RuleHit, Screening, Verdict, decide, first_line};
 pub use state::{OrderEffect, Standing, StateEvent, TradingState, order_effect, quarantine_target};

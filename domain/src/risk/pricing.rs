@@ -74,6 +74,24 @@ pub fn screening_price(
     }
 }
 
+/// The worst price a market order judged at `judged_at` may fill at, sent as its bound (an
+/// immediate-or-cancel limit): a buy at most that price, so what it spends never exceeds the
+/// value the limits and the step-up threshold saw, however thin the book; a sell at least
+/// [`MAX_LIMIT_THROUGH_QUOTE`] below it (the band a limit may be set through the quote), so a
+/// thin book cannot take the asset for nothing. Rounded towards the judged price on its own
+/// decimal grid, which is a multiple of the venue's price step because the judged price is.
+pub fn market_bound(side: OrderSide, judged_at: Decimal) -> Decimal {
+    match side {
+        OrderSide::Buy => judged_at,
+        OrderSide::Sell => judged_at
+            .saturating_mul(Decimal::ONE - MAX_LIMIT_THROUGH_QUOTE)
+            .round_dp_with_strategy(
+                judged_at.normalize().scale(),
+                rust_decimal::RoundingStrategy::AwayFromZero,
+            ),
+    }
+}
+
 /// Quantity × price, or `None` when it does not fit a decimal (refuse the order, never wrap
 /// or saturate into a value that passes a check).
 pub fn order_value(quantity: Decimal, price: Decimal) -> Option<Decimal> {
@@ -86,6 +104,22 @@ mod tests {
 
     fn d(raw: &str) -> Decimal {
         raw.parse().expect("decimal")
+    }
+
+    #[test]
+    fn a_market_order_is_bounded_at_the_price_it_was_judged_at() {
+        assert_eq!(
+            market_bound(OrderSide::Buy, d("65000.01000000")),
+            d("65000.01")
+        );
+        // 5 % below, on the judged price's grid, rounded towards it.
+        assert_eq!(market_bound(OrderSide::Sell, d("65000")), d("61750"));
+        assert_eq!(market_bound(OrderSide::Sell, d("65000.01")), d("61750.01"));
+        assert_eq!(
+            market_bound(OrderSide::Sell, d("0.00012345")),
+            d("0.00011728")
+        );
+        assert!(market_bound(OrderSide::Sell, d("0.00012345")) >= d("0.00012345") * d("0.95"));
     }
 
     #[test]

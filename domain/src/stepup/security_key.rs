@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 use webauthn_rs::prelude::{
-    AuthenticationResult, CreationChallengeResponse, Passkey, PasskeyAuthentication,
+    AuthenticationResult, CreationChallengeResponse, Credential, Passkey, PasskeyAuthentication,
     PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
     RequestChallengeResponse, WebauthnError,
 };
@@ -80,7 +80,7 @@ pub struct KeyName(String);
 impl KeyName {
     pub fn parse(raw: &str) -> Result<Self, StepUpError> {
         let name = raw.trim();
-        if name.is_empty() || name.chars().count() > 40 || name.chars().any(char::is_control) {
+        if name.is_empty() || name.chars().count() > 40 || !crate::text::is_plain(name) {
             return Err(StepUpError::InvalidKeyName);
         }
         Ok(Self(name.to_owned()))
@@ -265,6 +265,17 @@ impl StepUpService {
                     }
                 };
                 let mut passkey = key.passkey()?;
+                // webauthn-rs compares the counter with the copy taken when the challenge was
+                // issued. A clone answering that challenge after the owner used the key in
+                // between counts above that copy, but not above the key as stored now.
+                let stored_counter = Credential::from(passkey.clone()).counter;
+                if (result.counter() != 0 || stored_counter != 0)
+                    && result.counter() <= stored_counter
+                {
+                    return Err(self
+                        .counter_regressed(user, Some(key), &raw_id, purpose, meta)
+                        .await?);
+                }
                 passkey.update_credential(&result);
                 let stored = serde_json::to_string(&passkey)
                     .map_err(|e| StepUpError::Internal(format!("credential: {e}")))?;
@@ -291,29 +302,9 @@ impl StepUpService {
             Err(WebauthnError::CredentialPossibleCompromise) => {
                 // webauthn-rs found the credential by `rawId` and checked its signature before
                 // comparing counters: that key is the one to disable, whatever `id` says.
-                let regressed = draft(
-                    user,
-                    AuditAction::StepupKeyCounterRegressed,
-                    Outcome::Denied,
-                    meta,
-                )
-                .detail("purpose", purpose)
-                .detail("credential", raw_id.clone());
-                match key {
-                    Some(key) => {
-                        self.store
-                            .flag_security_key(
-                                user,
-                                key.id,
-                                self.clock.now(),
-                                regressed.detail("key", key.id.to_string()),
-                            )
-                            .await?;
-                    }
-                    None => self.audit_only(regressed).await?,
-                }
-                self.raise_clone_alert(user, key, &raw_id, meta).await?;
-                Err(StepUpError::CounterRegressed)
+                Err(self
+                    .counter_regressed(user, key, &raw_id, purpose, meta)
+                    .await?)
             }
             Err(e) => {
                 self.audit_only(
@@ -325,6 +316,41 @@ impl StepUpService {
                 Err(StepUpError::KeyRejected)
             }
         }
+    }
+
+    /// Disables `key` (a signature whose counter did not move past the stored one: a sign of a
+    /// cloned key), audits it and raises the alert; returns the refusal to answer with.
+    async fn counter_regressed(
+        &self,
+        user: UserId,
+        key: Option<&SecurityKey>,
+        raw_id: &str,
+        purpose: &str,
+        meta: &RequestMeta,
+    ) -> Result<StepUpError, StepUpError> {
+        let regressed = draft(
+            user,
+            AuditAction::StepupKeyCounterRegressed,
+            Outcome::Denied,
+            meta,
+        )
+        .detail("purpose", purpose)
+        .detail("credential", raw_id.to_owned());
+        match key {
+            Some(key) => {
+                self.store
+                    .flag_security_key(
+                        user,
+                        key.id,
+                        self.clock.now(),
+                        regressed.detail("key", key.id.to_string()),
+                    )
+                    .await?;
+            }
+            None => self.audit_only(regressed).await?,
+        }
+        self.raise_clone_alert(user, key, raw_id, meta).await?;
+        Ok(StepUpError::CounterRegressed)
     }
 
     async fn raise_clone_alert(

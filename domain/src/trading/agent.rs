@@ -151,7 +151,7 @@ pub fn parse_token_name(raw: &str) -> Result<String, InvalidTokenName> {
     let name = raw.trim();
     if name.is_empty()
         || name.chars().count() > MAX_TOKEN_NAME_CHARS
-        || name.chars().any(char::is_control)
+        || !crate::text::is_plain(name)
     {
         return Err(InvalidTokenName);
     }

@@ -306,7 +306,7 @@ impl TradingService {
     ) -> Result<BlockedRange, TradingError> {
         let net = IpBlocklist::parse_entry(raw).map_err(Refusal::InvalidRange)?;
         let note = note.trim();
-        if note.chars().count() > MAX_RANGE_NOTE_CHARS || note.chars().any(char::is_control) {
+        if note.chars().count() > MAX_RANGE_NOTE_CHARS || !crate::text::is_plain(note) {
             return Err(Refusal::RangeNote {
                 max: MAX_RANGE_NOTE_CHARS,
             }

@@ -24,7 +24,7 @@ use crate::exchange::{
 };
 use crate::keys::{KeyId, KeyPurpose, KeyVaultError};
 use crate::order::{OrderTerms, OrderType};
-use crate::risk::TradingState;
+use crate::risk::{TradingState, market_bound};
 use crate::stepup::{OrderIntent, OrderToApprove};
 
 /// Every order in one status (and hold kind), a page at a time, oldest first: a job's run
@@ -105,7 +105,10 @@ pub(super) fn venue_order(order: &Order) -> VenueOrder {
         side: order.side,
         order_type: order.order_type,
         quantity: order.quantity,
-        limit_price: order.limit_price,
+        limit_price: match order.order_type {
+            OrderType::Limit => order.limit_price,
+            OrderType::Market => Some(market_bound(order.side, order.reference_price)),
+        },
     }
 }
 
@@ -566,6 +569,17 @@ impl TradingService {
                     VenueOrderStatus::Open => (
                         OrderStatus::Open,
                         Some("Resting on the book until the price reaches the limit.".into()),
+                    ),
+                    // A market order ends here when the book had too little at or better
+                    // than its bound (`risk::market_bound`).
+                    VenueOrderStatus::Cancelled if order.order_type == OrderType::Market => (
+                        OrderStatus::Cancelled,
+                        Some(format!(
+                            "Expired: the exchange offered too little at {} or better, the \
+                             price this order was checked at. Any part filled up to there is \
+                             kept.",
+                            plain(market_bound(order.side, order.reference_price))
+                        )),
                     ),
                     VenueOrderStatus::Cancelled => (OrderStatus::Cancelled, None),
                     VenueOrderStatus::Rejected(why) => (

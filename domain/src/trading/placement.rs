@@ -484,9 +484,14 @@ impl TradingService {
             ScreeningSettings {
                 global_kill,
                 controls,
+                blocked_cidrs,
                 ..
             },
         ) = self.screening_for(owner, &meta).await?;
+        // The address it was placed from, against the blocklist as it is now: a range blocked
+        // while the order waited (an outage, a review) stops it too.
+        let (blocklist, _) = IpBlocklist::from_entries(&blocked_cidrs);
+        let placed_from = order.ip.as_deref().and_then(|ip| ip.parse().ok());
         let portfolio = account.free(Some(order.id));
         let held = portfolio.quantity(&order.symbol);
         let day_start = start_of_day(now);
@@ -514,8 +519,8 @@ impl TradingService {
             used_today: usage.used_today.saturating_sub(own),
             // Velocity and novelty were judged when it was placed; they do not change by waiting.
             orders_in_window: 0,
-            ip: None,
-            blocklist: None,
+            ip: placed_from,
+            blocklist: Some(&blocklist),
             new_ip: false,
             new_device: false,
         });

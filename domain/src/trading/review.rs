@@ -33,7 +33,9 @@ impl ReviewNote {
     pub fn parse(raw: &str) -> Result<Self, InvalidReviewNote> {
         let note = raw.trim();
         let chars = note.chars().count();
-        let plain = |c: char| !c.is_control() || matches!(c, '\n' | '\r' | '\t');
+        // Line breaks and tabs lay a note out; nothing else may move or hide its text.
+        let plain =
+            |c: char| !crate::text::hides_or_moves_text(c) || matches!(c, '\n' | '\r' | '\t');
         if !(Self::MIN_CHARS..=Self::MAX_CHARS).contains(&chars) || !note.chars().all(plain) {
             return Err(InvalidReviewNote);
         }
@@ -207,7 +209,13 @@ mod tests {
         assert!(ReviewNote::parse(&"x".repeat(1000)).is_ok());
         assert_eq!(ReviewNote::parse(&"x".repeat(1001)), Err(InvalidReviewNote));
         assert!(ReviewNote::parse("line one\nline two\tend").is_ok());
-        for control in ["a\0bc", "abc\u{1b}[2J", "ab\u{7f}c"] {
+        for control in [
+            "a\0bc",
+            "abc\u{1b}[2J",
+            "ab\u{7f}c",
+            "approved\u{202e}detcejer",
+            "a\u{2028}bc",
+        ] {
             assert_eq!(
                 ReviewNote::parse(control),
                 Err(InvalidReviewNote),

@@ -120,9 +120,9 @@ pub fn parse_symbols(raw: &str) -> Result<Vec<Symbol>, SymbolsError> {
 /// The rationale as the document states it: any text without NUL (its length is `maxLength`).
 pub const RATIONALE_PATTERN: &str = "^[^\\u0000]*$";
 
-/// A symbol as the document states it: 2 to 20 ASCII letters or digits (the parser also trims
-/// and upper-cases, which the document need not promise).
-pub const SYMBOL_PATTERN: &str = "^[A-Za-z0-9]{2,20}$";
+/// A symbol as the document states it: a pair quoted in USDT, 5 to 20 ASCII letters or digits
+/// (the parser also trims and upper-cases, which the document need not promise).
+pub const SYMBOL_PATTERN: &str = "^[A-Za-z0-9]{1,16}USDT$";
 
 /// A quantity or price the domain accepts, as a regular expression: a plain positive decimal
 /// below 10^12 with at most [`MAX_AMOUNT_SCALE`] places (no sign, exponent or separator).

@@ -15,8 +15,20 @@ const KEPT_JOBS: usize = 1000;
 
 #[derive(Debug, Clone)]
 struct Entry {
-    requester: UserId,
+    /// Who started it, and whoever asked for a verification while it ran: each may poll it.
+    requesters: Vec<UserId>,
     status: JobStatus<VerifyResult>,
+}
+
+/// The verification running now, if any, with `reviewer` added to those who may poll it. One
+/// scan of the whole chain at a time: whoever asks while one runs watches that one (its answer
+/// is theirs too), so reviewers cannot pile scans onto the server.
+fn join_running(jobs: &mut HashMap<JobId, Entry>, reviewer: UserId) -> Option<JobId> {
+    let (running, entry) = jobs.iter_mut().find(|(_, entry)| !entry.status.finished)?;
+    if !entry.requesters.contains(&reviewer) {
+        entry.requesters.push(reviewer);
+    }
+    Some(*running)
 }
 
 /// The server's [`AuditJobRunner`]: a Tokio task per verification.
@@ -52,13 +64,16 @@ impl AuditJobRunner for TokioAuditJobs {
         let id = JobId::new();
         {
             let mut jobs = self.jobs();
+            if let Some(running) = join_running(&mut jobs, reviewer.id()) {
+                return running;
+            }
             if jobs.len() > KEPT_JOBS {
                 jobs.retain(|_, entry| !entry.status.finished);
             }
             jobs.insert(
                 id,
                 Entry {
-                    requester: reviewer.id(),
+                    requesters: vec![reviewer.id()],
                     status: JobStatus::default(),
                 },
             );
@@ -101,7 +116,43 @@ impl AuditJobRunner for TokioAuditJobs {
     fn status(&self, requester: UserId, id: JobId) -> Option<JobStatus<VerifyResult>> {
         self.jobs()
             .get(&id)
-            .filter(|entry| entry.requester == requester)
+            .filter(|entry| entry.requesters.contains(&requester))
             .map(|entry| entry.status.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verification_asked_for_while_one_runs_is_that_one() {
+        let (first, second) = (UserId(uuid::Uuid::new_v4()), UserId(uuid::Uuid::new_v4()));
+        let mut jobs = HashMap::new();
+        assert_eq!(join_running(&mut jobs, first), None);
+        let finished = JobId::new();
+        jobs.insert(
+            finished,
+            Entry {
+                requesters: vec![first],
+                status: JobStatus {
+                    finished: true,
+                    ..JobStatus::default()
+                },
+            },
+        );
+        assert_eq!(join_running(&mut jobs, second), None);
+        let running = JobId::new();
+        jobs.insert(
+            running,
+            Entry {
+                requesters: vec![first],
+                status: JobStatus::default(),
+            },
+        );
+        assert_eq!(join_running(&mut jobs, second), Some(running));
+        assert_eq!(join_running(&mut jobs, second), Some(running));
+        assert_eq!(jobs[&running].requesters, vec![first, second]);
+        assert_eq!(jobs[&finished].requesters, vec![first]);
     }
 }

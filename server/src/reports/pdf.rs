@@ -126,8 +126,9 @@ impl CsvColumns {
         })
     }
 
-    fn cells(&self, record: &csv::StringRecord) -> [String; 7] {
-        let get = |i: usize| restore_cell(record.get(i).unwrap_or("")).into_owned();
+    /// A row's cells as printed, unescaped as the report's `format` escaped them.
+    fn cells(&self, record: &csv::StringRecord, format: &str) -> [String; 7] {
+        let get = |i: usize| restore_cell(record.get(i).unwrap_or(""), format).into_owned();
         // Optional fields mark a present-but-empty value and escape a leading backslash.
         let opt = |i: Option<usize>| {
             let cell = i.map(get).unwrap_or_default();
@@ -214,7 +215,7 @@ pub fn build_pdf(
     let mut page = TablePage::new(1);
     for record in reader.records() {
         let record = record.map_err(|e| PdfError::BadReport(e.to_string()))?;
-        page.row(&columns.cells(&record));
+        page.row(&columns.cells(&record, &manifest.format));
         laid_out += 1;
         if laid_out > MAX_PDF_ROWS {
             return Err(PdfError::TooManyRows {

@@ -6,28 +6,83 @@
 //! download cut short by a failure has none and does not verify.
 //! `GET /reports/pdf/{job}` hands a finished PDF job to the reviewer who started it.
 
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
 use app::api::context::{Services, user_for_session};
 use app::api::reports::ReportFilterForm;
 use app::error::AppError;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use domain::audit::RequestMeta;
 use domain::audit::jobs::JobId;
 use domain::audit::reports::{ReportFormat, ReportRun};
 use domain::authz::Reviewer;
+use domain::ids::UserId;
 use http::{HeaderValue, StatusCode, header};
 use tower_sessions::Session;
 
 use super::report_file_name;
 
+/// CSV downloads streaming at once, all reviewers together.
+const MAX_CSV_STREAMS: usize = 4;
+
+/// The CSV downloads streaming now: one per reviewer and [`MAX_CSV_STREAMS`] on the server, as
+/// for PDF jobs. Each reads the rows and then verifies the whole chain before it signs, so one
+/// reviewer's session must not be able to start dozens at once.
+#[derive(Debug, Clone, Default)]
+struct CsvStreams(Arc<Mutex<Vec<UserId>>>);
+
+impl CsvStreams {
+    fn streaming(&self) -> MutexGuard<'_, Vec<UserId>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn admit(&self, reviewer: UserId) -> Result<CsvSlot, AppError> {
+        let mut streaming = self.streaming();
+        if streaming.contains(&reviewer) {
+            return Err(AppError::Conflict(
+                "Your previous CSV report is still downloading. Wait for it to finish, then start another.".into(),
+            ));
+        }
+        if streaming.len() >= MAX_CSV_STREAMS {
+            return Err(AppError::Unavailable(
+                "The server is sending too many reports right now. Try again in a minute.".into(),
+            ));
+        }
+        streaming.push(reviewer);
+        Ok(CsvSlot {
+            streams: self.clone(),
+            reviewer,
+        })
+    }
+}
+
+/// A download's place among the [`CsvStreams`], given back however the download ends
+/// (completed, failed, or the client went away and the body was dropped).
+#[derive(Debug)]
+struct CsvSlot {
+    streams: CsvStreams,
+    reviewer: UserId,
+}
+
+impl Drop for CsvSlot {
+    fn drop(&mut self) {
+        let mut streaming = self.streams.streaming();
+        if let Some(at) = streaming.iter().position(|r| *r == self.reviewer) {
+            streaming.swap_remove(at);
+        }
+    }
+}
+
 pub fn router(services: Services) -> Router {
     Router::new()
         .route("/reports/audit.csv", get(audit_csv))
         .route("/reports/pdf/{job}", get(pdf_download))
+        .layer(Extension(CsvStreams::default()))
         .with_state(services)
 }
 
@@ -69,6 +124,7 @@ fn attachment(
 
 async fn audit_csv(
     State(services): State<Services>,
+    Extension(csv_streams): Extension<CsvStreams>,
     session: Session,
     parts: http::request::Parts,
     query: Result<Query<ReportFilterForm>, QueryRejection>,
@@ -88,6 +144,10 @@ async fn audit_csv(
         Ok(filter) => filter,
         Err(err) => return error_response(err),
     };
+    let slot = match csv_streams.admit(reviewer.id()) {
+        Ok(slot) => slot,
+        Err(err) => return error_response(err),
+    };
     let run = match services
         .audit
         .begin_report(&reviewer, filter.clone(), ReportFormat::Csv, meta.clone())
@@ -99,13 +159,13 @@ async fn audit_csv(
     let file_name = report_file_name(&filter, services.clock.now(), "csv");
     (
         attachment("text/csv; charset=utf-8", &file_name),
-        Body::from_stream(csv_chunks(run, meta)),
+        Body::from_stream(csv_chunks(run, meta, slot)),
     )
         .into_response()
 }
 
 enum Streaming {
-    Rows(Box<ReportRun>, RequestMeta),
+    Rows(Box<ReportRun>, RequestMeta, CsvSlot),
     Done,
 }
 
@@ -114,29 +174,33 @@ enum Streaming {
 fn csv_chunks(
     run: ReportRun,
     meta: RequestMeta,
+    slot: CsvSlot,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
-    futures::stream::unfold(Streaming::Rows(Box::new(run), meta), |state| async move {
-        let Streaming::Rows(mut run, meta) = state else {
-            return None;
-        };
-        let failed = |what: &str, err: &dyn std::fmt::Display| {
-            tracing::error!(error = %err, request_id = meta.request_id.as_deref().unwrap_or("-"), "CSV report: {what}");
-            Some((
-                Err(std::io::Error::other(
-                    "the audit report could not be completed",
-                )),
-                Streaming::Done,
-            ))
-        };
-        match run.next_rows().await {
-            Ok(Some(bytes)) => Some((Ok(Bytes::from(bytes)), Streaming::Rows(run, meta))),
-            Ok(None) => match run.finish(meta.clone()).await {
-                Ok((_, trailer)) => Some((Ok(Bytes::from(trailer)), Streaming::Done)),
-                Err(err) => failed("not signed", &err),
-            },
-            Err(err) => failed("reading rows failed", &err),
-        }
-    })
+    futures::stream::unfold(
+        Streaming::Rows(Box::new(run), meta, slot),
+        |state| async move {
+            let Streaming::Rows(mut run, meta, slot) = state else {
+                return None;
+            };
+            let failed = |what: &str, err: &dyn std::fmt::Display| {
+                tracing::error!(error = %err, request_id = meta.request_id.as_deref().unwrap_or("-"), "CSV report: {what}");
+                Some((
+                    Err(std::io::Error::other(
+                        "the audit report could not be completed",
+                    )),
+                    Streaming::Done,
+                ))
+            };
+            match run.next_rows().await {
+                Ok(Some(bytes)) => Some((Ok(Bytes::from(bytes)), Streaming::Rows(run, meta, slot))),
+                Ok(None) => match run.finish(meta.clone()).await {
+                    Ok((_, trailer)) => Some((Ok(Bytes::from(trailer)), Streaming::Done)),
+                    Err(err) => failed("not signed", &err),
+                },
+                Err(err) => failed("reading rows failed", &err),
+            }
+        },
+    )
 }
 
 async fn pdf_download(
@@ -159,4 +223,35 @@ async fn pdf_download(
         Body::from(file.bytes.as_ref().clone()),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_csv_download_per_reviewer_and_a_few_on_the_server() {
+        let streams = CsvStreams::default();
+        let reviewers: Vec<UserId> = (0..=MAX_CSV_STREAMS)
+            .map(|_| UserId(uuid::Uuid::new_v4()))
+            .collect();
+        let first = streams.admit(reviewers[0]).expect("admitted");
+        assert!(matches!(
+            streams.admit(reviewers[0]),
+            Err(AppError::Conflict(_))
+        ));
+        let others: Vec<CsvSlot> = reviewers[1..MAX_CSV_STREAMS]
+            .iter()
+            .map(|r| streams.admit(*r).expect("admitted"))
+            .collect();
+        assert!(matches!(
+            streams.admit(reviewers[MAX_CSV_STREAMS]),
+            Err(AppError::Unavailable(_))
+        ));
+        // A download that ends, however it ends, gives its place back.
+        drop(first);
+        let again = streams.admit(reviewers[0]).expect("admitted again");
+        drop((again, others));
+        assert!(streams.streaming().is_empty());
+    }
 }

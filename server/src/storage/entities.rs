@@ -16,7 +16,8 @@ pub mod user {
         pub password_hash: String,
         pub role: String,
         pub created_at: String,
-        /// Unix seconds of the last "sign out everywhere" or password change.
+        /// Unix microseconds of the last "sign out everywhere" or password change. (Older rows
+        /// hold seconds, which read as moments in 1970: long past, as they are.)
         pub sessions_revoked_at: Option<i64>,
     }
 

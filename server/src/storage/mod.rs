@@ -193,7 +193,7 @@ pub(crate) async fn tuples<T: TryGetableMany>(
 /// Unix microseconds, rounded down like `canonical_time` rounds, so a row's text time and its
 /// number hold the same instant.
 pub(crate) fn micros(at: time::OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos().div_euclid(1000)).unwrap_or(i64::MAX)
+    domain::clock::unix_micros(at)
 }
 
 pub(crate) fn from_micros(us: i64) -> Option<time::OffsetDateTime> {

@@ -343,7 +343,7 @@ pub(super) async fn end_sessions_in(
 ) -> DbResult<u64> {
     user::Entity::update_many()
         .set(user::ActiveModel {
-            sessions_revoked_at: Set(Some(now.unix_timestamp())),
+            sessions_revoked_at: Set(Some(super::micros(now))),
             ..Default::default()
         })
         .filter(user::Column::Id.eq(user.to_string()))

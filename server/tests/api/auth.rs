@@ -529,6 +529,19 @@ async fn a_password_change_keeps_the_asking_browser_trusted_and_signing_out_keep
         200
     );
     assert_eq!(app.who_am_i(&owner).await["email"], "gil@example.com");
+    // With the account's sign-in back-off held high by the stranger, the owner still changes
+    // the password from that browser: its own failures count there, not the account's.
+    let again = app
+        .call(
+            &owner,
+            "auth/password",
+            &[
+                ("current_password", new_password),
+                ("new_password", "yet another passphrase"),
+            ],
+        )
+        .await;
+    assert_eq!(again.status(), 200);
     app.stop().await;
 }
 

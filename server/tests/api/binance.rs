@@ -155,6 +155,9 @@ pub(crate) enum Mode {
     RefuseCancels,
     /// Refuses every order request, look-ups included (the key was disabled there).
     RefuseOrderRequests,
+    /// A thin book: the ticker shows the last trade, but the only offers are ten times above it
+    /// and the only bids a tenth of it (someone waiting for a market order to sweep them).
+    ThinBook,
 }
 
 /// A request as the stand-in saw it.
@@ -380,7 +383,8 @@ async fn handle(
         | Mode::LoseReplies
         | Mode::PendingCancels
         | Mode::RefuseCancels
-        | Mode::RefuseOrderRequests => {}
+        | Mode::RefuseOrderRequests
+        | Mode::ThinBook => {}
     }
     if path == TICKER && method == Method::GET {
         return ticker(&query);
@@ -597,16 +601,23 @@ fn order_request(
     let Some(client_id) = fields.get("newClientOrderId") else {
         panic!("the adapter always sends its own client order id");
     };
-    let limit = if order_type == "LIMIT" {
+    let (limit, immediate_or_cancel) = if order_type == "LIMIT" {
         match (
             fields.get("price").and_then(|p| Decimal::from_str(p).ok()),
             fields.get("timeInForce"),
         ) {
-            (Some(price), Some(&"GTC")) => Some(price),
+            (Some(price), Some(&"GTC")) => (Some(price), false),
+            (Some(price), Some(&"IOC")) => (Some(price), true),
             _ => return illegal("price"),
         }
     } else {
-        None
+        (None, false)
+    };
+    // Where the order would execute: the last trade, or what a thin book offers.
+    let fill_price = match (mode, side) {
+        (Mode::ThinBook, "BUY") => market_price * Decimal::TEN,
+        (Mode::ThinBook, _) => market_price / Decimal::TEN,
+        _ => market_price,
     };
     if book
         .iter()
@@ -623,8 +634,13 @@ fn order_request(
     }
     let marketable = match (limit, side) {
         (None, _) => true,
-        (Some(limit), "BUY") => limit >= market_price,
-        (Some(limit), _) => limit <= market_price,
+        (Some(limit), "BUY") => limit >= fill_price,
+        (Some(limit), _) => limit <= fill_price,
+    };
+    let unfilled = if immediate_or_cancel {
+        "EXPIRED"
+    } else {
+        "NEW"
     };
     let order = BookOrder {
         key,
@@ -635,10 +651,10 @@ fn order_request(
         order_type,
         quantity,
         price: limit,
-        status: if marketable { "FILLED" } else { "NEW" },
+        status: if marketable { "FILLED" } else { unfilled },
         executed: if marketable { quantity } else { Decimal::ZERO },
         quote: if marketable {
-            quantity * market_price
+            quantity * fill_price
         } else {
             Decimal::ZERO
         },
@@ -1101,7 +1117,8 @@ fn order(client_order_id: &str, symbol: &str, side: OrderSide, quantity: &str) -
         side,
         order_type: OrderType::Market,
         quantity: Decimal::from_str(quantity).expect("quantity"),
-        limit_price: None,
+        // Its bound: what the trading service sends with every market order.
+        limit_price: Some(price_of(symbol).unwrap_or(Decimal::ONE)),
     }
 }
 
@@ -1158,7 +1175,10 @@ async fn a_market_order_is_signed_in_the_body_and_fills() {
     let fields = params(payload);
     assert_eq!(fields["symbol"], "BTCUSDT");
     assert_eq!(fields["side"], "BUY");
-    assert_eq!(fields["type"], "MARKET");
+    // Immediate-or-cancel at its bound, never a bare MARKET order.
+    assert_eq!(fields["type"], "LIMIT");
+    assert_eq!(fields["timeInForce"], "IOC");
+    assert_eq!(fields["price"], "65000");
     assert_eq!(fields["quantity"], "0.01");
     assert_eq!(fields["newClientOrderId"], "cp-market-1");
     assert_eq!(fields["recvWindow"], "5000");

@@ -131,7 +131,7 @@ async fn a_key_is_stored_sealed_and_only_its_mask_comes_back() {
 async fn bad_input_is_refused_clearly_and_stores_nothing() {
     let app = spawn_app().await;
     let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
-    let cases: [(&[(&str, &str)], &str); 5] = [
+    let cases: [(&[(&str, &str)], &str); 6] = [
         (
             &[
                 ("exchange", "kraken"),
@@ -160,6 +160,19 @@ async fn bad_input_is_refused_clearly_and_stores_nothing() {
                 ("environment", "paper"),
                 ("scope", "trade"),
                 ("label", "  "),
+                ("api_key", API_KEY),
+                ("api_secret", API_SECRET),
+            ],
+            "label",
+        ),
+        (
+            // A right-to-left override would make the label read differently on every page
+            // and in the audit log.
+            &[
+                ("exchange", "paper"),
+                ("environment", "paper"),
+                ("scope", "trade"),
+                ("label", "main \u{202e}tob"),
                 ("api_key", API_KEY),
                 ("api_secret", API_SECRET),
             ],

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use domain::account::Role;
 use domain::audit::report::{
-    MANIFEST_TAG, ReportManifest, SIGNATURE_TAG, signed_message, verify_report,
+    MANIFEST_TAG, REPORT_FORMAT, ReportManifest, SIGNATURE_TAG, signed_message, verify_report,
 };
 use domain::audit::{ReportKey, ReportPublicKey};
 
@@ -244,7 +244,10 @@ async fn report_verify_passes_an_untouched_csv_and_names_the_row_for_each_tamper
     let attacker = ReportKey::generate();
     let json = manifest_json(&l[rows + 1]);
     let mut forged = l.clone();
-    forged[rows + 2] = format!("{SIGNATURE_TAG},{}", attacker.sign(&signed_message(&json)));
+    forged[rows + 2] = format!(
+        "{SIGNATURE_TAG},{}",
+        attacker.sign(&signed_message(REPORT_FORMAT, &json))
+    );
     verifier.fails(
         "forged",
         &join(&forged),
@@ -258,7 +261,10 @@ async fn report_verify_passes_an_untouched_csv_and_names_the_row_for_each_tamper
     let json = serde_json::to_string(&manifest).expect("json");
     let mut resigned = l.clone();
     resigned[rows + 1] = manifest_line(&json);
-    resigned[rows + 2] = format!("{SIGNATURE_TAG},{}", attacker.sign(&signed_message(&json)));
+    resigned[rows + 2] = format!(
+        "{SIGNATURE_TAG},{}",
+        attacker.sign(&signed_message(REPORT_FORMAT, &json))
+    );
     assert!(verify_report(&join(&resigned), None).is_ok());
     verifier.fails(
         "resigned",
@@ -279,7 +285,7 @@ async fn report_verify_passes_an_untouched_csv_and_names_the_row_for_each_tamper
     spoofed[rows + 1] = manifest_line(&spoofed_json);
     spoofed[rows + 2] = format!(
         "{SIGNATURE_TAG},{}",
-        attacker.sign(&signed_message(&spoofed_json))
+        attacker.sign(&signed_message(REPORT_FORMAT, &spoofed_json))
     );
     let path = verifier.file("spoofed.csv", &join(&spoofed));
     let unpinned = cryptopulse(

@@ -329,12 +329,13 @@ async fn a_session_copied_under_a_new_id_after_its_user_signed_out_everywhere_is
         .expect("id")
         .to_owned();
     let store = app.backend.sessions.clone();
-    let signed_in_at = app.clock.now().unix_timestamp();
+    let micros = domain::clock::unix_micros;
+    let signed_in_at = micros(app.clock.now());
     let signed_in = |at: i64| Record {
         id: Id::default(),
         data: [
             ("uid".to_owned(), serde_json::json!(user)),
-            ("auth_at".to_owned(), serde_json::json!(at)),
+            ("auth_at_us".to_owned(), serde_json::json!(at)),
         ]
         .into_iter()
         .collect(),
@@ -342,7 +343,9 @@ async fn a_session_copied_under_a_new_id_after_its_user_signed_out_everywhere_is
     };
     let sessions_of_user = format!("SELECT COUNT(*) FROM sessions WHERE user_id = '{user}'");
 
-    app.clock.advance(time::Duration::minutes(2));
+    // Half a second into a second, so "just before" below is the same second.
+    app.clock.advance(time::Duration::milliseconds(120_500));
+    let revoked_at = micros(app.clock.now());
     let response = app.call(&client, "auth/logout-everywhere", &[]).await;
     assert_eq!(response.status(), 200);
     assert_eq!(app.count(&sessions_of_user).await, 0);
@@ -351,11 +354,19 @@ async fn a_session_copied_under_a_new_id_after_its_user_signed_out_everywhere_is
     let mut copy = signed_in(signed_in_at);
     store.create(&mut copy).await.expect("create is a no-op");
     assert!(store.load(&copy.id).await.expect("load").is_none());
+    // Nor a sign-in that began a moment before it, in the same second (it read the password
+    // before a change committed): times are compared to the microsecond.
+    let mut overlapping = signed_in(revoked_at - 1);
+    store
+        .create(&mut overlapping)
+        .await
+        .expect("create is a no-op");
+    assert!(store.load(&overlapping.id).await.expect("load").is_none());
     assert_eq!(app.count(&sessions_of_user).await, 0);
 
     // A sign-in after it is stored as usual.
-    app.clock.advance(time::Duration::seconds(1));
-    let mut fresh = signed_in(app.clock.now().unix_timestamp());
+    app.clock.advance(time::Duration::milliseconds(1));
+    let mut fresh = signed_in(micros(app.clock.now()));
     store.create(&mut fresh).await.expect("created");
     assert!(store.load(&fresh.id).await.expect("load").is_some());
     assert_eq!(app.count(&sessions_of_user).await, 1);

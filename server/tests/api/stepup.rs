@@ -487,6 +487,52 @@ async fn a_key_whose_counter_goes_backwards_is_refused_flagged_and_audited() {
     app.stop().await;
 }
 
+/// webauthn-rs checks the counter against the copy taken when the challenge was issued. A clone
+/// answering a challenge fetched before the owner's latest use counts above that copy, so it is
+/// checked against the key as stored when it answers.
+#[tokio::test]
+async fn a_clone_answering_a_challenge_issued_before_the_owners_last_use_is_caught() {
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let mut key = soft_key();
+    assert_eq!(
+        app.register_key(&trader, &mut key, "Cloned key")
+            .await
+            .status(),
+        200
+    );
+    let mut clone = SoftToken::from_cbor(&key.to_cbor().expect("cbor")).expect("clone");
+    let thief = app.new_client();
+    assert_eq!(
+        app.log_in(&thief, "trader@example.com", crate::helpers::PASSWORD)
+            .await
+            .status(),
+        200
+    );
+    let options = json(app.call(&thief, "stepup/options", &[]).await).await;
+    let challenge = options["webauthn"].as_str().expect("webauthn options");
+    // The owner uses the key meanwhile; the clone's next count is no higher than theirs.
+    assert_eq!(app.step_up_with_key(&trader, &mut key).await.status(), 200);
+    let assertion = sign_request(&mut clone, challenge);
+    let answered = app
+        .call(
+            &thief,
+            "stepup/verify",
+            &[("method", "security-key"), ("response", &assertion)],
+        )
+        .await;
+    assert_eq!(answered.status(), 400);
+    assert!(json(answered).await.to_string().contains("cloned"));
+    assert_eq!(app.audit_count("stepup.key_counter_regressed").await, 1);
+    assert!(app.who_am_i(&thief).await.is_null());
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM security_keys WHERE flagged_at IS NOT NULL")
+            .await,
+        1
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn adding_a_second_factor_or_removing_one_needs_a_step_up() {
     let app = spawn_app().await;
@@ -1052,10 +1098,20 @@ async fn an_operator_resets_the_factors_of_someone_who_lost_them_all() {
     server::cli::reset_factors(&app.settings, "admin@example.com")
         .await
         .expect("reset");
-    let factors = json(app.call(&admin, "stepup/factors", &[]).await).await;
-    assert_eq!(factors["keys"].as_array().expect("keys").len(), 0);
-    assert_eq!(factors["totp_enabled"], false);
-    assert_eq!(factors["recovery_codes_left"], 0);
+    // The session opened with the lost key (maybe a thief's) ends with it: its key-grade window
+    // no longer opens admin pages, and it cannot add a first factor of its own.
+    assert_eq!(
+        json(app.call(&admin, "auth/me", &[]).await).await,
+        Value::Null
+    );
+    assert_eq!(app.call(&admin, "admin/canaries", &[]).await.status(), 401);
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'auth.logout_everywhere' AND actor_kind = 'system'"
+        )
+        .await,
+        1
+    );
     assert_eq!(
         app.count(
             "SELECT COUNT(*) FROM audit_events WHERE action = 'stepup.key_removed' AND actor_kind = 'system'"
@@ -1071,6 +1127,10 @@ async fn an_operator_resets_the_factors_of_someone_who_lost_them_all() {
             .status(),
         200
     );
+    let factors = json(app.call(&fresh, "stepup/factors", &[]).await).await;
+    assert_eq!(factors["keys"].as_array().expect("keys").len(), 0);
+    assert_eq!(factors["totp_enabled"], false);
+    assert_eq!(factors["recovery_codes_left"], 0);
     let mut key = soft_key();
     assert_eq!(
         app.register_key(&fresh, &mut key, "Replacement")

@@ -190,6 +190,7 @@ async fn bad_order_input_is_refused_and_writes_nothing() {
         ("side", "short"),
         ("order_type", "stop"),
         ("symbol", "BTC/USDT"),
+        ("symbol", "ETHBTC"),
         ("venue", "not-a-key"),
     ] {
         let mut form = vec![
@@ -1591,6 +1592,120 @@ async fn a_binance_order_is_signed_held_while_binance_is_down_and_executed_once_
     let book = json(app.call(&trader, "trading/portfolio", &[]).await).await;
     assert_eq!(book["cash"], "100000");
     assert_eq!(book["fills"].as_array().expect("fills").len(), 3);
+    app.stop().await;
+}
+
+/// A market order on a real book executes at what the book offers, not at the quote its limits
+/// were judged at: on a thin book a small buy would sweep offers far above it (and a sell,
+/// bids far below), spending many times the value the limits and the step-up threshold saw.
+/// It is sent immediate-or-cancel at the price it was judged at, so it fills there or expires.
+#[tokio::test]
+async fn a_binance_market_order_never_fills_beyond_the_price_it_was_judged_at() {
+    let binance = Binance::testnet(Mode::ThinBook).await;
+    let url = binance.url.clone();
+    let app = spawn_app_with(|s| s.exchanges.binance_testnet_url = url).await;
+    binance.follow_clock(app.clock.clone());
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let key = binance_key(&app, &trader).await;
+
+    // The ticker says 65,000; the only offers are at 650,000.
+    let buy = binance_market(&app, &trader, &key, "BTCUSDT", "0.01").await;
+    assert_eq!(buy["status"], "cancelled", "{buy}");
+    let reason = buy["status_reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("Expired") && reason.contains("65000"),
+        "{reason}"
+    );
+    let sell = placed(
+        app.call(
+            &trader,
+            "trading/place",
+            &[
+                ("venue", key.as_str()),
+                ("symbol", "BTCUSDT"),
+                ("side", "sell"),
+                ("order_type", "market"),
+                ("quantity", "0.01"),
+                ("price", "65000.00"),
+            ],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(sell["status"], "cancelled", "{sell}");
+    assert_eq!(app.count("SELECT COUNT(*) FROM fills").await, 0);
+    let posted: Vec<String> = binance
+        .seen()
+        .iter()
+        .filter(|r| r.method == axum::http::Method::POST)
+        .map(|r| r.body.clone())
+        .collect();
+    assert_eq!(posted.len(), 2, "{posted:?}");
+    assert!(
+        posted[0].contains("side=BUY&type=LIMIT&timeInForce=IOC&price=65000&"),
+        "{}",
+        posted[0]
+    );
+    // A sell may go 5 % below the price it was judged at, no further.
+    assert!(
+        posted[1].contains("side=SELL&type=LIMIT&timeInForce=IOC&price=61750&"),
+        "{}",
+        posted[1]
+    );
+
+    // Where the book is as the quote says, the same order fills there.
+    binance.set_mode(Mode::Normal);
+    let filled = binance_market(&app, &trader, &key, "BTCUSDT", "0.01").await;
+    assert_eq!(filled["status"], "filled", "{filled}");
+    assert_eq!(filled["average_price"], "65000");
+    app.stop().await;
+}
+
+/// A range blocked while an order waits to be sent (held through an outage, or in review)
+/// stops that order when it is sent: it is judged against the blocklist as it is then.
+#[tokio::test]
+async fn a_held_order_placed_from_an_address_blocked_meanwhile_is_never_sent() {
+    let binance = Binance::testnet(Mode::Normal).await;
+    let url = binance.url.clone();
+    let app = spawn_app_with(|s| {
+        s.exchanges.binance_testnet_url = url;
+        s.exchanges.timeout_seconds = 1;
+    })
+    .await;
+    binance.follow_clock(app.clock.clone());
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let key = binance_key(&app, &trader).await;
+    binance.set_mode(Mode::ServerError);
+    let held = placed(limit_at(&app, &trader, &key, "ETHUSDT", "0.5", "3200.00").await).await;
+    assert_eq!(held["status"], "held", "{held}");
+    let placed_from = app
+        .text("SELECT ip FROM orders")
+        .await
+        .expect("the order's address");
+    app.exec(&format!(
+        "INSERT INTO ip_blocklist (id, cidr, note, created_at) \
+         VALUES ('blocked-meanwhile', '{placed_from}', 'seen in an attack', '2026-01-01T00:00:00Z')"
+    ))
+    .await;
+
+    binance.set_mode(Mode::Normal);
+    app.clock.advance(time::Duration::seconds(60));
+    app.backend
+        .services
+        .trading
+        .retry_held()
+        .await
+        .expect("retry");
+    let orders = json(app.call(&trader, "trading/orders", &[]).await).await;
+    let order = &orders[0];
+    assert_eq!(order["status"], "denied", "{order}");
+    let reason = order["status_reason"].as_str().expect("reason");
+    assert!(reason.contains("blocked"), "{reason}");
+    let client_order_id = app
+        .text("SELECT client_order_id FROM orders")
+        .await
+        .expect("client order id");
+    assert_eq!(binance.executions(&client_order_id), 0);
     app.stop().await;
 }
 

@@ -26,7 +26,8 @@ pub(super) fn parse_order(
     let status = match order.status.as_str() {
         "FILLED" => VenueOrderStatus::Filled,
         "NEW" | "PENDING_NEW" | "PARTIALLY_FILLED" | "PENDING_CANCEL" => VenueOrderStatus::Open,
-        // EXPIRED: a market order that found too little liquidity; what filled is kept.
+        // EXPIRED: a market order (sent immediate-or-cancel at its bound) that found too little
+        // at or better than its bound; what filled is kept.
         "CANCELED" | "EXPIRED" | "EXPIRED_IN_MATCH" => VenueOrderStatus::Cancelled,
         "REJECTED" => VenueOrderStatus::Rejected("Binance rejected the order.".into()),
         _ => return Err(not_understood()),

@@ -54,7 +54,17 @@ pub(super) fn order_params(
         ),
     ];
     match order.order_type {
-        OrderType::Market => params.push(("type", "MARKET".into())),
+        OrderType::Market => {
+            // Never a bare MARKET order: it would fill up a thin book at any price, far beyond
+            // the value it was judged at. Immediate-or-cancel at its bound fills what the book
+            // offers up to there now, and the rest expires.
+            let bound = order.limit_price.ok_or_else(|| {
+                ExchangeError::Rejected("A market order needs its price bound.".into())
+            })?;
+            params.push(("type", "LIMIT".into()));
+            params.push(("timeInForce", "IOC".into()));
+            params.push(("price", decimal_param("price", bound)?));
+        }
         OrderType::Limit => {
             let price = order.limit_price.ok_or_else(|| {
                 ExchangeError::Rejected("A limit order needs a limit price.".into())
