@@ -216,7 +216,8 @@ pub trait Exchange: Send + Sync + fmt::Debug {
         ))
     }
 
-    /// The last traded price of `symbol`.
+    /// The price a buy of `symbol` pays now: the best ask where there is a book (the paper
+    /// exchange's feed otherwise). Orders are judged at it.
     async fn price(
         &self,
         environment: KeyEnvironment,

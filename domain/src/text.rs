@@ -2,21 +2,32 @@
 
 /// Whether `c` has no place in text shown to others: a control character, or one that changes
 /// how the text around it reads without showing itself (a bidirectional override, isolate or
-/// mark, a line or paragraph separator, a zero-width space or byte-order mark). Each could make
+/// mark, a line or paragraph separator, a zero-width space, joiner-less invisible operators, a
+/// soft hyphen, a byte-order mark, Hangul fillers, tag characters that can carry hidden text).
+/// The zero-width joiner stays: emoji sequences need it. Each could make
 /// a label, a note or an audit row read as something it is not.
 pub fn hides_or_moves_text(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
-            '\u{061c}'
+            '\u{00ad}'
+                | '\u{061c}'
+                | '\u{115f}'
+                | '\u{1160}'
+                | '\u{180e}'
                 | '\u{200b}'
                 | '\u{200e}'
                 | '\u{200f}'
                 | '\u{2028}'
                 | '\u{2029}'
                 | '\u{202a}'..='\u{202e}'
-                | '\u{2066}'..='\u{2069}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206f}'
+                | '\u{3164}'
                 | '\u{feff}'
+                | '\u{ffa0}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{e0000}'..='\u{e007f}'
         )
 }
 
@@ -37,6 +48,9 @@ mod tests {
             "line\u{2028}break",
             "zero\u{200b}width",
             "\u{feff}bom",
+            "soft\u{ad}hyphen",
+            "tag\u{e0041}",
+            "filler\u{3164}",
             "tab\there",
             "nul\0",
         ] {

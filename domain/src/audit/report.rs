@@ -314,7 +314,11 @@ impl ReportWriter {
         };
         // Serialising plain structs with string keys cannot fail; were it ever to, the empty
         // manifest would fail verification rather than pass it.
-        let json = serde_json::to_string(&manifest).unwrap_or_default();
+        // `;` only occurs inside JSON strings, where `\u003b` reads back the same: where `;`
+        // separates cells, filter text or an email in the manifest cannot start a formula.
+        let json = serde_json::to_string(&manifest)
+            .unwrap_or_default()
+            .replace(';', "\\u003b");
         manifest.signature = key.sign(&signed_message(REPORT_FORMAT, &json));
         let mut trailer = String::with_capacity(json.len() + 256);
         trailer.push_str(MANIFEST_TAG);
@@ -1211,6 +1215,32 @@ mod tests {
         }
         assert_eq!(parsed_rows(&text), events);
         verify(&text).expect("verifies");
+    }
+
+    /// The manifest line is split at `;` too: its JSON carries the filter's text and the
+    /// requester's email, so it holds no `;` at all (JSON reads `\u003b` back as `;`).
+    #[test]
+    fn the_manifest_holds_no_semicolon() {
+        let key = ReportKey::generate();
+        let mut d = draft(1);
+        d.resource = Some("x;=1+1".into());
+        let events = seal_all(vec![d]);
+        let filter = AuditFilter {
+            resource: Some("x;=1+1".into()),
+            ..Default::default()
+        };
+        let mut info = info(&events, filter, &key);
+        info.generated_by_email = Some("a;=2@example.com".into());
+        let (text, manifest) = write(&events, info, &key);
+        let trailer: String = text.lines().filter(|l| l.starts_with('#')).collect();
+        assert!(!trailer.contains(';'), "{trailer}");
+        let verified = verify(&text).expect("verifies");
+        assert_eq!(verified.manifest, manifest);
+        assert_eq!(manifest.info.filter.resource.as_deref(), Some("x;=1+1"));
+        assert_eq!(
+            manifest.info.generated_by_email.as_deref(),
+            Some("a;=2@example.com")
+        );
     }
 
     /// A report downloaded before formulas after `;` were escaped still verifies.

@@ -107,9 +107,18 @@ pub(super) fn venue_order(order: &Order) -> VenueOrder {
         quantity: order.quantity,
         limit_price: match order.order_type {
             OrderType::Limit => order.limit_price,
-            OrderType::Market => Some(market_bound(order.side, order.reference_price)),
+            OrderType::Market => Some(market_bound(order.side, judged_price(order))),
         },
     }
+}
+
+/// The price a market order's value was judged at: the higher of the price its owner saw and
+/// the venue's quote (`risk::screening_price`), which its notional holds.
+fn judged_price(order: &Order) -> Decimal {
+    order
+        .notional
+        .checked_div(order.quantity)
+        .map_or(order.reference_price, |price| price.normalize())
 }
 
 /// How long an order may stay `submitting` before it is taken for stranded: far longer than a
@@ -575,10 +584,10 @@ impl TradingService {
                     VenueOrderStatus::Cancelled if order.order_type == OrderType::Market => (
                         OrderStatus::Cancelled,
                         Some(format!(
-                            "Expired: the exchange offered too little at {} or better, the \
-                             price this order was checked at. Any part filled up to there is \
-                             kept.",
-                            plain(market_bound(order.side, order.reference_price))
+                            "Expired: the exchange offered too little within this order's \
+                             price bound ({}, from the price it was checked at). Any part \
+                             filled within it is kept.",
+                            plain(market_bound(order.side, judged_price(&order)))
                         )),
                     ),
                     VenueOrderStatus::Cancelled => (OrderStatus::Cancelled, None),

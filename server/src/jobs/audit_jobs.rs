@@ -31,6 +31,24 @@ fn join_running(jobs: &mut HashMap<JobId, Entry>, reviewer: UserId) -> Option<Jo
     Some(*running)
 }
 
+/// Marks its job failed if the job's task ends without finishing it (a panic): everyone asking
+/// for a verification joins the running one, so one left running would answer nobody again.
+struct FailUnlessFinished {
+    runner: TokioAuditJobs,
+    id: JobId,
+}
+
+impl Drop for FailUnlessFinished {
+    fn drop(&mut self) {
+        self.runner.update(self.id, |status| {
+            if !status.finished {
+                status.finished = true;
+                status.result = Some(VerifyResult::Failed);
+            }
+        });
+    }
+}
+
 /// The server's [`AuditJobRunner`]: a Tokio task per verification.
 #[derive(Debug, Clone)]
 pub struct TokioAuditJobs {
@@ -81,6 +99,10 @@ impl AuditJobRunner for TokioAuditJobs {
         let reviewer = *reviewer;
         let runner = self.clone();
         tokio::spawn(async move {
+            let _ends = FailUnlessFinished {
+                runner: runner.clone(),
+                id,
+            };
             // The head's seq is the number of events to check, for the progress bar.
             match runner.audit.chain_head().await {
                 Ok(head) => runner.update(id, |status| {

@@ -311,14 +311,14 @@ async fn prices_come_back_for_a_valid_token() {
         assert!(price["at"].as_str().expect("at").ends_with('Z'));
     }
 
-    let unknown = get(&app, &secret, "/prices?symbols=BTCUSDT,NOPECOIN").await;
+    let unknown = get(&app, &secret, "/prices?symbols=BTCUSDT,NOPEUSDT").await;
     assert_eq!(unknown.status(), 400);
     let unknown = body_json(unknown).await;
     assert!(
         unknown["message"]
             .as_str()
             .expect("message")
-            .contains("NOPECOIN"),
+            .contains("NOPEUSDT"),
         "{unknown}"
     );
     let many = (0..21)

@@ -38,7 +38,7 @@ use crate::helpers::TestClock;
 const ACCOUNT: &str = "/api/v3/account";
 const RESTRICTIONS: &str = "/sapi/v1/account/apiRestrictions";
 const ORDER: &str = "/api/v3/order";
-const TICKER: &str = "/api/v3/ticker/price";
+const TICKER: &str = "/api/v3/ticker/bookTicker";
 
 /// The stand-in's prices; market orders fill here.
 pub(crate) const PRICES: [(&str, &str); 3] = [
@@ -155,8 +155,9 @@ pub(crate) enum Mode {
     RefuseCancels,
     /// Refuses every order request, look-ups included (the key was disabled there).
     RefuseOrderRequests,
-    /// A thin book: the ticker shows the last trade, but the only offers are ten times above it
-    /// and the only bids a tenth of it (someone waiting for a market order to sweep them).
+    /// A thin book: the best bid and ask are the price table's, for dust; behind them the only
+    /// offers are ten times above it and the only bids a tenth of it (someone waiting for a
+    /// market order to sweep them).
     ThinBook,
 }
 
@@ -483,7 +484,8 @@ fn invalid_symbol() -> Response {
     binance_error(StatusCode::BAD_REQUEST, -1121, "Invalid symbol.")
 }
 
-/// `GET /api/v3/ticker/price`: public, no key.
+/// `GET /api/v3/ticker/bookTicker`: public, no key. The top of the book is at the price table
+/// (in `ThinBook` too: a dust-sized level, with the real offers far beyond it).
 fn ticker(query: &str) -> Response {
     let fields = params(query);
     let Some(symbol) = fields.get("symbol") else {
@@ -494,9 +496,14 @@ fn ticker(query: &str) -> Response {
         );
     };
     match price_of(symbol) {
-        Some(price) => {
-            Json(json!({"symbol": symbol, "price": format!("{price:.8}")})).into_response()
-        }
+        Some(price) => Json(json!({
+            "symbol": symbol,
+            "bidPrice": format!("{price:.8}"),
+            "bidQty": "0.00100000",
+            "askPrice": format!("{price:.8}"),
+            "askQty": "0.00100000",
+        }))
+        .into_response(),
         None => invalid_symbol(),
     }
 }

@@ -607,7 +607,8 @@ async fn the_binance_adapter_carries_a_retry_after_of_at_most_an_hour() {
                 side: OrderSide::Buy,
                 order_type: OrderType::Market,
                 quantity: Decimal::new(1, 2),
-                limit_price: None,
+                // Its bound, as the trading service sends every market order.
+                limit_price: Some(Decimal::new(65_000, 0)),
             },
         )
         .await;

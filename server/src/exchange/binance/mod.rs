@@ -232,7 +232,7 @@ impl Exchange for BinanceExchange {
         }
         serde_json::from_slice::<Ticker>(&reply.body)
             .ok()
-            .and_then(|t| Decimal::from_str(&t.price).ok())
+            .and_then(|t| Decimal::from_str(&t.ask_price).ok())
             .filter(|p| *p > Decimal::ZERO)
             .ok_or_else(|| {
                 tracing::warn!(%environment, endpoint = TICKER_PATH, "Binance price not understood");

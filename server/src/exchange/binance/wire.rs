@@ -10,7 +10,10 @@ use serde::Deserialize;
 pub(super) const ACCOUNT_PATH: &str = "/api/v3/account";
 pub(super) const RESTRICTIONS_PATH: &str = "/sapi/v1/account/apiRestrictions";
 pub(super) const ORDER_PATH: &str = "/api/v3/order";
-pub(super) const TICKER_PATH: &str = "/api/v3/ticker/price";
+/// The best bid and ask. The quote is the ask, what a buy pays now: a market buy judged there
+/// and bounded there (`risk::market_bound`) fills the top of the book, where the last trade
+/// price may lie a tick below it; a sell judged at the ask is judged no lower than it is worth.
+pub(super) const TICKER_PATH: &str = "/api/v3/ticker/bookTicker";
 
 /// A value Binance gets as-is. Everything we send is plain ASCII (symbols, decimals, our own
 /// client order ids), so anything else is refused rather than encoded.
@@ -111,8 +114,9 @@ pub(super) struct OrderReply {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(super) struct Ticker {
-    pub(super) price: String,
+    pub(super) ask_price: String,
 }
 
 pub(super) fn error_of(reply: &Reply) -> Option<BinanceErrorBody> {
