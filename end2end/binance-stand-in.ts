@@ -43,10 +43,13 @@ export async function startBinanceStandIn(port: number): Promise<() => Promise<v
     req.on("end", () => {
       const url = new URL(req.url ?? "/", "http://stand-in");
       const query = url.search.replace(/^\?/, "");
-      if (url.pathname === "/api/v3/ticker/price" && req.method === "GET") {
+      // The best bid and ask: the server quotes the ask (what a buy pays now).
+      if (url.pathname === "/api/v3/ticker/bookTicker" && req.method === "GET") {
         const symbol = url.searchParams.get("symbol") ?? "";
         const price = BINANCE_PRICES[symbol];
-        return price ? answer(res, 200, { symbol, price }) : refuse(res, 400, -1121, "Invalid symbol.");
+        return price
+          ? answer(res, 200, { symbol, bidPrice: price, bidQty: "1.00000000", askPrice: price, askQty: "1.00000000" })
+          : refuse(res, 400, -1121, "Invalid symbol.");
       }
       if (url.pathname !== "/api/v3/account" && url.pathname !== "/api/v3/order") {
         res.writeHead(404).end();
@@ -79,11 +82,14 @@ export async function startBinanceStandIn(port: number): Promise<() => Promise<v
         const limit = Number(fields.get("price"));
         const side = fields.get("side");
         const marketable = type === "MARKET" || (side === "BUY" ? limit >= Number(price) : limit <= Number(price));
+        // Immediate-or-cancel (how the server sends a market order, at its price bound): what
+        // cannot fill now expires instead of resting.
+        const unfilled = fields.get("timeInForce") === "IOC" ? "EXPIRED" : "NEW";
         const order: BookOrder = {
           symbol,
           orderId: 7_000_000 + book.length,
           clientOrderId: fields.get("newClientOrderId") ?? "",
-          status: marketable ? "FILLED" : "NEW",
+          status: marketable ? "FILLED" : unfilled,
           type: type ?? "",
           side: side ?? "",
           origQty: quantity.toFixed(8),
