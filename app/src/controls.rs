@@ -131,6 +131,8 @@ pub const CONTROLS: &[Control] = &[
             "server/tests/api/sessions.rs::logging_out_everywhere_ends_every_session_of_that_user_only",
             "server/tests/api/sessions.rs::changing_the_password_needs_the_current_one_and_a_recent_proof_and_ends_every_session",
             "server/tests/api/admin_controls.rs::signing_out_everywhere_revokes_agent_tokens_when_asked_and_only_then",
+            "server/tests/api/sessions.rs::a_session_copied_under_a_new_id_after_its_user_signed_out_everywhere_is_not_stored",
+            "server/tests/api/stepup.rs::an_operator_resets_the_factors_of_someone_who_lost_them_all",
         ],
     },
     Control {
@@ -171,6 +173,7 @@ pub const CONTROLS: &[Control] = &[
             "server/tests/api/auth.rs::repeated_failures_back_off_the_account_even_for_the_right_password",
             "server/tests/api/auth.rs::strangers_failures_do_not_lock_out_a_browser_that_signed_in_before",
             "domain/src/trading/decision.rs::an_order_from_a_blocked_range_is_denied",
+            "server/tests/api/trading.rs::a_held_order_placed_from_an_address_blocked_meanwhile_is_never_sent",
         ],
     },
     Control {
@@ -203,6 +206,7 @@ pub const CONTROLS: &[Control] = &[
             "server/tests/api/trading.rs::a_burst_of_odd_orders_opens_a_case_quarantines_the_trader_and_a_reviewer_releases_it",
             "server/tests/api/keys.rs::touching_a_decoy_key_raises_an_alert_and_decrypts_nothing",
             "server/tests/api/stepup.rs::a_key_whose_counter_goes_backwards_is_refused_flagged_and_audited",
+            "server/tests/api/stepup.rs::a_clone_answering_a_challenge_issued_before_the_owners_last_use_is_caught",
             "server/tests/api/overview.rs::the_admin_chart_counts_failed_sign_ins_in_their_hour",
         ],
     },
@@ -315,7 +319,7 @@ pub const CONTROLS: &[Control] = &[
         framework: MifidRts6,
         reference: "Art. 15",
         requirement: "Pre-trade controls: price collars, maximum order value and volume, maximum message rate.",
-        feature: "Before any order is sent: price band against the quote, per-order and daily notional limits, symbol allowlist, velocity limit, paper balance less what the trader's live orders may still take (so stacked orders cannot oversell, and a reducing-only trader cannot sell into a short); the price judged is chosen in one place for the ticket and the server.",
+        feature: "Before any order is sent: price band against the quote, per-order and daily notional limits, symbol allowlist, velocity limit, paper balance less what the trader's live orders may still take (so stacked orders cannot oversell, and a reducing-only trader cannot sell into a short); the price judged is chosen in one place for the ticket and the server; a market order on an exchange with a book goes out immediate-or-cancel at the price it was judged at, so it never fills beyond it; only pairs quoted in USDT, the limits' currency, are traded.",
         pages: &["/trade", "/admin/risk"],
         evidence: &[A::TradeOrderDecided, A::TradeOrderDenied, A::TradeOrderHeld],
         tests: &[
@@ -325,6 +329,8 @@ pub const CONTROLS: &[Control] = &[
             "server/tests/api/trading.rs::live_orders_claim_what_they_may_take_so_stacked_sells_cannot_oversell",
             "domain/src/trading/decision.rs::an_order_above_the_per_order_limit_is_denied_with_the_limit_in_the_reason",
             "domain/src/risk/rules.rs::velocity_boundary",
+            "server/tests/api/trading.rs::a_binance_market_order_never_fills_beyond_the_price_it_was_judged_at",
+            "domain/src/order.rs::only_pairs_quoted_in_usdt_are_symbols",
         ],
     },
     Control {
