@@ -93,7 +93,7 @@ pub const CONTROLS: &[Control] = &[
         framework: Soc2,
         reference: "CC6.1",
         requirement: "Sensitive actions require strong authentication.",
-        feature: "Step-up with a security key (WebAuthn, user-verified for admins) or an authenticator app opens a short privilege window; large orders need an approval bound to exactly that order; codes and assertions cannot be replayed; on an account with a security key, only that key changes its factors.",
+        feature: "Step-up with a security key (WebAuthn, user-verified for admins) or an authenticator app opens a short privilege window; large orders, and smaller ones once what went out without an approval adds up past the threshold, need an approval bound to exactly that order; codes and assertions cannot be replayed; on an account with a security key, only that key changes its factors.",
         pages: &["/security"],
         evidence: &[
             A::StepupKeySucceeded,
@@ -106,6 +106,7 @@ pub const CONTROLS: &[Control] = &[
             "server/tests/api/stepup.rs::admin_actions_need_a_security_key_step_up_and_totp_is_not_enough",
             "server/tests/api/stepup.rs::a_totp_code_is_accepted_once_and_a_replay_is_refused_and_audited",
             "server/tests/api/stepup.rs::an_order_approval_covers_exactly_one_order_once",
+            "server/tests/api/approvals.rs::orders_split_below_the_step_up_threshold_need_an_approval_once_they_add_up_to_it",
             "server/tests/api/stepup.rs::with_a_security_key_on_the_account_a_totp_or_recovery_step_up_cannot_change_its_factors",
             "server/tests/api/stepup.rs::a_started_app_set_up_takes_five_codes_at_most_and_is_not_confirmed_once_its_window_closed",
             "end2end/tests/stepup.spec.ts::an admin action is refused until the admin steps up with a security key",
@@ -321,9 +322,15 @@ pub const CONTROLS: &[Control] = &[
         requirement: "Pre-trade controls: price collars, maximum order value and volume, maximum message rate.",
         feature: "Before any order is sent: price band against the quote, per-order and daily notional limits, symbol allowlist, velocity limit, paper balance less what the trader's live orders may still take (so stacked orders cannot oversell, and a reducing-only trader cannot sell into a short); the price judged is chosen in one place for the ticket and the server; a market order on an exchange with a book goes out immediate-or-cancel at the price it was judged at, so it never fills beyond it; only pairs quoted in USDT, the limits' currency, are traded.",
         pages: &["/trade", "/admin/risk"],
-        evidence: &[A::TradeOrderDecided, A::TradeOrderDenied, A::TradeOrderHeld],
+        evidence: &[
+            A::TradeOrderDecided,
+            A::TradeOrderDenied,
+            A::TradeOrderHeld,
+            A::TradeOrderRefused,
+        ],
         tests: &[
             "server/tests/api/screening.rs::a_sell_limit_far_below_the_market_is_refused_and_nothing_is_stored",
+            "server/tests/api/trading.rs::bad_order_input_is_refused_and_writes_nothing",
             "server/tests/api/screening.rs::a_huge_quantity_is_refused_by_the_ticket_and_the_agent_api_and_nothing_is_written",
             "server/tests/api/trading.rs::orders_submitted_at_the_same_instant_cannot_share_a_limit",
             "server/tests/api/trading.rs::live_orders_claim_what_they_may_take_so_stacked_sells_cannot_oversell",

@@ -105,6 +105,7 @@ audit_actions! {
     TradeOrderFilled = "trade.order_filled",
     TradeOrderHeld = "trade.order_held",
     TradeOrderNeedsApproval = "trade.order_needs_approval",
+    TradeOrderRefused = "trade.order_refused",
     TradeOrderRejected = "trade.order_rejected",
     VaultCanaryPlanted = "vault.canary_planted",
     VaultKeyAdded = "vault.key_added",

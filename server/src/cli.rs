@@ -242,19 +242,25 @@ pub async fn reset_factors(settings: &Settings, email: &str) -> Result<(), CliEr
         .user_by_email(&email)
         .await?
         .ok_or_else(|| CliError::Usage(format!("no account with email {}", email.as_str())))?;
+    // Sessions end before the factors go, so none opened with the lost key (maybe by a thief)
+    // can add a "first" factor of its own in between, and again after, so none opened in
+    // between keeps a step-up window.
+    let end_sessions = || {
+        backend.services.accounts.end_sessions_for_operator(
+            user.id,
+            Actor::system("cli"),
+            "factor reset",
+            cli_meta(),
+        )
+    };
+    let mut sessions = end_sessions().await?;
     let (keys, totp) = backend
         .services
         .stepup
         .reset_factors(user.id, Actor::system("cli"), cli_meta())
         .await
         .map_err(|e| CliError::Usage(format!("could not reset factors: {e}")))?;
-    // After the factors are gone, so no session opened before (with the lost key, maybe by a
-    // thief) keeps its step-up window or adds a factor of its own.
-    let sessions = backend
-        .services
-        .accounts
-        .end_sessions_for_operator(user.id, Actor::system("cli"), "factor reset", cli_meta())
-        .await?;
+    sessions += end_sessions().await?;
     println!(
         "{}: removed {keys} security key(s){}, ended {sessions} session(s); they can add a first factor within the step-up window after signing in again (if their password may be known to someone else, have them change it first)",
         email.as_str(),

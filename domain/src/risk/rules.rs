@@ -158,6 +158,9 @@ pub struct Screening<'a> {
     pub used_today: Decimal,
     /// Orders in the last `limits.velocity_window_secs`, this one excluded.
     pub orders_in_window: u32,
+    /// What today's orders placed without an approval since the trader's last approved one
+    /// count for, this one excluded: orders split below the threshold add up to it.
+    pub unapproved_today: Decimal,
     /// `None` where the IP is not known (the browser's preview).
     pub ip: Option<IpAddr>,
     /// `None` where the blocklist is not known (the browser's preview).
@@ -278,13 +281,25 @@ pub fn first_line(s: &Screening) -> Vec<RuleHit> {
         ));
     }
 
-    // Strictly above, as in the server's step-up policy.
+    // Strictly above, as in the server's step-up policy. Splitting an order does not avoid
+    // it: no more than the threshold goes out without a second factor between approvals
+    // (cumulative, as PSD2's exemptions for small payments are).
     if s.notional > s.step_up_threshold {
         hits.push(RuleHit::new(
             Rule::LargeOrder,
             Verdict::StepUp,
             format!(
                 "Needs your security key: orders above {} USDT are approved one by one.",
+                format_amount(s.step_up_threshold)
+            ),
+        ));
+    } else if s.unapproved_today.saturating_add(s.notional) > s.step_up_threshold {
+        hits.push(RuleHit::new(
+            Rule::LargeOrder,
+            Verdict::StepUp,
+            format!(
+                "Needs your security key or code: your orders without an approval since your last one today come to {} USDT, and with this one they pass {} USDT.",
+                format_amount(s.unapproved_today),
                 format_amount(s.step_up_threshold)
             ),
         ));
@@ -402,6 +417,7 @@ mod tests {
             user_kill: false,
             used_today: dec("0"),
             orders_in_window: 0,
+            unapproved_today: dec("0"),
             ip: Some(HOME),
             blocklist: Some(blocklist),
             new_ip: false,
@@ -498,6 +514,7 @@ mod tests {
             user_kill: true,
             used_today: dec("999999999"),
             orders_in_window: 1000,
+            unapproved_today: dec("999999999"),
             ip: Some(BAD),
             blocklist: Some(&b),
             new_ip: true,
@@ -705,6 +722,35 @@ mod tests {
             hits[0].message,
             "Needs your security key: orders above 10,000 USDT are approved one by one."
         );
+    }
+
+    #[test]
+    fn orders_split_below_the_threshold_add_up_to_it() {
+        let (l, b) = (limits(), blocklist());
+        let up_to = first_line(&Screening {
+            unapproved_today: dec("9900"),
+            notional: dec("100"),
+            ..order(&l, &b)
+        });
+        assert!(up_to.is_empty());
+        let past = first_line(&Screening {
+            unapproved_today: dec("9900"),
+            notional: dec("100.01"),
+            ..order(&l, &b)
+        });
+        assert_eq!(rules(&past), [(Rule::LargeOrder, Verdict::StepUp)]);
+        assert_eq!(
+            past[0].message,
+            "Needs your security key or code: your orders without an approval since your last one today come to 9,900 USDT, and with this one they pass 10,000 USDT."
+        );
+        // One hit for the rule, and the per-order sentence when the order alone is above.
+        let both = first_line(&Screening {
+            unapproved_today: dec("9900"),
+            notional: dec("10000.01"),
+            ..order(&l, &b)
+        });
+        assert_eq!(rules(&both), [(Rule::LargeOrder, Verdict::StepUp)]);
+        assert!(both[0].message.contains("approved one by one"));
     }
 
     #[test]

@@ -112,7 +112,9 @@ pub struct OrderApprovalStart {
     /// Present when the user has a usable security key: its challenge is the order's digest.
     pub webauthn: Option<RequestChallengeResponse>,
     pub notional: Decimal,
-    /// The notional is above the threshold, so placement will ask for this approval.
+    /// The notional alone is above the threshold, so placement will ask for this approval
+    /// (it may also ask for other reasons: a new IP or device, or the day's orders without an
+    /// approval adding up past the threshold; the ticket previews those).
     pub needs_step_up: bool,
     /// The user can answer with an authenticator app code.
     pub totp: bool,

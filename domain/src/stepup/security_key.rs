@@ -22,6 +22,10 @@ use crate::store_error::StoreError;
 /// to the answer. An answer after that is refused and the ceremony must start again.
 pub const CEREMONY_LIFETIME: Duration = Duration::minutes(5);
 
+/// How many times one answer is judged again after losing the write to another use of the
+/// same key at the same instant; each loss means a higher stored counter.
+const KEY_USE_ROUNDS: usize = 4;
+
 /// Ceremony state as kept in the server-side session, with when it began: the session outlives
 /// a ceremony, so the state carries its own expiry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -264,40 +268,76 @@ impl StepUpService {
                         return Err(StepUpError::KeyRejected);
                     }
                 };
-                let mut passkey = key.passkey()?;
-                // webauthn-rs compares the counter with the copy taken when the challenge was
-                // issued. A clone answering that challenge after the owner used the key in
-                // between counts above that copy, but not above the key as stored now.
-                let stored_counter = Credential::from(passkey.clone()).counter;
-                if (result.counter() != 0 || stored_counter != 0)
-                    && result.counter() <= stored_counter
-                {
-                    return Err(self
-                        .counter_regressed(user, Some(key), &raw_id, purpose, meta)
-                        .await?);
-                }
-                passkey.update_credential(&result);
-                let stored = serde_json::to_string(&passkey)
-                    .map_err(|e| StepUpError::Internal(format!("credential: {e}")))?;
-                self.store
-                    .record_security_key_use(
-                        user,
-                        key.id,
-                        &stored,
-                        self.clock.now(),
-                        draft(
+                let mut key = key.clone();
+                // Each round that loses the race to another use of the key reads a higher
+                // stored counter, so this ends as a success or as a regression.
+                for _ in 0..KEY_USE_ROUNDS {
+                    let mut passkey = key.passkey()?;
+                    // webauthn-rs compares the counter with the copy taken when the challenge
+                    // was issued. A clone answering that challenge after the owner used the key
+                    // in between counts above that copy, but not above the key as stored now.
+                    let stored_counter = Credential::from(passkey.clone()).counter;
+                    if (result.counter() != 0 || stored_counter != 0)
+                        && result.counter() <= stored_counter
+                    {
+                        return Err(self
+                            .counter_regressed(user, Some(&key), &raw_id, purpose, meta)
+                            .await?);
+                    }
+                    passkey.update_credential(&result);
+                    let stored = serde_json::to_string(&passkey)
+                        .map_err(|e| StepUpError::Internal(format!("credential: {e}")))?;
+                    let recorded = self
+                        .store
+                        .record_security_key_use(
                             user,
-                            AuditAction::StepupKeySucceeded,
-                            Outcome::Success,
-                            meta,
+                            key.id,
+                            &key.credential,
+                            &stored,
+                            self.clock.now(),
+                            draft(
+                                user,
+                                AuditAction::StepupKeySucceeded,
+                                Outcome::Success,
+                                meta,
+                            )
+                            .detail("purpose", purpose)
+                            .detail("key", key.id.to_string())
+                            .detail("user_verified", result.user_verified())
+                            .detail("counter", u64::from(result.counter())),
                         )
+                        .await;
+                    match recorded {
+                        Ok(()) => return Ok(result),
+                        // Used, disabled or removed since it was read (two answers at the same
+                        // instant): judged again against the key as it is now, so the later
+                        // write never moves the counter back.
+                        Err(StoreError::NotFound) => {
+                            match self
+                                .store
+                                .security_keys(user)
+                                .await?
+                                .into_iter()
+                                .find(|k| k.id == key.id)
+                            {
+                                Some(now) if now.flagged_at.is_none() => key = now,
+                                _ => break,
+                            }
+                        }
+                        Err(other) => return Err(other.into()),
+                    }
+                }
+                self.audit_only(
+                    draft(user, AuditAction::StepupKeyFailed, Outcome::Denied, meta)
                         .detail("purpose", purpose)
-                        .detail("key", key.id.to_string())
-                        .detail("user_verified", result.user_verified())
-                        .detail("counter", u64::from(result.counter())),
-                    )
-                    .await?;
-                Ok(result)
+                        .detail("credential", raw_id.clone())
+                        .detail(
+                            "reason",
+                            "the key was disabled or removed while it was used",
+                        ),
+                )
+                .await?;
+                Err(StepUpError::KeyRejected)
             }
             Err(WebauthnError::CredentialPossibleCompromise) => {
                 // webauthn-rs found the credential by `rawId` and checked its signature before

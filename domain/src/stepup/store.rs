@@ -93,11 +93,13 @@ pub trait FactorStore: Send + Sync + fmt::Debug {
         key: &SecurityKey,
         audit: AuditDraft,
     ) -> Result<(), StoreError>;
-    /// Saves the updated credential (its counter) and the time of use.
+    /// Saves the updated credential (its counter) and the time of use, only if the key is still
+    /// stored as `previous` (and not disabled): `NotFound` otherwise, and nothing is written.
     async fn record_security_key_use(
         &self,
         user: UserId,
         id: Uuid,
+        previous: &str,
         credential: &str,
         at: OffsetDateTime,
         audit: AuditDraft,

@@ -140,6 +140,7 @@ pub fn decide_order(facts: &OrderFacts) -> OrderDecision {
         user_kill: facts.controls.kill_switch,
         used_today: facts.usage.used_today,
         orders_in_window: facts.usage.orders_in_window,
+        unapproved_today: facts.usage.unapproved_today,
         ip: facts.ip.and_then(|ip| ip.parse::<IpAddr>().ok()),
         blocklist: Some(facts.blocklist),
         new_ip: has_history && facts.ip.is_some() && !facts.seen_ip,
@@ -431,6 +432,7 @@ mod tests {
             usage: Usage {
                 used_today: d("4900"),
                 orders_in_window: 0,
+                unapproved_today: Decimal::ZERO,
             },
             ..world.facts()
         };
@@ -508,6 +510,7 @@ mod tests {
             usage: Usage {
                 used_today: d("200"),
                 orders_in_window: 5,
+                unapproved_today: Decimal::ZERO,
             },
             ..world.facts()
         }));
@@ -589,6 +592,42 @@ mod tests {
     }
 
     #[test]
+    fn orders_split_below_the_threshold_need_an_approval_once_they_add_up_to_it() {
+        let mut world = World::new();
+        let after_small_ones = OrderFacts {
+            usage: Usage {
+                unapproved_today: d("300.01"),
+                ..Usage::default()
+            },
+            ..world.facts()
+        };
+        let decision = decide_order(&after_small_ones);
+        let OrderDecision::NeedsApproval { hits } = decision else {
+            panic!("expected an approval request, got {decision:?}");
+        };
+        assert_eq!(rule_codes(&hits), "large_order");
+        // With the approval it goes out, recorded as approved (which starts the count again).
+        let approved = decided(decide_order(&OrderFacts {
+            approval_offered: true,
+            ..after_small_ones.clone()
+        }));
+        assert_eq!(approved.disposition, Disposition::Send);
+        assert_eq!(approved.approval, ApprovalState::Approved);
+        // A bot's small orders add up too, and the one that passes waits for the trader.
+        world.controls.autonomous = true;
+        let autonomous = OrderFacts {
+            source: OrderSource::Autonomous,
+            notional: d("90"),
+            usage: Usage {
+                unapproved_today: d("450"),
+                ..Usage::default()
+            },
+            ..world.facts()
+        };
+        assert_eq!(decide_order(&autonomous), OrderDecision::NeedsSignOff);
+    }
+
+    #[test]
     fn a_new_ip_or_device_needs_an_approval_once_there_is_a_history() {
         let world = World::new();
         let unseen = OrderFacts {
@@ -649,6 +688,7 @@ mod tests {
             usage: Usage {
                 used_today: Decimal::ZERO,
                 orders_in_window: 5,
+                unapproved_today: Decimal::ZERO,
             },
             ..world.facts()
         }));

@@ -478,6 +478,10 @@ pub struct Usage {
     pub used_today: Decimal,
     /// Orders (not denied) created within the velocity window.
     pub orders_in_window: u32,
+    /// What today's orders placed without an approval (`ApprovalState::NotNeeded`) after the
+    /// trader's last approved order today count for, as `used_today` does: how close the next
+    /// order is to needing a step-up however the value was split.
+    pub unapproved_today: Decimal,
 }
 
 /// Everything written when an order is decided, committed in one transaction: the order, its

@@ -93,6 +93,21 @@ pub(super) fn screening_value(
         .ok_or(ScreeningRefusal::Refused(Refusal::ValueTooLarge))
 }
 
+/// The code recorded for a refusal that stops an order before the rules judge it; `None` for
+/// the others (a venue or key that cannot be used is a bad request, audited where it is).
+fn refused_before_the_rules(refusal: &Refusal) -> Option<&'static str> {
+    Some(match refusal {
+        Refusal::QuoteMissing => "quote_missing",
+        Refusal::PriceMoved { .. } => "price_moved",
+        Refusal::NoQuote { .. } => "no_quote",
+        Refusal::LimitThroughQuote { .. } => "limit_through_quote",
+        Refusal::ValueTooLarge => "value_too_large",
+        Refusal::InsufficientCash { .. } => "insufficient_cash",
+        Refusal::InsufficientHolding { .. } => "insufficient_holding",
+        _ => return None,
+    })
+}
+
 /// The sentence for a screening refusal (a limit far through the market, a value too large),
 /// as a held order's record states it when it is checked again, and as the trader reads it when
 /// placing: one wording for both. `None` for the other refusals.
@@ -148,6 +163,38 @@ impl TradingService {
     }
 
     pub(super) async fn place_ticket(&self, placement: Placement) -> Result<Order, TradingError> {
+        let (owner, actor, meta) = (
+            placement.owner,
+            placement.actor.clone(),
+            placement.meta.clone(),
+        );
+        let ticket = placement.ticket.clone();
+        let placed = self.screen_and_place(placement).await;
+        // Refused before the rules could judge it (no price or a moved one, a limit far through
+        // the market, short of paper funds): still an order attempt, so it leaves a trace.
+        if let Err(TradingError::Refused(refusal)) = &placed
+            && let Some(reason) = refused_before_the_rules(refusal)
+        {
+            self.audit_or_fail(
+                draft(
+                    actor,
+                    AuditAction::TradeOrderRefused,
+                    Outcome::Denied,
+                    &meta,
+                )
+                .resource(format!("user:{owner}"))
+                .detail("symbol", ticket.symbol().to_string())
+                .detail("side", ticket.side().as_str())
+                .detail("order_type", ticket.order_type().as_str())
+                .detail("quantity", plain(ticket.quantity().value()))
+                .detail("reason", reason),
+            )
+            .await?;
+        }
+        placed
+    }
+
+    async fn screen_and_place(&self, placement: Placement) -> Result<Order, TradingError> {
         let Placement {
             owner,
             actor,
@@ -517,8 +564,10 @@ impl TradingService {
             global_kill,
             user_kill: controls.kill_switch,
             used_today: usage.used_today.saturating_sub(own),
-            // Velocity and novelty were judged when it was placed; they do not change by waiting.
+            // Velocity, novelty and what went out unapproved before it were judged when it was
+            // placed; they do not change by waiting (its own value is judged again below).
             orders_in_window: 0,
+            unapproved_today: Decimal::ZERO,
             ip: placed_from,
             blocklist: Some(&blocklist),
             new_ip: false,

@@ -555,13 +555,15 @@ impl FactorStore for SqlFactorStore {
         &self,
         user: UserId,
         id: Uuid,
+        previous: &str,
         credential: &str,
         at: OffsetDateTime,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         converted(async {
             let txn = self.chain.begin().await?;
-            // A key flagged meanwhile (counter regression) must not have its counter moved on.
+            // A key flagged meanwhile (counter regression) must not have its counter moved on,
+            // nor one used meanwhile moved back (compare and set on the stored credential).
             let updated = security_key::Entity::update_many()
                 .set(security_key::ActiveModel {
                     credential: Set(credential.to_owned()),
@@ -571,6 +573,7 @@ impl FactorStore for SqlFactorStore {
                 .filter(security_key::Column::Id.eq(id.to_string()))
                 .filter(security_key::Column::UserId.eq(user.to_string()))
                 .filter(security_key::Column::FlaggedAt.is_null())
+                .filter(security_key::Column::Credential.eq(previous))
                 .exec(txn.conn())
                 .await?;
             if updated.rows_affected != 1 {

@@ -29,7 +29,7 @@ async fn quote(app: &TestApp, client: &reqwest::Client, symbol: &str) -> String 
 
 /// Asks for an approval of `order` (venue, order_type, symbol, side, quantity, price) and
 /// answers it with the security key; returns the approval's nonce.
-async fn approve_with_key(
+pub(crate) async fn approve_with_key(
     app: &TestApp,
     client: &reqwest::Client,
     key: &mut webauthn_authenticator_rs::softtoken::SoftToken,
@@ -241,6 +241,82 @@ async fn two_concurrent_sign_offs_of_one_proposal_place_exactly_one_order() {
     let late = app.call(&trader, "agent/sign-off", &form).await;
     assert_eq!(late.status(), 409);
     assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 1);
+    app.stop().await;
+}
+
+/// A market buy of 0.05 BTC (2,874 to 3,126 USDT over the paper feed's whole range) at the current quote, without an approval.
+async fn place_small(app: &TestApp, trader: &reqwest::Client) -> reqwest::Response {
+    let price = quote(app, trader, "BTCUSDT").await;
+    app.call(
+        trader,
+        "trading/place",
+        &order("paper", "market", "0.05", &price),
+    )
+    .await
+}
+
+/// The threshold is per order, so a stolen session could once split 50,000 USDT into orders of
+/// 9,999 and never meet a second factor. What goes out without an approval adds up: past the
+/// threshold since the last approved order today, the next order needs one.
+#[tokio::test]
+async fn orders_split_below_the_step_up_threshold_need_an_approval_once_they_add_up_to_it() {
+    let app = spawn_app().await;
+    // Similar orders in a burst are not what this is about.
+    app.exec(
+        "UPDATE risk_limits SET value = '1' WHERE scope = 'global' AND field = 'anomaly_threshold'",
+    )
+    .await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let mut key = soft_key();
+    assert_eq!(
+        app.register_key(&trader, &mut key, "Key").await.status(),
+        200
+    );
+    let unapproved = |ticket: &Value| {
+        ticket["unapproved_today"]
+            .as_str()
+            .expect("unapproved_today")
+            .parse::<f64>()
+            .expect("a number")
+    };
+
+    // Three go out: 8,622 to 9,378 USDT without a second factor.
+    for _ in 0..3 {
+        let placed = json(place_small(&app, &trader).await).await;
+        assert_eq!(placed["status"], "filled", "{placed}");
+    }
+    let ticket = json(app.call(&trader, "trading/ticket", &[]).await).await;
+    let before = unapproved(&ticket);
+    assert!((8600.0..9400.0).contains(&before), "{ticket}");
+
+    // The fourth (however the price moved) would take it past 10,000: it needs an approval,
+    // and nothing is recorded.
+    let refused = place_small(&app, &trader).await;
+    assert_eq!(refused.status(), 403);
+    let body = json(refused).await.to_string();
+    assert!(
+        body.contains("since your last one today come to") && body.contains("10,000 USDT"),
+        "{body}"
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 3);
+
+    // Approved with the key, it goes out, and the count starts again from it.
+    let price = quote(&app, &trader, "BTCUSDT").await;
+    let fourth = order("paper", "market", "0.05", &price);
+    let nonce = approve_with_key(&app, &trader, &mut key, &fourth).await;
+    let approved = json(place(&app, &trader, &fourth, &nonce).await).await;
+    assert_eq!(approved["status"], "filled", "{approved}");
+    let ticket = json(app.call(&trader, "trading/ticket", &[]).await).await;
+    assert_eq!(unapproved(&ticket), 0.0, "{ticket}");
+    let fifth = json(place_small(&app, &trader).await).await;
+    assert_eq!(fifth["status"], "filled", "{fifth}");
+    let ticket = json(app.call(&trader, "trading/ticket", &[]).await).await;
+    assert!(unapproved(&ticket) > 2000.0, "{ticket}");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM orders WHERE approval_state = 'approved'")
+            .await,
+        1
+    );
     app.stop().await;
 }
 

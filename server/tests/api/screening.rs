@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use server::exchange::paper::PaperOutage;
 
 use crate::binance::{Binance, Mode, TRADE_KEY, TRADE_SECRET};
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, soft_key, spawn_app, spawn_app_with};
 
 /// Larger than any decimal product can hold: `Decimal::MAX`.
 const HUGE: &str = "79228162514264337593543950335";
@@ -154,22 +154,33 @@ async fn a_sell_limit_slightly_below_the_quote_is_screened_at_the_quote_and_need
     let app = spawn_app_with(|s| s.step_up.order_threshold = "1000".into()).await;
     no_anomaly_holds(&app).await;
     let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
-    // Two buys below the threshold: 0.02 BTC held.
-    for _ in 0..2 {
-        let btc = quote(&app, &trader, "BTCUSDT").await;
-        let bought = placed(
-            place(
-                &app,
-                &trader,
-                "paper",
-                "BTCUSDT",
-                "buy market",
-                "0.01",
-                &plain(btc),
-            )
-            .await,
-        )
-        .await;
+    let mut key = soft_key();
+    assert_eq!(
+        app.register_key(&trader, &mut key, "Key").await.status(),
+        200
+    );
+    // Two buys below the threshold: 0.02 BTC held. Together they pass it, so the second
+    // carries an approval.
+    for approved in [false, true] {
+        let btc = plain(quote(&app, &trader, "BTCUSDT").await);
+        let terms = [
+            ("venue", "paper"),
+            ("order_type", "market"),
+            ("symbol", "BTCUSDT"),
+            ("side", "buy"),
+            ("quantity", "0.01"),
+            ("price", btc.as_str()),
+        ];
+        let nonce = if approved {
+            Some(crate::approvals::approve_with_key(&app, &trader, &mut key, &terms).await)
+        } else {
+            None
+        };
+        let mut form = terms.to_vec();
+        if let Some(nonce) = &nonce {
+            form.push(("approval_nonce", nonce.as_str()));
+        }
+        let bought = placed(app.call(&trader, "trading/place", &form).await).await;
         assert_eq!(bought["status"], "filled", "{bought}");
     }
     // Worth about 1010 USDT at the quote, about 990 at a limit 2 % below it.
@@ -490,10 +501,13 @@ async fn a_huge_quantity_is_refused_by_the_ticket_and_the_agent_api_and_nothing_
         assert_eq!(status, 400, "{venue} {kind} {quantity} @ {price}: {body}");
     }
     assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 0);
+    // What the form refuses leaves no trace; an order refused past it (a limit far through
+    // the market) is recorded as a refused attempt, and nothing else.
     assert_eq!(
-        app.count("SELECT COUNT(*) FROM audit_events").await,
+        app.count("SELECT COUNT(*) FROM audit_events WHERE action <> 'trade.order_refused'")
+            .await,
         audit_before,
-        "no audit event either"
+        "no other audit event"
     );
 
     // The agent API: a HOLD (422), nothing queued, nothing placed, even in autonomous mode.

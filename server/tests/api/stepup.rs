@@ -1110,7 +1110,8 @@ async fn an_operator_resets_the_factors_of_someone_who_lost_them_all() {
             "SELECT COUNT(*) FROM audit_events WHERE action = 'auth.logout_everywhere' AND actor_kind = 'system'"
         )
         .await,
-        1
+        2,
+        "sessions end before the factors go and again after"
     );
     assert_eq!(
         app.count(

@@ -654,6 +654,7 @@ async fn security_keys_belong_to_one_user_and_a_flagged_key_is_not_used() {
         .record_security_key_use(
             mallory,
             first.id,
+            &first.credential,
             "{}",
             now,
             draft(mallory, AuditAction::StepupKeySucceeded),
@@ -687,6 +688,7 @@ async fn security_keys_belong_to_one_user_and_a_flagged_key_is_not_used() {
         .record_security_key_use(
             alice,
             first.id,
+            &first.credential,
             "{\"counter\":7}",
             now,
             draft(alice, AuditAction::StepupKeySucceeded),
@@ -696,6 +698,23 @@ async fn security_keys_belong_to_one_user_and_a_flagged_key_is_not_used() {
     let used = store.security_keys(alice).await.expect("list").remove(0);
     assert_eq!(used.credential, "{\"counter\":7}");
     assert!(used.last_used_at.is_some());
+
+    // A second use judged against the key as it was read before the first one (two answers at
+    // the same instant) writes nothing: the counter is never moved back.
+    let err = store
+        .record_security_key_use(
+            alice,
+            first.id,
+            &first.credential,
+            "{\"counter\":6}",
+            now,
+            draft(alice, AuditAction::StepupKeySucceeded),
+        )
+        .await
+        .expect_err("stale");
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    let kept = store.security_keys(alice).await.expect("list").remove(0);
+    assert_eq!(kept.credential, "{\"counter\":7}");
 
     // Once flagged, the key's counter is never moved on again; the first flag time stays.
     store
@@ -725,6 +744,7 @@ async fn security_keys_belong_to_one_user_and_a_flagged_key_is_not_used() {
         .record_security_key_use(
             alice,
             first.id,
+            "{\"counter\":7}",
             "{\"counter\":8}",
             now,
             draft(alice, AuditAction::StepupKeySucceeded),

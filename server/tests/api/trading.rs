@@ -237,6 +237,21 @@ async fn bad_order_input_is_refused_and_writes_nothing() {
         .await;
     assert_eq!(response.status(), 400);
     assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 0);
+    // Malformed input never reaches the rules; the stale quote did, and is recorded as a
+    // refused attempt with its reason.
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_events WHERE action = 'trade.order_refused'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'trade.order_refused' \
+             AND details LIKE '%price_moved%' AND details LIKE '%BTCUSDT%'"
+        )
+        .await,
+        1
+    );
     app.stop().await;
 }
 

@@ -501,13 +501,14 @@ pub(super) fn usage_query(user: UserId, since: i64) -> SelectStatement {
         .column(order::Column::FilledQuantity)
         .column(order::Column::AveragePrice)
         .column(order::Column::CreatedAtUs)
+        .column(order::Column::ApprovalState)
         .filter(owned_by(user))
         .filter(order::Column::CreatedAtUs.gte(since))
         .filter(order::Column::Status.ne(OrderStatus::Denied.as_str()))
         .into_query()
 }
 
-/// Both figures from one read: the rows of [`usage_query`] since the earlier of the two starts
+/// Every figure from one read: the rows of [`usage_query`] since the earlier of the two starts
 /// (µs).
 pub(super) fn usage_of(
     user: UserId,
@@ -515,16 +516,40 @@ pub(super) fn usage_of(
     day_start: i64,
     window_start: i64,
 ) -> DbResult<Usage> {
+    let overflow = || StoreError::Backend(format!("the notional used today by {user} overflows"));
+    let approval_of = |id: &str, raw: &str| {
+        ApprovalState::parse(raw).ok_or_else(|| {
+            Fields {
+                table: "orders",
+                id,
+            }
+            .bad("approval state")
+        })
+    };
+    let mut last_approved = None;
+    for (id, _, _, _, _, created_at_us, approval) in rows {
+        if *created_at_us >= day_start && approval_of(id, approval)? == ApprovalState::Approved {
+            last_approved = Ord::max(last_approved, Some(*created_at_us));
+        }
+    }
     let mut usage = Usage::default();
-    for (id, status, notional, filled, average, created_at_us) in rows {
+    for (id, status, notional, filled, average, created_at_us, approval) in rows {
         if *created_at_us >= window_start {
             usage.orders_in_window = usage.orders_in_window.saturating_add(1);
         }
         if *created_at_us >= day_start {
             let notional = counted(id, status, notional, filled, average)?;
-            usage.used_today = usage.used_today.checked_add(notional).ok_or_else(|| {
-                StoreError::Backend(format!("the notional used today by {user} overflows"))
-            })?;
+            usage.used_today = usage
+                .used_today
+                .checked_add(notional)
+                .ok_or_else(overflow)?;
+            let after_last_approval = last_approved.is_none_or(|at| *created_at_us > at);
+            if after_last_approval && approval_of(id, approval)? == ApprovalState::NotNeeded {
+                usage.unapproved_today = usage
+                    .unapproved_today
+                    .checked_add(notional)
+                    .ok_or_else(overflow)?;
+            }
         }
     }
     Ok(usage)

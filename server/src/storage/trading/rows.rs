@@ -326,9 +326,9 @@ pub(super) fn to_claim(
     ))
 }
 
-/// (id, status, notional, filled quantity, average price, created at in µs) of an order, as
-/// stored.
-pub(super) type UsageRow = (String, String, String, String, Option<String>, i64);
+/// (id, status, notional, filled quantity, average price, created at in µs, approval state)
+/// of an order, as stored.
+pub(super) type UsageRow = (String, String, String, String, Option<String>, i64, String);
 
 /// (id, created at, symbol, status, notional, filled quantity, average price, IP, device) of
 /// an order, as stored: what the anomaly history reads.
