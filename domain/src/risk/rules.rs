@@ -158,9 +158,10 @@ pub struct Screening<'a> {
     pub used_today: Decimal,
     /// Orders in the last `limits.velocity_window_secs`, this one excluded.
     pub orders_in_window: u32,
-    /// What today's orders placed without an approval since the trader's last approved one
-    /// count for, this one excluded: orders split below the threshold add up to it.
-    pub unapproved_today: Decimal,
+    /// What the orders placed without an approval since the trader's last approved one (in
+    /// the past 24 hours) count for, this one excluded: orders split below the threshold add
+    /// up to it.
+    pub unapproved_notional: Decimal,
     /// `None` where the IP is not known (the browser's preview).
     pub ip: Option<IpAddr>,
     /// `None` where the blocklist is not known (the browser's preview).
@@ -282,8 +283,8 @@ pub fn first_line(s: &Screening) -> Vec<RuleHit> {
     }
 
     // Strictly above, as in the server's step-up policy. Splitting an order does not avoid
-    // it: no more than the threshold goes out without a second factor between approvals
-    // (cumulative, as PSD2's exemptions for small payments are).
+    // it: within a rolling day, no more than the threshold goes out without a second factor
+    // between approvals (cumulative, as PSD2's exemptions for small payments are).
     if s.notional > s.step_up_threshold {
         hits.push(RuleHit::new(
             Rule::LargeOrder,
@@ -293,13 +294,13 @@ pub fn first_line(s: &Screening) -> Vec<RuleHit> {
                 format_amount(s.step_up_threshold)
             ),
         ));
-    } else if s.unapproved_today.saturating_add(s.notional) > s.step_up_threshold {
+    } else if s.unapproved_notional.saturating_add(s.notional) > s.step_up_threshold {
         hits.push(RuleHit::new(
             Rule::LargeOrder,
             Verdict::StepUp,
             format!(
-                "Needs your security key or code: your orders without an approval since your last one today come to {} USDT, and with this one they pass {} USDT.",
-                format_amount(s.unapproved_today),
+                "Needs your security key or code: your orders without an approval since your last one in the past 24 hours come to {} USDT, and with this one they pass {} USDT.",
+                format_amount(s.unapproved_notional),
                 format_amount(s.step_up_threshold)
             ),
         ));
@@ -417,7 +418,7 @@ mod tests {
             user_kill: false,
             used_today: dec("0"),
             orders_in_window: 0,
-            unapproved_today: dec("0"),
+            unapproved_notional: dec("0"),
             ip: Some(HOME),
             blocklist: Some(blocklist),
             new_ip: false,
@@ -514,7 +515,7 @@ mod tests {
             user_kill: true,
             used_today: dec("999999999"),
             orders_in_window: 1000,
-            unapproved_today: dec("999999999"),
+            unapproved_notional: dec("999999999"),
             ip: Some(BAD),
             blocklist: Some(&b),
             new_ip: true,
@@ -728,24 +729,24 @@ mod tests {
     fn orders_split_below_the_threshold_add_up_to_it() {
         let (l, b) = (limits(), blocklist());
         let up_to = first_line(&Screening {
-            unapproved_today: dec("9900"),
+            unapproved_notional: dec("9900"),
             notional: dec("100"),
             ..order(&l, &b)
         });
         assert!(up_to.is_empty());
         let past = first_line(&Screening {
-            unapproved_today: dec("9900"),
+            unapproved_notional: dec("9900"),
             notional: dec("100.01"),
             ..order(&l, &b)
         });
         assert_eq!(rules(&past), [(Rule::LargeOrder, Verdict::StepUp)]);
         assert_eq!(
             past[0].message,
-            "Needs your security key or code: your orders without an approval since your last one today come to 9,900 USDT, and with this one they pass 10,000 USDT."
+            "Needs your security key or code: your orders without an approval since your last one in the past 24 hours come to 9,900 USDT, and with this one they pass 10,000 USDT."
         );
         // One hit for the rule, and the per-order sentence when the order alone is above.
         let both = first_line(&Screening {
-            unapproved_today: dec("9900"),
+            unapproved_notional: dec("9900"),
             notional: dec("10000.01"),
             ..order(&l, &b)
         });

@@ -25,6 +25,8 @@ pub const CEREMONY_LIFETIME: Duration = Duration::minutes(5);
 /// How many times one answer is judged again after losing the write to another use of the
 /// same key at the same instant; each loss means a higher stored counter.
 const KEY_USE_ROUNDS: usize = 4;
+const KEY_OVERTAKEN: &str = "another use of the key was saved while this one was checked";
+const KEY_GONE: &str = "the key was disabled or removed while it was used";
 
 /// Ceremony state as kept in the server-side session, with when it began: the session outlives
 /// a ceremony, so the state carries its own expiry.
@@ -270,8 +272,8 @@ impl StepUpService {
                 };
                 let mut key = key.clone();
                 // Each round that loses the race to another use of the key reads a higher
-                // stored counter, so this ends as a success or as a regression.
-                for _ in 0..KEY_USE_ROUNDS {
+                // stored counter, so this ends as a success or a refusal.
+                for round in 0..KEY_USE_ROUNDS {
                     let mut passkey = key.passkey()?;
                     // webauthn-rs compares the counter with the copy taken when the challenge
                     // was issued. A clone answering that challenge after the owner used the key
@@ -280,8 +282,16 @@ impl StepUpService {
                     if (result.counter() != 0 || stored_counter != 0)
                         && result.counter() <= stored_counter
                     {
+                        if round == 0 {
+                            return Err(self
+                                .counter_regressed(user, Some(&key), &raw_id, purpose, meta)
+                                .await?);
+                        }
+                        // Overtaken by a use that counted further while this answer was being
+                        // checked (two tabs answering at once): refused as stale, not taken for
+                        // a clone, which its next use would show.
                         return Err(self
-                            .counter_regressed(user, Some(&key), &raw_id, purpose, meta)
+                            .key_refused(user, &raw_id, purpose, meta, KEY_OVERTAKEN)
                             .await?);
                     }
                     passkey.update_credential(&result);
@@ -327,17 +337,9 @@ impl StepUpService {
                         Err(other) => return Err(other.into()),
                     }
                 }
-                self.audit_only(
-                    draft(user, AuditAction::StepupKeyFailed, Outcome::Denied, meta)
-                        .detail("purpose", purpose)
-                        .detail("credential", raw_id.clone())
-                        .detail(
-                            "reason",
-                            "the key was disabled or removed while it was used",
-                        ),
-                )
-                .await?;
-                Err(StepUpError::KeyRejected)
+                Err(self
+                    .key_refused(user, &raw_id, purpose, meta, KEY_GONE)
+                    .await?)
             }
             Err(WebauthnError::CredentialPossibleCompromise) => {
                 // webauthn-rs found the credential by `rawId` and checked its signature before
@@ -356,6 +358,26 @@ impl StepUpService {
                 Err(StepUpError::KeyRejected)
             }
         }
+    }
+
+    /// Audits an answer from a known key that is refused without disabling it; returns the
+    /// refusal to answer with.
+    async fn key_refused(
+        &self,
+        user: UserId,
+        raw_id: &str,
+        purpose: &str,
+        meta: &RequestMeta,
+        reason: &str,
+    ) -> Result<StepUpError, StepUpError> {
+        self.audit_only(
+            draft(user, AuditAction::StepupKeyFailed, Outcome::Denied, meta)
+                .detail("purpose", purpose)
+                .detail("credential", raw_id.to_owned())
+                .detail("reason", reason.to_owned()),
+        )
+        .await?;
+        Ok(StepUpError::KeyRejected)
     }
 
     /// Disables `key` (a signature whose counter did not move past the stored one: a sign of a

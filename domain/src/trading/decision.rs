@@ -140,7 +140,7 @@ pub fn decide_order(facts: &OrderFacts) -> OrderDecision {
         user_kill: facts.controls.kill_switch,
         used_today: facts.usage.used_today,
         orders_in_window: facts.usage.orders_in_window,
-        unapproved_today: facts.usage.unapproved_today,
+        unapproved_notional: facts.usage.unapproved_notional,
         ip: facts.ip.and_then(|ip| ip.parse::<IpAddr>().ok()),
         blocklist: Some(facts.blocklist),
         new_ip: has_history && facts.ip.is_some() && !facts.seen_ip,
@@ -432,7 +432,7 @@ mod tests {
             usage: Usage {
                 used_today: d("4900"),
                 orders_in_window: 0,
-                unapproved_today: Decimal::ZERO,
+                unapproved_notional: Decimal::ZERO,
             },
             ..world.facts()
         };
@@ -510,7 +510,7 @@ mod tests {
             usage: Usage {
                 used_today: d("200"),
                 orders_in_window: 5,
-                unapproved_today: Decimal::ZERO,
+                unapproved_notional: Decimal::ZERO,
             },
             ..world.facts()
         }));
@@ -596,7 +596,7 @@ mod tests {
         let mut world = World::new();
         let after_small_ones = OrderFacts {
             usage: Usage {
-                unapproved_today: d("300.01"),
+                unapproved_notional: d("300.01"),
                 ..Usage::default()
             },
             ..world.facts()
@@ -619,7 +619,7 @@ mod tests {
             source: OrderSource::Autonomous,
             notional: d("90"),
             usage: Usage {
-                unapproved_today: d("450"),
+                unapproved_notional: d("450"),
                 ..Usage::default()
             },
             ..world.facts()
@@ -688,7 +688,7 @@ mod tests {
             usage: Usage {
                 used_today: Decimal::ZERO,
                 orders_in_window: 5,
-                unapproved_today: Decimal::ZERO,
+                unapproved_notional: Decimal::ZERO,
             },
             ..world.facts()
         }));

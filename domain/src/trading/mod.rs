@@ -34,7 +34,7 @@ use crate::account::{Email, UserId};
 use crate::audit::AuditDraft;
 use crate::order::{OrderSide, OrderType};
 use crate::risk::{
-    AnomalyScore, RuleHit, Standing, StateEvent, TradeSample, TradingState, Verdict,
+    AnomalyScore, RiskLimits, RuleHit, Standing, StateEvent, TradeSample, TradingState, Verdict,
 };
 
 pub use agent::{AgentScope, AgentToken, NewAgentToken, Proposal, ProposalStatus};
@@ -478,10 +478,50 @@ pub struct Usage {
     pub used_today: Decimal,
     /// Orders (not denied) created within the velocity window.
     pub orders_in_window: u32,
-    /// What today's orders placed without an approval (`ApprovalState::NotNeeded`) after the
-    /// trader's last approved order today count for, as `used_today` does: how close the next
-    /// order is to needing a step-up however the value was split.
-    pub unapproved_today: Decimal,
+    /// What the orders placed without an approval (`ApprovalState::NotNeeded`) since the
+    /// trader's last approved order, within [`UNAPPROVED_LOOKBACK`], count for (as `used_today`
+    /// does): how close the next order is to needing a step-up however the value was split.
+    pub unapproved_notional: Decimal,
+}
+
+/// How far back orders without an approval add up: a rolling day, so midnight starts nothing
+/// afresh.
+pub const UNAPPROVED_LOOKBACK: time::Duration = time::Duration::hours(24);
+
+/// Where each [`Usage`] figure starts; the store reads the trader's orders since the earliest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageWindows {
+    /// Midnight (UTC) today: the daily limit.
+    pub day_start: OffsetDateTime,
+    /// The velocity window.
+    pub velocity_start: OffsetDateTime,
+    /// [`UNAPPROVED_LOOKBACK`] ago.
+    pub unapproved_start: OffsetDateTime,
+}
+
+impl UsageWindows {
+    pub fn at(now: OffsetDateTime, limits: &RiskLimits) -> Self {
+        Self {
+            day_start: service::start_of_day(now),
+            velocity_start: service::velocity_window_start(limits, now),
+            unapproved_start: now - UNAPPROVED_LOOKBACK,
+        }
+    }
+
+    /// The daily figure only (the re-check of a held order before sending).
+    pub fn today(now: OffsetDateTime) -> Self {
+        Self {
+            day_start: service::start_of_day(now),
+            velocity_start: now,
+            unapproved_start: now,
+        }
+    }
+
+    pub fn earliest(&self) -> OffsetDateTime {
+        self.day_start
+            .min(self.velocity_start)
+            .min(self.unapproved_start)
+    }
 }
 
 /// Everything written when an order is decided, committed in one transaction: the order, its

@@ -14,13 +14,11 @@ use super::decision::{
 };
 use super::error::{QuoteFailure, Refusal, TradingError};
 use super::execution::SendOutcome;
-use super::service::{
-    VenueChoice, device_id, draft, paused_reason, plain, start_of_day, velocity_window_start,
-};
+use super::service::{VenueChoice, device_id, draft, paused_reason, plain, start_of_day};
 use super::{
     AnomalyCase, ApprovalState, CaseId, CaseStatus, HoldKind, Order, OrderDecisionWrite, OrderId,
     OrderRecord, OrderRecordQuery, OrderSource, OrderStatus, ScreeningSettings, TradingService,
-    UserControls, Venue,
+    UsageWindows, UserControls, Venue,
 };
 use crate::account::UserId;
 use crate::audit::{Actor, Outcome, RequestMeta};
@@ -93,11 +91,11 @@ pub(super) fn screening_value(
         .ok_or(ScreeningRefusal::Refused(Refusal::ValueTooLarge))
 }
 
-/// The code recorded for a refusal that stops an order before the rules judge it; `None` for
-/// the others (a venue or key that cannot be used is a bad request, audited where it is).
+/// The code recorded for a refusal that stops a well-formed order before the rules judge it;
+/// `None` for the others (a form without the quote seen, or a venue or key that cannot be used,
+/// is a bad request).
 fn refused_before_the_rules(refusal: &Refusal) -> Option<&'static str> {
     Some(match refusal {
-        Refusal::QuoteMissing => "quote_missing",
         Refusal::PriceMoved { .. } => "price_moved",
         Refusal::NoQuote { .. } => "no_quote",
         Refusal::LimitThroughQuote { .. } => "limit_through_quote",
@@ -168,7 +166,7 @@ impl TradingService {
             placement.actor.clone(),
             placement.meta.clone(),
         );
-        let ticket = placement.ticket.clone();
+        let (ticket, venue) = (placement.ticket.clone(), placement.venue);
         let placed = self.screen_and_place(placement).await;
         // Refused before the rules could judge it (no price or a moved one, a limit far through
         // the market, short of paper funds): still an order attempt, so it leaves a trace.
@@ -183,9 +181,11 @@ impl TradingService {
                     &meta,
                 )
                 .resource(format!("user:{owner}"))
+                .detail("venue", format!("{}/{}", venue.exchange, venue.environment))
+                .detail("key", venue.key.map(|k| k.to_string()).unwrap_or_default())
                 .detail("symbol", ticket.symbol().to_string())
                 .detail("side", ticket.side().as_str())
-                .detail("order_type", ticket.order_type().as_str())
+                .detail("type", ticket.order_type().as_str())
                 .detail("quantity", plain(ticket.quantity().value()))
                 .detail("reason", reason),
             )
@@ -266,8 +266,7 @@ impl TradingService {
             .store
             .order_record(OrderRecordQuery {
                 owner,
-                day_start: start_of_day(now),
-                window_start: velocity_window_start(&limits, now),
+                windows: UsageWindows::at(now, &limits),
                 history_len: risk::HISTORY_LEN as u64,
                 ip: meta.ip.as_deref(),
                 device: device.as_deref(),
@@ -542,7 +541,7 @@ impl TradingService {
         let portfolio = account.free(Some(order.id));
         let held = portfolio.quantity(&order.symbol);
         let day_start = start_of_day(now);
-        let usage = self.store.usage(owner, day_start, now).await?;
+        let usage = self.store.usage(owner, UsageWindows::today(now)).await?;
         // Today's usage already holds this order's own reservation (it is being sent).
         let own = if order.created_at >= day_start {
             super::counted_notional(
@@ -567,7 +566,7 @@ impl TradingService {
             // Velocity, novelty and what went out unapproved before it were judged when it was
             // placed; they do not change by waiting (its own value is judged again below).
             orders_in_window: 0,
-            unapproved_today: Decimal::ZERO,
+            unapproved_notional: Decimal::ZERO,
             ip: placed_from,
             blocklist: Some(&blocklist),
             new_ip: false,

@@ -16,7 +16,7 @@ use super::agent::{AgentToken, Proposal, ProposalStatus};
 use super::{
     AnomalyCase, BlockedRange, CaseFile, CaseId, CaseStatus, Claim, ControlsChange, Fill, HoldKind,
     Order, OrderClaim, OrderDecisionWrite, OrderId, OrderStatus, OrderUpdate, PaperAccount,
-    Portfolio, Usage, UserControls,
+    Portfolio, Usage, UsageWindows, UserControls,
 };
 use crate::account::{User, UserId};
 use crate::audit::AuditDraft;
@@ -108,12 +108,7 @@ pub trait BlockedRangeStore: Send + Sync + fmt::Debug {
 /// Orders, their decisions, claims, exchange answers and fills.
 #[async_trait]
 pub trait OrderStore: Send + Sync + fmt::Debug {
-    async fn usage(
-        &self,
-        user: UserId,
-        day_start: OffsetDateTime,
-        window_start: OffsetDateTime,
-    ) -> Result<Usage, StoreError>;
+    async fn usage(&self, user: UserId, windows: UsageWindows) -> Result<Usage, StoreError>;
     /// The user's last `limit` orders that traded (filled, open, or ended after a partial
     /// fill), oldest first, each with its [`super::counted_notional`].
     async fn trade_history(&self, user: UserId, limit: u64)
@@ -289,8 +284,7 @@ pub struct ScreeningSettings {
 #[derive(Debug, Clone, Copy)]
 pub struct OrderRecordQuery<'a> {
     pub owner: UserId,
-    pub day_start: OffsetDateTime,
-    pub window_start: OffsetDateTime,
+    pub windows: UsageWindows,
     pub history_len: u64,
     pub ip: Option<&'a str>,
     pub device: Option<&'a str>,
@@ -359,13 +353,12 @@ impl OrderRecord {
     ) -> Result<Self, StoreError> {
         let OrderRecordQuery {
             owner,
-            day_start,
-            window_start,
+            windows,
             history_len,
             ip,
             device,
         } = query;
-        let usage = store.usage(owner, day_start, window_start).await?;
+        let usage = store.usage(owner, windows).await?;
         let history = store.trade_history(owner, history_len).await?;
         let (seen_ip, seen_device) = store.seen_before(owner, ip, device).await?;
         Ok(Self {

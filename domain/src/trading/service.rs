@@ -13,7 +13,7 @@ use super::breaker::CircuitBreakers;
 use super::error::{Outage, QuoteFailure, Refusal, TradingError};
 use super::portfolio::{PaperAccount, Portfolio, ValuedPosition};
 use super::ports::{CaseNotifier, RawLimits, ScreeningSettings, TradingStore};
-use super::{Fill, Order, OrderId, Usage, Venue};
+use super::{Fill, Order, OrderId, Usage, UsageWindows, Venue};
 use crate::account::AccountStore;
 use crate::account::UserId;
 use crate::alerts::SecurityAlerts;
@@ -261,7 +261,7 @@ impl TradingService {
     ) -> Result<Usage, TradingError> {
         Ok(self
             .store
-            .usage(owner, start_of_day(now), velocity_window_start(limits, now))
+            .usage(owner, UsageWindows::at(now, limits))
             .await?)
     }
 

@@ -23,7 +23,7 @@ pub struct Ticket {
     pub global_kill: bool,
     pub used_today: Decimal,
     pub orders_in_window: u32,
-    pub unapproved_today: Decimal,
+    pub unapproved_notional: Decimal,
     pub cash: Decimal,
     pub positions: Vec<ValuedPosition>,
     /// What a new order may still use: the paper cash and holdings less what the live orders
@@ -85,7 +85,7 @@ impl TradingService {
             global_kill,
             used_today: usage.used_today,
             orders_in_window: usage.orders_in_window,
-            unapproved_today: usage.unapproved_today,
+            unapproved_notional: usage.unapproved_notional,
             cash: account.portfolio.cash,
             positions: self.valued(&account.portfolio).await,
             free: account.free(None),

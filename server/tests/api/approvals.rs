@@ -273,9 +273,9 @@ async fn orders_split_below_the_step_up_threshold_need_an_approval_once_they_add
         200
     );
     let unapproved = |ticket: &Value| {
-        ticket["unapproved_today"]
+        ticket["unapproved_notional"]
             .as_str()
-            .expect("unapproved_today")
+            .expect("unapproved_notional")
             .parse::<f64>()
             .expect("a number")
     };
@@ -295,7 +295,8 @@ async fn orders_split_below_the_step_up_threshold_need_an_approval_once_they_add
     assert_eq!(refused.status(), 403);
     let body = json(refused).await.to_string();
     assert!(
-        body.contains("since your last one today come to") && body.contains("10,000 USDT"),
+        body.contains("since your last one in the past 24 hours come to")
+            && body.contains("10,000 USDT"),
         "{body}"
     );
     assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 3);

@@ -22,7 +22,8 @@ use domain::trading::{
     BlockedRangeStore, CaseDecisionWrite, CaseEvidence, CaseId, CaseStatus, CaseStore,
     ControlStore, ControlsChange, Fill, HoldKind, Order, OrderDecisionWrite, OrderId, OrderRecord,
     OrderRecordQuery, OrderSource, OrderStatus, OrderStore, OrderUpdate, Portfolio, Proposal,
-    ProposalStatus, ScreeningSettings, ScreeningStore, UserControls, Venue, counted_notional,
+    ProposalStatus, ScreeningSettings, ScreeningStore, UsageWindows, UserControls, Venue,
+    counted_notional,
 };
 use rust_decimal::Decimal;
 use server::storage::SqlTradingStore;
@@ -1231,6 +1232,97 @@ async fn reads_and_writes_are_scoped_to_the_owner() {
     app.stop().await;
 }
 
+/// The usage read alone and within the order record (on SQLite, the reader's path) agree.
+async fn unapproved(store: &SqlTradingStore, user: UserId, windows: UsageWindows) -> Decimal {
+    let usage = store.usage(user, windows).await.expect("usage");
+    let record = store
+        .order_record(OrderRecordQuery {
+            owner: user,
+            windows,
+            history_len: 50,
+            ip: None,
+            device: None,
+        })
+        .await
+        .expect("order record");
+    assert_eq!(record.usage, usage, "one reading on every path");
+    usage.unapproved_notional
+}
+
+#[tokio::test]
+async fn orders_without_an_approval_add_up_from_the_last_approved_one_over_a_rolling_day() {
+    let app = spawn_app().await;
+    let store = store(&app);
+    let user = new_user(&app, "unapproved@example.com", Role::Trader).await;
+    let at = now(&app);
+    // Midnight was an hour ago; the rolling day reaches back into yesterday.
+    let windows = UsageWindows {
+        day_start: at - Duration::hours(1),
+        velocity_start: at - Duration::seconds(60),
+        unapproved_start: at - Duration::hours(24),
+    };
+    let with_approval = |mut order: Order, approval: ApprovalState| {
+        order.approval = approval;
+        order
+    };
+
+    // Filled orders count what they executed (0.5 at 100 = 50). Before the rolling day,
+    // nothing; yesterday evening, within it, counts although it is not today.
+    record(&store, order(user, at - Duration::hours(25), "50")).await;
+    record(&store, order(user, at - Duration::hours(2), "50")).await;
+    assert_eq!(unapproved(&store, user, windows).await, dec("50"));
+    assert_eq!(
+        store.usage(user, windows).await.expect("usage").used_today,
+        Decimal::ZERO
+    );
+
+    // An approved order starts the count again, and is not counted itself.
+    record(
+        &store,
+        with_approval(
+            order(user, at - Duration::minutes(30), "50"),
+            ApprovalState::Approved,
+        ),
+    )
+    .await;
+    assert_eq!(unapproved(&store, user, windows).await, Decimal::ZERO);
+
+    // After it: an order without an approval counts (its reservation while it is live); one
+    // awaiting its owner's approval, and a denied one, do not.
+    record(
+        &store,
+        with_status(
+            order(user, at - Duration::minutes(20), "30"),
+            OrderStatus::Open,
+            None,
+        ),
+    )
+    .await;
+    record(
+        &store,
+        with_approval(
+            with_status(
+                order(user, at - Duration::minutes(10), "5000"),
+                OrderStatus::Held,
+                Some(HoldKind::Review),
+            ),
+            ApprovalState::Awaiting,
+        ),
+    )
+    .await;
+    record(
+        &store,
+        with_status(
+            order(user, at - Duration::minutes(5), "7000"),
+            OrderStatus::Denied,
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(unapproved(&store, user, windows).await, dec("30"));
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn usage_and_trade_history_add_up_the_right_orders() {
     let app = spawn_app().await;
@@ -1240,6 +1332,11 @@ async fn usage_and_trade_history_add_up_the_right_orders() {
     let at = now(&app);
     let day_start = at - Duration::hours(3);
     let window_start = at - Duration::seconds(60);
+    let windows = UsageWindows {
+        day_start,
+        velocity_start: window_start,
+        unapproved_start: day_start,
+    };
 
     let mut rows = vec![
         // Yesterday: counts for nothing.
@@ -1294,10 +1391,7 @@ async fn usage_and_trade_history_add_up_the_right_orders() {
         record(&store, row.clone()).await;
     }
 
-    let usage = store
-        .usage(user, day_start, window_start)
-        .await
-        .expect("usage");
+    let usage = store.usage(user, windows).await.expect("usage");
     // Filled orders count what they executed (0.5 at 100, twice), the open and the held one
     // their reservation (50 + 0.5), the partly filled cancelled one its fill (12.5); denied,
     // rejected and unfilled cancelled orders count nothing.
@@ -1305,10 +1399,7 @@ async fn usage_and_trade_history_add_up_the_right_orders() {
     // Held, cancelled (twice) and filled in the window; the denied one is not counted.
     assert_eq!(usage.orders_in_window, 4);
     let fresh = new_user(&app, "fresh@example.com", Role::Trader).await;
-    let usage = store
-        .usage(fresh, day_start, window_start)
-        .await
-        .expect("usage");
+    let usage = store.usage(fresh, windows).await.expect("usage");
     assert_eq!(usage.used_today, Decimal::ZERO);
     assert_eq!(usage.orders_in_window, 0);
 
@@ -1360,8 +1451,7 @@ async fn usage_and_trade_history_add_up_the_right_orders() {
         store
             .order_record(OrderRecordQuery {
                 owner: user,
-                day_start,
-                window_start,
+                windows,
                 history_len: 50,
                 ip: Some("192.0.2.9"),
                 device: Some("device-denied"),
@@ -1369,10 +1459,7 @@ async fn usage_and_trade_history_add_up_the_right_orders() {
             .await
             .expect("order record"),
         OrderRecord {
-            usage: store
-                .usage(user, day_start, window_start)
-                .await
-                .expect("usage"),
+            usage: store.usage(user, windows).await.expect("usage"),
             history: store.trade_history(user, 50).await.expect("history"),
             seen_ip: true,
             seen_device: false,
@@ -1381,8 +1468,7 @@ async fn usage_and_trade_history_add_up_the_right_orders() {
     let fresh_record = store
         .order_record(OrderRecordQuery {
             owner: fresh,
-            day_start,
-            window_start,
+            windows,
             history_len: 50,
             ip: None,
             device: None,

@@ -85,9 +85,9 @@ pub struct TicketView {
     pub kill_switch_global: bool,
     pub used_today: String,
     pub orders_in_window: u32,
-    /// What went out today without an approval since the last approved order: the ticket asks
+    /// What went out without an approval since the last approved order (in 24 hours): the ticket asks
     /// for the key once a new order would take it past the threshold.
-    pub unapproved_today: String,
+    pub unapproved_notional: String,
     pub cash: String,
     pub positions: Vec<PositionView>,
     /// The paper cash and the quantities by symbol a new order may still use: what is held

@@ -149,7 +149,7 @@ pub fn ticket_view(ticket: Ticket) -> TicketView {
         kill_switch_global: ticket.global_kill,
         used_today: plain(ticket.used_today.round_dp(2)),
         orders_in_window: ticket.orders_in_window,
-        unapproved_today: plain(ticket.unapproved_today),
+        unapproved_notional: plain(ticket.unapproved_notional),
         cash: plain(ticket.cash.round_dp(2)),
         positions: ticket.positions.iter().map(position_view).collect(),
         free_cash: plain(ticket.free.cash.round_dp(2)),

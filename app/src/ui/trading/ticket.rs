@@ -253,7 +253,7 @@ fn Ticket(
                 user_kill: d.kill_switch_user,
                 used_today: dec(&d.used_today).unwrap_or_default(),
                 orders_in_window: d.orders_in_window,
-                unapproved_today: dec(&d.unapproved_today).unwrap_or_default(),
+                unapproved_notional: dec(&d.unapproved_notional).unwrap_or_default(),
                 ip: None,
                 blocklist: None,
                 new_ip: false,

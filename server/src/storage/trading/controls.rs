@@ -357,9 +357,8 @@ impl ScreeningStore for SqlTradingStore {
         let Some(reader) = &self.reader else {
             return OrderRecord::read_one_by_one(self, query).await;
         };
-        let owner = query.owner;
-        let (day_start, window_start) = (micros(query.day_start), micros(query.window_start));
-        let usage_query = usage_query(owner, Ord::min(day_start, window_start));
+        let (owner, windows) = (query.owner, query.windows);
+        let usage_query = usage_query(owner, micros(windows.earliest()));
         let history_query = history_query(owner, query.history_len);
         let familiarity_query = familiarity_query(owner, query.ip, query.device);
         reader
@@ -372,7 +371,7 @@ impl ScreeningStore for SqlTradingStore {
                     .copied()
                     .ok_or_else(|| StoreError::Backend("SELECT EXISTS returned no row".into()))?;
                 Ok(OrderRecord {
-                    usage: usage_of(owner, &usage_rows, day_start, window_start)?,
+                    usage: usage_of(owner, &usage_rows, windows)?,
                     history: history_of(history_rows)?,
                     seen_ip,
                     seen_device,

@@ -11,6 +11,7 @@ use domain::risk::{StateEvent, TradeSample};
 use domain::trading::{
     ApprovalState, Claim, Fill, HoldKind, Order, OrderClaim, OrderDecisionWrite, OrderId,
     OrderStatus, OrderStore, OrderUpdate, PaperBook, Portfolio, ProposalStatus, Usage,
+    UsageWindows,
 };
 use rust_decimal::Decimal;
 use sea_orm::sea_query::{
@@ -36,26 +37,20 @@ const APPROVED_REASON: &str = "Approved by you; sending";
 
 #[async_trait]
 impl OrderStore for SqlTradingStore {
-    async fn usage(
-        &self,
-        user: UserId,
-        day_start: OffsetDateTime,
-        window_start: OffsetDateTime,
-    ) -> Result<Usage, StoreError> {
-        let (day_start, window_start) = (micros(day_start), micros(window_start));
-        let query = usage_query(user, Ord::min(day_start, window_start));
-        // On SQLite, on the reader: a row per order today, each a hand-off through sqlx.
+    async fn usage(&self, user: UserId, windows: UsageWindows) -> Result<Usage, StoreError> {
+        let query = usage_query(user, micros(windows.earliest()));
+        // On SQLite, on the reader: a row per order in the windows, each a hand-off through sqlx.
         if let Some(reader) = &self.reader {
             return reader
                 .read(move |txn| {
                     let rows = rows(txn, &query, |row| UsageRow::try_from(row))?;
-                    Ok(usage_of(user, &rows, day_start, window_start)?)
+                    Ok(usage_of(user, &rows, windows)?)
                 })
                 .await;
         }
         converted(async {
             let rows = tuples(&self.db, &query).await?;
-            usage_of(user, &rows, day_start, window_start)
+            usage_of(user, &rows, windows)
         })
         .await
     }
@@ -508,14 +503,11 @@ pub(super) fn usage_query(user: UserId, since: i64) -> SelectStatement {
         .into_query()
 }
 
-/// Every figure from one read: the rows of [`usage_query`] since the earlier of the two starts
-/// (µs).
-pub(super) fn usage_of(
-    user: UserId,
-    rows: &[UsageRow],
-    day_start: i64,
-    window_start: i64,
-) -> DbResult<Usage> {
+/// Every figure from one read: the rows of [`usage_query`] since the earliest of the windows.
+pub(super) fn usage_of(user: UserId, rows: &[UsageRow], windows: UsageWindows) -> DbResult<Usage> {
+    let day_start = micros(windows.day_start);
+    let velocity_start = micros(windows.velocity_start);
+    let unapproved_start = micros(windows.unapproved_start);
     let overflow = || StoreError::Backend(format!("the notional used today by {user} overflows"));
     let approval_of = |id: &str, raw: &str| {
         ApprovalState::parse(raw).ok_or_else(|| {
@@ -526,30 +518,39 @@ pub(super) fn usage_of(
             .bad("approval state")
         })
     };
-    let mut last_approved = None;
+    // The count starts again from the last approved order; one placed in the same microsecond
+    // still counts (never fewer than were placed after it).
+    let mut unapproved_from = unapproved_start;
     for (id, _, _, _, _, created_at_us, approval) in rows {
-        if *created_at_us >= day_start && approval_of(id, approval)? == ApprovalState::Approved {
-            last_approved = Ord::max(last_approved, Some(*created_at_us));
+        if *created_at_us >= unapproved_start
+            && approval_of(id, approval)? == ApprovalState::Approved
+        {
+            unapproved_from = Ord::max(unapproved_from, *created_at_us);
         }
     }
     let mut usage = Usage::default();
     for (id, status, notional, filled, average, created_at_us, approval) in rows {
-        if *created_at_us >= window_start {
+        if *created_at_us >= velocity_start {
             usage.orders_in_window = usage.orders_in_window.saturating_add(1);
         }
-        if *created_at_us >= day_start {
-            let notional = counted(id, status, notional, filled, average)?;
+        let today = *created_at_us >= day_start;
+        let unapproved = *created_at_us >= unapproved_from
+            && approval_of(id, approval)? == ApprovalState::NotNeeded;
+        if !today && !unapproved {
+            continue;
+        }
+        let notional = counted(id, status, notional, filled, average)?;
+        if today {
             usage.used_today = usage
                 .used_today
                 .checked_add(notional)
                 .ok_or_else(overflow)?;
-            let after_last_approval = last_approved.is_none_or(|at| *created_at_us > at);
-            if after_last_approval && approval_of(id, approval)? == ApprovalState::NotNeeded {
-                usage.unapproved_today = usage
-                    .unapproved_today
-                    .checked_add(notional)
-                    .ok_or_else(overflow)?;
-            }
+        }
+        if unapproved {
+            usage.unapproved_notional = usage
+                .unapproved_notional
+                .checked_add(notional)
+                .ok_or_else(overflow)?;
         }
     }
     Ok(usage)
