@@ -109,10 +109,28 @@ pub struct StepUpSettings {
     pub window_minutes: u32,
     /// Orders with a notional (quantity × price, in quote currency) above this need an approval
     /// bound to the order.
+    #[serde(deserialize_with = "amount_text")]
     pub order_threshold: String,
     /// The WebAuthn relying-party id; the host of `public_url` when empty. Security keys are
     /// bound to it: changing it later strands every registered key.
     pub rp_id: Option<String>,
+}
+
+/// An amount as text: written as a string (`"10000.5"`) or as a number, which is how an
+/// environment variable (`CRYPTOPULSE_STEP_UP__ORDER_THRESHOLD=5000`) or TOML gives it.
+fn amount_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Text(String),
+        Whole(i64),
+        Fraction(f64),
+    }
+    Ok(match Written::deserialize(deserializer)? {
+        Written::Text(text) => text,
+        Written::Whole(whole) => whole.to_string(),
+        Written::Fraction(fraction) => fraction.to_string(),
+    })
 }
 
 impl Default for StepUpSettings {
@@ -625,6 +643,30 @@ mod tests {
         settings.validate().expect("defaults validate");
         assert!(settings.bind.ip().is_loopback());
         assert!(!settings.is_https());
+    }
+
+    #[test]
+    fn the_order_threshold_may_be_written_as_a_number_or_as_text() {
+        let dir = std::env::temp_dir().join(format!("cp-threshold-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("threshold.toml");
+        for (written, read) in [
+            ("5000", "5000"),
+            ("2500.5", "2500.5"),
+            ("\"7500.25\"", "7500.25"),
+        ] {
+            std::fs::write(&file, format!("[step_up]\norder_threshold = {written}\n"))
+                .expect("write");
+            let settings = Settings::load(Some(&file)).expect(written);
+            assert_eq!(
+                settings.step_up.order_threshold(),
+                Some(read.parse().expect("decimal")),
+                "{written}"
+            );
+        }
+        std::fs::write(&file, "[step_up]\norder_threshold = -1\n").expect("write");
+        assert!(Settings::load(Some(&file)).is_err(), "negative");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
