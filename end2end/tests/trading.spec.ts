@@ -164,6 +164,15 @@ test("a burst of odd orders quarantines the trader, shows the banner, and a revi
   await page.reload();
   await hydrated(page);
   await expect(page.getByTestId("trading-banner")).toHaveCount(0);
+  // Released, the held order is judged again and sent by the background job within seconds.
+  await page.getByRole("link", { name: "Orders", exact: true }).click();
+  await hydrated(page);
+  const released = page.getByTestId("order-row").filter({ hasText: /2\.5 ETHUSDT/ });
+  await expect(async () => {
+    await page.reload();
+    await expect(released).toHaveAttribute("data-status", "filled", { timeout: 1_000 });
+  }).toPass({ timeout: 20_000 });
+  await page.screenshot({ path: "test-results/screens/orders-released.png", fullPage: true });
 });
 
 test("the admin's kill switch needs the security key and puts a banner on every trader's page", async ({ page, browser }) => {

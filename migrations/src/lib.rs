@@ -20,6 +20,7 @@ mod m20261203_000016_cancel_requests;
 mod m20261203_000017_recorded_head;
 mod m20261204_000018_sessions_revoked_at;
 mod m20261205_000019_head_signature;
+mod m20261206_000020_order_counted_at;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000017_recorded_head::Migration),
             Box::new(m20261204_000018_sessions_revoked_at::Migration),
             Box::new(m20261205_000019_head_signature::Migration),
+            Box::new(m20261206_000020_order_counted_at::Migration),
         ]
     }
 }

@@ -320,6 +320,17 @@ impl Backend {
         )?;
         let cool_down =
             time::Duration::seconds(i64::from(settings.trading.breaker_cool_down_seconds));
+        // On PostgreSQL several app servers may share the database: a trader's placements are
+        // serialised across them too. SQLite is one server's own file.
+        let trader_locks: Option<Arc<dyn domain::trading::TraderLocks>> =
+            if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+                Some(Arc::new(
+                    storage::PgTraderLocks::connect(settings.database_url.expose_secret(), 16)
+                        .await?,
+                ))
+            } else {
+                None
+            };
         let trading = TradingService::new(TradingDeps {
             store: Arc::new(SqlTradingStore::new(chain.clone(), clock.clone())),
             accounts: account_store.clone(),
@@ -330,6 +341,7 @@ impl Backend {
             stepup: stepup.clone(),
             breakers: CircuitBreakers::new(1, cool_down, time::Duration::minutes(5).max(cool_down)),
             alerts,
+            trader_locks,
             notifier: Arc::new(WebhookNotifier::new(
                 settings.trading.case_webhook_url.clone(),
                 settings

@@ -50,7 +50,7 @@ pub use portfolio::{Claim, PaperAccount, PaperBook, Portfolio, Position, ValuedP
 pub use ports::{
     AgentStore, BlockedRangeStore, CaseDecisionWrite, CaseNotifier, CaseStore, ControlStore,
     ControlsOverview, NoNotifier, OrderRecord, OrderRecordQuery, OrderStore, RawLimits,
-    ScreeningSettings, ScreeningStore, TradingStore, UserRisk,
+    ScreeningSettings, ScreeningStore, TraderLockGuard, TraderLocks, TradingStore, UserRisk,
 };
 pub use review::{CaseDecision, InvalidReviewNote, ReviewNote};
 pub use service::{
@@ -474,7 +474,7 @@ impl CaseFile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
     /// What today's (UTC) orders count for ([`counted_notional`]): reservations of live
-    /// orders, executed value of ended ones.
+    /// orders, executed value of ended ones. A held order belongs to the day it was sent in.
     pub used_today: Decimal,
     /// Orders (not denied) created within the velocity window.
     pub orders_in_window: u32,
@@ -508,12 +508,13 @@ impl UsageWindows {
         }
     }
 
-    /// The daily figure only (the re-check of a held order before sending).
-    pub fn today(now: OffsetDateTime) -> Self {
+    /// The re-check of a held order before sending: today's figure and the unapproved total;
+    /// velocity was judged when it was placed.
+    pub fn at_send(now: OffsetDateTime) -> Self {
         Self {
             day_start: service::start_of_day(now),
             velocity_start: now,
-            unapproved_start: now,
+            unapproved_start: now - UNAPPROVED_LOOKBACK,
         }
     }
 

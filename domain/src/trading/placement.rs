@@ -14,7 +14,7 @@ use super::decision::{
 };
 use super::error::{QuoteFailure, Refusal, TradingError};
 use super::execution::SendOutcome;
-use super::service::{VenueChoice, device_id, draft, paused_reason, plain, start_of_day};
+use super::service::{VenueChoice, device_id, draft, paused_reason, plain};
 use super::{
     AnomalyCase, ApprovalState, CaseId, CaseStatus, HoldKind, Order, OrderDecisionWrite, OrderId,
     OrderRecord, OrderRecordQuery, OrderSource, OrderStatus, ScreeningSettings, TradingService,
@@ -232,7 +232,7 @@ impl TradingService {
                 },
                 ScreeningRefusal::Refused(refusal) => refusal,
             })?;
-        let placing = self.placements.lock(owner).await;
+        let placing = self.placements.lock(owner).await?;
         let now = self.now();
         let (account, settings) = self.store.account_and_settings(owner).await?;
         let portfolio = account.free(None);
@@ -521,7 +521,7 @@ impl TradingService {
             }
         };
         let owner = order.owner;
-        let _placing = self.placements.lock(owner).await;
+        let _placing = self.placements.lock(owner).await?;
         let now = self.now();
         let meta = RequestMeta::default();
         let (
@@ -540,19 +540,11 @@ impl TradingService {
         let placed_from = order.ip.as_deref().and_then(|ip| ip.parse().ok());
         let portfolio = account.free(Some(order.id));
         let held = portfolio.quantity(&order.symbol);
-        let day_start = start_of_day(now);
-        let usage = self.store.usage(owner, UsageWindows::today(now)).await?;
-        // Today's usage already holds this order's own reservation (it is being sent).
-        let own = if order.created_at >= day_start {
-            super::counted_notional(
-                OrderStatus::Submitting,
-                order.notional,
-                order.filled_quantity,
-                order.average_price,
-            )
-        } else {
-            Decimal::ZERO
-        };
+        // Everything else that counts: the order itself is judged at its value now.
+        let usage = self
+            .store
+            .usage(owner, UsageWindows::at_send(now), Some(order.id))
+            .await?;
         let mut hits = risk::first_line(&Screening {
             symbol: &order.symbol,
             notional,
@@ -562,11 +554,12 @@ impl TradingService {
             state: controls.state,
             global_kill,
             user_kill: controls.kill_switch,
-            used_today: usage.used_today.saturating_sub(own),
-            // Velocity, novelty and what went out unapproved before it were judged when it was
-            // placed; they do not change by waiting (its own value is judged again below).
+            used_today: usage.used_today,
+            // Velocity and novelty were judged when it was placed; they do not change by
+            // waiting. What went out without an approval does: with this order's value now, it
+            // may pass the step-up threshold (judged below).
             orders_in_window: 0,
-            unapproved_notional: Decimal::ZERO,
+            unapproved_notional: usage.unapproved_notional,
             ip: placed_from,
             blocklist: Some(&blocklist),
             new_ip: false,
@@ -626,21 +619,38 @@ impl TradingService {
             refusals.push(why);
         }
         // An order approved with a step-up carries that approval; one that was not may not
-        // cross the threshold by waiting.
-        if order.approval != ApprovalState::Approved {
-            refusals.extend(
-                hits.iter()
-                    .filter(|h| h.rule == Rule::LargeOrder && h.verdict == Verdict::StepUp)
-                    .map(|_| {
-                        format!(
-                            "At the current price it is worth {} USDT, above the {} USDT that needs your approval, which it does not have. Place it again to approve it.",
-                            plain(notional.round_dp(2)),
-                            plain(self.step_up_threshold())
-                        )
-                    }),
-            );
+        // cross the threshold by waiting, alone or with what went out unapproved meanwhile.
+        let threshold = self.step_up_threshold();
+        if order.approval != ApprovalState::Approved
+            && hits
+                .iter()
+                .any(|h| h.rule == Rule::LargeOrder && h.verdict == Verdict::StepUp)
+        {
+            // A bot's order was never the trader's to approve: it needs their sign-off.
+            let again = if order.source == OrderSource::Autonomous {
+                "Your agent can propose it again for your sign-off."
+            } else {
+                "Place it again to approve it."
+            };
+            refusals.push(if notional > threshold {
+                format!(
+                    "At the current price it is worth {} USDT, above the {} USDT that needs your approval, which it does not have. {again}",
+                    plain(notional.round_dp(2)),
+                    plain(threshold)
+                )
+            } else {
+                format!(
+                    "At the current price it is worth {} USDT; with your orders that went out without an approval since your last one in the past 24 hours ({} USDT), it passes the {} USDT that needs your approval, which it does not have. {again}",
+                    plain(notional.round_dp(2)),
+                    plain(usage.unapproved_notional.round_dp(2)),
+                    plain(threshold)
+                )
+            });
         }
         if refusals.is_empty() {
+            // It goes out now: it counts in today's limit and the unapproved total from this
+            // moment, stored before the lock is let go so the next placement sees it.
+            self.store.count_from(order.id, now).await?;
             return Ok(None);
         }
         Ok(Some(SendOutcome::Denied(format!(

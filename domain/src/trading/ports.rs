@@ -108,7 +108,16 @@ pub trait BlockedRangeStore: Send + Sync + fmt::Debug {
 /// Orders, their decisions, claims, exchange answers and fills.
 #[async_trait]
 pub trait OrderStore: Send + Sync + fmt::Debug {
-    async fn usage(&self, user: UserId, windows: UsageWindows) -> Result<Usage, StoreError>;
+    /// What the user's orders count for in `windows`, without the order `leaving_out` (one
+    /// judged again before it is sent). An order counts in the day (and the unapproved total)
+    /// from when it was placed, or, for a held order sent later, from then
+    /// ([`OrderStore::count_from`]).
+    async fn usage(
+        &self,
+        user: UserId,
+        windows: UsageWindows,
+        leaving_out: Option<OrderId>,
+    ) -> Result<Usage, StoreError>;
     /// The user's last `limit` orders that traded (filled, open, or ended after a partial
     /// fill), oldest first, each with its [`super::counted_notional`].
     async fn trade_history(&self, user: UserId, limit: u64)
@@ -127,6 +136,10 @@ pub trait OrderStore: Send + Sync + fmt::Debug {
     /// attempts), counts the attempt and, for a cancel, marks it as one, committing `audit`
     /// with it; `false` (and nothing written) if anyone claimed it since.
     async fn claim_order(&self, claim: OrderClaim, audit: AuditDraft) -> Result<bool, StoreError>;
+    /// A held order (claimed, `Submitting`) passed its re-check at `at` and goes out now: from
+    /// then on it counts in [`OrderStore::usage`] in that day and the unapproved total, not
+    /// from when it was placed. `NotFound` if it is not being sent.
+    async fn count_from(&self, id: OrderId, at: OffsetDateTime) -> Result<(), StoreError>;
     /// Stores an exchange's answer (and the fill it brought, if any) for a `Submitting` or
     /// `Open` order. Fills are cumulative: `update.filled_quantity` is the new total.
     async fn record_update(
@@ -358,7 +371,7 @@ impl OrderRecord {
             ip,
             device,
         } = query;
-        let usage = store.usage(owner, windows).await?;
+        let usage = store.usage(owner, windows, None).await?;
         let history = store.trade_history(owner, history_len).await?;
         let (seen_ip, seen_device) = store.seen_before(owner, ip, device).await?;
         Ok(Self {
@@ -385,6 +398,34 @@ impl<T> TradingStore for T where
         + ScreeningStore
         + ?Sized
 {
+}
+
+/// One trader's placements, one at a time across every app server sharing the database
+/// (PostgreSQL advisory locks). A single server (SQLite) needs only its in-process lock.
+#[async_trait]
+pub trait TraderLocks: Send + Sync + fmt::Debug {
+    /// Waits, for a bounded time, until no other server is placing for `trader`; the lock is
+    /// held until the guard is dropped. An error when it cannot be had: nothing is placed.
+    async fn lock(&self, trader: UserId) -> Result<TraderLockGuard, StoreError>;
+}
+
+/// Holds a [`TraderLocks`] lock until dropped.
+pub struct TraderLockGuard {
+    _held: Box<dyn Send>,
+}
+
+impl TraderLockGuard {
+    pub fn new(held: impl Send + 'static) -> Self {
+        Self {
+            _held: Box::new(held),
+        }
+    }
+}
+
+impl fmt::Debug for TraderLockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TraderLockGuard")
+    }
 }
 
 /// Reviewers and operators hear about new cases here (an optional webhook); in-app alerts are

@@ -12,7 +12,9 @@ use time::{Duration, OffsetDateTime};
 use super::breaker::CircuitBreakers;
 use super::error::{Outage, QuoteFailure, Refusal, TradingError};
 use super::portfolio::{PaperAccount, Portfolio, ValuedPosition};
-use super::ports::{CaseNotifier, RawLimits, ScreeningSettings, TradingStore};
+use super::ports::{
+    CaseNotifier, RawLimits, ScreeningSettings, TraderLockGuard, TraderLocks, TradingStore,
+};
 use super::{Fill, Order, OrderId, Usage, UsageWindows, Venue};
 use crate::account::AccountStore;
 use crate::account::UserId;
@@ -42,6 +44,9 @@ pub struct TradingDeps {
     pub alerts: Arc<dyn SecurityAlerts>,
     pub breakers: CircuitBreakers,
     pub notifier: Arc<dyn CaseNotifier>,
+    /// Where several app servers share the database (PostgreSQL): their placements for one
+    /// trader, one at a time.
+    pub trader_locks: Option<Arc<dyn TraderLocks>>,
 }
 
 #[derive(Debug, Clone)]
@@ -62,22 +67,46 @@ pub struct TradingService {
 
 /// One placement at a time per trader: screening reads the day's usage and the velocity count,
 /// so two orders screened at once could each pass a limit that both together break. Held from
-/// screening until the decision is stored (not while the order is sent). In-process only: a
-/// deployment with several app servers needs the database to serialise instead.
+/// screening until the decision is stored (not while the order is sent): in this process, then,
+/// where several app servers share the database, across them ([`TraderLocks`]).
 #[derive(Debug, Clone, Default)]
-pub(super) struct PlacementLocks(
-    Arc<std::sync::Mutex<HashMap<UserId, Arc<tokio::sync::Mutex<()>>>>>,
-);
+pub(super) struct PlacementLocks {
+    local: Arc<std::sync::Mutex<HashMap<UserId, Arc<tokio::sync::Mutex<()>>>>>,
+    shared: Option<Arc<dyn TraderLocks>>,
+}
+
+/// A trader's placement lock; the shared one is released first.
+#[derive(Debug)]
+pub(super) struct PlacementGuard {
+    _shared: Option<TraderLockGuard>,
+    _local: tokio::sync::OwnedMutexGuard<()>,
+}
 
 impl PlacementLocks {
-    pub(super) async fn lock(&self, user: UserId) -> tokio::sync::OwnedMutexGuard<()> {
+    fn new(shared: Option<Arc<dyn TraderLocks>>) -> Self {
+        Self {
+            local: Arc::default(),
+            shared,
+        }
+    }
+
+    pub(super) async fn lock(&self, user: UserId) -> Result<PlacementGuard, TradingError> {
         let lock = {
-            let mut locks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let mut locks = self.local.lock().unwrap_or_else(|e| e.into_inner());
             // Forget traders nobody is placing for, so the map stays small.
             locks.retain(|_, l| Arc::strong_count(l) > 1);
             locks.entry(user).or_default().clone()
         };
-        lock.lock_owned().await
+        // In this process first: at most one shared lock asked for per trader and server.
+        let local = lock.lock_owned().await;
+        let shared = match &self.shared {
+            Some(shared) => Some(shared.lock(user).await?),
+            None => None,
+        };
+        Ok(PlacementGuard {
+            _shared: shared,
+            _local: local,
+        })
     }
 }
 
@@ -161,7 +190,7 @@ impl TradingService {
             alerts: deps.alerts,
             breakers: deps.breakers,
             notifier: deps.notifier,
-            placements: PlacementLocks::default(),
+            placements: PlacementLocks::new(deps.trader_locks),
             keyed_checks: KeyedOrderChecks::default(),
         }
     }
@@ -261,7 +290,7 @@ impl TradingService {
     ) -> Result<Usage, TradingError> {
         Ok(self
             .store
-            .usage(owner, UsageWindows::at(now, limits))
+            .usage(owner, UsageWindows::at(now, limits), None)
             .await?)
     }
 

@@ -436,6 +436,10 @@ pub mod order {
         pub created_at: String,
         /// `created_at` as unix microseconds, for range filters and ordering in SQL.
         pub created_at_us: i64,
+        /// When the order counts from for the daily limit and the unapproved total (unix
+        /// microseconds): `created_at_us`, moved to the moment a held order is claimed for
+        /// sending, so it counts in the day it goes out.
+        pub counted_at_us: i64,
         pub updated_at: String,
         /// `not_needed`, `awaiting` or `approved`: the order's step-up approval.
         pub approval_state: String,

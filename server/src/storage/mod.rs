@@ -29,6 +29,7 @@ mod keys;
 mod sessions;
 mod sqlite_reader;
 pub mod stepup;
+mod trader_locks;
 pub mod trading;
 
 use std::time::Duration;
@@ -45,6 +46,7 @@ pub use audit::{AdoptError, AuditChain, HEADS_SIGNED, SqlAuditLog, to_row};
 pub use keys::{SqlKeyStore, SqlSecurityAlerts};
 pub use sessions::{SqlSessionStore, watching_session_outages};
 pub use stepup::SqlFactorStore;
+pub use trader_locks::PgTraderLocks;
 pub use trading::SqlTradingStore;
 
 /// Opens the database named by `url` (`sqlite://…` or `postgres://…`) and applies migrations.

@@ -6,9 +6,10 @@
 use std::str::FromStr;
 
 use domain::account::Role;
+use domain::ports::Clock;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{Value, json};
-use server::exchange::paper::PaperOutage;
+use server::exchange::paper::{PaperOutage, PaperPrices};
 
 use crate::binance::{Binance, Mode, TRADE_KEY, TRADE_SECRET};
 use crate::helpers::{TestApp, soft_key, spawn_app, spawn_app_with};
@@ -387,6 +388,195 @@ async fn a_held_order_is_judged_again_at_the_current_price_and_denied_if_it_no_l
         app.count("SELECT COUNT(*) FROM audit_events WHERE action = 'trade.order_denied'")
             .await,
         1
+    );
+    app.stop().await;
+}
+
+/// The order's status and reason as stored (the trader's session may have ended while the
+/// clock moved on).
+async fn stored_order(app: &TestApp, id: &str) -> (String, String) {
+    let field = |column: &str| format!("SELECT {column} FROM orders WHERE id = '{id}'");
+    (
+        app.text(&field("status")).await.expect("status"),
+        app.text(&field("COALESCE(status_reason, '')"))
+            .await
+            .unwrap_or_default(),
+    )
+}
+
+/// Moves the test clock forward to `at`.
+fn advance_to(app: &TestApp, at: time::OffsetDateTime) {
+    app.clock.advance(at - app.clock.now());
+}
+
+/// A held order sent after midnight counts in the day it goes out. Counted in the day it was
+/// placed, it and a full new day of orders both went out.
+#[tokio::test]
+async fn a_held_order_sent_after_midnight_counts_in_that_days_limit() {
+    let app = spawn_app().await;
+    no_anomaly_holds(&app).await;
+    app.exec(
+        "UPDATE risk_limits SET value = '3000' WHERE scope = 'global' AND field = 'daily_notional'",
+    )
+    .await;
+    // A minute before midnight (UTC).
+    let midnight = app.clock.now().replace_time(time::Time::MIDNIGHT) + time::Duration::days(1);
+    advance_to(&app, midnight - time::Duration::minutes(1));
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let paper = app.backend.paper.clone();
+    // About 1,800 USDT each: one fits the day's 3,000, two do not.
+    let buy_limit = |eth: Decimal| {
+        let limit = price_2dp(eth * Decimal::new(102, 2));
+        let quantity =
+            quantity_8dp(Decimal::from(1800) / Decimal::from_str(&limit).expect("limit"));
+        (quantity, limit)
+    };
+
+    let (quantity, limit) = buy_limit(quote(&app, &trader, "ETHUSDT").await);
+    paper.set_outage(Some(PaperOutage::Down));
+    let held = placed(
+        place(
+            &app,
+            &trader,
+            "paper",
+            "ETHUSDT",
+            "buy limit",
+            &quantity,
+            &limit,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(held["status"], "held", "{held}");
+    paper.set_outage(None);
+
+    // It goes out two minutes later, in the new day...
+    advance_to(&app, midnight + time::Duration::minutes(1));
+    assert_eq!(
+        app.backend
+            .services
+            .trading
+            .retry_held()
+            .await
+            .expect("retry"),
+        1
+    );
+    let held_id = held["id"].as_str().expect("id");
+    assert_eq!(stored_order(&app, held_id).await.0, "filled");
+
+    // ...and counts in it: the same again passes the day's limit.
+    let (quantity, limit) = buy_limit(quote(&app, &trader, "ETHUSDT").await);
+    let second = placed(
+        place(
+            &app,
+            &trader,
+            "paper",
+            "ETHUSDT",
+            "buy limit",
+            &quantity,
+            &limit,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(second["status"], "denied", "{second}");
+    let (_, reason) = stored_order(&app, second["id"].as_str().expect("id")).await;
+    assert!(reason.contains("Over your daily limit"), "{reason}");
+    app.stop().await;
+}
+
+/// A held order is judged again with what went out without an approval since the trader's
+/// last approved order: its value rising while it waited cannot carry that total past the
+/// step-up threshold unapproved.
+#[tokio::test]
+async fn a_held_order_whose_value_rose_does_not_take_the_unapproved_total_past_the_threshold() {
+    let app = spawn_app().await;
+    no_anomaly_holds(&app).await;
+    let threshold = app
+        .settings
+        .step_up
+        .order_threshold()
+        .expect("a step-up threshold");
+    // Start near ETH's lowest price of the coming day, so that it rises while the orders wait.
+    let start = app.clock.now();
+    let lowest = (0..24 * 60)
+        .map(|minute| start + time::Duration::minutes(minute))
+        .min_by_key(|at| PaperPrices::price_at("ETHUSDT", *at).expect("ETH price"))
+        .expect("a minute");
+    advance_to(&app, lowest);
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let paper = app.backend.paper.clone();
+
+    // Held by an outage: a buy limit worth half the threshold...
+    let eth = quote(&app, &trader, "ETHUSDT").await;
+    let limit = Decimal::from_str(&price_2dp(eth * Decimal::new(102, 2))).expect("limit");
+    let first_quantity = quantity_8dp(threshold / Decimal::TWO / limit);
+    paper.set_outage(Some(PaperOutage::Down));
+    let first = placed(
+        place(
+            &app,
+            &trader,
+            "paper",
+            "ETHUSDT",
+            "buy limit",
+            &first_quantity,
+            &plain(limit),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(first["status"], "held", "{first}");
+    paper.set_outage(None);
+    // ...then, with prices back and the venue still paused, a market buy that brings what goes
+    // out without an approval to 99 % of it: neither needs one.
+    let eth = quote(&app, &trader, "ETHUSDT").await;
+    let first_value = Decimal::from_str(&first_quantity).expect("quantity") * limit;
+    let second_quantity = quantity_8dp((threshold * Decimal::new(99, 2) - first_value) / eth);
+    let second = placed(
+        place(
+            &app,
+            &trader,
+            "paper",
+            "ETHUSDT",
+            "buy market",
+            &second_quantity,
+            &plain(eth),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(second["status"], "held", "{second}");
+
+    // Later the same day ETH is 3 % higher: the market buy alone stays far below the threshold,
+    // but with the first order it passes it.
+    let risen = (1..20 * 60)
+        .map(|minute| lowest + time::Duration::minutes(minute))
+        .find(|at| {
+            PaperPrices::price_at("ETHUSDT", *at).expect("ETH price") >= eth * Decimal::new(103, 2)
+        })
+        .expect("ETH rises 3 % from its lowest within the day");
+    advance_to(&app, risen);
+    app.backend
+        .services
+        .trading
+        .retry_held()
+        .await
+        .expect("retry");
+
+    let first_id = first["id"].as_str().expect("id");
+    let (status, _) = stored_order(&app, first_id).await;
+    assert!(status == "open" || status == "filled", "sent: {status}");
+    let second_id = second["id"].as_str().expect("id");
+    let (status, reason) = stored_order(&app, second_id).await;
+    assert_eq!(status, "denied", "{reason}");
+    assert!(
+        reason.contains("went out without an approval") && reason.contains("Place it again"),
+        "{reason}"
+    );
+    assert_eq!(
+        paper.placements(&format!("cp-{}", second_id.replace('-', ""))),
+        0,
+        "never sent"
     );
     app.stop().await;
 }

@@ -7,7 +7,10 @@ use serde_json::Value;
 use server::exchange::paper::PaperOutage;
 
 use crate::binance::{Binance, Mode, PRICES, TRADE_KEY, TRADE_SECRET};
-use crate::helpers::{TestApp, sign_request, soft_key, spawn_app, spawn_app_with};
+use crate::helpers::{
+    PASSWORD, TestApp, TestClock, TestDatabase, is_postgres, sign_request, soft_key, spawn_app,
+    spawn_app_with, spawn_on, test_settings,
+};
 
 async fn json(response: reqwest::Response) -> Value {
     let status = response.status();
@@ -1753,6 +1756,57 @@ async fn orders_submitted_at_the_same_instant_cannot_share_a_limit() {
     statuses.sort();
     assert_eq!(statuses, ["denied", "filled"]);
     app.stop().await;
+}
+
+/// Two app servers sharing one PostgreSQL database: a trader's orders sent to both at the same
+/// instant are screened one after the other there too, so they cannot share a limit either.
+#[tokio::test]
+async fn orders_placed_through_two_app_servers_at_once_cannot_share_a_limit() {
+    if !is_postgres() {
+        // A SQLite file is one app server's own (README); the test above covers that case.
+        return;
+    }
+    let db = TestDatabase::new().await;
+    let settings = test_settings(&db);
+    let clock = std::sync::Arc::new(TestClock::default());
+    let first = spawn_on(db.clone(), settings.clone(), clock.clone()).await;
+    let second = spawn_on(db, settings, clock).await;
+    first
+        .exec(
+            "UPDATE risk_limits SET value = '1000' WHERE scope = 'global' AND field = 'daily_notional'",
+        )
+        .await;
+    // A few traders, one pair of orders each: every order alone fits the day's limit, any two
+    // together do not.
+    for round in 0..4 {
+        let email = format!("trader{round}@example.com");
+        let on_first = first.signed_in_as(&email, Role::Trader).await;
+        let on_second = second.new_client();
+        assert_eq!(
+            second.log_in(&on_second, &email, PASSWORD).await.status(),
+            200
+        );
+        let sol = quote(&first, &on_first, "SOLUSDT").await;
+        let quantity = format!("{:.2}", 600.0 / sol.parse::<f64>().expect("price"));
+        let (a, b) = tokio::join!(
+            market_at(&first, &on_first, "SOLUSDT", "buy", &quantity, &sol, None),
+            market_at(&second, &on_second, "SOLUSDT", "buy", &quantity, &sol, None),
+        );
+        let mut statuses = vec![
+            placed(a).await["status"]
+                .as_str()
+                .expect("status")
+                .to_owned(),
+            placed(b).await["status"]
+                .as_str()
+                .expect("status")
+                .to_owned(),
+        ];
+        statuses.sort();
+        assert_eq!(statuses, ["denied", "filled"], "round {round}");
+    }
+    second.stop().await;
+    first.stop().await;
 }
 
 #[tokio::test]

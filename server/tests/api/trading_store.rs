@@ -1232,21 +1232,10 @@ async fn reads_and_writes_are_scoped_to_the_owner() {
     app.stop().await;
 }
 
-/// The usage read alone and within the order record (on SQLite, the reader's path) agree.
 async fn unapproved(store: &SqlTradingStore, user: UserId, windows: UsageWindows) -> Decimal {
-    let usage = store.usage(user, windows).await.expect("usage");
-    let record = store
-        .order_record(OrderRecordQuery {
-            owner: user,
-            windows,
-            history_len: 50,
-            ip: None,
-            device: None,
-        })
+    usage_on_both_paths(store, user, windows)
         .await
-        .expect("order record");
-    assert_eq!(record.usage, usage, "one reading on every path");
-    usage.unapproved_notional
+        .unapproved_notional
 }
 
 #[tokio::test]
@@ -1272,7 +1261,11 @@ async fn orders_without_an_approval_add_up_from_the_last_approved_one_over_a_rol
     record(&store, order(user, at - Duration::hours(2), "50")).await;
     assert_eq!(unapproved(&store, user, windows).await, dec("50"));
     assert_eq!(
-        store.usage(user, windows).await.expect("usage").used_today,
+        store
+            .usage(user, windows, None)
+            .await
+            .expect("usage")
+            .used_today,
         Decimal::ZERO
     );
 
@@ -1320,6 +1313,103 @@ async fn orders_without_an_approval_add_up_from_the_last_approved_one_over_a_rol
     )
     .await;
     assert_eq!(unapproved(&store, user, windows).await, dec("30"));
+    app.stop().await;
+}
+
+/// The usage read alone and within the order record (on SQLite, the reader's path) agree.
+async fn usage_on_both_paths(
+    store: &SqlTradingStore,
+    user: UserId,
+    windows: UsageWindows,
+) -> domain::trading::Usage {
+    let usage = store.usage(user, windows, None).await.expect("usage");
+    let record = store
+        .order_record(OrderRecordQuery {
+            owner: user,
+            windows,
+            history_len: 50,
+            ip: None,
+            device: None,
+        })
+        .await
+        .expect("order record");
+    assert_eq!(record.usage, usage, "one reading on every path");
+    usage
+}
+
+#[tokio::test]
+async fn a_held_order_counts_in_the_day_it_goes_out_not_the_day_it_was_placed() {
+    let app = spawn_app().await;
+    let store = store(&app);
+    let user = new_user(&app, "held-across-midnight@example.com", Role::Trader).await;
+    let at = now(&app);
+    // Midnight was an hour ago.
+    let windows = UsageWindows {
+        day_start: at - Duration::hours(1),
+        velocity_start: at - Duration::seconds(60),
+        unapproved_start: at - Duration::hours(24),
+    };
+    let held = |placed: OffsetDateTime, notional: &str| {
+        with_status(
+            order(user, placed, notional),
+            OrderStatus::Held,
+            Some(HoldKind::Exchange),
+        )
+    };
+    // Held since yesterday evening: its reservation counts in yesterday's limit and in the
+    // unapproved total, not today.
+    let evening = record(&store, held(at - Duration::hours(2), "2000")).await;
+    let usage = usage_on_both_paths(&store, user, windows).await;
+    assert_eq!(usage.used_today, Decimal::ZERO);
+    assert_eq!(usage.unapproved_notional, dec("2000"));
+
+    // Only an order being sent can be counted as going out.
+    let err = store
+        .count_from(evening.id, at)
+        .await
+        .expect_err("still held");
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    // Claimed, it is not out yet (its re-check may still hold or deny it)...
+    assert!(
+        store
+            .claim_order(
+                evening.claim_to_send(),
+                draft(AuditAction::TradeOrderClaimed)
+            )
+            .await
+            .expect("claim")
+    );
+    assert_eq!(
+        usage_on_both_paths(&store, user, windows).await.used_today,
+        Decimal::ZERO
+    );
+    // ...once it passes and goes out, it counts today, in the unapproved total still, and not
+    // in the velocity window (it was placed long ago).
+    store.count_from(evening.id, at).await.expect("counted");
+    let usage = usage_on_both_paths(&store, user, windows).await;
+    assert_eq!(usage.used_today, dec("2000"));
+    assert_eq!(usage.unapproved_notional, dec("2000"));
+    assert_eq!(usage.orders_in_window, 0);
+    // The re-check of an order reads everything else.
+    let others = store
+        .usage(user, windows, Some(evening.id))
+        .await
+        .expect("usage");
+    assert_eq!(others.used_today, Decimal::ZERO);
+    assert_eq!(others.unapproved_notional, Decimal::ZERO);
+
+    // A row written without its count time (an older server's insert reads 0) still counts
+    // from when it was placed: never not at all.
+    // (Filled: it counts what it executed, 0.5 at 100.)
+    let older = record(&store, order(user, at - Duration::minutes(5), "300")).await;
+    app.exec(&format!(
+        "UPDATE orders SET counted_at_us = 0 WHERE id = '{}'",
+        older.id
+    ))
+    .await;
+    let usage = usage_on_both_paths(&store, user, windows).await;
+    assert_eq!(usage.used_today, dec("2050"));
+    assert_eq!(usage.unapproved_notional, dec("2050"));
     app.stop().await;
 }
 
@@ -1391,7 +1481,7 @@ async fn usage_and_trade_history_add_up_the_right_orders() {
         record(&store, row.clone()).await;
     }
 
-    let usage = store.usage(user, windows).await.expect("usage");
+    let usage = store.usage(user, windows, None).await.expect("usage");
     // Filled orders count what they executed (0.5 at 100, twice), the open and the held one
     // their reservation (50 + 0.5), the partly filled cancelled one its fill (12.5); denied,
     // rejected and unfilled cancelled orders count nothing.
@@ -1399,7 +1489,7 @@ async fn usage_and_trade_history_add_up_the_right_orders() {
     // Held, cancelled (twice) and filled in the window; the denied one is not counted.
     assert_eq!(usage.orders_in_window, 4);
     let fresh = new_user(&app, "fresh@example.com", Role::Trader).await;
-    let usage = store.usage(fresh, windows).await.expect("usage");
+    let usage = store.usage(fresh, windows, None).await.expect("usage");
     assert_eq!(usage.used_today, Decimal::ZERO);
     assert_eq!(usage.orders_in_window, 0);
 
@@ -1459,7 +1549,7 @@ async fn usage_and_trade_history_add_up_the_right_orders() {
             .await
             .expect("order record"),
         OrderRecord {
-            usage: store.usage(user, windows).await.expect("usage"),
+            usage: store.usage(user, windows, None).await.expect("usage"),
             history: store.trade_history(user, 50).await.expect("history"),
             seen_ip: true,
             seen_device: false,

@@ -371,7 +371,7 @@ impl ScreeningStore for SqlTradingStore {
                     .copied()
                     .ok_or_else(|| StoreError::Backend("SELECT EXISTS returned no row".into()))?;
                 Ok(OrderRecord {
-                    usage: usage_of(owner, &usage_rows, windows)?,
+                    usage: usage_of(owner, &usage_rows, windows, None)?,
                     history: history_of(history_rows)?,
                     seen_ip,
                     seen_device,

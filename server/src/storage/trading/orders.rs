@@ -37,20 +37,25 @@ const APPROVED_REASON: &str = "Approved by you; sending";
 
 #[async_trait]
 impl OrderStore for SqlTradingStore {
-    async fn usage(&self, user: UserId, windows: UsageWindows) -> Result<Usage, StoreError> {
+    async fn usage(
+        &self,
+        user: UserId,
+        windows: UsageWindows,
+        leaving_out: Option<OrderId>,
+    ) -> Result<Usage, StoreError> {
         let query = usage_query(user, micros(windows.earliest()));
         // On SQLite, on the reader: a row per order in the windows, each a hand-off through sqlx.
         if let Some(reader) = &self.reader {
             return reader
                 .read(move |txn| {
                     let rows = rows(txn, &query, |row| UsageRow::try_from(row))?;
-                    Ok(usage_of(user, &rows, windows)?)
+                    Ok(usage_of(user, &rows, windows, leaving_out)?)
                 })
                 .await;
         }
         converted(async {
             let rows = tuples(&self.db, &query).await?;
-            usage_of(user, &rows, windows)
+            usage_of(user, &rows, windows, leaving_out)
         })
         .await
     }
@@ -200,6 +205,24 @@ impl OrderStore for SqlTradingStore {
             }
             txn.commit_with(audit, self.clock.now()).await?;
             Ok(true)
+        })
+        .await
+    }
+
+    async fn count_from(&self, id: OrderId, at: OffsetDateTime) -> Result<(), StoreError> {
+        converted(async {
+            let txn = self.chain.begin().await?;
+            let updated = order::Entity::update_many()
+                .col_expr(order::Column::CountedAtUs, Expr::val(micros(at)))
+                .filter(order::Column::Id.eq(id.to_string()))
+                .filter(order::Column::Status.eq(OrderStatus::Submitting.as_str()))
+                .exec(txn.conn())
+                .await?;
+            if updated.rows_affected != 1 {
+                return Err(StoreError::NotFound.into());
+            }
+            // Bookkeeping for the limits: the claim that sends the order is audited.
+            txn.commit_unaudited().await
         })
         .await
     }
@@ -496,15 +519,31 @@ pub(super) fn usage_query(user: UserId, since: i64) -> SelectStatement {
         .column(order::Column::FilledQuantity)
         .column(order::Column::AveragePrice)
         .column(order::Column::CreatedAtUs)
+        .column(order::Column::CountedAtUs)
         .column(order::Column::ApprovalState)
         .filter(owned_by(user))
-        .filter(order::Column::CreatedAtUs.gte(since))
+        // Either: a row written without its count time (it reads 0) still counts from its
+        // creation, never not at all.
+        .filter(
+            Condition::any()
+                .add(order::Column::CreatedAtUs.gte(since))
+                .add(order::Column::CountedAtUs.gte(since)),
+        )
         .filter(order::Column::Status.ne(OrderStatus::Denied.as_str()))
         .into_query()
 }
 
-/// Every figure from one read: the rows of [`usage_query`] since the earliest of the windows.
-pub(super) fn usage_of(user: UserId, rows: &[UsageRow], windows: UsageWindows) -> DbResult<Usage> {
+/// Every figure from one read: the rows of [`usage_query`] since the earliest of the windows,
+/// without the order `leaving_out` (one being judged again before it is sent). The velocity
+/// window counts orders by when they were placed; the day and the unapproved total by when they
+/// count from (a held order: when it was claimed for sending).
+pub(super) fn usage_of(
+    user: UserId,
+    rows: &[UsageRow],
+    windows: UsageWindows,
+    leaving_out: Option<OrderId>,
+) -> DbResult<Usage> {
+    let leaving_out = leaving_out.map(|id| id.to_string());
     let day_start = micros(windows.day_start);
     let velocity_start = micros(windows.velocity_start);
     let unapproved_start = micros(windows.unapproved_start);
@@ -520,8 +559,9 @@ pub(super) fn usage_of(user: UserId, rows: &[UsageRow], windows: UsageWindows) -
     };
     // The count starts again from the last approved order; one placed in the same microsecond
     // still counts (never fewer than were placed after it).
+    // (From when it was placed: never later than its owner gave the approval.)
     let mut unapproved_from = unapproved_start;
-    for (id, _, _, _, _, created_at_us, approval) in rows {
+    for (id, _, _, _, _, created_at_us, _, approval) in rows {
         if *created_at_us >= unapproved_start
             && approval_of(id, approval)? == ApprovalState::Approved
         {
@@ -529,12 +569,16 @@ pub(super) fn usage_of(user: UserId, rows: &[UsageRow], windows: UsageWindows) -
         }
     }
     let mut usage = Usage::default();
-    for (id, status, notional, filled, average, created_at_us, approval) in rows {
+    for (id, status, notional, filled, average, created_at_us, counted_at_us, approval) in rows {
+        if leaving_out.as_deref() == Some(id.as_str()) {
+            continue;
+        }
         if *created_at_us >= velocity_start {
             usage.orders_in_window = usage.orders_in_window.saturating_add(1);
         }
-        let today = *created_at_us >= day_start;
-        let unapproved = *created_at_us >= unapproved_from
+        let counted_from = Ord::max(*created_at_us, *counted_at_us);
+        let today = counted_from >= day_start;
+        let unapproved = counted_from >= unapproved_from
             && approval_of(id, approval)? == ApprovalState::NotNeeded;
         if !today && !unapproved {
             continue;

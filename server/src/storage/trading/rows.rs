@@ -126,6 +126,7 @@ pub(super) fn order_row(o: &Order) -> DbResult<order::ActiveModel> {
         })?),
         created_at: Set(canonical_time(o.created_at)),
         created_at_us: Set(micros(o.created_at)),
+        counted_at_us: Set(micros(o.created_at)),
         updated_at: Set(canonical_time(o.updated_at)),
     })
 }
@@ -326,9 +327,18 @@ pub(super) fn to_claim(
     ))
 }
 
-/// (id, status, notional, filled quantity, average price, created at in µs, approval state)
-/// of an order, as stored.
-pub(super) type UsageRow = (String, String, String, String, Option<String>, i64, String);
+/// (id, status, notional, filled quantity, average price, created at in µs, counted from in
+/// µs, approval state) of an order, as stored.
+pub(super) type UsageRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    String,
+);
 
 /// (id, created at, symbol, status, notional, filled quantity, average price, IP, device) of
 /// an order, as stored: what the anomaly history reads.
