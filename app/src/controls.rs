@@ -163,7 +163,7 @@ pub const CONTROLS: &[Control] = &[
         framework: Soc2,
         reference: "CC6.6",
         requirement: "The system is protected against threats from outside its boundaries.",
-        feature: "Rate limits on every route (and per agent token, from whatever address), CSRF origin checks on state changes, CORS to the configured origin, security headers with a CSP nonce, an IP blocklist for orders, and sign-in back-off (per browser for the browsers an account signed in from before, so strangers' failures cannot lock its owner out).",
+        feature: "Rate limits on every route (and per agent token, from whatever address), CSRF origin checks on state changes, CORS to the configured origin, security headers with a CSP nonce, an IP blocklist for orders, and sign-in back-off (counted in the database, so every app server and a restarted one see the same count; per browser for the browsers an account signed in from before, so strangers' failures cannot lock its owner out).",
         pages: &["/admin/risk"],
         evidence: &[A::RiskIpBlocked, A::RiskIpUnblocked, A::AuthLogin],
         tests: &[
@@ -173,6 +173,7 @@ pub const CONTROLS: &[Control] = &[
             "server/tests/api/security.rs::pages_carry_the_security_headers_and_a_csp_nonce_that_matches_the_scripts",
             "server/tests/api/auth.rs::repeated_failures_back_off_the_account_even_for_the_right_password",
             "server/tests/api/auth.rs::strangers_failures_do_not_lock_out_a_browser_that_signed_in_before",
+            "server/tests/api/login_backoff.rs::an_accounts_back_off_holds_after_a_restart_and_on_every_app_server",
             "domain/src/trading/decision.rs::an_order_from_a_blocked_range_is_denied",
             "server/tests/api/trading.rs::a_held_order_placed_from_an_address_blocked_meanwhile_is_never_sent",
         ],

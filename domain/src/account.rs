@@ -442,13 +442,21 @@ pub trait PasswordHasher: Send + Sync + std::fmt::Debug {
 }
 
 /// Counts failed logins per account and per client address and says when to try again.
-/// Keys starting with `ip:` are client addresses; the others are accounts.
+/// Keys starting with `ip:` are client addresses; the others are accounts. The counts are
+/// shared by every app server and survive a restart, or a restart would be a fresh set of
+/// guesses.
+#[async_trait]
 pub trait LoginThrottle: Send + Sync + std::fmt::Debug {
-    /// Starts an attempt: `Err(seconds)` while any key is backing off. Otherwise the attempt
+    /// Starts an attempt: `Ok(Err(seconds))` while any key is backing off. Otherwise the attempt
     /// counts as a possible failure until `finish`, so parallel guesses cannot all slip through.
-    fn begin(&self, keys: &[String], now: OffsetDateTime) -> Result<(), u64>;
-    /// Ends an attempt started by `begin`. Success clears the account's failures.
-    fn finish(&self, keys: &[String], succeeded: bool, now: OffsetDateTime);
+    async fn begin(
+        &self,
+        keys: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Result<(), u64>, StoreError>;
+    /// Ends an attempt started by `begin`. Success clears the account's failures. If the
+    /// outcome cannot be stored, the attempt stays counted as a failure.
+    async fn finish(&self, keys: &[String], succeeded: bool, now: OffsetDateTime);
 }
 
 /// The account use cases. Each state change goes to the store together with its audit event.
@@ -552,7 +560,7 @@ impl AccountService {
         } else {
             Vec::new()
         };
-        if let Err(retry_after) = self.throttle.begin(&keys, self.clock.now()) {
+        if let Err(retry_after) = self.throttle.begin(&keys, self.clock.now()).await? {
             self.audit
                 .record(
                     AuditDraft::new(actor, AuditAction::AccountCreate, Outcome::Denied, meta)
@@ -566,7 +574,7 @@ impl AccountService {
             .create_account(email, password, role, actor, meta)
             .await;
         let taken = matches!(created, Err(AccountError::EmailUnavailable));
-        self.throttle.finish(&keys, !taken, self.clock.now());
+        self.throttle.finish(&keys, !taken, self.clock.now()).await;
         created
     }
 
@@ -640,7 +648,7 @@ impl AccountService {
             Some(token) => vec![format!("device:{}", token.hash())],
             None => throttle_keys(email_input, &meta),
         };
-        if let Err(retry_after) = self.throttle.begin(&keys, now) {
+        if let Err(retry_after) = self.throttle.begin(&keys, now).await? {
             self.audit
                 .record(
                     AuditDraft::new(
@@ -659,7 +667,9 @@ impl AccountService {
         // The attempt is counted from here until `finish`, so parallel guesses see each other.
         let verified = self.verify_credentials(email_input, password).await;
         let succeeded = matches!(verified, Ok((Some(_), true)));
-        self.throttle.finish(&keys, succeeded, self.clock.now());
+        self.throttle
+            .finish(&keys, succeeded, self.clock.now())
+            .await;
         match verified? {
             (Some(user), true) => {
                 let known_device = trusted_device.is_some();
@@ -750,7 +760,7 @@ impl AccountService {
             )
             .resource(format!("user:{}", user.id))
         };
-        if let Err(retry_after) = self.throttle.begin(&keys, self.clock.now()) {
+        if let Err(retry_after) = self.throttle.begin(&keys, self.clock.now()).await? {
             self.audit
                 .record(event(Outcome::Denied).detail("reason", "backoff"))
                 .await?;
@@ -758,7 +768,7 @@ impl AccountService {
         }
         let verified = self.verify_credentials(user.email.as_str(), current).await;
         let matches = matches!(&verified, Ok((Some(found), true)) if found.id == user.id);
-        self.throttle.finish(&keys, matches, self.clock.now());
+        self.throttle.finish(&keys, matches, self.clock.now()).await;
         verified?;
         if !matches {
             self.audit
@@ -1358,16 +1368,21 @@ mod tests {
             }
         }
 
+        #[async_trait]
         impl LoginThrottle for Fake {
-            fn begin(&self, keys: &[String], _: OffsetDateTime) -> Result<(), u64> {
+            async fn begin(
+                &self,
+                keys: &[String],
+                _: OffsetDateTime,
+            ) -> Result<Result<(), u64>, StoreError> {
                 self.0
                     .throttle_keys
                     .lock()
                     .expect("lock")
                     .push(keys.to_vec());
-                Ok(())
+                Ok(Ok(()))
             }
-            fn finish(&self, _: &[String], succeeded: bool, _: OffsetDateTime) {
+            async fn finish(&self, _: &[String], succeeded: bool, _: OffsetDateTime) {
                 if !succeeded {
                     self.0.throttle_failures.fetch_add(1, Ordering::SeqCst);
                 }

@@ -21,6 +21,8 @@ mod m20261203_000017_recorded_head;
 mod m20261204_000018_sessions_revoked_at;
 mod m20261205_000019_head_signature;
 mod m20261206_000020_order_counted_at;
+mod m20261207_000021_login_backoff;
+mod m20261207_000022_audit_seq_from_one;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -48,6 +50,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000018_sessions_revoked_at::Migration),
             Box::new(m20261205_000019_head_signature::Migration),
             Box::new(m20261206_000020_order_counted_at::Migration),
+            Box::new(m20261207_000021_login_backoff::Migration),
+            Box::new(m20261207_000022_audit_seq_from_one::Migration),
         ]
     }
 }

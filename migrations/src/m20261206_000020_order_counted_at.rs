@@ -1,7 +1,8 @@
 //! When an order starts to count against its owner's daily limit and the total that may go out
-//! without an approval, in unix microseconds: when it is placed, or, for a held order, when it
-//! is claimed for sending. Counted by the day it was placed, a held order sent after midnight
-//! left the next day's limit untouched, so it and a full day of new orders both went out.
+//! without an approval, in unix microseconds: when it is placed, or, for a held order, when its
+//! re-check before sending passes. Counted by the day it was placed, a held order sent after
+//! midnight left the next day's limit untouched, so it and a full day of new orders both went
+//! out.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::ConnectionTrait;

@@ -46,12 +46,12 @@ use crate::notify::{RationaleModel, WebhookNotifier};
 use crate::security::hashing::Argon2Hasher;
 use crate::security::middleware::{self, CspNonce, HeaderPolicy};
 use crate::security::rate_limit::{self, RateLimits};
-use crate::security::throttle::MemoryLoginThrottle;
 use crate::storage::checkpoints::{FileCheckpointJournal, SqlCheckpointStore, SqlReportKeyStore};
 use crate::storage::stepup::SqlFactorStore;
 use crate::storage::trading::SqlTradingStore;
 use crate::storage::{
-    self, AuditChain, SqlAccountStore, SqlAuditLog, SqlKeyStore, SqlSecurityAlerts, SqlSessionStore,
+    self, AuditChain, SqlAccountStore, SqlAuditLog, SqlKeyStore, SqlLoginThrottle,
+    SqlSecurityAlerts, SqlSessionStore,
 };
 use crate::visitor_pages::{VisitorPages, serve_visitor_pages};
 
@@ -93,6 +93,8 @@ pub struct Backend {
     /// Its writer (benchmarks and tests that load events in bulk record their head with it).
     pub audit_chain: AuditChain,
     pub sessions: SqlSessionStore,
+    /// Login back-off counts (housekeeping forgets the stale ones).
+    pub login_throttle: SqlLoginThrottle,
     pub metrics: Metrics,
     /// The built-in paper exchange (tests inject outages through it).
     pub paper: PaperExchange,
@@ -254,7 +256,9 @@ impl Backend {
             .map_err(|e| StartupError::Hashing(e.to_string()))?;
         let login = &settings.login;
         let max_wait = time::Duration::seconds(i64::from(login.max_backoff_seconds));
-        let throttle = MemoryLoginThrottle::new(
+        let throttle = SqlLoginThrottle::new(
+            chain.clone(),
+            clock.clone(),
             BackoffPolicy {
                 free_failures: login.account_free_failures,
                 max_wait,
@@ -270,7 +274,7 @@ impl Backend {
             account_store.clone(),
             audit.clone(),
             Arc::new(hasher),
-            Arc::new(throttle),
+            Arc::new(throttle.clone()),
             Arc::new(sessions.clone()),
             clock.clone(),
             dummy_hash,
@@ -388,6 +392,7 @@ impl Backend {
             audit_log: audit,
             audit_chain: chain,
             sessions,
+            login_throttle: throttle,
             metrics,
             paper,
         })
@@ -496,6 +501,7 @@ impl Application {
             self.schedule,
             JobServices {
                 sessions: self.backend.sessions.clone(),
+                login_throttle: self.backend.login_throttle.clone(),
                 rate_limits: self.rate_limits.clone(),
                 trading: self.backend.services.trading.clone(),
                 paper: self.backend.paper.clone(),
@@ -552,6 +558,20 @@ impl Application {
         );
         if let Err(e) = self.backend.audit_log.record(stop).await {
             tracing::error!(error = %e, "could not record system.stop");
+        }
+        if let Some(head) = self.backend.audit_chain.last_committed_head() {
+            match self
+                .backend
+                .services
+                .audit
+                .journal_stopping_head(head)
+                .await
+            {
+                Ok(checkpoint) => {
+                    tracing::info!(seq = checkpoint.seq, "journalled the audit head at stop")
+                }
+                Err(e) => tracing::error!(error = %e, "could not journal the audit head at stop"),
+            }
         }
         result
     }

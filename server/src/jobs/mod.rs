@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use crate::config::Settings;
 use crate::exchange::PaperExchange;
 use crate::security::rate_limit::RateLimits;
-use crate::storage::SqlSessionStore;
+use crate::storage::{SqlLoginThrottle, SqlSessionStore};
 
 /// How often the configurable loops run (housekeeping is fixed at once a minute).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +56,7 @@ impl Schedule {
 #[derive(Debug, Clone)]
 pub struct JobServices {
     pub sessions: SqlSessionStore,
+    pub login_throttle: SqlLoginThrottle,
     pub rate_limits: RateLimits,
     pub trading: TradingService,
     pub paper: PaperExchange,
@@ -73,7 +74,11 @@ impl Jobs {
     /// Spawns every loop the schedule turns on (needs a Tokio runtime).
     pub fn start(schedule: Schedule, services: JobServices) -> Self {
         let mut tasks = vec![
-            tokio::spawn(housekeeping::run(services.sessions, services.rate_limits)),
+            tokio::spawn(housekeeping::run(
+                services.sessions,
+                services.login_throttle,
+                services.rate_limits,
+            )),
             tokio::spawn(trading::run(
                 services.trading,
                 services.paper,

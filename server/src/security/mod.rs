@@ -3,4 +3,3 @@
 pub mod hashing;
 pub mod middleware;
 pub mod rate_limit;
-pub mod throttle;

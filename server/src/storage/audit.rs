@@ -61,6 +61,8 @@ struct Group {
     /// The newest head this process has committed as the record: a record found behind it
     /// is an old one put back outside the server (its signature still verifies).
     committed_record: AtomicI64,
+    /// That head with its hash: what a stopping server signs into the checkpoint journal.
+    last_committed: std::sync::Mutex<Option<ChainHead>>,
 }
 
 #[derive(Debug, Default)]
@@ -236,6 +238,16 @@ impl AuditChain {
             Ok(())
         })
         .await
+    }
+
+    /// The newest head this process committed, as it committed it (not read back from the
+    /// database, which someone with access may since have cut).
+    pub fn last_committed_head(&self) -> Option<ChainHead> {
+        *self
+            .group
+            .last_committed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Database commits so far (each may carry many writes).
@@ -545,6 +557,13 @@ async fn commit_batch(queue: OwnedMutexGuard<Queue>, group: &Arc<Group>) -> DbRe
         .map_err(|e| super::classify(&e));
         if let (Ok(()), Some(head)) = (&result, batch.head) {
             group.committed_record.fetch_max(head.seq, Ordering::SeqCst);
+            let mut last = group
+                .last_committed
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if last.is_none_or(|last| last.seq < head.seq) {
+                *last = Some(head);
+            }
         }
         group.commits.fetch_add(1, Ordering::Relaxed);
         batch.committed.send_replace(Some(result.clone()));
@@ -584,6 +603,12 @@ async fn await_commit(
             }
         }
     }
+}
+
+/// Rows of the chain: it starts at seq 1. A row below that was inserted outside the server;
+/// the verifier reports it (`BreakKind::BeforeFirst`), and no view shows it as an event.
+fn in_chain() -> Expr {
+    audit_event::Column::Seq.gt(0)
 }
 
 /// The one-row table whose update serialises appends; it also keeps the head of record.
@@ -722,6 +747,7 @@ async fn started_signing_heads(db: &impl ConnectionTrait) -> DbResult<bool> {
     let signed = audit_event::Entity::find()
         .select_only()
         .column(audit_event::Column::Seq)
+        .filter(in_chain())
         .filter(audit_event::Column::Action.eq(AuditAction::AuditHeadSigned.as_str()))
         .into_tuple::<i64>()
         .one(db)
@@ -734,6 +760,7 @@ async fn started_signing_heads(db: &impl ConnectionTrait) -> DbResult<bool> {
     let starts: Vec<String> = audit_event::Entity::find()
         .select_only()
         .column(audit_event::Column::Details)
+        .filter(in_chain())
         .filter(audit_event::Column::Action.eq(AuditAction::SystemStart.as_str()))
         .into_tuple()
         .all(db)
@@ -766,8 +793,8 @@ async fn read_head(
     if recorded.head.seq < committed_record {
         return Err(tampered(format!(
             "the audit log's head of record (seq {}) is behind one this server recorded (seq \
-             {committed_record}): an earlier record was put back outside the server. Run \
-             `cryptopulse audit verify`.",
+             {committed_record}): an earlier record was put back outside the server. Stop \
+             the server (it journals the head it recorded) and run `cryptopulse audit verify`.",
             recorded.head.seq
         )));
     }
@@ -824,6 +851,7 @@ async fn newest_row(txn: &DatabaseTransaction) -> DbResult<ChainHead> {
         .select_only()
         .column(audit_event::Column::Seq)
         .column(audit_event::Column::Hash)
+        .filter(in_chain())
         .order_by_desc(audit_event::Column::Seq)
         .into_tuple()
         .one(txn)
@@ -1037,7 +1065,9 @@ impl AuditLog for SqlAuditLog {
     }
 
     async fn recent(&self, limit: u64) -> Result<Vec<AuditEvent>, StoreError> {
-        let newest_first = audit_event::Entity::find().order_by_desc(audit_event::Column::Seq);
+        let newest_first = audit_event::Entity::find()
+            .filter(in_chain())
+            .order_by_desc(audit_event::Column::Seq);
         self.events(newest_first, limit).await
     }
 
@@ -1057,6 +1087,7 @@ impl AuditLog for SqlAuditLog {
             return Ok(Vec::new());
         }
         let about = audit_event::Entity::find()
+            .filter(in_chain())
             .filter(audit_event::Column::Resource.is_in(resources.iter().cloned()))
             .order_by_desc(audit_event::Column::Seq);
         self.events(about, limit).await
@@ -1082,6 +1113,7 @@ impl AuditLog for SqlAuditLog {
         limit: u64,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let query = audit_event::Entity::find()
+            .filter(in_chain())
             .filter(audit_event::Column::Seq.lt(before))
             .filter(filter_condition(filter))
             .order_by_desc(audit_event::Column::Seq);
@@ -1095,6 +1127,9 @@ impl AuditLog for SqlAuditLog {
 
     async fn event(&self, seq: i64) -> Result<Option<AuditEvent>, StoreError> {
         converted(async {
+            if seq < 1 {
+                return Ok(None);
+            }
             let row = audit_event::Entity::find_by_id(seq).one(&self.db).await?;
             Ok(row.map(from_row))
         })

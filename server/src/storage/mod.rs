@@ -26,6 +26,7 @@ mod audit;
 pub mod checkpoints;
 pub mod entities;
 mod keys;
+mod login_backoff;
 mod sessions;
 mod sqlite_reader;
 pub mod stepup;
@@ -44,6 +45,7 @@ use sea_orm::{
 pub use accounts::SqlAccountStore;
 pub use audit::{AdoptError, AuditChain, HEADS_SIGNED, SqlAuditLog, to_row};
 pub use keys::{SqlKeyStore, SqlSecurityAlerts};
+pub use login_backoff::SqlLoginThrottle;
 pub use sessions::{SqlSessionStore, watching_session_outages};
 pub use stepup::SqlFactorStore;
 pub use trader_locks::PgTraderLocks;

@@ -230,6 +230,72 @@ async fn forge_event_after_the_newest(app: &crate::helpers::TestApp) -> (i64, St
     (forged.seq, forged.head().hash.to_hex())
 }
 
+/// The chain starts at seq 1 and the scan reads from there, so a row inserted below it (a
+/// made-up key use or case decision, say) was never checked, yet the views showed it.
+#[tokio::test]
+async fn an_event_inserted_below_the_first_seq_is_a_finding_and_shown_nowhere() {
+    use domain::audit::{Actor, AuditDraft, AuditEvent, AuditFilter, ChainHead, Outcome};
+    use sea_orm::EntityTrait;
+    let app = app_with_sign_ups("below", 2).await;
+    let forged = AuditEvent::seal(
+        ChainHead {
+            seq: -2,
+            hash: ChainHead::EMPTY.hash,
+        },
+        AuditDraft::new(
+            Actor::user(domain::ids::UserId::new_random()),
+            domain::audit_action::AuditAction::VaultKeyUsed,
+            Outcome::Success,
+            domain::audit::RequestMeta::default(),
+        )
+        .resource("key:victim"),
+        time::OffsetDateTime::now_utc(),
+    );
+    assert_eq!(forged.seq, -1);
+    let insert = || {
+        server::storage::entities::audit_event::Entity::insert(server::storage::to_row(&forged))
+            .exec_without_returning(app.db())
+    };
+    assert!(insert().await.is_err(), "a trigger refuses a seq below 1");
+    // Someone who can write the database can drop the trigger too.
+    app.exec(if crate::helpers::is_postgres() {
+        "DROP TRIGGER audit_events_seq_from_one ON audit_events"
+    } else {
+        "DROP TRIGGER audit_events_seq_from_one"
+    })
+    .await;
+    insert().await.expect("inserted once the trigger is gone");
+
+    let (intact, report) = cli_verify(&app).await;
+    assert!(!intact, "{report}");
+    assert!(
+        report.contains("BROKEN at seq -1:") && report.contains("inserted outside the server"),
+        "{report}"
+    );
+    let log = &app.backend.audit_log;
+    let shown = |events: Vec<AuditEvent>| events.iter().any(|event| event.seq < 1);
+    assert!(!shown(log.recent(1_000).await.expect("recent")));
+    assert!(
+        !shown(
+            log.for_resources(&["key:victim".to_owned()], 100)
+                .await
+                .expect("receipts")
+        ),
+        "a key's receipts do not show it"
+    );
+    assert!(
+        !shown(
+            log.search_before(&AuditFilter::default(), i64::MAX, 1_000)
+                .await
+                .expect("search")
+        ),
+        "the audit search does not show it"
+    );
+    assert!(log.event(-1).await.expect("event").is_none());
+    assert!(log.head().await.expect("head").seq > 0);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn an_event_added_after_the_newest_is_found_and_nothing_is_chained_onto_it() {
     let app = app_with_sign_ups("forge", 3).await;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use domain::account::Role;
 use domain::audit::signing::{ReportKey, ReportPublicKey, SignedCheckpoint};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 use serde_json::Value;
 
 use crate::helpers::{
@@ -44,18 +45,18 @@ async fn sign_now(app: &TestApp, client: &reqwest::Client) -> Value {
 
 /// What an attacker with database owner rights does first.
 async fn drop_append_only_guards(app: &TestApp) {
-    if is_postgres() {
-        app.exec("ALTER TABLE audit_events DISABLE TRIGGER USER")
-            .await;
-        app.exec("ALTER TABLE audit_checkpoints DISABLE TRIGGER USER")
-            .await;
+    drop_append_only_guards_on(app.db()).await;
+}
+
+async fn drop_append_only_guards_on(db: &DatabaseConnection) {
+    let sql = if is_postgres() {
+        "ALTER TABLE audit_events DISABLE TRIGGER USER; \
+         ALTER TABLE audit_checkpoints DISABLE TRIGGER USER;"
     } else {
-        app.exec(
-            "DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete; \
-             DROP TRIGGER audit_checkpoints_no_update; DROP TRIGGER audit_checkpoints_no_delete;",
-        )
-        .await;
-    }
+        "DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete; \
+         DROP TRIGGER audit_checkpoints_no_update; DROP TRIGGER audit_checkpoints_no_delete;"
+    };
+    db.execute_unprepared(sql).await.expect(sql);
 }
 
 async fn cli_verify(app: &TestApp) -> (bool, String) {
@@ -126,6 +127,59 @@ async fn an_old_signed_head_of_record_put_back_is_found_and_nothing_chains_onto_
         "{report}"
     );
     app.stop().await;
+}
+
+/// Cut while the server is stopped: the events since an older signed head of record, which is
+/// put back, leave the database a well-formed shorter chain with nothing in it to tell. The
+/// server journalled the head it committed as it stopped, outside the database, so `audit
+/// verify` finds that head missing, before and after the server starts again on the cut chain.
+#[tokio::test]
+async fn events_cut_while_the_server_is_stopped_are_caught_through_the_head_it_journalled() {
+    let db = TestDatabase::new().await;
+    let settings = test_settings(&db);
+    let app = spawn_on(db.clone(), settings.clone(), Arc::new(TestClock::default())).await;
+    let kept = app.head_of_record().await;
+    for n in 0..3 {
+        app.sign_up(&app.new_client(), &format!("stopped{n}@example.com"))
+            .await;
+    }
+    app.stop().await;
+    let journal =
+        std::fs::read_to_string(settings.data_dir.join(JOURNAL)).expect("the stop was journalled");
+    let journalled: SignedCheckpoint =
+        serde_json::from_str(journal.lines().last().expect("a line")).expect("a checkpoint");
+
+    let conn = sea_orm::Database::connect(&db.url).await.expect("database");
+    let stopped_at = crate::helpers::scalar(&conn, "SELECT MAX(seq) FROM audit_events").await;
+    assert_eq!(journalled.seq, stopped_at, "the head after system.stop");
+    drop_append_only_guards_on(&conn).await;
+    conn.execute_unprepared(&format!(
+        "DELETE FROM audit_events WHERE seq > {}; \
+         UPDATE audit_chain_lock SET head_seq = {}, head_hash = '{}', head_signature = '{}' \
+         WHERE id = 1",
+        kept.0, kept.0, kept.1, kept.2
+    ))
+    .await
+    .expect("cut");
+    conn.close().await.expect("closed");
+
+    let expect_caught = |intact: bool, report: String| {
+        assert!(
+            !intact
+                && report.contains(&format!("BROKEN at seq {stopped_at}:"))
+                && report.contains("events removed from the end"),
+            "{report}"
+        );
+    };
+    let mut out = Vec::new();
+    let intact = server::cli::audit_verify(&settings, None, &mut out)
+        .await
+        .expect("verify runs");
+    expect_caught(intact, String::from_utf8(out).expect("utf8"));
+    let restarted = spawn_on(db, settings, Arc::new(TestClock::default())).await;
+    let (intact, report) = cli_verify(&restarted).await;
+    expect_caught(intact, report);
+    restarted.stop().await;
 }
 
 #[tokio::test]

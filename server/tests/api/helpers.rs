@@ -262,14 +262,7 @@ impl TestApp {
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        let backend = self.db().get_database_backend();
-        let row = self
-            .db()
-            .query_one_raw(Statement::from_string(backend, sql.to_owned()))
-            .await
-            .expect("query")
-            .expect("row");
-        row.try_get_by_index::<i64>(0).expect("count")
+        scalar(self.db(), sql).await
     }
 
     /// One text cell (or `None` for NULL) from `sql`.
@@ -311,6 +304,17 @@ impl TestApp {
                 .expect("server stopped cleanly");
         }
     }
+}
+
+/// The one integer `sql` selects, on any connection (one opened while the app is stopped, say).
+pub async fn scalar(db: &DatabaseConnection, sql: &str) -> i64 {
+    let backend = db.get_database_backend();
+    let row = db
+        .query_one_raw(Statement::from_string(backend, sql.to_owned()))
+        .await
+        .expect("query")
+        .expect("row");
+    row.try_get_by_index::<i64>(0).expect("an integer")
 }
 
 /// The origin security-key ceremonies run on in tests: the default `public_url`.

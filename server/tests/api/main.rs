@@ -14,6 +14,7 @@ mod group_commit;
 mod helpers;
 mod keys;
 mod kms;
+mod login_backoff;
 mod overview;
 mod platform_controls;
 mod report_fixtures;
