@@ -17,15 +17,13 @@ impl MigrationTrait for Migration {
 
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
-        // `waited_from_us`: the previous `last_us`, kept by the write that counts an attempt,
-        // which is the time that attempt's wait counts from.
+        // Failures only: attempts under way are each server's own (server/src/storage/
+        // login_backoff.rs says why).
         db.execute_unprepared(
             "CREATE TABLE login_backoff (
                 key_hash TEXT NOT NULL PRIMARY KEY,
                 failures BIGINT NOT NULL,
-                in_flight BIGINT NOT NULL,
-                last_us BIGINT NOT NULL,
-                waited_from_us BIGINT NOT NULL
+                last_us BIGINT NOT NULL
             )",
         )
         .await?;

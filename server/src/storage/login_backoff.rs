@@ -1,23 +1,27 @@
-//! Login back-off counts in the database: every app server sees the same counts, and a restart
-//! does not hand an attacker a fresh set of guesses. Rows are keyed by a SHA-256 of the throttle
-//! key, so the table holds no email address, not even one a stranger typed.
+//! Login back-off counts in the database: every app server sees the same failures, and a
+//! restart does not hand an attacker a fresh set of guesses. Rows are keyed by a SHA-256 of the
+//! throttle key, so the table holds no email address, not even one a stranger typed.
+//!
+//! Attempts under way count as failures until they end, so parallel guesses cannot all slip
+//! through; those are kept in this process's memory. As rows, a crash would leave them counted
+//! (a burst of sign-ins cut by a restart would back off everyone behind one address), and they
+//! cannot tell a slow attempt from a dead one.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use domain::account::BackoffPolicy;
 use domain::ports::{Clock, LoginThrottle, StoreError};
 use sea_orm::ConnectionTrait;
-use sea_orm::sea_query::{
-    Alias, Expr, ExprTrait, InsertStatement, OnConflict, Query, UpdateStatement,
-};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, InsertStatement, OnConflict, Query};
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
 use super::audit::AuditChain;
 use super::{DbResult, converted, from_micros, micros, tuples};
 
-/// Counts quiet for this long are forgotten, an attempt a crash left in flight included.
+/// Failures quiet for this long are forgotten.
 const FORGET_AFTER: Duration = Duration::hours(24);
 
 #[derive(Debug, Clone)]
@@ -26,6 +30,15 @@ pub struct SqlLoginThrottle {
     clock: Arc<dyn Clock>,
     account_policy: BackoffPolicy,
     ip_policy: BackoffPolicy,
+    /// Attempts under way in this process, per key hash.
+    in_flight: Arc<Mutex<HashMap<String, InFlight>>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    count: u32,
+    /// The latest start among them: a wait they cause counts from it.
+    last_begun: OffsetDateTime,
 }
 
 /// One key of an attempt, as stored.
@@ -43,6 +56,10 @@ fn column(name: &'static str) -> Expr {
     Expr::col((table(), Alias::new(name)))
 }
 
+fn hashes(keys: &[HashedKey]) -> impl Iterator<Item = String> + '_ {
+    keys.iter().map(|key| key.hash.clone())
+}
+
 impl SqlLoginThrottle {
     pub fn new(
         chain: AuditChain,
@@ -55,6 +72,7 @@ impl SqlLoginThrottle {
             clock,
             account_policy,
             ip_policy,
+            in_flight: Arc::default(),
         }
     }
 
@@ -74,10 +92,15 @@ impl SqlLoginThrottle {
                 }
             })
             .collect();
-        // Rows are always taken in one order, so two attempts never wait on each other's.
         hashed.sort_by(|a, b| a.hash.cmp(&b.hash));
         hashed.dedup_by(|a, b| a.hash == b.hash);
         hashed
+    }
+
+    fn attempts_under_way(&self) -> std::sync::MutexGuard<'_, HashMap<String, InFlight>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Deletes the counts quiet for a day (housekeeping).
@@ -100,67 +123,60 @@ impl SqlLoginThrottle {
         })
         .await
     }
+
+    /// Counts one failure for each key; a count quiet for a day starts over.
+    async fn count_failure(&self, keys: &[HashedKey], now: OffsetDateTime) -> DbResult<()> {
+        let txn = self.chain.begin().await?;
+        for key in keys {
+            txn.conn()
+                .execute(&count_failure(
+                    &key.hash,
+                    micros(now),
+                    micros(now - FORGET_AFTER),
+                ))
+                .await?;
+        }
+        txn.commit_unaudited().await
+    }
+
+    /// Clears the failures of the accounts among `keys` (an address keeps its count).
+    async fn clear_accounts(&self, keys: &[HashedKey]) -> DbResult<()> {
+        let accounts: Vec<String> = keys
+            .iter()
+            .filter(|key| !key.is_address)
+            .map(|key| key.hash.clone())
+            .collect();
+        if accounts.is_empty() {
+            return Ok(());
+        }
+        let txn = self.chain.begin().await?;
+        txn.conn()
+            .execute(
+                &Query::delete()
+                    .from_table(table())
+                    .and_where(column("key_hash").is_in(accounts))
+                    .take(),
+            )
+            .await?;
+        txn.commit_unaudited().await
+    }
 }
 
-/// Counts one more attempt in flight for `key_hash`; a count quiet for a day starts over.
-/// `waited_from_us` keeps the previous `last_us`: the time this attempt's wait counts from.
-fn count_in_flight(key_hash: &str, now_us: i64, stale_us: i64) -> InsertStatement {
-    let stale = || column("last_us").lt(stale_us);
+fn count_failure(key_hash: &str, now_us: i64, stale_us: i64) -> InsertStatement {
     Query::insert()
         .into_table(table())
-        .columns(
-            [
-                "key_hash",
-                "failures",
-                "in_flight",
-                "last_us",
-                "waited_from_us",
-            ]
-            .map(Alias::new),
-        )
-        .values_panic([
-            key_hash.into(),
-            0i64.into(),
-            1i64.into(),
-            now_us.into(),
-            now_us.into(),
-        ])
+        .columns(["key_hash", "failures", "last_us"].map(Alias::new))
+        .values_panic([key_hash.into(), 1i64.into(), now_us.into()])
         .on_conflict(
             OnConflict::column(Alias::new("key_hash"))
                 .value(
                     Alias::new("failures"),
-                    Expr::case(stale(), 0i64).finally(column("failures")),
+                    Expr::case(column("last_us").lt(stale_us), 1i64)
+                        .finally(column("failures").add(1i64)),
                 )
-                .value(
-                    Alias::new("in_flight"),
-                    Expr::case(stale(), 1i64).finally(column("in_flight").add(1i64)),
-                )
-                .value(Alias::new("waited_from_us"), column("last_us"))
-                .value(
-                    Alias::new("last_us"),
-                    Expr::case(column("last_us").gt(now_us), column("last_us")).finally(now_us),
-                )
+                .value(Alias::new("last_us"), now_us)
                 .to_owned(),
         )
-        .take()
-}
-
-/// Ends one attempt for `key_hash`: a failure is counted; a success clears an account's count.
-fn settle(key: &HashedKey, succeeded: bool, now_us: i64) -> UpdateStatement {
-    let mut update = Query::update();
-    update.table(table()).value(
-        Alias::new("in_flight"),
-        Expr::case(column("in_flight").gt(0i64), column("in_flight").sub(1i64)).finally(0i64),
-    );
-    if !succeeded {
-        update
-            .value(Alias::new("failures"), column("failures").add(1i64))
-            .value(Alias::new("last_us"), now_us);
-    } else if !key.is_address {
-        update.value(Alias::new("failures"), 0i64);
-    }
-    update
-        .and_where(column("key_hash").eq(key.hash.as_str()))
         .take()
 }
 
@@ -175,58 +191,57 @@ impl LoginThrottle for SqlLoginThrottle {
             return Ok(Ok(()));
         }
         let keys = self.hashed(keys);
-        converted(async {
-            let now_us = micros(now);
-            // Counted first, then judged, in one writer's turn: of any number of parallel
-            // attempts each sees the ones before it, so only the free ones run at once.
-            let txn = self.chain.begin().await?;
-            for key in &keys {
-                txn.conn()
-                    .execute(&count_in_flight(
-                        &key.hash,
-                        now_us,
-                        micros(now - FORGET_AFTER),
-                    ))
-                    .await?;
+        let stored: Vec<(String, i64, i64)> = converted::<_, StoreError>(tuples(
+            self.chain.db(),
+            &Query::select()
+                .columns(["key_hash", "failures", "last_us"].map(Alias::new))
+                .from(table())
+                .and_where(column("key_hash").is_in(hashes(&keys)))
+                .and_where(column("last_us").gte(micros(now - FORGET_AFTER)))
+                .take(),
+        ))
+        .await?;
+        // Judged and counted under one lock: of any number of parallel attempts each sees the
+        // ones before it, so only the free ones run at once.
+        let mut under_way = self.attempts_under_way();
+        let mut longest = Duration::ZERO;
+        for key in &keys {
+            let (failures, last_failed) = stored
+                .iter()
+                .find(|(hash, ..)| *hash == key.hash)
+                .map_or((0, None), |(_, failures, last_us)| {
+                    (*failures, from_micros(*last_us))
+                });
+            let begun = under_way.get(&key.hash);
+            let counted = u32::try_from(Ord::max(failures, 0))
+                .unwrap_or(u32::MAX)
+                .saturating_add(begun.map_or(0, |b| b.count));
+            let wait = key.policy.wait_after(counted);
+            // The wait counts from the latest failure or start. That can be a moment after
+            // `now`: a parallel attempt that read the clock later got here first. Within the
+            // free failures there is no wait at all.
+            if wait > Duration::ZERO {
+                let from = last_failed
+                    .into_iter()
+                    .chain(begun.map(|b| b.last_begun))
+                    .max()
+                    .unwrap_or(now);
+                longest = Ord::max(longest, from + wait - now);
             }
-            let rows: Vec<(String, i64, i64, i64)> = tuples(
-                txn.conn(),
-                &Query::select()
-                    .columns(
-                        ["key_hash", "failures", "in_flight", "waited_from_us"].map(Alias::new),
-                    )
-                    .from(table())
-                    .and_where(column("key_hash").is_in(keys.iter().map(|key| key.hash.clone())))
-                    .take(),
-            )
-            .await?;
-            let mut longest = Duration::ZERO;
-            for (hash, failures, in_flight, waited_from_us) in rows {
-                let Some(key) = keys.iter().find(|key| key.hash == hash) else {
-                    continue;
-                };
-                // Failures and the other attempts in flight; this one is not judged by itself.
-                let before = failures.saturating_add(in_flight).saturating_sub(1);
-                let wait = key
-                    .policy
-                    .wait_after(u32::try_from(Ord::max(before, 0)).unwrap_or(u32::MAX));
-                // `waited_from` can be a moment after `now`: a parallel attempt that read the
-                // clock later got its turn first. Within the free failures there is no wait.
-                if wait > Duration::ZERO {
-                    let from = from_micros(waited_from_us).unwrap_or(now);
-                    longest = Ord::max(longest, from + wait - now);
-                }
-            }
-            if longest > Duration::ZERO {
-                // Dropping the turn rolls it back: a refused attempt is not counted.
-                drop(txn);
-                return Ok(Err(Ord::max(longest.whole_seconds(), 0) as u64
-                    + u64::from(longest.subsec_nanoseconds() > 0)));
-            }
-            txn.commit_unaudited().await?;
-            Ok(Ok(()))
-        })
-        .await
+        }
+        if longest > Duration::ZERO {
+            return Ok(Err(Ord::max(longest.whole_seconds(), 0) as u64
+                + u64::from(longest.subsec_nanoseconds() > 0)));
+        }
+        for key in &keys {
+            let entry = under_way.entry(key.hash.clone()).or_insert(InFlight {
+                count: 0,
+                last_begun: now,
+            });
+            entry.count = entry.count.saturating_add(1);
+            entry.last_begun = Ord::max(entry.last_begun, now);
+        }
+        Ok(Ok(()))
     }
 
     async fn finish(&self, keys: &[String], succeeded: bool, now: OffsetDateTime) {
@@ -234,30 +249,24 @@ impl LoginThrottle for SqlLoginThrottle {
             return;
         }
         let keys = self.hashed(keys);
-        let settled: DbResult<()> = async {
-            let now_us = micros(now);
-            let txn = self.chain.begin().await?;
+        let stored = if succeeded {
+            self.clear_accounts(&keys).await
+        } else {
+            self.count_failure(&keys, now).await
+        };
+        // Only now: until the outcome is stored, the attempt still counts (as a failure).
+        {
+            let mut under_way = self.attempts_under_way();
             for key in &keys {
-                txn.conn().execute(&settle(key, succeeded, now_us)).await?;
+                if let Some(entry) = under_way.get_mut(&key.hash) {
+                    entry.count = entry.count.saturating_sub(1);
+                    if entry.count == 0 {
+                        under_way.remove(&key.hash);
+                    }
+                }
             }
-            // Nothing left to remember: no failures and nothing in flight.
-            txn.conn()
-                .execute(
-                    &Query::delete()
-                        .from_table(table())
-                        .and_where(
-                            column("key_hash").is_in(keys.iter().map(|key| key.hash.clone())),
-                        )
-                        .and_where(column("failures").eq(0i64))
-                        .and_where(column("in_flight").eq(0i64))
-                        .take(),
-                )
-                .await?;
-            txn.commit_unaudited().await
         }
-        .await;
-        if let Err(e) = settled {
-            // The attempt stays counted as in flight, which counts as a failure: fail-safe.
+        if let Err(e) = stored {
             tracing::warn!(error = %e, succeeded, "could not store a login attempt's outcome");
         }
     }
