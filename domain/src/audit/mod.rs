@@ -79,6 +79,10 @@ pub trait AuditLog: Send + Sync + std::fmt::Debug {
     async fn recorded_head(&self) -> Result<Option<RecordedHead>, StoreError> {
         Ok(None)
     }
+    /// The lowest seq stored, whatever it is: below 1, a row the server never wrote.
+    async fn lowest_seq(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.page(i64::MIN, 1).await?.first().map(|event| event.seq))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -601,17 +605,12 @@ pub(crate) async fn verify_log_seeing(
     let mut verifier = ChainVerifier::new();
     // The scan reads from seq 1 on, so a row slipped in below it would never be checked; the
     // views leave such rows out, and this makes them a finding rather than a hidden row.
-    if let Some(below) = log
-        .page(i64::MIN, 1)
-        .await?
-        .into_iter()
-        .find(|event| event.seq < 1)
-    {
+    if let Some(below) = log.lowest_seq().await?.filter(|seq| *seq < 1) {
         return Ok(Err(BrokenLog {
             checked: 0,
             last_good: verifier.head(),
             error: ChainBreak {
-                seq: below.seq,
+                seq: below,
                 kind: BreakKind::BeforeFirst,
             },
             checkpoint: None,

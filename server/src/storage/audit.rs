@@ -1100,6 +1100,7 @@ impl AuditLog for SqlAuditLog {
         limit: u64,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let query = audit_event::Entity::find()
+            .filter(in_chain())
             .filter(audit_event::Column::Seq.gt(after))
             .filter(filter_condition(filter))
             .order_by_asc(audit_event::Column::Seq);
@@ -1138,5 +1139,21 @@ impl AuditLog for SqlAuditLog {
 
     async fn recorded_head(&self) -> Result<Option<RecordedHead>, StoreError> {
         converted(async { Ok(Some(recorded_head(&self.db).await?)) }).await
+    }
+
+    async fn lowest_seq(&self) -> Result<Option<i64>, StoreError> {
+        converted(async {
+            let lowest: Option<Option<i64>> = audit_event::Entity::find()
+                .select_only()
+                .column_as(
+                    Expr::from(Func::min(Expr::col(audit_event::Column::Seq))),
+                    "lowest",
+                )
+                .into_tuple()
+                .one(&self.db)
+                .await?;
+            Ok(lowest.flatten())
+        })
+        .await
     }
 }

@@ -5,9 +5,11 @@
 //! Attempts under way count as failures until they end, so parallel guesses cannot all slip
 //! through; those are kept in this process's memory. As rows, a crash would leave them counted
 //! (a burst of sign-ins cut by a restart would back off everyone behind one address), and they
-//! cannot tell a slow attempt from a dead one.
+//! cannot tell a slow attempt from a dead one. Past its free failures a key admits one attempt
+//! at a time across every app server: the attempt claims the key's row by moving its time.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -32,6 +34,9 @@ pub struct SqlLoginThrottle {
     ip_policy: BackoffPolicy,
     /// Attempts under way in this process, per key hash.
     in_flight: Arc<Mutex<HashMap<String, InFlight>>>,
+    /// Attempts ended so far: an attempt that ended while `begin` read the stored counts may be
+    /// in neither what it read nor what is under way, so `begin` reads again.
+    ended: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +78,7 @@ impl SqlLoginThrottle {
             account_policy,
             ip_policy,
             in_flight: Arc::default(),
+            ended: Arc::default(),
         }
     }
 
@@ -101,6 +107,47 @@ impl SqlLoginThrottle {
         self.in_flight
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Ends attempts under way for `keys` in this process.
+    fn end_attempt(&self, keys: &[HashedKey]) {
+        let mut under_way = self.attempts_under_way();
+        for key in keys {
+            if let Some(entry) = under_way.get_mut(&key.hash) {
+                entry.count = entry.count.saturating_sub(1);
+                if entry.count == 0 {
+                    under_way.remove(&key.hash);
+                }
+            }
+        }
+        self.ended.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Claims the turn of each `(key hash, time read)` by moving the row's time on, in one
+    /// writer's turn: false (and nothing written) if another attempt moved one first.
+    async fn claim(&self, claims: &[(String, i64)], now: OffsetDateTime) -> DbResult<bool> {
+        let txn = self.chain.begin().await?;
+        for (hash, seen) in claims {
+            let moved = txn
+                .conn()
+                .execute(
+                    &Query::update()
+                        .table(table())
+                        // Always a new value, or a second claim of the same read would match.
+                        .value(Alias::new("last_us"), Ord::max(micros(now), seen + 1))
+                        .and_where(column("key_hash").eq(hash.as_str()))
+                        .and_where(column("last_us").eq(*seen))
+                        .take(),
+                )
+                .await?
+                .rows_affected();
+            if moved != 1 {
+                // Dropping the turn rolls back the claims made so far.
+                return Ok(false);
+            }
+        }
+        txn.commit_unaudited().await?;
+        Ok(true)
     }
 
     /// Deletes the counts quiet for a day (housekeeping).
@@ -191,57 +238,85 @@ impl LoginThrottle for SqlLoginThrottle {
             return Ok(Ok(()));
         }
         let keys = self.hashed(keys);
-        let stored: Vec<(String, i64, i64)> = converted::<_, StoreError>(tuples(
-            self.chain.db(),
-            &Query::select()
-                .columns(["key_hash", "failures", "last_us"].map(Alias::new))
-                .from(table())
-                .and_where(column("key_hash").is_in(hashes(&keys)))
-                .and_where(column("last_us").gte(micros(now - FORGET_AFTER)))
-                .take(),
-        ))
-        .await?;
-        // Judged and counted under one lock: of any number of parallel attempts each sees the
-        // ones before it, so only the free ones run at once.
-        let mut under_way = self.attempts_under_way();
-        let mut longest = Duration::ZERO;
-        for key in &keys {
-            let (failures, last_failed) = stored
-                .iter()
-                .find(|(hash, ..)| *hash == key.hash)
-                .map_or((0, None), |(_, failures, last_us)| {
-                    (*failures, from_micros(*last_us))
-                });
-            let begun = under_way.get(&key.hash);
-            let counted = u32::try_from(Ord::max(failures, 0))
-                .unwrap_or(u32::MAX)
-                .saturating_add(begun.map_or(0, |b| b.count));
-            let wait = key.policy.wait_after(counted);
-            // The wait counts from the latest failure or start. That can be a moment after
-            // `now`: a parallel attempt that read the clock later got here first. Within the
-            // free failures there is no wait at all.
-            if wait > Duration::ZERO {
-                let from = last_failed
-                    .into_iter()
-                    .chain(begun.map(|b| b.last_begun))
-                    .max()
-                    .unwrap_or(now);
-                longest = Ord::max(longest, from + wait - now);
+        // Rarely more than once: only when an attempt ends during the read.
+        for _ in 0..100 {
+            let ended_before = self.ended.load(Ordering::SeqCst);
+            let stored: Vec<(String, i64, i64)> = converted::<_, StoreError>(tuples(
+                self.chain.db(),
+                &Query::select()
+                    .columns(["key_hash", "failures", "last_us"].map(Alias::new))
+                    .from(table())
+                    .and_where(column("key_hash").is_in(hashes(&keys)))
+                    .and_where(column("last_us").gte(micros(now - FORGET_AFTER)))
+                    .take(),
+            ))
+            .await?;
+            let claims = {
+                // Judged and counted under one lock: of any number of parallel attempts each
+                // sees the ones before it, so only the free ones run at once.
+                let mut under_way = self.attempts_under_way();
+                if self.ended.load(Ordering::SeqCst) != ended_before {
+                    continue;
+                }
+                let mut longest = Duration::ZERO;
+                let mut claims = Vec::new();
+                for key in &keys {
+                    let row = stored.iter().find(|(hash, ..)| *hash == key.hash);
+                    let failures = row.map_or(0, |(_, failures, _)| {
+                        u32::try_from(Ord::max(*failures, 0)).unwrap_or(u32::MAX)
+                    });
+                    let begun = under_way.get(&key.hash);
+                    let wait = key
+                        .policy
+                        .wait_after(failures.saturating_add(begun.map_or(0, |b| b.count)));
+                    // The wait counts from the latest failure or start. That can be a moment
+                    // after `now`: a parallel attempt that read the clock later got here
+                    // first. Within the free failures there is no wait at all.
+                    if wait > Duration::ZERO {
+                        let from = row
+                            .and_then(|(_, _, last_us)| from_micros(*last_us))
+                            .into_iter()
+                            .chain(begun.map(|b| b.last_begun))
+                            .max()
+                            .unwrap_or(now);
+                        longest = Ord::max(longest, from + wait - now);
+                    }
+                    if let Some((hash, _, last_us)) = row
+                        && failures >= key.policy.free_failures
+                    {
+                        claims.push((hash.clone(), *last_us));
+                    }
+                }
+                if longest > Duration::ZERO {
+                    return Ok(Err(whole_seconds_up(longest)));
+                }
+                for key in &keys {
+                    let entry = under_way.entry(key.hash.clone()).or_insert(InFlight {
+                        count: 0,
+                        last_begun: now,
+                    });
+                    entry.count = entry.count.saturating_add(1);
+                    entry.last_begun = Ord::max(entry.last_begun, now);
+                }
+                claims
+            };
+            if claims.is_empty() {
+                return Ok(Ok(()));
             }
+            // Past the free failures, each app server would otherwise let one attempt through
+            // when the wait ends: only the one that moves the row's time goes ahead.
+            let claimed = self.claim(&claims, now).await;
+            if !matches!(claimed, Ok(true)) {
+                self.end_attempt(&keys);
+            }
+            return match claimed {
+                Ok(true) => Ok(Ok(())),
+                Ok(false) => Ok(Err(1)),
+                Err(e) => Err(e.into()),
+            };
         }
-        if longest > Duration::ZERO {
-            return Ok(Err(Ord::max(longest.whole_seconds(), 0) as u64
-                + u64::from(longest.subsec_nanoseconds() > 0)));
-        }
-        for key in &keys {
-            let entry = under_way.entry(key.hash.clone()).or_insert(InFlight {
-                count: 0,
-                last_begun: now,
-            });
-            entry.count = entry.count.saturating_add(1);
-            entry.last_begun = Ord::max(entry.last_begun, now);
-        }
-        Ok(Ok(()))
+        // Attempts kept ending during every read: refused rather than judged on a guess.
+        Ok(Err(1))
     }
 
     async fn finish(&self, keys: &[String], succeeded: bool, now: OffsetDateTime) {
@@ -254,20 +329,23 @@ impl LoginThrottle for SqlLoginThrottle {
         } else {
             self.count_failure(&keys, now).await
         };
-        // Only now: until the outcome is stored, the attempt still counts (as a failure).
-        {
-            let mut under_way = self.attempts_under_way();
-            for key in &keys {
-                if let Some(entry) = under_way.get_mut(&key.hash) {
-                    entry.count = entry.count.saturating_sub(1);
-                    if entry.count == 0 {
-                        under_way.remove(&key.hash);
-                    }
+        match stored {
+            // Only now: until the outcome is stored, the attempt still counts (as a failure).
+            Ok(()) => self.end_attempt(&keys),
+            Err(e) => {
+                // A failure that could not be stored stays counted here, under way, until this
+                // process ends; a success that could not clear the count leaves it, which only
+                // errs on the safe side.
+                if succeeded {
+                    self.end_attempt(&keys);
                 }
+                tracing::warn!(error = %e, succeeded, "could not store a login attempt's outcome");
             }
         }
-        if let Err(e) = stored {
-            tracing::warn!(error = %e, succeeded, "could not store a login attempt's outcome");
-        }
     }
+}
+
+/// `duration` in whole seconds, rounded up (a Retry-After never says 0 for a wait).
+fn whole_seconds_up(duration: Duration) -> u64 {
+    Ord::max(duration.whole_seconds(), 0) as u64 + u64::from(duration.subsec_nanoseconds() > 0)
 }

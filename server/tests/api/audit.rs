@@ -291,6 +291,14 @@ async fn an_event_inserted_below_the_first_seq_is_a_finding_and_shown_nowhere() 
         ),
         "the audit search does not show it"
     );
+    assert!(
+        !shown(
+            log.search_after(&AuditFilter::default(), -10, 1_000)
+                .await
+                .expect("search")
+        ),
+        "nor a search that pages from below 1 (the cursor comes from the client)"
+    );
     assert!(log.event(-1).await.expect("event").is_none());
     assert!(log.head().await.expect("head").seq > 0);
     app.stop().await;

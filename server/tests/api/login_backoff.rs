@@ -53,8 +53,9 @@ async fn an_account_backs_off_after_its_free_failures_and_recovers_with_time() {
     let later = now + Duration::seconds(1);
     fail(&t, &keys, later).await;
     assert_eq!(begin(&t, &keys, later).await, Err(2));
-    // Quiet for a day, the count starts over.
-    let next_day = later + Duration::hours(24);
+    // Quiet for a day, the count starts over: one more failure is the first, not the fifth.
+    let next_day = later + Duration::hours(24) + Duration::seconds(1);
+    fail(&t, &keys, next_day).await;
     assert_eq!(begin(&t, &keys, next_day).await, Ok(()));
 }
 
@@ -81,6 +82,32 @@ async fn parallel_attempts_count_before_their_outcome_is_known() {
         t.finish(&keys, false, now).await;
     }
     assert!(begin(&t, &keys, now).await.is_err());
+}
+
+/// Each app server keeps its own attempts under way; past the free failures the stored row is
+/// claimed, so when a wait ends only one of them lets an attempt through.
+#[tokio::test]
+async fn past_its_free_failures_a_key_admits_one_attempt_at_a_time_across_app_servers() {
+    let app = spawn_app().await;
+    // Two servers' throttles: separate memories, one database.
+    let (first, second) = (throttle(&app), throttle(&app));
+    let now = app.clock.now();
+    let keys = keys("c@example.com");
+    for _ in 0..3 {
+        fail(&first, &keys, now).await;
+    }
+    assert!(
+        begin(&second, &keys, now).await.is_err(),
+        "the second sees them"
+    );
+    // The one-second wait is over: one attempt, from either server, not one from each.
+    let later = now + Duration::seconds(2);
+    let (a, b) = tokio::join!(begin(&first, &keys, later), begin(&second, &keys, later));
+    assert_eq!(
+        [a, b].iter().filter(|admitted| admitted.is_ok()).count(),
+        1,
+        "{a:?} {b:?}"
+    );
 }
 
 /// Found by the benchmark's 64 logins at once from one address: an attempt that read the clock
