@@ -17,13 +17,16 @@ impl MigrationTrait for Migration {
 
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
-        // Failures only: attempts under way are each server's own (server/src/storage/
-        // login_backoff.rs says why).
+        // Failures and the latest failure; attempts under way are each server's own
+        // (server/src/storage/login_backoff.rs says why). `claimed_us`: when an attempt past
+        // the free failures last claimed its turn, kept apart from `last_us` so that a claim
+        // never keeps a count from being forgotten.
         db.execute_unprepared(
             "CREATE TABLE login_backoff (
                 key_hash TEXT NOT NULL PRIMARY KEY,
                 failures BIGINT NOT NULL,
-                last_us BIGINT NOT NULL
+                last_us BIGINT NOT NULL,
+                claimed_us BIGINT NOT NULL
             )",
         )
         .await?;

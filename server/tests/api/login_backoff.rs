@@ -13,8 +13,13 @@ use crate::helpers::{
 };
 
 fn throttle(app: &TestApp) -> SqlLoginThrottle {
+    throttle_writing_through(app, app.backend.audit_chain.clone())
+}
+
+/// A throttle as another app server on the same database has: its own memory and writer.
+fn throttle_writing_through(app: &TestApp, chain: server::storage::AuditChain) -> SqlLoginThrottle {
     SqlLoginThrottle::new(
-        app.backend.audit_chain.clone(),
+        chain,
         app.clock.clone(),
         BackoffPolicy {
             free_failures: 3,
@@ -89,8 +94,9 @@ async fn parallel_attempts_count_before_their_outcome_is_known() {
 #[tokio::test]
 async fn past_its_free_failures_a_key_admits_one_attempt_at_a_time_across_app_servers() {
     let app = spawn_app().await;
-    // Two servers' throttles: separate memories, one database.
-    let (first, second) = (throttle(&app), throttle(&app));
+    // Two servers' throttles: separate memories and audit writers, one database.
+    let first = throttle(&app);
+    let second = throttle_writing_through(&app, app.backend.audit_chain.replica());
     let now = app.clock.now();
     let keys = keys("c@example.com");
     for _ in 0..3 {
@@ -107,6 +113,30 @@ async fn past_its_free_failures_a_key_admits_one_attempt_at_a_time_across_app_se
         [a, b].iter().filter(|admitted| admitted.is_ok()).count(),
         1,
         "{a:?} {b:?}"
+    );
+}
+
+/// A claim marks the turn, not a failure: sign-ins from an address past its free failures do not
+/// keep the address's count from being forgotten a day after its last failure.
+#[tokio::test]
+async fn a_claim_does_not_keep_a_count_from_being_forgotten() {
+    let app = spawn_app().await;
+    let t = throttle(&app);
+    let now = app.clock.now();
+    for n in 0..10 {
+        fail(&t, &keys(&format!("user{n}@example.com")), now).await;
+    }
+    // Hours later someone behind the address signs in: the attempt claims the address's row.
+    let later = now + Duration::hours(12);
+    let owner = keys("owner@example.com");
+    begin(&t, &owner, later).await.expect("the wait is over");
+    t.finish(&owner, true, later).await;
+    // A day after the last failure the address starts over: one more failure is its first.
+    let next_day = now + Duration::hours(24) + Duration::seconds(1);
+    fail(&t, &keys("other@example.com"), next_day).await;
+    assert_eq!(
+        begin(&t, &keys("another@example.com"), next_day).await,
+        Ok(())
     );
 }
 
