@@ -421,14 +421,15 @@ pub struct SignedIn {
 }
 
 /// Ends every session of a user ("log out everywhere"), recorded by the given audit event;
-/// with `agent_tokens`, also revokes every live agent token of theirs in the same transaction
-/// (one `agent.token_revoked` event each). Returns (sessions ended, tokens revoked).
+/// with `agent_tokens` (the reason given), also revokes every live agent token of theirs and
+/// turns autonomous agent orders off in the same transaction (one `agent.token_revoked` event
+/// each, and `agent.autonomous_changed`). Returns (sessions ended, tokens revoked).
 #[async_trait]
 pub trait SessionRevoker: Send + Sync + std::fmt::Debug {
     async fn revoke_all(
         &self,
         user: UserId,
-        agent_tokens: bool,
+        agent_tokens: Option<&str>,
         audit: AuditDraft,
     ) -> Result<(u64, u64), StoreError>;
 }
@@ -873,7 +874,8 @@ impl AccountService {
     }
 
     /// "Sign out everywhere": ends every session of the user and, with
-    /// `revoke_agent_tokens`, revokes every live agent token of theirs too, all in one
+    /// `revoke_agent_tokens`, revokes every live agent token of theirs too and turns autonomous
+    /// agent orders off (a fresh step-up turns them on again), all in one
     /// transaction with its audit events. The browsers the user signed in from stay trusted
     /// for sign-in back-off: a stolen session (needing no step-up for this) could otherwise
     /// forget them, then keep the account's back-off high to lock its owner out. Returns how
@@ -894,21 +896,26 @@ impl AccountService {
         .detail("revoke_agents", revoke_agent_tokens);
         let (_, tokens) = self
             .sessions
-            .revoke_all(user, revoke_agent_tokens, draft)
+            .revoke_all(
+                user,
+                revoke_agent_tokens.then_some("signed out everywhere"),
+                draft,
+            )
             .await?;
         Ok(tokens)
     }
 
     /// An operator ends every session of `user` (after resetting the factors of someone who
     /// lost them all: a session opened with the lost key may be the thief's, and still holds
-    /// its step-up window). Agent tokens stay; the owner revokes those once signed in again.
+    /// its step-up window), and with them what such a window could have left running: every
+    /// agent token, and autonomous agent orders. Returns (sessions ended, tokens revoked).
     pub async fn end_sessions_for_operator(
         &self,
         user: UserId,
         actor: Actor,
         reason: &str,
         meta: RequestMeta,
-    ) -> Result<u64, AccountError> {
+    ) -> Result<(u64, u64), AccountError> {
         let draft = AuditDraft::new(
             actor,
             AuditAction::AuthLogoutEverywhere,
@@ -917,8 +924,7 @@ impl AccountService {
         )
         .resource(format!("user:{user}"))
         .detail("reason", reason);
-        let (sessions, _) = self.sessions.revoke_all(user, false, draft).await?;
-        Ok(sessions)
+        Ok(self.sessions.revoke_all(user, Some(reason), draft).await?)
     }
 
     /// An admin changes someone else's role: never their own, so no admin can lift or keep a
@@ -1394,7 +1400,7 @@ mod tests {
             async fn revoke_all(
                 &self,
                 _: UserId,
-                _: bool,
+                _: Option<&str>,
                 audit: AuditDraft,
             ) -> Result<(u64, u64), StoreError> {
                 self.0.audit.lock().expect("lock").push(audit);

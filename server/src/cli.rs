@@ -253,16 +253,17 @@ pub async fn reset_factors(settings: &Settings, email: &str) -> Result<(), CliEr
             cli_meta(),
         )
     };
-    let mut sessions = end_sessions().await?;
+    let (mut sessions, mut tokens) = end_sessions().await?;
     let (keys, totp) = backend
         .services
         .stepup
         .reset_factors(user.id, Actor::system("cli"), cli_meta())
         .await
         .map_err(|e| CliError::Usage(format!("could not reset factors: {e}")))?;
-    sessions += end_sessions().await?;
+    let (more_sessions, more_tokens) = end_sessions().await?;
+    (sessions, tokens) = (sessions + more_sessions, tokens + more_tokens);
     println!(
-        "{}: removed {keys} security key(s){}, ended {sessions} session(s); they can add a first factor within the step-up window after signing in again (if their password may be known to someone else, have them change it first)",
+        "{}: removed {keys} security key(s){}, ended {sessions} session(s), revoked {tokens} agent token(s) and turned autonomous agent orders off; they can add a first factor within the step-up window after signing in again (if their password may be known to someone else, have them change it first)",
         email.as_str(),
         if totp {
             " and the authenticator app with its recovery codes"
@@ -315,7 +316,10 @@ pub async fn audit_verify(
                 Some(checkpoint) => writeln!(
                     out,
                     "checked against signed checkpoint seq {} ({}), signed at {} by {}",
-                    checkpoint.seq, checkpoint.hash, checkpoint.signed_at, checkpoint.public_key
+                    checkpoint.seq,
+                    printable(&checkpoint.hash),
+                    printable(&checkpoint.signed_at),
+                    checkpoint.public_key
                 )?,
                 None => writeln!(out, "no signed checkpoint yet to check against")?,
             }
@@ -335,8 +339,11 @@ pub async fn audit_verify(
             if let Some(checkpoint) = &broken.checkpoint {
                 writeln!(
                     out,
+                    // Found unverified, this row's text is anyone's: shown escaped.
                     "found by signed checkpoint seq {} ({}), signed at {}",
-                    checkpoint.seq, checkpoint.hash, checkpoint.signed_at
+                    checkpoint.seq,
+                    printable(&checkpoint.hash),
+                    printable(&checkpoint.signed_at)
                 )?;
             }
             match broken.error.kind {

@@ -23,10 +23,14 @@ use super::{
 };
 
 /// The format written: [`neutralise_cell`] escapes a formula at the start of a cell and after
-/// every `;` in it.
-pub const REPORT_FORMAT: &str = "cryptopulse-audit-report-v2";
+/// every `;` and TAB in it.
+pub const REPORT_FORMAT: &str = "cryptopulse-audit-report-v3";
+/// The second format, still verified: a formula was escaped after a `;` but not after a TAB.
+pub const REPORT_FORMAT_V2: &str = "cryptopulse-audit-report-v2";
 /// The first format, still verified: a formula was escaped at the start of a cell only.
 pub const REPORT_FORMAT_V1: &str = "cryptopulse-audit-report-v1";
+/// Every format `verify_report` reads.
+const FORMATS_READ: [&str; 3] = [REPORT_FORMAT, REPORT_FORMAT_V2, REPORT_FORMAT_V1];
 /// First cell of the manifest line; the second is the manifest JSON.
 pub const MANIFEST_TAG: &str = "#cryptopulse-manifest";
 /// First cell of the signature line; the second is the Ed25519 signature in hex.
@@ -132,22 +136,26 @@ pub fn signed_message(format: &str, manifest_json: &str) -> Vec<u8> {
 /// What a spreadsheet may read as the start of a formula, and `'`, the escape itself.
 const FORMULA_START: [char; 7] = ['=', '+', '-', '@', '\t', '\r', '\''];
 
-/// Whether a `;` followed by `next` is escaped: where the list separator is `;` (most of
-/// continental Europe), a spreadsheet splits a line at every `;`, so the text after one starts
-/// a cell of its own; a `"` there would start a quoted one.
-fn escaped_after_semicolon(next: char) -> bool {
+/// Characters a spreadsheet may split a line at besides the comma: `;` is the list separator
+/// in most of continental Europe, and TAB is one an import dialog offers. Text after one
+/// starts a cell of its own there, whatever CSV quoting says, since a quote only counts at the
+/// start of a cell.
+const INNER_SEPARATORS: [char; 2] = [';', '\t'];
+
+/// Whether a separator followed by `next` is escaped: a `"` there would start a quoted cell.
+fn escaped_after_separator(next: char) -> bool {
     FORMULA_START.contains(&next) || next == '"'
 }
 
 /// Spreadsheet formula injection: a cell starting with `=`, `+`, `-`, `@`, TAB or CR is
 /// written with a leading `'` (which spreadsheets show as text), and so is what follows a `;`
-/// inside a cell when it starts like that (or with `"`). A `'` in either place gets one too, so
-/// [`restore_cell`] can always strip exactly one.
+/// or TAB inside a cell when it starts like that (or with `"`). A `'` in either place gets one
+/// too, so [`restore_cell`] can always strip exactly one.
 pub fn neutralise_cell(raw: &str) -> Cow<'_, str> {
     let leading = raw.starts_with(FORMULA_START);
     let inner = raw
-        .match_indices(';')
-        .any(|(at, _)| raw[at + 1..].starts_with(escaped_after_semicolon));
+        .match_indices(INNER_SEPARATORS)
+        .any(|(at, _)| raw[at + 1..].starts_with(escaped_after_separator));
     if !leading && !inner {
         return Cow::Borrowed(raw);
     }
@@ -158,7 +166,9 @@ pub fn neutralise_cell(raw: &str) -> Cow<'_, str> {
     let mut chars = raw.chars().peekable();
     while let Some(c) = chars.next() {
         cell.push(c);
-        if c == ';' && chars.peek().copied().is_some_and(escaped_after_semicolon) {
+        if INNER_SEPARATORS.contains(&c)
+            && chars.peek().copied().is_some_and(escaped_after_separator)
+        {
             cell.push('\'');
         }
     }
@@ -166,17 +176,23 @@ pub fn neutralise_cell(raw: &str) -> Cow<'_, str> {
 }
 
 /// The inverse of [`neutralise_cell`] for a report of `format` ([`REPORT_FORMAT_V1`] escaped
-/// the start of a cell only).
+/// the start of a cell only, [`REPORT_FORMAT_V2`] after a `;` but not a TAB).
 pub fn restore_cell<'a>(raw: &'a str, format: &str) -> Cow<'a, str> {
     let cell = raw.strip_prefix('\'').unwrap_or(raw);
-    if format == REPORT_FORMAT_V1 || !cell.contains(";'") {
+    let separators: &[char] = match format {
+        REPORT_FORMAT_V1 => &[],
+        REPORT_FORMAT_V2 => &[';'],
+        _ => &INNER_SEPARATORS,
+    };
+    let escaped = |(at, _): (usize, &str)| cell[at + 1..].starts_with('\'');
+    if separators.is_empty() || !cell.match_indices(separators).any(escaped) {
         return Cow::Borrowed(cell);
     }
     let mut restored = String::with_capacity(cell.len());
     let mut chars = cell.chars().peekable();
     while let Some(c) = chars.next() {
         restored.push(c);
-        if c == ';' && chars.peek() == Some(&'\'') {
+        if separators.contains(&c) && chars.peek() == Some(&'\'') {
             chars.next();
         }
     }
@@ -354,7 +370,7 @@ pub enum ReportProblem {
     #[error("the manifest trailer is malformed: {0}")]
     BadTrailer(String),
     #[error(
-        "unsupported report format {0:?} (this verifier reads {REPORT_FORMAT} and {REPORT_FORMAT_V1})"
+        "unsupported report format {0:?} (this verifier reads {REPORT_FORMAT}, {REPORT_FORMAT_V2} and {REPORT_FORMAT_V1})"
     )]
     UnsupportedFormat(String),
     #[error(
@@ -728,7 +744,7 @@ pub fn verify_report_from<R: Read + Seek>(
     let (json, signature) = read_trailer(&trailer)?;
     let mut manifest: ReportManifest = serde_json::from_str(&json)
         .map_err(|e| ReportProblem::BadTrailer(format!("the manifest JSON: {e}")))?;
-    if manifest.format != REPORT_FORMAT && manifest.format != REPORT_FORMAT_V1 {
+    if !FORMATS_READ.contains(&manifest.format.as_str()) {
         return Err(ReportProblem::UnsupportedFormat(manifest.format));
     }
     if !manifest
@@ -1243,6 +1259,36 @@ mod tests {
         );
     }
 
+    /// `text` (a report as this format writes it) with its body rewritten by `rewrite` and
+    /// signed again as `format` wrote it.
+    fn as_older_format(
+        text: &str,
+        manifest: &ReportManifest,
+        format: &str,
+        key: &ReportKey,
+        rewrite: impl Fn(String) -> String,
+    ) -> String {
+        let body = rewrite(
+            text.split_inclusive('\n')
+                .filter(|l| !l.starts_with('#'))
+                .collect::<String>(),
+        );
+        let mut digest = Sha256::new();
+        digest.update(body.as_bytes());
+        let mut older = manifest.clone();
+        older.format = format.to_owned();
+        older.rows_sha256 = hex::encode(digest.finalize());
+        older.signature = String::new();
+        let json = serde_json::to_string(&older).expect("json");
+        let signature = key.sign(&signed_message(format, &json));
+        let mut file = body;
+        file.push_str(MANIFEST_TAG);
+        file.push(',');
+        push_csv_cell(&mut file, &json);
+        file.push_str(&format!("\n{SIGNATURE_TAG},{signature}\n"));
+        file
+    }
+
     /// A report downloaded before formulas after `;` were escaped still verifies.
     #[test]
     fn a_first_format_report_still_verifies() {
@@ -1252,45 +1298,78 @@ mod tests {
         let events = seal_all(vec![d]);
         let (text, manifest) = write(&events, info(&events, AuditFilter::default(), &key), &key);
         // The same events as the first format wrote them: only the cell's start escaped.
-        let body = text
-            .split_inclusive('\n')
-            .filter(|l| !l.starts_with('#'))
-            .collect::<String>()
-            .replace("'=1+1;''a", "'=1+1;'a");
-        let mut digest = Sha256::new();
-        digest.update(body.as_bytes());
-        let mut v1 = manifest.clone();
-        v1.format = REPORT_FORMAT_V1.to_owned();
-        v1.rows_sha256 = hex::encode(digest.finalize());
-        v1.signature = String::new();
-        let json = serde_json::to_string(&v1).expect("json");
-        let signature = key.sign(&signed_message(REPORT_FORMAT_V1, &json));
-        let mut file = body;
-        file.push_str(MANIFEST_TAG);
-        file.push(',');
-        push_csv_cell(&mut file, &json);
-        file.push_str(&format!("\n{SIGNATURE_TAG},{signature}\n"));
+        let file = as_older_format(&text, &manifest, REPORT_FORMAT_V1, &key, |body| {
+            body.replace("'=1+1;''a", "'=1+1;'a")
+        });
         let verified = verify_report(file.as_bytes(), Some(&key.public_key())).expect("verifies");
         assert_eq!(verified.manifest.format, REPORT_FORMAT_V1);
-        // Read as the second format, the same bytes would be another event.
+        // Read as a later format, the same bytes would be another event.
         assert!(text.contains("'=1+1;''a"), "{text}");
         assert!(!file.contains(";''"), "{file}");
+    }
+
+    /// A report downloaded before formulas after a TAB were escaped still verifies.
+    #[test]
+    fn a_second_format_report_still_verifies() {
+        let key = ReportKey::generate();
+        let mut d = draft(1);
+        d.meta.user_agent = Some("Mozilla\t'=1+1;=2".into());
+        let events = seal_all(vec![d]);
+        let (text, manifest) = write(&events, info(&events, AuditFilter::default(), &key), &key);
+        assert!(text.contains("Mozilla\t''=1+1;'=2"), "{text}");
+        let file = as_older_format(&text, &manifest, REPORT_FORMAT_V2, &key, |body| {
+            body.replace("Mozilla\t''=1+1;'=2", "Mozilla\t'=1+1;'=2")
+        });
+        let verified = verify_report(file.as_bytes(), Some(&key.public_key())).expect("verifies");
+        assert_eq!(verified.manifest.format, REPORT_FORMAT_V2);
+        // The same bytes signed as the current format are another event.
+        let relabelled = as_older_format(&text, &manifest, REPORT_FORMAT, &key, |body| {
+            body.replace("Mozilla\t''=1+1;'=2", "Mozilla\t'=1+1;'=2")
+        });
+        assert!(verify_report(relabelled.as_bytes(), Some(&key.public_key())).is_err());
     }
 
     #[test]
     fn cells_neutralise_and_restore_reversibly() {
         for raw in [
-            "=a", "+a", "-a", "@a", "\ta", "\ra", "'a", "''", "'", "a", "", "a=b", "a;=1+1", "a;b",
-            ";=a", ";'a", ";;=a", "=a;-b;@c", "a;\"=1\"", "';'", "a;", ";", "é;+ü",
+            "=a",
+            "+a",
+            "-a",
+            "@a",
+            "\ta",
+            "\ra",
+            "'a",
+            "''",
+            "'",
+            "a",
+            "",
+            "a=b",
+            "a;=1+1",
+            "a;b",
+            ";=a",
+            ";'a",
+            ";;=a",
+            "=a;-b;@c",
+            "a;\"=1\"",
+            "';'",
+            "a;",
+            ";",
+            "é;+ü",
+            "Mozilla\t=cmd|' /C calc'!A0",
+            "a\t\tb",
+            "\t'",
+            "a\t;=b",
+            "a;\t=b",
+            "a\t",
         ] {
             let out = neutralise_cell(raw);
             assert!(
                 !out.starts_with(['=', '+', '-', '@', '\t', '\r']),
                 "{out:?}"
             );
-            for (at, _) in out.match_indices(';') {
+            for (at, _) in out.match_indices(INNER_SEPARATORS) {
                 assert!(
-                    !out[at + 1..].starts_with(escaped_after_semicolon)
+                    !out[at + 1..].starts_with(escaped_after_separator)
                         || out[at + 1..].starts_with('\''),
                     "{out:?}"
                 );
@@ -1301,8 +1380,10 @@ mod tests {
         assert_eq!(neutralise_cell("a;b"), Cow::Borrowed("a;b"));
         assert_eq!(neutralise_cell("=x"), "'=x");
         assert_eq!(neutralise_cell("Mozilla;=1+1;x"), "Mozilla;'=1+1;x");
-        // A first-format report escaped only the start of a cell.
+        assert_eq!(neutralise_cell("Mozilla\t=1+1"), "Mozilla\t'=1+1");
+        // A first-format report escaped only the start of a cell, the second not after a TAB.
         assert_eq!(restore_cell("'=x;'y", REPORT_FORMAT_V1), "=x;'y");
+        assert_eq!(restore_cell("'=x;'y\t'z", REPORT_FORMAT_V2), "=x;y\t'z");
     }
 
     #[test]

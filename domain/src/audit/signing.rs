@@ -211,11 +211,14 @@ impl SignedCheckpoint {
     }
 
     /// Signature valid under `key` (or under its own public_key when None). The hash must be
-    /// canonical lowercase hex so that one head has exactly one signed form.
+    /// canonical lowercase hex so that one head has exactly one signed form. With a `key`, the
+    /// key the checkpoint names must be that key too: it is shown as the signer.
     pub fn verify(&self, key: Option<&ReportPublicKey>) -> bool {
         let key = key.unwrap_or(&self.public_key);
-        self.head()
-            .is_some_and(|head| head.hash.to_hex() == self.hash)
+        *key == self.public_key
+            && self
+                .head()
+                .is_some_and(|head| head.hash.to_hex() == self.hash)
             && key.verify(
                 &Self::message(self.seq, &self.hash, &self.signed_at),
                 &self.signature,
@@ -329,6 +332,13 @@ mod tests {
         ] {
             assert!(!tamper.verify(None), "{tamper:?}");
         }
+        // Signed by the server's key but naming another as its signer (a row a database
+        // writer copied): the signer shown would be wrong.
+        let misnamed = SignedCheckpoint {
+            public_key: ReportKey::generate().public_key(),
+            ..cp.clone()
+        };
+        assert!(!misnamed.verify(Some(&key.public_key())));
     }
 
     #[test]

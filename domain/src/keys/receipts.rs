@@ -6,7 +6,7 @@
 use time::OffsetDateTime;
 
 use super::{KeyRecord, KeyVaultError, KeyVaultService};
-use crate::audit::{AuditEvent, Outcome};
+use crate::audit::{ActorKind, AuditEvent, Outcome};
 use crate::audit_action::AuditAction;
 use crate::ids::{KeyId, UserId};
 
@@ -89,12 +89,27 @@ impl KeyReceipt {
             key: key.id,
             key_label: key.label.clone(),
             key_mask: key.mask.clone(),
+            ip: shown_ip(&event, key, &kind),
             action: action.map_or(event.action, |a| a.as_str().to_owned()),
             kind,
             outcome: event.outcome,
-            ip: event.meta.ip,
         })
     }
+}
+
+/// The address an event came from, shown only when the owner (or their agent token) acted:
+/// an admin's address is theirs to keep, and on "added" a decoy's would be an admin's where a
+/// real key's is the owner's, so no addition shows one.
+fn shown_ip(event: &AuditEvent, key: &KeyRecord, kind: &ReceiptKind) -> Option<String> {
+    let by_owner = match event.actor.kind {
+        ActorKind::User => event.actor.user_id() == Some(key.owner),
+        // A token only ever acts on its owner's keys.
+        ActorKind::Agent => true,
+        ActorKind::System | ActorKind::Anonymous => false,
+    };
+    (by_owner && *kind != ReceiptKind::Added)
+        .then(|| event.meta.ip.clone())
+        .flatten()
 }
 
 impl KeyVaultService {
@@ -190,6 +205,27 @@ mod tests {
             KeyReceipt::of(event("security.canary_tripped", json!({})), &key()),
             None
         );
+    }
+
+    #[test]
+    fn only_the_owners_own_address_is_shown_and_never_on_an_addition() {
+        let from = |actor: Actor, action: &str| {
+            let mut e = event(action, json!({}));
+            e.actor = actor;
+            e.meta.ip = Some("203.0.113.7".into());
+            KeyReceipt::of(e, &key()).expect("shown").ip
+        };
+        let owner = Actor::user(key().owner);
+        let admin = Actor::user(UserId(Uuid::from_u128(3)));
+        assert_eq!(
+            from(owner.clone(), "vault.key_used").as_deref(),
+            Some("203.0.113.7")
+        );
+        assert_eq!(from(admin.clone(), "vault.key_rewrapped"), None);
+        assert_eq!(from(Actor::system("recheck"), "vault.key_checked"), None);
+        // A real key is added by its owner, a decoy planted by an admin: neither shows one.
+        assert_eq!(from(owner, "vault.key_added"), None);
+        assert_eq!(from(admin, "vault.canary_planted"), None);
     }
 
     #[test]

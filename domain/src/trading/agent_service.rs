@@ -17,7 +17,7 @@ use crate::audit::{Actor, Outcome, RequestMeta, canonical_time};
 use crate::audit_action::AuditAction;
 use crate::order::{OrderTicket, OrderType, Price, Quantity, Symbol};
 use crate::risk::{self, TradingState};
-use crate::stepup::{SensitiveAction, StepUpGrant};
+use crate::stepup::StepUpGrant;
 
 /// How many proposals the trader's queue shows.
 const PROPOSAL_LIST_LIMIT: u64 = 100;
@@ -335,6 +335,8 @@ impl TradingService {
 
     /// The trader's own opt-in to autonomous agent orders below the cap. Letting a bot trade
     /// unattended is a privilege change: it needs a fresh step-up (`grant`, the session's).
+    /// Turning it off needs none: it only takes power away, and an owner who lost their
+    /// factors must still be able to stop a bot a thief set going.
     pub async fn set_autonomous(
         &self,
         user: UserId,
@@ -343,19 +345,17 @@ impl TradingService {
         meta: RequestMeta,
     ) -> Result<UserControls, TradingError> {
         // Turning it on lasts beyond the window (with a key on the account, only the key will
-        // do); turning it off only takes power away.
-        let allowed = if on {
+        // do).
+        if on {
             let factors = self
                 .stepup
                 .usable_factors(user)
                 .await
                 .map_err(|e| TradingError::Unavailable(Outage::Factors(e)))?;
-            self.stepup.check_lasting_change(factors, grant)
-        } else {
             self.stepup
-                .check_window(grant, SensitiveAction::ManageFactors)
-        };
-        allowed.map_err(TradingError::Approval)?;
+                .check_lasting_change(factors, grant)
+                .map_err(TradingError::Approval)?;
+        }
         self.store
             .change_controls(
                 user,

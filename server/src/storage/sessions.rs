@@ -17,7 +17,7 @@ use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
 use super::audit::{AuditChain, AuditedTxn};
-use super::entities::{agent_token, session, trusted_device, user};
+use super::entities::{agent_token, session, trusted_device, user, user_trading};
 use super::{DbError, DbResult, converted};
 
 /// A save that changes nothing but moves the expiry by less than this is skipped: the session
@@ -307,7 +307,7 @@ impl SessionRevoker for SqlSessionStore {
     async fn revoke_all(
         &self,
         user: UserId,
-        agent_tokens: bool,
+        agent_tokens: Option<&str>,
         audit: AuditDraft,
     ) -> Result<(u64, u64), StoreError> {
         let now = self.clock.now();
@@ -315,10 +315,8 @@ impl SessionRevoker for SqlSessionStore {
             let mut txn = self.chain.begin().await?;
             let deleted = end_sessions_in(&txn, user, now).await?;
             let mut revoked = 0;
-            if agent_tokens {
-                revoked =
-                    revoke_agent_tokens_in(&mut txn, user, &audit, "signed out everywhere", now)
-                        .await?;
+            if let Some(reason) = agent_tokens {
+                revoked = revoke_agent_tokens_in(&mut txn, user, &audit, reason, now).await?;
             }
             txn.commit_with(
                 audit
@@ -373,8 +371,9 @@ pub(super) async fn forget_devices_in(
 }
 
 /// Revokes every live agent token of `user` in `txn`, one `agent.token_revoked` event each, by
-/// the actor of `cause` (the event that ends the transaction). Under the chain lock: no token
-/// is created or revoked in between. Returns how many.
+/// the actor of `cause` (the event that ends the transaction), and turns autonomous agent
+/// orders off. Under the chain lock: no token is created or revoked in between. Returns how
+/// many tokens.
 pub(super) async fn revoke_agent_tokens_in(
     txn: &mut AuditedTxn,
     user: UserId,
@@ -406,7 +405,44 @@ pub(super) async fn revoke_agent_tokens_in(
         .detail("reason", reason);
         txn.append(event, now).await?;
     }
+    withdraw_autonomy_in(txn, user, cause, reason, now).await?;
     Ok(live.len() as u64)
+}
+
+/// Turns `user`'s autonomous agent orders off in `txn`, with its event, when they were on:
+/// the opt-in outlasts the step-up window that gave it, so whatever cuts a user's bots off
+/// withdraws it too, and only a fresh step-up gives it again.
+async fn withdraw_autonomy_in(
+    txn: &mut AuditedTxn,
+    user: UserId,
+    cause: &AuditDraft,
+    reason: &str,
+    now: time::OffsetDateTime,
+) -> DbResult<()> {
+    let updated = user_trading::Entity::update_many()
+        .set(user_trading::ActiveModel {
+            autonomous: Set(false),
+            updated_at: Set(canonical_time(now)),
+            ..Default::default()
+        })
+        .filter(user_trading::Column::UserId.eq(user.to_string()))
+        .filter(user_trading::Column::Autonomous.eq(true))
+        .exec(txn.conn())
+        .await?;
+    if updated.rows_affected == 0 {
+        return Ok(());
+    }
+    let event = AuditDraft::new(
+        cause.actor.clone(),
+        domain::audit_action::AuditAction::AgentAutonomousChanged,
+        Outcome::Success,
+        cause.meta.clone(),
+    )
+    .resource(format!("user:{user}"))
+    .detail("autonomous", false)
+    .detail("reason", reason);
+    txn.append(event, now).await?;
+    Ok(())
 }
 
 #[cfg(test)]

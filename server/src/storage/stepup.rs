@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use super::audit::AuditChain;
 use super::entities::{order_approval, recovery_code, security_key, totp_factor};
-use super::sessions::end_sessions_in;
+use super::sessions::{end_sessions_in, revoke_agent_tokens_in};
 use super::{DbResult, converted, from_micros, micros};
 
 #[derive(Debug, Clone)]
@@ -593,7 +593,7 @@ impl FactorStore for SqlFactorStore {
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         converted(async {
-            let txn = self.chain.begin().await?;
+            let mut txn = self.chain.begin().await?;
             // COALESCE keeps the first flag time; every detected regression is still audited.
             let updated = security_key::Entity::update_many()
                 .col_expr(
@@ -612,10 +612,18 @@ impl FactorStore for SqlFactorStore {
                 return Err(StoreError::NotFound.into());
             }
             // A clone may have opened a privilege window already: every session of the user
-            // ends with the key, and the owner signs in again.
+            // ends with the key, and the owner signs in again. What such a window could leave
+            // running after it (agent tokens, autonomous orders) ends too.
             let ended = end_sessions_in(&txn, user, at).await?;
-            txn.commit_with(audit.detail("sessions_ended", ended), self.clock.now())
-                .await?;
+            const REASON: &str = "a security key of the account looks cloned";
+            let tokens = revoke_agent_tokens_in(&mut txn, user, &audit, REASON, at).await?;
+            txn.commit_with(
+                audit
+                    .detail("sessions_ended", ended)
+                    .detail("agents_revoked", tokens),
+                self.clock.now(),
+            )
+            .await?;
             Ok(())
         })
         .await

@@ -1053,3 +1053,60 @@ async fn a_bots_held_order_is_not_sent_once_its_token_is_revoked_or_autonomy_is_
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_factor_reset_stops_the_bots_a_stolen_window_could_have_set_going() {
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    // With a key-grade window (a thief's, say): a token and autonomous mode, both lasting.
+    let (_, secret) = create_token(&app, &trader, "bot", &["proposals:write"]).await;
+    let autonomous = |client: &reqwest::Client, on: &'static str| {
+        let (app, client) = (&app, client.clone());
+        async move {
+            app.call(&client, "agent/autonomous", &[("on", on)])
+                .await
+                .status()
+        }
+    };
+    assert_eq!(autonomous(&trader, "true").await, 200);
+    let autonomous_users = "SELECT COUNT(*) FROM user_trading WHERE autonomous";
+    assert_eq!(app.count(autonomous_users).await, 1);
+
+    // Turning it off needs no step-up: a session without a window does it.
+    let plain = app.new_client();
+    let signed_in = app
+        .log_in(&plain, "trader@example.com", crate::helpers::PASSWORD)
+        .await;
+    assert_eq!(signed_in.status(), 200);
+    assert_eq!(autonomous(&plain, "true").await, 403, "on needs one");
+    assert_eq!(autonomous(&plain, "false").await, 200);
+    assert_eq!(app.count(autonomous_users).await, 0);
+    assert_eq!(autonomous(&trader, "true").await, 200);
+
+    // The operator resets the factors of someone who lost them all: the sessions end, and so
+    // does what a window opened with the lost key could have left running.
+    server::cli::reset_factors(&app.settings, "trader@example.com")
+        .await
+        .expect("reset");
+    assert_eq!(get(&app, &secret, "/portfolio").await.status(), 401);
+    assert_eq!(app.count(autonomous_users).await, 0);
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'agent.autonomous_changed' \
+             AND actor_kind = 'system'"
+        )
+        .await,
+        1
+    );
+    let proposal = json!({
+        "symbol": "BTCUSDT", "side": "buy", "type": "market", "quantity": "0.0001",
+        "rationale": "still here?"
+    });
+    assert_eq!(
+        propose_raw(&app, &secret, &proposal.to_string())
+            .await
+            .status(),
+        401
+    );
+    app.stop().await;
+}

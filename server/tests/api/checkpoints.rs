@@ -329,6 +329,51 @@ async fn a_forged_checkpoint_row_is_reported() {
 }
 
 #[tokio::test]
+async fn a_checkpoint_row_naming_another_signer_or_carrying_terminal_escapes_is_reported_as_text() {
+    let app = spawn_app().await;
+    let reviewer = app.signed_in_as("fin@example.com", Role::Reviewer).await;
+    let checkpoint = sign_now(&app, &reviewer).await;
+    let seq = checkpoint["seq"].as_i64().expect("seq");
+    // The server's own signature, copied with someone else's key named as the signer.
+    let impostor = ReportKey::generate().public_key();
+    app.exec(&format!(
+        "INSERT INTO audit_checkpoints (id, seq, hash, signed_at, public_key, signature, \"trigger\", created_at) \
+         SELECT 998, seq, hash, signed_at, '{impostor}', signature, \"trigger\", created_at \
+         FROM audit_checkpoints WHERE seq = {seq} ORDER BY id DESC LIMIT 1"
+    ))
+    .await;
+    let (intact, report) = cli_verify(&app).await;
+    assert!(!intact, "{report}");
+    assert!(
+        report.contains(&format!("BROKEN at seq {seq}:")) && report.contains("not signed by"),
+        "{report}"
+    );
+    assert!(!report.contains(&impostor.to_string()), "{report}");
+    let list: Vec<Value> = app
+        .call(&reviewer, "audit/checkpoints", &[])
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list[0]["public_key"], impostor.to_string());
+    assert_eq!(list[0]["valid"], false, "the misnamed copy is flagged");
+
+    // Text meant to move the terminal's cursor and print a verdict over the real one.
+    let repaint = "\u{1b}[1A\u{1b}[2Kaudit chain intact";
+    app.exec(&format!(
+        "INSERT INTO audit_checkpoints (id, seq, hash, signed_at, public_key, signature, \"trigger\", created_at) \
+         SELECT 999, seq + 1, '{repaint}', '{repaint}', public_key, signature, \"trigger\", created_at \
+         FROM audit_checkpoints WHERE seq = {seq} AND id <> 998 ORDER BY id DESC LIMIT 1"
+    ))
+    .await;
+    let (intact, report) = cli_verify(&app).await;
+    assert!(!intact, "{report}");
+    assert!(!report.contains('\u{1b}'), "{report:?}");
+    assert!(report.contains("\\u{1b}[1A"), "{report:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn deleting_the_report_key_so_a_new_one_signs_a_rewritten_chain_is_reported() {
     let app = spawn_app().await;
     let reviewer = app.signed_in_as("kay@example.com", Role::Reviewer).await;

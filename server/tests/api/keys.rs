@@ -543,6 +543,90 @@ async fn no_audit_write_means_no_decryption_and_no_new_key() {
     assert_eq!(list(&app, &trader).await[0]["status"], "active");
 }
 
+/// A server function called from `ip` (the app trusts `X-Forwarded-For` in this test).
+async fn call_from(
+    app: &TestApp,
+    client: &reqwest::Client,
+    ip: &str,
+    endpoint: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    client
+        .post(format!("{}/api/{endpoint}", app.address))
+        .header("x-forwarded-for", ip)
+        .form(form)
+        .send()
+        .await
+        .expect("request sent")
+}
+
+#[tokio::test]
+async fn receipts_show_only_the_owners_own_addresses_so_a_decoy_reads_like_a_real_key() {
+    let app = spawn_app_with(|s| s.trust_forwarded_for = true).await;
+    let admin = app.admin_with_key("admin@example.com").await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let (admin_ip, trader_ip) = ("203.0.113.7", "198.51.100.9");
+    let real = add_paper_key(&app, &trader, "Real").await;
+    assert_eq!(real.status(), 200);
+    let real: Value = real.json().await.expect("json");
+    let real_id = real["id"].as_str().expect("id");
+    let form = [
+        ("owner_email", "trader@example.com"),
+        ("label", "Old bot key"),
+        ("exchange", "binance"),
+        ("environment", "live"),
+    ];
+    let planted = call_from(&app, &admin, admin_ip, "admin/canary-plant", &form).await;
+    assert_eq!(planted.status(), 200);
+    let decoy: Value = planted.json().await.expect("json");
+    let decoy_id = decoy["id"].as_str().expect("id");
+    // An admin's re-wrap writes one event per key, in every vault.
+    let rotated = call_from(&app, &admin, admin_ip, "admin/kms-rotate", &[]).await;
+    assert_eq!(rotated.status(), 200);
+    let job: String = call_from(&app, &admin, admin_ip, "admin/rewrap-all", &[])
+        .await
+        .json()
+        .await
+        .expect("job id");
+    wait_for_rewrap(&app, &admin, &job).await;
+    let checked = call_from(
+        &app,
+        &trader,
+        trader_ip,
+        "keys/check",
+        &[("key_id", real_id)],
+    )
+    .await;
+    assert_eq!(checked.status(), 200);
+
+    let receipts: Vec<Value> = app
+        .call(&trader, "keys/receipts", &[])
+        .await
+        .json()
+        .await
+        .expect("json");
+    let text = serde_json::to_string(&receipts).expect("json");
+    assert!(!text.contains(admin_ip), "{text}");
+    let of = |id: &str, action: &str| {
+        receipts
+            .iter()
+            .find(|r| r["key_id"] == id && r["action"] == action)
+            .unwrap_or_else(|| panic!("{action} of {id} in {text}"))
+            .clone()
+    };
+    assert_eq!(of(real_id, "vault.key_used")["ip"], trader_ip);
+    assert_eq!(of(real_id, "vault.key_rewrapped")["ip"], Value::Null);
+    // Added: the decoy's line and the real key's are alike.
+    let (real_added, decoy_added) = (
+        of(real_id, "vault.key_added"),
+        of(decoy_id, "vault.key_added"),
+    );
+    assert_eq!(real_added["ip"], Value::Null);
+    assert_eq!(decoy_added["ip"], Value::Null);
+    assert_eq!(real_added["description"], decoy_added["description"]);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn touching_a_decoy_key_raises_an_alert_and_decrypts_nothing() {
     let app = spawn_app().await;

@@ -513,6 +513,18 @@ async fn a_clone_answering_a_challenge_issued_before_the_owners_last_use_is_caug
     let challenge = options["webauthn"].as_str().expect("webauthn options");
     // The owner uses the key meanwhile; the clone's next count is no higher than theirs.
     assert_eq!(app.step_up_with_key(&trader, &mut key).await.status(), 200);
+    // What a key-grade window (maybe the clone's, earlier) can leave running after it.
+    let bot = [("name", "bot"), ("scopes[0]", "proposals:write")];
+    assert_eq!(
+        app.call(&trader, "agent/token-create", &bot).await.status(),
+        200
+    );
+    assert_eq!(
+        app.call(&trader, "agent/autonomous", &[("on", "true")])
+            .await
+            .status(),
+        200
+    );
     let assertion = sign_request(&mut clone, challenge);
     let answered = app
         .call(
@@ -529,6 +541,18 @@ async fn a_clone_answering_a_challenge_issued_before_the_owners_last_use_is_caug
         app.count("SELECT COUNT(*) FROM security_keys WHERE flagged_at IS NOT NULL")
             .await,
         1
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM agent_tokens WHERE revoked_at IS NULL")
+            .await,
+        0,
+        "the account's agent tokens are revoked with the key"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM user_trading WHERE autonomous")
+            .await,
+        0,
+        "and autonomous agent orders turned off"
     );
     app.stop().await;
 }

@@ -98,7 +98,8 @@ pub async fn reject_proposal(id: String) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Letting a bot trade unattended is a privilege change: it needs a fresh step-up.
+/// Letting a bot trade unattended is a privilege change: turning it on needs a fresh step-up;
+/// turning it off needs none.
 #[server(endpoint = "agent/autonomous")]
 pub async fn set_autonomous(on: bool) -> Result<(), AppError> {
     use crate::api::context::{request_meta, require_user, services, step_up_grant};
