@@ -369,7 +369,7 @@ pub const CONTROLS: &[Control] = &[
         framework: MifidRts6,
         reference: "Art. 18",
         requirement: "Security and limits to access of the trading system; algorithms cannot bypass controls.",
-        feature: "Agent (algorithm) orders pass the same screening; anything unrecognised is a recorded HOLD; autonomous mode has a cap; per-user limits and states are set by admins only.",
+        feature: "Agent (algorithm) orders pass the same screening; anything unrecognised is a recorded HOLD; autonomous mode has a cap, and ends with the trader's tokens (a factor reset, a cloned key, revoking them all); per-user limits and states are set by admins only.",
         pages: &["/agents", "/admin/risk"],
         evidence: &[
             A::AgentSignalHeld,
@@ -381,6 +381,7 @@ pub const CONTROLS: &[Control] = &[
             "server/tests/api/agent.rs::everything_else_is_a_recorded_hold_and_nothing_is_placed",
             "server/tests/api/agent.rs::malformed_proposals_are_held_and_nothing_is_queued",
             "domain/src/trading/decision.rs::autonomous_mode_leaves_orders_above_the_cap_or_needing_a_step_up_to_the_trader",
+            "server/tests/api/agent.rs::a_factor_reset_stops_the_bots_a_stolen_window_could_have_set_going",
         ],
     },
     // --- GDPR ------------------------------------------------------------------------------

@@ -600,23 +600,6 @@ fn client_order_id(order_id: &str) -> String {
     )
 }
 
-/// A server function called from `ip` (the app trusts `X-Forwarded-For` in this test).
-async fn call_from(
-    app: &TestApp,
-    client: &reqwest::Client,
-    ip: &str,
-    endpoint: &str,
-    form: &[(&str, &str)],
-) -> reqwest::Response {
-    client
-        .post(format!("{}/api/{endpoint}", app.address))
-        .header("x-forwarded-for", ip)
-        .form(form)
-        .send()
-        .await
-        .expect("request sent")
-}
-
 #[tokio::test]
 async fn orders_refused_or_held_for_a_missing_approval_do_not_make_a_new_ip_familiar() {
     let app = spawn_app_with(|s| s.trust_forwarded_for = true).await;
@@ -627,13 +610,13 @@ async fn orders_refused_or_held_for_a_missing_approval_do_not_make_a_new_ip_fami
     let small = order("paper", "market", "0.001", &price);
 
     // A history from the usual address.
-    let first = call_from(&app, &trader, home, "trading/place", &small).await;
+    let first = app.call_from(&trader, home, "trading/place", &small).await;
     assert_eq!(json(first).await["status"], "filled");
 
     // From a new address the order needs a step-up; refused, it does not make the address
     // familiar, however often it is tried.
     for _ in 0..2 {
-        let refused = call_from(&app, &trader, new, "trading/place", &small).await;
+        let refused = app.call_from(&trader, new, "trading/place", &small).await;
         assert_eq!(refused.status(), 403);
         assert!(json(refused).await.get("OrderApprovalRequired").is_some());
     }
@@ -641,18 +624,18 @@ async fn orders_refused_or_held_for_a_missing_approval_do_not_make_a_new_ip_fami
     // Held for review (velocity) without the step-up it needed: recorded, but it does not make
     // the address familiar either.
     set_velocity_limit(&app, 1).await;
-    let held = call_from(&app, &trader, new, "trading/place", &small).await;
+    let held = app.call_from(&trader, new, "trading/place", &small).await;
     assert_eq!(held.status(), 200);
     let held = json(held).await;
     assert_eq!(held["status"], "held", "{held}");
     set_velocity_limit(&app, 10).await;
     app.clock.advance(time::Duration::seconds(120));
 
-    let again = call_from(&app, &trader, new, "trading/place", &small).await;
+    let again = app.call_from(&trader, new, "trading/place", &small).await;
     assert_eq!(again.status(), 403, "the new address still needs a step-up");
     assert!(json(again).await.get("OrderApprovalRequired").is_some());
     // The usual address still needs none.
-    let home_again = call_from(&app, &trader, home, "trading/place", &small).await;
+    let home_again = app.call_from(&trader, home, "trading/place", &small).await;
     assert_eq!(json(home_again).await["status"], "filled");
     app.stop().await;
 }

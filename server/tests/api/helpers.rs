@@ -206,6 +206,23 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// A server function called from `ip` (for apps that trust `X-Forwarded-For`).
+    pub async fn call_from(
+        &self,
+        client: &reqwest::Client,
+        ip: &str,
+        endpoint: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        client
+            .post(format!("{}/api/{endpoint}", self.address))
+            .header("x-forwarded-for", ip)
+            .form(form)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     pub async fn sign_up(&self, client: &reqwest::Client, email: &str) -> reqwest::Response {
         self.call(
             client,

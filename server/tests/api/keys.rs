@@ -543,23 +543,6 @@ async fn no_audit_write_means_no_decryption_and_no_new_key() {
     assert_eq!(list(&app, &trader).await[0]["status"], "active");
 }
 
-/// A server function called from `ip` (the app trusts `X-Forwarded-For` in this test).
-async fn call_from(
-    app: &TestApp,
-    client: &reqwest::Client,
-    ip: &str,
-    endpoint: &str,
-    form: &[(&str, &str)],
-) -> reqwest::Response {
-    client
-        .post(format!("{}/api/{endpoint}", app.address))
-        .header("x-forwarded-for", ip)
-        .form(form)
-        .send()
-        .await
-        .expect("request sent")
-}
-
 #[tokio::test]
 async fn receipts_show_only_the_owners_own_addresses_so_a_decoy_reads_like_a_real_key() {
     let app = spawn_app_with(|s| s.trust_forwarded_for = true).await;
@@ -576,27 +559,27 @@ async fn receipts_show_only_the_owners_own_addresses_so_a_decoy_reads_like_a_rea
         ("exchange", "binance"),
         ("environment", "live"),
     ];
-    let planted = call_from(&app, &admin, admin_ip, "admin/canary-plant", &form).await;
+    let planted = app
+        .call_from(&admin, admin_ip, "admin/canary-plant", &form)
+        .await;
     assert_eq!(planted.status(), 200);
     let decoy: Value = planted.json().await.expect("json");
     let decoy_id = decoy["id"].as_str().expect("id");
     // An admin's re-wrap writes one event per key, in every vault.
-    let rotated = call_from(&app, &admin, admin_ip, "admin/kms-rotate", &[]).await;
+    let rotated = app
+        .call_from(&admin, admin_ip, "admin/kms-rotate", &[])
+        .await;
     assert_eq!(rotated.status(), 200);
-    let job: String = call_from(&app, &admin, admin_ip, "admin/rewrap-all", &[])
+    let job: String = app
+        .call_from(&admin, admin_ip, "admin/rewrap-all", &[])
         .await
         .json()
         .await
         .expect("job id");
     wait_for_rewrap(&app, &admin, &job).await;
-    let checked = call_from(
-        &app,
-        &trader,
-        trader_ip,
-        "keys/check",
-        &[("key_id", real_id)],
-    )
-    .await;
+    let checked = app
+        .call_from(&trader, trader_ip, "keys/check", &[("key_id", real_id)])
+        .await;
     assert_eq!(checked.status(), 200);
 
     let receipts: Vec<Value> = app
