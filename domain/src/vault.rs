@@ -345,6 +345,21 @@ pub mod local {
             self.versions.insert(version, key);
         }
 
+        /// Takes the versions of `other` this one lacks (a version held already is kept as
+        /// it is); returns whether any was added.
+        pub fn adopt_missing_versions(&mut self, other: LocalKms) -> bool {
+            let mut added = false;
+            for (version, key) in other.versions {
+                if let std::collections::btree_map::Entry::Vacant(slot) =
+                    self.versions.entry(version)
+                {
+                    slot.insert(key);
+                    added = true;
+                }
+            }
+            added
+        }
+
         fn current(&self) -> (u32, &DataKey) {
             let (version, key) = self
                 .versions

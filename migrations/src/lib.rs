@@ -23,6 +23,7 @@ mod m20261205_000019_head_signature;
 mod m20261206_000020_order_counted_at;
 mod m20261207_000021_login_backoff;
 mod m20261207_000022_audit_seq_from_one;
+mod m20261208_000023_key_challenge;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -52,6 +53,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000020_order_counted_at::Migration),
             Box::new(m20261207_000021_login_backoff::Migration),
             Box::new(m20261207_000022_audit_seq_from_one::Migration),
+            Box::new(m20261208_000023_key_challenge::Migration),
         ]
     }
 }

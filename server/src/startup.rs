@@ -133,10 +133,12 @@ pub async fn kms_from_settings(settings: &Settings) -> Result<Arc<dyn Kms>, Star
             Arc::new(aws)
         }
     };
-    Ok(Arc::new(CachingKms::new(
+    let cache = Arc::new(CachingKms::new(
         kms,
         Duration::from_secs(u64::from(settings.kms.data_key_cache_seconds)),
-    )))
+    ));
+    CachingKms::start_sweeper(&cache);
+    Ok(cache)
 }
 
 fn exchanges_from_settings(

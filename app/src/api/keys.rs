@@ -185,7 +185,11 @@ mod support {
             };
             Self {
                 seq: receipt.seq,
-                at: domain::audit::canonical_time(receipt.at),
+                // Whole seconds: the gap between a check's receipt and its result, an exchange
+                // round trip for a real key and none for a decoy, stays out of sight.
+                at: domain::audit::canonical_time(
+                    receipt.at.replace_nanosecond(0).unwrap_or(receipt.at),
+                ),
                 key_id: receipt.key.to_string(),
                 key_label: receipt.key_label,
                 key_mask: receipt.key_mask,

@@ -83,7 +83,7 @@ impl KeyVaultService {
                 continue;
             };
             if stored.canary {
-                // Checked like any key (without decrypting it or asking its exchange), so its
+                // Checked like any key (decrypted, but its exchange is never asked), so its
                 // check time and receipts do not give it away.
                 match self.recheck_decoy(&stored).await {
                     Ok(()) => report.checked += 1,
@@ -114,7 +114,8 @@ impl KeyVaultService {
 
     /// The scheduled check of a decoy: the same two events a real key's check writes (its use
     /// receipt, then the check), marked `decoy` for reviewers, and the same columns stamped. It
-    /// is never decrypted, its exchange is never asked, and its planted permissions stand.
+    /// is decrypted like a real key (so a KMS outage fails its check as it fails theirs, with
+    /// the same receipt), but its exchange is never asked and its planted permissions stand.
     async fn recheck_decoy(&self, stored: &StoredKey) -> Result<(), KeyVaultError> {
         let record = &stored.record;
         let Some(sealed) = stored.sealed.as_ref() else {
@@ -138,6 +139,22 @@ impl KeyVaultService {
             .record_use(record.id, now, receipt)
             .await
             .map_err(store_or_audit)?;
+        if let Err(err) = vault::open(self.kms.as_ref(), &record.binding(), sealed).await {
+            let err = KeyVaultError::from(err);
+            let failure = AuditDraft::new(
+                actor,
+                AuditAction::VaultKeyUseFailed,
+                Outcome::Failure,
+                RequestMeta::default(),
+            )
+            .resource(record.id.resource())
+            .detail("purpose", purpose.describe())
+            .detail("error", err.to_string())
+            .detail("decoy", true);
+            // Best effort, as for a real key: the use receipt is already written.
+            let _ = self.audit.record(failure).await;
+            return Err(err);
+        }
         let mut check = AuditDraft::new(
             actor,
             AuditAction::VaultKeyChecked,

@@ -136,6 +136,8 @@ impl KeyVaultService {
                 .map_err(|_| KeyVaultError::AuditUnavailable)?;
             return Err(KeyVaultError::Refused(problem));
         }
+        // One instant for the addition and its first check, as a decoy's planting has.
+        let now = self.clock.now();
         let record = KeyRecord {
             id: KeyId::new_random(),
             owner,
@@ -148,9 +150,9 @@ impl KeyVaultService {
             status_reason: None,
             permissions,
             kms_key_id: None,
-            created_at: self.clock.now(),
+            created_at: now,
             last_used_at: None,
-            last_checked_at: Some(self.clock.now()),
+            last_checked_at: Some(now),
             revoked_at: None,
         };
         self.store_sealed(
@@ -347,7 +349,9 @@ impl KeyVaultService {
             Err(_) => return permissions.map(|_| record),
         };
         let permissions = permissions.unwrap_or_default();
-        let now = self.clock.now();
+        // The check is stamped with its use's instant, as a decoy's re-check is: a gap of an
+        // exchange round trip between the two would tell a real key from a decoy.
+        let now = record.last_used_at.unwrap_or_else(|| self.clock.now());
         let outcome = if status == KeyStatus::Active {
             Outcome::Success
         } else {

@@ -2,6 +2,7 @@
 //! that goes backwards disables the key and raises an alert), and who may add or remove one.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 use webauthn_rs::prelude::{
@@ -27,6 +28,7 @@ pub const CEREMONY_LIFETIME: Duration = Duration::minutes(5);
 const KEY_USE_ROUNDS: usize = 4;
 const KEY_OVERTAKEN: &str = "another use of the key was saved while this one was checked";
 const KEY_GONE: &str = "the key was disabled or removed while it was used";
+const KEY_CHALLENGE_ANSWERED: &str = "this challenge was already answered with the key";
 
 /// Ceremony state as kept in the server-side session, with when it began: the session outlives
 /// a ceremony, so the state carries its own expiry.
@@ -70,6 +72,16 @@ pub struct SecurityKey {
     pub last_used_at: Option<OffsetDateTime>,
     /// Set when the key's counter went backwards; a flagged key is never accepted again.
     pub flagged_at: Option<OffsetDateTime>,
+    /// The fingerprint of the challenge it last answered ([`challenge_fingerprint`]).
+    pub last_challenge: Option<String>,
+}
+
+/// A SHA-256 of the ceremony state (which holds the random challenge), hex: what a key's use
+/// records so that one challenge is answered once, even by two requests at the same instant.
+fn challenge_fingerprint(state: &PasskeyAuthentication) -> Result<String, StepUpError> {
+    let state = serde_json::to_vec(state)
+        .map_err(|e| StepUpError::Internal(format!("ceremony state: {e}")))?;
+    Ok(hex::encode(Sha256::digest(state)))
 }
 
 impl SecurityKey {
@@ -181,6 +193,7 @@ impl StepUpService {
             created_at: self.clock.now(),
             last_used_at: None,
             flagged_at: None,
+            last_challenge: None,
         };
         self.store
             .insert_security_key(
@@ -271,9 +284,16 @@ impl StepUpService {
                     }
                 };
                 let mut key = key.clone();
+                let challenge = challenge_fingerprint(state)?;
                 // Each round that loses the race to another use of the key reads a higher
-                // stored counter, so this ends as a success or a refusal.
+                // stored counter or another challenge, so this ends as a success or a refusal.
                 for round in 0..KEY_USE_ROUNDS {
+                    if key.last_challenge.as_deref() == Some(challenge.as_str()) {
+                        // Two requests carrying one answer at once: the other one was saved.
+                        return Err(self
+                            .key_refused(user, &raw_id, purpose, meta, KEY_CHALLENGE_ANSWERED)
+                            .await?);
+                    }
                     let mut passkey = key.passkey()?;
                     // webauthn-rs compares the counter with the copy taken when the challenge
                     // was issued. A clone answering that challenge after the owner used the key
@@ -303,7 +323,9 @@ impl StepUpService {
                             user,
                             key.id,
                             &key.credential,
+                            key.last_challenge.as_deref(),
                             &stored,
+                            &challenge,
                             self.clock.now(),
                             draft(
                                 user,
@@ -319,6 +341,12 @@ impl StepUpService {
                         .await;
                     match recorded {
                         Ok(()) => return Ok(result),
+                        // Another request carrying this answer was saved first.
+                        Err(StoreError::Conflict) => {
+                            return Err(self
+                                .key_refused(user, &raw_id, purpose, meta, KEY_CHALLENGE_ANSWERED)
+                                .await?);
+                        }
                         // Used, disabled or removed since it was read (two answers at the same
                         // instant): judged again against the key as it is now, so the later
                         // write never moves the counter back.
@@ -461,8 +489,8 @@ impl StepUpService {
     ///
     /// With a usable (unflagged) key on the account, only a step-up with a user-verified key
     /// will do: a TOTP or recovery code cannot add a thief's key nor remove the owner's. With
-    /// other factors only, any step-up (and for an admin's first key also a sign-in within the
-    /// window, since that key will open admin actions). With no factor at all (a first factor),
+    /// other factors only, any step-up, and to add a first key also a sign-in within the window
+    /// (that key opens admin actions, now or once its owner is promoted). With no factor at all,
     /// a sign-in within the window. `signed_in_at` is the session's sign-in, unix seconds.
     pub async fn authorize_key_change(
         &self,
@@ -482,7 +510,9 @@ impl StepUpService {
             self.policy
                 .check(grant, SensitiveAction::ManageFactors, now)
                 .and_then(|()| {
-                    if change == KeyChange::Add && user.role == crate::account::Role::Admin {
+                    // Anyone's first key, not only an admin's: a key added from an app code
+                    // would otherwise become admin-grade the day its owner is promoted.
+                    if change == KeyChange::Add {
                         recent_sign_in()
                     } else {
                         Ok(())

@@ -93,14 +93,19 @@ pub trait FactorStore: Send + Sync + fmt::Debug {
         key: &SecurityKey,
         audit: AuditDraft,
     ) -> Result<(), StoreError>;
-    /// Saves the updated credential (its counter) and the time of use, only if the key is still
-    /// stored as `previous` (and not disabled): `NotFound` otherwise, and nothing is written.
+    /// Saves the updated credential (its counter), the challenge answered and the time of use,
+    /// only if the key is still stored as `previous` with `previous_challenge` (and not
+    /// disabled): `Conflict` if it holds `challenge` already (that answer was saved),
+    /// `NotFound` otherwise, and nothing is written.
+    #[allow(clippy::too_many_arguments)]
     async fn record_security_key_use(
         &self,
         user: UserId,
         id: Uuid,
         previous: &str,
+        previous_challenge: Option<&str>,
         credential: &str,
+        challenge: &str,
         at: OffsetDateTime,
         audit: AuditDraft,
     ) -> Result<(), StoreError>;

@@ -30,6 +30,10 @@ pub struct AwsKms {
     /// `arn:<partition>:kms:<region>:<account>:key/` of the configured key, learned from AWS
     /// once: a stored secret naming a key outside it is not sent to AWS.
     home: tokio::sync::OnceCell<String>,
+    /// The configured key's ARN once `check` learned it: what AWS names in every wrapped key,
+    /// so "wrapped under the current key" compares like with like (the settings may hold a
+    /// bare key id or an alias).
+    arn: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for AwsKms {
@@ -86,6 +90,7 @@ impl AwsKms {
             client: aws_sdk_kms::Client::new(&sdk_config),
             settings,
             home: tokio::sync::OnceCell::new(),
+            arn: std::sync::OnceLock::new(),
         })
     }
 
@@ -108,6 +113,7 @@ impl AwsKms {
             client: aws_sdk_kms::Client::from_conf(builder.build()),
             settings,
             home: tokio::sync::OnceCell::new(),
+            arn: std::sync::OnceLock::new(),
         })
     }
 
@@ -143,6 +149,7 @@ impl AwsKms {
         let arn = meta.arn().unwrap_or(&self.settings.key_id).to_owned();
         if let Some(home) = key_home(&arn) {
             let _ = self.home.set(home.to_owned());
+            let _ = self.arn.set(arn.clone());
         }
         Ok(arn)
     }
@@ -323,7 +330,10 @@ impl Kms for AwsKms {
     }
 
     fn current_key_id(&self) -> String {
-        self.settings.key_id.clone()
+        self.arn
+            .get()
+            .cloned()
+            .unwrap_or_else(|| self.settings.key_id.clone())
     }
 
     fn backend(&self) -> KmsBackend {

@@ -5,7 +5,8 @@
 //! Only `decrypt_data_key` is cached, keyed by the wrapping key id, the wrapped blob and the
 //! whole encryption context, so a cached key is only ever handed back for the exact request
 //! the KMS already answered. Entries expire after the TTL (a disabled KMS key stops working
-//! at most that long after), are capped in number, and are zeroised when dropped (`DataKey`).
+//! at most that long after), are capped in number, and are zeroised when dropped (`DataKey`):
+//! a sweeper drops expired entries even when no decrypt comes to push them out.
 //! Concurrent misses for one key share one remote call. Errors are never cached.
 
 use std::collections::HashMap;
@@ -101,6 +102,37 @@ impl CachingKms {
         let slot = Arc::new(Slot::default());
         slots.insert(key, slot.clone());
         slot
+    }
+
+    /// Drops every expired entry (its `DataKey` is zeroised as it goes); returns how many.
+    pub fn sweep_expired(&self) -> usize {
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        let before = slots.len();
+        slots.retain(|_, slot| !matches!(slot.key.get(), Some((_, at)) if now.duration_since(*at) >= self.ttl));
+        before - slots.len()
+    }
+
+    /// Sweeps expired keys a few times per TTL for as long as the cache lives, so an unwrapped
+    /// key (a revoked one's too) is gone from memory soon after its TTL, busy or idle.
+    pub fn start_sweeper(cache: &Arc<Self>) {
+        if cache.ttl.is_zero() {
+            return;
+        }
+        let period = (cache.ttl / 4).max(Duration::from_millis(10));
+        let cache = Arc::downgrade(cache);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(cache) = cache.upgrade() else { break };
+                cache.sweep_expired();
+            }
+        });
     }
 
     fn forget_all(&self) {
@@ -252,6 +284,24 @@ mod tests {
         // Expired: asked again, so a KMS that is down (or a disabled key) shows after the TTL.
         faulty.set_mode(FaultMode::Unavailable);
         assert!(kms.decrypt_data_key(&wrapped, &context("a")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_drops_expired_keys_while_no_decrypt_comes() {
+        let kms = Arc::new(CachingKms::new(local(), Duration::from_millis(40)));
+        let (_, wrapped) = kms
+            .generate_data_key(&context("a"))
+            .await
+            .expect("generate");
+        kms.decrypt_data_key(&wrapped, &context("a"))
+            .await
+            .expect("decrypt");
+        assert_eq!(kms.slots.lock().expect("lock").len(), 1);
+        CachingKms::start_sweeper(&kms);
+        // Nothing else touches the cache: only the sweeper can empty it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(kms.slots.lock().expect("lock").len(), 0);
+        assert_eq!(kms.sweep_expired(), 0);
     }
 
     #[tokio::test]

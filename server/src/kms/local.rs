@@ -95,6 +95,30 @@ impl FileKms {
         }
     }
 
+    /// Another server on the same key file and database may have rotated: a secret wrapped
+    /// under a version this one has not loaded makes it read the file again, adopt the versions
+    /// it lacks and wrap new keys under the newest. Whether any version was added.
+    async fn adopt_versions_from_file(&self) -> bool {
+        let KeySource::File(path) = &self.source else {
+            return false;
+        };
+        // Blocking file I/O, but short, and only for a version this server has not seen.
+        let Ok(on_disk) = read_key_file(path) else {
+            return false;
+        };
+        let mut keys = self.keys.write().await;
+        let added = keys.adopt_missing_versions(on_disk);
+        if added {
+            self.current
+                .fetch_max(keys.latest_version(), Ordering::AcqRel);
+            tracing::info!(
+                version = keys.latest_version(),
+                "adopted master key versions added by another server"
+            );
+        }
+        added
+    }
+
     /// The key file, when the key came from one.
     pub fn path(&self) -> Option<&Path> {
         match &self.source {
@@ -190,11 +214,22 @@ impl Kms for FileKms {
         wrapped: &WrappedKey,
         context: &EncryptionContext,
     ) -> Result<DataKey, KmsError> {
-        self.keys
+        let first = self
+            .keys
             .read()
             .await
             .decrypt_data_key(wrapped, context)
-            .await
+            .await;
+        match first {
+            Err(KmsError::Refused(_)) if self.adopt_versions_from_file().await => {
+                self.keys
+                    .read()
+                    .await
+                    .decrypt_data_key(wrapped, context)
+                    .await
+            }
+            other => other,
+        }
     }
 
     async fn rewrap(
@@ -202,7 +237,13 @@ impl Kms for FileKms {
         wrapped: &WrappedKey,
         context: &EncryptionContext,
     ) -> Result<WrappedKey, KmsError> {
-        self.keys.read().await.rewrap(wrapped, context).await
+        let first = self.keys.read().await.rewrap(wrapped, context).await;
+        match first {
+            Err(KmsError::Refused(_)) if self.adopt_versions_from_file().await => {
+                self.keys.read().await.rewrap(wrapped, context).await
+            }
+            other => other,
+        }
     }
 
     fn current_key_id(&self) -> String {

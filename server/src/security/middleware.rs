@@ -107,13 +107,34 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 }
 
 fn last_forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
-    headers
+    let last = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .last()
-        .and_then(|ip| ip.trim().parse().ok())
+        .last()?;
+    let address = forwarded_address(last.trim());
+    if address.is_none() {
+        // Falling back to the proxy's own address puts every client in one rate-limit and
+        // back-off bucket: worth an operator's attention.
+        tracing::warn!("X-Forwarded-For entry is not an address; using the peer's");
+    }
+    address
+}
+
+/// An X-Forwarded-For entry as proxies write it: `1.2.3.4`, `2001:db8::1`, or with a port
+/// (`1.2.3.4:5678`, `[2001:db8::1]:443`) or brackets (`[2001:db8::1]`).
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            entry
+                .strip_prefix('[')
+                .and_then(|rest| rest.strip_suffix(']'))
+                .and_then(|inner| inner.parse().ok())
+        })
 }
 
 #[derive(Debug, Clone)]
@@ -651,5 +672,41 @@ mod run_to_completion_tests {
     #[tokio::test]
     async fn a_read_whose_client_hangs_up_is_dropped() {
         assert!(!hang_up_during(Method::GET).await);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", value.parse().expect("header"));
+        headers
+    }
+
+    #[test]
+    fn forwarded_addresses_with_a_port_or_brackets_name_the_client_not_the_proxy() {
+        let proxy = Some(IpAddr::from([10, 0, 0, 1]));
+        for (value, client) in [
+            ("203.0.113.7", "203.0.113.7"),
+            ("198.51.100.1, 203.0.113.7:51234", "203.0.113.7"),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("2001:db8::1", "2001:db8::1"),
+            ("::ffff:203.0.113.7", "203.0.113.7"),
+        ] {
+            let ip = client_ip(proxy, &forwarded(value), true);
+            assert_eq!(ip, client.parse::<IpAddr>().expect("ip"), "{value}");
+        }
+        // Not an address: the peer, as before; and an untrusted header is never read.
+        assert_eq!(
+            client_ip(proxy, &forwarded("unknown"), true),
+            proxy.expect("proxy")
+        );
+        assert_eq!(
+            client_ip(proxy, &forwarded("203.0.113.7"), false),
+            proxy.expect("proxy")
+        );
     }
 }

@@ -285,6 +285,7 @@ pub mod security_key {
         pub created_at: String,
         pub last_used_at: Option<String>,
         pub flagged_at: Option<String>,
+        pub last_challenge: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -113,6 +113,7 @@ fn to_security_key(row: &security_key::Model) -> DbResult<SecurityKey> {
         created_at: parse_canonical_time(&row.created_at).ok_or_else(|| bad("created_at"))?,
         last_used_at: optional_time(&row.last_used_at, "security_keys", &row.id, "last_used_at")?,
         flagged_at: optional_time(&row.flagged_at, "security_keys", &row.id, "flagged_at")?,
+        last_challenge: row.last_challenge.clone(),
     })
 }
 
@@ -542,6 +543,7 @@ impl FactorStore for SqlFactorStore {
                 created_at: Set(canonical_time(key.created_at)),
                 last_used_at: Set(key.last_used_at.map(canonical_time)),
                 flagged_at: Set(key.flagged_at.map(canonical_time)),
+                last_challenge: Set(key.last_challenge.clone()),
             })
             .exec_without_returning(txn.conn())
             .await?;
@@ -556,28 +558,50 @@ impl FactorStore for SqlFactorStore {
         user: UserId,
         id: Uuid,
         previous: &str,
+        previous_challenge: Option<&str>,
         credential: &str,
+        challenge: &str,
         at: OffsetDateTime,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         converted(async {
             let txn = self.chain.begin().await?;
             // A key flagged meanwhile (counter regression) must not have its counter moved on,
-            // nor one used meanwhile moved back (compare and set on the stored credential).
+            // nor one used meanwhile moved back (compare and set on the stored credential and
+            // on the challenge last answered, which changes even when the counter stays 0).
+            let same_challenge = match previous_challenge {
+                Some(previous) => security_key::Column::LastChallenge.eq(previous),
+                None => security_key::Column::LastChallenge.is_null(),
+            };
             let updated = security_key::Entity::update_many()
                 .set(security_key::ActiveModel {
                     credential: Set(credential.to_owned()),
                     last_used_at: Set(Some(canonical_time(at))),
+                    last_challenge: Set(Some(challenge.to_owned())),
                     ..Default::default()
                 })
                 .filter(security_key::Column::Id.eq(id.to_string()))
                 .filter(security_key::Column::UserId.eq(user.to_string()))
                 .filter(security_key::Column::FlaggedAt.is_null())
                 .filter(security_key::Column::Credential.eq(previous))
+                .filter(same_challenge)
                 .exec(txn.conn())
                 .await?;
             if updated.rows_affected != 1 {
-                return Err(StoreError::NotFound.into());
+                // Read in this transaction: a write of the same challenge that is not yet
+                // visible outside it (the audit chain commits writes in groups) counts too.
+                let answered = security_key::Entity::find()
+                    .filter(security_key::Column::Id.eq(id.to_string()))
+                    .filter(security_key::Column::UserId.eq(user.to_string()))
+                    .filter(security_key::Column::LastChallenge.eq(challenge))
+                    .count(txn.conn())
+                    .await?;
+                return Err(if answered > 0 {
+                    StoreError::Conflict
+                } else {
+                    StoreError::NotFound
+                }
+                .into());
             }
             txn.commit_with(audit, self.clock.now()).await?;
             Ok(())

@@ -331,6 +331,37 @@ async fn file_kms_rotation_keeps_old_secrets_and_rewrap_moves_them_to_the_new_ve
     assert!(vault::open(&v2_only, &binding, &sealed).await.is_err());
 }
 
+/// Two servers on one key file and one database: a rotation on one must not leave the other
+/// unable to open what the first sealed, nor sealing under the old version afterwards.
+#[tokio::test]
+async fn a_rotation_on_one_server_is_adopted_by_another_on_the_same_key_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = server::cli::ensure_master_key(dir.path()).expect("master key created");
+    let a = FileKms::load(&path).expect("loads");
+    let b = FileKms::load(&path).expect("loads");
+    assert_eq!(a.add_version(&Recorded).await.expect("rotated"), "local:v2");
+    let binding = binding();
+    let sealed_on_a = vault::seal(&a, &binding, &secret()).await.expect("sealed");
+    assert_eq!(sealed_on_a.wrapped_key.kms_key_id, "local:v2");
+    assert_eq!(b.current_key_id(), "local:v1", "b has not seen it yet");
+
+    let opened = vault::open(&b, &binding, &sealed_on_a)
+        .await
+        .expect("b reads the file again and opens it");
+    assert_eq!(opened.expose_secret(), secret().expose_secret());
+    assert_eq!(b.current_key_id(), "local:v2");
+    let sealed_on_b = vault::seal(&b, &binding, &secret()).await.expect("sealed");
+    assert_eq!(sealed_on_b.wrapped_key.kms_key_id, "local:v2");
+
+    // A version in no file stays refused, as before.
+    let mut unknown = sealed_on_a.clone();
+    unknown.wrapped_key.kms_key_id = "local:v9".into();
+    assert!(matches!(
+        vault::open(&b, &binding, &unknown).await,
+        Err(vault::VaultError::Kms(KmsError::Refused(_)))
+    ));
+}
+
 #[tokio::test]
 async fn concurrent_rotations_get_distinct_versions() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -726,6 +757,10 @@ async fn aws_rewrap_moves_secrets_to_the_configured_key() {
         .await
         .expect("rewrapped");
     assert!(rewrapped.wrapped_key.kms_key_id.ends_with(&new_key));
+    // Configured by its bare id, the key is named by its ARN once checked (at startup), as in
+    // every wrapped key: a re-wrapped secret counts as under the current key, not due again.
+    new.check().await.expect("checked");
+    assert_eq!(new.current_key_id(), rewrapped.wrapped_key.kms_key_id);
     let opened = vault::open(&new, &binding, &rewrapped)
         .await
         .expect("opened");

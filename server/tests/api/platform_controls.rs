@@ -571,6 +571,15 @@ async fn a_decoy_key_looks_like_a_real_key_in_its_owners_list_receipts_and_reche
         ] {
             assert_eq!(real[field], decoy[field], "{field}");
         }
+        // How a key's times relate: a decoy stamps one instant for its planting and first
+        // check, and for a re-check's use and result, so a real key must too.
+        let relations = |key: &Value| {
+            (
+                key["created_at"] == key["last_checked_at"],
+                key["last_used_at"] == key["last_checked_at"],
+            )
+        };
+        assert_eq!(relations(real), relations(decoy), "{real}\n{decoy}");
         (real.clone(), decoy.clone())
     };
     let (_, decoy_before) = compare(&key_list(&app, &trader).await);
@@ -603,7 +612,84 @@ async fn a_decoy_key_looks_like_a_real_key_in_its_owners_list_receipts_and_reche
         receipts_of(&app, &trader, &decoy).await,
         "checked on schedule, both"
     );
-    // A check is not a use: no alert, and the decoy was never decrypted for anyone.
+    // Receipt times are whole seconds: how long a check's exchange call took stays hidden.
+    let receipts = json(app.call(&trader, "keys/receipts", &[]).await).await;
+    for receipt in receipts.as_array().expect("receipts") {
+        let at = receipt["at"].as_str().expect("at");
+        assert!(at.ends_with('Z') && !at.contains('.'), "{at}");
+    }
+    // A check is not a use: no alert.
+    assert_eq!(app.count("SELECT COUNT(*) FROM security_alerts").await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_kms_outage_fails_a_decoys_recheck_as_it_fails_a_real_keys() {
+    use server::kms::FaultMode;
+
+    let (app, kms) = crate::helpers::spawn_app_with_faulty_kms().await;
+    let admin = app.admin_with_key("admin@example.com").await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let response = app
+        .call(
+            &trader,
+            "keys/add",
+            &[
+                ("exchange", "paper"),
+                ("environment", "paper"),
+                ("scope", "trade"),
+                ("label", "Real"),
+                ("api_key", "pk-live-7c1d9e2b44aa3a2f"),
+                ("api_secret", "sk-9f8e7d6c5b4a39281706f5e4d3c2b1a0"),
+            ],
+        )
+        .await;
+    let real = json(response).await["id"].as_str().expect("id").to_owned();
+    let response = app
+        .call(
+            &admin,
+            "admin/canary-plant",
+            &[
+                ("owner_email", "trader@example.com"),
+                ("label", "Old bot key"),
+                ("exchange", "paper"),
+                ("environment", "paper"),
+            ],
+        )
+        .await;
+    let decoy = json(response).await["id"].as_str().expect("id").to_owned();
+    let checked_at = |keys: &[Value], id: &str| {
+        keys.iter().find(|k| k["id"] == id).expect("key")["last_checked_at"].clone()
+    };
+    let before = key_list(&app, &trader).await;
+
+    kms.set_mode(FaultMode::Unavailable);
+    let report = app
+        .backend
+        .services
+        .vault
+        .recheck_all()
+        .await
+        .expect("recheck");
+    assert_eq!((report.checked, report.failed), (0, 2), "{report:?}");
+    kms.set_mode(FaultMode::Healthy);
+
+    let after = key_list(&app, &trader).await;
+    for id in [&real, &decoy] {
+        assert_eq!(
+            checked_at(&before, id),
+            checked_at(&after, id),
+            "no new check"
+        );
+    }
+    let real_receipts = receipts_of(&app, &trader, &real).await;
+    assert!(
+        real_receipts
+            .iter()
+            .any(|(action, _, _)| action == "vault.key_use_failed"),
+        "{real_receipts:?}"
+    );
+    assert_eq!(real_receipts, receipts_of(&app, &trader, &decoy).await);
     assert_eq!(app.count("SELECT COUNT(*) FROM security_alerts").await, 0);
     app.stop().await;
 }

@@ -184,8 +184,19 @@ async fn a_totp_or_recovery_code_step_up_can_neither_add_nor_remove_a_security_k
 
 #[tokio::test]
 async fn an_admins_first_key_needs_a_fresh_sign_in_even_after_a_totp_step_up() {
+    first_key_needs_a_fresh_sign_in_even_after_a_totp_step_up(Role::Admin).await;
+}
+
+/// A trader's first key opens admin actions the day they are promoted, so a stolen session
+/// with a phished app code must not plant one either.
+#[tokio::test]
+async fn a_traders_first_key_needs_a_fresh_sign_in_too_as_a_promotion_would_make_it_admin_grade() {
+    first_key_needs_a_fresh_sign_in_even_after_a_totp_step_up(Role::Trader).await;
+}
+
+async fn first_key_needs_a_fresh_sign_in_even_after_a_totp_step_up(role: Role) {
     let app = spawn_app().await;
-    let admin = app.signed_in_as("admin@example.com", Role::Admin).await;
+    let admin = app.signed_in_as("admin@example.com", role).await;
     let (secret, _) = enrol_totp(&app, &admin).await;
     // The sign-in is old now; a TOTP step-up alone must not bootstrap an admin-grade key.
     app.clock.advance(time::Duration::minutes(11));
@@ -217,6 +228,63 @@ async fn an_admins_first_key_needs_a_fresh_sign_in_even_after_a_totp_step_up() {
             .await
             .status(),
         200
+    );
+    app.stop().await;
+}
+
+/// Most synced passkeys always report a signature counter of 0, so the counter check passes
+/// however often one answer is sent: several requests carrying it at once, each holding the
+/// session's challenge, must still open one window between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_answer_of_a_key_whose_counter_stays_zero_opens_one_window_even_sent_eight_times_at_once()
+ {
+    let app = spawn_app().await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let mut key = soft_key();
+    assert_eq!(
+        app.register_key(&trader, &mut key, "Synced passkey")
+            .await
+            .status(),
+        200
+    );
+    // The same key, about to count past u32::MAX: its next assertion carries counter 0. In its
+    // CBOR form the counter is the text key "counter" then the unsigned 0 (one byte); u32::MAX
+    // is 0x1a and four bytes.
+    let cbor = key.to_cbor().expect("cbor");
+    let field = b"\x67counter\x00";
+    let at = cbor
+        .windows(field.len())
+        .position(|w| w == field)
+        .expect("a counter of 0 after registration");
+    let mut patched = cbor[..at + field.len() - 1].to_vec();
+    patched.extend_from_slice(&[0x1a, 0xff, 0xff, 0xff, 0xff]);
+    patched.extend_from_slice(&cbor[at + field.len()..]);
+    let mut key = SoftToken::from_cbor(&patched).expect("soft key");
+    let assertion = app.key_assertion(&trader, &mut key).await;
+    let form = [("method", "security-key"), ("response", assertion.as_str())];
+    let answers = (0..8).map(|_| app.call(&trader, "stepup/verify", &form));
+    let statuses: Vec<u16> = futures::future::join_all(answers)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(audits(&app, "stepup.key_succeeded").await, 1);
+    // Each other request was refused as that answer's repeat, with its reason on record.
+    let refused = app
+        .count(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'stepup.key_failed' \
+             AND details LIKE '%challenge was already answered%'",
+        )
+        .await;
+    assert_eq!(
+        refused as usize,
+        statuses.iter().filter(|s| **s != 200).count(),
+        "{statuses:?}"
     );
     app.stop().await;
 }

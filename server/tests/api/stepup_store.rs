@@ -596,6 +596,7 @@ fn key(user: UserId, credential_id: &str, created_at: OffsetDateTime) -> Securit
         created_at,
         last_used_at: None,
         flagged_at: None,
+        last_challenge: None,
     }
 }
 
@@ -655,7 +656,9 @@ async fn security_keys_belong_to_one_user_and_a_flagged_key_is_not_used() {
             mallory,
             first.id,
             &first.credential,
+            None,
             "{}",
+            "challenge-1",
             now,
             draft(mallory, AuditAction::StepupKeySucceeded),
         )
@@ -689,7 +692,9 @@ async fn security_keys_belong_to_one_user_and_a_flagged_key_is_not_used() {
             alice,
             first.id,
             &first.credential,
+            None,
             "{\"counter\":7}",
+            "challenge-1",
             now,
             draft(alice, AuditAction::StepupKeySucceeded),
         )
@@ -698,6 +703,24 @@ async fn security_keys_belong_to_one_user_and_a_flagged_key_is_not_used() {
     let used = store.security_keys(alice).await.expect("list").remove(0);
     assert_eq!(used.credential, "{\"counter\":7}");
     assert!(used.last_used_at.is_some());
+    assert_eq!(used.last_challenge.as_deref(), Some("challenge-1"));
+
+    // The same answer judged against the key as read before that use, with a counter that did
+    // not move (most synced passkeys stay at 0): that challenge is answered, nothing is written.
+    let err = store
+        .record_security_key_use(
+            alice,
+            first.id,
+            "{\"counter\":7}",
+            None,
+            "{\"counter\":7}",
+            "challenge-1",
+            now,
+            draft(alice, AuditAction::StepupKeySucceeded),
+        )
+        .await
+        .expect_err("answered already");
+    assert!(matches!(err, StoreError::Conflict), "{err:?}");
 
     // A second use judged against the key as it was read before the first one (two answers at
     // the same instant) writes nothing: the counter is never moved back.
@@ -706,7 +729,9 @@ async fn security_keys_belong_to_one_user_and_a_flagged_key_is_not_used() {
             alice,
             first.id,
             &first.credential,
+            None,
             "{\"counter\":6}",
+            "challenge-2",
             now,
             draft(alice, AuditAction::StepupKeySucceeded),
         )
@@ -745,7 +770,9 @@ async fn security_keys_belong_to_one_user_and_a_flagged_key_is_not_used() {
             alice,
             first.id,
             "{\"counter\":7}",
+            Some("challenge-1"),
             "{\"counter\":8}",
+            "challenge-3",
             now,
             draft(alice, AuditAction::StepupKeySucceeded),
         )
