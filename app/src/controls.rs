@@ -93,7 +93,7 @@ pub const CONTROLS: &[Control] = &[
         framework: Soc2,
         reference: "CC6.1",
         requirement: "Sensitive actions require strong authentication.",
-        feature: "Step-up with a security key (WebAuthn, user-verified for admins) or an authenticator app opens a short privilege window; large orders, and smaller ones once what went out without an approval adds up past the threshold, need an approval bound to exactly that order; codes and assertions cannot be replayed; on an account with a security key, only that key changes its factors.",
+        feature: "Step-up with a security key (WebAuthn, user-verified for admins) or an authenticator app opens a short privilege window; large orders, and smaller ones once what went out without an approval adds up past the threshold, need an approval bound to exactly that order; codes and assertions cannot be replayed, not even one answer sent several times at once; on an account with a security key, only that key changes its factors, and a first key added after an app step-up needs a recent sign-in (it would be admin-grade once its owner is promoted).",
         pages: &["/security"],
         evidence: &[
             A::StepupKeySucceeded,
@@ -109,6 +109,8 @@ pub const CONTROLS: &[Control] = &[
             "server/tests/api/approvals.rs::orders_split_below_the_step_up_threshold_need_an_approval_once_they_add_up_to_it",
             "server/tests/api/stepup.rs::with_a_security_key_on_the_account_a_totp_or_recovery_step_up_cannot_change_its_factors",
             "server/tests/api/stepup.rs::a_started_app_set_up_takes_five_codes_at_most_and_is_not_confirmed_once_its_window_closed",
+            "server/tests/api/stepup_controls.rs::one_answer_of_a_key_whose_counter_stays_zero_opens_one_window_even_sent_eight_times_at_once",
+            "server/tests/api/stepup_controls.rs::a_traders_first_key_needs_a_fresh_sign_in_too_as_a_promotion_would_make_it_admin_grade",
             "end2end/tests/stepup.spec.ts::an admin action is refused until the admin steps up with a security key",
         ],
     },
@@ -195,7 +197,7 @@ pub const CONTROLS: &[Control] = &[
         framework: Soc2,
         reference: "CC7.2",
         requirement: "System components are monitored for anomalies that indicate malicious acts.",
-        feature: "Anomaly scoring opens cases and quarantines the trader; decoy keys and cloned security keys raise alerts; the admin's overview charts security events (refusals, failures, sign-in, step-up and key activity) hour by hour.",
+        feature: "Anomaly scoring opens cases and quarantines the trader; decoy keys (alike to real keys in their owner's list, receipts and re-checks) and cloned security keys raise alerts; the admin's overview charts security events (refusals, failures, sign-in, step-up and key activity) hour by hour.",
         pages: &["/", "/review", "/admin/vault"],
         evidence: &[
             A::RiskCaseOpened,
@@ -207,6 +209,8 @@ pub const CONTROLS: &[Control] = &[
         tests: &[
             "server/tests/api/trading.rs::a_burst_of_odd_orders_opens_a_case_quarantines_the_trader_and_a_reviewer_releases_it",
             "server/tests/api/keys.rs::touching_a_decoy_key_raises_an_alert_and_decrypts_nothing",
+            "server/tests/api/platform_controls.rs::a_decoy_key_looks_like_a_real_key_in_its_owners_list_receipts_and_rechecks",
+            "server/tests/api/platform_controls.rs::a_kms_outage_fails_a_decoys_recheck_as_it_fails_a_real_keys",
             "server/tests/api/stepup.rs::a_key_whose_counter_goes_backwards_is_refused_flagged_and_audited",
             "server/tests/api/stepup.rs::a_clone_answering_a_challenge_issued_before_the_owners_last_use_is_caught",
             "server/tests/api/overview.rs::the_admin_chart_counts_failed_sign_ins_in_their_hour",
