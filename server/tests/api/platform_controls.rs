@@ -513,14 +513,15 @@ async fn receipts_of(
     out
 }
 
-#[tokio::test]
-async fn a_decoy_key_looks_like_a_real_key_in_its_owners_list_receipts_and_rechecks() {
-    let app = spawn_app().await;
-    let admin = app.admin_with_key("admin@example.com").await;
-    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+/// A paper key the trader adds and a decoy the admin plants beside it: their ids.
+async fn real_key_and_decoy(
+    app: &TestApp,
+    trader: &reqwest::Client,
+    admin: &reqwest::Client,
+) -> (String, String) {
     let response = app
         .call(
-            &trader,
+            trader,
             "keys/add",
             &[
                 ("exchange", "paper"),
@@ -535,7 +536,7 @@ async fn a_decoy_key_looks_like_a_real_key_in_its_owners_list_receipts_and_reche
     let real = json(response).await["id"].as_str().expect("id").to_owned();
     let response = app
         .call(
-            &admin,
+            admin,
             "admin/canary-plant",
             &[
                 ("owner_email", "trader@example.com"),
@@ -546,6 +547,15 @@ async fn a_decoy_key_looks_like_a_real_key_in_its_owners_list_receipts_and_reche
         )
         .await;
     let decoy = json(response).await["id"].as_str().expect("id").to_owned();
+    (real, decoy)
+}
+
+#[tokio::test]
+async fn a_decoy_key_looks_like_a_real_key_in_its_owners_list_receipts_and_rechecks() {
+    let app = spawn_app().await;
+    let admin = app.admin_with_key("admin@example.com").await;
+    let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
+    let (real, decoy) = real_key_and_decoy(&app, &trader, &admin).await;
 
     let compare = |keys: &[Value]| {
         let real = keys
@@ -630,34 +640,7 @@ async fn a_kms_outage_fails_a_decoys_recheck_as_it_fails_a_real_keys() {
     let (app, kms) = crate::helpers::spawn_app_with_faulty_kms().await;
     let admin = app.admin_with_key("admin@example.com").await;
     let trader = app.signed_in_as("trader@example.com", Role::Trader).await;
-    let response = app
-        .call(
-            &trader,
-            "keys/add",
-            &[
-                ("exchange", "paper"),
-                ("environment", "paper"),
-                ("scope", "trade"),
-                ("label", "Real"),
-                ("api_key", "pk-live-7c1d9e2b44aa3a2f"),
-                ("api_secret", "sk-9f8e7d6c5b4a39281706f5e4d3c2b1a0"),
-            ],
-        )
-        .await;
-    let real = json(response).await["id"].as_str().expect("id").to_owned();
-    let response = app
-        .call(
-            &admin,
-            "admin/canary-plant",
-            &[
-                ("owner_email", "trader@example.com"),
-                ("label", "Old bot key"),
-                ("exchange", "paper"),
-                ("environment", "paper"),
-            ],
-        )
-        .await;
-    let decoy = json(response).await["id"].as_str().expect("id").to_owned();
+    let (real, decoy) = real_key_and_decoy(&app, &trader, &admin).await;
     let checked_at = |keys: &[Value], id: &str| {
         keys.iter().find(|k| k["id"] == id).expect("key")["last_checked_at"].clone()
     };
