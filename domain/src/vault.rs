@@ -168,6 +168,9 @@ pub trait Kms: Send + Sync + std::fmt::Debug {
     ) -> Result<WrappedKey, KmsError>;
     /// The identifier new keys are wrapped under (e.g. `local:v2`).
     fn current_key_id(&self) -> String;
+    /// Picks up master key versions added elsewhere (another server's rotation of a shared key
+    /// file) before `current_key_id` is relied on; most backends have nothing to do.
+    async fn refresh(&self) {}
     fn backend(&self) -> KmsBackend;
     /// Creates a new master key version and makes it current. `record` is told the new key id
     /// before anything is written or used; if it fails, nothing changes (`NotRecorded`), so a

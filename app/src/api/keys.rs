@@ -185,10 +185,15 @@ mod support {
             };
             Self {
                 seq: receipt.seq,
-                // Whole seconds: the gap between a check's receipt and its result, an exchange
-                // round trip for a real key and none for a decoy, stays out of sight.
+                // Whole minutes (as the page shows them): the gap between a check's receipt and
+                // its result, an exchange round trip for a real key and none for a decoy, stays
+                // out of sight.
                 at: domain::audit::canonical_time(
-                    receipt.at.replace_nanosecond(0).unwrap_or(receipt.at),
+                    receipt
+                        .at
+                        .replace_second(0)
+                        .and_then(|at| at.replace_nanosecond(0))
+                        .unwrap_or(receipt.at),
                 ),
                 key_id: receipt.key.to_string(),
                 key_label: receipt.key_label,
@@ -323,7 +328,7 @@ pub async fn kms_status() -> Result<KmsOverview, AppError> {
     use super::context::{require_admin_reader, services};
 
     let reader = require_admin_reader().await?;
-    Ok(services()?.vault.kms_status(&reader).into())
+    Ok(services()?.vault.kms_status(&reader).await.into())
 }
 
 /// Adds a new master key version (local KMS); new and re-wrapped keys use it.

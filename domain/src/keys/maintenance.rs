@@ -197,6 +197,8 @@ impl KeyVaultService {
             RewrapScope::All(_) => None,
         };
         let targets = self.keys.sealed_keys(owner).await?;
+        // Another server may have rotated: re-wrap under the newest version, not this one's.
+        self.kms.refresh().await;
         let current = self.kms.current_key_id();
         let mut state = RewrapProgress {
             total: targets.len() as u64,
@@ -322,7 +324,8 @@ impl KeyVaultService {
     }
 
     /// Which KMS holds the master key, and its current version.
-    pub fn kms_status(&self, _reader: &AdminReader) -> KmsStatus {
+    pub async fn kms_status(&self, _reader: &AdminReader) -> KmsStatus {
+        self.kms.refresh().await;
         KmsStatus {
             backend: self.kms.backend(),
             current_key_id: self.kms.current_key_id(),

@@ -186,6 +186,10 @@ impl Kms for CachingKms {
         self.inner.current_key_id()
     }
 
+    async fn refresh(&self) {
+        self.inner.refresh().await
+    }
+
     fn backend(&self) -> KmsBackend {
         self.inner.backend()
     }

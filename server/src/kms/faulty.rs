@@ -105,6 +105,10 @@ impl Kms for FaultyKms {
         self.inner.current_key_id()
     }
 
+    async fn refresh(&self) {
+        self.inner.refresh().await
+    }
+
     fn backend(&self) -> KmsBackend {
         self.inner.backend()
     }

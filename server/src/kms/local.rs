@@ -206,6 +206,9 @@ impl Kms for FileKms {
         &self,
         context: &EncryptionContext,
     ) -> Result<(DataKey, WrappedKey), KmsError> {
+        // Rare (a key added, an app enrolled): a new secret is wrapped under the newest
+        // version any server added, not one a rotation elsewhere is retiring.
+        self.adopt_versions_from_file().await;
         self.keys.read().await.generate_data_key(context).await
     }
 
@@ -254,6 +257,10 @@ impl Kms for FileKms {
         KmsBackend::Local
     }
 
+    async fn refresh(&self) {
+        self.adopt_versions_from_file().await;
+    }
+
     async fn add_version(&self, record: &dyn RotationRecord) -> Result<String, KmsError> {
         let KeySource::File(path) = &self.source else {
             return Err(KmsError::Refused(
@@ -274,7 +281,8 @@ impl Kms for FileKms {
             .map_err(|_| KmsError::NotRecorded)?;
         Self::append_version(path, version, &key)?;
         self.keys.write().await.insert_version(version, key);
-        self.current.store(version, Ordering::Release);
+        // A higher version adopted from the file meanwhile stays current.
+        self.current.fetch_max(version, Ordering::AcqRel);
         tracing::info!(version, "added a local master key version");
         Ok(format!("local:v{version}"))
     }

@@ -339,19 +339,27 @@ async fn a_rotation_on_one_server_is_adopted_by_another_on_the_same_key_file() {
     let path = server::cli::ensure_master_key(dir.path()).expect("master key created");
     let a = FileKms::load(&path).expect("loads");
     let b = FileKms::load(&path).expect("loads");
+    let c = FileKms::load(&path).expect("loads");
+    let d = FileKms::load(&path).expect("loads");
     assert_eq!(a.add_version(&Recorded).await.expect("rotated"), "local:v2");
     let binding = binding();
     let sealed_on_a = vault::seal(&a, &binding, &secret()).await.expect("sealed");
     assert_eq!(sealed_on_a.wrapped_key.kms_key_id, "local:v2");
     assert_eq!(b.current_key_id(), "local:v1", "b has not seen it yet");
 
-    let opened = vault::open(&b, &binding, &sealed_on_a)
-        .await
-        .expect("b reads the file again and opens it");
-    assert_eq!(opened.expose_secret(), secret().expose_secret());
-    assert_eq!(b.current_key_id(), "local:v2");
+    // Sealing a new secret wraps it under the newest version on file.
     let sealed_on_b = vault::seal(&b, &binding, &secret()).await.expect("sealed");
     assert_eq!(sealed_on_b.wrapped_key.kms_key_id, "local:v2");
+    assert_eq!(b.current_key_id(), "local:v2");
+    // Opening a secret under a version not loaded reads the file again.
+    let opened = vault::open(&c, &binding, &sealed_on_a)
+        .await
+        .expect("c reads the file again and opens it");
+    assert_eq!(opened.expose_secret(), secret().expose_secret());
+    assert_eq!(c.current_key_id(), "local:v2");
+    // And a re-wrap run refreshes before it judges what is current.
+    d.refresh().await;
+    assert_eq!(d.current_key_id(), "local:v2");
 
     // A version in no file stays refused, as before.
     let mut unknown = sealed_on_a.clone();

@@ -622,11 +622,11 @@ async fn a_decoy_key_looks_like_a_real_key_in_its_owners_list_receipts_and_reche
         receipts_of(&app, &trader, &decoy).await,
         "checked on schedule, both"
     );
-    // Receipt times are whole seconds: how long a check's exchange call took stays hidden.
+    // Receipt times are whole minutes: how long a check's exchange call took stays hidden.
     let receipts = json(app.call(&trader, "keys/receipts", &[]).await).await;
     for receipt in receipts.as_array().expect("receipts") {
         let at = receipt["at"].as_str().expect("at");
-        assert!(at.ends_with('Z') && !at.contains('.'), "{at}");
+        assert!(at.ends_with(":00Z") && !at.contains('.'), "{at}");
     }
     // A check is not a use: no alert.
     assert_eq!(app.count("SELECT COUNT(*) FROM security_alerts").await, 0);

@@ -274,17 +274,22 @@ async fn one_answer_of_a_key_whose_counter_stays_zero_opens_one_window_even_sent
         "{statuses:?}"
     );
     assert_eq!(audits(&app, "stepup.key_succeeded").await, 1);
-    // Each other request was refused as that answer's repeat, with its reason on record.
-    let refused = app
+    // The others were refused: as that answer's repeat (400, its reason on record) when they
+    // read the key after the first was saved, or for the session the step-up moved to a new
+    // id (401) when they arrived after that.
+    assert!(
+        statuses.iter().all(|s| [200, 400, 401].contains(s)),
+        "{statuses:?}"
+    );
+    let repeats = app
         .count(
             "SELECT COUNT(*) FROM audit_events WHERE action = 'stepup.key_failed' \
              AND details LIKE '%challenge was already answered%'",
         )
         .await;
-    assert_eq!(
-        refused as usize,
-        statuses.iter().filter(|s| **s != 200).count(),
-        "{statuses:?}"
+    assert!(
+        repeats as usize <= statuses.iter().filter(|s| **s == 400).count(),
+        "{repeats} {statuses:?}"
     );
     app.stop().await;
 }
